@@ -1,0 +1,35 @@
+//! The contract between the switch and its providers.
+//!
+//! A provider is anything that can carry out the four operations of seed 003's
+//! "ONEPIPE → PROVIDER MICRO SERVICE" interface — transact, validate, query,
+//! reverse — for the `request_type`s it serves. The switch holds providers as
+//! `Arc<dyn Provider>` and does not care whether one is compiled in or lives in
+//! another process: [`RemoteProvider`] speaks the protocol over HTTP, and
+//! [`server::serve_provider`] turns any in-process provider into the
+//! microservice that `RemoteProvider` talks to. Keeping both ends of the wire in
+//! this one crate is what stops them drifting apart.
+//!
+//! # Layout
+//! - [`wire`]: the request and reply types that cross the wire, and [`Status`].
+//! - [`provider`]: the [`Provider`] trait and [`ProviderError`].
+//! - [`client`]: [`RemoteProvider`], the HTTP client side (`reqwest`).
+//! - [`server`]: the hyper accept loop shared by the switch and provider
+//!   microservices, and the provider-side router.
+//! - [`notify`]: the [`Notifier`] trait through which providers reach customers.
+//! - [`durable`]: [`GroupCommit`], shared sled flushes behind durable acknowledgements.
+
+pub mod client;
+pub mod durable;
+pub mod notify;
+pub mod provider;
+pub mod server;
+pub mod wire;
+
+pub use client::RemoteProvider;
+pub use durable::GroupCommit;
+pub use notify::{Notification, Notifier, NotifyError};
+pub use provider::{Provider, ProviderError};
+pub use wire::{
+    Customer, ProviderReply, QueryRequest, ReverseRequest, Status, TransactRequest,
+    TransactionDetails, ValidateRequest,
+};

@@ -1,0 +1,167 @@
+//! What crosses the wire between the switch and a provider.
+//!
+//! These types are the JSON bodies of `POST /transact`, `/transact/validate`,
+//! `/transact/query` and `/transact/reverse` on a provider microservice, and the
+//! arguments of the same calls on an in-process provider. The sensitive source
+//! details arrive here already decrypted, as secret types that never print.
+
+use manifold_crypto::{SourceDetails, ValidationInput};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The outcome of an operation, exactly as seed 003 spells it on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Successful,
+    Failed,
+    #[serde(rename = "WaitingForOTP")]
+    WaitingForOtp,
+    PendingValidation,
+    /// Accepted, but the outcome is not known yet; the app polls `/transact/query`.
+    Pending,
+}
+
+impl Status {
+    /// Final statuses never change again except through a reversal.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Successful | Status::Failed)
+    }
+
+    /// Statuses in which the transaction waits for `/transact/validate`.
+    pub fn awaits_validation(self) -> bool {
+        matches!(self, Status::WaitingForOtp | Status::PendingValidation)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Successful => "Successful",
+            Status::Failed => "Failed",
+            Status::WaitingForOtp => "WaitingForOTP",
+            Status::PendingValidation => "PendingValidation",
+            Status::Pending => "Pending",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The customer block of seed 003's `transaction.customer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    #[serde(default)]
+    pub customer_ref: Option<String>,
+    #[serde(default)]
+    pub firstname: Option<String>,
+    #[serde(default)]
+    pub surname: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub mobile_no: Option<String>,
+}
+
+/// The non-secret part of seed 003's `transaction` object, as the provider needs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransactionDetails {
+    #[serde(default)]
+    pub transaction_desc: Option<String>,
+    #[serde(default)]
+    pub transaction_ref_parent: Option<String>,
+    /// Minor units (kobo, cents); never fractional.
+    pub amount: u64,
+    #[serde(default)]
+    pub customer: Customer,
+    #[serde(default)]
+    pub meta: Option<Value>,
+    #[serde(default)]
+    pub details: Option<Value>,
+}
+
+/// Start a transaction (`POST /transact`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactRequest {
+    /// The calling app; providers key their state by `(app_id, transaction_ref)`
+    /// because two apps may choose the same `transaction_ref`.
+    pub app_id: String,
+    pub request_ref: String,
+    pub request_type: String,
+    pub transaction_ref: String,
+    /// The app's `otp_override` for this service: `true` means answer at once.
+    pub otp_override: bool,
+    /// The decrypted `auth.secure`, tagged by `auth.type`.
+    pub source: SourceDetails,
+    pub transaction: TransactionDetails,
+}
+
+/// Complete a transaction that waits for an OTP or other information.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidateRequest {
+    pub app_id: String,
+    pub request_ref: String,
+    pub request_type: String,
+    pub transaction_ref: String,
+    pub input: ValidationInput,
+}
+
+/// Ask for the provider's view of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub app_id: String,
+    pub request_type: String,
+    pub transaction_ref: String,
+}
+
+/// Ask the provider to undo a successful transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReverseRequest {
+    pub app_id: String,
+    pub request_ref: String,
+    pub request_type: String,
+    pub transaction_ref: String,
+}
+
+/// A provider's answer to any of the four operations; the switch relays it in
+/// its response envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderReply {
+    pub status: Status,
+    pub message: String,
+    pub provider_response_code: String,
+    #[serde(default)]
+    pub provider_response: Option<Value>,
+}
+
+impl ProviderReply {
+    pub fn new(status: Status, code: &str, message: impl Into<String>) -> Self {
+        ProviderReply {
+            status,
+            message: message.into(),
+            provider_response_code: code.to_owned(),
+            provider_response: None,
+        }
+    }
+
+    pub fn with_response(mut self, response: Value) -> Self {
+        self.provider_response = Some(response);
+        self
+    }
+}
+
+/// The body of a provider's non-200 answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderFault {
+    pub error: String,
+    pub message: String,
+}
+
+/// Machine-readable `ProviderFault::error` codes.
+pub mod fault {
+    pub const UNKNOWN_TRANSACTION: &str = "unknown_transaction";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const INTERNAL: &str = "internal";
+    pub const NOT_FOUND: &str = "not_found";
+}

@@ -1,0 +1,61 @@
+//! Calling apps: who is asking, and what they may do.
+//!
+//! An app is recognised by its bearer API key. Keys are looked up by their
+//! SHA-256 digest, so the table never holds them in a form a timing
+//! difference could leak, and each app's `auth.secure` key is derived once
+//! at start-up rather than per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use manifold_config::AppConfig;
+use manifold_crypto::AppKey;
+use sha2::{Digest, Sha256};
+
+/// An app as the switch uses it: its configuration and its derived key.
+#[derive(Debug)]
+pub struct App {
+    pub config: AppConfig,
+    pub key: AppKey,
+}
+
+impl App {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AppRegistry {
+    by_key_digest: HashMap<[u8; 32], Arc<App>>,
+}
+
+fn digest(api_key: &str) -> [u8; 32] {
+    Sha256::digest(api_key.as_bytes()).into()
+}
+
+impl AppRegistry {
+    pub fn new(apps: &[AppConfig]) -> Self {
+        let by_key_digest = apps
+            .iter()
+            .map(|config| {
+                let app = App {
+                    key: AppKey::derive(&config.secret),
+                    config: config.clone(),
+                };
+                (digest(config.api_key.expose()), Arc::new(app))
+            })
+            .collect();
+        AppRegistry { by_key_digest }
+    }
+
+    /// The app whose key is in an `Authorization: Bearer <key>` header value.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Option<Arc<App>> {
+        let value = authorization?.trim();
+        let (scheme, key) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        self.by_key_digest.get(&digest(key.trim())).cloned()
+    }
+}

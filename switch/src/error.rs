@@ -1,0 +1,75 @@
+//! Everything that can go wrong inside the switch, in domain words.
+//!
+//! Each variant says what happened; [`crate::http`] alone decides which HTTP
+//! status and `data.error` code it becomes. No variant carries a secret: the
+//! crypto errors it wraps never quote plaintext.
+
+use manifold_crypto::CryptoError;
+use manifold_provider::Status;
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// Dotted path in the request, e.g. `auth.secure` or `transaction.amount`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body is larger than the switch accepts")]
+    BodyTooLarge,
+    #[error("the request has {} invalid field(s)", .0.len())]
+    InvalidFields(Vec<FieldError>),
+    #[error("missing or unknown API key: send `Authorization: Bearer <api_key>`")]
+    Unauthenticated,
+    #[error("this app must sign its requests: send a `Signature` header")]
+    SignatureRequired,
+    #[error("the `Signature` header does not match request_ref")]
+    BadSignature,
+    #[error("no provider serves request_type `{0}`")]
+    UnknownRequestType(String),
+    #[error("no provider named `{0}` is configured")]
+    UnknownProvider(String),
+    #[error("provider `{provider}` does not serve request_type `{request_type}`")]
+    ProviderDoesNotServe { provider: String, request_type: String },
+    #[error("this app may not use request_type `{0}`")]
+    ServiceNotAllowed(String),
+    #[error("this app may not use provider `{provider}` for `{request_type}`")]
+    ProviderNotAllowed { provider: String, request_type: String },
+    #[error("auth.secure was rejected: {0}")]
+    SecureRejected(CryptoError),
+    #[error("transaction.amount {amount} is over this app's limit of {limit} for `{request_type}`")]
+    AmountOverLimit { amount: u64, limit: u64, request_type: String },
+    #[error("request_ref `{0}` was already used with a different request body")]
+    RequestRefConflict(String),
+    #[error("transaction_ref `{0}` is already used by another transaction of this app")]
+    DuplicateTransactionRef(String),
+    #[error("no transaction `{0}` exists for this app")]
+    TransactionNotFound(String),
+    #[error("{field} `{given}` does not match the transaction's `{recorded}`")]
+    TransactionMismatch { field: &'static str, given: String, recorded: String },
+    #[error("the transaction is {0}, so there is nothing to validate")]
+    NotAwaitingValidation(Status),
+    #[error("the transaction cannot be reversed: {0}")]
+    NotReversible(String),
+    #[error("the provider could not be reached, so nothing was done: {0}")]
+    ProviderUnavailable(String),
+    #[error("no such endpoint: {0}")]
+    NoSuchEndpoint(String),
+    #[error("{0} is not allowed here; use POST")]
+    MethodNotAllowed(String),
+    #[error("the transaction store failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+}

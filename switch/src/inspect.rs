@@ -1,0 +1,54 @@
+//! `mock_mode: inspect`: realistic sample answers that touch no provider.
+//!
+//! Apps use inspect mode to build their integration before going live. The
+//! request is checked exactly like a live one (key, fields, routing, limits,
+//! `auth.secure`), so an app also learns whether its encryption is right; only
+//! the provider call is replaced by a sample, and nothing is recorded as a
+//! transaction. Every sample says so in `message` and in `data.mock_mode`.
+
+use manifold_provider::{ProviderReply, Status};
+use serde_json::{json, Value};
+
+use crate::envelope::ResponseEnvelope;
+
+const NOTICE: &str = "Inspect mode: this is a sample response; no provider was called and nothing was recorded";
+
+fn sample_response(request_type: &str, transaction_ref: &str, amount: u64) -> Value {
+    match request_type {
+        "get_balance" => json!({
+            "account_id": "50617644717007",
+            "account_type": "Current",
+            "account_number": "6200000766",
+            "avialable_balance": 2077099,
+            "ledger_balance": 2077099,
+            "minimum_balance": 0,
+            "account_class": "STFCUR",
+            "account_status": "ACCOUNT OPEN",
+            "currency": "NGN",
+            "reference": format!("INSPECT-{transaction_ref}"),
+            "meta": {}
+        }),
+        "transfer" => json!({
+            "amount": amount,
+            "currency": "NGN",
+            "reference": format!("INSPECT-{transaction_ref}"),
+            "destination_account": "******3210"
+        }),
+        _ => json!({ "reference": format!("INSPECT-{transaction_ref}") }),
+    }
+}
+
+/// The sample answer for one request: `WaitingForOTP` when the app's
+/// `otp_override` is false (as a live provider would answer first),
+/// `Successful` with a sample `provider_response` otherwise.
+pub fn sample(provider: &str, request_type: &str, transaction_ref: &str, amount: u64, otp_override: bool) -> ResponseEnvelope {
+    let reply = if otp_override {
+        ProviderReply::new(Status::Successful, "00", NOTICE)
+            .with_response(sample_response(request_type, transaction_ref, amount))
+    } else {
+        ProviderReply::new(Status::WaitingForOtp, "900T0", format!("{NOTICE}. A live provider would answer: Please enter the OTP sent to 2348022****08"))
+    };
+    let mut envelope = ResponseEnvelope::from_reply(provider, &reply);
+    envelope.data.mock_mode = Some("inspect".into());
+    envelope
+}

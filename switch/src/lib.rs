@@ -1,0 +1,36 @@
+//! The Manifold switch.
+//!
+//! Calling apps send one uniform envelope (seed 003) to `/transact`,
+//! `/transact/validate`, `/transact/query` and `/transact/reverse`. The switch
+//! authenticates the app by its bearer key, checks the envelope field by field,
+//! opens `auth.secure` with the app's key, routes the call to the provider named
+//! by `auth.auth_provider`, records the transaction durably, and answers in the
+//! same envelope whatever happened.
+//!
+//! # Layout
+//! - [`server`]: builds a switch from configuration and runs it on a listener
+//!   until shutdown — what the binary, tests and benchmarks all call.
+//! - [`http`]: the HTTP edge: routes paths, reads bodies, and is the one place
+//!   where a [`SwitchError`] becomes a status code and an envelope.
+//! - [`envelope`]: the app-facing wire format and its field-by-field parsing.
+//! - [`apps`]: bearer key → app, with its derived key and grants.
+//! - [`routing`]: provider names → `Arc<dyn Provider>` and their settings.
+//! - [`engine`]: the transaction lifecycle: idempotency, state changes,
+//!   timeouts, reversal, metering.
+//! - [`inspect`]: the sample answers of `mock_mode: inspect`.
+//! - [`store`]: the [`store::Store`] trait and its sled implementation; the
+//!   switch keeps no state above it.
+//! - [`error`]: [`SwitchError`], everything that can go wrong, in domain words.
+
+pub mod apps;
+pub mod engine;
+pub mod envelope;
+pub mod error;
+pub mod http;
+pub mod inspect;
+pub mod routing;
+pub mod server;
+pub mod store;
+
+pub use error::SwitchError;
+pub use server::{run, Switch};

@@ -1,0 +1,58 @@
+//! `manifold`: run the switch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use manifold_config::SwitchConfig;
+use manifold_switch::Switch;
+
+#[derive(Parser)]
+#[command(about = "Run the Manifold payment switch")]
+struct Args {
+    /// The host configuration file (TOML).
+    #[arg(long, default_value = "fixtures/manifold.toml")]
+    config: PathBuf,
+    /// Listen here instead of the configured address; port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keep the store here instead of the configured `storage.path`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let mut config = SwitchConfig::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data) = args.data {
+        config.storage.path = data;
+    }
+    let switch = Switch::open(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    // Scripts and tests read this line to learn the port.
+    println!("manifold listening on {}", listener.local_addr()?);
+    switch.serve(listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,85 @@
+//! Which provider serves a call, and whether the app may use it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use manifold_config::{ProviderConfig, ServiceGrant};
+use manifold_provider::Provider;
+
+use crate::apps::App;
+use crate::error::SwitchError;
+
+/// One configured provider, ready to call.
+pub struct Route {
+    pub config: ProviderConfig,
+    pub provider: Arc<dyn Provider>,
+}
+
+impl Route {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+#[derive(Default)]
+pub struct Router {
+    routes: HashMap<String, Arc<Route>>,
+    /// Every `request_type` some provider serves.
+    known_request_types: BTreeSet<String>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Self {
+        let known_request_types = routes
+            .iter()
+            .flat_map(|route| route.config.services.iter().cloned())
+            .collect();
+        let routes = routes
+            .into_iter()
+            .map(|route| (route.config.name.clone(), Arc::new(route)))
+            .collect();
+        Router {
+            routes,
+            known_request_types,
+        }
+    }
+
+    /// The provider by name, for calls on an existing transaction.
+    pub fn route(&self, provider: &str) -> Result<Arc<Route>, SwitchError> {
+        self.routes
+            .get(provider)
+            .cloned()
+            .ok_or_else(|| SwitchError::UnknownProvider(provider.to_owned()))
+    }
+
+    /// Checks a new call against the configuration, most general problem first.
+    pub fn resolve<'a>(
+        &self,
+        app: &'a App,
+        request_type: &str,
+        provider: &str,
+    ) -> Result<(Arc<Route>, &'a ServiceGrant), SwitchError> {
+        if !self.known_request_types.contains(request_type) {
+            return Err(SwitchError::UnknownRequestType(request_type.to_owned()));
+        }
+        let route = self.route(provider)?;
+        let grant = app
+            .config
+            .services
+            .get(request_type)
+            .ok_or_else(|| SwitchError::ServiceNotAllowed(request_type.to_owned()))?;
+        if !grant.providers.iter().any(|name| name == provider) {
+            return Err(SwitchError::ProviderNotAllowed {
+                provider: provider.to_owned(),
+                request_type: request_type.to_owned(),
+            });
+        }
+        if !route.config.services.contains(request_type) {
+            return Err(SwitchError::ProviderDoesNotServe {
+                provider: provider.to_owned(),
+                request_type: request_type.to_owned(),
+            });
+        }
+        Ok((route, grant))
+    }
+}

@@ -1,0 +1,121 @@
+//! Assembling a switch from configuration and running it.
+//!
+//! [`Switch::open`] turns a validated [`SwitchConfig`] into a running set of
+//! parts — the sled store and its group-commit flusher, the app registry, one
+//! route per provider — and [`Switch::serve`] answers HTTP on a listener until
+//! the shutdown future completes. The binary passes SIGINT/SIGTERM; tests pass
+//! their own future.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
+use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_provider::notify::OutboxNotifier;
+use manifold_provider::server::{serve, ServeOptions};
+use manifold_provider::{GroupCommit, Provider, RemoteProvider};
+use tokio::net::TcpListener;
+
+use crate::apps::AppRegistry;
+use crate::engine::Engine;
+use crate::http::{handle, SwitchState};
+use crate::routing::{Route, Router};
+use crate::store::{SledStore, Store};
+
+/// The name of the compiled-in demo provider in `implementation = "..."`.
+pub const DEMO_IMPLEMENTATION: &str = "demo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the store at {path} could not be opened: {reason}")]
+    Store { path: String, reason: String },
+    #[error("provider `{provider}` could not be set up: {reason}")]
+    Provider { provider: String, reason: String },
+}
+
+pub struct Switch {
+    state: Arc<SwitchState>,
+    store: Arc<SledStore>,
+}
+
+impl Switch {
+    /// Opens the store and builds every provider named in `config`.
+    pub fn open(config: &SwitchConfig) -> Result<Switch, StartError> {
+        Switch::open_with(config, HashMap::new())
+    }
+
+    /// As [`Switch::open`], with extra in-process provider implementations
+    /// that `implementation = "<name>"` may refer to (tests and embedders).
+    pub fn open_with(config: &SwitchConfig, mut implementations: HashMap<String, Arc<dyn Provider>>) -> Result<Switch, StartError> {
+        let path = config.storage.path.display().to_string();
+        let store_error = |reason: String| StartError::Store { path: path.clone(), reason };
+        let db = sled::open(&config.storage.path).map_err(|e| store_error(e.to_string()))?;
+        let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(e.to_string()))?;
+        let store = Arc::new(SledStore::open(&db, commit.clone()).map_err(|e| store_error(e.to_string()))?);
+
+        let mut routes = Vec::new();
+        for (index, provider_config) in config.providers.iter().enumerate() {
+            let setup_error = |reason: String| StartError::Provider {
+                provider: provider_config.name.clone(),
+                reason,
+            };
+            let provider: Arc<dyn Provider> = match &provider_config.endpoint {
+                ProviderEndpoint::Remote { url } => {
+                    Arc::new(RemoteProvider::new(url, provider_config.timeout).map_err(|e| setup_error(e.to_string()))?)
+                }
+                ProviderEndpoint::InProcess { implementation } => {
+                    if let Some(provider) = implementations.remove(implementation) {
+                        provider
+                    } else if implementation == DEMO_IMPLEMENTATION {
+                        let notifier = Arc::new(OutboxNotifier::new(config.notifications.outbox.clone()));
+                        Arc::new(
+                            DemoProvider::open(&db, commit.clone(), notifier, DemoSettings::default())
+                                .map_err(|e| setup_error(e.to_string()))?,
+                        )
+                    } else {
+                        return Err(ConfigError::single(
+                            &config.source,
+                            &format!("providers[{index}].implementation"),
+                            format!("no in-process provider is called `{implementation}` (built in: {DEMO_IMPLEMENTATION})"),
+                        )
+                        .into());
+                    }
+                }
+            };
+            routes.push(Route {
+                config: provider_config.clone(),
+                provider,
+            });
+        }
+
+        let state = Arc::new(SwitchState {
+            apps: AppRegistry::new(&config.apps),
+            engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
+        });
+        Ok(Switch { state, store })
+    }
+
+    pub fn store(&self) -> &Arc<SledStore> {
+        &self.store
+    }
+
+    /// Answers HTTP on `listener` until `shutdown` completes, then lets
+    /// in-flight requests finish and flushes the store.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let state = self.state.clone();
+        let handler = move |request| handle(state.clone(), request);
+        serve(listener, handler, ServeOptions::default(), shutdown).await;
+        if let Err(error) = self.state.engine.flush().await {
+            tracing::error!(%error, "final flush failed");
+        }
+    }
+}
+
+/// Opens a switch for `config` and serves it on `listener` until `shutdown`.
+pub async fn run(config: &SwitchConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    Switch::open(config)?.serve(listener, shutdown).await;
+    Ok(())
+}
