@@ -99,9 +99,8 @@ pub struct ServiceGrant {
 impl SwitchConfig {
     /// Read and validate the configuration file at `path`.
     pub fn load(path: &Path) -> Result<SwitchConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigError::single(path, "", format!("cannot be read: {error}"))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::single(path, "", format!("cannot be read: {error}")))?;
         SwitchConfig::from_toml(&text, path)
     }
 
@@ -167,7 +166,13 @@ impl fmt::Display for ConfigError {
             if problem.key.is_empty() {
                 write!(f, "{}: {}", self.file.display(), problem.problem)?;
             } else {
-                write!(f, "{}: {}: {}", self.file.display(), problem.key, problem.problem)?;
+                write!(
+                    f,
+                    "{}: {}: {}",
+                    self.file.display(),
+                    problem.key,
+                    problem.problem
+                )?;
             }
         }
         Ok(())

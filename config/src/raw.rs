@@ -90,7 +90,13 @@ impl RawConfig {
         let listen = match self.listen.parse::<SocketAddr>() {
             Ok(addr) => addr,
             Err(_) => {
-                problems.add("listen", format!("`{}` is not an IP address and port such as 127.0.0.1:8080", self.listen));
+                problems.add(
+                    "listen",
+                    format!(
+                        "`{}` is not an IP address and port such as 127.0.0.1:8080",
+                        self.listen
+                    ),
+                );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         };
@@ -109,7 +115,10 @@ impl RawConfig {
             .map(|(i, raw)| raw.validate(&format!("providers[{i}]"), &mut problems))
             .collect();
         for name in duplicates(providers.iter().map(|p| p.name.as_str())) {
-            problems.add("providers", format!("provider `{name}` is defined more than once"));
+            problems.add(
+                "providers",
+                format!("provider `{name}` is defined more than once"),
+            );
         }
 
         let apps: Vec<AppConfig> = self
@@ -145,7 +154,10 @@ impl RawConfig {
 impl RawProvider {
     fn validate(self, key: &str, problems: &mut Problems) -> ProviderConfig {
         if !is_identifier(&self.name) {
-            problems.add(format!("{key}.name"), "must be 1-64 letters, digits, `_`, `-` or `.`");
+            problems.add(
+                format!("{key}.name"),
+                "must be 1-64 letters, digits, `_`, `-` or `.`",
+            );
         }
         let endpoint = match (self.mode, self.implementation, self.url) {
             (RawMode::InProcess, Some(implementation), None) => {
@@ -153,7 +165,10 @@ impl RawProvider {
             }
             (RawMode::InProcess, implementation, url) => {
                 if implementation.is_none() {
-                    problems.add(format!("{key}.implementation"), "is required when mode = \"in_process\"");
+                    problems.add(
+                        format!("{key}.implementation"),
+                        "is required when mode = \"in_process\"",
+                    );
                 }
                 if url.is_some() {
                     problems.add(format!("{key}.url"), "is only for mode = \"remote\"");
@@ -164,10 +179,15 @@ impl RawProvider {
             }
             (RawMode::Remote, implementation, url) => {
                 if implementation.is_some() {
-                    problems.add(format!("{key}.implementation"), "is only for mode = \"in_process\"");
+                    problems.add(
+                        format!("{key}.implementation"),
+                        "is only for mode = \"in_process\"",
+                    );
                 }
                 match &url {
-                    None => problems.add(format!("{key}.url"), "is required when mode = \"remote\""),
+                    None => {
+                        problems.add(format!("{key}.url"), "is required when mode = \"remote\"")
+                    }
                     Some(url) => check_url(url, &format!("{key}.url"), problems),
                 }
                 ProviderEndpoint::Remote {
@@ -176,17 +196,26 @@ impl RawProvider {
             }
         };
         if self.services.is_empty() {
-            problems.add(format!("{key}.services"), "must list at least one request_type");
+            problems.add(
+                format!("{key}.services"),
+                "must list at least one request_type",
+            );
         }
         for service in &self.services {
             if !is_identifier(service) {
-                problems.add(format!("{key}.services"), format!("`{service}` is not a valid request_type name"));
+                problems.add(
+                    format!("{key}.services"),
+                    format!("`{service}` is not a valid request_type name"),
+                );
             }
         }
         let services: BTreeSet<String> = self.services.into_iter().collect();
         let reversible: BTreeSet<String> = self.reversible.into_iter().collect();
         for service in reversible.difference(&services) {
-            problems.add(format!("{key}.reversible"), format!("`{service}` is not one of this provider's services"));
+            problems.add(
+                format!("{key}.reversible"),
+                format!("`{service}` is not one of this provider's services"),
+            );
         }
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         let timeout = Duration::from_millis(timeout_ms);
@@ -209,36 +238,70 @@ impl RawProvider {
 fn check_url(url: &str, key: &str, problems: &mut Problems) {
     match url.parse::<http::Uri>() {
         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
-        _ => problems.add(key, format!("`{url}` is not an http:// or https:// base URL")),
+        _ => problems.add(
+            key,
+            format!("`{url}` is not an http:// or https:// base URL"),
+        ),
     }
 }
 
 impl RawApp {
-    fn validate(self, key: &str, providers: &[ProviderConfig], problems: &mut Problems) -> AppConfig {
+    fn validate(
+        self,
+        key: &str,
+        providers: &[ProviderConfig],
+        problems: &mut Problems,
+    ) -> AppConfig {
         if !is_identifier(&self.id) {
-            problems.add(format!("{key}.id"), "must be 1-64 letters, digits, `_`, `-` or `.`");
+            problems.add(
+                format!("{key}.id"),
+                "must be 1-64 letters, digits, `_`, `-` or `.`",
+            );
         }
         if self.api_key.len() < MIN_API_KEY_LEN {
-            problems.add(format!("{key}.api_key"), format!("must be at least {MIN_API_KEY_LEN} characters"));
+            problems.add(
+                format!("{key}.api_key"),
+                format!("must be at least {MIN_API_KEY_LEN} characters"),
+            );
         }
-        if self.api_key.expose().chars().any(|c| c.is_whitespace() || c.is_control()) {
-            problems.add(format!("{key}.api_key"), "must not contain spaces or control characters");
+        if self
+            .api_key
+            .expose()
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            problems.add(
+                format!("{key}.api_key"),
+                "must not contain spaces or control characters",
+            );
         }
         if self.secret.len() < MIN_SECRET_LEN {
-            problems.add(format!("{key}.secret"), format!("must be at least {MIN_SECRET_LEN} characters"));
+            problems.add(
+                format!("{key}.secret"),
+                format!("must be at least {MIN_SECRET_LEN} characters"),
+            );
         }
         if self.services.is_empty() {
-            problems.add(format!("{key}.services"), "must grant at least one request_type");
+            problems.add(
+                format!("{key}.services"),
+                "must grant at least one request_type",
+            );
         }
         let mut services = BTreeMap::new();
         for (service, grant) in self.services {
             let grant_key = format!("{key}.services.{service}");
             if grant.providers.is_empty() {
-                problems.add(format!("{grant_key}.providers"), "must list at least one provider");
+                problems.add(
+                    format!("{grant_key}.providers"),
+                    "must list at least one provider",
+                );
             }
             for name in &grant.providers {
                 match providers.iter().find(|p| &p.name == name) {
-                    None => problems.add(format!("{grant_key}.providers"), format!("no provider named `{name}` is configured")),
+                    None => problems.add(
+                        format!("{grant_key}.providers"),
+                        format!("no provider named `{name}` is configured"),
+                    ),
                     Some(provider) if !provider.services.contains(&service) => problems.add(
                         format!("{grant_key}.providers"),
                         format!("provider `{name}` does not serve `{service}`"),
@@ -247,7 +310,10 @@ impl RawApp {
                 }
             }
             if grant.max_amount == Some(0) {
-                problems.add(format!("{grant_key}.max_amount"), "must be greater than 0 (omit it for no limit)");
+                problems.add(
+                    format!("{grant_key}.max_amount"),
+                    "must be greater than 0 (omit it for no limit)",
+                );
             }
             services.insert(
                 service,

@@ -14,7 +14,7 @@
 //!    only then answer.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use manifold_crypto::plaintext::{open_source, open_validation};
 use manifold_crypto::signature;
@@ -85,11 +85,20 @@ fn canonical_json(value: &Value) -> String {
             entries.sort_by(|a, b| a.0.cmp(b.0));
             let inner: Vec<String> = entries
                 .into_iter()
-                .map(|(key, value)| format!("{}:{}", Value::String(key.clone()), canonical_json(value)))
+                .map(|(key, value)| {
+                    format!("{}:{}", Value::String(key.clone()), canonical_json(value))
+                })
                 .collect();
             format!("{{{}}}", inner.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -113,7 +122,13 @@ fn fingerprint(app: &App, root: &Value, secure_plaintext: Option<&[u8]>) -> Stri
     hex::encode(hasher.finalize())
 }
 
-fn history(operation: Operation, request_ref: Option<&str>, status: Status, reply: Option<&ProviderReply>, message: &str) -> HistoryEntry {
+fn history(
+    operation: Operation,
+    request_ref: Option<&str>,
+    status: Status,
+    reply: Option<&ProviderReply>,
+    message: &str,
+) -> HistoryEntry {
     HistoryEntry {
         at_ms: now_ms(),
         operation,
@@ -136,7 +151,15 @@ fn advance(record: &mut TransactionRecord, status: Status, reply: Option<&Provid
     }
 }
 
-const NO_ANSWER_YET: &str = "The provider has not answered yet; query the transaction for its outcome";
+/// How long a `Pending` transaction the provider has no record of stays
+/// `Pending` before a query declares it `Failed`: ten provider timeouts, and
+/// never less than a minute.
+pub fn no_record_grace(route: &Route) -> Duration {
+    (route.config.timeout * 10).max(Duration::from_secs(60))
+}
+
+const NO_ANSWER_YET: &str =
+    "The provider has not answered yet; query the transaction for its outcome";
 
 /// The result of one provider call, reduced to what the switch records.
 enum Settled {
@@ -159,7 +182,11 @@ impl Engine {
         &self.store
     }
 
-    fn check_signature(app: &App, request_ref: &str, given: Option<&str>) -> Result<(), SwitchError> {
+    fn check_signature(
+        app: &App,
+        request_ref: &str,
+        given: Option<&str>,
+    ) -> Result<(), SwitchError> {
         match given {
             Some(given) if signature::verify(&app.key, request_ref, given.trim()) => Ok(()),
             Some(_) => Err(SwitchError::BadSignature),
@@ -182,7 +209,12 @@ impl Engine {
     }
 
     /// The answer to a repeated `request_ref`.
-    async fn replay(&self, app: &App, existing: RequestRecord, fingerprint: &str) -> Result<Answer, SwitchError> {
+    async fn replay(
+        &self,
+        app: &App,
+        existing: RequestRecord,
+        fingerprint: &str,
+    ) -> Result<Answer, SwitchError> {
         if existing.fingerprint != fingerprint {
             return Err(SwitchError::RequestRefConflict(existing.request_ref));
         }
@@ -205,7 +237,9 @@ impl Engine {
                     .store
                     .transaction(app.id(), &existing.transaction_ref)
                     .await?
-                    .ok_or_else(|| SwitchError::TransactionNotFound(existing.transaction_ref.clone()))?;
+                    .ok_or_else(|| {
+                        SwitchError::TransactionNotFound(existing.transaction_ref.clone())
+                    })?;
                 Ok(self.describe(&record))
             }
         }
@@ -226,10 +260,17 @@ impl Engine {
                 status: record.status,
                 message,
                 provider_response_code: String::new(),
-                provider_response: record.last_reply.as_ref().and_then(|r| r.provider_response.clone()),
+                provider_response: record
+                    .last_reply
+                    .as_ref()
+                    .and_then(|r| r.provider_response.clone()),
             },
         );
-        envelope.data.provider_response_code = record.last_reply.as_ref().map(|r| r.provider_response_code.clone());
+        envelope.data.provider_response_code = record
+            .last_reply
+            .as_ref()
+            .map(|r| r.provider_response_code.clone())
+            .filter(|code| !code.is_empty());
         envelope.data.transaction = Some(json!({
             "transaction_ref": record.transaction_ref,
             "request_type": record.request_type,
@@ -268,14 +309,10 @@ impl Engine {
         };
         let envelope = match reply {
             Some(reply) => ResponseEnvelope::from_reply(&record.provider, reply),
-            None => {
-                let mut envelope = ResponseEnvelope::from_reply(
-                    &record.provider,
-                    &ProviderReply::new(Status::Pending, "", message.clone()),
-                );
-                envelope.data.provider_response_code = None;
-                envelope
-            }
+            None => ResponseEnvelope::from_reply(
+                &record.provider,
+                &ProviderReply::new(Status::Pending, "", message.clone()),
+            ),
         };
         let answer = Answer::new(&envelope, &record.request_type, &record.provider);
         let stored = StoredResponse {
@@ -289,17 +326,29 @@ impl Engine {
             record.history.push(entry.clone());
         };
         self.store
-            .update_transaction(app.id(), &record.transaction_ref, &change, Some((request_ref, &stored)))
+            .update_transaction(
+                app.id(),
+                &record.transaction_ref,
+                &change,
+                Some((request_ref, &stored)),
+            )
             .await?;
         self.store.durable().await?;
         Ok(answer)
     }
 
-    pub async fn transact(&self, app: &App, body: &[u8], signature_header: Option<&str>) -> Result<Answer, SwitchError> {
+    pub async fn transact(
+        &self,
+        app: &App,
+        body: &[u8],
+        signature_header: Option<&str>,
+    ) -> Result<Answer, SwitchError> {
         let root = envelope::parse_json(body)?;
         let request = envelope::parse_transact(&root)?;
         Self::check_signature(app, &request.request_ref, signature_header)?;
-        let (route, grant) = self.router.resolve(app, &request.request_type, &request.auth_provider)?;
+        let (route, grant) =
+            self.router
+                .resolve(app, &request.request_type, &request.auth_provider)?;
         if let Some(limit) = grant.max_amount {
             if request.amount > limit {
                 return Err(SwitchError::AmountOverLimit {
@@ -309,11 +358,22 @@ impl Engine {
                 });
             }
         }
-        let source = open_source(&app.key, &request.request_ref, request.auth_type, &request.secure)
-            .map_err(SwitchError::SecureRejected)?;
+        let source = open_source(
+            &app.key,
+            &request.request_ref,
+            request.auth_type,
+            &request.secure,
+        )
+        .map_err(SwitchError::SecureRejected)?;
 
         if request.mock_mode == MockMode::Inspect {
-            let envelope = inspect::sample(route.name(), &request.request_type, &request.transaction_ref, request.amount, grant.otp_override);
+            let envelope = inspect::sample(
+                route.name(),
+                &request.request_type,
+                &request.transaction_ref,
+                request.amount,
+                grant.otp_override,
+            );
             let mut answer = Answer::new(&envelope, &request.request_type, route.name());
             answer.inspect = true;
             return Ok(answer);
@@ -339,13 +399,23 @@ impl Engine {
             created_at_ms: now,
             updated_at_ms: now,
             last_reply: None,
-            history: vec![history(Operation::Transact, Some(&request.request_ref), Status::Pending, None, "Received; sent to the provider")],
+            history: vec![history(
+                Operation::Transact,
+                Some(&request.request_ref),
+                Status::Pending,
+                None,
+                "Received; sent to the provider",
+            )],
             reversal: None,
         };
         match self.store.begin_transaction(&claim, &record).await? {
             Begin::Started => {}
             Begin::Repeat(existing) => return self.replay(app, existing, &fingerprint).await,
-            Begin::TransactionRefTaken => return Err(SwitchError::DuplicateTransactionRef(request.transaction_ref)),
+            Begin::TransactionRefTaken => {
+                return Err(SwitchError::DuplicateTransactionRef(
+                    request.transaction_ref,
+                ))
+            }
         }
         self.store.durable().await?;
 
@@ -370,13 +440,27 @@ impl Engine {
             Err(error) if !error.may_have_executed() => {
                 // Nothing happened at the provider: forget the attempt entirely
                 // so the app can retry with the same references.
-                self.store.abandon(app.id(), &request.request_ref, Some(&request.transaction_ref)).await?;
+                self.store
+                    .abandon(
+                        app.id(),
+                        &request.request_ref,
+                        Some(&request.transaction_ref),
+                    )
+                    .await?;
                 self.store.durable().await?;
                 return Err(SwitchError::ProviderUnavailable(error.to_string()));
             }
             Err(error) => Settled::Unknown(error),
         };
-        self.record_answer(app, &record, Operation::Transact, &request.request_ref, settled, advance).await
+        self.record_answer(
+            app,
+            &record,
+            Operation::Transact,
+            &request.request_ref,
+            settled,
+            advance,
+        )
+        .await
     }
 
     /// Loads the app's transaction and checks the optional fields that must match it.
@@ -411,14 +495,23 @@ impl Engine {
 
     /// Claims `request_ref` for an operation on an existing transaction;
     /// `Err(answer)` carries the replay when it was claimed before.
-    async fn claim(&self, app: &App, operation: Operation, request_ref: &str, transaction_ref: &str, fingerprint: &str) -> Result<Option<Answer>, SwitchError> {
+    async fn claim(
+        &self,
+        app: &App,
+        operation: Operation,
+        request_ref: &str,
+        transaction_ref: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Answer>, SwitchError> {
         let claim = RequestRecord {
             app_id: app.id().to_owned(),
             request_ref: request_ref.to_owned(),
             operation,
             transaction_ref: transaction_ref.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            state: RequestState::InFlight { started_at_ms: now_ms() },
+            state: RequestState::InFlight {
+                started_at_ms: now_ms(),
+            },
         };
         match self.store.claim_request(&claim).await? {
             Claim::Started => Ok(None),
@@ -426,23 +519,43 @@ impl Engine {
         }
     }
 
-    pub async fn validate(&self, app: &App, body: &[u8], signature_header: Option<&str>) -> Result<Answer, SwitchError> {
+    pub async fn validate(
+        &self,
+        app: &App,
+        body: &[u8],
+        signature_header: Option<&str>,
+    ) -> Result<Answer, SwitchError> {
         let root = envelope::parse_json(body)?;
         let request = envelope::parse_validate(&root)?;
         Self::check_signature(app, &request.request_ref, signature_header)?;
-        let input = open_validation(&app.key, &request.request_ref, &request.secure).map_err(SwitchError::SecureRejected)?;
+        let input = open_validation(&app.key, &request.request_ref, &request.secure)
+            .map_err(SwitchError::SecureRejected)?;
         let fingerprint = fingerprint(app, &root, Some(&input.to_plaintext()));
         if let Some(existing) = self.store.request(app.id(), &request.request_ref).await? {
             return self.replay(app, existing, &fingerprint).await;
         }
         let record = self
-            .named_transaction(app, &request.transaction_ref, Some(&request.request_type), Some(&request.auth_provider))
+            .named_transaction(
+                app,
+                &request.transaction_ref,
+                Some(&request.request_type),
+                Some(&request.auth_provider),
+            )
             .await?;
         if !record.status.awaits_validation() {
             return Err(SwitchError::NotAwaitingValidation(record.status));
         }
         let route = self.router.route(&record.provider)?;
-        if let Some(replay) = self.claim(app, Operation::Validate, &request.request_ref, &record.transaction_ref, &fingerprint).await? {
+        if let Some(replay) = self
+            .claim(
+                app,
+                Operation::Validate,
+                &request.request_ref,
+                &record.transaction_ref,
+                &fingerprint,
+            )
+            .await?
+        {
             return Ok(replay);
         }
         let call = ValidateRequest {
@@ -460,20 +573,40 @@ impl Engine {
                 "The provider has nothing awaiting validation for this transaction",
             )),
             Err(error) if !error.may_have_executed() => {
-                self.store.abandon(app.id(), &request.request_ref, None).await?;
+                self.store
+                    .abandon(app.id(), &request.request_ref, None)
+                    .await?;
                 return Err(SwitchError::ProviderUnavailable(error.to_string()));
             }
             Err(error) => Settled::Unknown(error),
         };
-        self.record_answer(app, &record, Operation::Validate, &request.request_ref, settled, advance).await
+        self.record_answer(
+            app,
+            &record,
+            Operation::Validate,
+            &request.request_ref,
+            settled,
+            advance,
+        )
+        .await
     }
 
-    pub async fn query(&self, app: &App, body: &[u8], signature_header: Option<&str>) -> Result<Answer, SwitchError> {
+    pub async fn query(
+        &self,
+        app: &App,
+        body: &[u8],
+        signature_header: Option<&str>,
+    ) -> Result<Answer, SwitchError> {
         let root = envelope::parse_json(body)?;
         let request = envelope::parse_reference(&root)?;
         Self::check_signature(app, &request.request_ref, signature_header)?;
         let record = self
-            .named_transaction(app, &request.transaction_ref, request.request_type.as_deref(), request.auth_provider.as_deref())
+            .named_transaction(
+                app,
+                &request.transaction_ref,
+                request.request_type.as_deref(),
+                request.auth_provider.as_deref(),
+            )
             .await?;
         if record.status != Status::Pending {
             return Ok(self.describe(&record));
@@ -487,19 +620,31 @@ impl Engine {
         let reply = match Self::call(&route, route.provider.query(call)).await {
             Ok(reply) if reply.status != Status::Pending => reply,
             Ok(_) => return Ok(self.describe(&record)),
-            // The provider never saw it. Only after it could no longer be on
-            // its way there is that final.
+            // The provider has no record. A call the switch gave up on may
+            // still be working its way through the provider, so absence only
+            // becomes final once that is no longer plausible.
             Err(ProviderError::UnknownTransaction)
-                if now_ms().saturating_sub(record.created_at_ms) > 2 * route.config.timeout.as_millis() as u64 =>
+                if now_ms().saturating_sub(record.created_at_ms)
+                    > no_record_grace(&route).as_millis() as u64 =>
             {
-                ProviderReply::new(Status::Failed, "", "The provider has no record of this transaction; it was not carried out")
+                ProviderReply::new(
+                    Status::Failed,
+                    "",
+                    "The provider has no record of this transaction; it was not carried out",
+                )
             }
             Err(error) => {
                 tracing::debug!(transaction_ref = %record.transaction_ref, %error, "query could not settle a pending transaction");
                 return Ok(self.describe(&record));
             }
         };
-        let entry = history(Operation::Query, Some(&request.request_ref), reply.status, Some(&reply), &reply.message);
+        let entry = history(
+            Operation::Query,
+            Some(&request.request_ref),
+            reply.status,
+            Some(&reply),
+            &reply.message,
+        );
         let change = move |record: &mut TransactionRecord| {
             if record.status == Status::Pending {
                 advance(record, reply.status, Some(&reply));
@@ -516,7 +661,12 @@ impl Engine {
         Ok(self.describe(&updated))
     }
 
-    pub async fn reverse(&self, app: &App, body: &[u8], signature_header: Option<&str>) -> Result<Answer, SwitchError> {
+    pub async fn reverse(
+        &self,
+        app: &App,
+        body: &[u8],
+        signature_header: Option<&str>,
+    ) -> Result<Answer, SwitchError> {
         let root = envelope::parse_json(body)?;
         let request = envelope::parse_reference(&root)?;
         Self::check_signature(app, &request.request_ref, signature_header)?;
@@ -525,7 +675,12 @@ impl Engine {
             return self.replay(app, existing, &fingerprint).await;
         }
         let record = self
-            .named_transaction(app, &request.transaction_ref, request.request_type.as_deref(), request.auth_provider.as_deref())
+            .named_transaction(
+                app,
+                &request.transaction_ref,
+                request.request_type.as_deref(),
+                request.auth_provider.as_deref(),
+            )
             .await?;
         let route = self.router.route(&record.provider)?;
         if !route.config.reversible.contains(&record.request_type) {
@@ -544,12 +699,23 @@ impl Engine {
         // request_ref, so the provider recognises it rather than reversing twice.
         let provider_request_ref = match &record.reversal {
             Some(reversal) if reversal.status == Status::Successful => {
-                return Err(SwitchError::NotReversible("it has already been reversed".into()));
+                return Err(SwitchError::NotReversible(
+                    "it has already been reversed".into(),
+                ));
             }
             Some(reversal) if reversal.status == Status::Pending => reversal.request_ref.clone(),
             _ => request.request_ref.clone(),
         };
-        if let Some(replay) = self.claim(app, Operation::Reverse, &request.request_ref, &record.transaction_ref, &fingerprint).await? {
+        if let Some(replay) = self
+            .claim(
+                app,
+                Operation::Reverse,
+                &request.request_ref,
+                &record.transaction_ref,
+                &fingerprint,
+            )
+            .await?
+        {
             return Ok(replay);
         }
         let call = ReverseRequest {
@@ -561,24 +727,39 @@ impl Engine {
         let settled = match Self::call(&route, route.provider.reverse(call)).await {
             Ok(reply) => Settled::Reply(reply),
             Err(error) if !error.may_have_executed() => {
-                self.store.abandon(app.id(), &request.request_ref, None).await?;
+                self.store
+                    .abandon(app.id(), &request.request_ref, None)
+                    .await?;
                 return Err(SwitchError::ProviderUnavailable(error.to_string()));
             }
             Err(error) => Settled::Unknown(error),
         };
-        let apply = move |record: &mut TransactionRecord, status: Status, reply: Option<&ProviderReply>| {
-            // The transaction itself stays Successful; the reversal is its own outcome.
-            if record.reversal.as_ref().is_some_and(|r| r.status == Status::Successful) {
-                return;
-            }
-            record.reversal = Some(Reversal {
-                request_ref: provider_request_ref.clone(),
-                status,
-                at_ms: now_ms(),
-                reply: reply.cloned(),
-            });
-        };
-        self.record_answer(app, &record, Operation::Reverse, &request.request_ref, settled, apply).await
+        let apply =
+            move |record: &mut TransactionRecord, status: Status, reply: Option<&ProviderReply>| {
+                // The transaction itself stays Successful; the reversal is its own outcome.
+                if record
+                    .reversal
+                    .as_ref()
+                    .is_some_and(|r| r.status == Status::Successful)
+                {
+                    return;
+                }
+                record.reversal = Some(Reversal {
+                    request_ref: provider_request_ref.clone(),
+                    status,
+                    at_ms: now_ms(),
+                    reply: reply.cloned(),
+                });
+            };
+        self.record_answer(
+            app,
+            &record,
+            Operation::Reverse,
+            &request.request_ref,
+            settled,
+            apply,
+        )
+        .await
     }
 
     /// Waits until all writes so far are durable; for shutdown.
@@ -595,7 +776,8 @@ mod tests {
     #[test]
     fn canonical_json_ignores_key_order() {
         let a = json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": null}});
-        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
         assert_ne!(canonical_json(&a), canonical_json(&json!({"b": 2})));
     }

@@ -65,7 +65,9 @@ struct Fields<'a> {
 const MAX_REF_LEN: usize = 128;
 
 fn is_reference(value: &str) -> bool {
-    !value.is_empty() && value.len() <= MAX_REF_LEN && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    !value.is_empty()
+        && value.len() <= MAX_REF_LEN
+        && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 impl<'a> Fields<'a> {
@@ -134,7 +136,10 @@ impl<'a> Fields<'a> {
     fn reference(&mut self, path: &str) -> String {
         let value = self.string(path);
         if !value.is_empty() && !is_reference(&value) {
-            self.fail(path, format!("must be 1 to {MAX_REF_LEN} printable ASCII characters without spaces"));
+            self.fail(
+                path,
+                format!("must be 1 to {MAX_REF_LEN} printable ASCII characters without spaces"),
+            );
         }
         value
     }
@@ -142,7 +147,10 @@ impl<'a> Fields<'a> {
     fn optional_reference(&mut self, path: &str) -> Option<String> {
         let value = self.optional_string(path)?;
         if !is_reference(&value) {
-            self.fail(path, format!("must be 1 to {MAX_REF_LEN} printable ASCII characters without spaces"));
+            self.fail(
+                path,
+                format!("must be 1 to {MAX_REF_LEN} printable ASCII characters without spaces"),
+            );
         }
         Some(value)
     }
@@ -163,7 +171,10 @@ impl<'a> Fields<'a> {
             Some(Value::Number(number)) => match number.as_u64() {
                 Some(amount) => amount,
                 None => {
-                    self.fail(path, "must be a whole number of minor units (kobo), 0 or more");
+                    self.fail(
+                        path,
+                        "must be a whole number of minor units (kobo), 0 or more",
+                    );
                     0
                 }
             },
@@ -198,7 +209,10 @@ impl<'a> Fields<'a> {
         if let Some(email) = &customer.email {
             let plausible = email.len() <= 254
                 && email.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
                 })
                 && !email.chars().any(char::is_whitespace);
             if !plausible {
@@ -207,7 +221,10 @@ impl<'a> Fields<'a> {
         }
         if let Some(mobile) = &customer.mobile_no {
             if !(7..=15).contains(&mobile.len()) || !mobile.bytes().all(|b| b.is_ascii_digit()) {
-                self.fail("transaction.customer.mobile_no", "must be 7 to 15 digits in international form, e.g. 2348022000008");
+                self.fail(
+                    "transaction.customer.mobile_no",
+                    "must be 7 to 15 digits in international form, e.g. 2348022000008",
+                );
             }
         }
         customer
@@ -224,12 +241,15 @@ impl<'a> Fields<'a> {
 
 /// Parses the body into JSON, refusing anything that is not an object.
 pub fn parse_json(body: &[u8]) -> Result<Value, SwitchError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| SwitchError::MalformedJson(manifold_provider::server::describe_json_error(&error)))?;
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        SwitchError::MalformedJson(manifold_provider::server::describe_json_error(&error))
+    })?;
     if value.is_object() {
         Ok(value)
     } else {
-        Err(SwitchError::MalformedJson("the body must be a JSON object".into()))
+        Err(SwitchError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ))
     }
 }
 
@@ -247,7 +267,10 @@ pub fn parse_transact(root: &Value) -> Result<TransactEnvelope, SwitchError> {
         if !given.is_empty() {
             match SecureKind::from_auth_type(&given) {
                 Some(kind) => auth_type = kind,
-                None => f.fail("auth.type", format!("must be one of {}", SecureKind::AUTH_TYPES.join(", "))),
+                None => f.fail(
+                    "auth.type",
+                    format!("must be one of {}", SecureKind::AUTH_TYPES.join(", ")),
+                ),
             }
         }
         secure = f.string("auth.secure");
@@ -296,7 +319,8 @@ pub fn parse_validate(root: &Value) -> Result<ValidateEnvelope, SwitchError> {
     let mut f = Fields::new(root);
     let request_ref = f.reference("request_ref");
     let request_type = f.string("request_type");
-    let (mut secure, mut auth_provider, mut transaction_ref) = (String::new(), String::new(), String::new());
+    let (mut secure, mut auth_provider, mut transaction_ref) =
+        (String::new(), String::new(), String::new());
     if f.object("auth").is_some() {
         secure = f.string("auth.secure");
         auth_provider = f.string("auth.auth_provider");
@@ -375,7 +399,9 @@ impl ResponseEnvelope {
             status: reply.status,
             message: reply.message.clone(),
             data: ResponseData {
-                provider_response_code: Some(reply.provider_response_code.clone()),
+                // The switch's own replies (timeouts, no record) carry no provider code.
+                provider_response_code: Some(reply.provider_response_code.clone())
+                    .filter(|code| !code.is_empty()),
                 provider: Some(provider.to_owned()),
                 errors: None,
                 error: None,
@@ -387,7 +413,12 @@ impl ResponseEnvelope {
     }
 
     /// A rejection or failure produced by the switch itself.
-    pub fn failure(status: Status, code: &str, message: String, errors: Option<Vec<FieldError>>) -> Self {
+    pub fn failure(
+        status: Status,
+        code: &str,
+        message: String,
+        errors: Option<Vec<FieldError>>,
+    ) -> Self {
         ResponseEnvelope {
             status,
             message,
@@ -431,13 +462,21 @@ mod tests {
 
     fn remove(value: &mut Value, path: &str) {
         let (parent, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
-        let target = if parent.is_empty() { value } else { value.pointer_mut(&format!("/{}", parent.replace('.', "/"))).unwrap() };
+        let target = if parent.is_empty() {
+            value
+        } else {
+            value
+                .pointer_mut(&format!("/{}", parent.replace('.', "/")))
+                .unwrap()
+        };
         target.as_object_mut().unwrap().remove(key);
     }
 
     fn fields_of(result: Result<TransactEnvelope, SwitchError>) -> Vec<String> {
         match result {
-            Err(SwitchError::InvalidFields(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            Err(SwitchError::InvalidFields(errors)) => {
+                errors.into_iter().map(|e| e.field).collect()
+            }
             other => panic!("expected field errors, got {other:?}"),
         }
     }
@@ -453,12 +492,24 @@ mod tests {
     #[test]
     fn each_missing_required_field_is_named() {
         for field in [
-            "request_ref", "request_type", "auth", "auth.type", "auth.secure", "auth.auth_provider",
-            "transaction", "transaction.mock_mode", "transaction.transaction_ref", "transaction.amount",
+            "request_ref",
+            "request_type",
+            "auth",
+            "auth.type",
+            "auth.secure",
+            "auth.auth_provider",
+            "transaction",
+            "transaction.mock_mode",
+            "transaction.transaction_ref",
+            "transaction.amount",
         ] {
             let mut body = sample();
             remove(&mut body, field);
-            assert_eq!(fields_of(parse_transact(&body)), vec![field.to_string()], "removing {field}");
+            assert_eq!(
+                fields_of(parse_transact(&body)),
+                vec![field.to_string()],
+                "removing {field}"
+            );
         }
     }
 
@@ -470,7 +521,15 @@ mod tests {
         body["transaction"]["customer"]["mobile_no"] = json!("+234 802");
         body["request_ref"] = json!("has space");
         let fields = fields_of(parse_transact(&body));
-        assert_eq!(fields, ["request_ref", "auth.type", "transaction.amount", "transaction.customer.mobile_no"]);
+        assert_eq!(
+            fields,
+            [
+                "request_ref",
+                "auth.type",
+                "transaction.amount",
+                "transaction.customer.mobile_no"
+            ]
+        );
     }
 
     #[test]
@@ -479,9 +538,17 @@ mod tests {
             ("/transaction/amount", json!("100"), "transaction.amount"),
             ("/transaction/amount", json!(1.5), "transaction.amount"),
             ("/transaction/meta", json!("x"), "transaction.meta"),
-            ("/transaction/mock_mode", json!("test"), "transaction.mock_mode"),
+            (
+                "/transaction/mock_mode",
+                json!("test"),
+                "transaction.mock_mode",
+            ),
             ("/auth/secure", json!(12), "auth.secure"),
-            ("/transaction/customer/email", json!("nobody"), "transaction.customer.email"),
+            (
+                "/transaction/customer/email",
+                json!("nobody"),
+                "transaction.customer.email",
+            ),
         ];
         for (pointer, value, field) in cases {
             let mut body = sample();
@@ -492,7 +559,13 @@ mod tests {
 
     #[test]
     fn json_that_is_not_an_object_is_malformed() {
-        assert!(matches!(parse_json(b"[1]"), Err(SwitchError::MalformedJson(_))));
-        assert!(matches!(parse_json(b"{\"a\":"), Err(SwitchError::MalformedJson(_))));
+        assert!(matches!(
+            parse_json(b"[1]"),
+            Err(SwitchError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_json(b"{\"a\":"),
+            Err(SwitchError::MalformedJson(_))
+        ));
     }
 }

@@ -43,15 +43,27 @@ pub enum SwitchError {
     #[error("no provider named `{0}` is configured")]
     UnknownProvider(String),
     #[error("provider `{provider}` does not serve request_type `{request_type}`")]
-    ProviderDoesNotServe { provider: String, request_type: String },
+    ProviderDoesNotServe {
+        provider: String,
+        request_type: String,
+    },
     #[error("this app may not use request_type `{0}`")]
     ServiceNotAllowed(String),
     #[error("this app may not use provider `{provider}` for `{request_type}`")]
-    ProviderNotAllowed { provider: String, request_type: String },
+    ProviderNotAllowed {
+        provider: String,
+        request_type: String,
+    },
     #[error("auth.secure was rejected: {0}")]
     SecureRejected(CryptoError),
-    #[error("transaction.amount {amount} is over this app's limit of {limit} for `{request_type}`")]
-    AmountOverLimit { amount: u64, limit: u64, request_type: String },
+    #[error(
+        "transaction.amount {amount} is over this app's limit of {limit} for `{request_type}`"
+    )]
+    AmountOverLimit {
+        amount: u64,
+        limit: u64,
+        request_type: String,
+    },
     #[error("request_ref `{0}` was already used with a different request body")]
     RequestRefConflict(String),
     #[error("transaction_ref `{0}` is already used by another transaction of this app")]
@@ -59,7 +71,11 @@ pub enum SwitchError {
     #[error("no transaction `{0}` exists for this app")]
     TransactionNotFound(String),
     #[error("{field} `{given}` does not match the transaction's `{recorded}`")]
-    TransactionMismatch { field: &'static str, given: String, recorded: String },
+    TransactionMismatch {
+        field: &'static str,
+        given: String,
+        recorded: String,
+    },
     #[error("the transaction is {0}, so there is nothing to validate")]
     NotAwaitingValidation(Status),
     #[error("the transaction cannot be reversed: {0}")]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use manifold_provider::server::{read_body, BodyError, Body};
+use manifold_provider::server::{read_body, Body, BodyError};
 use manifold_provider::Status;
 
 use crate::apps::{App, AppRegistry};
@@ -33,30 +33,82 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
     match error {
         MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
         BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
-        InvalidFields(errors) => (StatusCode::BAD_REQUEST, "invalid_request", Some(errors.clone())),
+        InvalidFields(errors) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some(errors.clone()),
+        ),
         Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
         SignatureRequired => (StatusCode::UNAUTHORIZED, "signature_required", None),
         BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature", None),
-        UnknownRequestType(_) => (StatusCode::BAD_REQUEST, "unknown_request_type", field("request_type", error.to_string())),
-        UnknownProvider(_) => (StatusCode::BAD_REQUEST, "unknown_provider", field("auth.auth_provider", error.to_string())),
-        ProviderDoesNotServe { .. } => (StatusCode::BAD_REQUEST, "provider_does_not_serve", field("auth.auth_provider", error.to_string())),
-        ServiceNotAllowed(_) => (StatusCode::FORBIDDEN, "service_not_allowed", field("request_type", error.to_string())),
-        ProviderNotAllowed { .. } => (StatusCode::FORBIDDEN, "provider_not_allowed", field("auth.auth_provider", error.to_string())),
+        UnknownRequestType(_) => (
+            StatusCode::BAD_REQUEST,
+            "unknown_request_type",
+            field("request_type", error.to_string()),
+        ),
+        UnknownProvider(_) => (
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+            field("auth.auth_provider", error.to_string()),
+        ),
+        ProviderDoesNotServe { .. } => (
+            StatusCode::BAD_REQUEST,
+            "provider_does_not_serve",
+            field("auth.auth_provider", error.to_string()),
+        ),
+        ServiceNotAllowed(_) => (
+            StatusCode::FORBIDDEN,
+            "service_not_allowed",
+            field("request_type", error.to_string()),
+        ),
+        ProviderNotAllowed { .. } => (
+            StatusCode::FORBIDDEN,
+            "provider_not_allowed",
+            field("auth.auth_provider", error.to_string()),
+        ),
         SecureRejected(crypto) => {
             let name = match crypto.field() {
                 Some(inner) => format!("auth.secure.{inner}"),
                 None => "auth.secure".to_owned(),
             };
-            (StatusCode::BAD_REQUEST, "secure_rejected", field(&name, crypto.to_string()))
+            (
+                StatusCode::BAD_REQUEST,
+                "secure_rejected",
+                field(&name, crypto.to_string()),
+            )
         }
-        AmountOverLimit { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "amount_over_limit", field("transaction.amount", error.to_string())),
-        RequestRefConflict(_) => (StatusCode::CONFLICT, "request_ref_conflict", field("request_ref", error.to_string())),
-        DuplicateTransactionRef(_) => (StatusCode::CONFLICT, "duplicate_transaction_ref", field("transaction.transaction_ref", error.to_string())),
-        TransactionNotFound(_) => (StatusCode::NOT_FOUND, "transaction_not_found", field("transaction.transaction_ref", error.to_string())),
-        TransactionMismatch { field: name, .. } => (StatusCode::BAD_REQUEST, "transaction_mismatch", field(name, error.to_string())),
+        AmountOverLimit { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "amount_over_limit",
+            field("transaction.amount", error.to_string()),
+        ),
+        RequestRefConflict(_) => (
+            StatusCode::CONFLICT,
+            "request_ref_conflict",
+            field("request_ref", error.to_string()),
+        ),
+        DuplicateTransactionRef(_) => (
+            StatusCode::CONFLICT,
+            "duplicate_transaction_ref",
+            field("transaction.transaction_ref", error.to_string()),
+        ),
+        TransactionNotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+            field("transaction.transaction_ref", error.to_string()),
+        ),
+        TransactionMismatch { field: name, .. } => (
+            StatusCode::BAD_REQUEST,
+            "transaction_mismatch",
+            field(name, error.to_string()),
+        ),
         NotAwaitingValidation(_) => (StatusCode::CONFLICT, "not_awaiting_validation", None),
         NotReversible(_) => (StatusCode::CONFLICT, "not_reversible", None),
-        ProviderUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable", None),
+        ProviderUnavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+            None,
+        ),
         NoSuchEndpoint(_) => (StatusCode::NOT_FOUND, "no_such_endpoint", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", None),
@@ -80,17 +132,22 @@ fn error_answer(error: &SwitchError) -> Answer {
 }
 
 fn respond(answer: &Answer) -> Response<Body> {
-    let status = StatusCode::from_u16(answer.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(answer.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Full::new(Bytes::from(answer.body.clone())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    request.headers().get(name).and_then(|value| value.to_str().ok())
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
 }
 
 pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Response<Body> {
@@ -113,9 +170,14 @@ pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Resp
         _ => return respond(&error_answer(&SwitchError::NoSuchEndpoint(path))),
     };
     if request.method() != Method::POST {
-        return respond(&error_answer(&SwitchError::MethodNotAllowed(request.method().to_string())));
+        return respond(&error_answer(&SwitchError::MethodNotAllowed(
+            request.method().to_string(),
+        )));
     }
-    let Some(app) = state.apps.authenticate(header_str(&request, "authorization")) else {
+    let Some(app) = state
+        .apps
+        .authenticate(header_str(&request, "authorization"))
+    else {
         return respond(&error_answer(&SwitchError::Unauthenticated));
     };
     let signature = header_str(&request, "signature").map(str::to_owned);
@@ -129,7 +191,13 @@ pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Resp
     respond(&answer)
 }
 
-async fn dispatch(engine: &Engine, app: &App, operation: Operation, body: &[u8], signature: Option<&str>) -> Result<Answer, SwitchError> {
+async fn dispatch(
+    engine: &Engine,
+    app: &App,
+    operation: Operation,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<Answer, SwitchError> {
     match operation {
         Operation::Transact => engine.transact(app, body, signature).await,
         Operation::Validate => engine.validate(app, body, signature).await,
@@ -143,7 +211,9 @@ async fn dispatch(engine: &Engine, app: &App, operation: Operation, body: &[u8],
 /// outcome is already decided.
 async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer) {
     let error = if answer.http_status >= 400 {
-        serde_json::from_str::<ResponseEnvelope>(&answer.body).ok().and_then(|e| e.data.error)
+        serde_json::from_str::<ResponseEnvelope>(&answer.body)
+            .ok()
+            .and_then(|e| e.data.error)
     } else {
         None
     };

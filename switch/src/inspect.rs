@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use crate::envelope::ResponseEnvelope;
 
-const NOTICE: &str = "Inspect mode: this is a sample response; no provider was called and nothing was recorded";
+const NOTICE: &str =
+    "Inspect mode: this is a sample response; no provider was called and nothing was recorded";
 
 fn sample_response(request_type: &str, transaction_ref: &str, amount: u64) -> Value {
     match request_type {
@@ -41,10 +42,19 @@ fn sample_response(request_type: &str, transaction_ref: &str, amount: u64) -> Va
 /// The sample answer for one request: `WaitingForOTP` when the app's
 /// `otp_override` is false (as a live provider would answer first),
 /// `Successful` with a sample `provider_response` otherwise.
-pub fn sample(provider: &str, request_type: &str, transaction_ref: &str, amount: u64, otp_override: bool) -> ResponseEnvelope {
+pub fn sample(
+    provider: &str,
+    request_type: &str,
+    transaction_ref: &str,
+    amount: u64,
+    otp_override: bool,
+) -> ResponseEnvelope {
     let reply = if otp_override {
-        ProviderReply::new(Status::Successful, "00", NOTICE)
-            .with_response(sample_response(request_type, transaction_ref, amount))
+        ProviderReply::new(Status::Successful, "00", NOTICE).with_response(sample_response(
+            request_type,
+            transaction_ref,
+            amount,
+        ))
     } else {
         ProviderReply::new(Status::WaitingForOtp, "900T0", format!("{NOTICE}. A live provider would answer: Please enter the OTP sent to 2348022****08"))
     };

@@ -49,12 +49,19 @@ impl Switch {
 
     /// As [`Switch::open`], with extra in-process provider implementations
     /// that `implementation = "<name>"` may refer to (tests and embedders).
-    pub fn open_with(config: &SwitchConfig, mut implementations: HashMap<String, Arc<dyn Provider>>) -> Result<Switch, StartError> {
+    pub fn open_with(
+        config: &SwitchConfig,
+        mut implementations: HashMap<String, Arc<dyn Provider>>,
+    ) -> Result<Switch, StartError> {
         let path = config.storage.path.display().to_string();
-        let store_error = |reason: String| StartError::Store { path: path.clone(), reason };
+        let store_error = |reason: String| StartError::Store {
+            path: path.clone(),
+            reason,
+        };
         let db = sled::open(&config.storage.path).map_err(|e| store_error(e.to_string()))?;
         let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(e.to_string()))?;
-        let store = Arc::new(SledStore::open(&db, commit.clone()).map_err(|e| store_error(e.to_string()))?);
+        let store =
+            Arc::new(SledStore::open(&db, commit.clone()).map_err(|e| store_error(e.to_string()))?);
 
         let mut routes = Vec::new();
         for (index, provider_config) in config.providers.iter().enumerate() {
@@ -63,17 +70,24 @@ impl Switch {
                 reason,
             };
             let provider: Arc<dyn Provider> = match &provider_config.endpoint {
-                ProviderEndpoint::Remote { url } => {
-                    Arc::new(RemoteProvider::new(url, provider_config.timeout).map_err(|e| setup_error(e.to_string()))?)
-                }
+                ProviderEndpoint::Remote { url } => Arc::new(
+                    RemoteProvider::new(url, provider_config.timeout)
+                        .map_err(|e| setup_error(e.to_string()))?,
+                ),
                 ProviderEndpoint::InProcess { implementation } => {
                     if let Some(provider) = implementations.remove(implementation) {
                         provider
                     } else if implementation == DEMO_IMPLEMENTATION {
-                        let notifier = Arc::new(OutboxNotifier::new(config.notifications.outbox.clone()));
+                        let notifier =
+                            Arc::new(OutboxNotifier::new(config.notifications.outbox.clone()));
                         Arc::new(
-                            DemoProvider::open(&db, commit.clone(), notifier, DemoSettings::default())
-                                .map_err(|e| setup_error(e.to_string()))?,
+                            DemoProvider::open(
+                                &db,
+                                commit.clone(),
+                                notifier,
+                                DemoSettings::default(),
+                            )
+                            .map_err(|e| setup_error(e.to_string()))?,
                         )
                     } else {
                         return Err(ConfigError::single(
@@ -115,7 +129,11 @@ impl Switch {
 }
 
 /// Opens a switch for `config` and serves it on `listener` until `shutdown`.
-pub async fn run(config: &SwitchConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    config: &SwitchConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     Switch::open(config)?.serve(listener, shutdown).await;
     Ok(())
 }

@@ -1,1 +1,8 @@
+//! End-to-end tests: a real switch and real providers on 127.0.0.1, driven
+//! over HTTP the way a calling app drives them. Nothing inside the switch is
+//! mocked; the only stand-ins are upstreams a test needs to misbehave.
 
+mod flows;
+mod rejections;
+mod resilience;
+mod rig;

@@ -1,1 +1,592 @@
-//! placeholder
+//! Harness for Manifold's end-to-end tests.
+//!
+//! Everything here starts real servers on 127.0.0.1 with ephemeral ports:
+//! the switch in-process ([`InProcessSwitch`]) or as its own binary
+//! ([`SwitchProcess`], which can be SIGKILLed and restarted on the same data),
+//! the demo provider as its own binary ([`ProviderProcess`]), and an [`AppClient`]
+//! that speaks to the switch exactly as a calling app would: bearer key,
+//! JSON envelope, `auth.secure` sealed with the app's secret.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use manifold_config::SwitchConfig;
+use manifold_crypto::{secure, signature, AppKey, SecretString, SecureKind};
+use manifold_provider::notify::OutboxNotifier;
+use manifold_provider::Provider;
+use manifold_switch::store::SledStore;
+use manifold_switch::Switch;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// The two apps every test configuration has. `otp` requires OTPs; `quick` skips them.
+pub const QUICK_APP: (&str, &str, &str) = (
+    "quick",
+    "quick-app-key-0123456789abcdef",
+    "quick-app-secret-0123456789abcdef0123456789",
+);
+pub const OTP_APP: (&str, &str, &str) = (
+    "otp",
+    "otp-app-key-0123456789abcdef00",
+    "otp-app-secret-0123456789abcdef0123456789xy",
+);
+/// An app that must sign every request.
+pub const SIGNED_APP: (&str, &str, &str) = (
+    "signed",
+    "signed-app-key-0123456789abcdef",
+    "signed-app-secret-0123456789abcdef012345678",
+);
+
+/// One provider entry of a test configuration.
+pub enum ProviderSpec {
+    InProcess {
+        name: &'static str,
+        implementation: &'static str,
+    },
+    Remote {
+        name: &'static str,
+        url: String,
+    },
+}
+
+/// Writes a configuration for the test apps with the given providers; each
+/// app may use every provider for `get_balance` and `transfer`.
+pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> String {
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[notifications]\noutbox = {:?}\n",
+        data.join("switch").display().to_string(),
+        data.join("outbox.jsonl").display().to_string()
+    );
+    let mut names = Vec::new();
+    for provider in providers {
+        let (name, endpoint) = match provider {
+            ProviderSpec::InProcess {
+                name,
+                implementation,
+            } => (
+                *name,
+                format!("mode = \"in_process\"\nimplementation = \"{implementation}\""),
+            ),
+            ProviderSpec::Remote { name, url } => {
+                (*name, format!("mode = \"remote\"\nurl = \"{url}\""))
+            }
+        };
+        names.push(format!("\"{name}\""));
+        text.push_str(&format!(
+            "[[providers]]\nname = \"{name}\"\n{endpoint}\nservices = [\"get_balance\", \"transfer\"]\nreversible = [\"transfer\"]\ntimeout_ms = {timeout_ms}\n"
+        ));
+    }
+    let names = names.join(", ");
+    for ((id, key, secret), otp_override, signed) in [
+        (QUICK_APP, true, false),
+        (OTP_APP, false, false),
+        (SIGNED_APP, true, true),
+    ] {
+        text.push_str(&format!(
+            "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = {signed}\n\
+             [apps.services.get_balance]\nproviders = [{names}]\notp_override = {otp_override}\n\
+             [apps.services.transfer]\nproviders = [{names}]\notp_override = {otp_override}\nmax_amount = 10000000\n"
+        ));
+    }
+    text
+}
+
+pub fn parse_config(text: &str) -> SwitchConfig {
+    SwitchConfig::from_toml(text, Path::new("e2e.toml")).expect("test configuration is valid")
+}
+
+/// A switch running on a tokio task of the test's runtime.
+pub struct InProcessSwitch {
+    pub addr: SocketAddr,
+    pub store: Arc<SledStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcessSwitch {
+    pub async fn start(
+        config: &SwitchConfig,
+        implementations: HashMap<String, Arc<dyn Provider>>,
+    ) -> InProcessSwitch {
+        let switch = Switch::open_with(config, implementations).expect("switch opens");
+        let store = switch.store().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(switch.serve(listener, async move {
+            let _ = stop.await;
+        }));
+        InProcessSwitch {
+            addr,
+            store,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight calls finish and waits for the task.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Builds the workspace binaries once per test run and returns their directory.
+fn binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "manifold-switch",
+                "--bin",
+                "manifold",
+                "-p",
+                "manifold-demo-provider",
+                "--bin",
+                "demo-provider",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the binaries failed");
+        // target/<profile>/deps/e2e-<hash> → target/<profile>
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().and_then(Path::parent).unwrap().to_owned()
+    })
+}
+
+/// Spawns `binary` and waits for the line `<name> listening on <addr>`.
+fn spawn_listening(binary: &str, args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(binaries().join(binary))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .next()
+        .unwrap_or_else(|| panic!("{binary} exited before listening"))
+        .unwrap();
+    let addr = line
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from {binary}: {line}"));
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// The `manifold` binary in its own process.
+pub struct SwitchProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl SwitchProcess {
+    pub fn start(config_path: &Path) -> SwitchProcess {
+        let (child, addr) = spawn_listening(
+            "manifold",
+            &[
+                "--config",
+                config_path.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        );
+        SwitchProcess { addr, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SwitchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `demo-provider` binary in its own process.
+pub struct ProviderProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ProviderProcess {
+    pub fn start(data: &Path, outbox: &Path) -> ProviderProcess {
+        let (child, addr) = spawn_listening(
+            "demo-provider",
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                data.to_str().unwrap(),
+                "--outbox",
+                outbox.to_str().unwrap(),
+            ],
+        );
+        ProviderProcess { addr, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Calls per operation, from the provider's `GET /stats`.
+    pub async fn stats(&self) -> Value {
+        http_client()
+            .get(format!("{}/stats", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    // Loopback only: no proxy may redirect test traffic elsewhere.
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A response: HTTP status and the JSON envelope (or raw text if not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub http: u16,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl Reply {
+    pub fn status(&self) -> &str {
+        self.body["status"].as_str().unwrap_or("")
+    }
+    pub fn error(&self) -> &str {
+        self.body["data"]["error"].as_str().unwrap_or("")
+    }
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or("")
+    }
+    /// The `field`s of `data.errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["data"]["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A calling app.
+#[derive(Clone)]
+pub struct AppClient {
+    pub base: String,
+    pub api_key: String,
+    pub key: AppKey,
+    pub provider: String,
+    client: reqwest::Client,
+}
+
+pub fn bank_account(number: &str) -> Value {
+    json!({"account_number": number, "bank_code": "058"})
+}
+
+impl AppClient {
+    pub fn new(base: &str, app: (&str, &str, &str), provider: &str) -> AppClient {
+        AppClient {
+            base: base.to_owned(),
+            api_key: app.1.to_owned(),
+            key: AppKey::derive(&SecretString::from(app.2)),
+            provider: provider.to_owned(),
+            client: http_client(),
+        }
+    }
+
+    pub fn seal(&self, request_ref: &str, kind: SecureKind, plaintext: &Value) -> String {
+        secure::seal(
+            &self.key,
+            request_ref,
+            kind,
+            plaintext.to_string().as_bytes(),
+        )
+    }
+
+    pub fn sign(&self, request_ref: &str) -> String {
+        signature::sign(&self.key, request_ref)
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("switch answers");
+        let http = response.status().as_u16();
+        let raw = response.text().await.unwrap();
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Reply { http, body, raw }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.post_raw(
+            path,
+            body.to_string().into_bytes(),
+            &[("authorization", format!("Bearer {}", self.api_key))],
+        )
+        .await
+    }
+
+    /// A seed-003 `/transact` body for a bank-account source.
+    pub fn transact_body(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        request_type: &str,
+        account: &str,
+        amount: u64,
+    ) -> Value {
+        json!({
+            "request_ref": request_ref,
+            "request_type": request_type,
+            "auth": {
+                "type": "bank.account",
+                "secure": self.seal(request_ref, SecureKind::BankAccount, &bank_account(account)),
+                "auth_provider": self.provider,
+                "route_mode": null
+            },
+            "transaction": {
+                "mock_mode": "live",
+                "transaction_ref": transaction_ref,
+                "transaction_desc": "e2e",
+                "transaction_ref_parent": null,
+                "amount": amount,
+                "customer": {"customer_ref": "c-1", "firstname": "Uju", "surname": "Usmanu",
+                    "email": "uju@example.com", "mobile_no": "2348022000008"},
+                "meta": {"a_key": "a_meta_value_1"},
+                "details": if request_type == "transfer" {
+                    json!({"destination_account": "9876543210", "destination_bank_code": "044"})
+                } else { Value::Null }
+            }
+        })
+    }
+
+    pub async fn get_balance(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        account: &str,
+    ) -> Reply {
+        self.post(
+            "/transact",
+            &self.transact_body(request_ref, transaction_ref, "get_balance", account, 0),
+        )
+        .await
+    }
+
+    pub async fn transfer(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        account: &str,
+        amount: u64,
+    ) -> Reply {
+        self.post(
+            "/transact",
+            &self.transact_body(request_ref, transaction_ref, "transfer", account, amount),
+        )
+        .await
+    }
+
+    pub fn validate_body(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        request_type: &str,
+        otp: &str,
+    ) -> Value {
+        json!({
+            "request_ref": request_ref,
+            "request_type": request_type,
+            "auth": {
+                "secure": self.seal(request_ref, SecureKind::Validate, &json!({"otp": otp})),
+                "auth_provider": self.provider
+            },
+            "transaction": {"transaction_ref": transaction_ref}
+        })
+    }
+
+    pub async fn validate(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        request_type: &str,
+        otp: &str,
+    ) -> Reply {
+        self.post(
+            "/transact/validate",
+            &self.validate_body(request_ref, transaction_ref, request_type, otp),
+        )
+        .await
+    }
+
+    pub async fn query(&self, request_ref: &str, transaction_ref: &str) -> Reply {
+        self.post(
+            "/transact/query",
+            &json!({"request_ref": request_ref, "auth": {"auth_provider": self.provider}, "transaction": {"transaction_ref": transaction_ref}}),
+        )
+        .await
+    }
+
+    pub async fn reverse(&self, request_ref: &str, transaction_ref: &str) -> Reply {
+        self.post(
+            "/transact/reverse",
+            &json!({"request_ref": request_ref, "auth": {"auth_provider": self.provider}, "transaction": {"transaction_ref": transaction_ref}}),
+        )
+        .await
+    }
+}
+
+/// The code in the newest message the outbox holds for `to`.
+pub fn latest_otp(outbox: &Path, to: &str) -> String {
+    let messages = OutboxNotifier::read_all(outbox).expect("outbox readable");
+    let message = messages
+        .iter()
+        .rev()
+        .find(|m| m.to == to)
+        .unwrap_or_else(|| panic!("no message to {to} in {}", outbox.display()));
+    let body = message.body.expose();
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|word| word.len() == 6)
+        .unwrap_or_else(|| panic!("no 6-digit code in the message"))
+        .to_owned()
+}
+
+/// How many messages the outbox holds.
+pub fn outbox_len(outbox: &Path) -> usize {
+    OutboxNotifier::read_all(outbox)
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// A 6-digit code different from `code`.
+pub fn wrong_otp(code: &str) -> String {
+    let n: u32 = code.parse().unwrap();
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+/// Counts the calls that reach a provider, then passes them on unchanged.
+pub struct CountingProvider<P> {
+    pub inner: Arc<P>,
+    pub transact_calls: std::sync::atomic::AtomicU64,
+}
+
+impl<P> CountingProvider<P> {
+    pub fn new(inner: Arc<P>) -> Self {
+        CountingProvider {
+            inner,
+            transact_calls: Default::default(),
+        }
+    }
+
+    pub fn transact_count(&self) -> u64 {
+        self.transact_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: Provider> Provider for CountingProvider<P> {
+    async fn transact(
+        &self,
+        request: manifold_provider::TransactRequest,
+    ) -> Result<manifold_provider::ProviderReply, manifold_provider::ProviderError> {
+        self.transact_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.transact(request).await
+    }
+    async fn validate(
+        &self,
+        request: manifold_provider::ValidateRequest,
+    ) -> Result<manifold_provider::ProviderReply, manifold_provider::ProviderError> {
+        self.inner.validate(request).await
+    }
+    async fn query(
+        &self,
+        request: manifold_provider::QueryRequest,
+    ) -> Result<manifold_provider::ProviderReply, manifold_provider::ProviderError> {
+        self.inner.query(request).await
+    }
+    async fn reverse(
+        &self,
+        request: manifold_provider::ReverseRequest,
+    ) -> Result<manifold_provider::ProviderReply, manifold_provider::ProviderError> {
+        self.inner.reverse(request).await
+    }
+}
+
+/// Entries in the demo provider's pending-OTP tree of a sled directory that
+/// no process holds open any more.
+pub fn pending_in(dir: &Path) -> usize {
+    // The killed process's lock may take a moment to be released.
+    for _ in 0..50 {
+        if let Ok(db) = sled::open(dir) {
+            return db.open_tree("demo/pending").unwrap().len();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("could not open {}", dir.display());
+}

@@ -73,7 +73,11 @@ impl Ledger {
     }
 
     fn new_account(&self, number: &str, masked: &str) -> Result<Account, LedgerError> {
-        let kind = if number.starts_with("wallet:") { "Wallet" } else { "Current" };
+        let kind = if number.starts_with("wallet:") {
+            "Wallet"
+        } else {
+            "Current"
+        };
         Ok(Account {
             id: 50_000_000_000_000 + self.db.generate_id()?,
             number: number.to_owned(),
@@ -90,10 +94,11 @@ impl Ledger {
         }
         let account = self.new_account(number, masked)?;
         // Two first requests may race to open the account; the first one wins.
-        match self
-            .accounts
-            .compare_and_swap(number, None as Option<&[u8]>, Some(encode(&account)))?
-        {
+        match self.accounts.compare_and_swap(
+            number,
+            None as Option<&[u8]>,
+            Some(encode(&account)),
+        )? {
             Ok(()) => Ok(account),
             Err(conflict) => decode(&conflict.current.unwrap_or_default()),
         }
@@ -103,7 +108,8 @@ impl Ledger {
     /// changes nothing and succeeds.
     pub fn post(&self, posting: &Posting, key: &[u8]) -> Result<(), LedgerError> {
         // Ids cannot be generated inside a transaction, so one is reserved up front.
-        let fresh_destination = self.new_account(&posting.destination, &posting.destination_masked)?;
+        let fresh_destination =
+            self.new_account(&posting.destination, &posting.destination_masked)?;
         let outcome = (&self.accounts, &self.applied).transaction(|(accounts, applied)| {
             if applied.get(key)?.is_some() {
                 return Ok(());
@@ -159,7 +165,9 @@ mod tests {
     fn a_posting_moves_money_once_per_key_and_reverses() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let ledger = Ledger::open(&db, 1_000).unwrap();
-        ledger.open_account("bank:058:0123456789", "******6789").unwrap();
+        ledger
+            .open_account("bank:058:0123456789", "******6789")
+            .unwrap();
         ledger.post(&posting(300), b"t1").unwrap();
         ledger.post(&posting(300), b"t1").unwrap();
         assert_eq!(ledger.balance("bank:058:0123456789").unwrap(), Some(700));
@@ -173,8 +181,13 @@ mod tests {
     fn an_overdraft_is_refused_and_changes_nothing() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let ledger = Ledger::open(&db, 100).unwrap();
-        ledger.open_account("bank:058:0123456789", "******6789").unwrap();
-        assert!(matches!(ledger.post(&posting(101), b"t"), Err(LedgerError::InsufficientFunds)));
+        ledger
+            .open_account("bank:058:0123456789", "******6789")
+            .unwrap();
+        assert!(matches!(
+            ledger.post(&posting(101), b"t"),
+            Err(LedgerError::InsufficientFunds)
+        ));
         assert_eq!(ledger.balance("bank:058:0123456789").unwrap(), Some(100));
         assert_eq!(ledger.balance("bank:044:9876543210").unwrap(), None);
     }

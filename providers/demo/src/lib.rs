@@ -146,6 +146,22 @@ impl DemoProvider {
         })
     }
 
+    /// How many transactions wait for an OTP (seed 003: erased once final).
+    pub fn pending_count(&self) -> usize {
+        self.otps.len()
+    }
+
+    /// The balance of a bank account, if it has been opened.
+    pub fn bank_balance(
+        &self,
+        bank_code: &str,
+        account_number: &str,
+    ) -> Result<Option<u64>, DemoError> {
+        Ok(self
+            .ledger
+            .balance(&format!("bank:{bank_code}:{account_number}"))?)
+    }
+
     fn outcome(&self, key: &[u8]) -> Result<Option<Outcome>, DemoError> {
         match self.outcomes.get(key)? {
             Some(bytes) => serde_json::from_slice(&bytes)
@@ -211,23 +227,35 @@ impl DemoProvider {
     ) -> Result<ProviderReply, DemoError> {
         match deferred {
             Deferred::Balance { response } => {
-                let reply = ProviderReply::new(Status::Successful, codes::APPROVED, "Transaction processed successfully")
-                    .with_response(response);
+                let reply = ProviderReply::new(
+                    Status::Successful,
+                    codes::APPROVED,
+                    "Transaction processed successfully",
+                )
+                .with_response(response);
                 self.finish(key, request_type, reply, None).await
             }
             Deferred::Transfer { posting } => match self.ledger.post(&posting, key) {
                 Ok(()) => {
-                    let reply = ProviderReply::new(Status::Successful, codes::APPROVED, "Transfer completed")
-                        .with_response(json!({
-                            "amount": posting.amount,
-                            "currency": "NGN",
-                            "reference": format!("DEMO-{transaction_ref}"),
-                            "destination_account": posting.destination_masked,
-                        }));
+                    let reply = ProviderReply::new(
+                        Status::Successful,
+                        codes::APPROVED,
+                        "Transfer completed",
+                    )
+                    .with_response(json!({
+                        "amount": posting.amount,
+                        "currency": "NGN",
+                        "reference": format!("DEMO-{transaction_ref}"),
+                        "destination_account": posting.destination_masked,
+                    }));
                     self.finish(key, request_type, reply, Some(posting)).await
                 }
                 Err(LedgerError::InsufficientFunds) => {
-                    let reply = ProviderReply::new(Status::Failed, codes::INSUFFICIENT_FUNDS, "Insufficient funds");
+                    let reply = ProviderReply::new(
+                        Status::Failed,
+                        codes::INSUFFICIENT_FUNDS,
+                        "Insufficient funds",
+                    );
                     self.finish(key, request_type, reply, None).await
                 }
                 Err(error) => Err(error.into()),
@@ -241,15 +269,24 @@ impl DemoProvider {
 
         let account_number = match &request.source {
             SourceDetails::BankAccount(account) => {
-                format!("bank:{}:{}", account.bank_code, account.account_number.expose())
+                format!(
+                    "bank:{}:{}",
+                    account.bank_code,
+                    account.account_number.expose()
+                )
             }
             SourceDetails::Wallet(wallet) => format!("wallet:{}", wallet.wallet_id.expose()),
             _ => {
-                let reply = failed(codes::INVALID_TRANSACTION, "The demo bank accepts bank.account and wallet sources only");
+                let reply = failed(
+                    codes::INVALID_TRANSACTION,
+                    "The demo bank accepts bank.account and wallet sources only",
+                );
                 return self.finish(&key, &request.request_type, reply, None).await;
             }
         };
-        let account = self.ledger.open_account(&account_number, &request.source.masked())?;
+        let account = self
+            .ledger
+            .open_account(&account_number, &request.source.masked())?;
 
         let deferred = match request.request_type.as_str() {
             GET_BALANCE => Deferred::Balance {
@@ -269,21 +306,33 @@ impl DemoProvider {
                 }
             },
             other => {
-                let reply = failed(codes::INVALID_TRANSACTION, &format!("The demo bank does not serve `{other}`"));
+                let reply = failed(
+                    codes::INVALID_TRANSACTION,
+                    &format!("The demo bank does not serve `{other}`"),
+                );
                 return self.finish(&key, &request.request_type, reply, None).await;
             }
         };
 
         if request.otp_override {
             return self
-                .execute(&key, &request.request_type, &request.transaction_ref, deferred)
+                .execute(
+                    &key,
+                    &request.request_type,
+                    &request.transaction_ref,
+                    deferred,
+                )
                 .await;
         }
 
         let customer = &request.transaction.customer;
         let (channel, to, shown) = match (&customer.mobile_no, &customer.email) {
-            (Some(mobile), _) if !mobile.is_empty() => (Channel::Sms, mobile.clone(), mask_msisdn(mobile)),
-            (_, Some(email)) if !email.is_empty() => (Channel::Email, email.clone(), mask_email(email)),
+            (Some(mobile), _) if !mobile.is_empty() => {
+                (Channel::Sms, mobile.clone(), mask_msisdn(mobile))
+            }
+            (_, Some(email)) if !email.is_empty() => {
+                (Channel::Email, email.clone(), mask_email(email))
+            }
             _ => {
                 let reply = failed(
                     codes::UNDELIVERABLE,
@@ -294,7 +343,13 @@ impl DemoProvider {
         };
         let (code, pending) = self.otps.issue(
             &key,
-            PendingOtp::new(request.request_type.clone(), shown.clone(), deferred, self.settings.otp_attempts, now_ms() + self.settings.otp_ttl.as_millis() as u64),
+            PendingOtp::new(
+                request.request_type.clone(),
+                shown.clone(),
+                deferred,
+                self.settings.otp_attempts,
+                now_ms() + self.settings.otp_ttl.as_millis() as u64,
+            ),
         )?;
         // The pending state is on disk before the customer can possibly hold the code.
         self.commit.durable().await?;
@@ -310,7 +365,10 @@ impl DemoProvider {
         };
         if let Err(error) = self.notifier.send(&notification).await {
             tracing::warn!(%error, "OTP could not be delivered");
-            let reply = failed(codes::UNDELIVERABLE, "The OTP could not be delivered; start a new transaction");
+            let reply = failed(
+                codes::UNDELIVERABLE,
+                "The OTP could not be delivered; start a new transaction",
+            );
             return self.finish(&key, &request.request_type, reply, None).await;
         }
         Ok(waiting_reply(&pending))
@@ -336,7 +394,10 @@ fn mask_email(email: &str) -> String {
 }
 
 /// Reads the destination from `transaction.details` and checks the amount.
-fn transfer_posting(request: &TransactRequest, source: &ledger::Account) -> Result<Posting, String> {
+fn transfer_posting(
+    request: &TransactRequest,
+    source: &ledger::Account,
+) -> Result<Posting, String> {
     let amount = request.transaction.amount;
     if amount == 0 {
         return Err("transaction.amount must be greater than 0 for a transfer".into());
@@ -385,7 +446,10 @@ impl Provider for DemoProvider {
                 Some(pending) => Ok(ProviderReply::new(
                     Status::WaitingForOtp,
                     codes::WRONG_OTP,
-                    format!("This transaction needs the OTP sent to {}", pending.destination),
+                    format!(
+                        "This transaction needs the OTP sent to {}",
+                        pending.destination
+                    ),
                 )),
                 None => Err(ProviderError::UnknownTransaction),
             };
@@ -394,10 +458,18 @@ impl Provider for DemoProvider {
         let reply = match check {
             OtpCheck::Unknown => return Err(ProviderError::UnknownTransaction),
             OtpCheck::Valid(pending) => {
-                self.execute(&key, &pending.request_type, &request.transaction_ref, pending.deferred)
-                    .await?
+                self.execute(
+                    &key,
+                    &pending.request_type,
+                    &request.transaction_ref,
+                    pending.deferred,
+                )
+                .await?
             }
-            OtpCheck::Wrong { attempts_left, pending } => {
+            OtpCheck::Wrong {
+                attempts_left,
+                pending,
+            } => {
                 self.commit.durable().await.map_err(DemoError::from)?;
                 let plural = if attempts_left == 1 { "" } else { "s" };
                 ProviderReply::new(
@@ -410,12 +482,22 @@ impl Provider for DemoProvider {
                 )
             }
             OtpCheck::Exhausted(pending) => {
-                let reply = ProviderReply::new(Status::Failed, codes::OTP_EXHAUSTED, "Too many wrong OTPs; the transaction was cancelled");
-                self.finish(&key, &pending.request_type, reply, None).await?
+                let reply = ProviderReply::new(
+                    Status::Failed,
+                    codes::OTP_EXHAUSTED,
+                    "Too many wrong OTPs; the transaction was cancelled",
+                );
+                self.finish(&key, &pending.request_type, reply, None)
+                    .await?
             }
             OtpCheck::Expired(pending) => {
-                let reply = ProviderReply::new(Status::Failed, codes::OTP_EXPIRED, "The OTP expired; the transaction was cancelled");
-                self.finish(&key, &pending.request_type, reply, None).await?
+                let reply = ProviderReply::new(
+                    Status::Failed,
+                    codes::OTP_EXPIRED,
+                    "The OTP expired; the transaction was cancelled",
+                );
+                self.finish(&key, &pending.request_type, reply, None)
+                    .await?
             }
         };
         Ok(reply)
@@ -437,7 +519,13 @@ impl Provider for DemoProvider {
         let Some(mut outcome) = self.outcome(&key)? else {
             return Err(ProviderError::UnknownTransaction);
         };
-        let refuse = |message: &str| Ok(ProviderReply::new(Status::Failed, codes::NOT_REVERSIBLE, message));
+        let refuse = |message: &str| {
+            Ok(ProviderReply::new(
+                Status::Failed,
+                codes::NOT_REVERSIBLE,
+                message,
+            ))
+        };
         if let Some(reversed_by) = &outcome.reversed_by {
             // A repeat of the reversal that succeeded answers the same; any other is refused.
             return if reversed_by == &request.request_ref {

@@ -31,7 +31,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let db = sled::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
@@ -41,7 +43,12 @@ async fn main() -> anyhow::Result<()> {
         otp_ttl: Duration::from_secs(args.otp_ttl_secs),
         ..DemoSettings::default()
     };
-    let provider = DemoProvider::open(&db, commit, Arc::new(OutboxNotifier::new(args.outbox)), settings)?;
+    let provider = DemoProvider::open(
+        &db,
+        commit,
+        Arc::new(OutboxNotifier::new(args.outbox)),
+        settings,
+    )?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{DemoError, Deferred};
+use crate::{Deferred, DemoError};
 
 const OTP_DIGITS: u32 = 6;
 const HASH_KEY_NAME: &str = "otp-hash-key";
@@ -54,7 +54,10 @@ pub enum OtpCheck {
     /// Nothing is pending under this key.
     Unknown,
     Valid(PendingOtp),
-    Wrong { attempts_left: u8, pending: PendingOtp },
+    Wrong {
+        attempts_left: u8,
+        pending: PendingOtp,
+    },
     /// That was the last attempt; the pending entry is gone.
     Exhausted(PendingOtp),
     /// The code expired; the pending entry is gone.
@@ -76,11 +79,15 @@ impl OtpVault {
         let mut fresh = [0u8; 32];
         OsRng.fill_bytes(&mut fresh);
         // Created once and kept, so codes issued before a restart still verify.
-        let stored = match meta.compare_and_swap(HASH_KEY_NAME, None as Option<&[u8]>, Some(&fresh[..]))? {
-            Ok(()) => fresh.to_vec(),
-            Err(conflict) => conflict.current.map(|v| v.to_vec()).unwrap_or_default(),
-        };
-        let hash_key: [u8; 32] = stored.as_slice().try_into().map_err(|_| corrupt("OTP hash key has the wrong length"))?;
+        let stored =
+            match meta.compare_and_swap(HASH_KEY_NAME, None as Option<&[u8]>, Some(&fresh[..]))? {
+                Ok(()) => fresh.to_vec(),
+                Err(conflict) => conflict.current.map(|v| v.to_vec()).unwrap_or_default(),
+            };
+        let hash_key: [u8; 32] = stored
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("OTP hash key has the wrong length"))?;
         Ok(OtpVault {
             pending: db.open_tree("demo/pending")?,
             hash_key,
@@ -88,7 +95,8 @@ impl OtpVault {
     }
 
     fn hash(&self, key: &[u8], code: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
         // Binding the transaction key stops a code for one transaction from
         // matching another's hash.
         mac.update(key);
@@ -99,10 +107,19 @@ impl OtpVault {
 
     /// Generates a fresh code for `key`, stores `pending` with its hash and
     /// returns the code, which only the notifier may see.
-    pub fn issue(&self, key: &[u8], mut pending: PendingOtp) -> Result<(SecretString, PendingOtp), DemoError> {
-        let code = format!("{:0width$}", OsRng.gen_range(0..10u32.pow(OTP_DIGITS)), width = OTP_DIGITS as usize);
+    pub fn issue(
+        &self,
+        key: &[u8],
+        mut pending: PendingOtp,
+    ) -> Result<(SecretString, PendingOtp), DemoError> {
+        let code = format!(
+            "{:0width$}",
+            OsRng.gen_range(0..10u32.pow(OTP_DIGITS)),
+            width = OTP_DIGITS as usize
+        );
         pending.otp_hash = self.hash(key, &code);
-        self.pending.insert(key, serde_json::to_vec(&pending).map_err(corrupt)?)?;
+        self.pending
+            .insert(key, serde_json::to_vec(&pending).map_err(corrupt)?)?;
         Ok((SecretString::new(code), pending))
     }
 
@@ -120,14 +137,23 @@ impl OtpVault {
 
     /// Checks `code`, spending one attempt when it is wrong. Concurrent checks
     /// cannot both spend the same attempt: every change is a compare-and-swap.
-    pub fn check(&self, key: &[u8], code: &SecretString, now_ms: u64) -> Result<OtpCheck, DemoError> {
+    pub fn check(
+        &self,
+        key: &[u8],
+        code: &SecretString,
+        now_ms: u64,
+    ) -> Result<OtpCheck, DemoError> {
         loop {
             let Some(current) = self.pending.get(key)? else {
                 return Ok(OtpCheck::Unknown);
             };
             let mut pending: PendingOtp = serde_json::from_slice(&current).map_err(corrupt)?;
             if now_ms >= pending.expires_at_ms {
-                if self.pending.compare_and_swap(key, Some(&current), None as Option<&[u8]>)?.is_ok() {
+                if self
+                    .pending
+                    .compare_and_swap(key, Some(&current), None as Option<&[u8]>)?
+                    .is_ok()
+                {
                     return Ok(OtpCheck::Expired(pending));
                 }
                 continue;
@@ -142,9 +168,19 @@ impl OtpVault {
             } else {
                 let bytes = serde_json::to_vec(&pending).map_err(corrupt)?;
                 let attempts_left = pending.attempts_left;
-                (Some(bytes), OtpCheck::Wrong { attempts_left, pending })
+                (
+                    Some(bytes),
+                    OtpCheck::Wrong {
+                        attempts_left,
+                        pending,
+                    },
+                )
             };
-            if self.pending.compare_and_swap(key, Some(&current), replacement)?.is_ok() {
+            if self
+                .pending
+                .compare_and_swap(key, Some(&current), replacement)?
+                .is_ok()
+            {
                 return Ok(result);
             }
         }

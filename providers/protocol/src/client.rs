@@ -52,7 +52,10 @@ impl RemoteProvider {
             .await
             .map_err(|error| self.classify(error))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|error| self.classify(error))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.classify(error))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|error| ProviderError::BadReply(format!("{path}: {error}")));

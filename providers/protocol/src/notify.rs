@@ -94,7 +94,8 @@ impl Notifier for OutboxNotifier {
             to: notification.to.clone(),
             reason,
         };
-        let mut line = serde_json::to_vec(notification).map_err(|e| undeliverable(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(notification).map_err(|e| undeliverable(e.to_string()))?;
         line.push(b'\n');
         let _guard = self.write_lock.lock().await;
         if let Some(parent) = self.path.parent() {
@@ -111,7 +112,9 @@ impl Notifier for OutboxNotifier {
         file.write_all(&line)
             .await
             .map_err(|e| undeliverable(e.to_string()))?;
-        file.flush().await.map_err(|e| undeliverable(e.to_string()))?;
+        file.flush()
+            .await
+            .map_err(|e| undeliverable(e.to_string()))?;
         Ok(())
     }
 }

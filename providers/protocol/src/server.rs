@@ -204,7 +204,9 @@ async fn route_provider_request(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match (method, path.as_str()) {
-        (Method::GET, "/health") => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (Method::GET, "/health") => {
+            json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
         (Method::GET, "/stats") => json_response(StatusCode::OK, &counters.snapshot()),
         (Method::POST, "/transact") => {
             counters.transact.fetch_add(1, Ordering::Relaxed);
@@ -230,19 +232,32 @@ async fn route_provider_request(
     }
 }
 
-async fn call<Req, Fut>(request: Request<Incoming>, operation: impl FnOnce(Req) -> Fut) -> Response<Body>
+async fn call<Req, Fut>(
+    request: Request<Incoming>,
+    operation: impl FnOnce(Req) -> Fut,
+) -> Response<Body>
 where
     Req: DeserializeOwned,
     Fut: Future<Output = Result<crate::wire::ProviderReply, ProviderError>>,
 {
     let bytes = match read_body(request.into_body()).await {
         Ok(bytes) => bytes,
-        Err(error) => return fault_response(StatusCode::BAD_REQUEST, fault::BAD_REQUEST, error.to_string()),
+        Err(error) => {
+            return fault_response(
+                StatusCode::BAD_REQUEST,
+                fault::BAD_REQUEST,
+                error.to_string(),
+            )
+        }
     };
     let parsed: Req = match serde_json::from_slice(&bytes) {
         Ok(parsed) => parsed,
         Err(error) => {
-            return fault_response(StatusCode::BAD_REQUEST, fault::BAD_REQUEST, describe_json_error(&error));
+            return fault_response(
+                StatusCode::BAD_REQUEST,
+                fault::BAD_REQUEST,
+                describe_json_error(&error),
+            );
         }
     };
     match operation(parsed).await {
@@ -257,7 +272,11 @@ where
         }
         Err(error) => {
             tracing::error!(%error, "provider operation failed");
-            fault_response(StatusCode::INTERNAL_SERVER_ERROR, fault::INTERNAL, error.to_string())
+            fault_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                fault::INTERNAL,
+                error.to_string(),
+            )
         }
     }
 }
@@ -304,7 +323,8 @@ mod tests {
         assert!(!described.contains("0123456789"), "{described}");
         assert!(described.contains("expected u64"), "{described}");
 
-        let error = serde_json::from_str::<std::collections::HashMap<String, u8>>("{\"a\": 1").unwrap_err();
+        let error =
+            serde_json::from_str::<std::collections::HashMap<String, u8>>("{\"a\": 1").unwrap_err();
         assert!(describe_json_error(&error).contains("EOF"));
     }
 }

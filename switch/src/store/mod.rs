@@ -47,7 +47,9 @@ pub struct StoredResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestState {
     /// Claimed, and the provider may be working on it.
-    InFlight { started_at_ms: u64 },
+    InFlight {
+        started_at_ms: u64,
+    },
     Answered(StoredResponse),
 }
 
@@ -142,14 +144,31 @@ pub type Change<'a> = &'a (dyn Fn(&mut TransactionRecord) + Send + Sync);
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Atomically claims `request` and records `transaction` — or neither.
-    async fn begin_transaction(&self, request: &RequestRecord, transaction: &TransactionRecord) -> Result<Begin, StoreError>;
+    async fn begin_transaction(
+        &self,
+        request: &RequestRecord,
+        transaction: &TransactionRecord,
+    ) -> Result<Begin, StoreError>;
     /// Claims a `request_ref` for an operation on an existing transaction.
     async fn claim_request(&self, request: &RequestRecord) -> Result<Claim, StoreError>;
-    async fn request(&self, app_id: &str, request_ref: &str) -> Result<Option<RequestRecord>, StoreError>;
+    async fn request(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+    ) -> Result<Option<RequestRecord>, StoreError>;
     /// Forgets a claimed request (and the transaction it began, if given) whose
     /// provider call provably never happened, so the app may retry it.
-    async fn abandon(&self, app_id: &str, request_ref: &str, transaction_ref: Option<&str>) -> Result<(), StoreError>;
-    async fn transaction(&self, app_id: &str, transaction_ref: &str) -> Result<Option<TransactionRecord>, StoreError>;
+    async fn abandon(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+        transaction_ref: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn transaction(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+    ) -> Result<Option<TransactionRecord>, StoreError>;
     /// Applies `change` to the transaction and, in the same atomic step, stores
     /// `answer` as the response to `request_ref`. Returns the new record.
     async fn update_transaction(
@@ -161,7 +180,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TransactionRecord>, StoreError>;
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError>;
     /// The calls of `app_id` metered in `[from_ms, until_ms)`, oldest first.
-    async fn metered_calls(&self, app_id: &str, from_ms: u64, until_ms: u64) -> Result<Vec<MeteredCall>, StoreError>;
+    async fn metered_calls(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<MeteredCall>, StoreError>;
     /// How many transactions are recorded, for all apps.
     async fn transaction_count(&self) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on disk.

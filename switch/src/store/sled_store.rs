@@ -13,8 +13,11 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{Begin, Change, Claim, MeteredCall, RequestRecord, Store, StoreError, StoredResponse, TransactionRecord};
 use super::RequestState;
+use super::{
+    Begin, Change, Claim, MeteredCall, RequestRecord, Store, StoreError, StoredResponse,
+    TransactionRecord,
+};
 
 pub struct SledStore {
     db: sled::Db,
@@ -58,7 +61,10 @@ fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, Stor
     }
 }
 
-fn read_request(tree: &TransactionalTree, key: &[u8]) -> Result<Option<RequestRecord>, ConflictableTransactionError<StoreError>> {
+fn read_request(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> Result<Option<RequestRecord>, ConflictableTransactionError<StoreError>> {
     match tree.get(key)? {
         Some(bytes) => decode(&bytes).map(Some).map_err(abort),
         None => Ok(None),
@@ -85,29 +91,37 @@ impl SledStore {
 
 #[async_trait]
 impl Store for SledStore {
-    async fn begin_transaction(&self, request: &RequestRecord, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
+    async fn begin_transaction(
+        &self,
+        request: &RequestRecord,
+        transaction: &TransactionRecord,
+    ) -> Result<Begin, StoreError> {
         let request_key = key(&request.app_id, &request.request_ref);
         let transaction_key = key(&transaction.app_id, &transaction.transaction_ref);
         let request_bytes = encode(request)?;
         let transaction_bytes = encode(transaction)?;
-        flatten((&self.requests, &self.transactions).transaction(|(requests, transactions)| {
-            if let Some(existing) = read_request(requests, &request_key)? {
-                return Ok(Begin::Repeat(existing));
-            }
-            if transactions.get(&transaction_key)?.is_some() {
-                return Ok(Begin::TransactionRefTaken);
-            }
-            requests.insert(request_key.as_slice(), request_bytes.as_slice())?;
-            transactions.insert(transaction_key.as_slice(), transaction_bytes.as_slice())?;
-            Ok(Begin::Started)
-        }))
+        flatten(
+            (&self.requests, &self.transactions).transaction(|(requests, transactions)| {
+                if let Some(existing) = read_request(requests, &request_key)? {
+                    return Ok(Begin::Repeat(existing));
+                }
+                if transactions.get(&transaction_key)?.is_some() {
+                    return Ok(Begin::TransactionRefTaken);
+                }
+                requests.insert(request_key.as_slice(), request_bytes.as_slice())?;
+                transactions.insert(transaction_key.as_slice(), transaction_bytes.as_slice())?;
+                Ok(Begin::Started)
+            }),
+        )
     }
 
     async fn claim_request(&self, request: &RequestRecord) -> Result<Claim, StoreError> {
         let request_key = key(&request.app_id, &request.request_ref);
-        let swapped = self
-            .requests
-            .compare_and_swap(&request_key, None as Option<&[u8]>, Some(encode(request)?))?;
+        let swapped = self.requests.compare_and_swap(
+            &request_key,
+            None as Option<&[u8]>,
+            Some(encode(request)?),
+        )?;
         match swapped {
             Ok(()) => Ok(Claim::Started),
             Err(conflict) => {
@@ -119,26 +133,41 @@ impl Store for SledStore {
         }
     }
 
-    async fn request(&self, app_id: &str, request_ref: &str) -> Result<Option<RequestRecord>, StoreError> {
+    async fn request(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
         match self.requests.get(key(app_id, request_ref))? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    async fn abandon(&self, app_id: &str, request_ref: &str, transaction_ref: Option<&str>) -> Result<(), StoreError> {
+    async fn abandon(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+        transaction_ref: Option<&str>,
+    ) -> Result<(), StoreError> {
         let request_key = key(app_id, request_ref);
         let transaction_key = transaction_ref.map(|reference| key(app_id, reference));
-        flatten((&self.requests, &self.transactions).transaction(|(requests, transactions)| {
-            requests.remove(request_key.as_slice())?;
-            if let Some(transaction_key) = &transaction_key {
-                transactions.remove(transaction_key.as_slice())?;
-            }
-            Ok(())
-        }))
+        flatten(
+            (&self.requests, &self.transactions).transaction(|(requests, transactions)| {
+                requests.remove(request_key.as_slice())?;
+                if let Some(transaction_key) = &transaction_key {
+                    transactions.remove(transaction_key.as_slice())?;
+                }
+                Ok(())
+            }),
+        )
     }
 
-    async fn transaction(&self, app_id: &str, transaction_ref: &str) -> Result<Option<TransactionRecord>, StoreError> {
+    async fn transaction(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
         match self.transactions.get(key(app_id, transaction_ref))? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
@@ -154,21 +183,23 @@ impl Store for SledStore {
     ) -> Result<Option<TransactionRecord>, StoreError> {
         let transaction_key = key(app_id, transaction_ref);
         let answer_key = answer.map(|(request_ref, _)| key(app_id, request_ref));
-        flatten((&self.requests, &self.transactions).transaction(|(requests, transactions)| {
-            let Some(bytes) = transactions.get(&transaction_key)? else {
-                return Ok(None);
-            };
-            let mut record: TransactionRecord = decode(&bytes).map_err(abort)?;
-            change(&mut record);
-            transactions.insert(transaction_key.as_slice(), encode(&record).map_err(abort)?)?;
-            if let (Some(answer_key), Some((_, response))) = (&answer_key, answer) {
-                if let Some(mut request) = read_request(requests, answer_key)? {
-                    request.state = RequestState::Answered(response.clone());
-                    requests.insert(answer_key.as_slice(), encode(&request).map_err(abort)?)?;
+        flatten(
+            (&self.requests, &self.transactions).transaction(|(requests, transactions)| {
+                let Some(bytes) = transactions.get(&transaction_key)? else {
+                    return Ok(None);
+                };
+                let mut record: TransactionRecord = decode(&bytes).map_err(abort)?;
+                change(&mut record);
+                transactions.insert(transaction_key.as_slice(), encode(&record).map_err(abort)?)?;
+                if let (Some(answer_key), Some((_, response))) = (&answer_key, answer) {
+                    if let Some(mut request) = read_request(requests, answer_key)? {
+                        request.state = RequestState::Answered(response.clone());
+                        requests.insert(answer_key.as_slice(), encode(&request).map_err(abort)?)?;
+                    }
                 }
-            }
-            Ok(Some(record))
-        }))
+                Ok(Some(record))
+            }),
+        )
     }
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
@@ -181,7 +212,12 @@ impl Store for SledStore {
         Ok(())
     }
 
-    async fn metered_calls(&self, app_id: &str, from_ms: u64, until_ms: u64) -> Result<Vec<MeteredCall>, StoreError> {
+    async fn metered_calls(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<MeteredCall>, StoreError> {
         let mut start = key(app_id, "");
         start.extend_from_slice(&from_ms.to_be_bytes());
         let mut end = key(app_id, "");

@@ -1,0 +1,253 @@
+//! Providers that hang or are down, and a switch that is killed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_e2e::*;
+use manifold_provider::notify::OutboxNotifier;
+use manifold_provider::{
+    GroupCommit, Provider, ProviderError, ProviderReply, QueryRequest, ReverseRequest,
+    TransactRequest, ValidateRequest,
+};
+use manifold_switch::store::Store;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[tokio::test]
+async fn a_remote_provider_that_hangs_leaves_the_transaction_pending_until_a_query_settles_it() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/transact"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)).set_body_json(json!({
+            "status": "Successful", "message": "late", "provider_response_code": "00", "provider_response": null
+        })))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/transact/query"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "Successful", "message": "Settled upstream", "provider_response_code": "00",
+            "provider_response": {"reference": "UP-1"}
+        })))
+        .expect(1)
+        .mount(&upstream)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::Remote {
+            name: "slow",
+            url: upstream.uri(),
+        }],
+        300,
+    ));
+    let switch = InProcessSwitch::start(&config, HashMap::new()).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "slow");
+
+    let reply = app.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(
+        (reply.http, reply.status()),
+        (202, "Pending"),
+        "{}",
+        reply.raw
+    );
+    assert!(reply.body["data"]["provider_response_code"].is_null());
+    // A repeat does not call the provider again: it gets the recorded answer.
+    assert_eq!(
+        app.get_balance("r-1", "t-1", "0123456789").await.status(),
+        "Pending"
+    );
+
+    let query = app.query("q-1", "t-1").await;
+    assert_eq!(query.status(), "Successful", "{}", query.raw);
+    assert_eq!(query.body["data"]["provider_response"]["reference"], "UP-1");
+    // Settled: later queries answer from the store without asking again.
+    assert_eq!(app.query("q-2", "t-1").await.status(), "Successful");
+    switch.stop().await;
+    upstream.verify().await;
+}
+
+/// Finishes every transaction, but only after the switch has stopped waiting.
+struct LateProvider(Arc<DemoProvider>);
+
+#[async_trait]
+impl Provider for LateProvider {
+    async fn transact(&self, request: TransactRequest) -> Result<ProviderReply, ProviderError> {
+        let inner = self.0.clone();
+        // The work goes on even when the switch gives up on this call.
+        let work = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            inner.transact(request).await
+        });
+        work.await
+            .map_err(|e| ProviderError::Internal(e.to_string()))?
+    }
+    async fn validate(&self, request: ValidateRequest) -> Result<ProviderReply, ProviderError> {
+        self.0.validate(request).await
+    }
+    async fn query(&self, request: QueryRequest) -> Result<ProviderReply, ProviderError> {
+        self.0.query(request).await
+    }
+    async fn reverse(&self, request: ReverseRequest) -> Result<ProviderReply, ProviderError> {
+        self.0.reverse(request).await
+    }
+}
+
+#[tokio::test]
+async fn an_in_process_provider_is_held_to_its_timeout_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("provider")).unwrap();
+    let demo = Arc::new(
+        DemoProvider::open(
+            &db,
+            GroupCommit::start(db.clone()).unwrap(),
+            Arc::new(OutboxNotifier::new(dir.path().join("outbox.jsonl"))),
+            DemoSettings::default(),
+        )
+        .unwrap(),
+    );
+    let mut implementations: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    implementations.insert("late".into(), Arc::new(LateProvider(demo.clone())));
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::InProcess {
+            name: "demo",
+            implementation: "late",
+        }],
+        200,
+    ));
+    let switch = InProcessSwitch::start(&config, implementations).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+
+    let reply = app.transfer("r-1", "t-1", "0123456789", 5_000).await;
+    assert_eq!(
+        (reply.http, reply.status()),
+        (202, "Pending"),
+        "{}",
+        reply.raw
+    );
+    // Until the provider has it, a query leaves it Pending rather than guessing.
+    assert_eq!(app.query("q-1", "t-1").await.status(), "Pending");
+    // Poll the way an app would, for at most ten seconds.
+    let mut settled = None;
+    for attempt in 0..100 {
+        let query = app.query(&format!("q-poll-{attempt}"), "t-1").await;
+        if query.status() != "Pending" {
+            settled = Some(query);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = settled.expect("the query settles the transaction");
+    assert_eq!(settled.status(), "Successful", "{}", settled.raw);
+    // Executed exactly once.
+    assert_eq!(
+        demo.bank_balance("058", "0123456789").unwrap(),
+        Some(2_077_099 - 5_000)
+    );
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_records_nothing_and_the_app_may_retry() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::Remote { name: "down", url }],
+        1_000,
+    ));
+    let switch = InProcessSwitch::start(&config, HashMap::new()).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "down");
+
+    let reply = app.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(
+        (reply.http, reply.status(), reply.error()),
+        (503, "Failed", "provider_unavailable"),
+        "{}",
+        reply.raw
+    );
+    assert_eq!(switch.store.transaction_count().await.unwrap(), 0);
+    assert!(switch
+        .store
+        .request("quick", "r-1")
+        .await
+        .unwrap()
+        .is_none());
+    // Still down, but the same references are accepted again rather than conflicting.
+    assert_eq!(
+        app.get_balance("r-1", "t-1", "0123456789").await.error(),
+        "provider_unavailable"
+    );
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_switch_restarts_with_every_acknowledged_transaction_and_pending_otp() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        dir.path(),
+        &[ProviderSpec::InProcess {
+            name: "demo",
+            implementation: "demo",
+        }],
+        5_000,
+    );
+    let config_path = dir.path().join("manifold.toml");
+    std::fs::write(&config_path, text).unwrap();
+    let outbox = dir.path().join("outbox.jsonl");
+
+    let switch = SwitchProcess::start(&config_path);
+    let quick = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
+    assert_eq!(
+        quick
+            .transfer("r-1", "done", "0123456789", 1_000)
+            .await
+            .status(),
+        "Successful"
+    );
+    assert_eq!(
+        otp.transfer("r-2", "waiting", "1111111111", 2_000)
+            .await
+            .status(),
+        "WaitingForOTP"
+    );
+    let code = latest_otp(&outbox, "2348022000008");
+    switch.kill();
+
+    let switch = SwitchProcess::start(&config_path);
+    let quick = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
+    assert_eq!(quick.query("q-1", "done").await.status(), "Successful");
+    assert_eq!(otp.query("q-2", "waiting").await.status(), "WaitingForOTP");
+    // The repeat of an acknowledged call is still its stored answer.
+    assert_eq!(
+        quick
+            .transfer("r-1", "done", "0123456789", 1_000)
+            .await
+            .status(),
+        "Successful"
+    );
+    let done = otp.validate("v-1", "waiting", "transfer", &code).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    let balance = quick.get_balance("r-3", "bal", "1111111111").await;
+    assert_eq!(
+        balance.body["data"]["provider_response"]["avialable_balance"],
+        2_077_099 - 2_000
+    );
+    let balance = quick.get_balance("r-4", "bal-2", "0123456789").await;
+    assert_eq!(
+        balance.body["data"]["provider_response"]["avialable_balance"],
+        2_077_099 - 1_000
+    );
+    switch.kill();
+}
