@@ -208,6 +208,29 @@ impl Engine {
         }
     }
 
+    /// Reduces a provider call's result to what is recorded. A call that
+    /// provably never took effect is forgotten — with the transaction it
+    /// began, for `/transact` — so the app may retry it unchanged.
+    async fn settle(
+        &self,
+        app: &App,
+        request_ref: &str,
+        began_transaction: Option<&str>,
+        result: Result<ProviderReply, ProviderError>,
+    ) -> Result<Settled, SwitchError> {
+        match result {
+            Ok(reply) => Ok(Settled::Reply(reply)),
+            Err(error) if !error.may_have_executed() => {
+                self.store
+                    .abandon(app.id(), request_ref, began_transaction)
+                    .await?;
+                self.store.durable().await?;
+                Err(SwitchError::ProviderUnavailable(error.to_string()))
+            }
+            Err(error) => Ok(Settled::Unknown(error)),
+        }
+    }
+
     /// The answer to a repeated `request_ref`.
     async fn replay(
         &self,
@@ -435,23 +458,15 @@ impl Engine {
                 details: request.details.clone(),
             },
         };
-        let settled = match Self::call(&route, route.provider.transact(call)).await {
-            Ok(reply) => Settled::Reply(reply),
-            Err(error) if !error.may_have_executed() => {
-                // Nothing happened at the provider: forget the attempt entirely
-                // so the app can retry with the same references.
-                self.store
-                    .abandon(
-                        app.id(),
-                        &request.request_ref,
-                        Some(&request.transaction_ref),
-                    )
-                    .await?;
-                self.store.durable().await?;
-                return Err(SwitchError::ProviderUnavailable(error.to_string()));
-            }
-            Err(error) => Settled::Unknown(error),
-        };
+        let result = Self::call(&route, route.provider.transact(call)).await;
+        let settled = self
+            .settle(
+                app,
+                &request.request_ref,
+                Some(&request.transaction_ref),
+                result,
+            )
+            .await?;
         self.record_answer(
             app,
             &record,
@@ -565,21 +580,16 @@ impl Engine {
             transaction_ref: record.transaction_ref.clone(),
             input,
         };
-        let settled = match Self::call(&route, route.provider.validate(call)).await {
-            Ok(reply) => Settled::Reply(reply),
-            Err(ProviderError::UnknownTransaction) => Settled::Reply(ProviderReply::new(
+        let result = match Self::call(&route, route.provider.validate(call)).await {
+            // The provider lost or never had the pending state: nothing can complete it.
+            Err(ProviderError::UnknownTransaction) => Ok(ProviderReply::new(
                 Status::Failed,
                 "",
                 "The provider has nothing awaiting validation for this transaction",
             )),
-            Err(error) if !error.may_have_executed() => {
-                self.store
-                    .abandon(app.id(), &request.request_ref, None)
-                    .await?;
-                return Err(SwitchError::ProviderUnavailable(error.to_string()));
-            }
-            Err(error) => Settled::Unknown(error),
+            other => other,
         };
+        let settled = self.settle(app, &request.request_ref, None, result).await?;
         self.record_answer(
             app,
             &record,
@@ -724,16 +734,8 @@ impl Engine {
             request_type: record.request_type.clone(),
             transaction_ref: record.transaction_ref.clone(),
         };
-        let settled = match Self::call(&route, route.provider.reverse(call)).await {
-            Ok(reply) => Settled::Reply(reply),
-            Err(error) if !error.may_have_executed() => {
-                self.store
-                    .abandon(app.id(), &request.request_ref, None)
-                    .await?;
-                return Err(SwitchError::ProviderUnavailable(error.to_string()));
-            }
-            Err(error) => Settled::Unknown(error),
-        };
+        let result = Self::call(&route, route.provider.reverse(call)).await;
+        let settled = self.settle(app, &request.request_ref, None, result).await?;
         let apply =
             move |record: &mut TransactionRecord, status: Status, reply: Option<&ProviderReply>| {
                 // The transaction itself stays Successful; the reversal is its own outcome.
