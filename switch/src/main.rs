@@ -43,18 +43,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     // Scripts and tests read this line to learn the port.
     println!("manifold listening on {}", listener.local_addr()?);
-    switch.serve(listener, shutdown_signal()).await;
+    switch
+        .serve(listener, manifold_provider::server::shutdown_signal())
+        .await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

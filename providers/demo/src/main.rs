@@ -54,18 +54,6 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     // Tests and scripts read this line to learn the port.
     println!("demo-provider listening on {}", listener.local_addr()?);
-    server::serve_provider(listener, Arc::new(provider), shutdown_signal()).await;
+    server::serve_provider(listener, Arc::new(provider), server::shutdown_signal()).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -112,6 +112,25 @@ pub async fn serve<H, F>(
     }
 }
 
+/// Completes on SIGINT or SIGTERM: what binaries pass to [`serve`].
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "SIGTERM cannot be handled; stopping on SIGINT only");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
 /// Why a request body could not be read as JSON.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
