@@ -134,7 +134,9 @@ fn history(
         operation,
         request_ref: request_ref.map(str::to_owned),
         status,
-        provider_response_code: reply.map(|r| r.provider_response_code.clone()),
+        provider_response_code: reply
+            .map(|r| r.provider_response_code.clone())
+            .filter(|code| !code.is_empty()),
         message: message.to_owned(),
     }
 }
@@ -214,6 +216,7 @@ impl Engine {
     async fn settle(
         &self,
         app: &App,
+        route: &Route,
         request_ref: &str,
         began_transaction: Option<&str>,
         result: Result<ProviderReply, ProviderError>,
@@ -221,11 +224,17 @@ impl Engine {
         match result {
             Ok(reply) => Ok(Settled::Reply(reply)),
             Err(error) if !error.may_have_executed() => {
+                // The detail (often an internal URL) is for the host's log, not the app.
+                tracing::warn!(app = app.id(), provider = route.name(), %error, "provider call had no effect");
                 self.store
                     .abandon(app.id(), request_ref, began_transaction)
                     .await?;
                 self.store.durable().await?;
-                Err(SwitchError::ProviderUnavailable(error.to_string()))
+                let provider = route.name().to_owned();
+                Err(match error {
+                    ProviderError::Unreachable(_) => SwitchError::ProviderUnavailable(provider),
+                    _ => SwitchError::ProviderRejected(provider),
+                })
             }
             Err(error) => Ok(Settled::Unknown(error)),
         }
@@ -263,6 +272,9 @@ impl Engine {
                     .ok_or_else(|| {
                         SwitchError::TransactionNotFound(existing.transaction_ref.clone())
                     })?;
+                // The first call may not have reached its own flush yet; what
+                // this answer reports must be on disk before it is sent.
+                self.store.durable().await?;
                 Ok(self.describe(&record))
             }
         }
@@ -462,6 +474,7 @@ impl Engine {
         let settled = self
             .settle(
                 app,
+                &route,
                 &request.request_ref,
                 Some(&request.transaction_ref),
                 result,
@@ -589,7 +602,9 @@ impl Engine {
             )),
             other => other,
         };
-        let settled = self.settle(app, &request.request_ref, None, result).await?;
+        let settled = self
+            .settle(app, &route, &request.request_ref, None, result)
+            .await?;
         self.record_answer(
             app,
             &record,
@@ -734,8 +749,17 @@ impl Engine {
             request_type: record.request_type.clone(),
             transaction_ref: record.transaction_ref.clone(),
         };
-        let result = Self::call(&route, route.provider.reverse(call)).await;
-        let settled = self.settle(app, &request.request_ref, None, result).await?;
+        let result = match Self::call(&route, route.provider.reverse(call)).await {
+            Err(ProviderError::UnknownTransaction) => Ok(ProviderReply::new(
+                Status::Failed,
+                "",
+                "The provider has no record of this transaction, so it cannot reverse it",
+            )),
+            other => other,
+        };
+        let settled = self
+            .settle(app, &route, &request.request_ref, None, result)
+            .await?;
         let apply =
             move |record: &mut TransactionRecord, status: Status, reply: Option<&ProviderReply>| {
                 // The transaction itself stays Successful; the reversal is its own outcome.

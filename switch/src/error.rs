@@ -80,8 +80,10 @@ pub enum SwitchError {
     NotAwaitingValidation(Status),
     #[error("the transaction cannot be reversed: {0}")]
     NotReversible(String),
-    #[error("the provider could not be reached, so nothing was done: {0}")]
+    #[error("provider `{0}` could not be reached, so nothing was done; the request may be retried unchanged")]
     ProviderUnavailable(String),
+    #[error("provider `{0}` refused the request as malformed, so nothing was done")]
+    ProviderRejected(String),
     #[error("no such endpoint: {0}")]
     NoSuchEndpoint(String),
     #[error("{0} is not allowed here; use POST")]

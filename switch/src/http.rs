@@ -109,6 +109,7 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             "provider_unavailable",
             None,
         ),
+        ProviderRejected(_) => (StatusCode::BAD_GATEWAY, "provider_rejected", None),
         NoSuchEndpoint(_) => (StatusCode::NOT_FOUND, "no_such_endpoint", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", None),

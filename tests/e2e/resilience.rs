@@ -175,6 +175,12 @@ async fn an_unreachable_provider_records_nothing_and_the_app_may_retry() {
         "{}",
         reply.raw
     );
+    assert!(reply.message().contains("`down`"), "{}", reply.message());
+    assert!(
+        !reply.raw.contains("127.0.0.1"),
+        "the provider's address leaked: {}",
+        reply.raw
+    );
     assert_eq!(switch.store.transaction_count().await.unwrap(), 0);
     assert!(switch
         .store
