@@ -44,6 +44,8 @@ pub struct Answer {
     pub request_type: Option<String>,
     pub provider: Option<String>,
     pub inspect: bool,
+    /// `data.error` when the switch rejected the call.
+    pub error: Option<String>,
 }
 
 impl Answer {
@@ -55,6 +57,7 @@ impl Answer {
             request_type: Some(request_type.to_owned()),
             provider: Some(provider.to_owned()),
             inspect: false,
+            error: None,
         }
     }
 }
@@ -260,6 +263,7 @@ impl Engine {
                     request_type: None,
                     body: stored.body,
                     inspect: false,
+                    error: None,
                 })
             }
             // The first call has not finished (or its process died): answer

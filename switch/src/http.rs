@@ -129,6 +129,7 @@ fn error_answer(error: &SwitchError) -> Answer {
         request_type: None,
         provider: None,
         inspect: false,
+        error: Some(code.to_owned()),
     }
 }
 
@@ -162,6 +163,7 @@ pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Resp
                 request_type: None,
                 provider: None,
                 inspect: false,
+                error: None,
             });
         }
         "/transact" => Operation::Transact,
@@ -211,13 +213,6 @@ async fn dispatch(
 /// per call. A metering failure is logged but never fails the call whose
 /// outcome is already decided.
 async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer) {
-    let error = if answer.http_status >= 400 {
-        serde_json::from_str::<ResponseEnvelope>(&answer.body)
-            .ok()
-            .and_then(|e| e.data.error)
-    } else {
-        None
-    };
     let call = MeteredCall {
         at_ms: now_ms(),
         app_id: app.id().to_owned(),
@@ -226,7 +221,7 @@ async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer
         provider: answer.provider.clone(),
         status: answer.status,
         http_status: answer.http_status,
-        error,
+        error: answer.error.clone(),
         inspect: answer.inspect,
     };
     if let Err(error) = engine.store().meter(&call).await {
