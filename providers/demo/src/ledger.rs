@@ -107,9 +107,14 @@ impl Ledger {
     /// Applies `posting` once under `key`: a second call with the same key
     /// changes nothing and succeeds.
     pub fn post(&self, posting: &Posting, key: &[u8]) -> Result<(), LedgerError> {
-        // Ids cannot be generated inside a transaction, so one is reserved up front.
-        let fresh_destination =
-            self.new_account(&posting.destination, &posting.destination_masked)?;
+        // Ids cannot be generated inside a transaction, so a new destination's
+        // is reserved up front. Accounts are never removed, so one that exists
+        // now still exists inside the transaction.
+        let fresh_destination = if self.accounts.contains_key(posting.destination.as_bytes())? {
+            None
+        } else {
+            Some(self.new_account(&posting.destination, &posting.destination_masked)?)
+        };
         let outcome = (&self.accounts, &self.applied).transaction(|(accounts, applied)| {
             if applied.get(key)?.is_some() {
                 return Ok(());
@@ -124,7 +129,11 @@ impl Ledger {
             }
             let mut destination = match accounts.get(posting.destination.as_bytes())? {
                 Some(bytes) => decode(&bytes).map_err(abort)?,
-                None => fresh_destination.clone(),
+                None => fresh_destination.clone().ok_or_else(|| {
+                    abort(LedgerError::Corrupt(
+                        "an existing account disappeared".into(),
+                    ))
+                })?,
             };
             source.balance -= posting.amount;
             destination.balance = destination.balance.saturating_add(posting.amount);
