@@ -97,6 +97,9 @@ pub enum ValidationInput {
     Otp(SecretString),
     /// `{"answer": "..."}`: the information a `PendingValidation` prompt asked for.
     Answer(SecretString),
+    /// `{"resend": "otp"}`: send the customer a new code for a `WaitingForOTP`
+    /// transaction. Providers rate-limit it; it spends no attempt.
+    Resend,
 }
 
 impl SourceDetails {
@@ -199,39 +202,70 @@ impl SourceDetails {
 impl ValidationInput {
     /// Parses and checks the plaintext of a `/transact/validate` `secure`.
     pub fn parse(plaintext: &[u8]) -> Result<Self, CryptoError> {
-        let mut fields = Fields::read(SecureKind::Validate, plaintext, &["otp", "answer"])?;
+        let mut fields = Fields::read(
+            SecureKind::Validate,
+            plaintext,
+            &["otp", "answer", "resend"],
+        )?;
         let otp = fields.optional("otp")?;
         let answer = fields.optional("answer")?;
-        match (otp, answer) {
-            (Some(otp), None) => {
+        let resend = fields.optional("resend")?;
+        match (otp, answer, resend) {
+            (Some(otp), None, None) => {
                 check_rule("otp", &otp, rule_otp)?;
                 Ok(ValidationInput::Otp(otp))
             }
-            (None, Some(answer)) => {
+            (None, Some(answer), None) => {
                 check_rule("answer", &answer, rule_answer)?;
                 Ok(ValidationInput::Answer(answer))
             }
-            (None, None) => Err(CryptoError::invalid(
+            (None, None, Some(what)) => {
+                if what.expose() == "otp" {
+                    Ok(ValidationInput::Resend)
+                } else {
+                    Err(CryptoError::invalid(
+                        "resend",
+                        "must be \"otp\" (the only thing that can be sent again)",
+                    ))
+                }
+            }
+            (None, None, None) => Err(CryptoError::invalid(
                 "otp",
-                "is required: give exactly one of `otp` or `answer`",
+                "is required: give exactly one of `otp`, `answer` or `resend`",
             )),
-            (Some(_), Some(_)) => Err(CryptoError::invalid(
-                "answer",
-                "cannot be given together with `otp`: give exactly one of them",
-            )),
+            (otp, answer, resend) => {
+                // Name the second field given, so the app knows which one to drop.
+                let second = if otp.is_some() && answer.is_some() {
+                    "answer"
+                } else if resend.is_some() {
+                    "resend"
+                } else {
+                    "answer"
+                };
+                Err(CryptoError::invalid(
+                    second,
+                    "cannot be given together with another of `otp`, `answer`, `resend`: give exactly one",
+                ))
+            }
         }
     }
 
     /// The OTP or answer text, for the provider that checks it.
+    /// Empty for [`ValidationInput::Resend`], which carries nothing to check.
     pub fn expose(&self) -> &str {
         match self {
             ValidationInput::Otp(text) | ValidationInput::Answer(text) => text.expose(),
+            ValidationInput::Resend => "",
         }
     }
 
-    /// The JSON an app seals: `{"otp":"123456"}` or `{"answer":"..."}`.
+    /// The JSON an app seals: `{"otp":"123456"}`, `{"answer":"..."}` or `{"resend":"otp"}`.
     pub fn to_plaintext(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a one-field object of a string always serializes to JSON")
+        match self {
+            ValidationInput::Resend => br#"{"resend":"otp"}"#.to_vec(),
+            _ => serde_json::to_vec(self)
+                .expect("a one-field object of a string always serializes to JSON"),
+        }
     }
 }
 
@@ -967,14 +1001,29 @@ mod tests {
         check(
             V,
             r#"{}"#,
-            invalid("otp", "is required: give exactly one of `otp` or `answer`"),
+            invalid(
+                "otp",
+                "is required: give exactly one of `otp`, `answer` or `resend`",
+            ),
         );
+        let together =
+            "cannot be given together with another of `otp`, `answer`, `resend`: give exactly one";
         check(
             V,
             r#"{"otp": "1234", "answer": "x"}"#,
+            invalid("answer", together),
+        );
+        check(
+            V,
+            r#"{"otp": "1234", "resend": "otp"}"#,
+            invalid("resend", together),
+        );
+        check(
+            V,
+            r#"{"resend": "sms"}"#,
             invalid(
-                "answer",
-                "cannot be given together with `otp`: give exactly one of them",
+                "resend",
+                "must be \"otp\" (the only thing that can be sent again)",
             ),
         );
         check(
@@ -982,7 +1031,7 @@ mod tests {
             r#"{"code": "1234"}"#,
             invalid(
                 "code",
-                "is not a field of a `validate` secure (expected `otp`, `answer`)",
+                "is not a field of a `validate` secure (expected `otp`, `answer`, `resend`)",
             ),
         );
     }
@@ -1204,7 +1253,11 @@ mod tests {
             assert_eq!(source.kind(), *kind);
             assert_eq!(String::from_utf8(source.to_plaintext()).unwrap(), *input);
         }
-        for input in [r#"{"otp":"123456"}"#, r#"{"answer":"Èkó \"quoted\""}"#] {
+        for input in [
+            r#"{"otp":"123456"}"#,
+            r#"{"answer":"Èkó \"quoted\""}"#,
+            r#"{"resend":"otp"}"#,
+        ] {
             let validation = ValidationInput::parse(input.as_bytes()).unwrap();
             assert_eq!(String::from_utf8(validation.to_plaintext()).unwrap(), input);
         }

@@ -637,7 +637,9 @@ impl Engine {
                 request.auth_provider.as_deref(),
             )
             .await?;
-        if record.status != Status::Pending {
+        // A final status never changes here. A waiting one may have moved at
+        // the provider (its confirmation expired and was swept), so ask.
+        if record.status.is_final() {
             return Ok(self.describe(&record));
         }
         let route = self.router.route(&record.provider)?;
@@ -647,7 +649,12 @@ impl Engine {
             transaction_ref: record.transaction_ref.clone(),
         };
         let reply = match Self::call(&route, route.provider.query(call)).await {
-            Ok(reply) if reply.status != Status::Pending => reply,
+            Ok(reply) if reply.status.is_final() || record.status == Status::Pending => {
+                if reply.status == record.status {
+                    return Ok(self.describe(&record));
+                }
+                reply
+            }
             Ok(_) => return Ok(self.describe(&record)),
             // The provider has no record. A call the switch gave up on may
             // still be working its way through the provider, so absence only
@@ -675,7 +682,7 @@ impl Engine {
             &reply.message,
         );
         let change = move |record: &mut TransactionRecord| {
-            if record.status == Status::Pending {
+            if !record.status.is_final() {
                 advance(record, reply.status, Some(&reply));
                 record.updated_at_ms = entry.at_ms;
                 record.history.push(entry.clone());

@@ -15,6 +15,7 @@ use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::server::{serve, ServeOptions};
 use manifold_provider::{GroupCommit, Provider, RemoteProvider};
+use manifold_provider_sdk::Sweeper;
 use tokio::net::TcpListener;
 
 use crate::apps::AppRegistry;
@@ -39,6 +40,8 @@ pub enum StartError {
 pub struct Switch {
     state: Arc<SwitchState>,
     store: Arc<SledStore>,
+    /// Compiled-in demo providers, whose expiry sweeps run while serving.
+    in_process_demos: Vec<Arc<DemoProvider>>,
 }
 
 impl Switch {
@@ -64,6 +67,7 @@ impl Switch {
             Arc::new(SledStore::open(&db, commit.clone()).map_err(|e| store_error(e.to_string()))?);
 
         let mut routes = Vec::new();
+        let mut in_process_demos = Vec::new();
         for (index, provider_config) in config.providers.iter().enumerate() {
             let setup_error = |reason: String| StartError::Provider {
                 provider: provider_config.name.clone(),
@@ -80,15 +84,17 @@ impl Switch {
                     } else if implementation == DEMO_IMPLEMENTATION {
                         let notifier =
                             Arc::new(OutboxNotifier::new(config.notifications.outbox.clone()));
-                        Arc::new(
-                            DemoProvider::open(
+                        let demo = Arc::new(
+                            manifold_demo_provider::open(
                                 &db,
                                 commit.clone(),
                                 notifier,
                                 DemoSettings::default(),
                             )
                             .map_err(|e| setup_error(e.to_string()))?,
-                        )
+                        );
+                        in_process_demos.push(demo.clone());
+                        demo
                     } else {
                         return Err(ConfigError::single(
                             &config.source,
@@ -109,7 +115,11 @@ impl Switch {
             apps: AppRegistry::new(&config.apps),
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
         });
-        Ok(Switch { state, store })
+        Ok(Switch {
+            state,
+            store,
+            in_process_demos,
+        })
     }
 
     pub fn store(&self) -> &Arc<SledStore> {
@@ -119,9 +129,15 @@ impl Switch {
     /// Answers HTTP on `listener` until `shutdown` completes, then lets
     /// in-flight requests finish and flushes the store.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let sweepers: Vec<Sweeper> = self
+            .in_process_demos
+            .iter()
+            .map(|demo| Sweeper::start(demo.clone()))
+            .collect();
         let state = self.state.clone();
         let handler = move |request| handle(state.clone(), request);
         serve(listener, handler, ServeOptions::default(), shutdown).await;
+        drop(sweepers);
         if let Err(error) = self.state.engine.flush().await {
             tracing::error!(%error, "final flush failed");
         }

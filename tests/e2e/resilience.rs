@@ -104,7 +104,7 @@ async fn an_in_process_provider_is_held_to_its_timeout_too() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path().join("provider")).unwrap();
     let demo = Arc::new(
-        DemoProvider::open(
+        manifold_demo_provider::open(
             &db,
             GroupCommit::start(db.clone()).unwrap(),
             Arc::new(OutboxNotifier::new(dir.path().join("outbox.jsonl"))),
@@ -148,7 +148,7 @@ async fn an_in_process_provider_is_held_to_its_timeout_too() {
     assert_eq!(settled.status(), "Successful", "{}", settled.raw);
     // Executed exactly once.
     assert_eq!(
-        demo.bank_balance("058", "0123456789").unwrap(),
+        demo.connector().bank_balance("058", "0123456789").unwrap(),
         Some(2_077_099 - 5_000)
     );
     switch.stop().await;

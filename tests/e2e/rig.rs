@@ -37,7 +37,7 @@ impl Rig {
         let (spec, remote, local) = match mode {
             Mode::InProcess => {
                 let db = sled::open(&provider_dir).unwrap();
-                let demo = DemoProvider::open(
+                let demo = manifold_demo_provider::open(
                     &db,
                     GroupCommit::start(db.clone()).unwrap(),
                     Arc::new(OutboxNotifier::new(outbox.clone())),

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_demo_provider::DemoSettings;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::{server, GroupCommit};
+use manifold_provider_sdk::microservice;
 
 #[derive(Parser)]
 #[command(about = "Run the Manifold demo bank as a provider microservice")]
@@ -16,7 +17,7 @@ struct Args {
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, default_value = "127.0.0.1:9100")]
     listen: String,
-    /// sled directory for the ledger, pending OTPs and outcomes.
+    /// sled directory for the ledger, pending confirmations and outcomes.
     #[arg(long, default_value = "data/demo-provider")]
     data: PathBuf,
     /// Where OTP messages are delivered (JSON lines), in place of SMS/e-mail.
@@ -24,8 +25,22 @@ struct Args {
     outbox: PathBuf,
     #[arg(long, default_value_t = DemoSettings::default().opening_balance)]
     opening_balance: u64,
+    /// Transfers of this amount (minor units) or more ask the customer to
+    /// confirm the destination account first.
+    #[arg(long, default_value_t = DemoSettings::default().step_up_amount)]
+    step_up_amount: u64,
+    /// How long an OTP or a prompt can be answered.
     #[arg(long, default_value_t = 300)]
     otp_ttl_secs: u64,
+    /// Wrong OTPs allowed before the transaction fails.
+    #[arg(long, default_value_t = 3)]
+    otp_attempts: u8,
+    /// The shortest time between two sends of a code to one transaction.
+    #[arg(long, default_value_t = 30)]
+    resend_interval_secs: u64,
+    /// How often expired confirmations are moved to Failed.
+    #[arg(long, default_value_t = 5_000)]
+    sweep_interval_ms: u64,
 }
 
 #[tokio::main]
@@ -38,14 +53,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let db = sled::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
-    let settings = DemoSettings {
+    let mut settings = DemoSettings {
         opening_balance: args.opening_balance,
-        otp_ttl: Duration::from_secs(args.otp_ttl_secs),
+        step_up_amount: args.step_up_amount,
+        sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(10)),
         ..DemoSettings::default()
     };
-    let provider = DemoProvider::open(
+    settings.otp.ttl = Duration::from_secs(args.otp_ttl_secs);
+    settings.otp.attempts = args.otp_attempts;
+    settings.otp.resend_interval = Duration::from_secs(args.resend_interval_secs);
+    let provider = manifold_demo_provider::open(
         &db,
-        commit,
+        commit.clone(),
         Arc::new(OutboxNotifier::new(args.outbox)),
         settings,
     )?;
@@ -54,6 +73,12 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     // Tests and scripts read this line to learn the port.
     println!("demo-provider listening on {}", listener.local_addr()?);
-    server::serve_provider(listener, Arc::new(provider), server::shutdown_signal()).await;
+    microservice::run(
+        listener,
+        Arc::new(provider),
+        commit,
+        server::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }

@@ -1,0 +1,305 @@
+//! The demo bank as a [`Connector`]: what it answers, in SDK steps.
+//!
+//! Its "upstream" is the [`Ledger`] in the same sled database. Everything
+//! around it — idempotency, OTPs, pending state, expiry — is the SDK's.
+
+use async_trait::async_trait;
+use manifold_crypto::SecretString;
+use manifold_crypto::SourceDetails;
+use manifold_provider::TransactRequest;
+use manifold_provider_sdk::state::transaction_key;
+use manifold_provider_sdk::{
+    Confirmation, Connector, ConnectorError, Outcome, ServiceError, Step, TransactionContext,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::ledger::{Account, Ledger, LedgerError, Posting};
+
+/// Response codes the demo bank answers with, beside the SDK's own
+/// ([`manifold_provider_sdk::codes`]).
+pub mod codes {
+    pub use manifold_provider_sdk::codes::*;
+    pub const INSUFFICIENT_FUNDS: &str = "51";
+}
+
+pub const GET_BALANCE: &str = "get_balance";
+pub const TRANSFER: &str = "transfer";
+
+/// What the bank keeps between steps (seed 003: the upstream's answer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+enum Deferred {
+    /// A balance snapshot, answered once the customer confirms.
+    Balance { response: Value },
+    /// A checked transfer, posted once the customer confirms.
+    Transfer { posting: Posting },
+    /// A large transfer waiting for the customer to type the destination
+    /// account number in full.
+    ConfirmBeneficiary { posting: Posting, account: String },
+}
+
+pub struct DemoBank {
+    ledger: Ledger,
+    step_up_amount: u64,
+}
+
+impl DemoBank {
+    pub fn open(
+        db: &sled::Db,
+        opening_balance: u64,
+        step_up_amount: u64,
+    ) -> Result<Self, ServiceError> {
+        Ok(DemoBank {
+            ledger: Ledger::open(db, opening_balance)?,
+            step_up_amount,
+        })
+    }
+
+    /// The balance of a bank account, if it has been opened.
+    pub fn bank_balance(
+        &self,
+        bank_code: &str,
+        account_number: &str,
+    ) -> Result<Option<u64>, LedgerError> {
+        self.ledger
+            .balance(&format!("bank:{bank_code}:{account_number}"))
+    }
+
+    fn balance_response(account: &Account, transaction_ref: &str) -> Value {
+        json!({
+            "account_id": account.id.to_string(),
+            "account_type": account.kind,
+            "account_number": account.number_masked,
+            // Spelled as in seed 003's sample response, which apps already parse.
+            "avialable_balance": account.balance,
+            "ledger_balance": account.balance,
+            "minimum_balance": 0,
+            "account_class": "DEMO",
+            "account_status": "ACCOUNT OPEN",
+            "currency": "NGN",
+            "reference": format!("DEMO-{transaction_ref}"),
+            "meta": {},
+        })
+    }
+
+    fn post_transfer(
+        &self,
+        transaction: TransactionContext<'_>,
+        posting: Posting,
+    ) -> Result<Step, ConnectorError> {
+        let key = transaction_key(transaction.app_id, transaction.transaction_ref);
+        // Funds are checked again: time has passed since the transfer was accepted.
+        match self.ledger.post(&posting, &key) {
+            Ok(()) => {
+                let response = json!({
+                    "amount": posting.amount,
+                    "currency": "NGN",
+                    "reference": format!("DEMO-{}", transaction.transaction_ref),
+                    "destination_account": posting.destination_masked,
+                });
+                let reversal = serde_json::to_value(&posting).map_err(internal)?;
+                Ok(Step::Done(
+                    Outcome::successful(codes::APPROVED, "Transfer completed")
+                        .with_response(response)
+                        .reversible_with(reversal),
+                ))
+            }
+            Err(LedgerError::InsufficientFunds) => Ok(Step::Done(Outcome::failed(
+                codes::INSUFFICIENT_FUNDS,
+                "Insufficient funds",
+            ))),
+            Err(error) => Err(internal(error)),
+        }
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Internal(error.to_string())
+}
+
+fn deferred(value: &Deferred) -> Result<Value, ConnectorError> {
+    serde_json::to_value(value).map_err(internal)
+}
+
+fn confirm_prompt(account: &str, retry: bool) -> String {
+    let lead = if retry {
+        "That is not the destination account."
+    } else {
+        "This is a large transfer."
+    };
+    format!(
+        "{lead} To confirm it, enter the destination account number (ending {}) in full",
+        &account[account.len().saturating_sub(4)..]
+    )
+}
+
+#[async_trait]
+impl Connector for DemoBank {
+    fn serves(&self, request_type: &str) -> bool {
+        matches!(request_type, GET_BALANCE | TRANSFER)
+    }
+
+    // Postings are keyed by transaction in the same database, so starting a
+    // transaction twice can never move money twice.
+    fn upstream_is_idempotent(&self) -> bool {
+        true
+    }
+
+    async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError> {
+        let number = match &request.source {
+            SourceDetails::BankAccount(account) => format!(
+                "bank:{}:{}",
+                account.bank_code,
+                account.account_number.expose()
+            ),
+            SourceDetails::Wallet(wallet) => format!("wallet:{}", wallet.wallet_id.expose()),
+            _ => {
+                return Ok(Step::Done(Outcome::failed(
+                    codes::INVALID_TRANSACTION,
+                    "The demo bank accepts bank.account and wallet sources only",
+                )))
+            }
+        };
+        let account = self
+            .ledger
+            .open_account(&number, &request.source.masked())
+            .map_err(internal)?;
+        match request.request_type.as_str() {
+            GET_BALANCE => Ok(Step::ConfirmWithOtp {
+                deferred: deferred(&Deferred::Balance {
+                    response: Self::balance_response(&account, &request.transaction_ref),
+                })?,
+            }),
+            _ => {
+                let (posting, destination_account) = match transfer_posting(request, &account) {
+                    Ok(found) => found,
+                    Err(problem) => {
+                        return Ok(Step::Done(Outcome::failed(
+                            codes::INVALID_TRANSACTION,
+                            problem,
+                        )))
+                    }
+                };
+                if account.balance < posting.amount {
+                    return Ok(Step::Done(Outcome::failed(
+                        codes::INSUFFICIENT_FUNDS,
+                        "Insufficient funds",
+                    )));
+                }
+                if posting.amount >= self.step_up_amount {
+                    let prompt = confirm_prompt(&destination_account, false);
+                    return Ok(Step::AskCustomer {
+                        prompt,
+                        deferred: deferred(&Deferred::ConfirmBeneficiary {
+                            posting,
+                            account: destination_account,
+                        })?,
+                    });
+                }
+                Ok(Step::ConfirmWithOtp {
+                    deferred: deferred(&Deferred::Transfer { posting })?,
+                })
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        transaction: TransactionContext<'_>,
+        stored: Value,
+        confirmation: Confirmation,
+    ) -> Result<Step, ConnectorError> {
+        let stored: Deferred = serde_json::from_value(stored).map_err(internal)?;
+        match (stored, confirmation) {
+            (Deferred::Balance { response }, Confirmation::OtpVerified) => Ok(Step::Done(
+                Outcome::successful(codes::APPROVED, "Transaction processed successfully")
+                    .with_response(response),
+            )),
+            (Deferred::Transfer { posting }, Confirmation::OtpVerified) => {
+                self.post_transfer(transaction, posting)
+            }
+            (Deferred::ConfirmBeneficiary { posting, account }, Confirmation::Answer(answer)) => {
+                if typed_account_matches(&answer, &account) {
+                    Ok(Step::ConfirmWithOtp {
+                        deferred: deferred(&Deferred::Transfer { posting })?,
+                    })
+                } else {
+                    Ok(Step::AskCustomer {
+                        prompt: confirm_prompt(&account, true),
+                        deferred: deferred(&Deferred::ConfirmBeneficiary { posting, account })?,
+                    })
+                }
+            }
+            (_, _) => Err(ConnectorError::Internal(
+                "the confirmation does not fit the stored stage".into(),
+            )),
+        }
+    }
+
+    async fn reverse(
+        &self,
+        transaction: TransactionContext<'_>,
+        reversal: Value,
+    ) -> Result<Outcome, ConnectorError> {
+        let posting: Posting = serde_json::from_value(reversal).map_err(internal)?;
+        let mut key = transaction_key(transaction.app_id, transaction.transaction_ref);
+        key.extend_from_slice(b"\x1freversal");
+        match self.ledger.post(&posting.reversed(), &key) {
+            Ok(()) => Ok(
+                Outcome::successful(codes::APPROVED, "Transaction reversed").with_response(
+                    json!({ "reversal_reference": format!("DEMO-REV-{}", transaction.transaction_ref) }),
+                ),
+            ),
+            Err(LedgerError::InsufficientFunds) => Ok(Outcome::failed(
+                codes::NOT_REVERSIBLE,
+                "The destination account no longer holds the funds",
+            )),
+            Err(error) => Err(internal(error)),
+        }
+    }
+}
+
+/// Compares what the customer typed with the destination, ignoring spaces.
+fn typed_account_matches(answer: &SecretString, account: &str) -> bool {
+    let typed: String = answer
+        .expose()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    bool::from(typed.as_bytes().ct_eq(account.as_bytes()))
+}
+
+/// Reads the destination from `transaction.details` and checks the amount;
+/// returns the posting and the destination account number.
+fn transfer_posting(
+    request: &TransactRequest,
+    source: &Account,
+) -> Result<(Posting, String), String> {
+    let amount = request.transaction.amount;
+    if amount == 0 {
+        return Err("transaction.amount must be greater than 0 for a transfer".into());
+    }
+    let details = request.transaction.details.as_ref();
+    let field = |name: &str| details.and_then(|d| d.get(name)).and_then(Value::as_str);
+    let account = field("destination_account")
+        .filter(|a| a.len() == 10 && a.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or("transaction.details.destination_account must be a 10-digit account number")?;
+    let bank = field("destination_bank_code")
+        .filter(|b| (3..=6).contains(&b.len()) && b.bytes().all(|c| c.is_ascii_digit()))
+        .ok_or("transaction.details.destination_bank_code must be 3 to 6 digits")?;
+    let destination = format!("bank:{bank}:{account}");
+    if destination == source.number {
+        return Err("the destination is the source account".into());
+    }
+    Ok((
+        Posting {
+            source: source.number.clone(),
+            destination,
+            destination_masked: format!("******{}", &account[6..]),
+            amount,
+        },
+        account.to_owned(),
+    ))
+}

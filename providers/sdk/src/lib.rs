@@ -1,0 +1,48 @@
+//! The provider SDK: write the calls to your upstream, get a provider.
+//!
+//! A provider plugin author implements [`Connector`] — start a transaction
+//! upstream, complete it after the customer confirmed, poll it, reverse it —
+//! and wraps it in a [`ProviderService`]. The service is a complete
+//! [`Provider`](manifold_provider::Provider): the switch can hold it
+//! in-process, and [`microservice::run`] serves it over HTTP as a provider
+//! microservice. Everything seed 003 asks of a provider around the upstream
+//! call is done here once:
+//! - idempotency per `(app_id, transaction_ref)`: repeats and queries are
+//!   answered from the store, never by calling the upstream again;
+//! - `otp_override`: `true` completes at once, `false` sends an OTP from the
+//!   CSPRNG, stores only its keyed hash, checks it in constant time, bounds
+//!   attempts, expires it, rate-limits resends;
+//! - `PendingValidation` prompts and upstream-sent codes (SCA, 2FA);
+//! - `Pending` upstream work, polled on query;
+//! - pending data in sled, durable (group commit) before any answer, erased
+//!   when the transaction is final, swept when it expires;
+//! - notification dispatch through a [`Notifier`](manifold_provider::Notifier)
+//!   (SMS or e-mail: the channel follows the source).
+//!
+//! `providers/README.md` is the guide; `providers/template/` is a provider to
+//! copy; `providers/demo/` is the worked example.
+//!
+//! # Layout
+//! - [`connector`]: the [`Connector`] trait and the [`Step`]s it answers with.
+//! - [`service`]: [`ProviderService`], the state machine around a connector.
+//! - [`state`]: the pending and final records in sled.
+//! - [`otp`]: code generation and keyed hashing; [`OtpPolicy`].
+//! - [`sweeper`]: the background expiry sweep.
+//! - [`microservice`]: serving a connector over HTTP.
+//! - [`clock`]: wall-clock time, replaceable in tests.
+//! - [`codes`]: the response codes the SDK answers with.
+
+pub mod clock;
+pub mod codes;
+pub mod connector;
+pub mod microservice;
+pub mod otp;
+pub mod service;
+pub mod state;
+pub mod sweeper;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use connector::{Confirmation, Connector, ConnectorError, Outcome, Step, TransactionContext};
+pub use otp::OtpPolicy;
+pub use service::{ProviderService, ServiceError, ServiceSettings};
+pub use sweeper::Sweeper;

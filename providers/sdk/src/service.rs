@@ -1,0 +1,875 @@
+//! [`ProviderService`]: a [`Connector`] made into a complete [`Provider`].
+//!
+//! The service runs the conversation of seed 003 around the connector's
+//! upstream calls: it answers repeats and queries from what it stored, sends
+//! and checks OTPs, carries prompts and pending upstream work, and makes every
+//! new state durable (group commit) before it answers. The same value serves
+//! in-process inside the switch or as a microservice
+//! ([`crate::microservice`]).
+//!
+//! Concurrency: every operation on one transaction runs under that
+//! transaction's lock (a striped set of async mutexes), so a validate racing a
+//! query, the expiry sweep or a repeated transact sees one consistent state.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manifold_crypto::plaintext::mask_msisdn;
+use manifold_crypto::{SecretString, SourceDetails, ValidationInput};
+use manifold_provider::durable::DurabilityError;
+use manifold_provider::notify::Channel;
+use manifold_provider::{
+    GroupCommit, Notification, Notifier, Provider, ProviderError, ProviderReply, QueryRequest,
+    ReverseRequest, Status, TransactRequest, ValidateRequest,
+};
+use serde_json::Value;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::clock::{Clock, SystemClock};
+use crate::codes;
+use crate::connector::{
+    Confirmation, Connector, ConnectorError, Outcome, Step, TransactionContext,
+};
+use crate::otp::{OtpKeeper, OtpPolicy};
+use crate::state::{
+    transaction_key, Awaiting, Contact, FinalRecord, PendingEntry, ReversalRecord, StateStore,
+};
+
+/// A connector may chain `ConfirmWithOtp` steps under `otp_override`; more
+/// than this many in one call is a connector bug, not a conversation.
+const MAX_CHAINED_STEPS: usize = 8;
+const LOCK_STRIPES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the provider's store failed: {0}")]
+    Store(#[from] sled::Error),
+    #[error("a stored record could not be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Durability(#[from] DurabilityError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
+impl From<ServiceError> for ProviderError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            // Nothing happened upstream: the switch may treat it as never sent.
+            ServiceError::Connector(ConnectorError::Unavailable(reason)) => {
+                ProviderError::Unreachable(reason)
+            }
+            other => ProviderError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Settings of one provider built on the SDK.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Prefix of the provider's sled trees (`<namespace>/pending`, …); lets
+    /// several providers share one database, such as the switch's.
+    pub namespace: String,
+    /// How the provider names itself to customers, in OTP messages.
+    pub display_name: String,
+    pub otp: OtpPolicy,
+    /// How often expired codes and prompts are swept into `Failed`.
+    pub sweep_interval: Duration,
+}
+
+impl ServiceSettings {
+    pub fn new(namespace: &str, display_name: &str) -> Self {
+        ServiceSettings {
+            namespace: namespace.to_owned(),
+            display_name: display_name.to_owned(),
+            otp: OtpPolicy::default(),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connector with everything a provider needs around it.
+pub struct ProviderService<C> {
+    connector: C,
+    state: StateStore,
+    otps: OtpKeeper,
+    commit: GroupCommit,
+    notifier: Arc<dyn Notifier>,
+    clock: Arc<dyn Clock>,
+    settings: ServiceSettings,
+    locks: Vec<Mutex<()>>,
+}
+
+impl<C: Connector> ProviderService<C> {
+    /// Opens the provider's trees in `db` (its own database, or the switch's
+    /// when it runs in-process). `commit` must flush that same `db`.
+    pub fn open(
+        db: &sled::Db,
+        commit: GroupCommit,
+        notifier: Arc<dyn Notifier>,
+        connector: C,
+        settings: ServiceSettings,
+    ) -> Result<Self, ServiceError> {
+        Ok(ProviderService {
+            otps: OtpKeeper::open(db, &settings.namespace, settings.otp.digits)?,
+            state: StateStore::open(db, &settings.namespace)?,
+            connector,
+            commit,
+            notifier,
+            clock: Arc::new(SystemClock),
+            settings,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Replaces the wall clock (tests move time instead of sleeping).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn connector(&self) -> &C {
+        &self.connector
+    }
+
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.settings
+    }
+
+    /// Transactions waiting for the customer or the upstream. Seed 003:
+    /// pending data is erased once a transaction is final, so this returns
+    /// to zero when every conversation has ended.
+    pub fn pending_count(&self) -> usize {
+        self.state.pending_len()
+    }
+
+    async fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        self.locks[(hasher.finish() as usize) % LOCK_STRIPES]
+            .lock()
+            .await
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        Some(self.now_ms() + self.settings.otp.ttl.as_millis() as u64)
+    }
+
+    /// Makes a final outcome durable and erases the pending data.
+    async fn finish(
+        &self,
+        key: &[u8],
+        request_type: &str,
+        outcome: Outcome,
+    ) -> Result<ProviderReply, ServiceError> {
+        let reply = final_reply(&outcome);
+        self.state.finish(
+            key,
+            &FinalRecord {
+                request_type: request_type.to_owned(),
+                outcome,
+                reversal: None,
+            },
+        )?;
+        self.commit.durable().await?;
+        Ok(reply)
+    }
+
+    async fn park(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
+        self.state.put_pending(key, entry)?;
+        self.commit.durable().await?;
+        Ok(())
+    }
+
+    /// Carries `step` to the state it leads to and answers it. `entry` is the
+    /// transaction's pending entry as it stands (its `awaiting` says what the
+    /// customer just answered, if anything).
+    async fn advance(
+        &self,
+        key: &[u8],
+        mut entry: PendingEntry,
+        mut step: Step,
+    ) -> Result<ProviderReply, ServiceError> {
+        for _ in 0..MAX_CHAINED_STEPS {
+            let previous = std::mem::replace(&mut entry.awaiting, Awaiting::Processing);
+            match step {
+                Step::Done(outcome) => {
+                    return self.finish(key, &entry.request_type, outcome).await;
+                }
+                Step::ConfirmWithOtp { deferred } if entry.otp_override => {
+                    step = self
+                        .connector
+                        .complete(context(&entry), deferred, Confirmation::OtpVerified)
+                        .await?;
+                    entry.awaiting = previous;
+                }
+                Step::ConfirmWithOtp { deferred } => {
+                    entry.deferred = deferred;
+                    return self.send_first_otp(key, entry).await;
+                }
+                Step::UpstreamOtp { prompt, deferred } => {
+                    let attempts_left = match previous {
+                        Awaiting::UpstreamOtp { attempts_left, .. } => {
+                            attempts_left.saturating_sub(1)
+                        }
+                        _ => self.settings.otp.attempts.max(1),
+                    };
+                    if attempts_left == 0 {
+                        let outcome = Outcome::failed(
+                            codes::OTP_ATTEMPTS_EXHAUSTED,
+                            "Too many wrong codes; the transaction was cancelled",
+                        );
+                        return self.finish(key, &entry.request_type, outcome).await;
+                    }
+                    if !matches!(previous, Awaiting::UpstreamOtp { .. }) {
+                        entry.expires_at_ms = self.deadline();
+                    }
+                    entry.deferred = deferred;
+                    entry.awaiting = Awaiting::UpstreamOtp {
+                        prompt,
+                        attempts_left,
+                    };
+                    self.park(key, &entry).await?;
+                    return Ok(waiting_reply(&entry));
+                }
+                Step::AskCustomer { prompt, deferred } => {
+                    let attempts_left = match previous {
+                        Awaiting::Answer { attempts_left, .. } => attempts_left.saturating_sub(1),
+                        _ => self.settings.otp.attempts.max(1),
+                    };
+                    if attempts_left == 0 {
+                        let outcome = Outcome::failed(
+                            codes::ANSWER_ATTEMPTS_EXHAUSTED,
+                            "Too many answers were not accepted; the transaction was cancelled",
+                        );
+                        return self.finish(key, &entry.request_type, outcome).await;
+                    }
+                    let retry = matches!(previous, Awaiting::Answer { .. });
+                    if !retry {
+                        entry.expires_at_ms = self.deadline();
+                    }
+                    entry.deferred = deferred;
+                    entry.awaiting = Awaiting::Answer {
+                        prompt,
+                        attempts_left,
+                    };
+                    self.park(key, &entry).await?;
+                    let mut reply = waiting_reply(&entry);
+                    if retry {
+                        reply.provider_response_code = codes::WRONG_ANSWER.into();
+                    }
+                    return Ok(reply);
+                }
+                Step::Processing { deferred } => {
+                    entry.deferred = deferred;
+                    entry.expires_at_ms = None;
+                    entry.awaiting = Awaiting::Processing;
+                    self.park(key, &entry).await?;
+                    return Ok(waiting_reply(&entry));
+                }
+            }
+        }
+        Err(ServiceError::Connector(ConnectorError::Internal(format!(
+            "more than {MAX_CHAINED_STEPS} chained steps for one call"
+        ))))
+    }
+
+    /// Issues the first code: durable before the customer can hold it.
+    async fn send_first_otp(
+        &self,
+        key: &[u8],
+        mut entry: PendingEntry,
+    ) -> Result<ProviderReply, ServiceError> {
+        let Some(contact) = entry.contact.clone() else {
+            let outcome = Outcome::failed(
+                codes::UNDELIVERABLE,
+                "An OTP is required but the customer has no mobile_no or email to send it to",
+            );
+            return self.finish(key, &entry.request_type, outcome).await;
+        };
+        let (code, otp_hash) = self.otps.issue(key);
+        let now = self.now_ms();
+        entry.expires_at_ms = self.deadline();
+        entry.awaiting = Awaiting::Otp {
+            otp_hash,
+            attempts_left: self.settings.otp.attempts.max(1),
+            sends: 1,
+            last_sent_ms: now,
+        };
+        self.park(key, &entry).await?;
+        if let Some(failed) = self.deliver(key, &entry, &contact, code).await? {
+            return Ok(failed);
+        }
+        Ok(waiting_reply(&entry))
+    }
+
+    /// Sends `code`; on failure the transaction ends `Failed` (a customer who
+    /// never gets the code could only watch it expire).
+    async fn deliver(
+        &self,
+        key: &[u8],
+        entry: &PendingEntry,
+        contact: &Contact,
+        code: SecretString,
+    ) -> Result<Option<ProviderReply>, ServiceError> {
+        let minutes = self.settings.otp.ttl.as_secs().div_ceil(60).max(1);
+        let notification = Notification {
+            channel: contact.channel,
+            to: contact.to.clone(),
+            subject: Some(format!("Your {} code", self.settings.display_name)),
+            body: SecretString::new(format!(
+                "{} code: {}. It expires in {minutes} minute{}. Never share it with anyone.",
+                self.settings.display_name,
+                code.expose(),
+                if minutes == 1 { "" } else { "s" },
+            )),
+        };
+        match self.notifier.send(&notification).await {
+            Ok(()) => {
+                tracing::info!(
+                    transaction_ref = %entry.transaction_ref,
+                    channel = ?contact.channel,
+                    to = %contact.shown,
+                    "OTP sent"
+                );
+                Ok(None)
+            }
+            Err(error) => {
+                tracing::warn!(transaction_ref = %entry.transaction_ref, %error, "OTP could not be delivered");
+                let outcome = Outcome::failed(
+                    codes::UNDELIVERABLE,
+                    format!(
+                        "The OTP could not be delivered to {}; the transaction was cancelled",
+                        contact.shown
+                    ),
+                );
+                Ok(Some(self.finish(key, &entry.request_type, outcome).await?))
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        key: &[u8],
+        request: &TransactRequest,
+    ) -> Result<ProviderReply, ServiceError> {
+        let entry = PendingEntry {
+            app_id: request.app_id.clone(),
+            transaction_ref: request.transaction_ref.clone(),
+            request_type: request.request_type.clone(),
+            awaiting: Awaiting::Starting,
+            deferred: Value::Null,
+            expires_at_ms: None,
+            otp_override: request.otp_override,
+            contact: contact_for(request),
+        };
+        if !self.connector.serves(&request.request_type) {
+            let outcome = Outcome::failed(
+                codes::INVALID_TRANSACTION,
+                format!("This provider does not serve `{}`", request.request_type),
+            );
+            return self.finish(key, &request.request_type, outcome).await;
+        }
+        let marked = !self.connector.upstream_is_idempotent();
+        if marked {
+            // After a crash this marker says "the upstream may have acted":
+            // the transaction is then polled, never started twice.
+            self.park(key, &entry).await?;
+        }
+        match self.connector.start(request).await {
+            Ok(step) => self.advance(key, entry, step).await,
+            Err(ConnectorError::Indeterminate(reason)) => {
+                tracing::warn!(transaction_ref = %request.transaction_ref, %reason, "upstream outcome unknown; the transaction stays pending");
+                self.advance(
+                    key,
+                    entry,
+                    Step::Processing {
+                        deferred: Value::Null,
+                    },
+                )
+                .await
+            }
+            Err(error) => {
+                if marked {
+                    self.state.remove_pending(key)?;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Asks the upstream about a transaction waiting on it.
+    async fn poll(&self, key: &[u8], entry: PendingEntry) -> Result<ProviderReply, ServiceError> {
+        let deferred = entry.deferred.clone();
+        match self.connector.poll(context(&entry), deferred).await {
+            Ok(step) => self.advance(key, entry, step).await,
+            // Not knowing more is not a new state: keep answering Pending.
+            Err(ConnectorError::Unavailable(_)) | Err(ConnectorError::Indeterminate(_)) => {
+                Ok(pending_reply())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Ends a conversation the customer did not finish in time.
+    async fn expire(
+        &self,
+        key: &[u8],
+        entry: &PendingEntry,
+    ) -> Result<ProviderReply, ServiceError> {
+        let outcome = match entry.awaiting {
+            Awaiting::Answer { .. } => Outcome::failed(
+                codes::ANSWER_EXPIRED,
+                "The time to answer ran out; the transaction was cancelled",
+            ),
+            _ => Outcome::failed(
+                codes::OTP_EXPIRED,
+                "The OTP expired; the transaction was cancelled",
+            ),
+        };
+        tracing::info!(transaction_ref = %entry.transaction_ref, "confirmation expired");
+        self.finish(key, &entry.request_type, outcome).await
+    }
+
+    async fn check_otp(
+        &self,
+        key: &[u8],
+        mut entry: PendingEntry,
+        code: &SecretString,
+    ) -> Result<ProviderReply, ServiceError> {
+        let Awaiting::Otp {
+            otp_hash,
+            attempts_left,
+            sends,
+            last_sent_ms,
+        } = entry.awaiting.clone()
+        else {
+            return Ok(waiting_reply(&entry));
+        };
+        if self.otps.matches(key, code, &otp_hash) {
+            let deferred = std::mem::take(&mut entry.deferred);
+            let step = self
+                .connector
+                .complete(context(&entry), deferred, Confirmation::OtpVerified)
+                .await;
+            return self.after_completion(key, entry, step).await;
+        }
+        let attempts_left = attempts_left.saturating_sub(1);
+        if attempts_left == 0 {
+            let outcome = Outcome::failed(
+                codes::OTP_ATTEMPTS_EXHAUSTED,
+                "Too many wrong OTPs; the transaction was cancelled",
+            );
+            return self.finish(key, &entry.request_type, outcome).await;
+        }
+        entry.awaiting = Awaiting::Otp {
+            otp_hash,
+            attempts_left,
+            sends,
+            last_sent_ms,
+        };
+        self.park(key, &entry).await?;
+        let shown = shown(&entry);
+        let plural = if attempts_left == 1 { "" } else { "s" };
+        Ok(ProviderReply::new(
+            Status::WaitingForOtp,
+            codes::WRONG_OTP,
+            format!(
+                "Wrong OTP. {attempts_left} attempt{plural} left. Enter the OTP sent to {shown}"
+            ),
+        ))
+    }
+
+    /// What follows a `complete` call. An upstream that could not be reached
+    /// leaves the transaction as it was, so the customer can try again.
+    async fn after_completion(
+        &self,
+        key: &[u8],
+        entry: PendingEntry,
+        step: Result<Step, ConnectorError>,
+    ) -> Result<ProviderReply, ServiceError> {
+        match step {
+            Ok(step) => self.advance(key, entry, step).await,
+            Err(ConnectorError::Indeterminate(reason)) => {
+                tracing::warn!(transaction_ref = %entry.transaction_ref, %reason, "upstream outcome unknown after confirmation");
+                self.advance(
+                    key,
+                    entry,
+                    Step::Processing {
+                        deferred: Value::Null,
+                    },
+                )
+                .await
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn resend(
+        &self,
+        key: &[u8],
+        mut entry: PendingEntry,
+    ) -> Result<ProviderReply, ServiceError> {
+        let Awaiting::Otp {
+            attempts_left,
+            sends,
+            last_sent_ms,
+            ..
+        } = entry.awaiting.clone()
+        else {
+            return Ok(ProviderReply::new(
+                entry_status(&entry),
+                codes::RESEND_REFUSED,
+                "Only an OTP this provider sent can be sent again",
+            ));
+        };
+        let Some(contact) = entry.contact.clone() else {
+            return Ok(waiting_reply(&entry));
+        };
+        let policy = &self.settings.otp;
+        if sends >= policy.max_sends {
+            return Ok(ProviderReply::new(
+                Status::WaitingForOtp,
+                codes::RESEND_REFUSED,
+                format!(
+                    "No more codes can be sent for this transaction; enter the OTP sent to {}",
+                    contact.shown
+                ),
+            ));
+        }
+        let now = self.now_ms();
+        let next_allowed = last_sent_ms + policy.resend_interval.as_millis() as u64;
+        if now < next_allowed {
+            let wait = (next_allowed - now).div_ceil(1000);
+            return Ok(ProviderReply::new(
+                Status::WaitingForOtp,
+                codes::RESEND_REFUSED,
+                format!(
+                    "A new code can be sent in {wait} s; enter the OTP sent to {}",
+                    contact.shown
+                ),
+            ));
+        }
+        let (code, otp_hash) = self.otps.issue(key);
+        entry.expires_at_ms = self.deadline();
+        entry.awaiting = Awaiting::Otp {
+            otp_hash,
+            attempts_left,
+            sends: sends + 1,
+            last_sent_ms: now,
+        };
+        self.park(key, &entry).await?;
+        if let Some(failed) = self.deliver(key, &entry, &contact, code).await? {
+            return Ok(failed);
+        }
+        Ok(ProviderReply::new(
+            Status::WaitingForOtp,
+            codes::OTP_SENT,
+            format!("A new OTP was sent to {}", contact.shown),
+        ))
+    }
+
+    /// Moves every conversation whose deadline has passed to `Failed` and
+    /// erases its pending data; returns how many. The sweeper calls this
+    /// periodically so nothing waits forever for a customer who left.
+    pub async fn sweep_expired(&self) -> Result<usize, ServiceError> {
+        let now = self.now_ms();
+        let mut swept = 0;
+        for key in self.state.expired(now)? {
+            let _guard = self.lock(&key).await;
+            // Re-read under the lock: a validate may have finished it meanwhile.
+            if let Some(entry) = self.state.pending(&key)? {
+                if entry.is_expired(self.now_ms()) {
+                    self.expire(&key, &entry).await?;
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn reverse_transaction(
+        &self,
+        key: &[u8],
+        request: &ReverseRequest,
+    ) -> Result<ProviderReply, ProviderError> {
+        let Some(mut record) = self.state.final_record(key)? else {
+            return match self.state.pending(key)? {
+                Some(_) => Ok(ProviderReply::new(
+                    Status::Failed,
+                    codes::NOT_REVERSIBLE,
+                    "Only a final, successful transaction can be reversed",
+                )),
+                None => Err(ProviderError::UnknownTransaction),
+            };
+        };
+        let refuse = |message: &str| {
+            Ok(ProviderReply::new(
+                Status::Failed,
+                codes::NOT_REVERSIBLE,
+                message,
+            ))
+        };
+        if let Some(reversal) = &record.reversal {
+            // A repeat of the reversal that succeeded answers the same; any other is refused.
+            return if reversal.request_ref == request.request_ref {
+                Ok(reversal.reply.clone())
+            } else {
+                refuse("The transaction has already been reversed")
+            };
+        }
+        let Some(undo) = record
+            .outcome
+            .reversal
+            .clone()
+            .filter(|_| record.outcome.is_successful())
+        else {
+            return refuse("Only a successful, reversible transaction can be reversed");
+        };
+        let transaction = TransactionContext {
+            app_id: &request.app_id,
+            transaction_ref: &request.transaction_ref,
+            request_type: &record.request_type,
+        };
+        let outcome = self
+            .connector
+            .reverse(transaction, undo)
+            .await
+            .map_err(ServiceError::from)?;
+        let reply = final_reply(&outcome);
+        if outcome.is_successful() {
+            record.reversal = Some(ReversalRecord {
+                request_ref: request.request_ref.clone(),
+                reply: reply.clone(),
+            });
+            self.state.store_final(key, &record)?;
+            self.commit.durable().await.map_err(ServiceError::from)?;
+        }
+        Ok(reply)
+    }
+}
+
+#[async_trait]
+impl<C: Connector> Provider for ProviderService<C> {
+    async fn transact(&self, request: TransactRequest) -> Result<ProviderReply, ProviderError> {
+        let key = transaction_key(&request.app_id, &request.transaction_ref);
+        let _guard = self.lock(&key).await;
+        // Idempotent per transaction: a repeat never calls the upstream or
+        // sends a second code.
+        if let Some(record) = self.state.final_record(&key)? {
+            return Ok(final_reply(&record.outcome));
+        }
+        if let Some(entry) = self.state.pending(&key)? {
+            return Ok(match entry.awaiting {
+                Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
+                _ => waiting_reply(&entry),
+            });
+        }
+        let reply = self.start(&key, &request).await?;
+        tracing::info!(
+            app_id = %request.app_id,
+            transaction_ref = %request.transaction_ref,
+            request_type = %request.request_type,
+            status = %reply.status,
+            "transact"
+        );
+        Ok(reply)
+    }
+
+    async fn validate(&self, request: ValidateRequest) -> Result<ProviderReply, ProviderError> {
+        let key = transaction_key(&request.app_id, &request.transaction_ref);
+        let _guard = self.lock(&key).await;
+        if let Some(record) = self.state.final_record(&key)? {
+            return Ok(final_reply(&record.outcome));
+        }
+        let Some(mut entry) = self.state.pending(&key)? else {
+            return Err(ProviderError::UnknownTransaction);
+        };
+        if entry.is_expired(self.now_ms()) {
+            return Ok(self.expire(&key, &entry).await?);
+        }
+        let reply = match (&entry.awaiting, &request.input) {
+            (Awaiting::Starting | Awaiting::Processing, _) => pending_reply(),
+            (Awaiting::Otp { .. }, ValidationInput::Otp(code)) => {
+                self.check_otp(&key, entry, code).await?
+            }
+            (Awaiting::Otp { .. }, ValidationInput::Resend) => self.resend(&key, entry).await?,
+            (Awaiting::UpstreamOtp { .. }, ValidationInput::Otp(code))
+            | (Awaiting::UpstreamOtp { .. }, ValidationInput::Answer(code)) => {
+                let deferred = std::mem::take(&mut entry.deferred);
+                let step = self
+                    .connector
+                    .complete(
+                        context(&entry),
+                        deferred,
+                        Confirmation::UpstreamCode(code.clone()),
+                    )
+                    .await;
+                self.after_completion(&key, entry, step).await?
+            }
+            // A prompt may ask for digits; either field carries the answer.
+            (Awaiting::Answer { .. }, ValidationInput::Answer(text))
+            | (Awaiting::Answer { .. }, ValidationInput::Otp(text)) => {
+                let deferred = std::mem::take(&mut entry.deferred);
+                let step = self
+                    .connector
+                    .complete(
+                        context(&entry),
+                        deferred,
+                        Confirmation::Answer(text.clone()),
+                    )
+                    .await;
+                self.after_completion(&key, entry, step).await?
+            }
+            (Awaiting::UpstreamOtp { .. }, ValidationInput::Resend)
+            | (Awaiting::Answer { .. }, ValidationInput::Resend) => ProviderReply::new(
+                entry_status(&entry),
+                codes::RESEND_REFUSED,
+                format!(
+                    "Nothing can be sent again here. {}",
+                    waiting_reply(&entry).message
+                ),
+            ),
+            (Awaiting::Otp { .. }, ValidationInput::Answer(_)) => ProviderReply::new(
+                Status::WaitingForOtp,
+                codes::WRONG_INPUT,
+                format!("This transaction needs the OTP sent to {}", shown(&entry)),
+            ),
+        };
+        tracing::info!(
+            app_id = %request.app_id,
+            transaction_ref = %request.transaction_ref,
+            status = %reply.status,
+            "validate"
+        );
+        Ok(reply)
+    }
+
+    async fn query(&self, request: QueryRequest) -> Result<ProviderReply, ProviderError> {
+        let key = transaction_key(&request.app_id, &request.transaction_ref);
+        let _guard = self.lock(&key).await;
+        if let Some(record) = self.state.final_record(&key)? {
+            return Ok(final_reply(&record.outcome));
+        }
+        let Some(entry) = self.state.pending(&key)? else {
+            return Err(ProviderError::UnknownTransaction);
+        };
+        Ok(match entry.awaiting {
+            Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
+            _ if entry.is_expired(self.now_ms()) => self.expire(&key, &entry).await?,
+            _ => waiting_reply(&entry),
+        })
+    }
+
+    async fn reverse(&self, request: ReverseRequest) -> Result<ProviderReply, ProviderError> {
+        let key = transaction_key(&request.app_id, &request.transaction_ref);
+        let _guard = self.lock(&key).await;
+        let reply = self.reverse_transaction(&key, &request).await?;
+        tracing::info!(
+            app_id = %request.app_id,
+            transaction_ref = %request.transaction_ref,
+            status = %reply.status,
+            "reverse"
+        );
+        Ok(reply)
+    }
+}
+
+fn context(entry: &PendingEntry) -> TransactionContext<'_> {
+    TransactionContext {
+        app_id: &entry.app_id,
+        transaction_ref: &entry.transaction_ref,
+        request_type: &entry.request_type,
+    }
+}
+
+fn final_reply(outcome: &Outcome) -> ProviderReply {
+    let reply = ProviderReply::new(outcome.status(), &outcome.code, outcome.message.clone());
+    match &outcome.response {
+        Some(response) => reply.with_response(response.clone()),
+        None => reply,
+    }
+}
+
+fn pending_reply() -> ProviderReply {
+    ProviderReply::new(
+        Status::Pending,
+        "",
+        "The upstream is still processing this transaction",
+    )
+}
+
+fn shown(entry: &PendingEntry) -> String {
+    entry
+        .contact
+        .as_ref()
+        .map(|contact| contact.shown.clone())
+        .unwrap_or_else(|| "the customer".into())
+}
+
+fn entry_status(entry: &PendingEntry) -> Status {
+    match entry.awaiting {
+        Awaiting::Otp { .. } | Awaiting::UpstreamOtp { .. } => Status::WaitingForOtp,
+        Awaiting::Answer { .. } => Status::PendingValidation,
+        Awaiting::Starting | Awaiting::Processing => Status::Pending,
+    }
+}
+
+/// The answer for a transaction that waits, as stored.
+fn waiting_reply(entry: &PendingEntry) -> ProviderReply {
+    match &entry.awaiting {
+        Awaiting::Otp { .. } => ProviderReply::new(
+            Status::WaitingForOtp,
+            codes::OTP_SENT,
+            format!("Please enter the OTP sent to {}", shown(entry)),
+        ),
+        Awaiting::UpstreamOtp { prompt, .. } => {
+            ProviderReply::new(Status::WaitingForOtp, codes::OTP_SENT, prompt.clone())
+        }
+        Awaiting::Answer { prompt, .. } => {
+            ProviderReply::new(Status::PendingValidation, "", prompt.clone())
+        }
+        Awaiting::Starting | Awaiting::Processing => pending_reply(),
+    }
+}
+
+/// Where codes for this transaction go. The channel follows the source: a
+/// mobile-money source is its own phone; otherwise the customer's phone,
+/// then their e-mail.
+fn contact_for(request: &TransactRequest) -> Option<Contact> {
+    let customer = &request.transaction.customer;
+    let phone = match &request.source {
+        SourceDetails::Msisdn(msisdn) => Some(msisdn.msisdn.expose().to_owned()),
+        _ => customer.mobile_no.clone().filter(|m| !m.trim().is_empty()),
+    };
+    if let Some(phone) = phone {
+        return Some(Contact {
+            channel: Channel::Sms,
+            shown: mask_msisdn(&phone),
+            to: phone,
+        });
+    }
+    let email = customer.email.clone().filter(|e| !e.trim().is_empty())?;
+    Some(Contact {
+        channel: Channel::Email,
+        shown: mask_email(&email),
+        to: email,
+    })
+}
+
+fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first = local.chars().next().unwrap_or('*');
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}

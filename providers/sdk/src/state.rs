@@ -1,0 +1,188 @@
+//! What the SDK keeps between calls, in sled.
+//!
+//! Two trees per provider, named `<namespace>/pending` and
+//! `<namespace>/outcomes`, both keyed by `(app_id, transaction_ref)`:
+//! - a [`PendingEntry`] while a transaction waits for the customer or the
+//!   upstream — seed 003's stored upstream answer, with the OTP's keyed hash,
+//!   attempts and expiry. It is erased the moment the transaction is final;
+//! - a [`FinalRecord`] once it is final, so repeats, queries and reversals are
+//!   answered from it without calling the upstream again.
+//!
+//! The service changes a transaction's entries only while holding that
+//! transaction's lock, so two concurrent validates cannot both spend the same
+//! attempt or both complete a transfer.
+
+use manifold_provider::notify::Channel;
+use manifold_provider::ProviderReply;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::connector::Outcome;
+use crate::ServiceError;
+
+/// The sled key of one transaction.
+pub fn transaction_key(app_id: &str, transaction_ref: &str) -> Vec<u8> {
+    // The unit separator cannot appear in identifiers, so keys never collide.
+    format!("{app_id}\u{1f}{transaction_ref}").into_bytes()
+}
+
+/// What a waiting transaction waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Awaiting {
+    /// The SDK is calling the upstream's `start`; if this is found after a
+    /// restart, the call's outcome is unknown and the upstream must be polled.
+    Starting,
+    /// An OTP the SDK sent. Only its keyed hash is kept.
+    Otp {
+        otp_hash: String,
+        attempts_left: u8,
+        sends: u8,
+        last_sent_ms: u64,
+    },
+    /// A code the upstream sent; the upstream checks it.
+    UpstreamOtp { prompt: String, attempts_left: u8 },
+    /// Information the upstream asked for.
+    Answer { prompt: String, attempts_left: u8 },
+    /// The upstream decides later; polled on query.
+    Processing,
+}
+
+/// A transaction that is not final yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEntry {
+    pub app_id: String,
+    pub transaction_ref: String,
+    pub request_type: String,
+    pub awaiting: Awaiting,
+    /// What the connector stored for its next call (seed 003: the upstream's answer).
+    pub deferred: Value,
+    /// When the customer's time to confirm runs out; `None` while the
+    /// upstream, not the customer, is the one to act.
+    pub expires_at_ms: Option<u64>,
+    /// The app's `otp_override`, needed when a later step asks for an OTP.
+    pub otp_override: bool,
+    /// Where an OTP for this transaction goes, if anywhere.
+    pub contact: Option<Contact>,
+}
+
+impl PendingEntry {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// Where a customer receives codes: the channel follows the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub channel: Channel,
+    pub to: String,
+    /// Masked, for messages to the app (`2348022****08`).
+    pub shown: String,
+}
+
+/// The reversal of a final, successful transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReversalRecord {
+    pub request_ref: String,
+    pub reply: ProviderReply,
+}
+
+/// A transaction that is final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    pub request_type: String,
+    pub outcome: Outcome,
+    pub reversal: Option<ReversalRecord>,
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    serde_json::from_slice(bytes).map_err(|error| ServiceError::Corrupt(error.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ServiceError> {
+    serde_json::to_vec(value).map_err(|error| ServiceError::Corrupt(error.to_string()))
+}
+
+/// The two trees, with typed access. Callers hold the transaction's lock
+/// (see [`crate::service`]) around every read-modify-write.
+#[derive(Clone)]
+pub struct StateStore {
+    pending: sled::Tree,
+    outcomes: sled::Tree,
+}
+
+impl StateStore {
+    pub fn open(db: &sled::Db, namespace: &str) -> Result<Self, ServiceError> {
+        Ok(StateStore {
+            pending: db.open_tree(format!("{namespace}/pending"))?,
+            outcomes: db.open_tree(format!("{namespace}/outcomes"))?,
+        })
+    }
+
+    pub fn pending(&self, key: &[u8]) -> Result<Option<PendingEntry>, ServiceError> {
+        match self.pending.get(key)? {
+            Some(raw) => Ok(Some(decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn final_record(&self, key: &[u8]) -> Result<Option<FinalRecord>, ServiceError> {
+        match self.outcomes.get(key)? {
+            Some(raw) => Ok(Some(decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_pending(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
+        self.pending.insert(key, encode(entry)?)?;
+        Ok(())
+    }
+
+    pub fn remove_pending(&self, key: &[u8]) -> Result<(), ServiceError> {
+        self.pending.remove(key)?;
+        Ok(())
+    }
+
+    /// Writes the final record and erases the pending entry in one sled
+    /// transaction, so no crash can leave both or neither.
+    pub fn finish(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let bytes = encode(record)?;
+        (&self.pending, &self.outcomes)
+            .transaction(|(pending, outcomes)| {
+                pending.remove(key)?;
+                outcomes.insert(key, bytes.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|error| match error {
+                TransactionError::Storage(error) => ServiceError::Store(error),
+                TransactionError::Abort(()) => {
+                    ServiceError::Corrupt("finishing a transaction was aborted".into())
+                }
+            })
+    }
+
+    pub fn store_final(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
+        self.outcomes.insert(key, encode(record)?)?;
+        Ok(())
+    }
+
+    /// The keys of pending entries whose customer deadline is at or before `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let mut expired = Vec::new();
+        for item in self.pending.iter() {
+            let (key, raw) = item?;
+            let entry: PendingEntry = decode(&raw)?;
+            if entry.is_expired(now_ms) {
+                expired.push(key.to_vec());
+            }
+        }
+        Ok(expired)
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
