@@ -9,6 +9,7 @@ use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_e2e::*;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::{GroupCommit, Provider};
+use manifold_provider_sdk::Sweeper;
 use tempfile::TempDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +26,39 @@ pub struct Rig {
     pub provider_dir: PathBuf,
     remote: Option<ProviderProcess>,
     local: Option<Arc<CountingProvider<DemoProvider>>>,
+    settings: DemoSettings,
+    _sweeper: Option<Sweeper>,
     _dir: TempDir,
+}
+
+/// The `demo-provider` flags that give a separate process `settings`.
+fn provider_flags(settings: &DemoSettings) -> Vec<String> {
+    [
+        ("--opening-balance", settings.opening_balance),
+        ("--step-up-amount", settings.step_up_amount),
+        ("--otp-ttl-secs", settings.otp.ttl.as_secs()),
+        ("--otp-attempts", u64::from(settings.otp.attempts)),
+        (
+            "--resend-interval-secs",
+            settings.otp.resend_interval.as_secs(),
+        ),
+        (
+            "--sweep-interval-ms",
+            settings.sweep_interval.as_millis() as u64,
+        ),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value.to_string()])
+    .collect()
 }
 
 impl Rig {
     pub async fn start(mode: Mode) -> Rig {
+        Rig::start_with(mode, DemoSettings::default()).await
+    }
+
+    /// A rig whose demo provider runs with `settings`, in either mode.
+    pub async fn start_with(mode: Mode, settings: DemoSettings) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let outbox = dir.path().join("outbox.jsonl");
         let provider_dir = dir.path().join("provider");
@@ -41,7 +70,7 @@ impl Rig {
                     &db,
                     GroupCommit::start(db.clone()).unwrap(),
                     Arc::new(OutboxNotifier::new(outbox.clone())),
-                    DemoSettings::default(),
+                    settings.clone(),
                 )
                 .unwrap();
                 let counting = Arc::new(CountingProvider::new(Arc::new(demo)));
@@ -56,7 +85,12 @@ impl Rig {
                 )
             }
             Mode::Remote => {
-                let process = ProviderProcess::start(&provider_dir, &outbox);
+                let process = ProviderProcess::start_with(
+                    &provider_dir,
+                    &outbox,
+                    "127.0.0.1:0",
+                    &provider_flags(&settings),
+                );
                 (
                     ProviderSpec::Remote {
                         name: "demo",
@@ -69,14 +103,34 @@ impl Rig {
         };
         let config = parse_config(&config_text(dir.path(), &[spec], 5_000));
         let switch = InProcessSwitch::start(&config, implementations).await;
+        // A remote provider sweeps in its own process; a local one here.
+        let sweeper = local
+            .as_ref()
+            .map(|counting| Sweeper::start(counting.inner.clone()));
         Rig {
             switch,
             outbox,
             provider_dir,
             remote,
             local,
+            settings,
+            _sweeper: sweeper,
             _dir: dir,
         }
+    }
+
+    /// Kills a remote provider process with SIGKILL and starts it again on
+    /// the same address and data directory.
+    pub fn restart_provider(&mut self) {
+        let old = self.remote.take().expect("only a remote provider restarts");
+        let listen = old.addr.to_string();
+        old.kill();
+        self.remote = Some(ProviderProcess::start_with(
+            &self.provider_dir,
+            &self.outbox,
+            &listen,
+            &provider_flags(&self.settings),
+        ));
     }
 
     pub fn app(&self, app: (&str, &str, &str)) -> AppClient {

@@ -243,17 +243,27 @@ pub struct ProviderProcess {
 
 impl ProviderProcess {
     pub fn start(data: &Path, outbox: &Path) -> ProviderProcess {
-        let (child, addr) = spawn_listening(
-            "demo-provider",
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                data.to_str().unwrap(),
-                "--outbox",
-                outbox.to_str().unwrap(),
-            ],
-        );
+        ProviderProcess::start_with(data, outbox, "127.0.0.1:0", &[])
+    }
+
+    /// As [`ProviderProcess::start`], on `listen` and with extra
+    /// `demo-provider` flags (`--otp-ttl-secs 1`, …).
+    pub fn start_with(
+        data: &Path,
+        outbox: &Path,
+        listen: &str,
+        extra: &[String],
+    ) -> ProviderProcess {
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--data",
+            data.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        let (child, addr) = spawn_listening("demo-provider", &args);
         ProviderProcess { addr, child }
     }
 
@@ -467,6 +477,27 @@ impl AppClient {
             },
             "transaction": {"transaction_ref": transaction_ref}
         })
+    }
+
+    /// A `/transact/validate` whose sealed plaintext is `secure`
+    /// (`{"answer": …}`, `{"resend": "otp"}`, …).
+    pub async fn validate_with(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        request_type: &str,
+        secure: &Value,
+    ) -> Reply {
+        let body = json!({
+            "request_ref": request_ref,
+            "request_type": request_type,
+            "auth": {
+                "secure": self.seal(request_ref, SecureKind::Validate, secure),
+                "auth_provider": self.provider
+            },
+            "transaction": {"transaction_ref": transaction_ref}
+        });
+        self.post("/transact/validate", &body).await
     }
 
     pub async fn validate(

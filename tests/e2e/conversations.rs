@@ -1,0 +1,227 @@
+//! The provider's side of a conversation with the customer, through the
+//! switch: OTP attempts, expiry, resends, prompts for other information, and
+//! a provider restarted while a code is outstanding. Each runs against the
+//! demo provider both compiled in and as its own process.
+
+use std::time::Duration;
+
+use manifold_demo_provider::DemoSettings;
+use manifold_e2e::*;
+use serde_json::json;
+
+use crate::rig::{Mode, Rig, MODES};
+
+const CUSTOMER_MOBILE: &str = "2348022000008";
+
+/// Queries until the transaction shows `status`, for at most 30 s.
+async fn query_until(app: &AppClient, transaction_ref: &str, status: &str) -> Reply {
+    let mut last = None;
+    for attempt in 0..300 {
+        let reply = app
+            .query(&format!("q-{transaction_ref}-{attempt}"), transaction_ref)
+            .await;
+        if reply.status() == status {
+            return reply;
+        }
+        last = Some(reply.raw);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{transaction_ref} never became {status}; last answer: {last:?}");
+}
+
+#[tokio::test]
+async fn three_wrong_codes_fail_the_transaction_and_erase_its_pending_data() {
+    for mode in MODES {
+        let rig = Rig::start(mode).await;
+        let app = rig.app(OTP_APP);
+        let reply = app.transfer("r-1", "t-1", "0123456789", 5_000).await;
+        assert_eq!(reply.status(), "WaitingForOTP", "{mode:?}: {}", reply.raw);
+        let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+        let wrong = wrong_otp(&code);
+
+        let first = app.validate("v-1", "t-1", "transfer", &wrong).await;
+        assert!(first.message().starts_with("Wrong OTP. 2 attempts left"));
+        let second = app.validate("v-2", "t-1", "transfer", &wrong).await;
+        assert!(second.message().starts_with("Wrong OTP. 1 attempt left"));
+        let third = app.validate("v-3", "t-1", "transfer", &wrong).await;
+        assert_eq!(third.status(), "Failed", "{mode:?}: {}", third.raw);
+        assert_eq!(third.body["data"]["provider_response_code"], "900T2");
+
+        // Even the right code cannot revive it.
+        let late = app.validate("v-4", "t-1", "transfer", &code).await;
+        assert_eq!(
+            (late.http, late.error()),
+            (409, "not_awaiting_validation"),
+            "{}",
+            late.raw
+        );
+        assert_eq!(app.query("q-1", "t-1").await.status(), "Failed");
+        // No money moved.
+        assert_eq!(rig.balance("0123456789", "after").await, 2_077_099);
+        assert_eq!(rig.provider_pending().await, 0, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_code_is_swept_to_failed_without_another_validate() {
+    for mode in MODES {
+        let mut settings = DemoSettings::default();
+        settings.otp.ttl = Duration::from_secs(1);
+        settings.sweep_interval = Duration::from_millis(50);
+        let rig = Rig::start_with(mode, settings).await;
+        let app = rig.app(OTP_APP);
+        let reply = app.get_balance("r-1", "t-1", "0123456789").await;
+        assert_eq!(reply.status(), "WaitingForOTP", "{mode:?}: {}", reply.raw);
+        let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+
+        // Nobody validates: the sweep alone ends it, and a query sees that.
+        let failed = query_until(&app, "t-1", "Failed").await;
+        assert_eq!(
+            failed.message(),
+            "The OTP expired; the transaction was cancelled"
+        );
+        assert_eq!(failed.body["data"]["provider_response_code"], "900T3");
+        let late = app.validate("v-1", "t-1", "get_balance", &code).await;
+        assert_eq!(late.http, 409, "{}", late.raw);
+        assert_eq!(rig.provider_pending().await, 0, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_resend_is_rate_limited_and_replaces_the_code() {
+    for mode in MODES {
+        // Too soon: the default interval is 30 s.
+        let rig = Rig::start(mode).await;
+        let app = rig.app(OTP_APP);
+        app.get_balance("r-1", "t-1", "0123456789").await;
+        let refused = app
+            .validate_with("v-1", "t-1", "get_balance", &json!({"resend": "otp"}))
+            .await;
+        assert_eq!(refused.status(), "WaitingForOTP", "{}", refused.raw);
+        assert_eq!(refused.body["data"]["provider_response_code"], "900T4");
+        assert!(
+            refused.message().starts_with("A new code can be sent in"),
+            "{}",
+            refused.message()
+        );
+        assert_eq!(outbox_len(&rig.outbox), 1);
+
+        // With no interval, resends replace the code until the limit of three sends.
+        let mut settings = DemoSettings::default();
+        settings.otp.resend_interval = Duration::ZERO;
+        let rig = Rig::start_with(mode, settings).await;
+        let app = rig.app(OTP_APP);
+        app.get_balance("r-1", "t-1", "0123456789").await;
+        let first_code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+        let resent = app
+            .validate_with("v-1", "t-1", "get_balance", &json!({"resend": "otp"}))
+            .await;
+        assert_eq!(resent.status(), "WaitingForOTP", "{mode:?}: {}", resent.raw);
+        assert_eq!(resent.message(), "A new OTP was sent to 2348022****08");
+        assert_eq!(outbox_len(&rig.outbox), 2);
+        let third = app
+            .validate_with("v-2", "t-1", "get_balance", &json!({"resend": "otp"}))
+            .await;
+        assert_eq!(third.body["data"]["provider_response_code"], "900T0");
+        let refused = app
+            .validate_with("v-3", "t-1", "get_balance", &json!({"resend": "otp"}))
+            .await;
+        assert_eq!(refused.body["data"]["provider_response_code"], "900T4");
+        assert_eq!(outbox_len(&rig.outbox), 3);
+        let newest_code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+
+        if first_code != newest_code {
+            let old = app.validate("v-4", "t-1", "get_balance", &first_code).await;
+            assert!(old.message().starts_with("Wrong OTP."), "{}", old.raw);
+        }
+        let right = app
+            .validate("v-5", "t-1", "get_balance", &newest_code)
+            .await;
+        assert_eq!(right.status(), "Successful", "{mode:?}: {}", right.raw);
+        assert_eq!(rig.provider_pending().await, 0, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_large_transfer_asks_for_the_destination_then_for_an_otp() {
+    for mode in MODES {
+        let rig = Rig::start(mode).await;
+        let app = rig.app(OTP_APP);
+        let amount = DemoSettings::default().step_up_amount;
+        let asked = app.transfer("r-1", "t-1", "0123456789", amount).await;
+        assert_eq!(
+            (asked.http, asked.status()),
+            (200, "PendingValidation"),
+            "{mode:?}: {}",
+            asked.raw
+        );
+        assert!(
+            asked
+                .message()
+                .contains("destination account number (ending 3210)"),
+            "{}",
+            asked.message()
+        );
+        assert_eq!(outbox_len(&rig.outbox), 0, "no OTP before the answer");
+
+        let wrong = app
+            .validate_with("v-1", "t-1", "transfer", &json!({"answer": "1111111111"}))
+            .await;
+        assert_eq!(wrong.status(), "PendingValidation", "{}", wrong.raw);
+        assert_eq!(wrong.body["data"]["provider_response_code"], "900V1");
+        assert!(wrong
+            .message()
+            .starts_with("That is not the destination account"));
+
+        let right = app
+            .validate_with("v-2", "t-1", "transfer", &json!({"answer": "98765 43210"}))
+            .await;
+        assert_eq!(right.status(), "WaitingForOTP", "{mode:?}: {}", right.raw);
+        let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+        let done = app.validate("v-3", "t-1", "transfer", &code).await;
+        assert_eq!(done.status(), "Successful", "{mode:?}: {}", done.raw);
+        assert_eq!(
+            rig.balance("0123456789", "source").await,
+            2_077_099 - amount
+        );
+
+        // An app that skips OTPs still has to answer the prompt, and nothing more.
+        let quick = rig.app(QUICK_APP);
+        let asked = quick.transfer("r-2", "t-2", "0123456780", amount).await;
+        assert_eq!(asked.status(), "PendingValidation", "{}", asked.raw);
+        let done = quick
+            .validate_with("v-4", "t-2", "transfer", &json!({"answer": "9876543210"}))
+            .await;
+        assert_eq!(done.status(), "Successful", "{mode:?}: {}", done.raw);
+        assert_eq!(outbox_len(&rig.outbox), 1);
+        assert_eq!(rig.provider_pending().await, 0, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_provider_restarted_between_transact_and_validate_still_completes() {
+    let mut rig = Rig::start(Mode::Remote).await;
+    let app = rig.app(OTP_APP);
+    let waiting = app.transfer("r-1", "t-1", "0123456789", 7_000).await;
+    assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
+    let asked = app.transfer("r-2", "t-2", "0123456780", 2_000_000).await;
+    assert_eq!(asked.status(), "PendingValidation", "{}", asked.raw);
+    let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+
+    rig.restart_provider();
+
+    assert_eq!(app.query("q-1", "t-1").await.status(), "WaitingForOTP");
+    let done = app.validate("v-1", "t-1", "transfer", &code).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    let next = app
+        .validate_with("v-2", "t-2", "transfer", &json!({"answer": "9876543210"}))
+        .await;
+    assert_eq!(next.status(), "WaitingForOTP", "{}", next.raw);
+    rig.restart_provider();
+    let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
+    let done = app.validate("v-3", "t-2", "transfer", &code).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    assert_eq!(rig.balance("0123456789", "a").await, 2_077_099 - 7_000);
+    assert_eq!(rig.balance("0123456780", "b").await, 2_077_099 - 2_000_000);
+    assert_eq!(rig.provider_pending().await, 0);
+}
