@@ -11,6 +11,8 @@
 //! # Layout
 //! - [`raw`](self): the serde mirror of the file (private).
 //! - [`SwitchConfig`] and friends: the validated, typed result.
+//! - [`NotificationsConfig`], [`SmsGatewayConfig`], [`SmtpConfig`] and
+//!   [`MessageTemplate`]: how customers are reached (outbox, SMS gateway, SMTP).
 //! - [`ConfigError`]: every problem found, each naming its key.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -30,6 +32,11 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub const MIN_API_KEY_LEN: usize = 24;
 /// The longest a provider may be given to answer.
 pub const MAX_PROVIDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// The minimum length of a provider's `notify_key`: it is a bearer credential
+/// like an app's `api_key`.
+pub const MIN_NOTIFY_KEY_LEN: usize = MIN_API_KEY_LEN;
+/// The longest an SMS gateway or SMTP server may be given to accept a message.
+pub const MAX_NOTIFY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct SwitchConfig {
@@ -50,8 +57,206 @@ pub struct StorageConfig {
 
 #[derive(Debug, Clone)]
 pub struct NotificationsConfig {
-    /// Where development notifications (OTPs) are appended as JSON lines.
+    /// Where development notifications (OTPs) are appended as JSON lines; also
+    /// the channel for every message whose channel (`sms`, `email`) has no
+    /// gateway configured.
     pub outbox: PathBuf,
+    /// `[notifications.sms]`: the HTTP SMS gateway, if the host configured one.
+    pub sms: Option<SmsGatewayConfig>,
+    /// `[notifications.email]`: the SMTP server, if the host configured one.
+    pub email: Option<SmtpConfig>,
+}
+
+/// An HTTP SMS gateway: every SMS is one JSON `POST` to `url` (see
+/// `manifold-notify` for the request shape).
+#[derive(Debug, Clone)]
+pub struct SmsGatewayConfig {
+    /// The `http://` or `https://` URL messages are POSTed to.
+    pub url: String,
+    pub credentials: SmsCredentials,
+    /// The sender id shown on the customer's phone, when the gateway takes one.
+    pub sender: Option<String>,
+    /// The text sent, built from `{message}`, `{to}` and `{sender}`.
+    pub template: MessageTemplate,
+    /// How long one message may take, connection included.
+    pub timeout: Duration,
+}
+
+/// How the switch proves itself to the SMS gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsCredentials {
+    /// No `Authorization` header (a gateway on a private network).
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer { token: SecretString },
+    /// `Authorization: Basic base64(<username>:<password>)`.
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text throughout (a relay on the same host or a test sink).
+    None,
+    /// Plain connect, then `STARTTLS`, which the server must offer: the
+    /// message is never sent unencrypted (default port 587).
+    StartTls,
+    /// TLS from the first byte, "SMTPS" (default port 465).
+    Tls,
+}
+
+impl SmtpTls {
+    /// The port conventionally used with this mode.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::None => 25,
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+        }
+    }
+}
+
+/// The SMTP server e-mails are submitted to.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Host name or IP address; also the name the TLS certificate must carry.
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// For `AUTH`; `None` submits without authenticating.
+    pub credentials: Option<SmtpCredentials>,
+    /// The `From:` mailbox, e.g. `Manifold <no-reply@example.com>`.
+    pub from: String,
+    /// The `Subject:` line, built from `{subject}` and `{to}`.
+    pub subject: MessageTemplate,
+    /// The plain-text body, built from `{message}`, `{subject}` and `{to}`.
+    pub body: MessageTemplate,
+    /// How long one message may take, connection included.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpCredentials {
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// A message template: text with `{name}` placeholders, checked when the
+/// file is loaded so a typo cannot surface as a garbled OTP message later.
+/// `{{` and `}}` stand for literal braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageTemplate {
+    source: String,
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplatePart {
+    Text(String),
+    Placeholder(String),
+}
+
+impl MessageTemplate {
+    /// Parses `source`, accepting only the placeholders in `allowed`.
+    pub fn parse(source: &str, allowed: &[&str]) -> Result<MessageTemplate, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = source.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) if c.is_ascii_alphanumeric() || c == '_' => name.push(c),
+                            _ => {
+                                return Err(
+                                    "has a `{` that does not open a placeholder such as {message} (write `{{` for a brace)"
+                                        .to_owned(),
+                                )
+                            }
+                        }
+                    }
+                    if !allowed.contains(&name.as_str()) {
+                        let allowed: Vec<String> =
+                            allowed.iter().map(|name| format!("{{{name}}}")).collect();
+                        return Err(format!(
+                            "has an unknown placeholder {{{name}}}; it may use {}",
+                            allowed.join(", ")
+                        ));
+                    }
+                    if !text.is_empty() {
+                        parts.push(TemplatePart::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(TemplatePart::Placeholder(name));
+                }
+                '}' => {
+                    return Err("has a `}` that closes nothing (write `}}` for a brace)".to_owned())
+                }
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(TemplatePart::Text(text));
+        }
+        Ok(MessageTemplate {
+            source: source.to_owned(),
+            parts,
+        })
+    }
+
+    /// The template as the host wrote it.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the template contains the placeholder `{name}`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, TemplatePart::Placeholder(p) if p == name))
+    }
+
+    /// Fills the placeholders from `values` (a placeholder without a value
+    /// becomes empty). The result is a [`SecretString`] because the values
+    /// usually include an OTP; it is sized up front so that no partial copy of
+    /// the secret is left behind in a reallocated buffer.
+    pub fn render(&self, values: &[(&str, &str)]) -> SecretString {
+        let value = |name: &str| {
+            values
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map_or("", |(_, value)| *value)
+        };
+        let len = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                TemplatePart::Text(text) => text.len(),
+                TemplatePart::Placeholder(name) => value(name).len(),
+            })
+            .sum();
+        let mut out = String::with_capacity(len);
+        for part in &self.parts {
+            match part {
+                TemplatePart::Text(text) => out.push_str(text),
+                TemplatePart::Placeholder(name) => out.push_str(value(name)),
+            }
+        }
+        SecretString::new(out)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +269,10 @@ pub struct ProviderConfig {
     pub reversible: BTreeSet<String>,
     /// How long the switch waits for an answer before recording `Pending`.
     pub timeout: Duration,
+    /// The bearer key this provider microservice presents to the switch's
+    /// notification services (`/notify/sms`, `/notify/email`); `None` means
+    /// it may not use them.
+    pub notify_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,16 @@ use manifold_crypto::SecretString;
 use serde::Deserialize;
 
 use crate::{
-    duplicates, is_identifier, AppConfig, ConfigError, NotificationsConfig, Problems,
-    ProviderConfig, ProviderEndpoint, ServiceGrant, StorageConfig, SwitchConfig,
-    MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_SECRET_LEN,
+    duplicates, is_identifier, AppConfig, ConfigError, MessageTemplate, NotificationsConfig,
+    Problems, ProviderConfig, ProviderEndpoint, ServiceGrant, SmsCredentials, SmsGatewayConfig,
+    SmtpConfig, SmtpCredentials, SmtpTls, StorageConfig, SwitchConfig, MAX_NOTIFY_TIMEOUT,
+    MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_NOTIFY_KEY_LEN, MIN_SECRET_LEN,
 };
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_NOTIFY_TIMEOUT_MS: u64 = 10_000;
+/// Longest SMS sender id accepted; gateways allow 11 letters or 15 digits.
+const MAX_SENDER_LEN: usize = 15;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +44,42 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawNotifications {
     outbox: Option<PathBuf>,
+    sms: Option<RawSms>,
+    email: Option<RawEmail>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSms {
+    url: String,
+    token: Option<SecretString>,
+    username: Option<String>,
+    password: Option<SecretString>,
+    sender: Option<String>,
+    template: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RawTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    host: String,
+    port: Option<u16>,
+    tls: RawTls,
+    username: Option<String>,
+    password: Option<SecretString>,
+    from: String,
+    subject: Option<String>,
+    body: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +100,7 @@ struct RawProvider {
     #[serde(default)]
     reversible: Vec<String>,
     timeout_ms: Option<u64>,
+    notify_key: Option<SecretString>,
 }
 
 #[derive(Deserialize)]
@@ -103,10 +144,14 @@ impl RawConfig {
         if self.storage.path.as_os_str().is_empty() {
             problems.add("storage.path", "must name a directory");
         }
-        let outbox = self
-            .notifications
-            .and_then(|n| n.outbox)
-            .unwrap_or_else(|| self.storage.path.join("outbox.jsonl"));
+        let notifications = match self.notifications {
+            Some(raw) => raw.validate(&self.storage.path, &mut problems),
+            None => NotificationsConfig {
+                outbox: self.storage.path.join("outbox.jsonl"),
+                sms: None,
+                email: None,
+            },
+        };
 
         let providers: Vec<ProviderConfig> = self
             .providers
@@ -134,6 +179,26 @@ impl RawConfig {
             // Never name the key itself: it is a credential.
             problems.add("apps", "two apps share one api_key; each app needs its own");
         }
+        let notify_keys = providers
+            .iter()
+            .filter_map(|p| p.notify_key.as_ref().map(SecretString::expose));
+        if !duplicates(notify_keys).is_empty() {
+            problems.add(
+                "providers",
+                "two providers share one notify_key; each provider needs its own",
+            );
+        }
+        for (i, provider) in providers.iter().enumerate() {
+            let Some(notify_key) = &provider.notify_key else {
+                continue;
+            };
+            if apps.iter().any(|app| &app.api_key == notify_key) {
+                problems.add(
+                    format!("providers[{i}].notify_key"),
+                    "is also an app's api_key; a provider's key must be its own",
+                );
+            }
+        }
 
         problems.into_result(
             file,
@@ -143,7 +208,7 @@ impl RawConfig {
                 storage: StorageConfig {
                     path: self.storage.path,
                 },
-                notifications: NotificationsConfig { outbox },
+                notifications,
                 providers,
                 apps,
             },
@@ -225,13 +290,311 @@ impl RawProvider {
                 format!("must be between 1 and {}", MAX_PROVIDER_TIMEOUT.as_millis()),
             );
         }
+        if let Some(notify_key) = &self.notify_key {
+            let key = format!("{key}.notify_key");
+            if !matches!(endpoint, ProviderEndpoint::Remote { .. }) {
+                problems.add(
+                    &key,
+                    "is only for mode = \"remote\" (in-process providers use the switch's notifier directly)",
+                );
+            }
+            check_bearer_key(notify_key, MIN_NOTIFY_KEY_LEN, &key, problems);
+        }
         ProviderConfig {
             name: self.name,
             endpoint,
             services,
             reversible,
             timeout,
+            notify_key: self.notify_key,
         }
+    }
+}
+
+/// A key sent as `Authorization: Bearer <key>`: long enough not to be
+/// guessed, and free of characters that would not survive the header.
+fn check_bearer_key(value: &SecretString, min_len: usize, key: &str, problems: &mut Problems) {
+    if value.len() < min_len {
+        problems.add(key, format!("must be at least {min_len} characters"));
+    }
+    if value
+        .expose()
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        problems.add(key, "must not contain spaces or control characters");
+    }
+}
+
+fn notify_timeout(timeout_ms: Option<u64>, key: &str, problems: &mut Problems) -> Duration {
+    let timeout_ms = timeout_ms.unwrap_or(DEFAULT_NOTIFY_TIMEOUT_MS);
+    let timeout = Duration::from_millis(timeout_ms);
+    if timeout_ms == 0 || timeout > MAX_NOTIFY_TIMEOUT {
+        problems.add(
+            key,
+            format!("must be between 1 and {}", MAX_NOTIFY_TIMEOUT.as_millis()),
+        );
+    }
+    timeout
+}
+
+/// Parses a template; `required` placeholders must appear in it.
+fn template(
+    text: Option<String>,
+    default: &str,
+    allowed: &[&str],
+    required: Option<&str>,
+    key: &str,
+    problems: &mut Problems,
+) -> MessageTemplate {
+    let text = text.unwrap_or_else(|| default.to_owned());
+    match MessageTemplate::parse(&text, allowed) {
+        Ok(template) => {
+            if let Some(required) = required {
+                if !template.uses(required) {
+                    problems.add(
+                        key,
+                        format!(
+                            "must contain {{{required}}}, or the customer never sees the message"
+                        ),
+                    );
+                }
+            }
+            template
+        }
+        Err(problem) => {
+            problems.add(key, problem);
+            // Keeps validation going; the problem stops start-up anyway.
+            MessageTemplate::parse(default, allowed).unwrap_or_else(|_| MessageTemplate {
+                source: String::new(),
+                parts: Vec::new(),
+            })
+        }
+    }
+}
+
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+impl RawNotifications {
+    fn validate(self, storage: &Path, problems: &mut Problems) -> NotificationsConfig {
+        NotificationsConfig {
+            outbox: self.outbox.unwrap_or_else(|| storage.join("outbox.jsonl")),
+            sms: self
+                .sms
+                .map(|raw| raw.validate("notifications.sms", problems)),
+            email: self
+                .email
+                .map(|raw| raw.validate("notifications.email", problems)),
+        }
+    }
+}
+
+impl RawSms {
+    fn validate(self, key: &str, problems: &mut Problems) -> SmsGatewayConfig {
+        check_url(&self.url, &format!("{key}.url"), problems);
+        let credentials = match (self.token, self.username, self.password) {
+            (None, None, None) => SmsCredentials::None,
+            (Some(token), None, None) => {
+                if token.is_empty() || has_control(token.expose()) {
+                    problems.add(
+                        format!("{key}.token"),
+                        "must be non-empty, without control characters",
+                    );
+                }
+                SmsCredentials::Bearer { token }
+            }
+            (None, Some(username), Some(password)) => {
+                // Basic authentication joins the two with `:`.
+                if username.is_empty() || username.contains(':') || has_control(&username) {
+                    problems.add(
+                        format!("{key}.username"),
+                        "must be non-empty, without `:` or control characters",
+                    );
+                }
+                if password.is_empty() || has_control(password.expose()) {
+                    problems.add(
+                        format!("{key}.password"),
+                        "must be non-empty, without control characters",
+                    );
+                }
+                SmsCredentials::Basic { username, password }
+            }
+            (Some(_), _, _) => {
+                problems.add(
+                    format!("{key}.token"),
+                    "use either token (bearer) or username and password (basic), not both",
+                );
+                SmsCredentials::None
+            }
+            (None, Some(_), None) => {
+                problems.add(format!("{key}.password"), "is required with username");
+                SmsCredentials::None
+            }
+            (None, None, Some(_)) => {
+                problems.add(format!("{key}.username"), "is required with password");
+                SmsCredentials::None
+            }
+        };
+        // Like the SMTP password: a credential crosses the network only
+        // encrypted, unless the gateway is on this very machine.
+        if !matches!(credentials, SmsCredentials::None) {
+            if let Ok(uri) = self.url.parse::<http::Uri>() {
+                if uri.scheme_str() == Some("http") && !uri.host().is_some_and(is_loopback) {
+                    problems.add(
+                        format!("{key}.url"),
+                        "must be https:// when credentials are sent to another host",
+                    );
+                }
+            }
+        }
+        if let Some(sender) = &self.sender {
+            if sender.trim().is_empty()
+                || sender.chars().count() > MAX_SENDER_LEN
+                || has_control(sender)
+            {
+                problems.add(
+                    format!("{key}.sender"),
+                    format!("must be 1 to {MAX_SENDER_LEN} characters, without control characters"),
+                );
+            }
+        }
+        SmsGatewayConfig {
+            url: self.url,
+            credentials,
+            sender: self.sender,
+            template: template(
+                self.template,
+                "{message}",
+                &["message", "to", "sender"],
+                Some("message"),
+                &format!("{key}.template"),
+                problems,
+            ),
+            timeout: notify_timeout(self.timeout_ms, &format!("{key}.timeout_ms"), problems),
+        }
+    }
+}
+
+impl RawEmail {
+    fn validate(self, key: &str, problems: &mut Problems) -> SmtpConfig {
+        if self.host.is_empty()
+            || self
+                .host
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            problems.add(
+                format!("{key}.host"),
+                "must be a host name or IP address, such as smtp.example.com",
+            );
+        }
+        let tls = match self.tls {
+            RawTls::None => SmtpTls::None,
+            RawTls::Starttls => SmtpTls::StartTls,
+            RawTls::Tls => SmtpTls::Tls,
+        };
+        if self.port == Some(0) {
+            problems.add(format!("{key}.port"), "must be between 1 and 65535");
+        }
+        let credentials = match (self.username, self.password) {
+            (None, None) => None,
+            (Some(username), Some(password)) => {
+                if username.is_empty() || has_control(&username) {
+                    problems.add(
+                        format!("{key}.username"),
+                        "must be non-empty, without control characters",
+                    );
+                }
+                if password.is_empty() || has_control(password.expose()) {
+                    problems.add(
+                        format!("{key}.password"),
+                        "must be non-empty, without control characters",
+                    );
+                }
+                Some(SmtpCredentials { username, password })
+            }
+            (Some(_), None) => {
+                problems.add(format!("{key}.password"), "is required with username");
+                None
+            }
+            (None, Some(_)) => {
+                problems.add(format!("{key}.username"), "is required with password");
+                None
+            }
+        };
+        // A password sent over an unencrypted connection can be read by anyone
+        // on the path; only a server on this very machine is exempt.
+        if credentials.is_some() && tls == SmtpTls::None && !is_loopback(&self.host) {
+            problems.add(
+                format!("{key}.tls"),
+                "must be \"starttls\" or \"tls\" when a password is sent to another host",
+            );
+        }
+        if !is_plausible_mailbox(&self.from) {
+            problems.add(
+                format!("{key}.from"),
+                "must be an address such as no-reply@example.com or `Name <no-reply@example.com>`",
+            );
+        }
+        let subject = template(
+            self.subject,
+            "{subject}",
+            &["subject", "to"],
+            None,
+            &format!("{key}.subject"),
+            problems,
+        );
+        if subject.source().contains(['\r', '\n']) {
+            problems.add(format!("{key}.subject"), "must be a single line");
+        }
+        SmtpConfig {
+            port: self.port.unwrap_or(tls.default_port()),
+            host: self.host,
+            tls,
+            credentials,
+            from: self.from,
+            subject,
+            body: template(
+                self.body,
+                "{message}",
+                &["message", "subject", "to"],
+                Some("message"),
+                &format!("{key}.body"),
+                problems,
+            ),
+            timeout: notify_timeout(self.timeout_ms, &format!("{key}.timeout_ms"), problems),
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `local@domain` or `Display Name <local@domain>`. The mailer parses the
+/// address for real when it starts; this catches the obvious mistakes early,
+/// together with every other problem of the file.
+fn is_plausible_mailbox(text: &str) -> bool {
+    let address = match (text.rfind('<'), text.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        (None, None) => text,
+        _ => return false,
+    };
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !address.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
     }
 }
 

@@ -161,3 +161,363 @@ fn a_shared_api_key_is_refused_without_printing_it() {
     assert!(error.to_string().contains("share one api_key"));
     assert!(!error.to_string().contains("demo-app-key"));
 }
+
+/// The sample with its commented-out examples switched on: every line of the
+/// form `# key = …` or `# [table]` loses its `# ` (lines `# # …` stay comments).
+fn sample_with_examples() -> String {
+    SAMPLE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(key, _)| is_identifier(key)) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_sample_sends_notifications_to_the_outbox_only() {
+    let config = load(SAMPLE).unwrap();
+    assert_eq!(
+        config.notifications.outbox,
+        Path::new("data/outbox.jsonl").to_owned()
+    );
+    assert!(config.notifications.sms.is_none());
+    assert!(config.notifications.email.is_none());
+    assert!(config.providers.iter().all(|p| p.notify_key.is_none()));
+}
+
+#[test]
+fn the_commented_examples_are_valid() {
+    let text = sample_with_examples();
+    let config = load(&text).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+
+    let sms = config.notifications.sms.as_ref().expect("sms example");
+    assert_eq!(sms.url, "https://sms.example.com/v1/messages");
+    assert_eq!(
+        sms.credentials,
+        SmsCredentials::Bearer {
+            token: SecretString::from("gateway-token-please-change-me")
+        }
+    );
+    assert_eq!(sms.sender.as_deref(), Some("Manifold"));
+    assert_eq!(sms.template.source(), "{message}");
+    assert_eq!(sms.timeout, Duration::from_secs(5));
+
+    let email = config.notifications.email.as_ref().expect("email example");
+    assert_eq!(email.host, "smtp.example.com");
+    assert_eq!(email.tls, SmtpTls::StartTls);
+    assert_eq!(email.port, 587);
+    assert_eq!(email.credentials.as_ref().unwrap().username, "manifold");
+    assert_eq!(email.from, "Manifold demo bank <no-reply@example.com>");
+    assert!(email.subject.uses("subject"));
+    assert!(email.body.uses("message"));
+    assert_eq!(email.timeout, Duration::from_secs(30));
+
+    let remote = config.provider("demo-remote").expect("remote example");
+    assert_eq!(
+        remote.notify_key,
+        Some(SecretString::from("demo-remote-notify-key-0123456789"))
+    );
+    assert_eq!(config.provider("demo").unwrap().notify_key, None);
+}
+
+#[test]
+fn notification_secrets_never_print() {
+    let config = load(&sample_with_examples()).unwrap();
+    let printed = format!("{config:?}");
+    for secret in [
+        "gateway-token-please-change-me",
+        "smtp-password-please-change-me",
+        "demo-remote-notify-key-0123456789",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed");
+    }
+}
+
+#[test]
+fn defaults_of_the_notification_tables() {
+    let text = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n\
+                [notifications.sms]\nurl = \"http://127.0.0.1:9/sms\"\n\
+                [notifications.email]\nhost = \"127.0.0.1\"\ntls = \"tls\"\nfrom = \"a@b.example\"\n";
+    let config = load(text).unwrap();
+    // Omitting `outbox` while giving other notification keys keeps its default.
+    assert_eq!(config.notifications.outbox, Path::new("d/outbox.jsonl"));
+    let sms = config.notifications.sms.unwrap();
+    assert_eq!(sms.credentials, SmsCredentials::None);
+    assert_eq!(sms.sender, None);
+    assert_eq!(sms.template.source(), "{message}");
+    let email = config.notifications.email.unwrap();
+    assert_eq!(email.port, 465);
+    assert_eq!(email.credentials, None);
+    assert_eq!(email.subject.source(), "{subject}");
+    assert_eq!(email.body.source(), "{message}");
+    assert_eq!(email.timeout, Duration::from_secs(10));
+    for (tls, port) in [("none", 25), ("starttls", 587), ("tls", 465)] {
+        let text = text.replace("tls = \"tls\"", &format!("tls = \"{tls}\""));
+        assert_eq!(load(&text).unwrap().notifications.email.unwrap().port, port);
+    }
+}
+
+#[test]
+fn each_bad_notification_value_is_named_by_its_key() {
+    let sample = sample_with_examples();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "url = \"https://sms.example.com/v1/messages\"",
+            "url = \"sms.example.com\"",
+            "notifications.sms.url",
+            "not an http:// or https://",
+        ),
+        (
+            "url = \"https://sms.example.com/v1/messages\"",
+            "url = \"http://sms.example.com/v1/messages\"",
+            "notifications.sms.url",
+            "must be https:// when credentials are sent",
+        ),
+        (
+            "template = \"{message}\"",
+            "template = \"{mesage}\"",
+            "notifications.sms.template",
+            "unknown placeholder {mesage}",
+        ),
+        (
+            "template = \"{message}\"",
+            "template = \"Your code\"",
+            "notifications.sms.template",
+            "must contain {message}",
+        ),
+        (
+            "template = \"{message}\"",
+            "template = \"{message\"",
+            "notifications.sms.template",
+            "does not open a placeholder",
+        ),
+        (
+            "template = \"{message}\"",
+            "template = \"{message} }\"",
+            "notifications.sms.template",
+            "closes nothing",
+        ),
+        (
+            "# username = \"manifold\"\n# # password = \"gateway-password-please-change-me\"",
+            "username = \"manifold\"\npassword = \"x\"",
+            "notifications.sms.token",
+            "not both",
+        ),
+        (
+            "token = \"gateway-token-please-change-me\"",
+            "username = \"manifold\"",
+            "notifications.sms.password",
+            "required with username",
+        ),
+        (
+            "sender = \"Manifold\"",
+            "sender = \"A sender id far too long\"",
+            "notifications.sms.sender",
+            "1 to 15",
+        ),
+        (
+            "timeout_ms = 5000",
+            "timeout_ms = 0",
+            "notifications.sms.timeout_ms",
+            "between 1 and",
+        ),
+        (
+            "tls = \"starttls\"",
+            "tls = \"none\"",
+            "notifications.email.tls",
+            "when a password is sent",
+        ),
+        (
+            "port = 587",
+            "port = 0",
+            "notifications.email.port",
+            "between 1 and 65535",
+        ),
+        (
+            "host = \"smtp.example.com\"",
+            "host = \"smtp example.com\"",
+            "notifications.email.host",
+            "host name",
+        ),
+        (
+            "from = \"Manifold demo bank <no-reply@example.com>\"",
+            "from = \"no-reply\"",
+            "notifications.email.from",
+            "must be an address",
+        ),
+        (
+            "from = \"Manifold demo bank <no-reply@example.com>\"",
+            "from = \"Manifold <no-reply@example.com\"",
+            "notifications.email.from",
+            "must be an address",
+        ),
+        (
+            "password = \"smtp-password-please-change-me\"",
+            "",
+            "notifications.email.password",
+            "required with username",
+        ),
+        (
+            "subject = \"{subject}\"",
+            "subject = \"{subject}\\nBcc: x@example.com\"",
+            "notifications.email.subject",
+            "single line",
+        ),
+        (
+            "subject = \"{subject}\"",
+            "subject = \"{message}\"",
+            "notifications.email.subject",
+            "unknown placeholder {message}",
+        ),
+        (
+            "body = \"{message}\"",
+            "body = \"{subject}\"",
+            "notifications.email.body",
+            "must contain {message}",
+        ),
+        (
+            "notify_key = \"demo-remote-notify-key-0123456789\"",
+            "notify_key = \"short\"",
+            "providers[1].notify_key",
+            "at least 24",
+        ),
+        (
+            "notify_key = \"demo-remote-notify-key-0123456789\"",
+            "notify_key = \"demo-remote notify-key-0123456789\"",
+            "providers[1].notify_key",
+            "spaces",
+        ),
+        (
+            "notify_key = \"demo-remote-notify-key-0123456789\"",
+            "notify_key = \"demo-app-key-0123456789abcdef\"",
+            "providers[1].notify_key",
+            "also an app's api_key",
+        ),
+        (
+            "timeout_ms = 10000\n\n# The same demo provider",
+            "timeout_ms = 10000\nnotify_key = \"in-process-notify-key-0123456789\"\n\n# The same demo provider",
+            "providers[0].notify_key",
+            "only for mode = \"remote\"",
+        ),
+    ];
+    for (from, to, key, needle) in cases {
+        assert!(sample.contains(from), "sample lacks {from}");
+        check_rejected(&sample.replacen(from, to, 1), key, needle);
+    }
+}
+
+#[test]
+fn a_bad_tls_mode_is_reported_with_a_location() {
+    let text = sample_with_examples().replacen("tls = \"starttls\"", "tls = \"ssl\"", 1);
+    let error = load(&text).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown variant `ssl`"),
+        "{error}"
+    );
+    assert!(error.to_string().starts_with("test.toml: line"), "{error}");
+}
+
+#[test]
+fn a_password_may_go_unencrypted_to_a_loopback_host_only() {
+    let base = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.email]\n\
+                tls = \"none\"\nfrom = \"a@b.example\"\nusername = \"u\"\npassword = \"p\"\n";
+    for host in ["127.0.0.1", "localhost", "::1", "[::1]"] {
+        let text = format!("{base}host = \"{host}\"\n");
+        assert!(load(&text).is_ok(), "{host} should be allowed");
+    }
+    for host in ["192.0.2.1", "smtp.example.com"] {
+        check_rejected(
+            &format!("{base}host = \"{host}\"\n"),
+            "notifications.email.tls",
+            "when a password is sent",
+        );
+    }
+}
+
+#[test]
+fn sms_credentials_may_go_over_http_to_a_loopback_gateway_only() {
+    let base =
+        "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\ntoken = \"t\"\n";
+    for url in [
+        "http://127.0.0.1:9/sms",
+        "http://localhost/sms",
+        "http://[::1]:9/sms",
+    ] {
+        let text = format!("{base}url = \"{url}\"\n");
+        assert!(load(&text).is_ok(), "{url} should be allowed");
+    }
+    check_rejected(
+        &format!("{base}url = \"http://192.0.2.1/sms\"\n"),
+        "notifications.sms.url",
+        "must be https://",
+    );
+    // Without credentials a plain-http gateway (on a private network) is allowed.
+    let text = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\nurl = \"http://192.0.2.1/sms\"\n";
+    assert!(load(text).is_ok());
+}
+
+#[test]
+fn shared_notify_keys_are_refused_without_printing_them() {
+    let text = sample_with_examples().replacen(
+        "timeout_ms = 10000\n\n# The same demo provider",
+        "timeout_ms = 10000\n\n[[providers]]\nname = \"other\"\nmode = \"remote\"\n\
+         url = \"http://127.0.0.1:9\"\nservices = [\"get_balance\"]\n\
+         notify_key = \"demo-remote-notify-key-0123456789\"\n\n# The same demo provider",
+        1,
+    );
+    let error = load(&text).unwrap_err();
+    assert!(
+        error.to_string().contains("share one notify_key"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("demo-remote-notify-key"));
+}
+
+#[test]
+fn templates_parse_and_render() {
+    fn render(template: &str, values: &[(&str, &str)]) -> String {
+        MessageTemplate::parse(template, &["message", "to"])
+            .unwrap()
+            .render(values)
+            .expose()
+            .to_owned()
+    }
+    let values = [("message", "code 123456"), ("to", "2348022000008")];
+    assert_eq!(render("{message}", &values), "code 123456");
+    assert_eq!(
+        render("To {to}: {message}.", &values),
+        "To 2348022000008: code 123456."
+    );
+    assert_eq!(
+        render("{{literal}} {message}", &values),
+        "{literal} code 123456"
+    );
+    assert_eq!(
+        render("{message}{message}", &values),
+        "code 123456code 123456"
+    );
+    assert_eq!(render("no placeholder", &values), "no placeholder");
+    assert_eq!(render("[{to}]", &[]), "[]");
+    assert_eq!(render("", &values), "");
+
+    for bad in ["{", "}", "{message", "{sender}", "{mes sage}", "{}"] {
+        assert!(
+            MessageTemplate::parse(bad, &["message", "to"]).is_err(),
+            "{bad:?} should be refused"
+        );
+    }
+    let template = MessageTemplate::parse("Hi {to}", &["message", "to"]).unwrap();
+    assert!(template.uses("to"));
+    assert!(!template.uses("message"));
+    // The rendered text holds the OTP: it never prints.
+    assert_eq!(format!("{:?}", template.render(&values)), "[REDACTED]");
+}

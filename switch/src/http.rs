@@ -1,9 +1,11 @@
 //! The HTTP edge of the switch.
 //!
-//! It routes the five paths, authenticates the app, reads the body under a
+//! It routes the paths, authenticates the app, reads the body under a
 //! size limit, hands the bytes to the [`Engine`], meters the call, and is the
 //! only place where a [`SwitchError`] becomes an HTTP status and a `Failed`
-//! envelope with `data.error` and `data.errors`.
+//! envelope with `data.error` and `data.errors`. It also serves the
+//! notification services (`/notify/sms`, `/notify/email`) to provider
+//! microservices, whose [`NotifyServiceError`]s are mapped here in the same way.
 
 use std::sync::Arc;
 
@@ -11,19 +13,23 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use manifold_provider::notify::Channel;
 use manifold_provider::server::{read_body, Body, BodyError};
-use manifold_provider::Status;
+use manifold_provider::{NotifyError, Status};
 
 use crate::apps::{App, AppRegistry};
 use crate::engine::{now_ms, Answer, Engine};
-use crate::envelope::ResponseEnvelope;
+use crate::envelope::{ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
+use crate::notify::{NotifyService, NotifyServiceError};
 use crate::store::{MeteredCall, Operation};
 
 /// Everything a request handler needs; shared by all connections.
 pub struct SwitchState {
     pub apps: AppRegistry,
     pub engine: Engine,
+    /// `/notify/*`: provider keys and the switch's notifier (its `Dispatcher`).
+    pub notify: NotifyService,
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -116,12 +122,52 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
     }
 }
 
+/// The same mapping for the notification services. A destination the
+/// channel itself refused is the caller's field error; any other failure of
+/// the channel is the gateway's, 502.
+fn classify_notify(
+    error: &NotifyServiceError,
+) -> (StatusCode, &'static str, Option<Vec<FieldError>>) {
+    use NotifyServiceError::*;
+    match error {
+        Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
+        MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+        BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+        MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
+        InvalidFields(errors) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some(errors.clone()),
+        ),
+        NotificationFailed(NotifyError::InvalidDestination { reason, .. }) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some(vec![FieldError::new("to", reason.clone())]),
+        ),
+        NotificationFailed(_) => (StatusCode::BAD_GATEWAY, "notification_failed", None),
+    }
+}
+
 fn error_answer(error: &SwitchError) -> Answer {
     let (status, code, errors) = classify(error);
     if status.is_server_error() {
         tracing::error!(%error, "request failed");
     }
-    let envelope = ResponseEnvelope::failure(Status::Failed, code, error.to_string(), errors);
+    failure_answer(status, code, error.to_string(), errors)
+}
+
+fn notify_error_answer(error: &NotifyServiceError) -> Answer {
+    let (status, code, errors) = classify_notify(error);
+    failure_answer(status, code, error.to_string(), errors)
+}
+
+fn failure_answer(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    errors: Option<Vec<FieldError>>,
+) -> Answer {
+    let envelope = ResponseEnvelope::failure(Status::Failed, code, message, errors);
     Answer {
         http_status: status.as_u16(),
         body: serde_json::to_string(&envelope).unwrap_or_default(),
@@ -166,6 +212,8 @@ pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Resp
                 error: None,
             });
         }
+        "/notify/sms" => return notify(&state, Channel::Sms, request).await,
+        "/notify/email" => return notify(&state, Channel::Email, request).await,
         "/transact" => Operation::Transact,
         "/transact/validate" => Operation::Validate,
         "/transact/query" => Operation::Query,
@@ -192,6 +240,62 @@ pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Resp
     .unwrap_or_else(|error| error_answer(&error));
     meter(&state.engine, &app, operation, &answer).await;
     respond(&answer)
+}
+
+/// `POST /notify/sms` and `/notify/email`: method, then the provider's
+/// `notify_key`, then the body, then the channel.
+async fn notify(
+    state: &SwitchState,
+    channel: Channel,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let outcome = async {
+        if request.method() != Method::POST {
+            return Err(NotifyServiceError::MethodNotAllowed(
+                request.method().to_string(),
+            ));
+        }
+        let provider = state
+            .notify
+            .authenticate(header_str(&request, "authorization"))
+            .ok_or(NotifyServiceError::Unauthenticated)?;
+        let body = read_body(request.into_body())
+            .await
+            .map_err(|error| match error {
+                BodyError::TooLarge => NotifyServiceError::BodyTooLarge,
+                BodyError::Unreadable(reason) => NotifyServiceError::MalformedJson(reason),
+            })?;
+        state.notify.send(provider, channel, &body).await?;
+        Ok(provider)
+    }
+    .await;
+    match outcome {
+        Ok(provider) => {
+            let envelope = ResponseEnvelope {
+                status: Status::Successful,
+                message: format!("The {channel} message was accepted for delivery"),
+                data: ResponseData {
+                    provider_response_code: None,
+                    provider: Some(provider.to_owned()),
+                    errors: None,
+                    error: None,
+                    provider_response: None,
+                    mock_mode: None,
+                    transaction: None,
+                },
+            };
+            respond(&Answer {
+                http_status: StatusCode::OK.as_u16(),
+                body: serde_json::to_string(&envelope).unwrap_or_default(),
+                status: Status::Successful,
+                request_type: None,
+                provider: Some(provider.to_owned()),
+                inspect: false,
+                error: None,
+            })
+        }
+        Err(error) => respond(&notify_error_answer(&error)),
+    }
 }
 
 async fn dispatch(

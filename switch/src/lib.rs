@@ -18,6 +18,8 @@
 //! - [`engine`]: the transaction lifecycle: idempotency, state changes,
 //!   timeouts, reversal, metering.
 //! - [`inspect`]: the sample answers of `mock_mode: inspect`.
+//! - [`notify`]: `/notify/sms` and `/notify/email`, the notification services
+//!   provider microservices may delegate SMS and e-mail to.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation; the
 //!   switch keeps no state above it.
 //! - [`error`]: [`SwitchError`], everything that can go wrong, in domain words.
@@ -28,6 +30,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod inspect;
+pub mod notify;
 pub mod routing;
 pub mod server;
 pub mod store;

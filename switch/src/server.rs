@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
 use manifold_demo_provider::{DemoProvider, DemoSettings};
-use manifold_provider::notify::OutboxNotifier;
+use manifold_notify::Dispatcher;
 use manifold_provider::server::{serve, ServeOptions};
 use manifold_provider::{GroupCommit, Provider, RemoteProvider};
 use manifold_provider_sdk::Sweeper;
@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::apps::AppRegistry;
 use crate::engine::Engine;
 use crate::http::{handle, SwitchState};
+use crate::notify::NotifyService;
 use crate::routing::{Route, Router};
 use crate::store::{SledStore, Store};
 
@@ -66,6 +67,12 @@ impl Switch {
         let store =
             Arc::new(SledStore::open(&db, commit.clone()).map_err(|e| store_error(e.to_string()))?);
 
+        // SMS and e-mail as the host configured them (the outbox otherwise),
+        // for in-process providers and for `/notify/*` alike.
+        let notifier =
+            Arc::new(Dispatcher::from_config(&config.notifications).map_err(|e| {
+                ConfigError::single(&config.source, "notifications", e.to_string())
+            })?);
         let mut routes = Vec::new();
         let mut in_process_demos = Vec::new();
         for (index, provider_config) in config.providers.iter().enumerate() {
@@ -82,8 +89,7 @@ impl Switch {
                     if let Some(provider) = implementations.remove(implementation) {
                         provider
                     } else if implementation == DEMO_IMPLEMENTATION {
-                        let notifier =
-                            Arc::new(OutboxNotifier::new(config.notifications.outbox.clone()));
+                        let notifier = notifier.clone();
                         let demo = Arc::new(
                             manifold_demo_provider::open(
                                 &db,
@@ -114,6 +120,7 @@ impl Switch {
         let state = Arc::new(SwitchState {
             apps: AppRegistry::new(&config.apps),
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
+            notify: NotifyService::new(&config.providers, notifier),
         });
         Ok(Switch {
             state,

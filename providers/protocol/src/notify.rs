@@ -3,9 +3,14 @@
 //! A provider that needs an OTP hands a [`Notification`] to its notifier and
 //! never deals with gateways itself. [`OutboxNotifier`] is the development
 //! channel: it appends each message to a JSON-lines file that a developer (or a
-//! test) reads instead of a phone. Real SMS and e-mail channels implement the
-//! same trait.
+//! test) reads instead of a phone. The real SMS and e-mail channels (and the
+//! client of the switch's notification services) live in `manifold-notify` and
+//! implement the same trait.
+//!
+//! A [`NotifyError`] never quotes the message body, which usually holds an
+//! OTP, and names the destination only masked ([`mask_destination`]).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -21,6 +26,15 @@ pub enum Channel {
     Email,
 }
 
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Sms => "SMS",
+            Channel::Email => "e-mail",
+        })
+    }
+}
+
 /// One message to one customer. The body usually carries an OTP, so it is a
 /// secret: it never prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,14 +47,66 @@ pub struct Notification {
     pub body: SecretString,
 }
 
+/// Why a message was not sent. Whatever the variant, the provider cannot
+/// count on the customer having the message, so it must not leave the
+/// transaction waiting for a code (the demo provider answers `Failed`, code
+/// `91`). `to` is kept for callers; the message prints it masked.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("the {channel:?} message to {to} could not be delivered: {reason}")]
+    /// The channel could not be reached or did not answer in time: a network
+    /// failure, a timeout, a broken connection, a file that cannot be written.
+    #[error("the {channel} message to {masked} could not be delivered: {reason}", masked = mask_destination(*.channel, .to))]
     Undeliverable {
         channel: Channel,
         to: String,
         reason: String,
     },
+    /// The gateway or mail server answered and said no (an HTTP status other
+    /// than 2xx, an SMTP rejection, refused credentials).
+    #[error("the {channel} gateway refused the message to {masked}: {reason}", masked = mask_destination(*.channel, .to))]
+    Refused {
+        channel: Channel,
+        to: String,
+        reason: String,
+    },
+    /// The destination is not a phone number or e-mail address this channel
+    /// can send to; retrying will not help.
+    #[error("cannot send an {channel} message to {masked}: {reason}", masked = mask_destination(*.channel, .to))]
+    InvalidDestination {
+        channel: Channel,
+        to: String,
+        reason: String,
+    },
+    /// The channel's own settings are unusable (a bad sender address, a URL
+    /// that cannot be used): the host must fix the configuration.
+    #[error("the {channel} channel is misconfigured: {reason}")]
+    Misconfigured { channel: Channel, reason: String },
+}
+
+impl NotifyError {
+    pub fn channel(&self) -> Channel {
+        match self {
+            NotifyError::Undeliverable { channel, .. }
+            | NotifyError::Refused { channel, .. }
+            | NotifyError::InvalidDestination { channel, .. }
+            | NotifyError::Misconfigured { channel, .. } => *channel,
+        }
+    }
+}
+
+/// A destination as it may appear in messages and logs: `2348022****08`,
+/// `u***@example.com`.
+pub fn mask_destination(channel: Channel, to: &str) -> String {
+    match channel {
+        Channel::Sms => manifold_crypto::plaintext::mask_msisdn(to),
+        Channel::Email => match to.rsplit_once('@') {
+            Some((local, domain)) => {
+                let first = local.chars().next().unwrap_or('*');
+                format!("{first}***@{domain}")
+            }
+            None => "*".repeat(to.chars().count()),
+        },
+    }
 }
 
 #[async_trait]
@@ -116,5 +182,44 @@ impl Notifier for OutboxNotifier {
             .await
             .map_err(|e| undeliverable(e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_masked() {
+        assert_eq!(
+            mask_destination(Channel::Sms, "2348022000008"),
+            "2348022****08"
+        );
+        assert_eq!(
+            mask_destination(Channel::Email, "uju@example.com"),
+            "u***@example.com"
+        );
+        assert_eq!(mask_destination(Channel::Email, "nodomain"), "********");
+    }
+
+    #[test]
+    fn errors_name_the_channel_and_mask_the_destination() {
+        let error = NotifyError::Refused {
+            channel: Channel::Sms,
+            to: "2348022000008".into(),
+            reason: "the gateway answered HTTP 500".into(),
+        };
+        let text = error.to_string();
+        assert_eq!(
+            text,
+            "the SMS gateway refused the message to 2348022****08: the gateway answered HTTP 500"
+        );
+        assert_eq!(error.channel(), Channel::Sms);
+        let error = NotifyError::Undeliverable {
+            channel: Channel::Email,
+            to: "uju@example.com".into(),
+            reason: "timed out".into(),
+        };
+        assert!(!error.to_string().contains("uju@"));
     }
 }

@@ -1,0 +1,218 @@
+//! [`SwitchNotifier`]: a provider microservice's notifier that delegates
+//! dispatch to the switch.
+//!
+//! Instead of configuring an SMS gateway and an SMTP server of its own, a
+//! provider sends each message to the switch's notification services
+//! ([`wire`](crate::wire)) with the `notify_key` the host gave it in the
+//! provider's `[[providers]]` entry; the switch sends it through whatever the
+//! host configured. The switch's answer is turned back into a
+//! [`NotifyError`] of the same kind, so a provider handles a delegated failure
+//! exactly like a local one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manifold_crypto::SecretString;
+use manifold_provider::notify::Channel;
+use manifold_provider::{Notification, Notifier, NotifyError};
+use serde::Deserialize;
+
+use crate::wire::{EmailRequest, SmsRequest, EMAIL_PATH, SMS_PATH};
+
+/// Sends notifications through the switch at `switch_url`.
+pub struct SwitchNotifier {
+    client: reqwest::Client,
+    base_url: String,
+    notify_key: SecretString,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SwitchNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchNotifier")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of the switch's envelope a failure is read from.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    data: Option<EnvelopeData>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeData {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    errors: Option<Vec<FieldErrorBody>>,
+}
+
+#[derive(Deserialize)]
+struct FieldErrorBody {
+    field: String,
+    message: String,
+}
+
+impl SwitchNotifier {
+    /// `switch_url` is the switch's base URL (`http://` or `https://`);
+    /// `timeout` bounds each whole call and should exceed the switch's own
+    /// gateway timeout, or a message the switch is still sending is reported
+    /// as failed. A bad URL or empty key is [`NotifyError::Misconfigured`]
+    /// (reported under [`Channel::Sms`], as no message is involved yet).
+    pub fn new(
+        switch_url: &str,
+        notify_key: SecretString,
+        timeout: Duration,
+    ) -> Result<SwitchNotifier, NotifyError> {
+        let misconfigured = |reason: &str| NotifyError::Misconfigured {
+            channel: Channel::Sms,
+            reason: reason.to_owned(),
+        };
+        let url = reqwest::Url::parse(switch_url)
+            .map_err(|_| misconfigured("the switch URL cannot be parsed"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(misconfigured(
+                "the switch URL must be an http:// or https:// base URL",
+            ));
+        }
+        if notify_key.is_empty() {
+            return Err(misconfigured("the notify_key is empty"));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| NotifyError::Misconfigured {
+                channel: Channel::Sms,
+                reason: format!("HTTP client: {error}"),
+            })?;
+        Ok(SwitchNotifier {
+            client,
+            base_url: switch_url.trim_end_matches('/').to_owned(),
+            notify_key,
+            timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl Notifier for SwitchNotifier {
+    async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
+        let channel = notification.channel;
+        let to = notification.to.clone();
+        let call = match channel {
+            Channel::Sms => self
+                .client
+                .post(format!("{}{SMS_PATH}", self.base_url))
+                .json(&SmsRequest {
+                    to: to.clone(),
+                    message: notification.body.clone(),
+                }),
+            Channel::Email => self
+                .client
+                .post(format!("{}{EMAIL_PATH}", self.base_url))
+                .json(&EmailRequest {
+                    to: to.clone(),
+                    subject: notification.subject.clone(),
+                    message: notification.body.clone(),
+                }),
+        };
+        let undeliverable = |reason: String| NotifyError::Undeliverable {
+            channel,
+            to: to.clone(),
+            reason,
+        };
+        let response = call
+            .bearer_auth(self.notify_key.expose())
+            .send()
+            .await
+            .map_err(|error| {
+                undeliverable(if error.is_timeout() {
+                    format!(
+                        "the switch did not answer within {} ms",
+                        self.timeout.as_millis()
+                    )
+                } else if error.is_connect() {
+                    "the switch could not be reached".to_owned()
+                } else {
+                    "the connection to the switch failed".to_owned()
+                })
+            })?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Ok(());
+        }
+        // The switch's messages never hold the message body; its envelope
+        // says what went wrong.
+        let envelope: Option<Envelope> = response
+            .bytes()
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let (code, message, errors) = match envelope {
+            Some(envelope) => {
+                let data = envelope.data.unwrap_or(EnvelopeData {
+                    error: None,
+                    errors: None,
+                });
+                (
+                    data.error.unwrap_or_default(),
+                    envelope.message,
+                    data.errors.unwrap_or_default(),
+                )
+            }
+            None => (String::new(), String::new(), Vec::new()),
+        };
+        let reason = if message.is_empty() {
+            format!("the switch answered HTTP {status}")
+        } else {
+            format!("the switch answered HTTP {status}: {message}")
+        };
+        Err(match (status, code.as_str()) {
+            (401, _) => NotifyError::Misconfigured {
+                channel,
+                reason: "the switch refused this provider's notify_key".into(),
+            },
+            (400, "invalid_request") if errors.iter().any(|e| e.field == "to") => {
+                NotifyError::InvalidDestination {
+                    channel,
+                    to,
+                    reason: errors
+                        .iter()
+                        .filter(|e| e.field == "to")
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            }
+            (400, "invalid_request") => {
+                let fields: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect();
+                NotifyError::Refused {
+                    channel,
+                    to,
+                    reason: format!("the switch refused the request: {}", fields.join("; ")),
+                }
+            }
+            // The switch could not get the message through its own channel.
+            (502..=504, _) => NotifyError::Undeliverable {
+                channel,
+                to,
+                reason,
+            },
+            _ => NotifyError::Refused {
+                channel,
+                to,
+                reason,
+            },
+        })
+    }
+}

@@ -1,0 +1,433 @@
+//! The switch's `/notify/sms` and `/notify/email` services, over HTTP, and
+//! OTPs of the in-process demo bank travelling through the configured
+//! channels: SMS to a wiremock gateway, e-mail to the SMTP sink.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use manifold_crypto::SecretString;
+use manifold_notify::SwitchNotifier;
+use manifold_provider::notify::Channel;
+use manifold_provider::{Notification, Notifier, NotifyError};
+use manifold_smtp_sink::SmtpSink;
+use serde_json::json;
+
+#[tokio::test]
+async fn an_sms_request_reaches_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, body) = post(
+        &format!("{}/notify/sms", switch.url()),
+        Some(NOTIFY_KEY),
+        &json!({"to": MSISDN, "message": "Your code is 281734."}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "Successful");
+    assert_eq!(body["message"], "The SMS message was accepted for delivery");
+    assert_eq!(body["data"]["provider"], "bank-remote");
+    assert_eq!(body["data"]["error"], serde_json::Value::Null);
+
+    let requests = gateway.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].headers.get("authorization").unwrap(),
+        &format!("Bearer {GATEWAY_TOKEN}")
+    );
+    assert_eq!(
+        gateway_messages(&gateway).await,
+        vec![json!({"to": MSISDN, "from": "Manifold", "message": "Your code is 281734."})]
+    );
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn an_email_request_reaches_the_mail_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, body) = post(
+        &format!("{}/notify/email", switch.url()),
+        Some(NOTIFY_KEY),
+        &json!({"to": EMAIL, "subject": "Your code", "message": "Your code is 281734."})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["message"],
+        "The e-mail message was accepted for delivery"
+    );
+    let mail = tokio::time::timeout(LIMIT, sink.wait_for_message(0))
+        .await
+        .unwrap();
+    assert_eq!(mail.to, vec![EMAIL.to_owned()]);
+    assert_eq!(mail.subject.as_deref(), Some("Manifold: Your code"));
+    assert_eq!(mail.text_body.unwrap().trim_end(), "Your code is 281734.");
+    assert!(gateway.received_requests().await.unwrap().is_empty());
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_the_right_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+    let body = json!({"to": MSISDN, "message": "x"}).to_string();
+    let url = format!("{}/notify/sms", switch.url());
+
+    // No key, a wrong key, and an app's api_key, which is not a notify_key.
+    for key in [None, Some("not-the-notify-key-0123456789"), Some(APP_KEY)] {
+        let (status, answer) = post(&url, key, &body).await;
+        assert_eq!(status, 401, "{key:?}: {answer}");
+        assert_eq!(answer["status"], "Failed");
+        assert_eq!(answer["data"]["error"], "unauthenticated");
+        assert!(
+            answer["message"].as_str().unwrap().contains("notify_key"),
+            "{answer}"
+        );
+    }
+    // Nor may a notify_key call the app endpoints.
+    let (status, answer) = post(
+        &format!("{}/transact", switch.url()),
+        Some(NOTIFY_KEY),
+        &transact_body("r-1", "t-1", json!({"mobile_no": MSISDN})),
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+
+    let response = client()
+        .get(&url)
+        .bearer_auth(NOTIFY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["data"]["error"], "method_not_allowed");
+
+    assert!(gateway.received_requests().await.unwrap().is_empty());
+    assert!(sink.received().is_empty());
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn bad_fields_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, answer) = post(
+        &format!("{}/notify/sms", switch.url()),
+        Some(NOTIFY_KEY),
+        &json!({"to": "0802 200 0008", "message": ""}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["data"]["error"], "invalid_request");
+    assert_eq!(
+        answer["data"]["errors"],
+        json!([
+            {"field": "to", "message": "must be 7 to 15 digits in international form, such as 2348022000008"},
+            {"field": "message", "message": "must not be empty"}
+        ])
+    );
+
+    let (status, answer) = post(
+        &format!("{}/notify/email", switch.url()),
+        Some(NOTIFY_KEY),
+        &json!({"to": MSISDN, "subject": ["x"], "message": "code 281734"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let fields: Vec<&str> = answer["data"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["to", "subject"]);
+    assert!(!answer.to_string().contains("281734"));
+
+    let (status, answer) = post(
+        &format!("{}/notify/sms", switch.url()),
+        Some(NOTIFY_KEY),
+        r#"{"to": "2348022000008", "message": "code 281734""#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["data"]["error"], "malformed_json");
+    assert!(!answer.to_string().contains("281734"));
+
+    assert!(gateway.received_requests().await.unwrap().is_empty());
+    assert!(sink.received().is_empty());
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_gateway_is_a_502_without_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = failing_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, answer) = post(
+        &format!("{}/notify/sms", switch.url()),
+        Some(NOTIFY_KEY),
+        &json!({"to": MSISDN, "message": "Your code is 281734."}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["status"], "Failed");
+    assert_eq!(answer["data"]["error"], "notification_failed");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("HTTP 500"), "{message}");
+    assert!(message.contains("2348022****08"), "{message}");
+    assert!(!answer.to_string().contains("281734"), "{answer}");
+    assert!(!answer.to_string().contains(MSISDN), "{answer}");
+    switch.stop().await;
+}
+
+/// A provider microservice's view: `SwitchNotifier` through the real switch.
+#[tokio::test]
+async fn switch_notifier_delegates_to_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+    let notifier = SwitchNotifier::new(
+        &switch.url(),
+        SecretString::from(NOTIFY_KEY),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+
+    let sms = Notification {
+        channel: Channel::Sms,
+        to: MSISDN.into(),
+        subject: None,
+        body: SecretString::from("Your code is 281734."),
+    };
+    notifier.send(&sms).await.unwrap();
+    assert_eq!(
+        gateway_messages(&gateway).await,
+        vec![json!({"to": MSISDN, "from": "Manifold", "message": "Your code is 281734."})]
+    );
+
+    let email = Notification {
+        channel: Channel::Email,
+        to: EMAIL.into(),
+        subject: Some("Your one-time code".into()),
+        body: SecretString::from("Your code is 281734."),
+    };
+    notifier.send(&email).await.unwrap();
+    let mail = tokio::time::timeout(LIMIT, sink.wait_for_message(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        mail.subject.as_deref(),
+        Some("Manifold: Your one-time code")
+    );
+    assert_eq!(mail.text_body.unwrap().trim_end(), "Your code is 281734.");
+
+    // A destination the switch refuses comes back as InvalidDestination.
+    let error = notifier
+        .send(&Notification {
+            to: "not-a-number".into(),
+            ..sms.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NotifyError::InvalidDestination { .. }),
+        "{error:?}"
+    );
+
+    // A wrong key is the provider's misconfiguration.
+    let stranger = SwitchNotifier::new(
+        &switch.url(),
+        SecretString::from("wrong-notify-key-0123456789"),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let error = stranger.send(&sms).await.unwrap_err();
+    assert!(
+        matches!(error, NotifyError::Misconfigured { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("notify_key"), "{error}");
+    assert_eq!(gateway.received_requests().await.unwrap().len(), 1);
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn switch_notifier_reports_a_failing_gateway_and_an_absent_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = failing_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+    let sms = Notification {
+        channel: Channel::Sms,
+        to: MSISDN.into(),
+        subject: None,
+        body: SecretString::from("Your code is 281734."),
+    };
+    let notifier = SwitchNotifier::new(
+        &switch.url(),
+        SecretString::from(NOTIFY_KEY),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let error = notifier.send(&sms).await.unwrap_err();
+    assert!(
+        matches!(error, NotifyError::Undeliverable { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("HTTP 502"), "{error}");
+    assert!(!error.to_string().contains("281734"), "{error}");
+
+    let url = switch.url();
+    switch.stop().await;
+    let error = notifier.send(&sms).await.unwrap_err();
+    assert!(
+        matches!(error, NotifyError::Undeliverable { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("could not be reached"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(&url), "{error}");
+}
+
+/// The demo bank's OTP goes by SMS when the customer has a mobile number,
+/// and the app is told the masked number.
+#[tokio::test]
+async fn an_otp_goes_by_sms_to_the_mobile_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, answer) = post(
+        &format!("{}/transact", switch.url()),
+        Some(APP_KEY),
+        &transact_body(
+            "otp-sms-1",
+            "txn-sms-1",
+            json!({"mobile_no": MSISDN, "email": EMAIL}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "WaitingForOTP");
+    assert_eq!(
+        answer["message"],
+        "Please enter the OTP sent to 2348022****08"
+    );
+
+    let messages = gateway_messages(&gateway).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["to"], MSISDN);
+    let code = code_in(messages[0]["message"].as_str().unwrap());
+    assert!(sink.received().is_empty(), "the SMS channel was chosen");
+    assert!(!dir.path().join("outbox.jsonl").exists());
+
+    let (status, answer) = post(
+        &format!("{}/transact/validate", switch.url()),
+        Some(APP_KEY),
+        &validate_body("otp-sms-2", "txn-sms-1", &code),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "Successful", "{answer}");
+    switch.stop().await;
+}
+
+/// Without a mobile number the OTP goes by e-mail, over SMTP.
+#[tokio::test]
+async fn an_otp_goes_by_email_when_there_is_no_mobile_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, answer) = post(
+        &format!("{}/transact", switch.url()),
+        Some(APP_KEY),
+        &transact_body("otp-mail-1", "txn-mail-1", json!({"email": EMAIL})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "WaitingForOTP");
+    assert_eq!(
+        answer["message"],
+        "Please enter the OTP sent to u***@example.com"
+    );
+
+    let mail = tokio::time::timeout(LIMIT, sink.wait_for_message(0))
+        .await
+        .unwrap();
+    assert_eq!(mail.to, vec![EMAIL.to_owned()]);
+    // The host's subject template wraps whatever subject the provider chose.
+    let subject = mail.subject.as_deref().unwrap();
+    assert!(
+        subject.starts_with("Manifold: ") && subject.len() > 10,
+        "{subject}"
+    );
+    let code = code_in(mail.text_body.as_deref().unwrap());
+    assert!(gateway.received_requests().await.unwrap().is_empty());
+
+    let (status, answer) = post(
+        &format!("{}/transact/validate", switch.url()),
+        Some(APP_KEY),
+        &validate_body("otp-mail-2", "txn-mail-1", &code),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "Successful", "{answer}");
+    switch.stop().await;
+}
+
+/// A gateway that cannot take the OTP ends the transaction `Failed`, never
+/// waiting for a code the customer does not have.
+#[tokio::test]
+async fn an_undeliverable_otp_fails_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = failing_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+
+    let (status, answer) = post(
+        &format!("{}/transact", switch.url()),
+        Some(APP_KEY),
+        &transact_body("otp-fail-1", "txn-fail-1", json!({"mobile_no": MSISDN})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "Failed", "{answer}");
+    assert_eq!(answer["data"]["provider_response_code"], "91");
+    assert_eq!(gateway.received_requests().await.unwrap().len(), 1);
+
+    let (_, answer) = post(
+        &format!("{}/transact/query", switch.url()),
+        Some(APP_KEY),
+        &json!({"request_ref": "otp-fail-q", "transaction": {"transaction_ref": "txn-fail-1"}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        answer["data"]["transaction"]["status"], "Failed",
+        "{answer}"
+    );
+    switch.stop().await;
+}
