@@ -1,0 +1,588 @@
+//! A provider to copy: one upstream bank API wrapped as a Manifold provider.
+//!
+//! The upstream is an imaginary but ordinary bank API, modelled on seed 004:
+//! an OAuth client-credentials token that expires and is refreshed, transfers
+//! made idempotent by a client-generated id, a code the bank itself sends the
+//! customer (SCA) before it moves money, transfers the bank settles later
+//! (`processing`), and reversals. Its wire format is described in
+//! [`transformers`].
+//!
+//! [`TemplateConnector`] implements the SDK's
+//! [`Connector`] once per flow — `start`, `complete`, `poll`, `reverse` — and
+//! knows nothing of the switch protocol, OTPs or storage: the SDK's
+//! [`ProviderService`] does idempotency per `(app_id, transaction_ref)`, the
+//! `WaitingForOTP` conversation and its attempts and expiry, pending state in
+//! sled, durability before every answer, and serving it all over HTTP.
+//! `providers/README.md` is the guide that walks through this crate.
+//!
+//! # To make it yours
+//! 1. Rewrite [`transformers`]: your upstream's JSON, and its statuses mapped
+//!    to [`Step`]s in one `match` (unknown → [`Step::Processing`]).
+//! 2. Adjust the four methods of `impl Connector for TemplateConnector` below
+//!    to your upstream's paths; keep the error rules of `TemplateConnector::call`
+//!    (connect failure → [`ConnectorError::Unavailable`], anything after the
+//!    request left → [`ConnectorError::Indeterminate`]).
+//! 3. Replace the OAuth section if your upstream authenticates differently,
+//!    and [`config`] with what it needs.
+//! 4. Rename the crate, [`NAMESPACE`] and [`DISPLAY_NAME`], and run
+//!    `cargo test -p <your crate>`.
+//!
+//! # Layout
+//! - [`config`]: [`UpstreamConfig`], the upstream's URL and credentials.
+//! - [`transformers`]: the upstream's wire structs and the conversions to ours.
+//! - this file: the connector — the upstream calls, one method per flow, the
+//!   access token, and the HTTP error rules; and [`open`].
+//! - `main.rs`: the `template-provider` binary (flags → [`open`] →
+//!   [`microservice::run`](manifold_provider_sdk::microservice::run)).
+
+pub mod config;
+pub mod transformers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use manifold_crypto::SecretString;
+use manifold_provider::{GroupCommit, Notifier, TransactRequest};
+use manifold_provider_sdk::{
+    Confirmation, Connector, ConnectorError, Outcome, ProviderService, ServiceError,
+    ServiceSettings, Step, TransactionContext,
+};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+pub use config::{ConfigError, UpstreamConfig};
+use transformers::{
+    client_transfer_id, ConfirmTransfer, CreateTransfer, Deferred, Reversal, ReversalHandle,
+    TokenResponse, Transfer, TRANSFER,
+};
+
+/// The response codes this provider answers with: the SDK's own
+/// ([`manifold_provider_sdk::codes`]) and the upstream outcomes it adds.
+pub mod codes {
+    pub use manifold_provider_sdk::codes::*;
+    pub const INSUFFICIENT_FUNDS: &str = "51";
+    /// The bank declined for a reason this connector does not name.
+    pub const DECLINED: &str = "05";
+}
+
+/// The prefix of this provider's sled trees (`template/pending`, …).
+pub const NAMESPACE: &str = "template";
+
+/// How the provider names itself in messages the SDK sends customers.
+pub const DISPLAY_NAME: &str = "Template bank";
+
+/// The template connector wrapped by the SDK: a complete
+/// [`Provider`](manifold_provider::Provider).
+pub type TemplateProvider = ProviderService<TemplateConnector>;
+
+/// The SDK settings this provider starts from (OTP policy defaults: 6 digits,
+/// 5 minutes, 3 attempts). For the bank's own code only the lifetime and the
+/// attempts apply.
+pub fn service_settings() -> ServiceSettings {
+    ServiceSettings::new(NAMESPACE, DISPLAY_NAME)
+}
+
+/// Opens the provider in `db`; `commit` must flush that same `db`. The
+/// binary and the tests both come through here.
+pub fn open(
+    db: &sled::Db,
+    commit: GroupCommit,
+    notifier: Arc<dyn Notifier>,
+    connector: TemplateConnector,
+    settings: ServiceSettings,
+) -> Result<TemplateProvider, ServiceError> {
+    ProviderService::open(db, commit, notifier, connector, settings)
+}
+
+/// The longest a token is used, whatever the upstream says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The upstream bank, as a [`Connector`].
+pub struct TemplateConnector {
+    config: UpstreamConfig,
+    http: reqwest::Client,
+    /// One token for every call. The lock is held while a token is fetched,
+    /// so concurrent calls wait for that one fetch instead of each asking.
+    token: Mutex<Option<AccessToken>>,
+}
+
+struct AccessToken {
+    value: SecretString,
+    refresh: Option<SecretString>,
+    /// From here on the token is replaced before use.
+    stale_at: Instant,
+}
+
+/// What an upstream call answered, when it answered at all.
+enum Answer<T> {
+    Found(T),
+    NotFound,
+    /// The upstream refused the request and did nothing (`400`, `409`, `422`).
+    Refused {
+        status: StatusCode,
+        code: Option<String>,
+    },
+}
+
+enum Grant<'a> {
+    ClientCredentials,
+    Refresh(&'a SecretString),
+}
+
+impl TemplateConnector {
+    pub fn new(config: UpstreamConfig) -> Result<Self, ConfigError> {
+        config.check()?;
+        let http = reqwest::Client::builder()
+            // A redirected POST could be replayed somewhere else; a 3xx is
+            // an answer we do not understand (Indeterminate) instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
+        Ok(TemplateConnector {
+            config,
+            http,
+            token: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// `<base URL>/<segments…>`, each segment percent-encoded (a
+    /// `transaction_ref` may hold `/` or `?`).
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, ConnectorError> {
+        let mut url = self.config.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ConnectorError::Internal("the upstream URL cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    // ------------------------------------------------------------ OAuth
+
+    /// A token that is not stale: the cached one, a refreshed one, or a new
+    /// one from the client credentials. Any failure here is `Unavailable`:
+    /// no money moves before a token is in hand.
+    async fn access_token(&self) -> Result<SecretString, ConnectorError> {
+        let mut current = self.token.lock().await;
+        if let Some(token) = current.as_ref().filter(|t| Instant::now() < t.stale_at) {
+            return Ok(token.value.clone());
+        }
+        let refresh = current.as_ref().and_then(|token| token.refresh.clone());
+        let mut fresh = None;
+        if let Some(refresh) = &refresh {
+            // A refused refresh token is not fatal: the client credentials
+            // get a new token.
+            fresh = self.request_token(Grant::Refresh(refresh)).await?;
+        }
+        let fresh = match fresh {
+            Some(token) => token,
+            None => self
+                .request_token(Grant::ClientCredentials)
+                .await?
+                .ok_or_else(|| {
+                    tracing::error!("the upstream refused the OAuth client credentials");
+                    ConnectorError::Unavailable(
+                        "the upstream refused the OAuth client credentials".into(),
+                    )
+                })?,
+        };
+        let value = fresh.value.clone();
+        *current = Some(fresh);
+        Ok(value)
+    }
+
+    /// Asks the token endpoint; `Ok(None)` when it refused the grant.
+    async fn request_token(&self, grant: Grant<'_>) -> Result<Option<AccessToken>, ConnectorError> {
+        let unavailable = |why: String| ConnectorError::Unavailable(format!("token: {why}"));
+        let form: Vec<(&str, &str)> = match &grant {
+            Grant::ClientCredentials => vec![("grant_type", "client_credentials")],
+            Grant::Refresh(refresh) => vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.expose()),
+            ],
+        };
+        let response = self
+            .http
+            .post(self.endpoint(&["oauth", "token"])?)
+            .basic_auth(
+                self.config.client_id.expose(),
+                Some(self.config.client_secret.expose()),
+            )
+            .form(&form)
+            .send()
+            .await
+            .map_err(|error| unavailable(describe_send_error(&error)))?;
+        let status = response.status();
+        if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!(
+                "the token endpoint answered HTTP {status}"
+            )));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| unavailable(describe_send_error(&error)))?;
+        // The body holds the token: its parse error is not quoted.
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| unavailable("the token endpoint's answer could not be read".into()))?;
+        if let Some(kind) = &token.token_type {
+            if !kind.eq_ignore_ascii_case("bearer") {
+                return Err(unavailable(format!("token type `{kind}` is not Bearer")));
+            }
+        }
+        tracing::info!(
+            expires_in = token.expires_in,
+            "upstream access token obtained"
+        );
+        // Capped, so an absurd `expires_in` cannot overflow the clock; a
+        // token that claims to live longer is simply replaced daily.
+        let lifetime = Duration::from_secs(token.expires_in).min(MAX_TOKEN_LIFETIME);
+        Ok(Some(AccessToken {
+            value: token.access_token,
+            refresh: token.refresh_token,
+            stale_at: Instant::now() + lifetime.saturating_sub(self.config.token_refresh_margin),
+        }))
+    }
+
+    /// After a `401`: the token died early (revoked, clock skew). Marks it
+    /// stale unless another call already replaced it.
+    async fn forget_token(&self, refused: &SecretString) {
+        let mut current = self.token.lock().await;
+        if let Some(token) = current.as_mut().filter(|t| &t.value == refused) {
+            token.stale_at = Instant::now();
+        }
+    }
+
+    // ------------------------------------------------------------ HTTP rules
+
+    /// Sends one authorized upstream request built by `build` and sorts the
+    /// answer. A `401` is retried once with a new token: the upstream did
+    /// nothing with a request it could not authenticate.
+    ///
+    /// The rules every connector needs, whatever its upstream:
+    /// - could not connect → [`ConnectorError::Unavailable`] (nothing was sent);
+    /// - `429`, `503` → `Unavailable` (the upstream says it did not process it);
+    /// - a timeout or a broken connection after sending, a `5xx`, an
+    ///   unreadable `2xx` → [`ConnectorError::Indeterminate`] (it may have
+    ///   acted; the SDK keeps the transaction `Pending` and polls);
+    /// - `404` → [`Answer::NotFound`]; `400`/`409`/`422` → [`Answer::Refused`];
+    ///   each caller decides what those mean for its flow.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        build: impl Fn(&SecretString) -> RequestBuilder,
+    ) -> Result<Answer<T>, ConnectorError> {
+        let mut token = self.access_token().await?;
+        let mut retried = false;
+        loop {
+            let response = build(&token)
+                .send()
+                .await
+                .map_err(|error| sent_error(what, &error))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !retried {
+                tracing::warn!(
+                    what,
+                    "the upstream refused the access token; fetching a new one"
+                );
+                self.forget_token(&token).await;
+                token = self.access_token().await?;
+                retried = true;
+                continue;
+            }
+            let body = response
+                .bytes()
+                .await
+                .map_err(|error| sent_error(what, &error))?;
+            return match status {
+                status if status.is_success() => serde_json::from_slice(&body)
+                    .map(Answer::Found)
+                    // serde's message may quote the body: not repeated.
+                    .map_err(|_| {
+                        ConnectorError::Indeterminate(format!(
+                            "{what}: the upstream's answer could not be read"
+                        ))
+                    }),
+                StatusCode::NOT_FOUND => Ok(Answer::NotFound),
+                StatusCode::BAD_REQUEST
+                | StatusCode::CONFLICT
+                | StatusCode::UNPROCESSABLE_ENTITY => Ok(Answer::Refused {
+                    status,
+                    code: transformers::fault_code(&body),
+                }),
+                StatusCode::UNAUTHORIZED => Err(ConnectorError::Unavailable(format!(
+                    "{what}: the upstream refused a fresh access token"
+                ))),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    Err(ConnectorError::Unavailable(format!(
+                        "{what}: the upstream is not taking requests (HTTP {status})"
+                    )))
+                }
+                status => Err(ConnectorError::Indeterminate(format!(
+                    "{what}: the upstream answered HTTP {status}"
+                ))),
+            };
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        url: Url,
+    ) -> Result<Answer<T>, ConnectorError> {
+        self.call(what, |token| {
+            self.http.get(url.clone()).bearer_auth(token.expose())
+        })
+        .await
+    }
+
+    /// The transfer we created for this transaction, found by our own key.
+    async fn transfer_by_client_id(
+        &self,
+        transaction: TransactionContext<'_>,
+    ) -> Result<Answer<Transfer>, ConnectorError> {
+        let key = client_transfer_id(transaction.app_id, transaction.transaction_ref);
+        let url = self.endpoint(&["v1", "transfers", "by-client-id", &key])?;
+        self.get("look up transfer", url).await
+    }
+
+    async fn transfer_by_id(&self, transfer_id: &str) -> Result<Answer<Transfer>, ConnectorError> {
+        let url = self.endpoint(&["v1", "transfers", transfer_id])?;
+        self.get("get transfer", url).await
+    }
+}
+
+#[async_trait]
+impl Connector for TemplateConnector {
+    fn serves(&self, request_type: &str) -> bool {
+        request_type == TRANSFER
+    }
+
+    /// The upstream deduplicates by `client_transfer_id`, so after a crash the
+    /// SDK may start a transfer again: the bank answers the existing one.
+    fn upstream_is_idempotent(&self) -> bool {
+        true
+    }
+
+    /// `POST /v1/transfers`. The bank answers `requires_sca` (it sent the
+    /// customer a code: `WaitingForOTP`), `processing`, or a final status.
+    async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError> {
+        let body = match CreateTransfer::from_request(request, &self.config.currency) {
+            Ok(body) => body,
+            Err(invalid) => return Ok(Step::Done(invalid)),
+        };
+        let url = self.endpoint(&["v1", "transfers"])?;
+        let answer = self
+            .call::<Transfer>("create transfer", |token| {
+                self.http
+                    .post(url.clone())
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await?;
+        match answer {
+            Answer::Found(transfer) => transfer.into_step(false),
+            // Our key exists with another body: that transfer is ours, and
+            // where it stands is the answer (never a second transfer).
+            Answer::Refused {
+                status: StatusCode::CONFLICT,
+                ..
+            } => match self
+                .transfer_by_client_id(TransactionContext {
+                    app_id: &request.app_id,
+                    transaction_ref: &request.transaction_ref,
+                    request_type: &request.request_type,
+                })
+                .await?
+            {
+                Answer::Found(transfer) => transfer.into_step(false),
+                _ => Err(ConnectorError::Indeterminate(
+                    "create transfer: the upstream reported a conflict but has no transfer under our key"
+                        .into(),
+                )),
+            },
+            Answer::Refused { code, .. } => Ok(Step::Done(transformers::refused(code.as_deref()))),
+            Answer::NotFound => Err(ConnectorError::Unavailable(
+                "create transfer: the upstream has no transfers endpoint (check the base URL)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// `POST /v1/transfers/{id}/confirm` with the code the customer typed.
+    /// The bank checks it; a wrong code leaves the transfer `requires_sca`,
+    /// which becomes another `WaitingForOTP` (the SDK counts the attempts).
+    async fn complete(
+        &self,
+        _transaction: TransactionContext<'_>,
+        deferred: Value,
+        confirmation: Confirmation,
+    ) -> Result<Step, ConnectorError> {
+        let Confirmation::UpstreamCode(code) = confirmation else {
+            return Err(ConnectorError::Internal(
+                "this connector only waits for the bank's own code".into(),
+            ));
+        };
+        let Some(Deferred {
+            transfer_id,
+            authentication_id: Some(authentication_id),
+        }) = Deferred::read(deferred)?
+        else {
+            return Err(ConnectorError::Internal(
+                "no SCA challenge is stored for this transaction".into(),
+            ));
+        };
+        let url = self.endpoint(&["v1", "transfers", &transfer_id, "confirm"])?;
+        let body = ConfirmTransfer {
+            authentication_id: &authentication_id,
+            code: &code,
+        };
+        let answer = self
+            .call::<Transfer>("confirm transfer", |token| {
+                self.http
+                    .post(url.clone())
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await?;
+        match answer {
+            Answer::Found(transfer) => transfer.into_step(true),
+            // The bank refused the confirmation itself (the challenge expired,
+            // was replaced…): where the transfer stands now is the answer.
+            Answer::Refused { .. } => match self.transfer_by_id(&transfer_id).await? {
+                Answer::Found(transfer) => transfer.into_step(true),
+                _ => Err(ConnectorError::Indeterminate(format!(
+                    "confirm transfer: the upstream refused the confirmation of {transfer_id} and cannot show it"
+                ))),
+            },
+            Answer::NotFound => Err(ConnectorError::Indeterminate(format!(
+                "confirm transfer: the upstream does not know transfer {transfer_id}"
+            ))),
+        }
+    }
+
+    /// `GET /v1/transfers/{id}`, or by our key when the SDK has no transfer
+    /// id (the answer to `start` or `complete` was lost).
+    async fn poll(
+        &self,
+        transaction: TransactionContext<'_>,
+        deferred: Value,
+    ) -> Result<Step, ConnectorError> {
+        let answer = match Deferred::read(deferred)? {
+            Some(known) => self.transfer_by_id(&known.transfer_id).await?,
+            None => self.transfer_by_client_id(transaction).await?,
+        };
+        match answer {
+            Answer::Found(transfer) => transfer.into_step(false),
+            // No transfer under our key *yet*: a request that timed out may
+            // still land. Absence is not a refusal, so the transaction stays
+            // pending (see the guide, "Never guess").
+            Answer::NotFound => Ok(Step::Processing {
+                deferred: Value::Null,
+            }),
+            Answer::Refused { status, .. } => Err(ConnectorError::Indeterminate(format!(
+                "get transfer: the upstream answered HTTP {status}"
+            ))),
+        }
+    }
+
+    /// `POST /v1/transfers/{id}/reversal`. The bank keeps one reversal per
+    /// transfer, so asking again after an unknown outcome is safe.
+    async fn reverse(
+        &self,
+        _transaction: TransactionContext<'_>,
+        reversal: Value,
+    ) -> Result<Outcome, ConnectorError> {
+        let handle: ReversalHandle = serde_json::from_value(reversal).map_err(|error| {
+            ConnectorError::Internal(format!("stored reversal handle: {error}"))
+        })?;
+        let url = self.endpoint(&["v1", "transfers", &handle.transfer_id, "reversal"])?;
+        let answer = self
+            .call::<Reversal>("reverse transfer", |token| {
+                self.http
+                    .post(url.clone())
+                    .bearer_auth(token.expose())
+                    .json(&json!({}))
+            })
+            .await?;
+        match answer {
+            Answer::Found(reversal) => reversal.into_outcome(),
+            Answer::Refused { code, .. } => Ok(Outcome::failed(
+                codes::NOT_REVERSIBLE,
+                match code {
+                    Some(code) => format!("The bank refused to reverse the transfer ({code})"),
+                    None => "The bank refused to reverse the transfer".to_owned(),
+                },
+            )),
+            Answer::NotFound => Ok(Outcome::failed(
+                codes::NOT_REVERSIBLE,
+                "The bank has no such transfer to reverse",
+            )),
+        }
+    }
+}
+
+/// A request that got no answer. Only a failed connect proves nothing was
+/// sent; anything later (a timeout, a reset) may have reached the upstream.
+fn sent_error(what: &str, error: &reqwest::Error) -> ConnectorError {
+    let why = describe_send_error(error);
+    if error.is_connect() {
+        ConnectorError::Unavailable(format!("{what}: {why}"))
+    } else {
+        ConnectorError::Indeterminate(format!("{what}: {why}"))
+    }
+}
+
+/// What went wrong on the way, in our words: reqwest's own text carries the
+/// URL, which holds our transaction references.
+fn describe_send_error(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "could not connect to the upstream".into()
+    } else if error.is_timeout() {
+        "the upstream did not answer in time".into()
+    } else {
+        "the connection failed after the request was sent".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_the_base_path_and_encode_references() {
+        fn check(base: &str, segments: &[&str], expected: &str) {
+            let config =
+                UpstreamConfig::new(base, SecretString::from("id"), SecretString::from("secret"))
+                    .unwrap();
+            let connector = TemplateConnector::new(config).unwrap();
+            assert_eq!(connector.endpoint(segments).unwrap().as_str(), expected);
+        }
+        check(
+            "http://127.0.0.1:9300",
+            &["v1", "transfers"],
+            "http://127.0.0.1:9300/v1/transfers",
+        );
+        check(
+            "https://bank.example.com/api/",
+            &["oauth", "token"],
+            "https://bank.example.com/api/oauth/token",
+        );
+        check(
+            "https://bank.example.com/api",
+            &["v1", "transfers", "by-client-id", "app:a/b?c#d e"],
+            "https://bank.example.com/api/v1/transfers/by-client-id/app:a%2Fb%3Fc%23d%20e",
+        );
+    }
+}
