@@ -225,3 +225,82 @@ async fn a_provider_restarted_between_transact_and_validate_still_completes() {
     assert_eq!(rig.balance("0123456780", "b").await, 2_077_099 - 2_000_000);
     assert_eq!(rig.provider_pending().await, 0);
 }
+
+/// Seed 003's "Send SMS and Send Email services": a provider microservice
+/// without a gateway of its own sends its OTP through the switch, which hands
+/// it to the host's SMS gateway.
+#[tokio::test]
+async fn a_remote_provider_sends_its_otp_through_the_switchs_sms_service() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const NOTIFY_KEY: &str = "demo-notify-key-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms"))
+        .and(header("authorization", "Bearer gateway-token-0123456789"))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&gateway)
+        .await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let switch_url = format!("http://{}", listener.local_addr().unwrap());
+    let key_file = dir.path().join("notify.key");
+    std::fs::write(&key_file, NOTIFY_KEY).unwrap();
+    let provider_dir = dir.path().join("provider");
+    let provider = ProviderProcess::start_with(
+        &provider_dir,
+        &dir.path().join("unused-outbox.jsonl"),
+        "127.0.0.1:0",
+        &[
+            "--notify-switch-url".to_owned(),
+            switch_url.clone(),
+            "--notify-key-file".to_owned(),
+            key_file.display().to_string(),
+        ],
+    );
+    let text = config_text(
+        dir.path(),
+        &[ProviderSpec::Remote {
+            name: "demo",
+            url: provider.url(),
+        }],
+        5_000,
+    )
+    .replacen(
+        &format!("url = \"{}\"\n", provider.url()),
+        &format!("url = \"{}\"\nnotify_key = \"{NOTIFY_KEY}\"\n", provider.url()),
+        1,
+    ) + &format!(
+        "[notifications.sms]\nurl = \"{}/sms\"\ntoken = \"gateway-token-0123456789\"\nsender = \"Manifold\"\n",
+        gateway.uri()
+    );
+    let switch =
+        InProcessSwitch::start_on(&parse_config(&text), Default::default(), listener).await;
+    let app = AppClient::new(&switch.url(), OTP_APP, "demo");
+
+    let waiting = app.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
+    assert_eq!(waiting.message(), "Please enter the OTP sent to 2348022****08");
+    let sent = gateway.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 1);
+    let sms: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(sms["to"], CUSTOMER_MOBILE);
+    let code = sms["message"]
+        .as_str()
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|word| word.len() == 6)
+        .expect("a 6-digit code in the SMS")
+        .to_owned();
+    assert!(!dir.path().join("unused-outbox.jsonl").exists());
+
+    let done = app.validate("v-1", "t-1", "get_balance", &code).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    provider.kill();
+    assert_eq!(pending_in(&provider_dir), 0);
+    switch.stop().await;
+    gateway.verify().await;
+}

@@ -113,9 +113,19 @@ impl InProcessSwitch {
         config: &SwitchConfig,
         implementations: HashMap<String, Arc<dyn Provider>>,
     ) -> InProcessSwitch {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        InProcessSwitch::start_on(config, implementations, listener).await
+    }
+
+    /// As [`InProcessSwitch::start`], on a listener bound earlier (so that a
+    /// provider started first can be told the switch's address).
+    pub async fn start_on(
+        config: &SwitchConfig,
+        implementations: HashMap<String, Arc<dyn Provider>>,
+        listener: tokio::net::TcpListener,
+    ) -> InProcessSwitch {
         let switch = Switch::open_with(config, implementations).expect("switch opens");
         let store = switch.store().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(switch.serve(listener, async move {

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use manifold_demo_provider::DemoSettings;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::{server, GroupCommit};
+use manifold_crypto::SecretString;
+use manifold_notify::SwitchNotifier;
+use manifold_provider::{server, GroupCommit, Notifier};
 use manifold_provider_sdk::microservice;
 
 #[derive(Parser)]
@@ -20,9 +22,18 @@ struct Args {
     /// sled directory for the ledger, pending confirmations and outcomes.
     #[arg(long, default_value = "data/demo-provider")]
     data: PathBuf,
-    /// Where OTP messages are delivered (JSON lines), in place of SMS/e-mail.
+    /// Where OTP messages are delivered (JSON lines), in place of SMS/e-mail,
+    /// unless `--notify-switch-url` is given.
     #[arg(long, default_value = "data/outbox.jsonl")]
     outbox: PathBuf,
+    /// Send OTPs through this switch's `/notify/sms` and `/notify/email`
+    /// services instead of the outbox. The key (the switch's `notify_key` for
+    /// this provider) is read from the `DEMO_NOTIFY_KEY` environment variable
+    /// or `--notify-key-file`, never from the command line.
+    #[arg(long)]
+    notify_switch_url: Option<String>,
+    #[arg(long)]
+    notify_key_file: Option<PathBuf>,
     #[arg(long, default_value_t = DemoSettings::default().opening_balance)]
     opening_balance: u64,
     /// Transfers of this amount (minor units) or more ask the customer to
@@ -62,12 +73,27 @@ async fn main() -> anyhow::Result<()> {
     settings.otp.ttl = Duration::from_secs(args.otp_ttl_secs);
     settings.otp.attempts = args.otp_attempts;
     settings.otp.resend_interval = Duration::from_secs(args.resend_interval_secs);
-    let provider = manifold_demo_provider::open(
-        &db,
-        commit.clone(),
-        Arc::new(OutboxNotifier::new(args.outbox)),
-        settings,
-    )?;
+    let notifier: Arc<dyn Notifier> = match &args.notify_switch_url {
+        Some(url) => {
+            let key = match (&args.notify_key_file, std::env::var("DEMO_NOTIFY_KEY")) {
+                (Some(path), _) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+                (None, Ok(key)) => key,
+                (None, Err(_)) => anyhow::bail!(
+                    "--notify-switch-url needs the notify key in DEMO_NOTIFY_KEY or --notify-key-file"
+                ),
+            };
+            Arc::new(SwitchNotifier::new(
+                url,
+                SecretString::new(key),
+                Duration::from_secs(10),
+            )?)
+        }
+        None => Arc::new(OutboxNotifier::new(args.outbox)),
+    };
+    let provider = manifold_demo_provider::open(&db, commit.clone(), notifier, settings)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
