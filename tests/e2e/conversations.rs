@@ -283,7 +283,10 @@ async fn a_remote_provider_sends_its_otp_through_the_switchs_sms_service() {
 
     let waiting = app.get_balance("r-1", "t-1", "0123456789").await;
     assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
-    assert_eq!(waiting.message(), "Please enter the OTP sent to 2348022****08");
+    assert_eq!(
+        waiting.message(),
+        "Please enter the OTP sent to 2348022****08"
+    );
     let sent = gateway.received_requests().await.unwrap();
     assert_eq!(sent.len(), 1);
     let sms: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();

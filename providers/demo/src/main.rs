@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use manifold_demo_provider::DemoSettings;
-use manifold_provider::notify::OutboxNotifier;
 use manifold_crypto::SecretString;
+use manifold_demo_provider::DemoSettings;
 use manifold_notify::SwitchNotifier;
+use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::{server, GroupCommit, Notifier};
 use manifold_provider_sdk::microservice;
 

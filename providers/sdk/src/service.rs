@@ -228,7 +228,8 @@ impl<C: Connector> ProviderService<C> {
                         );
                         return self.finish(key, &entry.request_type, outcome).await;
                     }
-                    if !matches!(previous, Awaiting::UpstreamOtp { .. }) {
+                    let retry = matches!(previous, Awaiting::UpstreamOtp { .. });
+                    if !retry {
                         entry.expires_at_ms = self.deadline();
                     }
                     entry.deferred = deferred;
@@ -237,7 +238,12 @@ impl<C: Connector> ProviderService<C> {
                         attempts_left,
                     };
                     self.park(key, &entry).await?;
-                    return Ok(waiting_reply(&entry));
+                    let mut reply = waiting_reply(&entry);
+                    if retry {
+                        // The upstream refused the code: say so, not "OTP sent".
+                        reply.provider_response_code = codes::WRONG_OTP.into();
+                    }
+                    return Ok(reply);
                 }
                 Step::AskCustomer { prompt, deferred } => {
                     let attempts_left = match previous {
@@ -669,6 +675,8 @@ impl<C: Connector> Provider for ProviderService<C> {
         if let Some(entry) = self.state.pending(&key)? {
             return Ok(match entry.awaiting {
                 Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
+                // Expired but not swept yet: the current state is Failed, as query answers.
+                _ if entry.is_expired(self.now_ms()) => self.expire(&key, &entry).await?,
                 _ => waiting_reply(&entry),
             });
         }
