@@ -133,6 +133,12 @@ pub enum ConnectorError {
     /// keeps the transaction `Pending` and asks [`Connector::poll`] later.
     #[error("the upstream's outcome is unknown: {0}")]
     Indeterminate(String),
+    /// Only from [`Connector::poll`]: the upstream has no record of the
+    /// transaction, so it never happened there. The SDK forgets it: a query
+    /// answers "unknown transaction" (the switch then fails it once its grace
+    /// period has passed) and a repeated transact starts it afresh.
+    #[error("the upstream has no record of the transaction")]
+    NotFound,
     /// A bug or broken invariant in the connector itself.
     #[error("the connector failed: {0}")]
     Internal(String),
@@ -169,8 +175,9 @@ pub trait Connector: Send + Sync + 'static {
     /// Asks the upstream about a transaction that is `Pending`. `deferred` is
     /// what [`Step::Processing`] stored, or `null` when the SDK lost track of
     /// a started call (a crash before its answer was stored) — then look the
-    /// transaction up upstream by its `transaction_ref`. The default knows
-    /// nothing more and keeps it pending.
+    /// transaction up upstream by its `transaction_ref`, and answer
+    /// [`ConnectorError::NotFound`] if the upstream never got it. The default
+    /// knows nothing more and keeps it pending.
     async fn poll(
         &self,
         transaction: TransactionContext<'_>,

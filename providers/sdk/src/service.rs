@@ -404,7 +404,10 @@ impl<C: Connector> ProviderService<C> {
             }
             Err(error) => {
                 if marked {
+                    // Durably, so a crash now cannot leave a marker that would
+                    // keep the transaction Pending for a call that never happened.
                     self.state.remove_pending(key)?;
+                    self.commit.durable().await?;
                 }
                 Err(error.into())
             }
@@ -412,13 +415,26 @@ impl<C: Connector> ProviderService<C> {
     }
 
     /// Asks the upstream about a transaction waiting on it.
-    async fn poll(&self, key: &[u8], entry: PendingEntry) -> Result<ProviderReply, ServiceError> {
+    /// Asks the upstream about a transaction waiting on it. `None` means the
+    /// upstream has no record of it: the pending entry is gone and the
+    /// transaction never happened.
+    async fn poll(
+        &self,
+        key: &[u8],
+        entry: PendingEntry,
+    ) -> Result<Option<ProviderReply>, ServiceError> {
         let deferred = entry.deferred.clone();
         match self.connector.poll(context(&entry), deferred).await {
-            Ok(step) => self.advance(key, entry, step).await,
+            Ok(step) => Ok(Some(self.advance(key, entry, step).await?)),
+            Err(ConnectorError::NotFound) => {
+                tracing::info!(transaction_ref = %entry.transaction_ref, "the upstream has no record of a pending transaction");
+                self.state.remove_pending(key)?;
+                self.commit.durable().await?;
+                Ok(None)
+            }
             // Not knowing more is not a new state: keep answering Pending.
             Err(ConnectorError::Unavailable(_)) | Err(ConnectorError::Indeterminate(_)) => {
-                Ok(pending_reply())
+                Ok(Some(pending_reply()))
             }
             Err(error) => Err(error.into()),
         }
@@ -673,12 +689,16 @@ impl<C: Connector> Provider for ProviderService<C> {
             return Ok(final_reply(&record.outcome));
         }
         if let Some(entry) = self.state.pending(&key)? {
-            return Ok(match entry.awaiting {
+            let known = match entry.awaiting {
                 Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
                 // Expired but not swept yet: the current state is Failed, as query answers.
-                _ if entry.is_expired(self.now_ms()) => self.expire(&key, &entry).await?,
-                _ => waiting_reply(&entry),
-            });
+                _ if entry.is_expired(self.now_ms()) => Some(self.expire(&key, &entry).await?),
+                _ => Some(waiting_reply(&entry)),
+            };
+            // `None`: the upstream never received it, so starting it is safe.
+            if let Some(reply) = known {
+                return Ok(reply);
+            }
         }
         let reply = self.start(&key, &request).await?;
         tracing::info!(
@@ -770,7 +790,10 @@ impl<C: Connector> Provider for ProviderService<C> {
             return Err(ProviderError::UnknownTransaction);
         };
         Ok(match entry.awaiting {
-            Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
+            Awaiting::Starting | Awaiting::Processing => self
+                .poll(&key, entry)
+                .await?
+                .ok_or(ProviderError::UnknownTransaction)?,
             _ if entry.is_expired(self.now_ms()) => self.expire(&key, &entry).await?,
             _ => waiting_reply(&entry),
         })

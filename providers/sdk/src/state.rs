@@ -174,9 +174,11 @@ impl StateStore {
         let mut expired = Vec::new();
         for item in self.pending.iter() {
             let (key, raw) = item?;
-            let entry: PendingEntry = decode(&raw)?;
-            if entry.is_expired(now_ms) {
-                expired.push(key.to_vec());
+            // One unreadable entry must not stop the others from expiring.
+            match decode::<PendingEntry>(&raw) {
+                Ok(entry) if entry.is_expired(now_ms) => expired.push(key.to_vec()),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "skipping an unreadable pending entry"),
             }
         }
         Ok(expired)

@@ -955,6 +955,36 @@ async fn an_unknown_outcome_at_start_is_pending_and_settled_by_polling() {
 }
 
 #[tokio::test]
+async fn a_pending_transaction_the_upstream_never_got_is_forgotten_or_started_afresh() {
+    // A query learns it never happened: unknown, nothing left pending.
+    let rig = Rig::new(
+        ScriptedConnector::new()
+            .on_start(Reply::Indeterminate)
+            .on_poll(Reply::NotFound),
+    );
+    assert_eq!(rig.transact(transfer("tx-1")).await.status, Status::Pending);
+    assert!(matches!(
+        rig.try_query("tx-1").await,
+        Err(ProviderError::UnknownTransaction)
+    ));
+    assert_eq!(rig.service.pending_count(), 0);
+
+    // A repeated transact learns the same, and may then start it again.
+    let rig = Rig::new(
+        ScriptedConnector::new()
+            .on_start(Reply::Indeterminate)
+            .on_poll(Reply::NotFound)
+            .on_start(done(approved())),
+    );
+    assert_eq!(rig.transact(transfer("tx-1")).await.status, Status::Pending);
+    let repeat = rig.transact(transfer("tx-1")).await;
+    assert_eq!(repeat.status, Status::Successful);
+    assert_eq!(rig.connector.calls().start, 2);
+    assert_eq!(rig.connector.calls().poll, 1);
+    assert_eq!(rig.service.pending_count(), 0);
+}
+
+#[tokio::test]
 async fn an_unavailable_upstream_leaves_no_trace() {
     for idempotent in [false, true] {
         let rig = Rig::new(

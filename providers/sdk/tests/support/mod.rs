@@ -53,6 +53,8 @@ pub enum Reply {
     Indeterminate,
     /// `ConnectorError::Unavailable`: nothing happened upstream.
     Unavailable,
+    /// `ConnectorError::NotFound` (from `poll`): the upstream never got it.
+    NotFound,
     /// Never returns, like an upstream call cut off by a crash.
     Hang,
 }
@@ -175,6 +177,7 @@ impl ScriptedConnector {
             Some(Reply::Unavailable) => Err(ConnectorError::Unavailable(
                 "the upstream refused the connection".into(),
             )),
+            Some(Reply::NotFound) => Err(ConnectorError::NotFound),
             Some(Reply::Hang) => std::future::pending().await,
         }
     }
