@@ -255,6 +255,9 @@ impl Engine {
         }
         match existing.state {
             RequestState::Answered(stored) => {
+                // The first call may still be waiting for the flush that
+                // makes this answer durable.
+                self.store.durable().await?;
                 let parsed: Option<ResponseEnvelope> = serde_json::from_str(&stored.body).ok();
                 Ok(Answer {
                     http_status: stored.http_status,
@@ -268,7 +271,7 @@ impl Engine {
             }
             // The first call has not finished (or its process died): answer
             // what is known now; `/transact/query` settles it later.
-            RequestState::InFlight { .. } => {
+            RequestState::InFlight { started_at_ms } => {
                 let record = self
                     .store
                     .transaction(app.id(), &existing.transaction_ref)
@@ -276,12 +279,63 @@ impl Engine {
                     .ok_or_else(|| {
                         SwitchError::TransactionNotFound(existing.transaction_ref.clone())
                     })?;
+                if existing.operation == Operation::Transact
+                    && self.may_still_be_abandoned(&record, started_at_ms)
+                {
+                    return Err(SwitchError::RequestInProgress(record.transaction_ref));
+                }
                 // The first call may not have reached its own flush yet; what
                 // this answer reports must be on disk before it is sent.
                 self.store.durable().await?;
                 Ok(self.describe(&record))
             }
         }
+    }
+
+    /// Whether a `/transact` still in flight may yet find the provider
+    /// unreachable and remove its `Pending` record (answering 503). Until that
+    /// is ruled out, answering `Pending` to anyone else would report a state
+    /// that can vanish. Every provider call ends within its timeout, so an
+    /// older claim belongs to a process that died, and stays `Pending`.
+    fn may_still_be_abandoned(&self, record: &TransactionRecord, started_at_ms: u64) -> bool {
+        let Ok(route) = self.router.route(&record.provider) else {
+            return false;
+        };
+        let horizon = route.config.timeout + Duration::from_secs(2);
+        record.status == Status::Pending
+            && record.history.len() <= 1
+            && now_ms().saturating_sub(started_at_ms) <= horizon.as_millis() as u64
+    }
+
+    /// Refuses to report a `Pending` record whose `/transact` may still be
+    /// abandoned (see [`Engine::may_still_be_abandoned`]).
+    async fn check_not_in_progress(
+        &self,
+        app: &App,
+        record: &TransactionRecord,
+    ) -> Result<(), SwitchError> {
+        if record.status != Status::Pending || record.history.len() > 1 {
+            return Ok(());
+        }
+        let Some(first_ref) = record
+            .history
+            .first()
+            .and_then(|e| e.request_ref.as_deref())
+        else {
+            return Ok(());
+        };
+        if let Some(claim) = self.store.request(app.id(), first_ref).await? {
+            if let RequestState::InFlight { started_at_ms } = claim.state {
+                if claim.operation == Operation::Transact
+                    && self.may_still_be_abandoned(record, started_at_ms)
+                {
+                    return Err(SwitchError::RequestInProgress(
+                        record.transaction_ref.clone(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The envelope reporting a recorded transaction, as `/transact/query` answers.
@@ -637,6 +691,10 @@ impl Engine {
                 request.auth_provider.as_deref(),
             )
             .await?;
+        self.check_not_in_progress(app, &record).await?;
+        // Whatever this answer reports must be on disk, even when another
+        // call wrote it and has not reached its flush yet.
+        self.store.durable().await?;
         // A final status never changes here. A waiting one may have moved at
         // the provider (its confirmation expired and was swept), so ask.
         if record.status.is_final() {

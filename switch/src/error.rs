@@ -70,6 +70,8 @@ pub enum SwitchError {
     DuplicateTransactionRef(String),
     #[error("no transaction `{0}` exists for this app")]
     TransactionNotFound(String),
+    #[error("the first call for transaction `{0}` is still with the provider; repeat this call in a moment")]
+    RequestInProgress(String),
     #[error("{field} `{given}` does not match the transaction's `{recorded}`")]
     TransactionMismatch {
         field: &'static str,

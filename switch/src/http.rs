@@ -103,6 +103,11 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             "transaction_not_found",
             field("transaction.transaction_ref", error.to_string()),
         ),
+        RequestInProgress(_) => (
+            StatusCode::CONFLICT,
+            "request_in_progress",
+            field("transaction.transaction_ref", error.to_string()),
+        ),
         TransactionMismatch { field: name, .. } => (
             StatusCode::BAD_REQUEST,
             "transaction_mismatch",

@@ -3,6 +3,7 @@
 //! mocked; the only stand-ins are upstreams a test needs to misbehave.
 
 mod conversations;
+mod crash;
 mod flows;
 mod rejections;
 mod resilience;

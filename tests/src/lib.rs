@@ -193,10 +193,15 @@ fn spawn_listening(binary: &str, args: &[&str]) -> (Child, SocketAddr) {
         .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .next()
-        .unwrap_or_else(|| panic!("{binary} exited before listening"))
-        .unwrap();
+    let line = match lines.next() {
+        Some(Ok(line)) => line,
+        other => {
+            // Never leave the child running behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{binary} exited before listening: {other:?}");
+        }
+    };
     let addr = line
         .rsplit(' ')
         .next()
@@ -630,4 +635,251 @@ pub fn pending_in(dir: &Path) -> usize {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("could not open {}", dir.display());
+}
+
+// ---------------------------------------------------------------------------
+// Crash testing (used by `tests/e2e/crash.rs`).
+//
+// The helpers above panic on any failure, which is right for tests where
+// nothing should fail. A crash test kills processes on purpose, so here a
+// process may fail to come back on its old port and a call may get no answer
+// at all; both are reported as values instead. Child output goes to a log
+// file rather than the test's terminal, because every kill makes the
+// survivors log warnings.
+// ---------------------------------------------------------------------------
+
+/// As [`spawn_listening`], but a child that exits before listening (for
+/// instance because its port is taken) is an `Err`, and its stderr is
+/// appended to `log`.
+fn try_spawn_listening(
+    binary: &str,
+    args: &[&str],
+    log: &Path,
+) -> Result<(Child, SocketAddr), String> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
+    let mut child = Command::new(binaries().join(binary))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .map_err(|e| format!("starting {binary}: {e}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("{binary} has no stdout"));
+    };
+    // The binaries log to stdout too: everything before the line
+    // `<binary> listening on <addr>` goes to the log.
+    let mut log_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let marker = format!("{binary} listening on ");
+    let mut addr = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix(&marker) {
+            addr = rest.trim().parse::<SocketAddr>().ok();
+            break;
+        }
+        use std::io::Write;
+        let _ = writeln!(log_file, "{line}");
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let status = child.wait();
+        return Err(format!(
+            "{binary} did not start listening ({status:?}); see {}",
+            log.display()
+        ));
+    };
+    // Keep draining stdout into the log file, so the child never blocks on a
+    // full pipe and a failure can be read later.
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(log_file, "{line}");
+        }
+    });
+    Ok((child, addr))
+}
+
+impl SwitchProcess {
+    /// Starts the switch listening on `listen` (port 0 for any free port),
+    /// logging to `log`; `Err` if it could not start there.
+    pub fn start_at(
+        config_path: &Path,
+        listen: SocketAddr,
+        log: &Path,
+    ) -> Result<SwitchProcess, String> {
+        let config = config_path.to_str().ok_or("config path is not UTF-8")?;
+        let listen = listen.to_string();
+        let (child, addr) =
+            try_spawn_listening("manifold", &["--config", config, "--listen", &listen], log)?;
+        Ok(SwitchProcess { addr, child })
+    }
+}
+
+impl ProviderProcess {
+    /// Starts `demo-provider` listening on `listen` (port 0 for any free
+    /// port) with `extra` arguments appended, logging to `log`; `Err` if it
+    /// could not start there.
+    pub fn start_at(
+        data: &Path,
+        outbox: &Path,
+        listen: SocketAddr,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<ProviderProcess, String> {
+        let data = data.to_str().ok_or("data path is not UTF-8")?;
+        let outbox = outbox.to_str().ok_or("outbox path is not UTF-8")?;
+        let listen = listen.to_string();
+        let mut args = vec!["--listen", &listen, "--data", data, "--outbox", outbox];
+        args.extend_from_slice(extra);
+        let (child, addr) = try_spawn_listening("demo-provider", &args, log)?;
+        Ok(ProviderProcess { addr, child })
+    }
+}
+
+impl AppClient {
+    /// POSTs `body` with the app's bearer key; `Err` when no complete HTTP
+    /// answer came back (refused, reset, timed out), which is expected while
+    /// the switch is being killed.
+    pub async fn try_post(&self, path: &str, body: &Value) -> Result<Reply, String> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body.to_string())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", self.api_key))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let http = response.status().as_u16();
+        let raw = response.text().await.map_err(|e| e.to_string())?;
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Ok(Reply { http, body, raw })
+    }
+
+    /// A `/transact/validate` body whose `auth.secure` seals `input`:
+    /// `{"otp": ..}`, `{"answer": ..}` or `{"resend": "otp"}`.
+    pub fn validate_body_with(
+        &self,
+        request_ref: &str,
+        transaction_ref: &str,
+        request_type: &str,
+        input: &Value,
+    ) -> Value {
+        json!({
+            "request_ref": request_ref,
+            "request_type": request_type,
+            "auth": {
+                "secure": self.seal(request_ref, SecureKind::Validate, input),
+                "auth_provider": self.provider
+            },
+            "transaction": {"transaction_ref": transaction_ref}
+        })
+    }
+
+    /// A `/transact/query` body.
+    pub fn query_body(&self, request_ref: &str, transaction_ref: &str) -> Value {
+        json!({"request_ref": request_ref, "auth": {"auth_provider": self.provider},
+            "transaction": {"transaction_ref": transaction_ref}})
+    }
+}
+
+/// Points a body from [`AppClient::transact_body`] at `destination` (bank
+/// `058`, like every source, so every account is readable with
+/// `get_balance`; `None` for no transfer details) and sends the customer's
+/// codes to `mobile_no`, so each transaction can have its own OTP recipient.
+pub fn address_transact_body(body: &mut Value, destination: Option<&str>, mobile_no: &str) {
+    body["transaction"]["customer"]["mobile_no"] = json!(mobile_no);
+    body["transaction"]["details"] = match destination {
+        Some(destination) => {
+            json!({"destination_account": destination, "destination_bank_code": "058"})
+        }
+        None => Value::Null,
+    };
+}
+
+/// Reads an outbox file as it grows and keeps the newest code sent to each
+/// recipient. Lines are parsed once (re-reading the whole file for every code
+/// is quadratic under load), and a line torn by a killed provider is skipped
+/// and counted rather than failing the read.
+pub struct OutboxCodes {
+    path: PathBuf,
+    offset: u64,
+    codes: HashMap<String, SecretString>,
+    torn_lines: usize,
+}
+
+impl OutboxCodes {
+    pub fn new(path: &Path) -> OutboxCodes {
+        OutboxCodes {
+            path: path.to_owned(),
+            offset: 0,
+            codes: HashMap::new(),
+            torn_lines: 0,
+        }
+    }
+
+    /// Reads the lines appended since the last call; a line still being
+    /// written (no newline yet) waits for the next call.
+    pub fn refresh(&mut self) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut fresh = Vec::new();
+        file.read_to_end(&mut fresh)?;
+        let Some(end) = fresh.iter().rposition(|b| *b == b'\n') else {
+            return Ok(());
+        };
+        for line in fresh[..end].split(|b| *b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let code = serde_json::from_slice::<manifold_provider::Notification>(line)
+                .ok()
+                .and_then(|message| {
+                    let code = message
+                        .body
+                        .expose()
+                        .split(|c: char| !c.is_ascii_digit())
+                        .find(|word| word.len() == 6)
+                        .map(SecretString::from);
+                    code.map(|code| (message.to, code))
+                });
+            match code {
+                Some((to, code)) => {
+                    self.codes.insert(to, code);
+                }
+                None => self.torn_lines += 1,
+            }
+        }
+        self.offset += end as u64 + 1;
+        Ok(())
+    }
+
+    /// The newest code sent to `to`, reading new lines first (a resent code
+    /// replaces the one before).
+    pub fn code_for(&mut self, to: &str) -> std::io::Result<Option<SecretString>> {
+        self.refresh()?;
+        Ok(self.codes.get(to).cloned())
+    }
+
+    /// Lines that were not a readable message with a code.
+    pub fn torn_lines(&self) -> usize {
+        self.torn_lines
+    }
 }

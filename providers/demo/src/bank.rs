@@ -238,6 +238,29 @@ impl Connector for DemoBank {
         }
     }
 
+    /// Only a completion cut short by a crash reaches here: finish it as
+    /// `complete` would. Posting is keyed by transaction, so a transfer that
+    /// was in fact posted is not posted again.
+    async fn poll(
+        &self,
+        transaction: TransactionContext<'_>,
+        stored: Value,
+    ) -> Result<Step, ConnectorError> {
+        match serde_json::from_value::<Deferred>(stored.clone()) {
+            Ok(Deferred::Transfer { posting }) => self.post_transfer(transaction, posting),
+            Ok(Deferred::Balance { response }) => Ok(Step::Done(
+                Outcome::successful(codes::APPROVED, "Transaction processed successfully")
+                    .with_response(response),
+            )),
+            // The customer's answer was not kept: ask again.
+            Ok(Deferred::ConfirmBeneficiary { posting, account }) => Ok(Step::AskCustomer {
+                prompt: confirm_prompt(&account, false),
+                deferred: deferred(&Deferred::ConfirmBeneficiary { posting, account })?,
+            }),
+            Err(_) => Ok(Step::Processing { deferred: stored }),
+        }
+    }
+
     async fn reverse(
         &self,
         transaction: TransactionContext<'_>,

@@ -173,9 +173,12 @@ pub trait Connector: Send + Sync + 'static {
     ) -> Result<Step, ConnectorError>;
 
     /// Asks the upstream about a transaction that is `Pending`. `deferred` is
-    /// what [`Step::Processing`] stored, or `null` when the SDK lost track of
-    /// a started call (a crash before its answer was stored) — then look the
-    /// transaction up upstream by its `transaction_ref`, and answer
+    /// what [`Step::Processing`] stored; or the data a [`complete`](Connector::complete)
+    /// call was given when that call was interrupted (a crash, an unknown
+    /// outcome) — finish it the way `complete` would, which must therefore be
+    /// safe to repeat; or `null` when the SDK lost track of a started call (a
+    /// crash before its answer was stored) — then look the transaction up
+    /// upstream by its `transaction_ref`, and answer
     /// [`ConnectorError::NotFound`] if the upstream never got it. The default
     /// knows nothing more and keeps it pending.
     async fn poll(

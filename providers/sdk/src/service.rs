@@ -204,10 +204,22 @@ impl<C: Connector> ProviderService<C> {
                     return self.finish(key, &entry.request_type, outcome).await;
                 }
                 Step::ConfirmWithOtp { deferred } if entry.otp_override => {
-                    step = self
+                    self.mark_completing(key, &entry, &deferred).await?;
+                    step = match self
                         .connector
-                        .complete(context(&entry), deferred, Confirmation::OtpVerified)
-                        .await?;
+                        .complete(context(&entry), deferred.clone(), Confirmation::OtpVerified)
+                        .await
+                    {
+                        Ok(step) => step,
+                        // The upstream work is done, or its outcome unknown:
+                        // finishing it is `poll`'s job now.
+                        Err(ConnectorError::Unavailable(reason))
+                        | Err(ConnectorError::Indeterminate(reason)) => {
+                            tracing::warn!(transaction_ref = %entry.transaction_ref, %reason, "completion interrupted; the transaction stays pending");
+                            Step::Processing { deferred }
+                        }
+                        Err(error) => return Err(error.into()),
+                    };
                     entry.awaiting = previous;
                 }
                 Step::ConfirmWithOtp { deferred } => {
@@ -476,12 +488,7 @@ impl<C: Connector> ProviderService<C> {
             return Ok(waiting_reply(&entry));
         };
         if self.otps.matches(key, code, &otp_hash) {
-            let deferred = std::mem::take(&mut entry.deferred);
-            let step = self
-                .connector
-                .complete(context(&entry), deferred, Confirmation::OtpVerified)
-                .await;
-            return self.after_completion(key, entry, step).await;
+            return self.confirm(key, entry, Confirmation::OtpVerified).await;
         }
         let attempts_left = attempts_left.saturating_sub(1);
         if attempts_left == 0 {
@@ -509,28 +516,50 @@ impl<C: Connector> ProviderService<C> {
         ))
     }
 
-    /// What follows a `complete` call. An upstream that could not be reached
-    /// leaves the transaction as it was, so the customer can try again.
-    async fn after_completion(
+    /// Durably marks a transaction `Processing` with the data `complete`
+    /// is about to act on: `complete` may move money, and a crash during it
+    /// must leave something for `poll` to finish, not nothing.
+    async fn mark_completing(
+        &self,
+        key: &[u8],
+        entry: &PendingEntry,
+        deferred: &Value,
+    ) -> Result<(), ServiceError> {
+        let mut marker = entry.clone();
+        marker.awaiting = Awaiting::Processing;
+        marker.deferred = deferred.clone();
+        marker.expires_at_ms = None;
+        self.park(key, &marker).await
+    }
+
+    /// Hands the customer's confirmation to the connector. An upstream that
+    /// could not be reached leaves the transaction as it was, so the
+    /// customer can try again; an unknown outcome leaves it `Pending`.
+    async fn confirm(
         &self,
         key: &[u8],
         entry: PendingEntry,
-        step: Result<Step, ConnectorError>,
+        confirmation: Confirmation,
     ) -> Result<ProviderReply, ServiceError> {
-        match step {
+        let deferred = entry.deferred.clone();
+        self.mark_completing(key, &entry, &deferred).await?;
+        match self
+            .connector
+            .complete(context(&entry), deferred.clone(), confirmation)
+            .await
+        {
             Ok(step) => self.advance(key, entry, step).await,
             Err(ConnectorError::Indeterminate(reason)) => {
                 tracing::warn!(transaction_ref = %entry.transaction_ref, %reason, "upstream outcome unknown after confirmation");
-                self.advance(
-                    key,
-                    entry,
-                    Step::Processing {
-                        deferred: Value::Null,
-                    },
-                )
-                .await
+                self.advance(key, entry, Step::Processing { deferred })
+                    .await
             }
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                // Nothing happened upstream (or the connector failed before
+                // acting): put the conversation back as it was.
+                self.park(key, &entry).await?;
+                Err(error.into())
+            }
         }
     }
 
@@ -717,7 +746,7 @@ impl<C: Connector> Provider for ProviderService<C> {
         if let Some(record) = self.state.final_record(&key)? {
             return Ok(final_reply(&record.outcome));
         }
-        let Some(mut entry) = self.state.pending(&key)? else {
+        let Some(entry) = self.state.pending(&key)? else {
             return Err(ProviderError::UnknownTransaction);
         };
         if entry.is_expired(self.now_ms()) {
@@ -731,30 +760,14 @@ impl<C: Connector> Provider for ProviderService<C> {
             (Awaiting::Otp { .. }, ValidationInput::Resend) => self.resend(&key, entry).await?,
             (Awaiting::UpstreamOtp { .. }, ValidationInput::Otp(code))
             | (Awaiting::UpstreamOtp { .. }, ValidationInput::Answer(code)) => {
-                let deferred = std::mem::take(&mut entry.deferred);
-                let step = self
-                    .connector
-                    .complete(
-                        context(&entry),
-                        deferred,
-                        Confirmation::UpstreamCode(code.clone()),
-                    )
-                    .await;
-                self.after_completion(&key, entry, step).await?
+                let confirmation = Confirmation::UpstreamCode(code.clone());
+                self.confirm(&key, entry, confirmation).await?
             }
             // A prompt may ask for digits; either field carries the answer.
             (Awaiting::Answer { .. }, ValidationInput::Answer(text))
             | (Awaiting::Answer { .. }, ValidationInput::Otp(text)) => {
-                let deferred = std::mem::take(&mut entry.deferred);
-                let step = self
-                    .connector
-                    .complete(
-                        context(&entry),
-                        deferred,
-                        Confirmation::Answer(text.clone()),
-                    )
-                    .await;
-                self.after_completion(&key, entry, step).await?
+                let confirmation = Confirmation::Answer(text.clone());
+                self.confirm(&key, entry, confirmation).await?
             }
             (Awaiting::UpstreamOtp { .. }, ValidationInput::Resend)
             | (Awaiting::Answer { .. }, ValidationInput::Resend) => ProviderReply::new(

@@ -710,8 +710,10 @@ async fn an_unknown_confirmation_outcome_is_pending_until_polled() {
         .expect(1)
         .mount(&upstream)
         .await;
+    // The SDK keeps what `complete` was given, so the poll looks the
+    // transfer up by the bank's own id.
     Mock::given(method("GET"))
-        .and(path(format!("/v1/transfers/by-client-id/{KEY}")))
+        .and(path("/v1/transfers/trf_1"))
         .respond_with(ResponseTemplate::new(200).set_body_json(bank_transfer("completed")))
         .expect(1)
         .mount(&upstream)
