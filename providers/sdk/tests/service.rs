@@ -1426,3 +1426,58 @@ async fn codes_never_appear_in_the_store_the_logs_replies_or_debug_output() {
     }
     assert!(!text.contains(MOBILE), "logs show the destination unmasked");
 }
+
+#[tokio::test]
+async fn a_completion_cut_off_by_a_crash_is_finished_by_poll_with_what_complete_was_given() {
+    for otp_override in [true, false] {
+        let connector = ScriptedConnector::new()
+            .on_start(confirm_with_otp(json!({"posting": "p-1"})))
+            .on_accepted(Reply::Hang)
+            .on_poll(done(approved()));
+        let rig = Rig::new(connector.clone());
+        let mut request = transfer("tx-1");
+        request.otp_override = otp_override;
+        let service = rig.service.clone();
+        let in_flight = if otp_override {
+            tokio::spawn(async move { service.transact(request).await })
+        } else {
+            assert_eq!(rig.transact(request).await.status, Status::WaitingForOtp);
+            let code = rig.last_code();
+            let call = manifold_provider::ValidateRequest {
+                app_id: APP.into(),
+                request_ref: "val-tx-1".into(),
+                request_type: "transfer".into(),
+                transaction_ref: "tx-1".into(),
+                input: ValidationInput::Otp(code.as_str().into()),
+            };
+            tokio::spawn(async move { service.validate(call).await })
+        };
+        // `complete` is running (it never returns) once the marker is stored.
+        let mut marker = None;
+        for _ in 0..500 {
+            marker = rig.pending_entry("tx-1");
+            if marker.as_ref().map(|entry| &entry.awaiting) == Some(&Awaiting::Processing) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let marker = marker.expect("a pending entry");
+        assert_eq!(
+            marker.awaiting,
+            Awaiting::Processing,
+            "override {otp_override}"
+        );
+        assert_eq!(marker.deferred, json!({"posting": "p-1"}));
+
+        // The process dies inside `complete`.
+        in_flight.abort();
+        assert!(in_flight.await.unwrap_err().is_cancelled());
+        let rig = rig.restart();
+
+        let reply = rig.query("tx-1").await;
+        assert_eq!(reply.status, Status::Successful, "override {otp_override}");
+        assert_eq!(connector.polled_with(), vec![json!({"posting": "p-1"})]);
+        assert_eq!(connector.calls().start, 1);
+        assert_eq!(rig.service.pending_count(), 0);
+    }
+}
