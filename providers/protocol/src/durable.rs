@@ -7,7 +7,10 @@
 //! A waiter queues *after* its write, and the flush it joins starts after it
 //! queued, so that flush covers the write.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,33 +24,85 @@ pub enum DurabilityError {
     Stopped,
 }
 
+/// What a [`GroupCommit`] has done so far: how well flushes are shared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub flushes: u64,
+    /// `durable()` calls answered; `waiters / flushes` is the mean batch.
+    pub waiters: u64,
+    /// Wall time spent inside `db.flush()`.
+    pub flushing: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    flushes: AtomicU64,
+    waiters: AtomicU64,
+    flush_nanos: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            flushes: self.flushes.load(Ordering::Relaxed),
+            waiters: self.waiters.load(Ordering::Relaxed),
+            flushing: Duration::from_nanos(self.flush_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// Shared flushes for one sled database. Cheap to clone; the flusher thread
 /// ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
     waiters: mpsc::UnboundedSender<Waiter>,
+    counters: Arc<Counters>,
 }
 
 impl GroupCommit {
     pub fn start(db: sled::Db) -> std::io::Result<Self> {
         let (waiters, mut queue) = mpsc::unbounded_channel::<Waiter>();
+        let counters = Arc::new(Counters::default());
+        let flusher_counters = counters.clone();
         thread::Builder::new()
             .name("sled-group-commit".into())
             .spawn(move || {
+                let counters = flusher_counters;
                 let mut batch = Vec::new();
                 while let Some(first) = queue.blocking_recv() {
                     batch.push(first);
                     while let Ok(next) = queue.try_recv() {
                         batch.push(next);
                     }
+                    let started = Instant::now();
                     let outcome = db.flush().map(|_| ()).map_err(|error| error.to_string());
+                    counters.flush_nanos.fetch_add(
+                        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    counters.flushes.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .waiters
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     for waiter in batch.drain(..) {
                         // A waiter whose request was cancelled no longer listens.
                         let _ = waiter.send(outcome.clone());
                     }
                 }
+                let stats = counters.snapshot();
+                tracing::info!(
+                    flushes = stats.flushes,
+                    waiters = stats.waiters,
+                    flushing_ms = stats.flushing.as_millis() as u64,
+                    "group commit stopped"
+                );
             })?;
-        Ok(GroupCommit { waiters })
+        Ok(GroupCommit { waiters, counters })
+    }
+
+    /// How many flushes served how many waiters so far.
+    pub fn stats(&self) -> CommitStats {
+        self.counters.snapshot()
     }
 
     /// Resolves once everything written before this call is on disk.
@@ -86,6 +141,11 @@ mod tests {
             for task in tasks {
                 task.await.unwrap();
             }
+            // Every waiter was answered by some flush, and no flush went
+            // unshared by more waiters than there were.
+            let stats = commit.stats();
+            assert_eq!(stats.waiters, 64);
+            assert!((1..=64).contains(&stats.flushes), "{stats:?}");
         }
         // The flusher thread drops its handle shortly after the last sender;
         // until then sled's file lock keeps the directory busy.

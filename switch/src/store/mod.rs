@@ -119,6 +119,16 @@ pub struct MeteredCall {
     pub inspect: bool,
 }
 
+/// An answered transaction as [`SledStore::import`] loads it: the record, the
+/// request that began it (with its stored answer) and the call metered for it —
+/// the three records one `/transact` leaves in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedTransaction {
+    pub request: RequestRecord,
+    pub transaction: TransactionRecord,
+    pub call: MeteredCall,
+}
+
 /// What [`Store::begin_transaction`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {

@@ -15,8 +15,8 @@ use sled::Transactional;
 
 use super::RequestState;
 use super::{
-    Begin, Change, Claim, MeteredCall, RequestRecord, Store, StoreError, StoredResponse,
-    TransactionRecord,
+    Begin, Change, Claim, ImportedTransaction, MeteredCall, RequestRecord, Store, StoreError,
+    StoredResponse, TransactionRecord,
 };
 
 pub struct SledStore {
@@ -86,6 +86,45 @@ impl SledStore {
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Writes answered transactions in bulk, one sled batch per tree, with
+    /// the same keys and encoding the request path uses. For loading data
+    /// (benchmarks, migrations), not for serving: unlike `begin_transaction`
+    /// it does not check whether a ref is taken, and it is atomic per tree,
+    /// not across trees. The records are durable after the next
+    /// [`Store::durable`].
+    pub fn import(&self, transactions: &[ImportedTransaction]) -> Result<(), StoreError> {
+        let mut requests = sled::Batch::default();
+        let mut records = sled::Batch::default();
+        let mut calls = sled::Batch::default();
+        for imported in transactions {
+            requests.insert(
+                key(&imported.request.app_id, &imported.request.request_ref),
+                encode(&imported.request)?,
+            );
+            records.insert(
+                key(
+                    &imported.transaction.app_id,
+                    &imported.transaction.transaction_ref,
+                ),
+                encode(&imported.transaction)?,
+            );
+            calls.insert(self.meter_key(&imported.call)?, encode(&imported.call)?);
+        }
+        self.requests.apply_batch(requests)?;
+        self.transactions.apply_batch(records)?;
+        self.metering.apply_batch(calls)?;
+        Ok(())
+    }
+
+    fn meter_key(&self, call: &MeteredCall) -> Result<Vec<u8>, StoreError> {
+        let mut meter_key = key(&call.app_id, "");
+        meter_key.extend_from_slice(&call.at_ms.to_be_bytes());
+        meter_key.push(0x1f);
+        // Unique even when many calls share a millisecond.
+        meter_key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        Ok(meter_key)
     }
 }
 
@@ -203,12 +242,7 @@ impl Store for SledStore {
     }
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
-        let mut meter_key = key(&call.app_id, "");
-        meter_key.extend_from_slice(&call.at_ms.to_be_bytes());
-        meter_key.push(0x1f);
-        // Unique even when many calls share a millisecond.
-        meter_key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-        self.metering.insert(meter_key, encode(call)?)?;
+        self.metering.insert(self.meter_key(call)?, encode(call)?)?;
         Ok(())
     }
 
@@ -240,5 +274,106 @@ impl Store for SledStore {
             .durable()
             .await
             .map_err(|error| StoreError::NotDurable(error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{HistoryEntry, Operation};
+    use manifold_provider::Status;
+
+    fn imported(n: u64) -> ImportedTransaction {
+        let transaction_ref = format!("t-{n}");
+        let request_ref = format!("r-{n}");
+        ImportedTransaction {
+            request: RequestRecord {
+                app_id: "app".into(),
+                request_ref: request_ref.clone(),
+                operation: Operation::Transact,
+                transaction_ref: transaction_ref.clone(),
+                fingerprint: format!("{n:064x}"),
+                state: RequestState::Answered(StoredResponse {
+                    http_status: 200,
+                    body: format!("{{\"n\":{n}}}"),
+                }),
+            },
+            transaction: TransactionRecord {
+                app_id: "app".into(),
+                transaction_ref,
+                request_type: "get_balance".into(),
+                provider: "demo".into(),
+                amount: 0,
+                status: Status::Successful,
+                created_at_ms: 1_000 + n,
+                updated_at_ms: 1_001 + n,
+                last_reply: None,
+                history: vec![HistoryEntry {
+                    at_ms: 1_000 + n,
+                    operation: Operation::Transact,
+                    request_ref: Some(request_ref),
+                    status: Status::Pending,
+                    provider_response_code: None,
+                    message: "Received; sent to the provider".into(),
+                }],
+                reversal: None,
+            },
+            call: MeteredCall {
+                // Several calls in one millisecond must all be kept.
+                at_ms: 5_000,
+                app_id: "app".into(),
+                operation: Operation::Transact,
+                request_type: Some("get_balance".into()),
+                provider: Some("demo".into()),
+                status: Status::Successful,
+                http_status: 200,
+                error: None,
+                inspect: false,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn imported_transactions_read_back_as_if_served_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let store = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap()).unwrap();
+            let batch: Vec<_> = (0..3).map(imported).collect();
+            store.import(&batch).unwrap();
+            store.durable().await.unwrap();
+
+            assert_eq!(store.transaction_count().await.unwrap(), 3);
+            assert_eq!(
+                store.transaction("app", "t-1").await.unwrap(),
+                Some(batch[1].transaction.clone())
+            );
+            assert_eq!(
+                store.request("app", "r-2").await.unwrap(),
+                Some(batch[2].request.clone())
+            );
+            assert_eq!(
+                store.metered_calls("app", 0, 10_000).await.unwrap().len(),
+                3
+            );
+            // A repeat of an imported request_ref is a repeat, as for a served one.
+            let again = batch[0].clone();
+            assert!(matches!(
+                store
+                    .begin_transaction(&again.request, &again.transaction)
+                    .await
+                    .unwrap(),
+                Begin::Repeat(_)
+            ));
+        }
+        // The flusher thread releases the database shortly after the store drops.
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path())
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the database reopens");
+        assert_eq!(db.open_tree("switch/transactions").unwrap().len(), 3);
     }
 }

@@ -1,0 +1,99 @@
+//! The switch configuration every benchmark switch runs with.
+//!
+//! It is TOML text parsed by `manifold_config`, exactly as the `manifold`
+//! binary reads its file: two apps, [`QUICK_APP`] (`otp_override = true`) and
+//! [`OTP_APP`] (`otp_override = false`), both granted `get_balance` through the
+//! one provider `demo`, which is either compiled in or a remote microservice.
+
+use std::path::Path;
+
+use crate::workload::{BenchApp, OTP_APP, PROVIDER, QUICK_APP};
+
+/// Where the switch's `demo` provider lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderMode {
+    /// `mode = "in_process"`, `implementation = "demo"`: sharing the switch's
+    /// sled database and group commit.
+    InProcess,
+    /// `mode = "remote"`: the demo provider microservice at this URL.
+    Remote(String),
+}
+
+/// How long the switch waits for the provider. Generous: a benchmark that
+/// overloads the provider must see slow answers, not `Pending` ones.
+const PROVIDER_TIMEOUT_MS: u64 = 30_000;
+
+fn quoted(path: &Path) -> String {
+    // TOML basic strings use JSON's escapes for the characters a path can hold.
+    serde_json::to_string(&path.display().to_string()).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn app_section(app: &BenchApp) -> String {
+    format!(
+        "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = false\n\
+         [apps.services.get_balance]\nproviders = [\"{PROVIDER}\"]\notp_override = {otp}\n",
+        id = app.id,
+        key = app.api_key,
+        secret = app.secret,
+        otp = app.otp_override,
+    )
+}
+
+/// The configuration text for a switch keeping its store in `store` and
+/// writing OTPs of an in-process provider to `outbox`.
+pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) -> String {
+    let endpoint = match provider {
+        ProviderMode::InProcess => "mode = \"in_process\"\nimplementation = \"demo\"".to_owned(),
+        ProviderMode::Remote(url) => format!("mode = \"remote\"\nurl = \"{url}\""),
+    };
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\n[notifications]\noutbox = {outbox}\n\
+         [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\n\
+         timeout_ms = {PROVIDER_TIMEOUT_MS}\n",
+        store = quoted(store),
+        outbox = quoted(outbox),
+    );
+    for app in [QUICK_APP, OTP_APP] {
+        text.push_str(&app_section(&app));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_config::{ProviderEndpoint, SwitchConfig};
+
+    fn parse(text: &str) -> SwitchConfig {
+        SwitchConfig::from_toml(text, Path::new("bench.toml")).expect("valid configuration")
+    }
+
+    #[test]
+    fn both_provider_modes_parse_into_the_intended_configuration() {
+        let dir = Path::new("/tmp/bench dir/\"quoted\"");
+        let config = parse(&switch_config_text(
+            &dir.join("switch"),
+            &dir.join("outbox.jsonl"),
+            &ProviderMode::InProcess,
+        ));
+        assert_eq!(config.storage.path, dir.join("switch"));
+        assert!(matches!(
+            &config.providers[0].endpoint,
+            ProviderEndpoint::InProcess { implementation } if implementation == "demo"
+        ));
+        let quick = config.app_by_id(QUICK_APP.id).unwrap();
+        assert!(quick.services["get_balance"].otp_override);
+        let otp = config.app_by_id(OTP_APP.id).unwrap();
+        assert!(!otp.services["get_balance"].otp_override);
+
+        let config = parse(&switch_config_text(
+            &dir.join("switch"),
+            &dir.join("outbox.jsonl"),
+            &ProviderMode::Remote("http://127.0.0.1:9".into()),
+        ));
+        assert!(matches!(
+            &config.providers[0].endpoint,
+            ProviderEndpoint::Remote { url } if url.starts_with("http://127.0.0.1:9")
+        ));
+    }
+}

@@ -1,0 +1,707 @@
+//! The whole benchmark: which servers to start, what to send them, in which
+//! order, and what to keep of it.
+//!
+//! Every case gets fresh server processes and a fresh data directory, so
+//! each peak RSS and each store is its own. A case is measured twice: a
+//! closed loop at saturation, then an open loop offering half the throughput
+//! that the closed loop reached (the "fixed offered load" of the report).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{switch_config_text, ProviderMode};
+use crate::connection::Connection;
+use crate::load::{self, LoadError, LoadPlan, LoadResult, Pace};
+use crate::machine::{self, Machine};
+use crate::outbox::{OutboxError, OutboxTail, TailCost};
+use crate::preload::{mix, PreloadReport};
+use crate::process::{ProcessError, ServerProcess};
+use crate::workload::{Caller, Workload, OTP_APP, QUICK_APP};
+
+/// How long a server may take to start listening. The switch on a store of a
+/// million transactions opens a large sled database first.
+const START_PATIENCE: Duration = Duration::from_secs(300);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub clients: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub fixed_duration: Duration,
+    /// Transactions in the store for the growth comparison; 0 skips it.
+    pub preload: u64,
+    /// Transactions made before the query and repeat cases, which then
+    /// query or repeat them in turn.
+    pub pool: u64,
+    /// Case ids to run (all when empty); see [`CASES`].
+    pub only: Vec<String>,
+    pub work_dir: Option<PathBuf>,
+    /// A command that each `manifold-bench serve-…` process runs under
+    /// (e.g. `perf record -g --`), for profiling.
+    pub server_wrapper: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("{what}: {reason}")]
+    Io { what: String, reason: String },
+    #[error("{0}")]
+    Setup(String),
+    #[error("unknown case `{0}`; the cases are: {1}")]
+    UnknownCase(String, String),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |error| BenchError::Io {
+        what,
+        reason: error.to_string(),
+    }
+}
+
+/// Where a case's provider runs, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A baseline server; no switch.
+    Baseline,
+    InProcess,
+    Remote,
+}
+
+/// The measured cases, in report order: `(id, description, placement)`.
+pub const CASES: &[(&str, &str, Placement)] = &[
+    ("a", "(a) bare hyper, same JSON", Placement::Baseline),
+    (
+        "a-durable",
+        "(a′) bare hyper + sled group commit",
+        Placement::Baseline,
+    ),
+    (
+        "a-durable-tx",
+        "(a″) diagnostic: (a′) writing in a two-tree sled transaction",
+        Placement::Baseline,
+    ),
+    ("b", "(b) bare hyper proxy → provider", Placement::Baseline),
+    (
+        "balance-in",
+        "get_balance, otp_override = true",
+        Placement::InProcess,
+    ),
+    (
+        "otp-in",
+        "OTP flow: transact + validate",
+        Placement::InProcess,
+    ),
+    ("query-in", "query", Placement::InProcess),
+    ("repeat-in", "idempotent repeat", Placement::InProcess),
+    (
+        "balance-remote",
+        "get_balance, otp_override = true",
+        Placement::Remote,
+    ),
+    (
+        "otp-remote",
+        "OTP flow: transact + validate",
+        Placement::Remote,
+    ),
+    ("query-remote", "query", Placement::Remote),
+    ("repeat-remote", "idempotent repeat", Placement::Remote),
+];
+
+/// The id of a case's baseline: (a′) for in-process scenarios, whose
+/// acknowledgements are durable; (b) for remote ones.
+pub fn baseline_of(placement: Placement) -> Option<&'static str> {
+    match placement {
+        Placement::Baseline => None,
+        Placement::InProcess => Some("a-durable"),
+        Placement::Remote => Some("b"),
+    }
+}
+
+/// A server process's peak RSS, by role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rss {
+    pub role: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub id: &'static str,
+    pub description: &'static str,
+    pub placement: Placement,
+    pub saturation: LoadResult,
+    pub fixed: LoadResult,
+    pub rss: Vec<Rss>,
+    /// The outbox tail's cost, for OTP flows.
+    pub outbox: Option<TailCost>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrowthResult {
+    pub empty: LoadResult,
+    pub loaded: LoadResult,
+    pub empty_rss: u64,
+    pub loaded_rss: u64,
+    pub preload: PreloadReport,
+    /// How long the switch took to open the loaded store and listen.
+    pub open_seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub machine: Machine,
+    pub options: Options,
+    pub cases: Vec<CaseResult>,
+    pub growth: Option<GrowthResult>,
+    pub wall_seconds: f64,
+}
+
+impl BenchReport {
+    pub fn case(&self, id: &str) -> Option<&CaseResult> {
+        self.cases.iter().find(|case| case.id == id)
+    }
+}
+
+/// Programs and places a run uses.
+struct Context {
+    options: Options,
+    bench: PathBuf,
+    demo_provider: Option<PathBuf>,
+    root: PathBuf,
+    tag: String,
+}
+
+impl Context {
+    fn case_dir(&self, id: &str) -> Result<PathBuf, BenchError> {
+        let dir = self.root.join(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(io_error(format!("clearing {}", dir.display())))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        Ok(dir)
+    }
+
+    /// Starts `manifold-bench <args>`, under the server wrapper if one is set.
+    fn bench_server(&self, name: &str, args: &[String]) -> Result<ServerProcess, BenchError> {
+        let mut all: Vec<String> = Vec::new();
+        let program = match self.options.server_wrapper.split_first() {
+            Some((wrapper, wrapper_args)) => {
+                all.extend(wrapper_args.iter().cloned());
+                all.push(self.bench.display().to_string());
+                PathBuf::from(wrapper)
+            }
+            None => self.bench.clone(),
+        };
+        all.extend(args.iter().cloned());
+        Ok(ServerProcess::start(name, &program, &all, START_PATIENCE)?)
+    }
+
+    fn switch(&self, dir: &Path, provider: &ProviderMode) -> Result<ServerProcess, BenchError> {
+        let config = dir.join("switch.toml");
+        let text = switch_config_text(&dir.join("switch"), &dir.join("outbox.jsonl"), provider);
+        std::fs::write(&config, text).map_err(io_error(format!("writing {}", config.display())))?;
+        self.bench_server(
+            "switch",
+            &[
+                "serve-switch".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+        )
+    }
+
+    fn demo_provider(&self, dir: &Path) -> Result<ServerProcess, BenchError> {
+        let program = self.demo_provider.as_ref().ok_or_else(|| {
+            BenchError::Setup("the demo-provider binary is needed for remote cases".into())
+        })?;
+        let args = [
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--data".to_owned(),
+            dir.join("provider").display().to_string(),
+            "--outbox".to_owned(),
+            dir.join("provider-outbox.jsonl").display().to_string(),
+        ];
+        Ok(ServerProcess::start(
+            "demo-provider",
+            program,
+            &args,
+            START_PATIENCE,
+        )?)
+    }
+
+    fn plan(&self, pace: Pace, duration: Duration) -> LoadPlan {
+        LoadPlan {
+            connections: self.options.clients,
+            warmup: self.options.warmup,
+            duration,
+            pace,
+        }
+    }
+
+    /// Saturation, then half of it at a fixed rate.
+    async fn measure(
+        &self,
+        addr: SocketAddr,
+        workload: Arc<Workload>,
+        watched: &[u32],
+    ) -> Result<(LoadResult, LoadResult), BenchError> {
+        // One numbering for both runs: the fixed-load run must send new
+        // transactions, not repeats of the saturation run's.
+        let sequence = Arc::new(AtomicU64::new(0));
+        let saturation = load::run(
+            addr,
+            workload.clone(),
+            self.plan(Pace::Closed, self.options.duration),
+            watched,
+            sequence.clone(),
+        )
+        .await?;
+        let half = saturation.iterations_per_second() / 2.0;
+        let fixed = if half > 0.0 {
+            load::run(
+                addr,
+                workload,
+                self.plan(Pace::Open { per_second: half }, self.options.fixed_duration),
+                watched,
+                sequence,
+            )
+            .await?
+        } else {
+            LoadResult::default()
+        };
+        Ok((saturation, fixed))
+    }
+}
+
+fn rss_of(servers: &[&ServerProcess]) -> Vec<Rss> {
+    servers
+        .iter()
+        .map(|server| Rss {
+            role: server.name.clone(),
+            bytes: server.peak_rss().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// The `demo-provider` binary beside this one. When run by cargo, it is
+/// built first (a no-op when fresh), with the same profile and target dir.
+fn demo_provider_binary(bench: &Path) -> Result<PathBuf, BenchError> {
+    let profile_dir = bench
+        .parent()
+        .ok_or_else(|| BenchError::Setup("the benchmark binary has no directory".into()))?;
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "--manifest-path",
+            manifest,
+            "-p",
+            "manifold-demo-provider",
+            "--bin",
+            "demo-provider",
+        ]);
+        if let Some(target) = profile_dir.parent() {
+            build.arg("--target-dir").arg(target);
+        }
+        match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(other) => {
+                build.args(["--profile", other]);
+            }
+        }
+        let status = build
+            .status()
+            .map_err(io_error("running cargo to build demo-provider"))?;
+        if !status.success() {
+            return Err(BenchError::Setup("building demo-provider failed".into()));
+        }
+    }
+    let binary = profile_dir.join("demo-provider");
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(BenchError::Setup(format!(
+            "{} is missing; build it with `cargo build --release -p manifold-demo-provider`",
+            binary.display()
+        )))
+    }
+}
+
+fn progress(message: impl AsRef<str>) {
+    eprintln!("manifold-bench: {}", message.as_ref());
+}
+
+fn summary_line(result: &LoadResult) -> String {
+    format!(
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server {:.0} µs CPU and {} disk bytes per request, \
+         other load {:.0} % CPU, {} errors",
+        result.requests_per_second(),
+        result.latency.p50_us as f64 / 1000.0,
+        result.latency.p99_us as f64 / 1000.0,
+        result.server_cpu_per_request(),
+        result.disk_bytes_per_request(),
+        result.other_cpu().as_secs_f64() / result.elapsed.as_secs_f64().max(1e-9) * 100.0,
+        result.errors
+    )
+}
+
+/// Sends one `get_balance` to an in-process switch and returns its answer:
+/// what baselines (a) and (a′) answer, byte for byte.
+async fn probe_answer(context: &Context) -> Result<Vec<u8>, BenchError> {
+    let dir = context.case_dir("probe")?;
+    let switch = context.switch(&dir, &ProviderMode::InProcess)?;
+    let caller = Caller::new(QUICK_APP);
+    let mut connection = Connection::open(switch.addr)
+        .await
+        .map_err(LoadError::from)?;
+    let body = crate::workload::transact_body(
+        &caller,
+        &format!("probe-{}", context.tag),
+        &format!("probe-{}-t", context.tag),
+        &crate::workload::account_number(0),
+        "2348022000008",
+    );
+    let answer = connection
+        .post("/transact", Some(caller.bearer()), body.into())
+        .await
+        .map_err(LoadError::from)?;
+    drop(connection);
+    switch.stop(STOP_GRACE);
+    if answer.status != 200 {
+        return Err(BenchError::Setup(format!(
+            "the probe get_balance was answered HTTP {}",
+            answer.status
+        )));
+    }
+    Ok(answer.body.to_vec())
+}
+
+async fn run_case(
+    context: &Context,
+    id: &'static str,
+    description: &'static str,
+    placement: Placement,
+    answer: &Path,
+) -> Result<CaseResult, BenchError> {
+    let dir = context.case_dir(id)?;
+    let tag = &context.tag;
+    let quick = || Caller::new(QUICK_APP);
+    let mut outbox = None;
+    let (saturation, fixed, rss) = match id {
+        "a" | "a-durable" | "a-durable-tx" => {
+            let mut args = vec!["--answer".to_owned(), answer.display().to_string()];
+            let (command, name) = if id == "a" {
+                ("serve-json", "baseline-json")
+            } else {
+                args.extend(["--data".to_owned(), dir.join("sled").display().to_string()]);
+                if id == "a-durable-tx" {
+                    args.push("--transaction".to_owned());
+                }
+                ("serve-durable", "baseline-durable")
+            };
+            let mut all = vec![command.to_owned()];
+            all.extend(args);
+            let server = context.bench_server(name, &all)?;
+            let workload = Arc::new(Workload::Balance {
+                caller: quick(),
+                prefix: format!("{id}-{tag}"),
+            });
+            let (saturation, fixed) = context
+                .measure(server.addr, workload, &[server.pid])
+                .await?;
+            let rss = rss_of(&[&server]);
+            server.stop(STOP_GRACE);
+            (saturation, fixed, rss)
+        }
+        "b" => {
+            let provider = context.demo_provider(&dir)?;
+            let proxy = context.bench_server(
+                "baseline-proxy",
+                &[
+                    "serve-proxy".to_owned(),
+                    "--upstream".to_owned(),
+                    provider.url(),
+                ],
+            )?;
+            let workload = Arc::new(Workload::ProviderBalance {
+                prefix: format!("b-{tag}"),
+            });
+            let (saturation, fixed) = context
+                .measure(proxy.addr, workload, &[proxy.pid, provider.pid])
+                .await?;
+            let rss = rss_of(&[&proxy, &provider]);
+            proxy.stop(STOP_GRACE);
+            provider.stop(STOP_GRACE);
+            (saturation, fixed, rss)
+        }
+        _ => {
+            let provider = match placement {
+                Placement::Remote => Some(context.demo_provider(&dir)?),
+                _ => None,
+            };
+            let mode = match &provider {
+                Some(provider) => ProviderMode::Remote(provider.url()),
+                None => ProviderMode::InProcess,
+            };
+            let switch = context.switch(&dir, &mode)?;
+            let mut watched = vec![switch.pid];
+            watched.extend(provider.as_ref().map(|p| p.pid));
+            let pool_prefix = format!("pool-{id}-{tag}");
+            let kind = id.split('-').next().unwrap_or(id);
+            if kind == "query" || kind == "repeat" {
+                let setup = Arc::new(Workload::Balance {
+                    caller: quick(),
+                    prefix: pool_prefix.clone(),
+                });
+                load::prepare(
+                    switch.addr,
+                    setup,
+                    context.options.clients,
+                    context.options.pool,
+                )
+                .await?;
+            }
+            let workload = match kind {
+                "balance" => Workload::Balance {
+                    caller: quick(),
+                    prefix: format!("{id}-{tag}"),
+                },
+                "otp" => {
+                    let file = match &provider {
+                        Some(_) => dir.join("provider-outbox.jsonl"),
+                        None => dir.join("outbox.jsonl"),
+                    };
+                    let tail = Arc::new(OutboxTail::from_end(&file)?);
+                    outbox = Some(tail.clone());
+                    Workload::OtpFlow {
+                        caller: Caller::new(OTP_APP),
+                        prefix: format!("{id}-{tag}"),
+                        outbox: tail,
+                    }
+                }
+                "query" => Workload::Query {
+                    caller: quick(),
+                    prefix: format!("{id}-{tag}"),
+                    pool_prefix,
+                    pool: context.options.pool,
+                },
+                "repeat" => Workload::Repeat {
+                    caller: quick(),
+                    pool_prefix,
+                    pool: context.options.pool,
+                },
+                other => return Err(BenchError::UnknownCase(other.to_owned(), case_ids())),
+            };
+            let (saturation, fixed) = context
+                .measure(switch.addr, Arc::new(workload), &watched)
+                .await?;
+            let mut servers = vec![&switch];
+            servers.extend(provider.as_ref());
+            let rss = rss_of(&servers);
+            switch.stop(STOP_GRACE);
+            if let Some(provider) = provider {
+                provider.stop(STOP_GRACE);
+            }
+            (saturation, fixed, rss)
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(CaseResult {
+        id,
+        description,
+        placement,
+        saturation,
+        fixed,
+        rss,
+        outbox: outbox.map(|tail| tail.cost()),
+    })
+}
+
+fn case_ids() -> String {
+    let mut ids: Vec<&str> = CASES.iter().map(|(id, _, _)| *id).collect();
+    ids.push("growth");
+    ids.join(", ")
+}
+
+/// The same in-process `get_balance`, on an empty store and on one holding
+/// `options.preload` transactions.
+async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
+    let closed = context.plan(Pace::Closed, context.options.duration);
+    let workload = |prefix: &str| {
+        Arc::new(Workload::Balance {
+            caller: Caller::new(QUICK_APP),
+            prefix: format!("{prefix}-{}", context.tag),
+        })
+    };
+
+    let dir = context.case_dir("growth-empty")?;
+    let switch = context.switch(&dir, &ProviderMode::InProcess)?;
+    let empty = load::run(
+        switch.addr,
+        workload("grow-empty"),
+        closed,
+        &[switch.pid],
+        Arc::default(),
+    )
+    .await?;
+    let empty_rss = switch.peak_rss().unwrap_or(0);
+    switch.stop(STOP_GRACE);
+    let _ = std::fs::remove_dir_all(&dir);
+    progress(format!("growth, empty store: {}", summary_line(&empty)));
+
+    let dir = context.case_dir("growth-loaded")?;
+    let config = dir.join("switch.toml");
+    std::fs::write(
+        &config,
+        switch_config_text(
+            &dir.join("switch"),
+            &dir.join("outbox.jsonl"),
+            &ProviderMode::InProcess,
+        ),
+    )
+    .map_err(io_error(format!("writing {}", config.display())))?;
+    progress(format!(
+        "preloading {} transactions",
+        context.options.preload
+    ));
+    let output = Command::new(&context.bench)
+        .args(["preload", "--config"])
+        .arg(&config)
+        .args(["--count", &context.options.preload.to_string()])
+        .env("RUST_LOG", "warn,manifold_notify=error")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(io_error("running the preload"))?;
+    if !output.status.success() {
+        return Err(BenchError::Setup("the preload failed".into()));
+    }
+    let preload: PreloadReport = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .ok_or_else(|| BenchError::Setup("the preload printed no report".into()))?;
+    progress(format!(
+        "preloaded {} transactions in {:.1} s ({} bytes on disk)",
+        preload.imported, preload.seconds, preload.bytes_after
+    ));
+
+    let opening = Instant::now();
+    let switch = context.switch(&dir, &ProviderMode::InProcess)?;
+    let open_seconds = opening.elapsed().as_secs_f64();
+    let loaded = load::run(
+        switch.addr,
+        workload("grow-loaded"),
+        closed,
+        &[switch.pid],
+        Arc::default(),
+    )
+    .await?;
+    let loaded_rss = switch.peak_rss().unwrap_or(0);
+    switch.stop(STOP_GRACE);
+    let _ = std::fs::remove_dir_all(&dir);
+    progress(format!("growth, loaded store: {}", summary_line(&loaded)));
+    Ok(GrowthResult {
+        empty,
+        loaded,
+        empty_rss,
+        loaded_rss,
+        preload,
+        open_seconds,
+    })
+}
+
+/// Runs the benchmark as `options` say.
+pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    for id in &options.only {
+        if id != "growth" && !CASES.iter().any(|(case, _, _)| case == id) {
+            return Err(BenchError::UnknownCase(id.clone(), case_ids()));
+        }
+    }
+    let selected = |id: &str| options.only.is_empty() || options.only.iter().any(|o| o == id);
+    let bench = std::env::current_exe().map_err(io_error("locating the benchmark binary"))?;
+    let needs_provider = CASES
+        .iter()
+        .any(|(id, _, placement)| selected(id) && (*placement == Placement::Remote || *id == "b"));
+    let demo_provider = if needs_provider {
+        Some(demo_provider_binary(&bench)?)
+    } else {
+        None
+    };
+    let root = match &options.work_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("manifold-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&root).map_err(io_error(format!("creating {}", root.display())))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let context = Context {
+        options: options.clone(),
+        bench,
+        demo_provider,
+        root: root.clone(),
+        tag: format!("{:08x}", mix(nanos) as u32),
+    };
+
+    let result = async {
+        let answer = root.join("answer.json");
+        std::fs::write(&answer, probe_answer(&context).await?)
+            .map_err(io_error(format!("writing {}", answer.display())))?;
+        let mut cases = Vec::new();
+        for (index, (id, description, placement)) in CASES.iter().enumerate() {
+            if !selected(id) {
+                continue;
+            }
+            progress(format!(
+                "[{}/{}] {id}: {description}",
+                index + 1,
+                CASES.len()
+            ));
+            let case = run_case(&context, id, description, *placement, &answer).await?;
+            progress(format!(
+                "    saturation {}; at {:.0} req/s: p99 {:.2} ms",
+                summary_line(&case.saturation),
+                case.fixed.offered.unwrap_or(0.0),
+                case.fixed.latency.p99_us as f64 / 1000.0
+            ));
+            cases.push(case);
+        }
+        let growth = if selected("growth") && options.preload > 0 {
+            Some(growth(&context).await?)
+        } else {
+            None
+        };
+        Ok::<_, BenchError>((cases, growth))
+    }
+    .await;
+    if options.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let (cases, growth) = result?;
+    Ok(BenchReport {
+        machine: machine::describe(),
+        options,
+        cases,
+        growth,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,258 @@
+//! The server side of the benchmark: what runs in the `manifold-bench
+//! serve-…` child processes.
+//!
+//! - [`switch`]: the real switch, opened from a TOML file with
+//!   `Switch::open(&config)?.serve(listener, shutdown)`, as the `manifold`
+//!   binary does.
+//! - [`json`]: baseline (a), a bare hyper server on the same accept loop
+//!   (`manifold_provider::server::serve`) answering the switch's own
+//!   `get_balance` answer, byte for byte: the limit of one HTTP round trip.
+//! - [`durable`]: baseline (a′), the same, but each request body is written
+//!   to sled and acknowledged only after a group-commit flush
+//!   ([`GroupCommit`], the switch's own): the limit of a durable acknowledgement.
+//! - [`proxy`]: baseline (b), a bare hyper pass-through proxy to the provider
+//!   microservice: the cost of one hop.
+//!
+//! Each prints `<name> listening on <addr> pid <pid>` once it accepts, and
+//! stops gracefully when its stdin closes (or on SIGINT/SIGTERM).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use manifold_config::SwitchConfig;
+use manifold_provider::server::{read_body, serve, shutdown_signal, Body, ServeOptions};
+use manifold_provider::GroupCommit;
+use manifold_switch::Switch;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the configuration is not valid: {0}")]
+    Config(#[from] manifold_config::ConfigError),
+    #[error("the switch could not start: {0}")]
+    Switch(#[from] manifold_switch::server::StartError),
+    #[error("{what}: {reason}")]
+    Io { what: String, reason: String },
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |error| ServeError::Io {
+        what,
+        reason: error.to_string(),
+    }
+}
+
+/// Completes when stdin reaches its end (the parent closed it or died), or
+/// on SIGINT/SIGTERM.
+pub async fn stop_requested() {
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        while let Ok(read) = stdin.read(&mut buffer).await {
+            if read == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = shutdown_signal() => {}
+    }
+}
+
+async fn bind(name: &str) -> Result<TcpListener, ServeError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io_error("binding 127.0.0.1:0"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_error("reading the bound address"))?;
+    // The parent reads this line to learn the address and the pid to watch.
+    println!("{name} listening on {addr} pid {}", std::process::id());
+    Ok(listener)
+}
+
+/// Runs the switch configured in `config_path` until stop is requested.
+pub async fn switch(config_path: &Path) -> Result<(), ServeError> {
+    let config = SwitchConfig::load(config_path)?;
+    let switch = Switch::open(&config)?;
+    let listener = bind("switch").await?;
+    switch.serve(listener, stop_requested()).await;
+    Ok(())
+}
+
+fn canned(body: &Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.clone()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn failure(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(message.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+async fn serve_until_stopped<H, F>(
+    listener: TcpListener,
+    handler: H,
+    stop: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve(listener, handler, ServeOptions::default(), stop).await;
+}
+
+/// Baseline (a): reads each request body and answers `answer`.
+pub async fn json(answer_path: &Path) -> Result<(), ServeError> {
+    let answer = Bytes::from(
+        std::fs::read(answer_path)
+            .map_err(io_error(format!("reading {}", answer_path.display())))?,
+    );
+    let listener = bind("baseline-json").await?;
+    let handler = move |request: Request<Incoming>| {
+        let answer = answer.clone();
+        async move {
+            match read_body(request.into_body()).await {
+                Ok(_) => canned(&answer),
+                Err(_) => failure(StatusCode::BAD_REQUEST, "unreadable body"),
+            }
+        }
+    };
+    serve_until_stopped(listener, handler, stop_requested()).await;
+    Ok(())
+}
+
+/// How baseline (a′) writes each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurableWrite {
+    /// One `insert`: the limit of a durable acknowledgement.
+    Insert,
+    /// The same bytes written into two trees in one sled transaction, as the
+    /// switch's store claims a `request_ref` and records a transaction:
+    /// diagnostic (a″), which isolates what a sled transaction costs.
+    Transaction,
+}
+
+/// Baseline (a′): writes each request body into sled under a fresh key, waits
+/// for the group commit that covers it, then answers `answer`.
+pub async fn durable(
+    answer_path: &Path,
+    data: &Path,
+    write: DurableWrite,
+) -> Result<(), ServeError> {
+    let answer = Bytes::from(
+        std::fs::read(answer_path)
+            .map_err(io_error(format!("reading {}", answer_path.display())))?,
+    );
+    let store_error = |e: sled::Error| ServeError::Store(e.to_string());
+    let db = sled::open(data).map_err(store_error)?;
+    let trees = (
+        db.open_tree("requests").map_err(store_error)?,
+        db.open_tree("records").map_err(store_error)?,
+    );
+    let commit = GroupCommit::start(db.clone()).map_err(io_error("starting the group commit"))?;
+    let next_key = Arc::new(AtomicU64::new(0));
+    let listener = bind("baseline-durable").await?;
+    let handler = move |request: Request<Incoming>| {
+        let answer = answer.clone();
+        let db = db.clone();
+        let trees = trees.clone();
+        let commit = commit.clone();
+        let next_key = next_key.clone();
+        async move {
+            let Ok(body) = read_body(request.into_body()).await else {
+                return failure(StatusCode::BAD_REQUEST, "unreadable body");
+            };
+            let key = next_key.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+            let written = match write {
+                DurableWrite::Insert => db.insert(key, body.as_ref()).is_ok(),
+                DurableWrite::Transaction => {
+                    use sled::transaction::ConflictableTransactionError;
+                    use sled::Transactional;
+                    (&trees.0, &trees.1)
+                        .transaction(|(requests, records)| {
+                            requests.insert(&key, body.as_ref())?;
+                            records.insert(&key, body.as_ref())?;
+                            Ok::<_, ConflictableTransactionError<()>>(())
+                        })
+                        .is_ok()
+                }
+            };
+            if !written {
+                return failure(StatusCode::INTERNAL_SERVER_ERROR, "write failed");
+            }
+            match commit.durable().await {
+                Ok(()) => canned(&answer),
+                Err(_) => failure(StatusCode::INTERNAL_SERVER_ERROR, "flush failed"),
+            }
+        }
+    };
+    serve_until_stopped(listener, handler, stop_requested()).await;
+    Ok(())
+}
+
+/// Baseline (b): forwards every request (method, path, content type, body)
+/// to `upstream` over pooled keep-alive connections and relays the answer.
+pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
+    let upstream: Arc<str> = Arc::from(upstream.trim_end_matches('/'));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector);
+    let listener = bind("baseline-proxy").await?;
+    let handler = move |request: Request<Incoming>| {
+        let client = client.clone();
+        let upstream = upstream.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let Ok(body) = read_body(body).await else {
+                return failure(StatusCode::BAD_REQUEST, "unreadable body");
+            };
+            let mut forward = Request::builder()
+                .method(parts.method)
+                .uri(format!("{upstream}{}", parts.uri.path()));
+            if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+                forward = forward.header(header::CONTENT_TYPE, content_type);
+            }
+            let Ok(forward) = forward.body(Full::new(body)) else {
+                return failure(StatusCode::BAD_GATEWAY, "bad upstream request");
+            };
+            let Ok(answer) = client.request(forward).await else {
+                return failure(StatusCode::BAD_GATEWAY, "upstream unreachable");
+            };
+            let (parts, body) = answer.into_parts();
+            let Ok(body) = body.collect().await else {
+                return failure(StatusCode::BAD_GATEWAY, "upstream answer cut off");
+            };
+            let mut response = Response::new(Full::new(body.to_bytes()));
+            *response.status_mut() = parts.status;
+            if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+            }
+            response
+        }
+    };
+    serve_until_stopped(listener, handler, stop_requested()).await;
+    Ok(())
+}

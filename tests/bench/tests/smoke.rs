@@ -1,0 +1,61 @@
+//! The benchmark command end to end, very briefly: it must start the real
+//! switch and a baseline on 127.0.0.1, drive them without a single failed
+//! request, and print the report. (Figures are not checked: they depend on
+//! the machine.)
+
+use std::process::Command;
+
+#[test]
+fn a_short_run_serves_every_request_and_prints_the_report() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_manifold-bench"))
+        .args([
+            "--only",
+            "a,balance-in,otp-in,query-in",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--clients",
+            "4",
+            "--pool",
+            "20",
+            "--preload",
+            "0",
+            "--no-write",
+            "--work-dir",
+        ])
+        .arg(work.path())
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    // Both measurements of every case, the fixed-load one included: it
+    // must send new transactions, not repeats of the saturation run's (an
+    // OTP flow would then find no code and fail).
+    for section in ["## At saturation", "## At a fixed offered load"] {
+        let table = stdout
+            .split(section)
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_else(|| panic!("no {section} table in:\n{stdout}"));
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|line| {
+                ["| (a)", "| get_balance", "| OTP flow", "| query"]
+                    .iter()
+                    .any(|start| line.starts_with(start))
+            })
+            .collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        for row in rows {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.last(), Some(&"0"), "failed requests in: {row}");
+            let requests_per_second: f64 = cells[1].replace(',', "").parse().unwrap();
+            assert!(requests_per_second > 0.0, "{row}");
+        }
+    }
+    assert!(stdout.contains("## What profiling found"));
+}
