@@ -38,6 +38,13 @@ use crate::state::{
     transaction_key, Awaiting, Contact, FinalRecord, PendingEntry, ReversalRecord, StateStore,
 };
 
+/// What a [`ProviderService::ask`] puts to the customer.
+#[derive(Debug, Clone, Copy)]
+enum Question {
+    UpstreamCode,
+    Prompt,
+}
+
 /// A connector may chain `ConfirmWithOtp` steps under `otp_override`; more
 /// than this many in one call is a connector bug, not a conversation.
 const MAX_CHAINED_STEPS: usize = 8;
@@ -227,63 +234,16 @@ impl<C: Connector> ProviderService<C> {
                     return self.send_first_otp(key, entry).await;
                 }
                 Step::UpstreamOtp { prompt, deferred } => {
-                    let attempts_left = match previous {
-                        Awaiting::UpstreamOtp { attempts_left, .. } => {
-                            attempts_left.saturating_sub(1)
-                        }
-                        _ => self.settings.otp.attempts.max(1),
-                    };
-                    if attempts_left == 0 {
-                        let outcome = Outcome::failed(
-                            codes::OTP_ATTEMPTS_EXHAUSTED,
-                            "Too many wrong codes; the transaction was cancelled",
-                        );
-                        return self.finish(key, &entry.request_type, outcome).await;
-                    }
-                    let retry = matches!(previous, Awaiting::UpstreamOtp { .. });
-                    if !retry {
-                        entry.expires_at_ms = self.deadline();
-                    }
-                    entry.deferred = deferred;
-                    entry.awaiting = Awaiting::UpstreamOtp {
-                        prompt,
-                        attempts_left,
-                    };
-                    self.park(key, &entry).await?;
-                    let mut reply = waiting_reply(&entry);
-                    if retry {
-                        // The upstream refused the code: say so, not "OTP sent".
-                        reply.provider_response_code = codes::WRONG_OTP.into();
-                    }
-                    return Ok(reply);
+                    let question = Question::UpstreamCode;
+                    return self
+                        .ask(key, entry, &previous, question, prompt, deferred)
+                        .await;
                 }
                 Step::AskCustomer { prompt, deferred } => {
-                    let attempts_left = match previous {
-                        Awaiting::Answer { attempts_left, .. } => attempts_left.saturating_sub(1),
-                        _ => self.settings.otp.attempts.max(1),
-                    };
-                    if attempts_left == 0 {
-                        let outcome = Outcome::failed(
-                            codes::ANSWER_ATTEMPTS_EXHAUSTED,
-                            "Too many answers were not accepted; the transaction was cancelled",
-                        );
-                        return self.finish(key, &entry.request_type, outcome).await;
-                    }
-                    let retry = matches!(previous, Awaiting::Answer { .. });
-                    if !retry {
-                        entry.expires_at_ms = self.deadline();
-                    }
-                    entry.deferred = deferred;
-                    entry.awaiting = Awaiting::Answer {
-                        prompt,
-                        attempts_left,
-                    };
-                    self.park(key, &entry).await?;
-                    let mut reply = waiting_reply(&entry);
-                    if retry {
-                        reply.provider_response_code = codes::WRONG_ANSWER.into();
-                    }
-                    return Ok(reply);
+                    let question = Question::Prompt;
+                    return self
+                        .ask(key, entry, &previous, question, prompt, deferred)
+                        .await;
                 }
                 Step::Processing { deferred } => {
                     entry.deferred = deferred;
@@ -297,6 +257,68 @@ impl<C: Connector> ProviderService<C> {
         Err(ServiceError::Connector(ConnectorError::Internal(format!(
             "more than {MAX_CHAINED_STEPS} chained steps for one call"
         ))))
+    }
+
+    /// Parks a transaction on a question to the customer: a code the
+    /// upstream sent, or a prompt. Asked again right after the customer
+    /// answered it, the answer was refused: that spends an attempt and keeps
+    /// the original deadline.
+    async fn ask(
+        &self,
+        key: &[u8],
+        mut entry: PendingEntry,
+        previous: &Awaiting,
+        question: Question,
+        prompt: String,
+        deferred: Value,
+    ) -> Result<ProviderReply, ServiceError> {
+        let asked_before = match (question, previous) {
+            (Question::UpstreamCode, Awaiting::UpstreamOtp { attempts_left, .. })
+            | (Question::Prompt, Awaiting::Answer { attempts_left, .. }) => Some(*attempts_left),
+            _ => None,
+        };
+        let attempts_left = match asked_before {
+            Some(left) => left.saturating_sub(1),
+            None => self.settings.otp.attempts.max(1),
+        };
+        if attempts_left == 0 {
+            let outcome = match question {
+                Question::UpstreamCode => Outcome::failed(
+                    codes::OTP_ATTEMPTS_EXHAUSTED,
+                    "Too many wrong codes; the transaction was cancelled",
+                ),
+                Question::Prompt => Outcome::failed(
+                    codes::ANSWER_ATTEMPTS_EXHAUSTED,
+                    "Too many answers were not accepted; the transaction was cancelled",
+                ),
+            };
+            return self.finish(key, &entry.request_type, outcome).await;
+        }
+        if asked_before.is_none() {
+            entry.expires_at_ms = self.deadline();
+        }
+        entry.deferred = deferred;
+        entry.awaiting = match question {
+            Question::UpstreamCode => Awaiting::UpstreamOtp {
+                prompt,
+                attempts_left,
+            },
+            Question::Prompt => Awaiting::Answer {
+                prompt,
+                attempts_left,
+            },
+        };
+        self.park(key, &entry).await?;
+        let mut reply = waiting_reply(&entry);
+        if asked_before.is_some() {
+            // Say the answer was refused, not "code sent" or a fresh prompt.
+            reply.provider_response_code = match question {
+                Question::UpstreamCode => codes::WRONG_OTP,
+                Question::Prompt => codes::WRONG_ANSWER,
+            }
+            .into();
+        }
+        Ok(reply)
     }
 
     /// Issues the first code: durable before the customer can hold it.

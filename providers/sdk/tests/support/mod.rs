@@ -10,6 +10,9 @@
 //! member of the deferred value, the way a real upstream checks what it asked
 //! for.
 
+// Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
