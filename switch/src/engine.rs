@@ -156,6 +156,12 @@ fn advance(record: &mut TransactionRecord, status: Status, reply: Option<&Provid
     }
 }
 
+/// Whether a record is still as `/transact` first wrote it, before any answer:
+/// `Pending`, with only the "received" entry.
+fn as_first_written(record: &TransactionRecord) -> bool {
+    record.status == Status::Pending && record.history.len() <= 1
+}
+
 /// How long a `Pending` transaction the provider has no record of stays
 /// `Pending` before a query declares it `Failed`: ten provider timeouts, and
 /// never less than a minute.
@@ -302,8 +308,7 @@ impl Engine {
             return false;
         };
         let horizon = route.config.timeout + Duration::from_secs(2);
-        record.status == Status::Pending
-            && record.history.len() <= 1
+        as_first_written(record)
             && now_ms().saturating_sub(started_at_ms) <= horizon.as_millis() as u64
     }
 
@@ -314,7 +319,8 @@ impl Engine {
         app: &App,
         record: &TransactionRecord,
     ) -> Result<(), SwitchError> {
-        if record.status != Status::Pending || record.history.len() > 1 {
+        // Saves a store read for every record past its first answer.
+        if !as_first_written(record) {
             return Ok(());
         }
         let Some(first_ref) = record
