@@ -257,3 +257,83 @@ async fn a_killed_switch_restarts_with_every_acknowledged_transaction_and_pendin
     );
     switch.kill();
 }
+
+/// Takes a while, then turns out never to have reached its upstream.
+struct SlowlyUnreachable;
+
+#[async_trait]
+impl Provider for SlowlyUnreachable {
+    async fn transact(&self, _request: TransactRequest) -> Result<ProviderReply, ProviderError> {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        Err(ProviderError::Unreachable("connection refused".into()))
+    }
+    async fn validate(&self, _request: ValidateRequest) -> Result<ProviderReply, ProviderError> {
+        Err(ProviderError::UnknownTransaction)
+    }
+    async fn query(&self, _request: QueryRequest) -> Result<ProviderReply, ProviderError> {
+        Err(ProviderError::UnknownTransaction)
+    }
+    async fn reverse(&self, _request: ReverseRequest) -> Result<ProviderReply, ProviderError> {
+        Err(ProviderError::UnknownTransaction)
+    }
+}
+
+/// While a first `/transact` may still end in 503 (which records nothing),
+/// nobody is told `Pending`: a repeat and a query are asked to come back.
+#[tokio::test]
+async fn a_transaction_that_may_still_vanish_is_never_reported_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut implementations: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    implementations.insert("slowly-unreachable".into(), Arc::new(SlowlyUnreachable));
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::InProcess {
+            name: "demo",
+            implementation: "slowly-unreachable",
+        }],
+        5_000,
+    ));
+    let switch = InProcessSwitch::start(&config, implementations).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let body = app.transact_body("r-1", "t-1", "get_balance", "0123456789", 0);
+
+    let first = {
+        let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+        let body = body.clone();
+        tokio::spawn(async move { app.post("/transact", &body).await })
+    };
+    // Wait until the first call has recorded the transaction.
+    let mut query = app.query("q-0", "t-1").await;
+    for attempt in 1..100 {
+        if query.http != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        query = app.query(&format!("q-{attempt}"), "t-1").await;
+    }
+    assert_eq!(
+        (query.http, query.error()),
+        (409, "request_in_progress"),
+        "{}",
+        query.raw
+    );
+    let repeat = app.post("/transact", &body).await;
+    assert_eq!(
+        (repeat.http, repeat.error()),
+        (409, "request_in_progress"),
+        "{}",
+        repeat.raw
+    );
+
+    let first = first.await.unwrap();
+    assert_eq!(
+        (first.http, first.error()),
+        (503, "provider_unavailable"),
+        "{}",
+        first.raw
+    );
+    // Nothing was recorded, and nobody was told otherwise.
+    let after = app.query("q-after", "t-1").await;
+    assert_eq!((after.http, after.error()), (404, "transaction_not_found"));
+    switch.stop().await;
+}
