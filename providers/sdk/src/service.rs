@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use manifold_crypto::plaintext::mask_msisdn;
 use manifold_crypto::{SecretString, SourceDetails, ValidationInput};
 use manifold_provider::durable::DurabilityError;
-use manifold_provider::notify::Channel;
+use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{
     GroupCommit, Notification, Notifier, Provider, ProviderError, ProviderReply, QueryRequest,
     ReverseRequest, Status, TransactRequest, ValidateRequest,
@@ -915,27 +914,16 @@ fn contact_for(request: &TransactRequest) -> Option<Contact> {
         SourceDetails::Msisdn(msisdn) => Some(msisdn.msisdn.expose().to_owned()),
         _ => customer.mobile_no.clone().filter(|m| !m.trim().is_empty()),
     };
-    if let Some(phone) = phone {
-        return Some(Contact {
-            channel: Channel::Sms,
-            shown: mask_msisdn(&phone),
-            to: phone,
-        });
-    }
-    let email = customer.email.clone().filter(|e| !e.trim().is_empty())?;
+    let (channel, to) = match phone {
+        Some(phone) => (Channel::Sms, phone),
+        None => (
+            Channel::Email,
+            customer.email.clone().filter(|e| !e.trim().is_empty())?,
+        ),
+    };
     Some(Contact {
-        channel: Channel::Email,
-        shown: mask_email(&email),
-        to: email,
+        channel,
+        shown: mask_destination(channel, &to),
+        to,
     })
-}
-
-fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first = local.chars().next().unwrap_or('*');
-            format!("{first}***@{domain}")
-        }
-        None => "***".into(),
-    }
 }
