@@ -333,20 +333,37 @@ impl<C: Connector> ProviderService<C> {
             );
             return self.finish(key, &entry.request_type, outcome).await;
         };
-        let (code, otp_hash) = self.otps.issue(key);
-        let now = self.now_ms();
-        entry.expires_at_ms = self.deadline();
-        entry.awaiting = Awaiting::Otp {
-            otp_hash,
-            attempts_left: self.settings.otp.attempts.max(1),
-            sends: 1,
-            last_sent_ms: now,
-        };
-        self.park(key, &entry).await?;
-        if let Some(failed) = self.deliver(key, &entry, &contact, code).await? {
+        let attempts = self.settings.otp.attempts.max(1);
+        if let Some(failed) = self
+            .send_code(key, &mut entry, &contact, attempts, 1)
+            .await?
+        {
             return Ok(failed);
         }
         Ok(waiting_reply(&entry))
+    }
+
+    /// Issues a fresh code (the `sends`-th) with a full lifetime, makes it
+    /// durable before the customer can hold it, then sends it. Answers the
+    /// final `Failed` reply when it could not be delivered.
+    async fn send_code(
+        &self,
+        key: &[u8],
+        entry: &mut PendingEntry,
+        contact: &Contact,
+        attempts_left: u8,
+        sends: u8,
+    ) -> Result<Option<ProviderReply>, ServiceError> {
+        let (code, otp_hash) = self.otps.issue(key);
+        entry.expires_at_ms = self.deadline();
+        entry.awaiting = Awaiting::Otp {
+            otp_hash,
+            attempts_left,
+            sends,
+            last_sent_ms: self.now_ms(),
+        };
+        self.park(key, entry).await?;
+        self.deliver(key, entry, contact, code).await
     }
 
     /// Sends `code`; on failure the transaction ends `Failed` (a customer who
@@ -629,16 +646,10 @@ impl<C: Connector> ProviderService<C> {
                 ),
             ));
         }
-        let (code, otp_hash) = self.otps.issue(key);
-        entry.expires_at_ms = self.deadline();
-        entry.awaiting = Awaiting::Otp {
-            otp_hash,
-            attempts_left,
-            sends: sends + 1,
-            last_sent_ms: now,
-        };
-        self.park(key, &entry).await?;
-        if let Some(failed) = self.deliver(key, &entry, &contact, code).await? {
+        if let Some(failed) = self
+            .send_code(key, &mut entry, &contact, attempts_left, sends + 1)
+            .await?
+        {
             return Ok(failed);
         }
         Ok(ProviderReply::new(
