@@ -267,6 +267,10 @@ pub struct ProviderConfig {
     pub services: BTreeSet<String>,
     /// The subset of `services` the provider can reverse.
     pub reversible: BTreeSet<String>,
+    /// The subset of `services` that only read (balance or name enquiries):
+    /// calling one twice is harmless, so the switch calls the provider
+    /// without first waiting for the `Pending` record to reach disk.
+    pub read_only: BTreeSet<String>,
     /// How long the switch waits for an answer before recording `Pending`.
     pub timeout: Duration,
     /// The bearer key this provider microservice presents to the switch's

@@ -99,6 +99,8 @@ struct RawProvider {
     services: Vec<String>,
     #[serde(default)]
     reversible: Vec<String>,
+    #[serde(default)]
+    read_only: Vec<String>,
     timeout_ms: Option<u64>,
     notify_key: Option<SecretString>,
 }
@@ -282,6 +284,19 @@ impl RawProvider {
                 format!("`{service}` is not one of this provider's services"),
             );
         }
+        let read_only: BTreeSet<String> = self.read_only.into_iter().collect();
+        for service in read_only.difference(&services) {
+            problems.add(
+                format!("{key}.read_only"),
+                format!("`{service}` is not one of this provider's services"),
+            );
+        }
+        for service in read_only.intersection(&reversible) {
+            problems.add(
+                format!("{key}.read_only"),
+                format!("`{service}` is reversible, so it changes something and is not read-only"),
+            );
+        }
         let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         let timeout = Duration::from_millis(timeout_ms);
         if timeout_ms == 0 || timeout > MAX_PROVIDER_TIMEOUT {
@@ -305,6 +320,7 @@ impl RawProvider {
             endpoint,
             services,
             reversible,
+            read_only,
             timeout,
             notify_key: self.notify_key,
         }

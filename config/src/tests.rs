@@ -27,6 +27,7 @@ fn the_sample_file_is_valid_and_complete() {
     assert_eq!(config.providers.len(), 1);
     let demo = config.provider("demo").unwrap();
     assert!(demo.reversible.contains("transfer"));
+    assert!(demo.read_only.contains("get_balance") && !demo.read_only.contains("transfer"));
     assert_eq!(demo.timeout, Duration::from_secs(10));
     let app = config.app_by_id("demo-app").unwrap();
     assert!(app.services["get_balance"].otp_override);
@@ -62,6 +63,18 @@ fn each_bad_value_is_named_by_its_key() {
             "reversible = [\"refund\"]",
             "providers[0].reversible",
             "`refund`",
+        ),
+        (
+            "read_only = [\"get_balance\"]",
+            "read_only = [\"get_statement\"]",
+            "providers[0].read_only",
+            "`get_statement` is not one of this provider's services",
+        ),
+        (
+            "read_only = [\"get_balance\"]",
+            "read_only = [\"transfer\"]",
+            "providers[0].read_only",
+            "reversible",
         ),
         (
             "mode = \"in_process\"",

@@ -5,10 +5,12 @@
 //! 1. check everything that needs no store (fields, signature, routing,
 //!    limits, `auth.secure`) — a rejection here records nothing;
 //! 2. claim the `request_ref` (and, for `/transact`, record the transaction
-//!    as `Pending`) in one atomic write — a repeat finds the claim and gets
-//!    the first answer, never a second provider call;
+//!    as `Pending`) as one step of the store — a repeat finds the claim and
+//!    gets the first answer, never a second provider call;
 //! 3. for `/transact`, make that claim durable *before* calling the provider,
-//!    so a crash can never lead to the same transaction being sent twice;
+//!    so a crash can never lead to the same transaction being sent twice —
+//!    except for a service the host declared `read_only`, which is harmless
+//!    to call twice and so saves that flush;
 //! 4. call the provider, bounded by its timeout; no answer means `Pending`;
 //! 5. record the new state together with the response, make it durable, and
 //!    only then answer.
@@ -516,7 +518,9 @@ impl Engine {
                 ))
             }
         }
-        self.store.durable().await?;
+        if !route.config.read_only.contains(&request.request_type) {
+            self.store.durable().await?;
+        }
 
         let call = TransactRequest {
             app_id: app.id().to_owned(),

@@ -15,6 +15,7 @@ use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_notify::Dispatcher;
 use manifold_provider::server::{serve, ServeOptions};
 use manifold_provider::{GroupCommit, Provider, RemoteProvider};
+use manifold_provider_sdk::AnswerDurability;
 use manifold_provider_sdk::Sweeper;
 use tokio::net::TcpListener;
 
@@ -95,7 +96,11 @@ impl Switch {
                                 &db,
                                 commit.clone(),
                                 notifier,
-                                DemoSettings::default(),
+                                DemoSettings {
+                                    // The engine flushes before answering the app.
+                                    answer_durability: AnswerDurability::ByCaller,
+                                    ..DemoSettings::default()
+                                },
                             )
                             .map_err(|e| setup_error(e.to_string()))?,
                         );

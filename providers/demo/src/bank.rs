@@ -147,6 +147,10 @@ impl Connector for DemoBank {
         true
     }
 
+    fn is_read_only(&self, request_type: &str) -> bool {
+        request_type == GET_BALANCE
+    }
+
     async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError> {
         let number = match &request.source {
             SourceDetails::BankAccount(account) => format!(

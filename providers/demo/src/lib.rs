@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manifold_provider::{GroupCommit, Notifier};
-use manifold_provider_sdk::{OtpPolicy, ProviderService, ServiceError, ServiceSettings};
+use manifold_provider_sdk::{
+    AnswerDurability, OtpPolicy, ProviderService, ServiceError, ServiceSettings,
+};
 
 pub use bank::{codes, DemoBank, GET_BALANCE, TRANSFER};
 
@@ -47,6 +49,8 @@ pub struct DemoSettings {
     pub step_up_amount: u64,
     pub otp: OtpPolicy,
     pub sweep_interval: Duration,
+    /// `ByCaller` only in-process, where the switch flushes the shared database.
+    pub answer_durability: AnswerDurability,
 }
 
 impl Default for DemoSettings {
@@ -56,6 +60,7 @@ impl Default for DemoSettings {
             step_up_amount: 2_000_000,
             otp: OtpPolicy::default(),
             sweep_interval: Duration::from_secs(5),
+            answer_durability: AnswerDurability::BeforeAnswering,
         }
     }
 }
@@ -72,5 +77,6 @@ pub fn open(
     let mut service = ServiceSettings::new(NAMESPACE, "Manifold demo bank");
     service.otp = settings.otp;
     service.sweep_interval = settings.sweep_interval;
+    service.answer_durability = settings.answer_durability;
     ProviderService::open(db, commit, notifier, bank, service)
 }

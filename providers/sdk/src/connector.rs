@@ -160,6 +160,17 @@ pub trait Connector: Send + Sync + 'static {
         false
     }
 
+    /// Whether `request_type` only reads (a balance or name enquiry), so that
+    /// completing it twice is harmless. The SDK then skips the durable
+    /// marker it otherwise writes (and waits for) before every
+    /// [`complete`](Connector::complete), since a crash during it leaves
+    /// nothing to finish. The default, false, treats every call as one that
+    /// may move money.
+    fn is_read_only(&self, request_type: &str) -> bool {
+        let _ = request_type;
+        false
+    }
+
     /// Calls the upstream for a new transaction.
     async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError>;
 

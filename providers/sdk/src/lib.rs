@@ -44,5 +44,5 @@ pub mod sweeper;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{Confirmation, Connector, ConnectorError, Outcome, Step, TransactionContext};
 pub use otp::OtpPolicy;
-pub use service::{ProviderService, ServiceError, ServiceSettings};
+pub use service::{AnswerDurability, ProviderService, ServiceError, ServiceSettings};
 pub use sweeper::Sweeper;

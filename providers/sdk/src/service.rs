@@ -84,6 +84,24 @@ pub struct ServiceSettings {
     pub otp: OtpPolicy,
     /// How often expired codes and prompts are swept into `Failed`.
     pub sweep_interval: Duration,
+    pub answer_durability: AnswerDurability,
+}
+
+/// Who makes the state behind an answer durable before anyone relies on it.
+///
+/// Either way, state is durable before anything leaves the process because
+/// of it: before an OTP is sent, before `complete` or a non-idempotent
+/// `start` may move money upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerDurability {
+    /// The service waits for the group commit before answering: its answer
+    /// leaves the process (a microservice).
+    BeforeAnswering,
+    /// The caller does. Only for a provider running in-process, sharing the
+    /// switch's database and group commit: the switch records the answer and
+    /// waits for one flush that covers the provider's writes too, so waiting
+    /// here as well would cost a second flush round for nothing.
+    ByCaller,
 }
 
 impl ServiceSettings {
@@ -93,6 +111,7 @@ impl ServiceSettings {
             display_name: display_name.to_owned(),
             otp: OtpPolicy::default(),
             sweep_interval: Duration::from_secs(5),
+            answer_durability: AnswerDurability::BeforeAnswering,
         }
     }
 }
@@ -168,7 +187,16 @@ impl<C: Connector> ProviderService<C> {
         Some(self.now_ms() + self.settings.otp.ttl.as_millis() as u64)
     }
 
-    /// Makes a final outcome durable and erases the pending data.
+    /// Makes what an answer reports durable, or leaves that to the caller
+    /// (see [`AnswerDurability`]).
+    async fn durable_answer(&self) -> Result<(), ServiceError> {
+        if self.settings.answer_durability == AnswerDurability::BeforeAnswering {
+            self.commit.durable().await?;
+        }
+        Ok(())
+    }
+
+    /// Records a final outcome (durable for the answer) and erases the pending data.
     async fn finish(
         &self,
         key: &[u8],
@@ -184,11 +212,23 @@ impl<C: Connector> ProviderService<C> {
                 reversal: None,
             },
         )?;
-        self.commit.durable().await?;
+        self.durable_answer().await?;
         Ok(reply)
     }
 
+    /// Stores a waiting state that is about to be answered.
     async fn park(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
+        self.state.put_pending(key, entry)?;
+        self.durable_answer().await
+    }
+
+    /// Stores a waiting state durably before something leaves the process
+    /// because of it (a code to the customer, a call that may move money).
+    async fn park_before_acting(
+        &self,
+        key: &[u8],
+        entry: &PendingEntry,
+    ) -> Result<(), ServiceError> {
         self.state.put_pending(key, entry)?;
         self.commit.durable().await?;
         Ok(())
@@ -362,7 +402,7 @@ impl<C: Connector> ProviderService<C> {
             sends,
             last_sent_ms: self.now_ms(),
         };
-        self.park(key, entry).await?;
+        self.park_before_acting(key, entry).await?;
         self.deliver(key, entry, contact, code).await
     }
 
@@ -437,7 +477,7 @@ impl<C: Connector> ProviderService<C> {
         if marked {
             // After a crash this marker says "the upstream may have acted":
             // the transaction is then polled, never started twice.
-            self.park(key, &entry).await?;
+            self.park_before_acting(key, &entry).await?;
         }
         match self.connector.start(request).await {
             Ok(step) => self.advance(key, entry, step).await,
@@ -556,18 +596,22 @@ impl<C: Connector> ProviderService<C> {
 
     /// Durably marks a transaction `Processing` with the data `complete`
     /// is about to act on: `complete` may move money, and a crash during it
-    /// must leave something for `poll` to finish, not nothing.
+    /// must leave something for `poll` to finish, not nothing. Not for a
+    /// read-only request type, which leaves nothing to finish.
     async fn mark_completing(
         &self,
         key: &[u8],
         entry: &PendingEntry,
         deferred: &Value,
     ) -> Result<(), ServiceError> {
+        if self.connector.is_read_only(&entry.request_type) {
+            return Ok(());
+        }
         let mut marker = entry.clone();
         marker.awaiting = Awaiting::Processing;
         marker.deferred = deferred.clone();
         marker.expires_at_ms = None;
-        self.park(key, &marker).await
+        self.park_before_acting(key, &marker).await
     }
 
     /// Hands the customer's confirmation to the connector. An upstream that
@@ -667,6 +711,11 @@ impl<C: Connector> ProviderService<C> {
         let mut swept = 0;
         for key in self.state.expired(now)? {
             let _guard = self.lock(&key).await;
+            if self.state.final_record(&key)?.is_some() {
+                // A crash's leftover beside a final record (see `StateStore::finish`).
+                self.state.remove_pending(&key)?;
+                continue;
+            }
             // Re-read under the lock: a validate may have finished it meanwhile.
             if let Some(entry) = self.state.pending(&key)? {
                 if entry.is_expired(self.now_ms()) {
@@ -674,6 +723,10 @@ impl<C: Connector> ProviderService<C> {
                     swept += 1;
                 }
             }
+        }
+        if swept > 0 {
+            // Nobody waits on the sweep's answers; make them durable anyway.
+            self.commit.durable().await?;
         }
         Ok(swept)
     }
@@ -733,7 +786,7 @@ impl<C: Connector> ProviderService<C> {
                 reply: reply.clone(),
             });
             self.state.store_final(key, &record)?;
-            self.commit.durable().await.map_err(ServiceError::from)?;
+            self.durable_answer().await?;
         }
         Ok(reply)
     }

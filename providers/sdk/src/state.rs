@@ -144,24 +144,15 @@ impl StateStore {
         Ok(())
     }
 
-    /// Writes the final record and erases the pending entry in one sled
-    /// transaction, so no crash can leave both or neither.
+    /// Writes the final record, then erases the pending entry. Two single-key
+    /// writes, not a sled transaction (each of those costs two synchronous
+    /// log writes): a crash between them leaves both, and every read looks
+    /// at the final record first, so the leftover pending entry is inert
+    /// until [`StateStore::expired`] hands it to the sweep to erase.
     pub fn finish(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError};
-        use sled::Transactional;
-        let bytes = encode(record)?;
-        (&self.pending, &self.outcomes)
-            .transaction(|(pending, outcomes)| {
-                pending.remove(key)?;
-                outcomes.insert(key, bytes.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|error| match error {
-                TransactionError::Storage(error) => ServiceError::Store(error),
-                TransactionError::Abort(()) => {
-                    ServiceError::Corrupt("finishing a transaction was aborted".into())
-                }
-            })
+        self.outcomes.insert(key, encode(record)?)?;
+        self.pending.remove(key)?;
+        Ok(())
     }
 
     pub fn store_final(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
@@ -169,7 +160,8 @@ impl StateStore {
         Ok(())
     }
 
-    /// The keys of pending entries whose customer deadline is at or before `now_ms`.
+    /// The keys of pending entries whose customer deadline is at or before
+    /// `now_ms`, and of entries a crash left beside a final record.
     pub fn expired(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
         let mut expired = Vec::new();
         for item in self.pending.iter() {
@@ -177,6 +169,7 @@ impl StateStore {
             // One unreadable entry must not stop the others from expiring.
             match decode::<PendingEntry>(&raw) {
                 Ok(entry) if entry.is_expired(now_ms) => expired.push(key.to_vec()),
+                Ok(_) if self.outcomes.contains_key(&key)? => expired.push(key.to_vec()),
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "skipping an unreadable pending entry"),
             }

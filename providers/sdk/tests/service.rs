@@ -1429,3 +1429,35 @@ async fn a_completion_cut_off_by_a_crash_is_finished_by_poll_with_what_complete_
         assert_eq!(rig.service.pending_count(), 0);
     }
 }
+
+/// `finish` writes the final record, then erases the pending entry; a crash
+/// between the two leaves both. The final record wins every read, and the
+/// sweep erases the leftover.
+#[tokio::test]
+async fn a_pending_entry_a_crash_left_beside_a_final_record_is_inert_and_swept() {
+    let rig = otp_rig(json!({ "posting": 1 }));
+    assert_eq!(
+        rig.transact(transfer("tx-1")).await.status,
+        Status::WaitingForOtp
+    );
+    let state = manifold_provider_sdk::state::StateStore::open(&rig.db, NAMESPACE).unwrap();
+    let key = manifold_provider_sdk::state::transaction_key(APP, "tx-1");
+    let leftover = state.pending(&key).unwrap().expect("the OTP is pending");
+    let code = rig.last_code();
+    let done = rig.validate("tx-1", otp(&code)).await;
+    assert_eq!(done.status, Status::Successful);
+    // What the crash would have left: the pending entry written back.
+    state.put_pending(&key, &leftover).unwrap();
+    drop(state);
+    let rig = rig.restart();
+    assert_eq!(rig.service.pending_count(), 1);
+
+    assert_eq!(rig.transact(transfer("tx-1")).await, done);
+    assert_eq!(rig.validate("tx-1", otp(&code)).await, done);
+    assert_eq!(rig.query("tx-1").await, done);
+    // Not expired yet: only its final record marks it for the sweep.
+    assert_eq!(rig.service.sweep_expired().await.unwrap(), 0);
+    assert_eq!(rig.service.pending_count(), 0);
+    assert_eq!(rig.connector.calls().complete, 1);
+    assert_eq!(rig.notifier.attempts(), 1);
+}

@@ -153,7 +153,9 @@ pub type Change<'a> = &'a (dyn Fn(&mut TransactionRecord) + Send + Sync);
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Atomically claims `request` and records `transaction` — or neither.
+    /// Claims `request` and records `transaction` as one step: other calls
+    /// see both or neither, and after a crash a claim without its record is
+    /// void (treated as never made), so the provider cannot have been called.
     async fn begin_transaction(
         &self,
         request: &RequestRecord,
@@ -179,8 +181,10 @@ pub trait Store: Send + Sync + 'static {
         app_id: &str,
         transaction_ref: &str,
     ) -> Result<Option<TransactionRecord>, StoreError>;
-    /// Applies `change` to the transaction and, in the same atomic step, stores
-    /// `answer` as the response to `request_ref`. Returns the new record.
+    /// Applies `change` to the transaction and then stores `answer` as the
+    /// response to `request_ref`, as one step for other calls; a crash between
+    /// the two leaves the claim unanswered, and a repeat then answers the
+    /// record's new state. Returns the new record.
     async fn update_transaction(
         &self,
         app_id: &str,

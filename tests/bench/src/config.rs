@@ -48,7 +48,7 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
     };
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\n[notifications]\noutbox = {outbox}\n\
-         [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\n\
+         [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
          timeout_ms = {PROVIDER_TIMEOUT_MS}\n",
         store = quoted(store),
         outbox = quoted(outbox),
