@@ -81,30 +81,56 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sorted keys at every level, so the digest of a body does not depend on
-/// the order an app's JSON library writes keys in.
-fn canonical_json(value: &Value) -> String {
+/// Writes `value` as compact JSON with sorted keys at every level, so the
+/// digest of a body does not depend on the order an app's JSON library
+/// writes keys in. `leave_out` names one member of one top-level object
+/// that does not count (`auth.secure`). Streams into the digest: this runs
+/// on every request, and building the text first was measurable.
+fn write_canonical(
+    value: &Value,
+    out: &mut impl std::io::Write,
+    leave_out: Option<(&str, &str)>,
+) -> std::io::Result<()> {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let inner: Vec<String> = entries
-                .into_iter()
-                .map(|(key, value)| {
-                    format!("{}:{}", Value::String(key.clone()), canonical_json(value))
-                })
-                .collect();
-            format!("{{{}}}", inner.join(","))
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.write_all(b"{")?;
+            let mut first = true;
+            for (key, member) in entries {
+                let inner_leave_out = match leave_out {
+                    Some((object, skipped)) if object == key => Some(skipped),
+                    _ => None,
+                };
+                out.write_all(if first { b"" } else { b"," })?;
+                first = false;
+                serde_json::to_writer(&mut *out, key)?;
+                out.write_all(b":")?;
+                match (inner_leave_out, member) {
+                    (Some(skipped), Value::Object(inner)) => {
+                        let kept: serde_json::Map<String, Value> = inner
+                            .iter()
+                            .filter(|(name, _)| name.as_str() != skipped)
+                            .map(|(name, v)| (name.clone(), v.clone()))
+                            .collect();
+                        write_canonical(&Value::Object(kept), out, None)?;
+                    }
+                    _ => write_canonical(member, out, None)?,
+                }
+            }
+            out.write_all(b"}")
         }
-        Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(canonical_json)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        other => other.to_string(),
+        Value::Array(items) => {
+            out.write_all(b"[")?;
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.write_all(b",")?;
+                }
+                write_canonical(item, out, None)?;
+            }
+            out.write_all(b"]")
+        }
+        scalar => Ok(serde_json::to_writer(&mut *out, scalar)?),
     }
 }
 
@@ -113,12 +139,9 @@ fn canonical_json(value: &Value) -> String {
 /// the plaintext enters only through the app's keyed signature, so the stored
 /// digest cannot be brute-forced back to an account number.
 fn fingerprint(app: &App, root: &Value, secure_plaintext: Option<&[u8]>) -> String {
-    let mut body = root.clone();
-    if let Some(auth) = body.get_mut("auth").and_then(Value::as_object_mut) {
-        auth.remove("secure");
-    }
     let mut hasher = Sha256::new();
-    hasher.update(canonical_json(&body).as_bytes());
+    // Writing into a digest cannot fail.
+    let _ = write_canonical(root, &mut hasher, Some(("auth", "secure")));
     if let Some(plaintext) = secure_plaintext {
         let inner = hex::encode(Sha256::digest(plaintext));
         hasher.update([0x1f]);
@@ -875,7 +898,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_json;
+    use super::write_canonical;
     use serde_json::json;
 
     #[test]
@@ -883,7 +906,30 @@ mod tests {
         let a = json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": null}});
         let b: serde_json::Value =
             serde_json::from_str(r#"{"a":{"c":null,"d":[1,{"x":1,"y":2}]},"b":1}"#).unwrap();
-        assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_ne!(canonical_json(&a), canonical_json(&json!({"b": 2})));
+        assert_eq!(canonical_json(&a, None), canonical_json(&b, None));
+        assert_ne!(
+            canonical_json(&a, None),
+            canonical_json(&json!({"b": 2}), None)
+        );
+    }
+
+    fn canonical_json(value: &serde_json::Value, leave_out: Option<(&str, &str)>) -> String {
+        let mut out = Vec::new();
+        write_canonical(value, &mut out, leave_out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Stored fingerprints must stay valid: the text hashed is exactly what
+    /// the first version hashed (keys sorted, compact, `auth.secure` removed).
+    #[test]
+    fn canonical_json_is_compact_and_leaves_out_only_auth_secure() {
+        let body = json!({
+            "z": "é\"\n", "auth": {"type": "bank.account", "secure": "x", "b": [true, 1.5]},
+            "nested": {"secure": 1}, "a": []
+        });
+        assert_eq!(
+            canonical_json(&body, Some(("auth", "secure"))),
+            r#"{"a":[],"auth":{"b":[true,1.5],"type":"bank.account"},"nested":{"secure":1},"z":"é\"\n"}"#
+        );
     }
 }
