@@ -1,5 +1,8 @@
 //! `demo-provider`: the demo bank as its own provider microservice.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

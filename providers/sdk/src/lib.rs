@@ -14,8 +14,10 @@
 //!   attempts, expires it, rate-limits resends;
 //! - `PendingValidation` prompts and upstream-sent codes (SCA, 2FA);
 //! - `Pending` upstream work, polled on query;
-//! - pending data in sled, durable (group commit) before any answer, erased
-//!   when the transaction is final, swept when it expires;
+//! - pending data in sled, durable (group commit) before any answer (or,
+//!   in-process, before the switch's answer: [`AnswerDurability`]) and before
+//!   any code is sent or money can move; erased when the transaction is
+//!   final, swept when it expires;
 //! - notification dispatch through a [`Notifier`](manifold_provider::Notifier)
 //!   (SMS or e-mail: the channel follows the source).
 //!

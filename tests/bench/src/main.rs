@@ -1,6 +1,9 @@
 //! `manifold-bench`: run the benchmark, or (hidden subcommands) one of the
 //! server processes it starts.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,7 +58,7 @@ struct RunArgs {
     /// Keep data here (and leave it) instead of a temporary directory.
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Run each server process of the benchmark (switch, baselines) under this command, e.g. "perf record -g -o perf.data --".
+    /// Run each server process of the benchmark (switch, provider, baselines) under this command, e.g. "perf record -g -o perf.data --".
     #[arg(long)]
     server_wrapper: Option<String>,
 }
@@ -91,6 +94,14 @@ enum Command {
         #[arg(long)]
         upstream: String,
     },
+    /// The demo provider microservice, as `demo-provider` runs it by default.
+    #[command(hide = true)]
+    ServeProvider {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        outbox: PathBuf,
+    },
     /// Fill the store of a (stopped) switch with realistic transactions.
     #[command(hide = true)]
     Preload {
@@ -109,7 +120,9 @@ fn options(args: &RunArgs) -> anyhow::Result<run::Options> {
     let (duration, warmup, preload, pool) = if args.quick {
         (2.0, 0.5, 100_000, 500)
     } else {
-        (5.0, 1.0, 1_000_000, 2_000)
+        // Sized so that a fresh clone builds and runs it in under ten
+        // minutes on two cores; longer windows: --duration.
+        (3.0, 1.0, 1_000_000, 2_000)
     };
     let duration = args.duration.unwrap_or(duration);
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
@@ -155,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
             serve::durable(&answer, &data, write).await?
         }
         Some(Command::ServeProxy { upstream }) => serve::proxy(&upstream).await?,
+        Some(Command::ServeProvider { data, outbox }) => serve::provider(&data, &outbox).await?,
         Some(Command::Preload { config, count }) => {
             let report = preload::preload(&config, count).await?;
             println!("{}", serde_json::to_string(&report)?);
