@@ -178,7 +178,6 @@ impl BenchReport {
 struct Context {
     options: Options,
     bench: PathBuf,
-    demo_provider: Option<PathBuf>,
     root: PathBuf,
     tag: String,
 }
@@ -223,24 +222,20 @@ impl Context {
         )
     }
 
+    /// The demo provider microservice (`serve-provider`: the library code
+    /// of the `demo-provider` binary with its default flags, so no second
+    /// build is needed).
     fn demo_provider(&self, dir: &Path) -> Result<ServerProcess, BenchError> {
-        let program = self.demo_provider.as_ref().ok_or_else(|| {
-            BenchError::Setup("the demo-provider binary is needed for remote cases".into())
-        })?;
-        let args = [
-            "--listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--data".to_owned(),
-            dir.join("provider").display().to_string(),
-            "--outbox".to_owned(),
-            dir.join("provider-outbox.jsonl").display().to_string(),
-        ];
-        Ok(ServerProcess::start(
+        self.bench_server(
             "demo-provider",
-            program,
-            &args,
-            START_PATIENCE,
-        )?)
+            &[
+                "serve-provider".into(),
+                "--data".into(),
+                dir.join("provider").display().to_string(),
+                "--outbox".into(),
+                dir.join("provider-outbox.jsonl").display().to_string(),
+            ],
+        )
     }
 
     fn plan(&self, pace: Pace, duration: Duration) -> LoadPlan {
@@ -295,55 +290,6 @@ fn rss_of(servers: &[&ServerProcess]) -> Vec<Rss> {
             bytes: server.peak_rss().unwrap_or(0),
         })
         .collect()
-}
-
-/// The `demo-provider` binary beside this one. When run by cargo, it is
-/// built first (a no-op when fresh), with the same profile and target dir.
-fn demo_provider_binary(bench: &Path) -> Result<PathBuf, BenchError> {
-    let profile_dir = bench
-        .parent()
-        .ok_or_else(|| BenchError::Setup("the benchmark binary has no directory".into()))?;
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
-        let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "--quiet",
-            "--manifest-path",
-            manifest,
-            "-p",
-            "manifold-demo-provider",
-            "--bin",
-            "demo-provider",
-        ]);
-        if let Some(target) = profile_dir.parent() {
-            build.arg("--target-dir").arg(target);
-        }
-        match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build
-            .status()
-            .map_err(io_error("running cargo to build demo-provider"))?;
-        if !status.success() {
-            return Err(BenchError::Setup("building demo-provider failed".into()));
-        }
-    }
-    let binary = profile_dir.join("demo-provider");
-    if binary.exists() {
-        Ok(binary)
-    } else {
-        Err(BenchError::Setup(format!(
-            "{} is missing; build it with `cargo build --release -p manifold-demo-provider`",
-            binary.display()
-        )))
-    }
 }
 
 fn progress(message: impl AsRef<str>) {
@@ -638,14 +584,6 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
     }
     let selected = |id: &str| options.only.is_empty() || options.only.iter().any(|o| o == id);
     let bench = std::env::current_exe().map_err(io_error("locating the benchmark binary"))?;
-    let needs_provider = CASES
-        .iter()
-        .any(|(id, _, placement)| selected(id) && (*placement == Placement::Remote || *id == "b"));
-    let demo_provider = if needs_provider {
-        Some(demo_provider_binary(&bench)?)
-    } else {
-        None
-    };
     let root = match &options.work_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("manifold-bench-{}", std::process::id())),
@@ -657,7 +595,6 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
     let context = Context {
         options: options.clone(),
         bench,
-        demo_provider,
         root: root.clone(),
         tag: format!("{:08x}", mix(nanos) as u32),
     };

@@ -12,6 +12,7 @@
 //!   ([`GroupCommit`], the switch's own): the limit of a durable acknowledgement.
 //! - [`proxy`]: baseline (b), a bare hyper pass-through proxy to the provider
 //!   microservice: the cost of one hop.
+//! - [`provider`]: that provider microservice, the demo bank.
 //!
 //! Each prints `<name> listening on <addr> pid <pid>` once it accepts, and
 //! stops gracefully when its stdin closes (or on SIGINT/SIGTERM).
@@ -29,8 +30,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use manifold_config::SwitchConfig;
+use manifold_demo_provider::DemoSettings;
+use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::server::{read_body, serve, shutdown_signal, Body, ServeOptions};
 use manifold_provider::GroupCommit;
+use manifold_provider_sdk::microservice;
 use manifold_switch::Switch;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -118,6 +122,22 @@ async fn serve_until_stopped<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     serve(listener, handler, ServeOptions::default(), stop).await;
+}
+
+/// The demo bank as a provider microservice: what the `demo-provider` binary
+/// runs with its default flags (settings, outbox notifier, sweeper, final
+/// flush), started from this binary so the benchmark needs no second build.
+pub async fn provider(data: &Path, outbox: &Path) -> Result<(), ServeError> {
+    let store_error = |error: String| ServeError::Store(error);
+    let db = sled::open(data).map_err(|e| store_error(e.to_string()))?;
+    let commit = GroupCommit::start(db.clone()).map_err(io_error("starting the group commit"))?;
+    let notifier = Arc::new(OutboxNotifier::new(outbox.to_path_buf()));
+    let provider =
+        manifold_demo_provider::open(&db, commit.clone(), notifier, DemoSettings::default())
+            .map_err(|e| store_error(e.to_string()))?;
+    let listener = bind("demo-provider").await?;
+    microservice::run(listener, Arc::new(provider), commit, stop_requested()).await;
+    Ok(())
 }
 
 /// Baseline (a): reads each request body and answers `answer`.
