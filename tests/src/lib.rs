@@ -96,6 +96,18 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
     text
 }
 
+/// `text` (from [`config_text`]) with `services` declared `read_only` for
+/// every provider, as the sample configuration declares `get_balance`.
+pub fn declare_read_only(text: &str, services: &[&str]) -> String {
+    let anchor = "reversible = [\"transfer\"]\n";
+    assert!(text.contains(anchor), "config_text changed shape");
+    let listed: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
+    text.replace(
+        anchor,
+        &format!("{anchor}read_only = [{}]\n", listed.join(", ")),
+    )
+}
+
 pub fn parse_config(text: &str) -> SwitchConfig {
     SwitchConfig::from_toml(text, Path::new("e2e.toml")).expect("test configuration is valid")
 }

@@ -3,9 +3,10 @@
 //! The service runs the conversation of seed 003 around the connector's
 //! upstream calls: it answers repeats and queries from what it stored, sends
 //! and checks OTPs, carries prompts and pending upstream work, and makes every
-//! new state durable (group commit) before it answers. The same value serves
-//! in-process inside the switch or as a microservice
-//! ([`crate::microservice`]).
+//! new state durable (group commit) before it answers — or, in-process, leaves
+//! that to the switch ([`AnswerDurability`]) — and always before anything
+//! leaves the process because of it. The same value serves in-process inside
+//! the switch or as a microservice ([`crate::microservice`]).
 //!
 //! Concurrency: every operation on one transaction runs under that
 //! transaction's lock (a striped set of async mutexes), so a validate racing a
@@ -97,8 +98,8 @@ pub enum AnswerDurability {
     /// The service waits for the group commit before answering: its answer
     /// leaves the process (a microservice).
     BeforeAnswering,
-    /// The caller does. Only for a provider running in-process, sharing the
-    /// switch's database and group commit: the switch records the answer and
+    /// The caller does. Only for a provider running in-process on the
+    /// switch's own `sled::Db` and `GroupCommit`: the switch records the answer and
     /// waits for one flush that covers the provider's writes too, so waiting
     /// here as well would cost a second flush round for nothing.
     ByCaller,
@@ -166,7 +167,8 @@ impl<C: Connector> ProviderService<C> {
 
     /// Transactions waiting for the customer or the upstream. Seed 003:
     /// pending data is erased once a transaction is final, so this returns
-    /// to zero when every conversation has ended.
+    /// to zero when every conversation has ended (after a crash, at the
+    /// next sweep: see `StateStore::finish`).
     pub fn pending_count(&self) -> usize {
         self.state.pending_len()
     }
@@ -724,8 +726,8 @@ impl<C: Connector> ProviderService<C> {
                 }
             }
         }
-        if swept > 0 {
-            // Nobody waits on the sweep's answers; make them durable anyway.
+        if swept > 0 && self.settings.answer_durability == AnswerDurability::ByCaller {
+            // No caller flushes after the sweep: make its outcomes durable.
             self.commit.durable().await?;
         }
         Ok(swept)
@@ -800,9 +802,15 @@ impl<C: Connector> Provider for ProviderService<C> {
         // Idempotent per transaction: a repeat never calls the upstream or
         // sends a second code.
         if let Some(record) = self.state.final_record(&key)? {
+            if record.request_type != request.request_type {
+                return Ok(reused_reference(&record.request_type));
+            }
             return Ok(final_reply(&record.outcome));
         }
         if let Some(entry) = self.state.pending(&key)? {
+            if entry.request_type != request.request_type {
+                return Ok(reused_reference(&entry.request_type));
+            }
             let known = match entry.awaiting {
                 Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
                 // Expired but not swept yet: the current state is Failed, as query answers.
@@ -917,6 +925,20 @@ fn context(entry: &PendingEntry) -> TransactionContext<'_> {
         transaction_ref: &entry.transaction_ref,
         request_type: &entry.request_type,
     }
+}
+
+/// The answer to a `transact` whose `transaction_ref` this provider already
+/// knows under another `request_type`. The switch refuses a reused
+/// `transaction_ref` itself, but it may have forgotten one the provider
+/// remembers: a `read_only` call is not made durable in the switch before the
+/// provider acts. Answering the stored outcome would report, say, a transfer
+/// as done with a balance enquiry's result.
+fn reused_reference(known_as: &str) -> ProviderReply {
+    ProviderReply::new(
+        Status::Failed,
+        codes::INVALID_TRANSACTION,
+        format!("This transaction_ref was already used here for a `{known_as}`; use a new one"),
+    )
 }
 
 fn final_reply(outcome: &Outcome) -> ProviderReply {

@@ -4,7 +4,8 @@
 //! `<namespace>/outcomes`, both keyed by `(app_id, transaction_ref)`:
 //! - a [`PendingEntry`] while a transaction waits for the customer or the
 //!   upstream — seed 003's stored upstream answer, with the OTP's keyed hash,
-//!   attempts and expiry. It is erased the moment the transaction is final;
+//!   attempts and expiry. It is erased the moment the transaction is final
+//!   (one left by a crash at that moment is inert and swept);
 //! - a [`FinalRecord`] once it is final, so repeats, queries and reversals are
 //!   answered from it without calling the upstream again.
 //!

@@ -1461,3 +1461,96 @@ async fn a_pending_entry_a_crash_left_beside_a_final_record_is_inert_and_swept()
     assert_eq!(rig.connector.calls().complete, 1);
     assert_eq!(rig.notifier.attempts(), 1);
 }
+
+/// The switch normally refuses a reused `transaction_ref`, but it may have
+/// forgotten one the provider remembers (a `read_only` call is not durable
+/// in the switch before the provider acts). The provider must not answer a
+/// transfer with a balance enquiry's stored outcome, or the reverse.
+#[tokio::test]
+async fn a_transaction_ref_known_under_another_request_type_is_refused() {
+    let enquiry = |transaction_ref: &str| {
+        let mut request = transfer(transaction_ref);
+        request.request_type = "get_balance".into();
+        request
+    };
+    let rig = otp_rig(json!({ "posting": 1 }));
+    let waiting = rig.transact(transfer("tx-waiting")).await;
+    assert_eq!(waiting.status, Status::WaitingForOtp);
+    let mut done = transfer("tx-done");
+    done.otp_override = true;
+    assert_eq!(rig.transact(done).await.status, Status::Successful);
+
+    for (transaction_ref, known_as) in [("tx-waiting", "transfer"), ("tx-done", "transfer")] {
+        let refused = rig.transact(enquiry(transaction_ref)).await;
+        assert_eq!(
+            status_and_code(&refused),
+            (Status::Failed, codes::INVALID_TRANSACTION),
+            "{transaction_ref}"
+        );
+        assert!(refused.message.contains(known_as), "{}", refused.message);
+    }
+    assert_eq!(
+        rig.connector.calls().start,
+        2,
+        "no upstream call for a reused reference"
+    );
+    assert_eq!(rig.notifier.attempts(), 1, "no second code");
+    // The original transactions are untouched.
+    assert_eq!(rig.transact(transfer("tx-waiting")).await, waiting);
+    let code = rig.last_code();
+    assert_eq!(
+        rig.validate("tx-waiting", otp(&code)).await.status,
+        Status::Successful
+    );
+}
+
+/// How many group-commit rounds one `otp_override` call waits for: the
+/// `Processing` marker before `complete` (skipped for a read-only request
+/// type) and the final outcome before the answer (left to the caller with
+/// `AnswerDurability::ByCaller`). A code is durable before it is sent either way.
+#[tokio::test]
+async fn flush_rounds_follow_answer_durability_and_read_only_request_types() {
+    use manifold_provider_sdk::AnswerDurability::{BeforeAnswering, ByCaller};
+    let cases = [
+        (BeforeAnswering, "transfer", true, 2),
+        (BeforeAnswering, "get_balance", true, 1),
+        (ByCaller, "transfer", true, 1),
+        (ByCaller, "get_balance", true, 0),
+        // The code is made durable before it is sent, whoever flushes answers.
+        (ByCaller, "transfer", false, 1),
+        (ByCaller, "get_balance", false, 1),
+    ];
+    for (idempotent, extra) in [(true, 0), (false, 1)] {
+        for (durability, request_type, otp_override, rounds) in cases {
+            // A non-idempotent upstream adds its durable `Starting` marker.
+            let expected = rounds + extra;
+            let mut settings = settings();
+            settings.answer_durability = durability;
+            let connector = ScriptedConnector::new()
+                .idempotent(idempotent)
+                .read_only_enquiries()
+                .on_start(confirm_with_otp(json!({ "posting": 1 })));
+            let rig = Rig::with_settings(connector, settings);
+            let mut request = transfer("tx-1");
+            request.request_type = request_type.into();
+            request.otp_override = otp_override;
+            let before = rig.flushes();
+            let reply = rig.transact(request).await;
+            let name = format!(
+                "{durability:?} {request_type} otp_override={otp_override} idempotent={idempotent}"
+            );
+            let expected_status = if otp_override {
+                Status::Successful
+            } else {
+                Status::WaitingForOtp
+            };
+            assert_eq!(reply.status, expected_status, "{name}");
+            assert_eq!(rig.flushes() - before, expected, "{name}");
+            assert_eq!(
+                rig.notifier.attempts(),
+                usize::from(!otp_override),
+                "{name}"
+            );
+        }
+    }
+}

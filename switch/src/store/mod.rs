@@ -132,7 +132,8 @@ pub struct ImportedTransaction {
 /// What [`Store::begin_transaction`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// The request is claimed and the transaction recorded as `Pending`.
+    /// The request is claimed and the transaction recorded as given
+    /// (`Pending` before a provider call; answered for a `read_only` one).
     Started,
     /// This `request_ref` was seen before.
     Repeat(RequestRecord),
@@ -147,15 +148,19 @@ pub enum Claim {
     Repeat(RequestRecord),
 }
 
-/// A change applied to a transaction under the store's concurrency control;
-/// it may run more than once, so it must be a pure function of the record.
+/// A change applied to a transaction under the store's concurrency control
+/// (the record as stored when the change runs, not as the caller last read
+/// it), so it must be a function of the record alone.
 pub type Change<'a> = &'a (dyn Fn(&mut TransactionRecord) + Send + Sync);
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Claims `request` and records `transaction` as one step: other calls
     /// see both or neither, and after a crash a claim without its record is
-    /// void (treated as never made), so the provider cannot have been called.
+    /// void (treated as never made). The engine flushes both before calling
+    /// the provider, so a void claim means the provider was not called. (A
+    /// `read_only` enquiry is begun after its call, already answered, so its
+    /// claim is never void.)
     async fn begin_transaction(
         &self,
         request: &RequestRecord,

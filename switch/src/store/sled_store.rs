@@ -13,11 +13,16 @@
 //! single-process), in an order whose every prefix a crash may leave is
 //! harmless, because sled recovers its log in write order:
 //! - begin: the claim, then the `Pending` record. A `/transact` claim found
-//!   without the record it began is *void* — neither reached disk before the
-//!   crash, so the provider was never called — and is treated as absent;
+//!   without the record it began is *void* — the record never reached disk,
+//!   so neither did the pre-call flush, and the provider was never called —
+//!   and is treated as absent (a `read_only` enquiry's claim is written
+//!   answered, after its call, and is never void: its stored answer stands);
 //! - abandon: the record, then the claim (a void claim again);
 //! - update: the record, then the stored answer (a repeat meanwhile answers
 //!   the record's current state, as for any unanswered claim).
+//!
+//! The locks live in the [`SledStore`], so open at most one per database
+//! (sled itself allows one process per database).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -45,8 +50,10 @@ pub struct SledStore {
 }
 
 /// Striped locks over the keys of both trees. Every write of a request or a
-/// transaction record holds the stripes of the keys it reads and writes, so
-/// a check and the write that depends on it are never interleaved.
+/// transaction record holds the stripes of the keys it checks and writes, so
+/// a check and the write that depends on it are never interleaved. Plain
+/// reads take none: each single-key write order above leaves only states a
+/// reader may see.
 struct Locks(Vec<Mutex<()>>);
 
 /// The stripes one operation holds, released on drop.
@@ -125,7 +132,9 @@ impl SledStore {
 
     /// The claim stored under `request_key`, unless it is void: a `/transact`
     /// claim whose transaction record is missing, or is another request's
-    /// (see the module docs). Callers hold the key's stripe.
+    /// (see the module docs). Callers hold the key's stripe. The record is
+    /// read without its stripe: its first history entry never changes, and
+    /// only the claim's own holder (under this stripe) removes it.
     fn live_claim(&self, request_key: &[u8]) -> Result<Option<RequestRecord>, StoreError> {
         let Some(claim) = self.read_request(request_key)? else {
             return Ok(None);
@@ -141,11 +150,15 @@ impl SledStore {
         {
             Some(bytes) => {
                 let record: TransactionRecord = decode(&bytes)?;
-                record
+                // A record naming no first request is no evidence of a void claim.
+                match record
                     .history
                     .first()
                     .and_then(|e| e.request_ref.as_deref())
-                    == Some(claim.request_ref.as_str())
+                {
+                    Some(first) => first == claim.request_ref,
+                    None => true,
+                }
             }
             None => false,
         };

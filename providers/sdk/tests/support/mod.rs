@@ -82,6 +82,8 @@ pub struct Calls {
 #[derive(Default)]
 struct Script {
     idempotent: AtomicBool,
+    /// `get_balance` is read-only when set.
+    enquiries_read_only: AtomicBool,
     starts: Mutex<VecDeque<Reply>>,
     accepted: Mutex<VecDeque<Reply>>,
     polls: Mutex<VecDeque<Reply>>,
@@ -105,6 +107,12 @@ impl ScriptedConnector {
 
     pub fn idempotent(self, idempotent: bool) -> Self {
         self.0.idempotent.store(idempotent, Ordering::SeqCst);
+        self
+    }
+
+    /// Declares `get_balance` read-only (`transfer` never is).
+    pub fn read_only_enquiries(self) -> Self {
+        self.0.enquiries_read_only.store(true, Ordering::SeqCst);
         self
     }
 
@@ -194,6 +202,10 @@ impl Connector for ScriptedConnector {
 
     fn upstream_is_idempotent(&self) -> bool {
         self.0.idempotent.load(Ordering::SeqCst)
+    }
+
+    fn is_read_only(&self, request_type: &str) -> bool {
+        request_type == "get_balance" && self.0.enquiries_read_only.load(Ordering::SeqCst)
     }
 
     async fn start(&self, _request: &TransactRequest) -> Result<Step, ConnectorError> {
@@ -442,6 +454,8 @@ pub struct Rig {
     pub connector: ScriptedConnector,
     pub settings: ServiceSettings,
     pub service: Arc<ProviderService<ScriptedConnector>>,
+    /// The service's group commit, for counting flushes.
+    pub commit: GroupCommit,
 }
 
 impl Rig {
@@ -454,7 +468,7 @@ impl Rig {
         let db = sled::open(dir.path()).expect("a fresh sled database");
         let clock = ManualClock::starting_at(START_MS);
         let notifier = Arc::new(RecordingNotifier::default());
-        let service = open_service(&db, &notifier, &connector, &settings, &clock);
+        let (service, commit) = open_service(&db, &notifier, &connector, &settings, &clock);
         Rig {
             dir,
             db,
@@ -463,7 +477,13 @@ impl Rig {
             connector,
             settings,
             service,
+            commit,
         }
+    }
+
+    /// Flushes so far (a `durable()` with nothing else queued is one flush).
+    pub fn flushes(&self) -> u64 {
+        self.commit.stats().flushes
     }
 
     /// Stops this provider process and starts a new one on the same
@@ -478,6 +498,7 @@ impl Rig {
             connector,
             settings,
             service,
+            commit,
         } = self;
         assert_eq!(
             Arc::strong_count(&service),
@@ -485,9 +506,10 @@ impl Rig {
             "nothing else may hold the service across a restart"
         );
         drop(service);
+        drop(commit);
         drop(db);
         let db = reopen(dir.path());
-        let service = open_service(&db, &notifier, &connector, &settings, &clock);
+        let (service, commit) = open_service(&db, &notifier, &connector, &settings, &clock);
         Rig {
             dir,
             db,
@@ -496,6 +518,7 @@ impl Rig {
             connector,
             settings,
             service,
+            commit,
         }
     }
 
@@ -624,17 +647,20 @@ fn open_service(
     connector: &ScriptedConnector,
     settings: &ServiceSettings,
     clock: &ManualClock,
-) -> Arc<ProviderService<ScriptedConnector>> {
+) -> (Arc<ProviderService<ScriptedConnector>>, GroupCommit) {
     let commit = GroupCommit::start(db.clone()).expect("the group-commit thread starts");
     let service = ProviderService::open(
         db,
-        commit,
+        commit.clone(),
         notifier.clone() as Arc<dyn Notifier>,
         connector.clone(),
         settings.clone(),
     )
     .expect("the service opens");
-    Arc::new(service.with_clock(Arc::new(clock.clone())))
+    (
+        Arc::new(service.with_clock(Arc::new(clock.clone()))),
+        commit,
+    )
 }
 
 fn reopen(path: &Path) -> sled::Db {
