@@ -268,8 +268,8 @@ pub struct ProviderConfig {
     /// The subset of `services` the provider can reverse.
     pub reversible: BTreeSet<String>,
     /// The subset of `services` that only read (balance or name enquiries):
-    /// calling one twice is harmless, so the switch calls the provider first
-    /// and records the transaction once, answered, afterwards.
+    /// calling one twice is harmless, so the switch calls the provider
+    /// without first waiting for the `Pending` record to reach disk.
     pub read_only: BTreeSet<String>,
     /// How long the switch waits for an answer before recording `Pending`.
     pub timeout: Duration,

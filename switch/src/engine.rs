@@ -10,8 +10,7 @@
 //! 3. for `/transact`, make that claim durable *before* calling the provider,
 //!    so a crash can never lead to the same transaction being sent twice —
 //!    except for a service the host declared `read_only`, which is harmless
-//!    to call twice: it is claimed and recorded once, after the call
-//!    (`transact_read_only`);
+//!    to call twice and so saves that flush;
 //! 4. call the provider, bounded by its timeout; no answer means `Pending`;
 //! 5. record the new state together with the response, make it durable, and
 //!    only then answer.
@@ -205,36 +204,6 @@ enum Settled {
     Unknown(ProviderError),
 }
 
-/// A provider call's result as the switch records it.
-struct Recorded {
-    answer: Answer,
-    stored: StoredResponse,
-    status: Status,
-    reply: Option<ProviderReply>,
-    entry: HistoryEntry,
-}
-
-impl Recorded {
-    fn apply_to(
-        &self,
-        record: &mut TransactionRecord,
-        apply: &(impl Fn(&mut TransactionRecord, Status, Option<&ProviderReply>) + Send + Sync),
-    ) {
-        apply(record, self.status, self.reply.as_ref());
-        record.updated_at_ms = self.entry.at_ms;
-        record.history.push(self.entry.clone());
-    }
-}
-
-/// The app's error for a provider call that provably did nothing.
-fn had_no_effect(route: &Route, error: ProviderError) -> SwitchError {
-    let provider = route.name().to_owned();
-    match error {
-        ProviderError::Unreachable(_) => SwitchError::ProviderUnavailable(provider),
-        _ => SwitchError::ProviderRejected(provider),
-    }
-}
-
 pub struct Engine {
     store: Arc<dyn Store>,
     router: Router,
@@ -295,7 +264,11 @@ impl Engine {
                     .abandon(app.id(), request_ref, began_transaction)
                     .await?;
                 self.store.durable().await?;
-                Err(had_no_effect(route, error))
+                let provider = route.name().to_owned();
+                Err(match error {
+                    ProviderError::Unreachable(_) => SwitchError::ProviderUnavailable(provider),
+                    _ => SwitchError::ProviderRejected(provider),
+                })
             }
             Err(error) => Ok(Settled::Unknown(error)),
         }
@@ -442,28 +415,23 @@ impl Engine {
 
     /// Records what the provider said (or that it said nothing) as the
     /// answer to `request_ref`, durably, and returns that answer.
-    /// What a provider call's result becomes: the app's answer and the
-    /// history entry it adds to `record`.
-    fn recorded(
+    async fn record_answer(
         &self,
         app: &App,
         record: &TransactionRecord,
         operation: Operation,
         request_ref: &str,
         settled: Settled,
-    ) -> Recorded {
-        let (reply, message) = match settled {
-            Settled::Reply(reply) => {
-                let message = reply.message.clone();
-                (Some(reply), message)
-            }
+        apply: impl Fn(&mut TransactionRecord, Status, Option<&ProviderReply>) + Send + Sync,
+    ) -> Result<Answer, SwitchError> {
+        let (status, reply, message) = match &settled {
+            Settled::Reply(reply) => (reply.status, Some(reply), reply.message.clone()),
             Settled::Unknown(error) => {
                 tracing::warn!(app = app.id(), transaction_ref = %record.transaction_ref, %error, "provider outcome unknown");
-                (None, NO_ANSWER_YET.to_owned())
+                (Status::Pending, None, NO_ANSWER_YET.to_owned())
             }
         };
-        let status = reply.as_ref().map_or(Status::Pending, |reply| reply.status);
-        let envelope = match &reply {
+        let envelope = match reply {
             Some(reply) => ResponseEnvelope::from_reply(&record.provider, reply),
             None => ResponseEnvelope::from_reply(
                 &record.provider,
@@ -475,45 +443,22 @@ impl Engine {
             http_status: answer.http_status,
             body: answer.body.clone(),
         };
-        let entry = history(
-            operation,
-            Some(request_ref),
-            status,
-            reply.as_ref(),
-            &message,
-        );
-        Recorded {
-            answer,
-            stored,
-            status,
-            reply,
-            entry,
-        }
-    }
-
-    /// Records what the provider said (or that it said nothing) as the
-    /// answer to `request_ref`, durably, and returns that answer.
-    async fn record_answer(
-        &self,
-        app: &App,
-        record: &TransactionRecord,
-        operation: Operation,
-        request_ref: &str,
-        settled: Settled,
-        apply: impl Fn(&mut TransactionRecord, Status, Option<&ProviderReply>) + Send + Sync,
-    ) -> Result<Answer, SwitchError> {
-        let recorded = self.recorded(app, record, operation, request_ref, settled);
-        let change = |record: &mut TransactionRecord| recorded.apply_to(record, &apply);
+        let entry = history(operation, Some(request_ref), status, reply, &message);
+        let change = move |record: &mut TransactionRecord| {
+            apply(record, status, reply);
+            record.updated_at_ms = entry.at_ms;
+            record.history.push(entry.clone());
+        };
         self.store
             .update_transaction(
                 app.id(),
                 &record.transaction_ref,
                 &change,
-                Some((request_ref, &recorded.stored)),
+                Some((request_ref, &stored)),
             )
             .await?;
         self.store.durable().await?;
-        Ok(recorded.answer)
+        Ok(answer)
     }
 
     pub async fn transact(
@@ -587,6 +532,19 @@ impl Engine {
             )],
             reversal: None,
         };
+        match self.store.begin_transaction(&claim, &record).await? {
+            Begin::Started => {}
+            Begin::Repeat(existing) => return self.replay(app, existing, &fingerprint).await,
+            Begin::TransactionRefTaken => {
+                return Err(SwitchError::DuplicateTransactionRef(
+                    request.transaction_ref,
+                ))
+            }
+        }
+        if !route.config.read_only.contains(&request.request_type) {
+            self.store.durable().await?;
+        }
+
         let call = TransactRequest {
             app_id: app.id().to_owned(),
             request_ref: request.request_ref.clone(),
@@ -603,22 +561,6 @@ impl Engine {
                 details: request.details.clone(),
             },
         };
-        if route.config.read_only.contains(&request.request_type) {
-            return self
-                .transact_read_only(app, &route, claim, record, call, &fingerprint)
-                .await;
-        }
-        match self.store.begin_transaction(&claim, &record).await? {
-            Begin::Started => {}
-            Begin::Repeat(existing) => return self.replay(app, existing, &fingerprint).await,
-            Begin::TransactionRefTaken => {
-                return Err(SwitchError::DuplicateTransactionRef(
-                    request.transaction_ref,
-                ))
-            }
-        }
-        self.store.durable().await?;
-
         let result = Self::call(&route, route.provider.transact(call)).await;
         let settled = self
             .settle(
@@ -638,73 +580,6 @@ impl Engine {
             advance,
         )
         .await
-    }
-
-    /// `/transact` of a service the host declared `read_only` (a balance
-    /// enquiry): calling it twice is harmless, so the provider is called
-    /// first and the claim and the record are written once, answered,
-    /// afterwards — two writes and a flush less than for a transaction that
-    /// may move money. Repeats and a taken `transaction_ref` seen before the
-    /// call are still answered without it; ones that race the call (or
-    /// follow a crash that lost its answer, which was never acknowledged)
-    /// may call the provider again, and the first answer written wins.
-    async fn transact_read_only(
-        &self,
-        app: &App,
-        route: &Route,
-        claim: RequestRecord,
-        record: TransactionRecord,
-        call: TransactRequest,
-        fingerprint: &str,
-    ) -> Result<Answer, SwitchError> {
-        if let Some(existing) = self.store.request(app.id(), &claim.request_ref).await? {
-            return self.replay(app, existing, fingerprint).await;
-        }
-        if self
-            .store
-            .transaction(app.id(), &record.transaction_ref)
-            .await?
-            .is_some()
-        {
-            return Err(SwitchError::DuplicateTransactionRef(record.transaction_ref));
-        }
-        let settled = match Self::call(route, route.provider.transact(call)).await {
-            Ok(reply) => Settled::Reply(reply),
-            // Nothing was written, so there is nothing to take back.
-            Err(error) if !error.may_have_executed() => {
-                tracing::warn!(app = app.id(), provider = route.name(), %error, "provider call had no effect");
-                return Err(had_no_effect(route, error));
-            }
-            Err(error) => Settled::Unknown(error),
-        };
-        let recorded = self.recorded(
-            app,
-            &record,
-            Operation::Transact,
-            &claim.request_ref,
-            settled,
-        );
-        let mut answered = record;
-        recorded.apply_to(&mut answered, &advance);
-        let answered_claim = RequestRecord {
-            state: RequestState::Answered(recorded.stored.clone()),
-            ..claim
-        };
-        match self
-            .store
-            .begin_transaction(&answered_claim, &answered)
-            .await?
-        {
-            Begin::Started => {}
-            Begin::Repeat(existing) => return self.replay(app, existing, fingerprint).await,
-            Begin::TransactionRefTaken => {
-                return Err(SwitchError::DuplicateTransactionRef(
-                    answered.transaction_ref,
-                ))
-            }
-        }
-        self.store.durable().await?;
-        Ok(recorded.answer)
     }
 
     /// Loads the app's transaction and checks the optional fields that must match it.
@@ -864,11 +739,6 @@ impl Engine {
             request_type: record.request_type.clone(),
             transaction_ref: record.transaction_ref.clone(),
         };
-        // The early returns below answer the switch's own record, flushed
-        // above: whatever the provider wrote meanwhile (an in-process one
-        // leaves its flush to us) reaches disk at the next group commit, and
-        // a crash before that leaves its earlier durable state, which the
-        // next query asks about again.
         let reply = match Self::call(&route, route.provider.query(call)).await {
             Ok(reply) if reply.status.is_final() || record.status == Status::Pending => {
                 if reply.status == record.status {

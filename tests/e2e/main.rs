@@ -4,7 +4,6 @@
 
 mod conversations;
 mod crash;
-mod enquiries;
 mod flows;
 mod rejections;
 mod resilience;
