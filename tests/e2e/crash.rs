@@ -525,9 +525,8 @@ impl Rig {
             }],
             3_000,
         );
-        // As the sample configuration does: balance enquiries take the
-        // read-only path (written once, after the provider answered), so the
-        // kills cover that path too.
+        // As the sample configuration does: balance enquiries skip the
+        // switch's pre-call flush, so the kills cover that path too.
         let text = declare_read_only(&text, &[GET_BALANCE]);
         std::fs::write(&self.config_path, text).expect("config written");
     }

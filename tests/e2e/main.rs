@@ -4,6 +4,7 @@
 
 mod conversations;
 mod crash;
+mod enquiries;
 mod flows;
 mod rejections;
 mod resilience;

@@ -1494,6 +1494,26 @@ async fn a_transaction_ref_known_under_another_request_type_is_refused() {
         2,
         "no upstream call for a reused reference"
     );
+    // The direction that would move money: a transfer naming an enquiry's ref.
+    let mut settled_enquiry = enquiry("tx-enquiry");
+    settled_enquiry.otp_override = true;
+    assert_eq!(
+        rig.transact(settled_enquiry).await.status,
+        Status::Successful
+    );
+    let mut transfer_on_it = transfer("tx-enquiry");
+    transfer_on_it.otp_override = true;
+    let refused = rig.transact(transfer_on_it).await;
+    assert_eq!(
+        status_and_code(&refused),
+        (Status::Failed, codes::INVALID_TRANSACTION)
+    );
+    assert!(
+        refused.message.contains("get_balance"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(rig.connector.calls().start, 3);
     assert_eq!(rig.notifier.attempts(), 1, "no second code");
     // The original transactions are untouched.
     assert_eq!(rig.transact(transfer("tx-waiting")).await, waiting);

@@ -158,9 +158,8 @@ pub trait Store: Send + Sync + 'static {
     /// Claims `request` and records `transaction` as one step: other calls
     /// see both or neither, and after a crash a claim without its record is
     /// void (treated as never made). The engine flushes both before calling
-    /// the provider, so a void claim means the provider was not called. (A
-    /// `read_only` enquiry is begun after its call, already answered, so its
-    /// claim is never void.)
+    /// the provider, so a void claim means the provider was not called —
+    /// except for a `read_only` service, where a second call is harmless.
     async fn begin_transaction(
         &self,
         request: &RequestRecord,

@@ -14,9 +14,9 @@
 //! harmless, because sled recovers its log in write order:
 //! - begin: the claim, then the `Pending` record. A `/transact` claim found
 //!   without the record it began is *void* — the record never reached disk,
-//!   so neither did the pre-call flush, and the provider was never called —
-//!   and is treated as absent (a `read_only` enquiry's claim is written
-//!   answered, after its call, and is never void: its stored answer stands);
+//!   so neither did the pre-call flush, and the provider was never called
+//!   (a `read_only` service skips that flush: calling it again is harmless)
+//!   — and is treated as absent;
 //! - abandon: the record, then the claim (a void claim again);
 //! - update: the record, then the stored answer (a repeat meanwhile answers
 //!   the record's current state, as for any unanswered claim).
