@@ -92,34 +92,7 @@ fn write_canonical(
     leave_out: Option<(&str, &str)>,
 ) -> std::io::Result<()> {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.write_all(b"{")?;
-            let mut first = true;
-            for (key, member) in entries {
-                let inner_leave_out = match leave_out {
-                    Some((object, skipped)) if object == key => Some(skipped),
-                    _ => None,
-                };
-                out.write_all(if first { b"" } else { b"," })?;
-                first = false;
-                serde_json::to_writer(&mut *out, key)?;
-                out.write_all(b":")?;
-                match (inner_leave_out, member) {
-                    (Some(skipped), Value::Object(inner)) => {
-                        let kept: serde_json::Map<String, Value> = inner
-                            .iter()
-                            .filter(|(name, _)| name.as_str() != skipped)
-                            .map(|(name, v)| (name.clone(), v.clone()))
-                            .collect();
-                        write_canonical(&Value::Object(kept), out, None)?;
-                    }
-                    _ => write_canonical(member, out, None)?,
-                }
-            }
-            out.write_all(b"}")
-        }
+        Value::Object(map) => write_object(map, out, None, leave_out),
         Value::Array(items) => {
             out.write_all(b"[")?;
             for (index, item) in items.iter().enumerate() {
@@ -132,6 +105,36 @@ fn write_canonical(
         }
         scalar => Ok(serde_json::to_writer(&mut *out, scalar)?),
     }
+}
+
+/// An object's members in key order, without the member `skipped`;
+/// `leave_out` is the `(member, its member)` to skip one level down.
+fn write_object(
+    map: &serde_json::Map<String, Value>,
+    out: &mut impl std::io::Write,
+    skipped: Option<&str>,
+    leave_out: Option<(&str, &str)>,
+) -> std::io::Result<()> {
+    let mut members: Vec<_> = map
+        .iter()
+        .filter(|(key, _)| Some(key.as_str()) != skipped)
+        .collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.write_all(b"{")?;
+    for (index, (key, member)) in members.into_iter().enumerate() {
+        if index > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.write_all(b":")?;
+        match (member, leave_out) {
+            (Value::Object(inner), Some((object, inner_skipped))) if object == key => {
+                write_object(inner, out, Some(inner_skipped), None)?
+            }
+            _ => write_canonical(member, out, None)?,
+        }
+    }
+    out.write_all(b"}")
 }
 
 /// A digest identifying "the same request". `auth.secure` is re-encrypted with
@@ -739,6 +742,11 @@ impl Engine {
             request_type: record.request_type.clone(),
             transaction_ref: record.transaction_ref.clone(),
         };
+        // The early returns below answer the switch's own record, flushed
+        // above: whatever the provider wrote meanwhile (an in-process one
+        // leaves its flush to us) reaches disk at the next group commit, and
+        // a crash before that leaves its earlier durable state, which the
+        // next query asks about again.
         let reply = match Self::call(&route, route.provider.query(call)).await {
             Ok(reply) if reply.status.is_final() || record.status == Status::Pending => {
                 if reply.status == record.status {
