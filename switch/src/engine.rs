@@ -358,12 +358,29 @@ impl Engine {
         else {
             return Ok(());
         };
-        if let Some(claim) = self.store.request(app.id(), first_ref).await? {
-            if let RequestState::InFlight { started_at_ms } = claim.state {
-                if claim.operation == Operation::Transact
-                    && self.may_still_be_abandoned(record, started_at_ms)
+        match self.store.request(app.id(), first_ref).await? {
+            Some(claim) => {
+                if let RequestState::InFlight { started_at_ms } = claim.state {
+                    if claim.operation == Operation::Transact
+                        && self.may_still_be_abandoned(record, started_at_ms)
+                    {
+                        return Err(SwitchError::RequestInProgress(
+                            record.transaction_ref.clone(),
+                        ));
+                    }
+                }
+            }
+            // Abandoning removes the record, then the claim. A record read
+            // before that whose claim is gone now was taken back meanwhile
+            // (found by the crash test: reported `Pending`, then not there).
+            None => {
+                if self
+                    .store
+                    .transaction(app.id(), &record.transaction_ref)
+                    .await?
+                    .is_none()
                 {
-                    return Err(SwitchError::RequestInProgress(
+                    return Err(SwitchError::TransactionNotFound(
                         record.transaction_ref.clone(),
                     ));
                 }
