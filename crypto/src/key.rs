@@ -5,6 +5,11 @@
 //! `request-signature` for the `Signature` header. Separate keys mean a signature can never be
 //! confused with, or help forge, a ciphertext. The salt names the format version so a future
 //! scheme derives unrelated keys from the same secret.
+//!
+//! A third `info`, `provider-hop-signature`, derives the key the switch and a remote provider sign
+//! their calls to each other with, from the secret the host configures for that provider
+//! ([`crate::message_signature::SigningKey::for_provider_hop`]). It is never applied to an app
+//! secret, and its own `info` keeps it unrelated to both app keys even if a host reused a secret.
 
 use std::fmt;
 
@@ -20,6 +25,9 @@ pub(crate) const HKDF_SALT: &[u8] = b"manifold.secure.v1";
 pub(crate) const INFO_ENCRYPTION: &[u8] = b"aes-256-gcm";
 /// HKDF `info` of the HMAC-SHA256 request-signature key.
 pub(crate) const INFO_SIGNATURE: &[u8] = b"request-signature";
+/// HKDF `info` of the HMAC-SHA256 key of switch <-> provider calls, derived from a provider's
+/// secret rather than an app's.
+pub(crate) const INFO_PROVIDER_HOP: &[u8] = b"provider-hop-signature";
 
 /// The encryption and signature keys of one app, zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]

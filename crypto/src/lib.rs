@@ -19,7 +19,12 @@
 //!   (version byte, nonce, AES-256-GCM with `request_ref|kind` as associated data).
 //! - [`plaintext`]: what is inside the envelope: the JSON layout per kind, its field rules, masking,
 //!   and [`plaintext::open_source`] / [`plaintext::open_validation`] which open and parse in one step.
-//! - [`signature`]: the optional `Signature` header, an HMAC of `request_ref`.
+//! - [`signature`]: the optional `Signature` header, an HMAC of `request_ref` (being replaced by
+//!   [`message_signature`]).
+//! - [`message_signature`]: RFC 9421 HTTP Message Signatures (`hmac-sha256`) over the method, the
+//!   path and an RFC 9530 `Content-Digest` of the body, for app → switch and switch ↔ provider
+//!   calls: [`SigningKey`], [`message_signature::sign_request`],
+//!   [`message_signature::verify_request`] and [`SignatureError`].
 //! - `error`: [`CryptoError`], whose messages never carry plaintext or key bytes.
 //!
 //! # Example
@@ -48,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod key;
+pub mod message_signature;
 pub mod plaintext;
 pub mod secret;
 pub mod secure;
@@ -57,6 +63,7 @@ mod error;
 
 pub use error::CryptoError;
 pub use key::AppKey;
+pub use message_signature::{SignatureError, SigningKey};
 pub use plaintext::{BankAccount, Card, Msisdn, SourceDetails, ValidationInput, Wallet};
 pub use secret::SecretString;
 pub use secure::SecureKind;

@@ -3,9 +3,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+use manifold_crypto::message_signature::{
+    verify_request, ReceivedRequest, VerifiedSignature, VerifyPolicy,
+};
 use manifold_crypto::plaintext::open_validation;
-use manifold_crypto::{AppKey, SecretString};
+use manifold_crypto::{AppKey, SecretString, SignatureError, SigningKey};
 use serde_json::Value;
 
 fn first_vector() -> Value {
@@ -142,4 +148,200 @@ fn refuses_an_unknown_kind() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("bank.account, card, wallet, msisdn or validate"));
+}
+
+/// Parses `sign-request`'s output: exactly the three `Name: value` lines, in order.
+fn parse_headers(output: &str) -> HeaderMap {
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 3, "{output}");
+    let mut headers = HeaderMap::new();
+    for (line, name) in lines
+        .iter()
+        .zip(["Content-Digest", "Signature-Input", "Signature"])
+    {
+        let value = line
+            .strip_prefix(&format!("{name}: "))
+            .unwrap_or_else(|| panic!("expected a {name} line: {line}"));
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    headers
+}
+
+/// Runs `sign-request` with `args` and parses its output.
+fn sign_request_headers(args: &[&str], stdin: Option<&str>) -> HeaderMap {
+    let mut full = vec!["sign-request"];
+    full.extend_from_slice(args);
+    parse_headers(&stdout(&manifold_seal(&full, stdin)))
+}
+
+fn verify(
+    headers: &HeaderMap,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<VerifiedSignature, SignatureError> {
+    let key = SigningKey::for_app(&AppKey::derive(&SecretString::from(secret)));
+    let request = ReceivedRequest {
+        method,
+        path,
+        headers,
+        body,
+    };
+    verify_request(&key, "demo-app", &request, &VerifyPolicy::default(), now)
+}
+
+const SECRET: &str = "manifold-demo-app-secret-0001-abcdefgh";
+
+#[test]
+fn sign_request_prints_headers_the_switch_verifies() {
+    // The body ends in a newline, as a file usually does: it is signed as is, not trimmed.
+    let body = "{\"request_ref\": \"req-0042\", \"request_type\": \"get_balance\"}\n";
+    let headers = sign_request_headers(
+        &[
+            "--secret",
+            SECRET,
+            "--key-id",
+            "demo-app",
+            "--path",
+            "/transact",
+            "--created",
+            "1700000000",
+        ],
+        Some(body),
+    );
+    assert_eq!(
+        verify(
+            &headers,
+            SECRET,
+            "POST",
+            "/transact",
+            body.as_bytes(),
+            1_700_000_000
+        ),
+        Ok(VerifiedSignature {
+            key_id: "demo-app".into(),
+            nonce: "req-0042".into(),
+            created: 1_700_000_000,
+        })
+    );
+    assert_eq!(
+        verify(
+            &headers,
+            SECRET,
+            "POST",
+            "/transact",
+            body.trim_end().as_bytes(),
+            1_700_000_000
+        ),
+        Err(SignatureError::DigestMismatch)
+    );
+    assert_eq!(
+        verify(
+            &headers,
+            SECRET,
+            "POST",
+            "/transact/validate",
+            body.as_bytes(),
+            1_700_000_000
+        ),
+        Err(SignatureError::Mismatch)
+    );
+    assert_eq!(
+        verify(
+            &headers,
+            "manifold-demo-app-secret-0001-abcdefgi",
+            "POST",
+            "/transact",
+            body.as_bytes(),
+            1_700_000_000
+        ),
+        Err(SignatureError::Mismatch)
+    );
+}
+
+#[test]
+fn sign_request_reads_a_body_file_and_signs_now_by_default() {
+    let body = br#"{"request_ref":"req-0043","transaction_ref":"txn-1"}"#;
+    let file = std::env::temp_dir().join(format!("manifold-seal-body-{}.json", std::process::id()));
+    std::fs::write(&file, body).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_manifold-seal"))
+        .args([
+            "sign-request",
+            "--key-id",
+            "demo-app",
+            "--path",
+            "/transact/query",
+            "--method",
+            "PUT",
+            "--body-file",
+            file.to_str().unwrap(),
+        ])
+        .env("MANIFOLD_APP_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let headers = parse_headers(&stdout(&output));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let verified = verify(&headers, SECRET, "PUT", "/transact/query", body, now).unwrap();
+    assert_eq!(verified.nonce, "req-0043");
+    assert!(verified.created.abs_diff(now) < 60);
+}
+
+#[test]
+fn sign_request_takes_an_explicit_nonce_and_needs_one_otherwise() {
+    let args = [
+        "--secret",
+        SECRET,
+        "--key-id",
+        "demo-app",
+        "--path",
+        "/notify/sms",
+        "--created",
+        "1700000000",
+    ];
+    let body = "to=2348022000008";
+    let mut with_nonce = args.to_vec();
+    with_nonce.extend(["--nonce", "n-1"]);
+    let headers = sign_request_headers(&with_nonce, Some(body));
+    assert_eq!(
+        verify(
+            &headers,
+            SECRET,
+            "POST",
+            "/notify/sms",
+            body.as_bytes(),
+            1_700_000_000
+        )
+        .unwrap()
+        .nonce,
+        "n-1"
+    );
+
+    let mut full = vec!["sign-request"];
+    full.extend_from_slice(&args);
+    let output = manifold_seal(&full, Some(body));
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("request_ref") && stderr.contains("--nonce"),
+        "{stderr}"
+    );
+
+    let output = manifold_seal(&full, Some(r#"{"request_ref": "order|ü|42"}"#));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`nonce` must be printable ASCII"),
+        "{stderr}"
+    );
 }
