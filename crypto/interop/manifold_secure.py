@@ -8,16 +8,15 @@ run it to check that both implementations agree; app developers can copy it.
     secure    = base64(0x01 || nonce[12] || AES-256-GCM(key, nonce, plaintext, aad) || tag[16])
     aad       = utf8(request_ref + "|" + kind)
     key       = HKDF-SHA256(salt="manifold.secure.v1", ikm=utf8(app_secret), info="aes-256-gcm")
-    signature = hex(HMAC-SHA256(HKDF(..., info="request-signature"), utf8(request_ref)))
 
-It seals and opens bytes; it does not check the per-kind JSON layout (the switch does).
+It seals and opens bytes; it does not check the per-kind JSON layout (the switch does). Request
+signatures (RFC 9421) have their own reference, ``manifold_signatures.py``.
 
 Command line:
     manifold_secure.py check-vectors PATH   re-seal every vector with its nonce and compare
     manifold_secure.py fresh PATH           seal every vector's plaintext again with a random nonce
     manifold_secure.py open PATH|-          open a JSON list of sealed items and check each one
     manifold_secure.py seal --secret S --request-ref R --kind K [--nonce-hex N] PLAINTEXT
-    manifold_secure.py sign --secret S --request-ref R
 """
 
 import argparse
@@ -27,15 +26,14 @@ import json
 import os
 import sys
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 VERSION = 0x01
 SALT = b"manifold.secure.v1"
 INFO_ENCRYPTION = b"aes-256-gcm"
-INFO_SIGNATURE = b"request-signature"
 NONCE_LEN = 12
 TAG_LEN = 16
 KINDS = ("bank.account", "card", "wallet", "msisdn", "validate")
@@ -103,28 +101,6 @@ def open_(app_secret, request_ref, kind, secure):
         raise SecureError("Rejected") from None
 
 
-def sign(app_secret, request_ref):
-    """The ``Signature`` header value: lowercase hex HMAC-SHA256 of ``request_ref``."""
-    mac = hmac.HMAC(derive_key(app_secret, INFO_SIGNATURE), hashes.SHA256())
-    mac.update(request_ref.encode("utf-8"))
-    return mac.finalize().hex()
-
-
-def verify(app_secret, request_ref, signature):
-    """Constant-time check of a ``Signature`` header value."""
-    try:
-        expected = bytes.fromhex(signature)
-    except ValueError:
-        return False
-    mac = hmac.HMAC(derive_key(app_secret, INFO_SIGNATURE), hashes.SHA256())
-    mac.update(request_ref.encode("utf-8"))
-    try:
-        mac.verify(expected)
-        return True
-    except InvalidSignature:
-        return False
-
-
 def _load(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -146,10 +122,6 @@ def check_vectors(path):
                 problems.append(f"{name}: opened plaintext differs")
         except SecureError as e:
             problems.append(f"{name}: cannot open: {e}")
-        if sign(v["app_secret"], v["request_ref"]) != v["signature"]:
-            problems.append(f"{name}: signature differs")
-        if not verify(v["app_secret"], v["request_ref"], v["signature"]):
-            problems.append(f"{name}: signature does not verify")
     for n in fixture.get("negative", []):
         name, expected = n["name"], n["expected_error"]
         try:
@@ -176,7 +148,6 @@ def fresh(path):
             "kind": v["kind"],
             "plaintext": v["plaintext"],
             "secure": seal(v["app_secret"], v["request_ref"], v["kind"], v["plaintext"]),
-            "signature": sign(v["app_secret"], v["request_ref"]),
         })
     return items
 
@@ -191,9 +162,6 @@ def open_items(items):
                 problems.append(f"{name}: opened plaintext differs")
         except SecureError as e:
             problems.append(f"{name}: cannot open: {e}")
-        if "signature" in item and not verify(item["app_secret"], item["request_ref"],
-                                               item["signature"]):
-            problems.append(f"{name}: signature does not verify")
     return problems
 
 
@@ -212,9 +180,6 @@ def main(argv=None):
     p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--nonce-hex", help="fixed nonce, for test vectors only")
     p.add_argument("plaintext")
-    p = sub.add_parser("sign", help="print the Signature header value")
-    p.add_argument("--secret", required=True)
-    p.add_argument("--request-ref", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "check-vectors":
@@ -245,9 +210,6 @@ def main(argv=None):
     if args.command == "seal":
         nonce = bytes.fromhex(args.nonce_hex) if args.nonce_hex else None
         print(seal(args.secret, args.request_ref, args.kind, args.plaintext, nonce))
-        return 0
-    if args.command == "sign":
-        print(sign(args.secret, args.request_ref))
         return 0
     return 2
 

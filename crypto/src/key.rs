@@ -2,9 +2,13 @@
 //!
 //! Both keys come from HKDF-SHA256 over the secret's UTF-8 bytes with the salt
 //! `manifold.secure.v1`, separated by `info`: `aes-256-gcm` for sealing `auth.secure`,
-//! `request-signature` for the `Signature` header. Separate keys mean a signature can never be
+//! `request-signature` for signing the app's requests (RFC 9421,
+//! [`crate::message_signature::SigningKey::for_app`]). Separate keys mean a signature can never be
 //! confused with, or help forge, a ciphertext. The salt names the format version so a future
 //! scheme derives unrelated keys from the same secret.
+//!
+//! The signature key has one more, internal use: [`AppKey::keyed_digest_hex`], the keyed digest
+//! the switch puts into its idempotency fingerprints. It is never sent.
 //!
 //! A third `info`, `provider-hop-signature`, derives the key the switch and a remote provider sign
 //! their calls to each other with, from the secret the host configures for that provider
@@ -14,6 +18,7 @@
 use std::fmt;
 
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -59,6 +64,21 @@ impl AppKey {
 
     pub(crate) fn signature_key(&self) -> &[u8; 32] {
         &self.signature
+    }
+
+    /// A keyed digest for fingerprints, never sent: lowercase hex of HMAC-SHA256 under the
+    /// signature key.
+    ///
+    /// The switch fingerprints a request by the *content* of its `auth.secure`, so that a retry
+    /// re-sealed with a fresh nonce still counts as the same request; keying the digest means the
+    /// stored fingerprint cannot be brute-forced back to an account number. The bytes are those of
+    /// the retired `Signature` header (`signature::sign`), so fingerprints stored before it was
+    /// retired still match; do not change them.
+    pub fn keyed_digest_hex(&self, data: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.signature)
+            .expect("HMAC-SHA256 accepts a key of any length");
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 
@@ -115,10 +135,29 @@ mod tests {
     }
 
     #[test]
+    fn keyed_digest_is_the_retired_signature_header_value() {
+        // Stored idempotency fingerprints hash this output: it must stay what the retired
+        // `signature::sign(key, "req-0001")` returned for the first vector of
+        // fixtures/secure/vectors.json, byte for byte.
+        let key = AppKey::derive(&SecretString::from(
+            "manifold-demo-app-secret-0001-abcdefgh",
+        ));
+        assert_eq!(
+            key.keyed_digest_hex(b"req-0001"),
+            "a19726fe2b5db85350824ab9d17ee4af7af849429e1d558e64b2586aa9b84e40"
+        );
+        let mut with_encryption_key = Hmac::<Sha256>::new_from_slice(key.encryption_key()).unwrap();
+        with_encryption_key.update(b"req-0001");
+        assert_ne!(
+            hex::encode(with_encryption_key.finalize().into_bytes()),
+            key.keyed_digest_hex(b"req-0001")
+        );
+    }
+
+    #[test]
     fn derivation_matches_hkdf_rfc5869_construction() {
         // Recompute with hmac directly (extract then one expand block) so a wrong salt/info
         // wiring in `derive` would show up here, not only in the Python interop test.
-        use hmac::{Hmac, Mac};
         let secret = "manifold-demo-app-secret-0001-abcdefgh";
         let mut extract = Hmac::<Sha256>::new_from_slice(HKDF_SALT).unwrap();
         extract.update(secret.as_bytes());

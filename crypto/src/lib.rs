@@ -1,26 +1,29 @@
-//! The `auth.secure` format of Manifold, request signatures and the secret types.
+//! The `auth.secure` format of Manifold, signed requests and the secret types.
 //!
 //! Calling apps encrypt the sensitive details of a transaction's source (bank account, card,
 //! wallet id, MSISDN; for `/transact/validate` the OTP or answer) with their app secret and send
-//! the result as `auth.secure`; the switch opens it here. This crate is the only place in the
-//! workspace that touches key material: every other crate sees [`SecretString`], [`AppKey`] and
-//! the parsed [`SourceDetails`] / [`ValidationInput`], whose `Debug` output is redacted.
+//! the result as `auth.secure`; the switch opens it here. Apps sign every request with RFC 9421
+//! HTTP Message Signatures under a key derived from the same secret, and the switch and remote
+//! providers sign the calls between them the same way; signing and verifying are here too. This
+//! crate is the only place in the workspace that touches key material: every other crate sees
+//! [`SecretString`], [`AppKey`], [`SigningKey`] and the parsed [`SourceDetails`] /
+//! [`ValidationInput`], whose `Debug` output is redacted.
 //!
-//! The scheme is specified for app developers in any language in `docs/secure.md`, with test
-//! vectors in `fixtures/secure/vectors.json` and an independent Python reference in
-//! `crypto/interop/manifold_secure.py`.
+//! Both schemes are specified for app developers in any language in `docs/secure.md`, with test
+//! vectors in `fixtures/secure/vectors.json` and `fixtures/signatures/vectors.json` and
+//! independent Python references in `crypto/interop/` (`manifold_secure.py`,
+//! `manifold_signatures.py`).
 //!
 //! # Layout
 //!
 //! - [`secret`]: [`SecretString`], a string that zeroizes on drop, compares in constant time and
 //!   prints as `[REDACTED]`.
-//! - [`key`]: [`AppKey`], the encryption and signature keys derived from an app secret with HKDF.
+//! - [`key`]: [`AppKey`], the encryption and signature keys derived from an app secret with HKDF,
+//!   and [`AppKey::keyed_digest_hex`], the keyed digest the switch's fingerprints use.
 //! - [`secure`]: the envelope: [`SecureKind`], [`secure::seal`] and [`secure::open`]
 //!   (version byte, nonce, AES-256-GCM with `request_ref|kind` as associated data).
 //! - [`plaintext`]: what is inside the envelope: the JSON layout per kind, its field rules, masking,
 //!   and [`plaintext::open_source`] / [`plaintext::open_validation`] which open and parse in one step.
-//! - [`signature`]: the optional `Signature` header, an HMAC of `request_ref` (being replaced by
-//!   [`message_signature`]).
 //! - [`message_signature`]: RFC 9421 HTTP Message Signatures (`hmac-sha256`) over the method, the
 //!   path and an RFC 9530 `Content-Digest` of the body, for app → switch and switch ↔ provider
 //!   calls: [`SigningKey`], [`message_signature::sign_request`],
@@ -30,15 +33,29 @@
 //! # Example
 //!
 //! ```
-//! use manifold_crypto::{plaintext, secure, signature, AppKey, SecretString, SecureKind};
+//! use http::HeaderMap;
+//! use manifold_crypto::message_signature::{
+//!     sign_request, verify_request, ReceivedRequest, SignatureParams, VerifyPolicy,
+//! };
+//! use manifold_crypto::{plaintext, secure, AppKey, SecretString, SecureKind, SigningKey};
 //!
 //! let key = AppKey::derive(&SecretString::from("manifold-demo-app-secret-0001-abcdefgh"));
 //! // The app seals its source for this request and auth.type...
 //! let plaintext = br#"{"account_number": "0123456789", "bank_code": "058"}"#;
 //! let secure = secure::seal(&key, "req-0001", SecureKind::BankAccount, plaintext);
-//! let signature = signature::sign(&key, "req-0001");
-//! // ...and the switch checks the signature and opens the source.
-//! assert!(signature::verify(&key, "req-0001", &signature));
+//! let body = format!(r#"{{"request_ref": "req-0001", "auth": {{"type": "bank.account", "secure": "{secure}"}}}}"#);
+//! // ...signs the request, with its request_ref as the nonce...
+//! let params = SignatureParams { key_id: "demo-app", created: 1_700_000_000, nonce: "req-0001" };
+//! let mut headers = HeaderMap::new();
+//! sign_request(&SigningKey::for_app(&key), "POST", "/transact", body.as_bytes(), &params)
+//!     .unwrap()
+//!     .apply(&mut headers);
+//! // ...and the switch verifies the signature before it parses the body, then opens the source.
+//! let request = ReceivedRequest { method: "POST", path: "/transact", headers: &headers, body: body.as_bytes() };
+//! let verified = verify_request(
+//!     &SigningKey::for_app(&key), "demo-app", &request, &VerifyPolicy::default(), 1_700_000_030,
+//! ).unwrap();
+//! assert_eq!(verified.nonce, "req-0001");
 //! let kind = SecureKind::from_auth_type("bank.account").unwrap();
 //! let source = plaintext::open_source(&key, "req-0001", kind, &secure)?;
 //! assert_eq!(source.masked(), "******6789");
@@ -47,7 +64,7 @@
 //! ```
 //!
 //! The `manifold-seal` binary (`src/bin/manifold-seal.rs`) is a thin command line over
-//! [`plaintext::seal_checked`] and [`signature::sign`] for app developers.
+//! [`plaintext::seal_checked`] and [`message_signature::sign_request`] for app developers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -57,7 +74,6 @@ pub mod message_signature;
 pub mod plaintext;
 pub mod secret;
 pub mod secure;
-pub mod signature;
 
 mod error;
 

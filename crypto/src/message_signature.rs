@@ -1,11 +1,12 @@
 //! Signed requests: RFC 9421 HTTP Message Signatures with `hmac-sha256`, over an RFC 9530
 //! `Content-Digest` of the body.
 //!
-//! The old `Signature` header ([`crate::signature`]) is an HMAC of `request_ref` alone. Whoever
-//! captures one request can replay its signature with another body, on another path, or against
-//! another endpoint, and the switch cannot tell. This module signs what a request *does*: its
-//! method, its path and a SHA-256 digest of the exact body bytes, together with when it was signed
-//! (`created`), which key signed it (`keyid`), the algorithm (`alg="hmac-sha256"`) and a `nonce`.
+//! It replaced an older `Signature` header that was an HMAC of `request_ref` alone (now retired):
+//! whoever captured one request could replay its signature with another body, on another path, or
+//! against another endpoint, and the switch could not tell. This module signs what a request
+//! *does*: its method, its path and a SHA-256 digest of the exact body bytes, together with when
+//! it was signed (`created`), which key signed it (`keyid`), the algorithm (`alg="hmac-sha256"`)
+//! and a `nonce`.
 //! Changing any of them, or signing with another key, makes verification fail; a signature older
 //! (or newer) than the receiver's window is refused however good its MAC.
 //!
@@ -206,7 +207,7 @@ pub struct SigningKey {
 
 impl SigningKey {
     /// The key an app signs its calls with: the `request-signature` key derived from its app
-    /// secret (the same key as the old `Signature` header, so an app needs no new secret).
+    /// secret (the key the retired `Signature` header used, so an app needs no new secret).
     pub fn for_app(key: &AppKey) -> SigningKey {
         SigningKey {
             bytes: key.signature_key().to_vec(),

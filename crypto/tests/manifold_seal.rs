@@ -70,7 +70,9 @@ fn seals_the_first_vector_with_its_nonce() {
 }
 
 #[test]
-fn signs_the_first_vector() {
+fn the_retired_sign_flag_is_refused() {
+    // The old `Signature` header (an HMAC of request_ref alone) is accepted nowhere; its flag went
+    // with it, replaced by `sign-request`.
     let vector = first_vector();
     let output = manifold_seal(
         &[
@@ -82,9 +84,12 @@ fn signs_the_first_vector() {
         ],
         None,
     );
-    assert_eq!(
-        stdout(&output).trim_end(),
-        vector["signature"].as_str().unwrap()
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--sign"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use manifold_crypto::plaintext::{open_source, open_validation};
-use manifold_crypto::signature;
 use manifold_provider::{
     ProviderError, ProviderReply, QueryRequest, ReverseRequest, Status, TransactRequest,
     TransactionDetails, ValidateRequest,
@@ -148,7 +147,7 @@ fn fingerprint(app: &App, root: &Value, secure_plaintext: Option<&[u8]>) -> Stri
     if let Some(plaintext) = secure_plaintext {
         let inner = hex::encode(Sha256::digest(plaintext));
         hasher.update([0x1f]);
-        hasher.update(signature::sign(&app.key, &inner).as_bytes());
+        hasher.update(app.key.keyed_digest_hex(inner.as_bytes()).as_bytes());
     }
     hex::encode(hasher.finalize())
 }

@@ -1,12 +1,10 @@
-//! `manifold-seal`: seal an `auth.secure`, sign a request, or sign a `request_ref`, from the
-//! command line.
+//! `manifold-seal`: seal an `auth.secure`, or sign a request, from the command line.
 //!
 //! For app developers checking their own implementation, and for the README walk-through. It is a
 //! thin shell over [`manifold_crypto::plaintext::seal_checked`] (or
-//! [`manifold_crypto::plaintext::check_layout`] and a fixed nonce),
-//! [`manifold_crypto::message_signature::sign_request`] and, for the old `Signature` header until
-//! it is retired, [`manifold_crypto::signature::sign`]: the plaintext layout is checked first, so a
-//! wrong layout is refused with the field named instead of producing a `secure` the switch would
+//! [`manifold_crypto::plaintext::check_layout`] and a fixed nonce) and
+//! [`manifold_crypto::message_signature::sign_request`]: the plaintext layout is checked first, so
+//! a wrong layout is refused with the field named instead of producing a `secure` the switch would
 //! reject.
 
 use std::io::Read;
@@ -15,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use manifold_crypto::message_signature::{sign_request, SignatureParams};
-use manifold_crypto::{plaintext, secure, signature, AppKey, SecretString, SecureKind, SigningKey};
+use manifold_crypto::{plaintext, secure, AppKey, SecretString, SecureKind, SigningKey};
 
-/// Seal an auth.secure for Manifold, sign a request (sign-request), or sign a request_ref.
+/// Seal an auth.secure for Manifold, or sign a request (sign-request).
 #[derive(Parser)]
 #[command(
     name = "manifold-seal",
@@ -39,27 +37,21 @@ struct Args {
     )]
     secret: Option<String>,
 
-    /// The request_ref of the call the secure (or signature) is for.
+    /// The request_ref of the call the secure is for.
     #[arg(long, required = true)]
     request_ref: Option<String>,
 
     /// What the plaintext is: bank.account, card, wallet, msisdn (the auth.type) or validate.
-    #[arg(long, value_parser = parse_kind, required_unless_present = "sign", conflicts_with = "sign")]
+    #[arg(long, value_parser = parse_kind, required = true)]
     kind: Option<SecureKind>,
-
-    /// Print the old Signature header value (HMAC of --request-ref) instead of sealing. Superseded
-    /// by `sign-request`.
-    #[arg(long)]
-    sign: bool,
 
     /// Use this 12-byte nonce (24 hex digits) instead of a random one. Only to reproduce test
     /// vectors: a repeated nonce under one secret breaks the encryption.
-    #[arg(long, value_parser = parse_nonce, conflicts_with = "sign")]
+    #[arg(long, value_parser = parse_nonce)]
     nonce_hex: Option<[u8; 12]>,
 
     /// The plaintext JSON; `-` or nothing reads it from standard input, which keeps it out of the
     /// process list.
-    #[arg(conflicts_with = "sign")]
     plaintext: Option<String>,
 }
 
@@ -109,8 +101,7 @@ const EXAMPLES: &str = "Examples:
   manifold-seal --secret \"$SECRET\" --request-ref req-0001 --kind bank.account \\
       '{\"account_number\": \"0123456789\", \"bank_code\": \"058\"}'
   manifold-seal sign-request --secret \"$SECRET\" --key-id demo-app --path /transact \\
-      --body-file body.json
-  manifold-seal --secret \"$SECRET\" --request-ref req-0001 --sign";
+      --body-file body.json";
 
 fn parse_kind(s: &str) -> Result<SecureKind, String> {
     match s {
@@ -139,11 +130,9 @@ fn main() -> ExitCode {
         .request_ref
         .expect("clap requires --request-ref without a subcommand");
     let key = AppKey::derive(&SecretString::new(secret));
-    if args.sign {
-        println!("{}", signature::sign(&key, &request_ref));
-        return ExitCode::SUCCESS;
-    }
-    let kind = args.kind.expect("clap requires --kind unless --sign");
+    let kind = args
+        .kind
+        .expect("clap requires --kind without a subcommand");
     let json = match args.plaintext.as_deref() {
         None | Some("-") => {
             let mut input = String::new();
