@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use manifold_edge::{read_request_body, Body, BodyError, Peer};
 use manifold_provider::notify::Channel;
-use manifold_provider::server::{read_body, Body, BodyError};
 use manifold_provider::{NotifyError, Status};
 
 use crate::apps::{App, AppRegistry};
@@ -203,7 +203,11 @@ fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str>
         .and_then(|value| value.to_str().ok())
 }
 
-pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<SwitchState>,
+    request: Request<Incoming>,
+    _peer: Peer,
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let operation = match path.as_str() {
         "/health" if request.method() == Method::GET => {
@@ -237,9 +241,12 @@ pub async fn handle(state: Arc<SwitchState>, request: Request<Incoming>) -> Resp
         return respond(&error_answer(&SwitchError::Unauthenticated));
     };
     let signature = header_str(&request, "signature").map(str::to_owned);
-    let answer = match read_body(request.into_body()).await {
+    let answer = match read_request_body(request).await {
         Ok(body) => dispatch(&state.engine, &app, operation, &body, signature.as_deref()).await,
-        Err(BodyError::TooLarge) => Err(SwitchError::BodyTooLarge),
+        Err(BodyError::TooLarge { .. }) => Err(SwitchError::BodyTooLarge),
+        Err(BodyError::TimedOut) => {
+            Err(SwitchError::MalformedJson(BodyError::TimedOut.to_string()))
+        }
         Err(BodyError::Unreadable(reason)) => Err(SwitchError::MalformedJson(reason)),
     }
     .unwrap_or_else(|error| error_answer(&error));
@@ -264,10 +271,11 @@ async fn notify(
             .notify
             .authenticate(header_str(&request, "authorization"))
             .ok_or(NotifyServiceError::Unauthenticated)?;
-        let body = read_body(request.into_body())
+        let body = read_request_body(request)
             .await
             .map_err(|error| match error {
-                BodyError::TooLarge => NotifyServiceError::BodyTooLarge,
+                BodyError::TooLarge { .. } => NotifyServiceError::BodyTooLarge,
+                BodyError::TimedOut => NotifyServiceError::MalformedJson(error.to_string()),
                 BodyError::Unreadable(reason) => NotifyServiceError::MalformedJson(reason),
             })?;
         state.notify.send(provider, channel, &body).await?;

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     // Scripts and tests read this line to learn the port.
     println!("manifold listening on {}", listener.local_addr()?);
     switch
-        .serve(listener, manifold_provider::server::shutdown_signal())
+        .serve(listener, manifold_edge::shutdown_signal())
         .await;
     Ok(())
 }

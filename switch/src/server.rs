@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
 use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_edge::{serve, EdgeOptions};
 use manifold_notify::Dispatcher;
-use manifold_provider::server::{serve, ServeOptions};
 use manifold_provider::{GroupCommit, Provider, RemoteProvider};
 use manifold_provider_sdk::AnswerDurability;
 use manifold_provider_sdk::Sweeper;
@@ -139,16 +139,29 @@ impl Switch {
     }
 
     /// Answers HTTP on `listener` until `shutdown` completes, then lets
-    /// in-flight requests finish and flushes the store.
+    /// in-flight requests finish and flushes the store. The edge's limits
+    /// and timeouts are the defaults; see [`Switch::serve_with`].
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve_with(listener, EdgeOptions::default(), shutdown)
+            .await
+    }
+
+    /// As [`Switch::serve`], with the edge's limits, timeouts and TLS in
+    /// `options`.
+    pub async fn serve_with(
+        self,
+        listener: TcpListener,
+        options: EdgeOptions,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let sweepers: Vec<Sweeper> = self
             .in_process_demos
             .iter()
             .map(|demo| Sweeper::start(demo.clone()))
             .collect();
         let state = self.state.clone();
-        let handler = move |request| handle(state.clone(), request);
-        serve(listener, handler, ServeOptions::default(), shutdown).await;
+        let handler = move |request, peer| handle(state.clone(), request, peer);
+        serve(listener, handler, options, shutdown).await;
         drop(sweepers);
         if let Err(error) = self.state.engine.flush().await {
             tracing::error!(%error, "final flush failed");

@@ -13,7 +13,7 @@ use manifold_crypto::SecretString;
 use manifold_demo_provider::DemoSettings;
 use manifold_notify::SwitchNotifier;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::{server, GroupCommit, Notifier};
+use manifold_provider::{GroupCommit, Notifier};
 use manifold_provider_sdk::microservice;
 
 #[derive(Parser)]
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         Arc::new(provider),
         commit,
-        server::shutdown_signal(),
+        manifold_edge::shutdown_signal(),
     )
     .await;
     Ok(())

@@ -13,8 +13,8 @@
 //! - [`wire`]: the request and reply types that cross the wire, and [`Status`].
 //! - [`provider`]: the [`Provider`] trait and [`ProviderError`].
 //! - [`client`]: [`RemoteProvider`], the HTTP client side (`reqwest`).
-//! - [`server`]: the hyper accept loop shared by the switch and provider
-//!   microservices, and the provider-side router.
+//! - [`server`]: [`server::serve_provider`], the provider-side router, mounted
+//!   on the shared HTTP edge (`manifold-edge`).
 //! - [`notify`]: the [`Notifier`] trait through which providers reach customers.
 //! - [`durable`]: [`GroupCommit`], shared sled flushes behind durable acknowledgements.
 

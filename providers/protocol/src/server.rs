@@ -1,180 +1,37 @@
-//! HTTP serving shared by the switch and by provider microservices.
+//! The provider side of the switch→provider protocol over HTTP.
 //!
-//! [`serve`] is the accept loop: keep-alive HTTP/1.1 on hyper, a semaphore
-//! bounding open connections, and a graceful shutdown that stops accepting,
-//! lets in-flight requests finish, and gives up after a deadline so shutdown
-//! cannot hang. [`serve_provider`] mounts a [`Provider`] on it as the provider
-//! side of the switch→provider protocol.
+//! [`serve_provider`] mounts any [`Provider`] as a provider microservice on
+//! the shared HTTP edge ([`manifold_edge::serve`], which owns the accept
+//! loop, connection caps, timeouts, TLS and body limits): the four
+//! operations, `GET /health` and `GET /stats`. It maps each
+//! [`ProviderError`] to the fault reply [`RemoteProvider`](crate::RemoteProvider)
+//! reads back, and describes bad JSON without quoting it.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use manifold_edge::{json_response, read_request_body, serve, Body, EdgeOptions, Peer};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::provider::{Provider, ProviderError};
 use crate::wire::{fault, ProviderFault};
 
-/// Request bodies larger than this are refused before they are parsed.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// How long a graceful shutdown waits for in-flight requests.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-pub type Body = Full<Bytes>;
-
-/// Limits for [`serve`].
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    pub max_connections: usize,
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            max_connections: 4096,
-            shutdown_grace: SHUTDOWN_GRACE,
-        }
+/// The edge options a provider microservice starts from: the defaults,
+/// except that one client address may hold every connection. A provider's
+/// client is the switch, whose connection pool comes from one address;
+/// refusing it a connection would fail a call whose outcome the switch then
+/// cannot know. Keep a provider off the public network (or behind TLS) and
+/// let the switch face the internet.
+pub fn provider_edge_options() -> EdgeOptions {
+    let defaults = EdgeOptions::default();
+    EdgeOptions {
+        max_connections_per_address: defaults.max_connections,
+        ..defaults
     }
-}
-
-/// Accept connections on `listener` and answer every request with `handler`
-/// until `shutdown` completes.
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    handler: H,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()>,
-) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(options.max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Running out of file descriptors is transient; back off
-                    // instead of spinning or dying.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let response = handler(request);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within the shutdown grace period");
-    }
-}
-
-/// Completes on SIGINT or SIGTERM: what binaries pass to [`serve`].
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "SIGTERM cannot be handled; stopping on SIGINT only");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-/// Why a request body could not be read as JSON.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
-    TooLarge,
-    #[error("the request body could not be read: {0}")]
-    Unreadable(String),
-}
-
-/// Collect a request body, refusing anything over [`MAX_BODY_BYTES`].
-pub async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(BodyError::TooLarge)
-            } else {
-                Err(BodyError::Unreadable(error.to_string()))
-            }
-        }
-    }
-}
-
-/// A JSON response with the given status.
-pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(bytes)))
-            .unwrap_or_else(|_| internal_error_response()),
-        Err(_) => internal_error_response(),
-    }
-}
-
-fn internal_error_response() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(
-        br#"{"error":"internal","message":"the response could not be encoded"}"#,
-    )));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response
 }
 
 /// How many times each operation was called on a provider microservice;
@@ -200,19 +57,21 @@ impl CallCounters {
 
 /// Serve `provider` as a provider microservice: `POST /transact`,
 /// `/transact/validate`, `/transact/query`, `/transact/reverse`, plus
-/// `GET /health` and `GET /stats`.
+/// `GET /health` and `GET /stats`, with the limits, timeouts and TLS in
+/// `options` (start from [`provider_edge_options`]).
 pub async fn serve_provider(
     listener: TcpListener,
     provider: Arc<dyn Provider>,
+    options: EdgeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
     let counters = Arc::new(CallCounters::default());
-    let handler = move |request: Request<Incoming>| {
+    let handler = move |request: Request<Incoming>, _peer: Peer| {
         let provider = provider.clone();
         let counters = counters.clone();
         async move { route_provider_request(provider, &counters, request).await }
     };
-    serve(listener, handler, ServeOptions::default(), shutdown).await
+    serve(listener, handler, options, shutdown).await
 }
 
 async fn route_provider_request(
@@ -259,7 +118,7 @@ where
     Req: DeserializeOwned,
     Fut: Future<Output = Result<crate::wire::ProviderReply, ProviderError>>,
 {
-    let bytes = match read_body(request.into_body()).await {
+    let bytes = match read_request_body(request).await {
         Ok(bytes) => bytes,
         Err(error) => {
             return fault_response(

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use manifold_crypto::SecretString;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::{server, GroupCommit};
+use manifold_provider::GroupCommit;
 use manifold_provider_sdk::microservice;
 use manifold_provider_template::{TemplateConnector, UpstreamConfig};
 
@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         Arc::new(provider),
         commit,
-        server::shutdown_signal(),
+        manifold_edge::shutdown_signal(),
     )
     .await;
     Ok(())

@@ -907,6 +907,7 @@ async fn it_serves_the_provider_protocol_over_http() {
     let server = tokio::spawn(manifold_provider::server::serve_provider(
         listener,
         rig.provider.clone() as Arc<dyn Provider>,
+        manifold_provider::server::provider_edge_options(),
         async {
             let _ = stopped.await;
         },

@@ -2,10 +2,11 @@
 //! serve-…` child processes.
 //!
 //! - [`switch`]: the real switch, opened from a TOML file with
-//!   `Switch::open(&config)?.serve(listener, shutdown)`, as the `manifold`
-//!   binary does.
+//!   `Switch::open(&config)?.serve_with(listener, options, shutdown)`, as the
+//!   `manifold` binary does (with no per-address cap: see
+//!   `bench_edge_options`).
 //! - [`json`]: baseline (a), a bare hyper server on the same accept loop
-//!   (`manifold_provider::server::serve`) answering the switch's own
+//!   (`manifold_edge::serve`) answering the switch's own
 //!   `get_balance` answer, byte for byte: the limit of one HTTP round trip.
 //! - [`durable`]: baseline (a′), the same, but each request body is written
 //!   to sled and acknowledged only after a group-commit flush
@@ -31,8 +32,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use manifold_config::SwitchConfig;
 use manifold_demo_provider::DemoSettings;
+use manifold_edge::{
+    read_body, read_request_body, serve, shutdown_signal, Body, BodyLimits, EdgeOptions, Peer,
+};
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::server::{read_body, serve, shutdown_signal, Body, ServeOptions};
 use manifold_provider::GroupCommit;
 use manifold_provider_sdk::microservice;
 use manifold_switch::Switch;
@@ -94,7 +97,9 @@ pub async fn switch(config_path: &Path) -> Result<(), ServeError> {
     let config = SwitchConfig::load(config_path)?;
     let switch = Switch::open(&config)?;
     let listener = bind("switch").await?;
-    switch.serve(listener, stop_requested()).await;
+    switch
+        .serve_with(listener, bench_edge_options(), stop_requested())
+        .await;
     Ok(())
 }
 
@@ -118,10 +123,22 @@ async fn serve_until_stopped<H, F>(
     handler: H,
     stop: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve(listener, handler, ServeOptions::default(), stop).await;
+    serve(listener, handler, bench_edge_options(), stop).await;
+}
+
+/// The edge's defaults, except that one address may hold every connection:
+/// all of the load generator's connections come from 127.0.0.1, and the
+/// per-address cap protects a server from one client, which here is the
+/// point. Every server in the benchmark uses the same options.
+fn bench_edge_options() -> EdgeOptions {
+    let defaults = EdgeOptions::default();
+    EdgeOptions {
+        max_connections_per_address: defaults.max_connections,
+        ..defaults
+    }
 }
 
 /// The demo bank as a provider microservice: what the `demo-provider` binary
@@ -147,10 +164,10 @@ pub async fn json(answer_path: &Path) -> Result<(), ServeError> {
             .map_err(io_error(format!("reading {}", answer_path.display())))?,
     );
     let listener = bind("baseline-json").await?;
-    let handler = move |request: Request<Incoming>| {
+    let handler = move |request: Request<Incoming>, _peer: Peer| {
         let answer = answer.clone();
         async move {
-            match read_body(request.into_body()).await {
+            match read_request_body(request).await {
                 Ok(_) => canned(&answer),
                 Err(_) => failure(StatusCode::BAD_REQUEST, "unreadable body"),
             }
@@ -191,14 +208,14 @@ pub async fn durable(
     let commit = GroupCommit::start(db.clone()).map_err(io_error("starting the group commit"))?;
     let next_key = Arc::new(AtomicU64::new(0));
     let listener = bind("baseline-durable").await?;
-    let handler = move |request: Request<Incoming>| {
+    let handler = move |request: Request<Incoming>, _peer: Peer| {
         let answer = answer.clone();
         let db = db.clone();
         let trees = trees.clone();
         let commit = commit.clone();
         let next_key = next_key.clone();
         async move {
-            let Ok(body) = read_body(request.into_body()).await else {
+            let Ok(body) = read_request_body(request).await else {
                 return failure(StatusCode::BAD_REQUEST, "unreadable body");
             };
             let key = next_key.fetch_add(1, Ordering::Relaxed).to_be_bytes();
@@ -239,12 +256,13 @@ pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
         .pool_max_idle_per_host(1024)
         .build(connector);
     let listener = bind("baseline-proxy").await?;
-    let handler = move |request: Request<Incoming>| {
+    let handler = move |request: Request<Incoming>, _peer: Peer| {
         let client = client.clone();
         let upstream = upstream.clone();
         async move {
+            let limits = BodyLimits::of(&request);
             let (parts, body) = request.into_parts();
-            let Ok(body) = read_body(body).await else {
+            let Ok(body) = read_body(body, limits).await else {
                 return failure(StatusCode::BAD_REQUEST, "unreadable body");
             };
             let mut forward = Request::builder()
