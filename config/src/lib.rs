@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`raw`](self): the serde mirror of the file (private).
 //! - [`SwitchConfig`] and friends: the validated, typed result.
+//! - [`ServerConfig`]: the HTTP edge's limits, timeouts and TLS files.
 //! - [`NotificationsConfig`], [`SmsGatewayConfig`], [`SmtpConfig`] and
 //!   [`MessageTemplate`]: how customers are reached (outbox, SMS gateway, SMTP).
 //! - [`ConfigError`]: every problem found, each naming its key.
@@ -32,9 +33,9 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub const MIN_API_KEY_LEN: usize = 24;
 /// The longest a provider may be given to answer.
 pub const MAX_PROVIDER_TIMEOUT: Duration = Duration::from_secs(120);
-/// The minimum length of a provider's `notify_key`: it is a bearer credential
-/// like an app's `api_key`.
-pub const MIN_NOTIFY_KEY_LEN: usize = MIN_API_KEY_LEN;
+/// The minimum length of the secret a remote provider and the switch sign
+/// their calls with; like an app secret, it is the input to HKDF.
+pub const MIN_PROVIDER_SECRET_LEN: usize = MIN_SECRET_LEN;
 /// The longest an SMS gateway or SMTP server may be given to accept a message.
 pub const MAX_NOTIFY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -43,10 +44,72 @@ pub struct SwitchConfig {
     /// The file this came from, for messages.
     pub source: PathBuf,
     pub listen: SocketAddr,
+    /// `[server]`: limits and timeouts of the HTTP edge, and TLS.
+    pub server: ServerConfig,
     pub storage: StorageConfig,
     pub notifications: NotificationsConfig,
     pub providers: Vec<ProviderConfig>,
     pub apps: Vec<AppConfig>,
+}
+
+/// `[server]`: what the switch's HTTP edge allows a client. Every limit has a
+/// safe default; a host tightens or loosens it here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// How long a client has to send a request's headers (and to finish the
+    /// TLS handshake) once it starts one.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    /// Longer than clients keep idle pooled connections (90 s for reqwest,
+    /// hyper and Go), so the client always gives one up first.
+    pub idle_timeout: Duration,
+    /// How long a client has to send a whole request body.
+    pub body_read_timeout: Duration,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// The largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections from one client IP address.
+    pub max_connections_per_address: usize,
+    /// Failed authentications (unknown key, bad signature) one client IP
+    /// address may make within `auth_failure_window` before it is locked out.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
+    /// How long a locked-out address is answered 429.
+    pub auth_lockout: Duration,
+    /// How far a signature's `created` time may be from the switch's clock,
+    /// either way.
+    pub signature_max_skew: Duration,
+    /// HTTPS instead of HTTP, when set.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            body_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            auth_failure_limit: 20,
+            auth_failure_window: Duration::from_secs(60),
+            auth_lockout: Duration::from_secs(60),
+            signature_max_skew: Duration::from_secs(300),
+            tls: None,
+        }
+    }
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +143,11 @@ pub struct SmsGatewayConfig {
     pub template: MessageTemplate,
     /// How long one message may take, connection included.
     pub timeout: Duration,
+    /// A PEM file of CA certificates to trust for this gateway's `https://`
+    /// certificate, in addition to the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// The host accepted plain `http://` to a host that is not loopback.
+    pub insecure_http: bool,
 }
 
 /// How the switch proves itself to the SMS gateway.
@@ -273,18 +341,36 @@ pub struct ProviderConfig {
     pub read_only: BTreeSet<String>,
     /// How long the switch waits for an answer before recording `Pending`.
     pub timeout: Duration,
-    /// The bearer key this provider microservice presents to the switch's
-    /// notification services (`/notify/sms`, `/notify/email`); `None` means
-    /// it may not use them.
-    pub notify_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderEndpoint {
     /// Compiled into the switch; `implementation` names which one.
     InProcess { implementation: String },
-    /// A provider microservice at this base URL.
-    Remote { url: String },
+    /// A provider microservice reached over HTTP.
+    Remote(RemoteEndpoint),
+}
+
+/// How the switch reaches a provider microservice, and how the two prove
+/// themselves to each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    /// The base URL; the switch POSTs to `<url>/transact` etc.
+    pub url: String,
+    /// The secret both ends hold: every switch → provider call, and every
+    /// call of the provider to `/notify/*`, is signed with a key derived from
+    /// it (RFC 9421, `docs/secure.md`).
+    pub secret: SecretString,
+    /// The `keyid` both ends sign with; defaults to the provider's name.
+    pub key_id: String,
+    /// Whether the provider may send SMS and e-mail through the switch's
+    /// `/notify/sms` and `/notify/email`.
+    pub notify: bool,
+    /// A PEM file of CA certificates to trust for the provider's `https://`
+    /// certificate, in addition to the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// The host accepted plain `http://` to a host that is not loopback.
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -293,7 +379,8 @@ pub struct AppConfig {
     pub name: String,
     pub api_key: SecretString,
     pub secret: SecretString,
-    /// Whether every call must carry a valid `Signature` header.
+    /// Whether every call must be signed (RFC 9421, `docs/secure.md`). A
+    /// signature that is sent is always checked.
     pub require_signature: bool,
     /// What the app may call, by `request_type`.
     pub services: BTreeMap<String, ServiceGrant>,

@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use crate::{
     duplicates, is_identifier, AppConfig, ConfigError, MessageTemplate, NotificationsConfig,
-    Problems, ProviderConfig, ProviderEndpoint, ServiceGrant, SmsCredentials, SmsGatewayConfig,
-    SmtpConfig, SmtpCredentials, SmtpTls, StorageConfig, SwitchConfig, MAX_NOTIFY_TIMEOUT,
-    MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_NOTIFY_KEY_LEN, MIN_SECRET_LEN,
+    Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint, ServerConfig, ServiceGrant,
+    SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls, StorageConfig,
+    SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN,
+    MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
 };
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -25,6 +26,8 @@ const MAX_SENDER_LEN: usize = 15;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     listen: String,
+    #[serde(default)]
+    server: Option<RawServer>,
     storage: RawStorage,
     #[serde(default)]
     notifications: Option<RawNotifications>,
@@ -32,6 +35,30 @@ pub(crate) struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(default)]
     apps: Vec<RawApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    auth_failure_limit: Option<u32>,
+    auth_failure_window_secs: Option<u64>,
+    auth_lockout_secs: Option<u64>,
+    signature_max_skew_secs: Option<u64>,
+    tls: Option<RawTlsFiles>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +85,9 @@ struct RawSms {
     sender: Option<String>,
     template: Option<String>,
     timeout_ms: Option<u64>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_http: bool,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +132,13 @@ struct RawProvider {
     #[serde(default)]
     read_only: Vec<String>,
     timeout_ms: Option<u64>,
-    notify_key: Option<SecretString>,
+    secret: Option<SecretString>,
+    key_id: Option<String>,
+    #[serde(default)]
+    notify: bool,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +148,7 @@ struct RawApp {
     name: Option<String>,
     api_key: SecretString,
     secret: SecretString,
-    #[serde(default)]
+    #[serde(default = "signatures_required_by_default")]
     require_signature: bool,
     #[serde(default)]
     services: BTreeMap<String, RawGrant>,
@@ -124,6 +160,11 @@ struct RawGrant {
     providers: Vec<String>,
     otp_override: bool,
     max_amount: Option<u64>,
+}
+
+/// Unsigned calls are refused unless the host says otherwise for an app.
+fn signatures_required_by_default() -> bool {
+    true
 }
 
 impl RawConfig {
@@ -142,6 +183,10 @@ impl RawConfig {
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
+        };
+        let server = match self.server {
+            Some(raw) => raw.validate(&mut problems),
+            None => ServerConfig::default(),
         };
         if self.storage.path.as_os_str().is_empty() {
             problems.add("storage.path", "must name a directory");
@@ -181,32 +226,14 @@ impl RawConfig {
             // Never name the key itself: it is a credential.
             problems.add("apps", "two apps share one api_key; each app needs its own");
         }
-        let notify_keys = providers
-            .iter()
-            .filter_map(|p| p.notify_key.as_ref().map(SecretString::expose));
-        if !duplicates(notify_keys).is_empty() {
-            problems.add(
-                "providers",
-                "two providers share one notify_key; each provider needs its own",
-            );
-        }
-        for (i, provider) in providers.iter().enumerate() {
-            let Some(notify_key) = &provider.notify_key else {
-                continue;
-            };
-            if apps.iter().any(|app| &app.api_key == notify_key) {
-                problems.add(
-                    format!("providers[{i}].notify_key"),
-                    "is also an app's api_key; a provider's key must be its own",
-                );
-            }
-        }
+        check_provider_secrets(&providers, &apps, &mut problems);
 
         problems.into_result(
             file,
             SwitchConfig {
                 source: file.to_owned(),
                 listen,
+                server,
                 storage: StorageConfig {
                     path: self.storage.path,
                 },
@@ -226,40 +253,89 @@ impl RawProvider {
                 "must be 1-64 letters, digits, `_`, `-` or `.`",
             );
         }
-        let endpoint = match (self.mode, self.implementation, self.url) {
-            (RawMode::InProcess, Some(implementation), None) => {
-                ProviderEndpoint::InProcess { implementation }
-            }
-            (RawMode::InProcess, implementation, url) => {
-                if implementation.is_none() {
+        let remote_only = |field: &str, problems: &mut Problems| {
+            problems.add(format!("{key}.{field}"), "is only for mode = \"remote\"")
+        };
+        let endpoint = match self.mode {
+            RawMode::InProcess => {
+                if self.implementation.is_none() {
                     problems.add(
                         format!("{key}.implementation"),
                         "is required when mode = \"in_process\"",
                     );
                 }
-                if url.is_some() {
-                    problems.add(format!("{key}.url"), "is only for mode = \"remote\"");
+                // In-process providers are called in memory: nothing to
+                // reach, sign or verify.
+                for (field, given) in [
+                    ("url", self.url.is_some()),
+                    ("secret", self.secret.is_some()),
+                    ("key_id", self.key_id.is_some()),
+                    ("notify", self.notify),
+                    ("ca_file", self.ca_file.is_some()),
+                    ("insecure_http", self.insecure_http),
+                ] {
+                    if given {
+                        remote_only(field, problems);
+                    }
                 }
                 ProviderEndpoint::InProcess {
-                    implementation: implementation.unwrap_or_default(),
+                    implementation: self.implementation.unwrap_or_default(),
                 }
             }
-            (RawMode::Remote, implementation, url) => {
-                if implementation.is_some() {
+            RawMode::Remote => {
+                if self.implementation.is_some() {
                     problems.add(
                         format!("{key}.implementation"),
                         "is only for mode = \"in_process\"",
                     );
                 }
-                match &url {
-                    None => {
-                        problems.add(format!("{key}.url"), "is required when mode = \"remote\"")
+                let url = self.url.unwrap_or_default();
+                if url.is_empty() {
+                    problems.add(format!("{key}.url"), "is required when mode = \"remote\"");
+                } else {
+                    check_url(&url, &format!("{key}.url"), problems);
+                    check_transport(
+                        &url,
+                        self.insecure_http,
+                        self.ca_file.is_some(),
+                        key,
+                        problems,
+                    );
+                }
+                let secret = match self.secret {
+                    Some(secret) => {
+                        if secret.len() < MIN_PROVIDER_SECRET_LEN {
+                            problems.add(
+                                format!("{key}.secret"),
+                                format!("must be at least {MIN_PROVIDER_SECRET_LEN} characters"),
+                            );
+                        }
+                        secret
                     }
-                    Some(url) => check_url(url, &format!("{key}.url"), problems),
+                    None => {
+                        problems.add(
+                            format!("{key}.secret"),
+                            "is required when mode = \"remote\": every call to and from the \
+                             provider is signed with it",
+                        );
+                        SecretString::from("")
+                    }
+                };
+                let key_id = self.key_id.unwrap_or_else(|| self.name.clone());
+                if !is_identifier(&key_id) {
+                    problems.add(
+                        format!("{key}.key_id"),
+                        "must be 1-64 letters, digits, `_`, `-` or `.`",
+                    );
                 }
-                ProviderEndpoint::Remote {
-                    url: url.unwrap_or_default(),
-                }
+                ProviderEndpoint::Remote(RemoteEndpoint {
+                    url,
+                    secret,
+                    key_id,
+                    notify: self.notify,
+                    ca_file: self.ca_file,
+                    insecure_http: self.insecure_http,
+                })
             }
         };
         if self.services.is_empty() {
@@ -305,16 +381,6 @@ impl RawProvider {
                 format!("must be between 1 and {}", MAX_PROVIDER_TIMEOUT.as_millis()),
             );
         }
-        if let Some(notify_key) = &self.notify_key {
-            let key = format!("{key}.notify_key");
-            if !matches!(endpoint, ProviderEndpoint::Remote { .. }) {
-                problems.add(
-                    &key,
-                    "is only for mode = \"remote\" (in-process providers use the switch's notifier directly)",
-                );
-            }
-            check_bearer_key(notify_key, MIN_NOTIFY_KEY_LEN, &key, problems);
-        }
         ProviderConfig {
             name: self.name,
             endpoint,
@@ -322,23 +388,227 @@ impl RawProvider {
             reversible,
             read_only,
             timeout,
-            notify_key: self.notify_key,
         }
     }
 }
 
-/// A key sent as `Authorization: Bearer <key>`: long enough not to be
-/// guessed, and free of characters that would not survive the header.
-fn check_bearer_key(value: &SecretString, min_len: usize, key: &str, problems: &mut Problems) {
-    if value.len() < min_len {
-        problems.add(key, format!("must be at least {min_len} characters"));
+/// Each remote provider signs with a secret of its own: one shared with
+/// another provider would let either impersonate the other, and one equal to
+/// an app's secret or key would let the app speak as the provider.
+fn check_provider_secrets(
+    providers: &[ProviderConfig],
+    apps: &[AppConfig],
+    problems: &mut Problems,
+) {
+    let remotes: Vec<&RemoteEndpoint> = providers
+        .iter()
+        .filter_map(|p| match &p.endpoint {
+            ProviderEndpoint::Remote(remote) => Some(remote),
+            ProviderEndpoint::InProcess { .. } => None,
+        })
+        .collect();
+    // Never name the secret itself.
+    if !duplicates(remotes.iter().map(|r| r.secret.expose())).is_empty() {
+        problems.add(
+            "providers",
+            "two providers share one secret; each provider needs its own",
+        );
     }
-    if value
-        .expose()
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        problems.add(key, "must not contain spaces or control characters");
+    for id in duplicates(remotes.iter().map(|r| r.key_id.as_str())) {
+        problems.add(
+            "providers",
+            format!("key_id `{id}` is used by more than one provider"),
+        );
+    }
+    for (i, provider) in providers.iter().enumerate() {
+        let ProviderEndpoint::Remote(remote) = &provider.endpoint else {
+            continue;
+        };
+        if apps
+            .iter()
+            .any(|app| app.secret == remote.secret || app.api_key == remote.secret)
+        {
+            problems.add(
+                format!("providers[{i}].secret"),
+                "is also an app's secret or api_key; a provider's secret must be its own",
+            );
+        }
+    }
+}
+
+/// Decrypted card and account details travel to providers, and OTP texts to
+/// SMS gateways: over the network that means TLS, unless the peer is on this
+/// machine or the host explicitly accepts plain HTTP.
+fn check_transport(
+    url: &str,
+    insecure_http: bool,
+    has_ca_file: bool,
+    key: &str,
+    problems: &mut Problems,
+) {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return;
+    };
+    let plain = uri.scheme_str() == Some("http");
+    if plain && !insecure_http && !uri.host().is_some_and(is_loopback) {
+        problems.add(
+            format!("{key}.url"),
+            "must be https:// for a host other than this machine \
+             (or set insecure_http = true to accept plain HTTP knowingly)",
+        );
+    }
+    if plain && has_ca_file {
+        problems.add(format!("{key}.ca_file"), "is only for an https:// url");
+    }
+}
+
+fn millis(
+    value: Option<u64>,
+    default: Duration,
+    max: Duration,
+    key: &str,
+    problems: &mut Problems,
+) -> Duration {
+    match value {
+        None => default,
+        Some(ms) if ms == 0 || Duration::from_millis(ms) > max => {
+            problems.add(key, format!("must be between 1 and {}", max.as_millis()));
+            default
+        }
+        Some(ms) => Duration::from_millis(ms),
+    }
+}
+
+fn seconds(
+    value: Option<u64>,
+    default: Duration,
+    max: Duration,
+    key: &str,
+    problems: &mut Problems,
+) -> Duration {
+    match value {
+        None => default,
+        Some(secs) if secs == 0 || Duration::from_secs(secs) > max => {
+            problems.add(key, format!("must be between 1 and {}", max.as_secs()));
+            default
+        }
+        Some(secs) => Duration::from_secs(secs),
+    }
+}
+
+fn count<T: Copy + PartialOrd + std::fmt::Display + From<u8>>(
+    value: Option<T>,
+    default: T,
+    max: T,
+    key: &str,
+    problems: &mut Problems,
+) -> T {
+    match value {
+        None => default,
+        Some(n) if n < T::from(1) || n > max => {
+            problems.add(key, format!("must be between 1 and {max}"));
+            default
+        }
+        Some(n) => n,
+    }
+}
+
+impl RawServer {
+    fn validate(self, problems: &mut Problems) -> ServerConfig {
+        let defaults = ServerConfig::default();
+        let minute = Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
+        let tls = self.tls.map(|raw| {
+            for (field, path) in [("cert", &raw.cert), ("key", &raw.key)] {
+                if path.as_os_str().is_empty() {
+                    problems.add(format!("server.tls.{field}"), "must name a PEM file");
+                }
+            }
+            TlsFiles {
+                cert: raw.cert,
+                key: raw.key,
+            }
+        });
+        ServerConfig {
+            header_read_timeout: millis(
+                self.header_read_timeout_ms,
+                defaults.header_read_timeout,
+                minute,
+                "server.header_read_timeout_ms",
+                problems,
+            ),
+            idle_timeout: millis(
+                self.idle_timeout_ms,
+                defaults.idle_timeout,
+                hour,
+                "server.idle_timeout_ms",
+                problems,
+            ),
+            body_read_timeout: millis(
+                self.body_read_timeout_ms,
+                defaults.body_read_timeout,
+                minute,
+                "server.body_read_timeout_ms",
+                problems,
+            ),
+            max_body_bytes: count(
+                self.max_body_bytes,
+                defaults.max_body_bytes,
+                1024 * 1024,
+                "server.max_body_bytes",
+                problems,
+            ),
+            max_header_bytes: count(
+                self.max_header_bytes,
+                defaults.max_header_bytes,
+                1024 * 1024,
+                "server.max_header_bytes",
+                problems,
+            ),
+            max_connections: count(
+                self.max_connections,
+                defaults.max_connections,
+                1_000_000,
+                "server.max_connections",
+                problems,
+            ),
+            max_connections_per_address: count(
+                self.max_connections_per_address,
+                defaults.max_connections_per_address,
+                1_000_000,
+                "server.max_connections_per_address",
+                problems,
+            ),
+            auth_failure_limit: count(
+                self.auth_failure_limit,
+                defaults.auth_failure_limit,
+                1_000_000,
+                "server.auth_failure_limit",
+                problems,
+            ),
+            auth_failure_window: seconds(
+                self.auth_failure_window_secs,
+                defaults.auth_failure_window,
+                hour,
+                "server.auth_failure_window_secs",
+                problems,
+            ),
+            auth_lockout: seconds(
+                self.auth_lockout_secs,
+                defaults.auth_lockout,
+                Duration::from_secs(24 * 3600),
+                "server.auth_lockout_secs",
+                problems,
+            ),
+            signature_max_skew: seconds(
+                self.signature_max_skew_secs,
+                defaults.signature_max_skew,
+                hour,
+                "server.signature_max_skew_secs",
+                problems,
+            ),
+            tls,
+        }
     }
 }
 
@@ -410,6 +680,13 @@ impl RawNotifications {
 impl RawSms {
     fn validate(self, key: &str, problems: &mut Problems) -> SmsGatewayConfig {
         check_url(&self.url, &format!("{key}.url"), problems);
+        check_transport(
+            &self.url,
+            self.insecure_http,
+            self.ca_file.is_some(),
+            key,
+            problems,
+        );
         let credentials = match (self.token, self.username, self.password) {
             (None, None, None) => SmsCredentials::None,
             (Some(token), None, None) => {
@@ -489,6 +766,8 @@ impl RawSms {
                 problems,
             ),
             timeout: notify_timeout(self.timeout_ms, &format!("{key}.timeout_ms"), problems),
+            ca_file: self.ca_file,
+            insecure_http: self.insecure_http,
         }
     }
 }

@@ -53,8 +53,8 @@ fn each_bad_value_is_named_by_its_key() {
             "not an IP address",
         ),
         (
-            "timeout_ms = 10000",
-            "timeout_ms = 0",
+            "\ntimeout_ms = 10000",
+            "\ntimeout_ms = 0",
             "providers[0].timeout_ms",
             "between 1 and",
         ),
@@ -204,7 +204,10 @@ fn the_sample_sends_notifications_to_the_outbox_only() {
     );
     assert!(config.notifications.sms.is_none());
     assert!(config.notifications.email.is_none());
-    assert!(config.providers.iter().all(|p| p.notify_key.is_none()));
+    assert!(config
+        .providers
+        .iter()
+        .all(|p| matches!(p.endpoint, ProviderEndpoint::InProcess { .. })));
 }
 
 #[test]
@@ -234,12 +237,174 @@ fn the_commented_examples_are_valid() {
     assert!(email.body.uses("message"));
     assert_eq!(email.timeout, Duration::from_secs(30));
 
-    let remote = config.provider("demo-remote").expect("remote example");
     assert_eq!(
-        remote.notify_key,
-        Some(SecretString::from("demo-remote-notify-key-0123456789"))
+        sms.ca_file.as_deref(),
+        Some(Path::new("/etc/manifold/tls/sms-gateway-ca.pem"))
     );
-    assert_eq!(config.provider("demo").unwrap().notify_key, None);
+    assert!(!sms.insecure_http);
+
+    let remote = config.provider("demo-remote").expect("remote example");
+    let ProviderEndpoint::Remote(remote) = &remote.endpoint else {
+        panic!("demo-remote is remote");
+    };
+    assert_eq!(remote.url, "http://127.0.0.1:9100");
+    assert_eq!(
+        remote.secret,
+        SecretString::from("demo-remote-hop-secret-please-change-me-0123")
+    );
+    assert_eq!(remote.key_id, "demo-remote");
+    assert!(remote.notify);
+    assert_eq!(remote.ca_file, None);
+
+    assert_eq!(
+        config.server.tls,
+        Some(TlsFiles {
+            cert: "/etc/manifold/tls/switch.crt".into(),
+            key: "/etc/manifold/tls/switch.key".into(),
+        })
+    );
+}
+
+#[test]
+fn the_sample_server_table_states_the_defaults() {
+    let config = load(SAMPLE).unwrap();
+    assert_eq!(config.server, ServerConfig::default());
+    let without = SAMPLE.split("\n[server]").next().unwrap().to_owned()
+        + &SAMPLE[SAMPLE.find("\n[storage]").unwrap()..];
+    assert!(!without.contains("[server]"));
+    assert_eq!(load(&without).unwrap().server, ServerConfig::default());
+}
+
+#[test]
+fn apps_must_sign_unless_the_host_says_otherwise() {
+    let config = load(&SAMPLE.replace("require_signature = true\n", "")).unwrap();
+    assert!(config.apps.iter().all(|app| app.require_signature));
+    let config =
+        load(&SAMPLE.replacen("require_signature = true", "require_signature = false", 1)).unwrap();
+    assert!(!config.app_by_id("demo-app").unwrap().require_signature);
+}
+
+#[test]
+fn plain_http_to_another_host_needs_insecure_http() {
+    let remote = |url: &str, extra: &str| {
+        format!(
+            "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[[providers]]\nname = \"p\"\n\
+             mode = \"remote\"\nurl = \"{url}\"\nservices = [\"get_balance\"]\n\
+             secret = \"provider-hop-secret-0123456789-abcdef\"\n{extra}"
+        )
+    };
+    for url in [
+        "http://127.0.0.1:9100",
+        "http://localhost:9100",
+        "http://[::1]:9100",
+        "https://bank.example.com",
+    ] {
+        assert!(load(&remote(url, "")).is_ok(), "{url} should be allowed");
+    }
+    check_rejected(
+        &remote("http://192.0.2.7:9100", ""),
+        "providers[0].url",
+        "must be https://",
+    );
+    check_rejected(
+        &remote("http://bank.example.com", ""),
+        "providers[0].url",
+        "must be https://",
+    );
+    let accepted = load(&remote("http://192.0.2.7:9100", "insecure_http = true\n")).unwrap();
+    let ProviderEndpoint::Remote(endpoint) = &accepted.providers[0].endpoint else {
+        panic!("remote");
+    };
+    assert!(endpoint.insecure_http);
+    check_rejected(
+        &remote("http://127.0.0.1:9100", "ca_file = \"ca.pem\"\n"),
+        "providers[0].ca_file",
+        "only for an https://",
+    );
+    let sms = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\n";
+    check_rejected(
+        &format!("{sms}url = \"http://192.0.2.1/sms\"\n"),
+        "notifications.sms.url",
+        "must be https://",
+    );
+    assert!(load(&format!(
+        "{sms}url = \"http://192.0.2.1/sms\"\ninsecure_http = true\n"
+    ))
+    .is_ok());
+}
+
+#[test]
+fn bad_server_limits_are_named() {
+    let cases = [
+        (
+            "header_read_timeout_ms = 10000",
+            "header_read_timeout_ms = 0",
+            "server.header_read_timeout_ms",
+        ),
+        (
+            "idle_timeout_ms = 120000",
+            "idle_timeout_ms = 3600001",
+            "server.idle_timeout_ms",
+        ),
+        (
+            "body_read_timeout_ms = 10000",
+            "body_read_timeout_ms = 0",
+            "server.body_read_timeout_ms",
+        ),
+        (
+            "max_body_bytes = 65536",
+            "max_body_bytes = 0",
+            "server.max_body_bytes",
+        ),
+        (
+            "max_body_bytes = 65536",
+            "max_body_bytes = 1048577",
+            "server.max_body_bytes",
+        ),
+        (
+            "max_connections = 4096",
+            "max_connections = 0",
+            "server.max_connections",
+        ),
+        (
+            "max_connections_per_address = 256",
+            "max_connections_per_address = 0",
+            "server.max_connections_per_address",
+        ),
+        (
+            "auth_failure_limit = 20",
+            "auth_failure_limit = 0",
+            "server.auth_failure_limit",
+        ),
+        (
+            "auth_lockout_secs = 60",
+            "auth_lockout_secs = 0",
+            "server.auth_lockout_secs",
+        ),
+        (
+            "signature_max_skew_secs = 300",
+            "signature_max_skew_secs = 0",
+            "server.signature_max_skew_secs",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(SAMPLE.contains(from), "sample lacks {from}");
+        check_rejected(&SAMPLE.replacen(from, to, 1), key, "must be between 1 and");
+    }
+    let line = SAMPLE
+        .lines()
+        .position(|l| l == "max_connections = 4096")
+        .unwrap()
+        + 2;
+    check_rejected(
+        &SAMPLE.replacen(
+            "max_connections = 4096",
+            "max_connections = 4096\nmax_requests = 1",
+            1,
+        ),
+        &format!("line {line}"),
+        "unknown field",
+    );
 }
 
 #[test]
@@ -249,7 +414,7 @@ fn notification_secrets_never_print() {
     for secret in [
         "gateway-token-please-change-me",
         "smtp-password-please-change-me",
-        "demo-remote-notify-key-0123456789",
+        "demo-remote-hop-secret-please-change-me-0123",
     ] {
         assert!(!printed.contains(secret), "{secret} printed");
     }
@@ -398,27 +563,39 @@ fn each_bad_notification_value_is_named_by_its_key() {
             "must contain {message}",
         ),
         (
-            "notify_key = \"demo-remote-notify-key-0123456789\"",
-            "notify_key = \"short\"",
-            "providers[1].notify_key",
-            "at least 24",
+            "secret = \"demo-remote-hop-secret-please-change-me-0123\"",
+            "secret = \"short\"",
+            "providers[1].secret",
+            "at least 32",
         ),
         (
-            "notify_key = \"demo-remote-notify-key-0123456789\"",
-            "notify_key = \"demo-remote notify-key-0123456789\"",
-            "providers[1].notify_key",
-            "spaces",
+            "secret = \"demo-remote-hop-secret-please-change-me-0123\"",
+            "",
+            "providers[1].secret",
+            "is required when mode = \"remote\"",
         ),
         (
-            "notify_key = \"demo-remote-notify-key-0123456789\"",
-            "notify_key = \"demo-app-key-0123456789abcdef\"",
-            "providers[1].notify_key",
-            "also an app's api_key",
+            "secret = \"demo-remote-hop-secret-please-change-me-0123\"",
+            "secret = \"demo-app-secret-please-change-me-0123456789\"",
+            "providers[1].secret",
+            "also an app's secret",
+        ),
+        (
+            "key_id = \"demo-remote\"",
+            "key_id = \"demo remote\"",
+            "providers[1].key_id",
+            "letters, digits",
         ),
         (
             "timeout_ms = 10000\n\n# The same demo provider",
-            "timeout_ms = 10000\nnotify_key = \"in-process-notify-key-0123456789\"\n\n# The same demo provider",
-            "providers[0].notify_key",
+            "timeout_ms = 10000\nsecret = \"in-process-hop-secret-0123456789-abcdef\"\n\n# The same demo provider",
+            "providers[0].secret",
+            "only for mode = \"remote\"",
+        ),
+        (
+            "timeout_ms = 10000\n\n# The same demo provider",
+            "timeout_ms = 10000\nnotify = true\n\n# The same demo provider",
+            "providers[0].notify",
             "only for mode = \"remote\"",
         ),
     ];
@@ -473,26 +650,29 @@ fn sms_credentials_may_go_over_http_to_a_loopback_gateway_only() {
         "notifications.sms.url",
         "must be https://",
     );
-    // Without credentials a plain-http gateway (on a private network) is allowed.
-    let text = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\nurl = \"http://192.0.2.1/sms\"\n";
+    // Without credentials, a plain-http gateway on a private network is
+    // allowed when the host says so; credentials never are.
+    let text = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\nurl = \"http://192.0.2.1/sms\"\ninsecure_http = true\n";
     assert!(load(text).is_ok());
+    check_rejected(
+        &format!("{base}url = \"http://192.0.2.1/sms\"\ninsecure_http = true\n"),
+        "notifications.sms.url",
+        "when credentials are sent",
+    );
 }
 
 #[test]
-fn shared_notify_keys_are_refused_without_printing_them() {
+fn shared_provider_secrets_are_refused_without_printing_them() {
     let text = sample_with_examples().replacen(
         "timeout_ms = 10000\n\n# The same demo provider",
         "timeout_ms = 10000\n\n[[providers]]\nname = \"other\"\nmode = \"remote\"\n\
          url = \"http://127.0.0.1:9\"\nservices = [\"get_balance\"]\n\
-         notify_key = \"demo-remote-notify-key-0123456789\"\n\n# The same demo provider",
+         secret = \"demo-remote-hop-secret-please-change-me-0123\"\n\n# The same demo provider",
         1,
     );
     let error = load(&text).unwrap_err();
-    assert!(
-        error.to_string().contains("share one notify_key"),
-        "{error}"
-    );
-    assert!(!error.to_string().contains("demo-remote-notify-key"));
+    assert!(error.to_string().contains("share one secret"), "{error}");
+    assert!(!error.to_string().contains("demo-remote-hop-secret"));
 }
 
 #[test]

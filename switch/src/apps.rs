@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use manifold_config::AppConfig;
+use manifold_crypto::message_signature::SigningKey;
 use manifold_crypto::AppKey;
 use sha2::{Digest, Sha256};
 
@@ -17,6 +18,8 @@ use sha2::{Digest, Sha256};
 pub struct App {
     pub config: AppConfig,
     pub key: AppKey,
+    /// The key its requests are signed with (RFC 9421), from the same secret.
+    pub signing_key: SigningKey,
 }
 
 impl App {
@@ -39,8 +42,10 @@ impl AppRegistry {
         let by_key_digest = apps
             .iter()
             .map(|config| {
+                let key = AppKey::derive(&config.secret);
                 let app = App {
-                    key: AppKey::derive(&config.secret),
+                    signing_key: SigningKey::for_app(&key),
+                    key,
                     config: config.clone(),
                 };
                 (digest(config.api_key.expose()), Arc::new(app))

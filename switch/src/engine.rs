@@ -2,8 +2,10 @@
 //!
 //! Every operation follows the same order, which is what makes the switch
 //! safe to retry and safe to kill:
-//! 1. check everything that needs no store (fields, signature, routing,
-//!    limits, `auth.secure`) — a rejection here records nothing;
+//! 1. check everything that needs no store (fields, the signature's
+//!    `request_ref` — the signature itself was verified before the body was
+//!    parsed, see [`crate::signed`] — routing, limits, `auth.secure`) — a
+//!    rejection here records nothing;
 //! 2. claim the `request_ref` (and, for `/transact`, record the transaction
 //!    as `Pending`) as one step of the store — a repeat finds the claim and
 //!    gets the first answer, never a second provider call;
@@ -31,6 +33,7 @@ use crate::envelope::{self, MockMode, ResponseEnvelope};
 use crate::error::SwitchError;
 use crate::inspect;
 use crate::routing::{Route, Router};
+use crate::signed::VerifiedCall;
 use crate::store::{
     Begin, Claim, HistoryEntry, Operation, RequestRecord, RequestState, Reversal, Store,
     StoredResponse, TransactionRecord,
@@ -218,19 +221,6 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    fn check_signature(
-        app: &App,
-        request_ref: &str,
-        given: Option<&str>,
-    ) -> Result<(), SwitchError> {
-        match given {
-            Some(given) if signature::verify(&app.key, request_ref, given.trim()) => Ok(()),
-            Some(_) => Err(SwitchError::BadSignature),
-            None if app.config.require_signature => Err(SwitchError::SignatureRequired),
-            None => Ok(()),
-        }
     }
 
     /// Calls the provider, bounded by its configured timeout even when it is
@@ -480,15 +470,11 @@ impl Engine {
         Ok(answer)
     }
 
-    pub async fn transact(
-        &self,
-        app: &App,
-        body: &[u8],
-        signature_header: Option<&str>,
-    ) -> Result<Answer, SwitchError> {
-        let root = envelope::parse_json(body)?;
+    pub async fn transact(&self, signed: &VerifiedCall) -> Result<Answer, SwitchError> {
+        let app = signed.app();
+        let root = envelope::parse_json(signed.body())?;
         let request = envelope::parse_transact(&root)?;
-        Self::check_signature(app, &request.request_ref, signature_header)?;
+        signed.check_request_ref(&request.request_ref)?;
         let (route, grant) =
             self.router
                 .resolve(app, &request.request_type, &request.auth_provider)?;
@@ -657,15 +643,11 @@ impl Engine {
         }
     }
 
-    pub async fn validate(
-        &self,
-        app: &App,
-        body: &[u8],
-        signature_header: Option<&str>,
-    ) -> Result<Answer, SwitchError> {
-        let root = envelope::parse_json(body)?;
+    pub async fn validate(&self, signed: &VerifiedCall) -> Result<Answer, SwitchError> {
+        let app = signed.app();
+        let root = envelope::parse_json(signed.body())?;
         let request = envelope::parse_validate(&root)?;
-        Self::check_signature(app, &request.request_ref, signature_header)?;
+        signed.check_request_ref(&request.request_ref)?;
         let input = open_validation(&app.key, &request.request_ref, &request.secure)
             .map_err(SwitchError::SecureRejected)?;
         let fingerprint = fingerprint(app, &root, Some(&input.to_plaintext()));
@@ -726,15 +708,11 @@ impl Engine {
         .await
     }
 
-    pub async fn query(
-        &self,
-        app: &App,
-        body: &[u8],
-        signature_header: Option<&str>,
-    ) -> Result<Answer, SwitchError> {
-        let root = envelope::parse_json(body)?;
+    pub async fn query(&self, signed: &VerifiedCall) -> Result<Answer, SwitchError> {
+        let app = signed.app();
+        let root = envelope::parse_json(signed.body())?;
         let request = envelope::parse_reference(&root)?;
-        Self::check_signature(app, &request.request_ref, signature_header)?;
+        signed.check_request_ref(&request.request_ref)?;
         let record = self
             .named_transaction(
                 app,
@@ -812,15 +790,11 @@ impl Engine {
         Ok(self.describe(&updated))
     }
 
-    pub async fn reverse(
-        &self,
-        app: &App,
-        body: &[u8],
-        signature_header: Option<&str>,
-    ) -> Result<Answer, SwitchError> {
-        let root = envelope::parse_json(body)?;
+    pub async fn reverse(&self, signed: &VerifiedCall) -> Result<Answer, SwitchError> {
+        let app = signed.app();
+        let root = envelope::parse_json(signed.body())?;
         let request = envelope::parse_reference(&root)?;
-        Self::check_signature(app, &request.request_ref, signature_header)?;
+        signed.check_request_ref(&request.request_ref)?;
         let fingerprint = fingerprint(app, &root, None);
         if let Some(existing) = self.store.request(app.id(), &request.request_ref).await? {
             return self.replay(app, existing, &fingerprint).await;

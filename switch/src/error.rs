@@ -4,6 +4,7 @@
 //! status and `data.error` code it becomes. No variant carries a secret: the
 //! crypto errors it wraps never quote plaintext.
 
+use manifold_crypto::message_signature::SignatureError;
 use manifold_crypto::CryptoError;
 use manifold_provider::Status;
 
@@ -30,14 +31,20 @@ pub enum SwitchError {
     MalformedJson(String),
     #[error("the request body is larger than the switch accepts")]
     BodyTooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimedOut,
     #[error("the request has {} invalid field(s)", .0.len())]
     InvalidFields(Vec<FieldError>),
     #[error("missing or unknown API key: send `Authorization: Bearer <api_key>`")]
     Unauthenticated,
-    #[error("this app must sign its requests: send a `Signature` header")]
+    #[error("this app must sign its requests: send Content-Digest, Signature-Input and Signature headers (RFC 9421, see docs/secure.md)")]
     SignatureRequired,
-    #[error("the `Signature` header does not match request_ref")]
-    BadSignature,
+    #[error("the request signature was refused: {0}")]
+    BadSignature(SignatureError),
+    #[error("the signature's nonce is not this request's request_ref")]
+    SignatureNonceMismatch,
+    #[error("too many failed authentications from this address; retry in {retry_after_secs} s")]
+    TooManyAuthFailures { retry_after_secs: u64 },
     #[error("no provider serves request_type `{0}`")]
     UnknownRequestType(String),
     #[error("no provider named `{0}` is configured")]

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use manifold_edge::{read_request_body, Body, BodyError, Peer};
+use manifold_crypto::message_signature::VerifyPolicy;
+use manifold_edge::{read_body, AuthFailureLimiter, Body, BodyError, BodyLimits, Peer};
+use manifold_provider::hop::unix_now;
 use manifold_provider::notify::Channel;
 use manifold_provider::{NotifyError, Status};
 
@@ -22,6 +24,7 @@ use crate::engine::{now_ms, Answer, Engine};
 use crate::envelope::{ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
 use crate::notify::{NotifyService, NotifyServiceError};
+use crate::signed::VerifiedCall;
 use crate::store::{MeteredCall, Operation};
 
 /// Everything a request handler needs; shared by all connections.
@@ -30,6 +33,10 @@ pub struct SwitchState {
     pub engine: Engine,
     /// `/notify/*`: provider keys and the switch's notifier (its `Dispatcher`).
     pub notify: NotifyService,
+    /// Failed authentications per client address (`[server]`'s limits).
+    pub auth_failures: AuthFailureLimiter,
+    /// How far an app signature's `created` may be from our clock.
+    pub signature_policy: VerifyPolicy,
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -39,14 +46,25 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
     match error {
         MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
         BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+        BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, "body_timed_out", None),
         InvalidFields(errors) => (
             StatusCode::BAD_REQUEST,
             "invalid_request",
             Some(errors.clone()),
         ),
         Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
+        TooManyAuthFailures { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_auth_failures",
+            None,
+        ),
         SignatureRequired => (StatusCode::UNAUTHORIZED, "signature_required", None),
-        BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature", None),
+        BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature", None),
+        SignatureNonceMismatch => (
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            field("request_ref", error.to_string()),
+        ),
         UnknownRequestType(_) => (
             StatusCode::BAD_REQUEST,
             "unknown_request_type",
@@ -135,7 +153,14 @@ fn classify_notify(
 ) -> (StatusCode, &'static str, Option<Vec<FieldError>>) {
     use NotifyServiceError::*;
     match error {
-        Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
+        Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
+        TooManyAuthFailures { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_auth_failures",
+            None,
+        ),
+        Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+        BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, "body_timed_out", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
         MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", None),
@@ -196,6 +221,14 @@ fn respond(answer: &Answer) -> Response<Body> {
     response
 }
 
+/// `Retry-After` on a 429, so a well-behaved client waits out its lockout.
+fn with_retry_after(mut response: Response<Body>, secs: u64) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    response
+}
+
 fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     request
         .headers()
@@ -206,7 +239,7 @@ fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str>
 pub async fn handle(
     state: Arc<SwitchState>,
     request: Request<Incoming>,
-    _peer: Peer,
+    peer: Peer,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let operation = match path.as_str() {
@@ -221,8 +254,8 @@ pub async fn handle(
                 error: None,
             });
         }
-        "/notify/sms" => return notify(&state, Channel::Sms, request).await,
-        "/notify/email" => return notify(&state, Channel::Email, request).await,
+        "/notify/sms" => return notify(&state, Channel::Sms, request, peer).await,
+        "/notify/email" => return notify(&state, Channel::Email, request, peer).await,
         "/transact" => Operation::Transact,
         "/transact/validate" => Operation::Validate,
         "/transact/query" => Operation::Query,
@@ -234,32 +267,64 @@ pub async fn handle(
             request.method().to_string(),
         )));
     }
+    // A locked-out address is refused before its key is even looked at, so
+    // guessing keys or signatures costs a guesser the lockout.
+    if let Err(locked) = state.auth_failures.check(peer.address.ip()) {
+        let answer = error_answer(&SwitchError::TooManyAuthFailures {
+            retry_after_secs: locked.retry_after_secs,
+        });
+        return with_retry_after(respond(&answer), locked.retry_after_secs);
+    }
     let Some(app) = state
         .apps
         .authenticate(header_str(&request, "authorization"))
     else {
+        state.auth_failures.record_failure(peer.address.ip());
         return respond(&error_answer(&SwitchError::Unauthenticated));
     };
-    let signature = header_str(&request, "signature").map(str::to_owned);
-    let answer = match read_request_body(request).await {
-        Ok(body) => dispatch(&state.engine, &app, operation, &body, signature.as_deref()).await,
-        Err(BodyError::TooLarge { .. }) => Err(SwitchError::BodyTooLarge),
-        Err(BodyError::TimedOut) => {
-            Err(SwitchError::MalformedJson(BodyError::TimedOut.to_string()))
-        }
-        Err(BodyError::Unreadable(reason)) => Err(SwitchError::MalformedJson(reason)),
+    let limits = BodyLimits::of(&request);
+    let (parts, body) = request.into_parts();
+    let verified = match read_body(body, limits).await {
+        Ok(body) => VerifiedCall::verify(
+            app.clone(),
+            parts.method.as_str(),
+            &path,
+            &parts.headers,
+            body,
+            &state.signature_policy,
+            unix_now(),
+        )
+        .inspect_err(|error| {
+            if matches!(error, SwitchError::BadSignature(_)) {
+                state.auth_failures.record_failure(peer.address.ip());
+            }
+        }),
+        Err(error) => Err(body_error(error)),
+    };
+    let answer = match verified {
+        Ok(call) => dispatch(&state.engine, operation, &call).await,
+        Err(error) => Err(error),
     }
     .unwrap_or_else(|error| error_answer(&error));
     meter(&state.engine, &app, operation, &answer).await;
     respond(&answer)
 }
 
-/// `POST /notify/sms` and `/notify/email`: method, then the provider's
-/// `notify_key`, then the body, then the channel.
+fn body_error(error: BodyError) -> SwitchError {
+    match error {
+        BodyError::TooLarge { .. } => SwitchError::BodyTooLarge,
+        BodyError::TimedOut => SwitchError::BodyTimedOut,
+        BodyError::Unreadable(reason) => SwitchError::MalformedJson(reason),
+    }
+}
+
+/// `POST /notify/sms` and `/notify/email`: method, then the body, then the
+/// provider's signature over it, and only then the body's fields.
 async fn notify(
     state: &SwitchState,
     channel: Channel,
     request: Request<Incoming>,
+    peer: Peer,
 ) -> Response<Body> {
     let outcome = async {
         if request.method() != Method::POST {
@@ -267,16 +332,30 @@ async fn notify(
                 request.method().to_string(),
             ));
         }
+        if let Err(locked) = state.auth_failures.check(peer.address.ip()) {
+            return Err(NotifyServiceError::TooManyAuthFailures {
+                retry_after_secs: locked.retry_after_secs,
+            });
+        }
+        let limits = BodyLimits::of(&request);
+        let (parts, body) = request.into_parts();
+        let body = read_body(body, limits).await.map_err(|error| match error {
+            BodyError::TooLarge { .. } => NotifyServiceError::BodyTooLarge,
+            BodyError::TimedOut => NotifyServiceError::BodyTimedOut,
+            BodyError::Unreadable(reason) => NotifyServiceError::MalformedJson(reason),
+        })?;
         let provider = state
             .notify
-            .authenticate(header_str(&request, "authorization"))
-            .ok_or(NotifyServiceError::Unauthenticated)?;
-        let body = read_request_body(request)
-            .await
-            .map_err(|error| match error {
-                BodyError::TooLarge { .. } => NotifyServiceError::BodyTooLarge,
-                BodyError::TimedOut => NotifyServiceError::MalformedJson(error.to_string()),
-                BodyError::Unreadable(reason) => NotifyServiceError::MalformedJson(reason),
+            .authenticate(
+                parts.method.as_str(),
+                parts.uri.path(),
+                &parts.headers,
+                &body,
+            )
+            .inspect_err(|error| {
+                if matches!(error, NotifyServiceError::Unauthenticated(_)) {
+                    state.auth_failures.record_failure(peer.address.ip());
+                }
             })?;
         state.notify.send(provider, channel, &body).await?;
         Ok(provider)
@@ -307,22 +386,28 @@ async fn notify(
                 error: None,
             })
         }
-        Err(error) => respond(&notify_error_answer(&error)),
+        Err(error) => {
+            let response = respond(&notify_error_answer(&error));
+            match error {
+                NotifyServiceError::TooManyAuthFailures { retry_after_secs } => {
+                    with_retry_after(response, retry_after_secs)
+                }
+                _ => response,
+            }
+        }
     }
 }
 
 async fn dispatch(
     engine: &Engine,
-    app: &App,
     operation: Operation,
-    body: &[u8],
-    signature: Option<&str>,
+    call: &VerifiedCall,
 ) -> Result<Answer, SwitchError> {
     match operation {
-        Operation::Transact => engine.transact(app, body, signature).await,
-        Operation::Validate => engine.validate(app, body, signature).await,
-        Operation::Query => engine.query(app, body, signature).await,
-        Operation::Reverse => engine.reverse(app, body, signature).await,
+        Operation::Transact => engine.transact(call).await,
+        Operation::Validate => engine.validate(call).await,
+        Operation::Query => engine.query(call).await,
+        Operation::Reverse => engine.reverse(call).await,
     }
 }
 

@@ -13,7 +13,9 @@
 //! - [`http`]: the HTTP edge: routes paths, reads bodies, and is the one place
 //!   where a [`SwitchError`] becomes a status code and an envelope.
 //! - [`envelope`]: the app-facing wire format and its field-by-field parsing.
-//! - [`apps`]: bearer key → app, with its derived key and grants.
+//! - [`apps`]: bearer key → app, with its derived keys and grants.
+//! - [`signed`]: [`signed::VerifiedCall`], an app call whose RFC 9421
+//!   signature was checked against its body; the engine takes nothing else.
 //! - [`routing`]: provider names → `Arc<dyn Provider>` and their settings.
 //! - [`engine`]: the transaction lifecycle: idempotency, state changes,
 //!   timeouts, reversal, metering.
@@ -33,6 +35,7 @@ pub mod inspect;
 pub mod notify;
 pub mod routing;
 pub mod server;
+pub mod signed;
 pub mod store;
 
 pub use error::SwitchError;

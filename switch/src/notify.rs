@@ -2,40 +2,50 @@
 //!
 //! Seed 003's "Send SMS and Send Email services": a provider that does not
 //! run its own SMS gateway or SMTP client sends `POST /notify/sms` or
-//! `POST /notify/email` ([`manifold_notify::wire`]) with the `notify_key` the
-//! host set on its `[[providers]]` entry, and the switch sends the message
+//! `POST /notify/email` ([`manifold_notify::wire`]), signed (RFC 9421) with
+//! the secret and `key_id` of its `[[providers]]` entry, which must also say
+//! `notify = true`; the switch sends the message
 //! through its own [`Dispatcher`](manifold_notify::Dispatcher) — the same
 //! notifier its in-process providers use. [`NotifyService`] owns the key
 //! table and the request checks; [`crate::http`] routes the paths and turns
 //! a [`NotifyServiceError`] into a status and an envelope.
 //!
-//! Keys are looked up by their SHA-256 digest, like app keys. The message
-//! body becomes a [`SecretString`] as soon as it is parsed and is never logged;
+//! The signature is checked before the body is parsed, and each nonce is
+//! remembered for the signature window, so a captured call cannot be sent
+//! again ([`manifold_provider::hop`]). The message body becomes a [`SecretString`] as soon as it is parsed and is never logged;
 //! logs name the provider, the channel and the masked destination.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use manifold_config::{ProviderConfig, ProviderEndpoint};
+use manifold_crypto::message_signature::claimed_key_id;
 use manifold_crypto::SecretString;
 use manifold_notify::wire::{MAX_EMAIL_CHARS, MAX_SMS_CHARS, MAX_SUBJECT_CHARS};
 use manifold_notify::{check_email_address, check_msisdn};
+use manifold_provider::hop::{HopError, HopVerifier};
 use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{Notification, Notifier, NotifyError};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::FieldError;
 
 /// Everything that can go wrong with a notification service call.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyServiceError {
-    #[error("missing or unknown notify_key: send `Authorization: Bearer <notify_key>`")]
-    Unauthenticated,
+    #[error("the call is not signed by a provider allowed to send notifications: {0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Busy(String),
     #[error("{0} is not allowed here; use POST")]
     MethodNotAllowed(String),
     #[error("the request body is larger than the switch accepts")]
     BodyTooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimedOut,
+    #[error("too many failed authentications from this address; retry in {retry_after_secs} s")]
+    TooManyAuthFailures { retry_after_secs: u64 },
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
     #[error("the request has {} invalid field(s)", .0.len())]
@@ -47,42 +57,61 @@ pub enum NotifyServiceError {
 
 /// The provider keys and the notifier behind `/notify/*`.
 pub struct NotifyService {
-    /// SHA-256 of each `notify_key` → the provider's name.
-    providers_by_key: HashMap<[u8; 32], String>,
+    /// `key_id` → the provider's name and the verifier of its signatures.
+    providers_by_key_id: HashMap<String, (String, HopVerifier)>,
     notifier: Arc<dyn Notifier>,
 }
 
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 impl NotifyService {
-    /// Every remote provider with a `notify_key` may use the services.
-    pub fn new(providers: &[ProviderConfig], notifier: Arc<dyn Notifier>) -> NotifyService {
-        let providers_by_key = providers
+    /// Every remote provider whose entry says `notify = true` may use the
+    /// services; `max_skew` is the signature window.
+    pub fn new(
+        providers: &[ProviderConfig],
+        notifier: Arc<dyn Notifier>,
+        max_skew: Duration,
+    ) -> NotifyService {
+        let providers_by_key_id = providers
             .iter()
-            .filter(|p| matches!(p.endpoint, ProviderEndpoint::Remote { .. }))
-            .filter_map(|p| {
-                p.notify_key
-                    .as_ref()
-                    .map(|key| (digest(key.expose()), p.name.clone()))
+            .filter_map(|p| match &p.endpoint {
+                ProviderEndpoint::Remote(remote) if remote.notify => Some((
+                    remote.key_id.clone(),
+                    (
+                        p.name.clone(),
+                        HopVerifier::new(&remote.secret, &remote.key_id, max_skew),
+                    ),
+                )),
+                _ => None,
             })
             .collect();
         NotifyService {
-            providers_by_key,
+            providers_by_key_id,
             notifier,
         }
     }
 
-    /// The provider whose key is in an `Authorization: Bearer <key>` value.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Option<&str> {
-        let (scheme, key) = authorization?.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
+    /// The provider that signed this request, checked against its own key;
+    /// the body is not parsed before this succeeds.
+    pub fn authenticate(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<&str, NotifyServiceError> {
+        let unauthenticated = |reason: String| NotifyServiceError::Unauthenticated(reason);
+        let key_id = claimed_key_id(headers).map_err(|error| unauthenticated(error.to_string()))?;
+        let Some((provider, verifier)) = self.providers_by_key_id.get(&key_id) else {
+            return Err(unauthenticated(
+                "its keyid is not a provider with notify = true".into(),
+            ));
+        };
+        match verifier.verify(method, path, headers, body) {
+            Ok(_) => Ok(provider),
+            Err(error @ HopError::ReplayGuardFull) => {
+                Err(NotifyServiceError::Busy(error.to_string()))
+            }
+            Err(error) => Err(unauthenticated(error.to_string())),
         }
-        self.providers_by_key
-            .get(&digest(key.trim()))
-            .map(String::as_str)
     }
 
     /// Checks `body` for `channel` and sends it; `provider` is the caller,
@@ -280,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_matched_by_digest_for_remote_providers_only() {
+    fn only_remote_providers_with_notify_may_sign_for_the_services() {
         let text = r#"
             listen = "127.0.0.1:0"
             [storage]
@@ -290,36 +319,73 @@ mod tests {
             mode = "remote"
             url = "http://127.0.0.1:9"
             services = ["get_balance"]
-            notify_key = "bank-a-notify-key-0123456789"
+            secret = "bank-a-hop-secret-0123456789-abcdefgh"
+            notify = true
             [[providers]]
             name = "bank-b"
             mode = "remote"
             url = "http://127.0.0.1:9"
             services = ["get_balance"]
+            secret = "bank-b-hop-secret-0123456789-abcdefgh"
         "#;
         let config =
             manifold_config::SwitchConfig::from_toml(text, std::path::Path::new("t.toml")).unwrap();
         let service = NotifyService::new(
             &config.providers,
             Arc::new(manifold_provider::notify::OutboxNotifier::new("unused")),
+            Duration::from_secs(60),
+        );
+        let body = br#"{"to": "2348022000008", "message": "hello"}"#;
+        let signed = |secret: &str, key_id: &str, path: &str| {
+            let mut headers = http::HeaderMap::new();
+            manifold_provider::HopSigner::new(&SecretString::from(secret), key_id)
+                .sign("POST", path, body)
+                .unwrap()
+                .apply(&mut headers);
+            headers
+        };
+        let good = signed(
+            "bank-a-hop-secret-0123456789-abcdefgh",
+            "bank-a",
+            "/notify/sms",
         );
         assert_eq!(
-            service.authenticate(Some("Bearer bank-a-notify-key-0123456789")),
-            Some("bank-a")
+            service
+                .authenticate("POST", "/notify/sms", &good, body)
+                .unwrap(),
+            "bank-a"
         );
-        assert_eq!(
-            service.authenticate(Some("bearer  bank-a-notify-key-0123456789 ")),
-            Some("bank-a")
-        );
-        for wrong in [
-            None,
-            Some(""),
-            Some("bank-a-notify-key-0123456789"),
-            Some("Basic bank-a-notify-key-0123456789"),
-            Some("Bearer bank-a-notify-key-012345678"),
-            Some("Bearer "),
-        ] {
-            assert_eq!(service.authenticate(wrong), None, "{wrong:?}");
+        // The same request again is a replay.
+        assert!(matches!(
+            service.authenticate("POST", "/notify/sms", &good, body),
+            Err(NotifyServiceError::Unauthenticated(reason)) if reason.contains("already received")
+        ));
+        let refused = [
+            // bank-b has no notify = true.
+            signed(
+                "bank-b-hop-secret-0123456789-abcdefgh",
+                "bank-b",
+                "/notify/sms",
+            ),
+            // bank-b's secret under bank-a's key id.
+            signed(
+                "bank-b-hop-secret-0123456789-abcdefgh",
+                "bank-a",
+                "/notify/sms",
+            ),
+            // Signed for the other service.
+            signed(
+                "bank-a-hop-secret-0123456789-abcdefgh",
+                "bank-a",
+                "/notify/email",
+            ),
+            http::HeaderMap::new(),
+        ];
+        for headers in refused {
+            assert!(matches!(
+                service.authenticate("POST", "/notify/sms", &headers, body),
+                Err(NotifyServiceError::Unauthenticated(_))
+            ));
         }
     }
 }

@@ -11,10 +11,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
+use manifold_crypto::message_signature::VerifyPolicy;
 use manifold_demo_provider::{DemoProvider, DemoSettings};
-use manifold_edge::{serve, EdgeOptions};
+use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
-use manifold_provider::{GroupCommit, Provider, RemoteProvider};
+use manifold_provider::outbound::OutboundOptions;
+use manifold_provider::{GroupCommit, HopSigner, Provider, RemoteProvider};
 use manifold_provider_sdk::AnswerDurability;
 use manifold_provider_sdk::Sweeper;
 use tokio::net::TcpListener;
@@ -37,6 +39,8 @@ pub enum StartError {
     Store { path: String, reason: String },
     #[error("provider `{provider}` could not be set up: {reason}")]
     Provider { provider: String, reason: String },
+    #[error("[server.tls]: {0}")]
+    Tls(String),
 }
 
 pub struct Switch {
@@ -44,6 +48,32 @@ pub struct Switch {
     store: Arc<SledStore>,
     /// Compiled-in demo providers, whose expiry sweeps run while serving.
     in_process_demos: Vec<Arc<DemoProvider>>,
+    /// `[server]`: the edge's limits, timeouts and TLS.
+    edge: EdgeOptions,
+}
+
+/// The edge as the host's `[server]` table describes it, its TLS files
+/// loaded (a missing or unreadable file stops start-up).
+fn edge_options(config: &SwitchConfig) -> Result<EdgeOptions, StartError> {
+    let server = &config.server;
+    let tls = match &server.tls {
+        Some(files) => Some(
+            manifold_edge::tls::server_config(&files.cert, &files.key)
+                .map_err(|error| StartError::Tls(error.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(EdgeOptions {
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+        body_read_timeout: server.body_read_timeout,
+        max_body_bytes: server.max_body_bytes,
+        max_header_bytes: server.max_header_bytes,
+        max_connections: server.max_connections,
+        max_connections_per_address: server.max_connections_per_address,
+        tls,
+        ..EdgeOptions::default()
+    })
 }
 
 impl Switch {
@@ -82,10 +112,21 @@ impl Switch {
                 reason,
             };
             let provider: Arc<dyn Provider> = match &provider_config.endpoint {
-                ProviderEndpoint::Remote { url } => Arc::new(
-                    RemoteProvider::new(url, provider_config.timeout)
-                        .map_err(|e| setup_error(e.to_string()))?,
-                ),
+                ProviderEndpoint::Remote(remote) => {
+                    if remote.insecure_http && remote.url.starts_with("http://") {
+                        tracing::warn!(
+                            provider = %provider_config.name,
+                            "insecure_http: decrypted source details go to this provider unencrypted"
+                        );
+                    }
+                    let signer = HopSigner::new(&remote.secret, &remote.key_id);
+                    let options = OutboundOptions::with_timeout(provider_config.timeout)
+                        .ca_file(remote.ca_file.as_deref());
+                    Arc::new(
+                        RemoteProvider::with_options(&remote.url, signer, options)
+                            .map_err(|e| setup_error(e.to_string()))?,
+                    )
+                }
                 ProviderEndpoint::InProcess { implementation } => {
                     if let Some(provider) = implementations.remove(implementation) {
                         provider
@@ -122,15 +163,30 @@ impl Switch {
             });
         }
 
+        let edge = edge_options(config)?;
         let state = Arc::new(SwitchState {
+            auth_failures: AuthFailureLimiter::new(AuthFailureLimits {
+                max_failures: config.server.auth_failure_limit,
+                window: config.server.auth_failure_window,
+                lockout: config.server.auth_lockout,
+                ..AuthFailureLimits::default()
+            }),
+            signature_policy: VerifyPolicy {
+                max_skew_secs: config.server.signature_max_skew.as_secs(),
+            },
             apps: AppRegistry::new(&config.apps),
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
-            notify: NotifyService::new(&config.providers, notifier),
+            notify: NotifyService::new(
+                &config.providers,
+                notifier,
+                config.server.signature_max_skew,
+            ),
         });
         Ok(Switch {
             state,
             store,
             in_process_demos,
+            edge,
         })
     }
 
@@ -139,11 +195,11 @@ impl Switch {
     }
 
     /// Answers HTTP on `listener` until `shutdown` completes, then lets
-    /// in-flight requests finish and flushes the store. The edge's limits
-    /// and timeouts are the defaults; see [`Switch::serve_with`].
+    /// in-flight requests finish and flushes the store. The edge's limits,
+    /// timeouts and TLS are the configuration's `[server]`.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.serve_with(listener, EdgeOptions::default(), shutdown)
-            .await
+        let options = self.edge.clone();
+        self.serve_with(listener, options, shutdown).await
     }
 
     /// As [`Switch::serve`], with the edge's limits, timeouts and TLS in

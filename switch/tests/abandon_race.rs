@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use manifold_config::SwitchConfig;
+use manifold_crypto::message_signature::VerifyPolicy;
 use manifold_provider::{
     GroupCommit, Provider, ProviderError, ProviderReply, QueryRequest, ReverseRequest, Status,
     TransactRequest, ValidateRequest,
@@ -19,6 +20,7 @@ use manifold_provider::{
 use manifold_switch::apps::AppRegistry;
 use manifold_switch::engine::{now_ms, Engine};
 use manifold_switch::routing::{Route, Router};
+use manifold_switch::signed::VerifiedCall;
 use manifold_switch::store::{
     Begin, Change, Claim, HistoryEntry, MeteredCall, Operation, RequestRecord, RequestState,
     SledStore, Store, StoreError, StoredResponse, TransactionRecord,
@@ -37,10 +39,12 @@ mode = "remote"
 url = "http://127.0.0.1:9"
 services = ["transfer"]
 timeout_ms = 5000
+secret = "race-provider-hop-secret-0123456789abcdef"
 [[apps]]
 id = "race"
 api_key = "race-app-key-0123456789abcdef"
 secret = "race-app-secret-0123456789abcdef0123456789"
+require_signature = false
 [apps.services.transfer]
 providers = ["bank"]
 otp_override = true
@@ -202,16 +206,28 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
         "transaction": {"transaction_ref": "t-1"}
     })
     .to_string();
+    // An unsigned call of an app that may send one, as the HTTP edge would
+    // hand it over.
+    let call = VerifiedCall::verify(
+        app,
+        "POST",
+        "/transact/query",
+        &http::HeaderMap::new(),
+        bytes::Bytes::from(query),
+        &VerifyPolicy::default(),
+        0,
+    )
+    .expect("the app may call unsigned");
 
     // Undisturbed, the first call is still within its timeout: in progress.
-    let early = engine.query(&app, query.as_bytes(), None).await;
+    let early = engine.query(&call).await;
     assert!(
         matches!(early, Err(SwitchError::RequestInProgress(_))),
         "{early:?}"
     );
 
     *store.armed.lock().unwrap() = Some(("race".into(), "r-1".into(), "t-1".into()));
-    let raced = engine.query(&app, query.as_bytes(), None).await;
+    let raced = engine.query(&call).await;
     assert!(
         matches!(raced, Err(SwitchError::TransactionNotFound(_))),
         "a query racing the abandonment answered {:?}",

@@ -10,6 +10,7 @@ use common::*;
 use manifold_crypto::SecretString;
 use manifold_notify::SwitchNotifier;
 use manifold_provider::notify::Channel;
+use manifold_provider::HopSigner;
 use manifold_provider::{Notification, Notifier, NotifyError};
 use manifold_smtp_sink::SmtpSink;
 use serde_json::json;
@@ -23,7 +24,7 @@ async fn an_sms_request_reaches_the_gateway() {
 
     let (status, body) = post(
         &format!("{}/notify/sms", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &json!({"to": MSISDN, "message": "Your code is 281734."}).to_string(),
     )
     .await;
@@ -55,7 +56,7 @@ async fn an_email_request_reaches_the_mail_server() {
 
     let (status, body) = post(
         &format!("{}/notify/email", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &json!({"to": EMAIL, "subject": "Your code", "message": "Your code is 281734."})
             .to_string(),
     )
@@ -84,21 +85,29 @@ async fn requests_without_the_right_key_are_refused() {
     let body = json!({"to": MSISDN, "message": "x"}).to_string();
     let url = format!("{}/notify/sms", switch.url());
 
-    // No key, a wrong key, and an app's api_key, which is not a notify_key.
-    for key in [None, Some("not-the-notify-key-0123456789"), Some(APP_KEY)] {
+    // Unsigned, a bare bearer key, and an app's own signature: none is a
+    // provider's signature.
+    for key in [
+        None,
+        Some("not-the-provider-secret-0123456789"),
+        Some(APP_KEY),
+    ] {
         let (status, answer) = post(&url, key, &body).await;
         assert_eq!(status, 401, "{key:?}: {answer}");
         assert_eq!(answer["status"], "Failed");
         assert_eq!(answer["data"]["error"], "unauthenticated");
         assert!(
-            answer["message"].as_str().unwrap().contains("notify_key"),
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("not signed by a provider"),
             "{answer}"
         );
     }
-    // Nor may a notify_key call the app endpoints.
+    // Nor may a provider's signature call the app endpoints.
     let (status, answer) = post(
         &format!("{}/transact", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &transact_body("r-1", "t-1", json!({"mobile_no": MSISDN})),
     )
     .await;
@@ -106,7 +115,7 @@ async fn requests_without_the_right_key_are_refused() {
 
     let response = client()
         .get(&url)
-        .bearer_auth(NOTIFY_KEY)
+        .bearer_auth(PROVIDER_SECRET)
         .send()
         .await
         .unwrap();
@@ -128,7 +137,7 @@ async fn bad_fields_are_named() {
 
     let (status, answer) = post(
         &format!("{}/notify/sms", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &json!({"to": "0802 200 0008", "message": ""}).to_string(),
     )
     .await;
@@ -144,7 +153,7 @@ async fn bad_fields_are_named() {
 
     let (status, answer) = post(
         &format!("{}/notify/email", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &json!({"to": MSISDN, "subject": ["x"], "message": "code 281734"}).to_string(),
     )
     .await;
@@ -160,7 +169,7 @@ async fn bad_fields_are_named() {
 
     let (status, answer) = post(
         &format!("{}/notify/sms", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         r#"{"to": "2348022000008", "message": "code 281734""#,
     )
     .await;
@@ -182,7 +191,7 @@ async fn a_failing_gateway_is_a_502_without_the_message() {
 
     let (status, answer) = post(
         &format!("{}/notify/sms", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &json!({"to": MSISDN, "message": "Your code is 281734."}).to_string(),
     )
     .await;
@@ -204,12 +213,8 @@ async fn switch_notifier_delegates_to_the_switch() {
     let gateway = accepting_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
     let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
-    let notifier = SwitchNotifier::new(
-        &switch.url(),
-        SecretString::from(NOTIFY_KEY),
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let notifier =
+        SwitchNotifier::new(&switch.url(), provider_signer(), Duration::from_secs(20)).unwrap();
 
     let sms = Notification {
         channel: Channel::Sms,
@@ -255,7 +260,10 @@ async fn switch_notifier_delegates_to_the_switch() {
     // A wrong key is the provider's misconfiguration.
     let stranger = SwitchNotifier::new(
         &switch.url(),
-        SecretString::from("wrong-notify-key-0123456789"),
+        HopSigner::new(
+            &SecretString::from("wrong-hop-secret-0123456789-abcdefghij"),
+            PROVIDER_KEY_ID,
+        ),
         Duration::from_secs(20),
     )
     .unwrap();
@@ -264,7 +272,7 @@ async fn switch_notifier_delegates_to_the_switch() {
         matches!(error, NotifyError::Misconfigured { .. }),
         "{error:?}"
     );
-    assert!(error.to_string().contains("notify_key"), "{error}");
+    assert!(error.to_string().contains("signature"), "{error}");
     assert_eq!(gateway.received_requests().await.unwrap().len(), 1);
     switch.stop().await;
 }
@@ -281,12 +289,8 @@ async fn switch_notifier_reports_a_failing_gateway_and_an_absent_switch() {
         subject: None,
         body: SecretString::from("Your code is 281734."),
     };
-    let notifier = SwitchNotifier::new(
-        &switch.url(),
-        SecretString::from(NOTIFY_KEY),
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let notifier =
+        SwitchNotifier::new(&switch.url(), provider_signer(), Duration::from_secs(20)).unwrap();
     let error = notifier.send(&sms).await.unwrap_err();
     assert!(
         matches!(error, NotifyError::Undeliverable { .. }),

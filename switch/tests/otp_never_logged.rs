@@ -91,12 +91,8 @@ async fn no_otp_reaches_the_logs() {
     codes.push(code_in(mail.text_body.as_deref().unwrap()));
 
     // A provider delegating through the switch, and a refused destination.
-    let notifier = SwitchNotifier::new(
-        &switch.url(),
-        SecretString::from(NOTIFY_KEY),
-        Duration::from_secs(20),
-    )
-    .unwrap();
+    let notifier =
+        SwitchNotifier::new(&switch.url(), provider_signer(), Duration::from_secs(20)).unwrap();
     let delegated = "730194";
     notifier
         .send(&Notification {
@@ -126,7 +122,7 @@ async fn no_otp_reaches_the_logs() {
     let refused = "508216";
     let (status, _) = post(
         &format!("{}/notify/sms", switch.url()),
-        Some(NOTIFY_KEY),
+        Some(PROVIDER_SECRET),
         &json!({"to": MSISDN, "message": format!("Your code is {refused}.")}).to_string(),
     )
     .await;

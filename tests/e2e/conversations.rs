@@ -234,7 +234,6 @@ async fn a_remote_provider_sends_its_otp_through_the_switchs_sms_service() {
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    const NOTIFY_KEY: &str = "demo-notify-key-0123456789abcdef";
     let dir = tempfile::tempdir().unwrap();
     let gateway = MockServer::start().await;
     Mock::given(method("POST"))
@@ -247,19 +246,12 @@ async fn a_remote_provider_sends_its_otp_through_the_switchs_sms_service() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let switch_url = format!("http://{}", listener.local_addr().unwrap());
-    let key_file = dir.path().join("notify.key");
-    std::fs::write(&key_file, NOTIFY_KEY).unwrap();
     let provider_dir = dir.path().join("provider");
     let provider = ProviderProcess::start_with(
         &provider_dir,
         &dir.path().join("unused-outbox.jsonl"),
         "127.0.0.1:0",
-        &[
-            "--notify-switch-url".to_owned(),
-            switch_url.clone(),
-            "--notify-key-file".to_owned(),
-            key_file.display().to_string(),
-        ],
+        &["--notify-switch-url".to_owned(), switch_url.clone()],
     );
     let text = config_text(
         dir.path(),
@@ -271,7 +263,9 @@ async fn a_remote_provider_sends_its_otp_through_the_switchs_sms_service() {
     )
     .replacen(
         &format!("url = \"{}\"\n", provider.url()),
-        &format!("url = \"{}\"\nnotify_key = \"{NOTIFY_KEY}\"\n", provider.url()),
+        // Its calls to /notify/* are signed with the secret it shares with
+        // the switch.
+        &format!("url = \"{}\"\nnotify = true\n", provider.url()),
         1,
     ) + &format!(
         "[notifications.sms]\nurl = \"{}/sms\"\ntoken = \"gateway-token-0123456789\"\nsender = \"Manifold\"\n",

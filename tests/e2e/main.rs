@@ -5,7 +5,10 @@
 mod conversations;
 mod crash;
 mod enquiries;
+mod flood;
 mod flows;
 mod rejections;
 mod resilience;
 mod rig;
+mod signatures;
+mod tls;

@@ -251,6 +251,9 @@ async fn limits_keys_signatures_and_json_are_checked_before_anything_is_recorded
     let body = app.transact_body("r-1", "t-1", "get_balance", "0123456789", 0);
     let bytes = body.to_string().into_bytes();
     let bearer = |key: &str| vec![("authorization", format!("Bearer {key}"))];
+    // The app's key and a valid signature of exactly these bytes: what is
+    // wrong is in the body, not the credentials.
+    let signed = |payload: &[u8]| app.auth_headers("/transact", payload);
 
     type Headers = Vec<(&'static str, String)>;
     let cases: Vec<(&str, Vec<u8>, Headers, u16, &str)> = vec![
@@ -272,14 +275,14 @@ async fn limits_keys_signatures_and_json_are_checked_before_anything_is_recorded
         (
             "malformed JSON",
             b"{\"request_ref\": ".to_vec(),
-            bearer(QUICK_APP.1),
+            signed(b"{\"request_ref\": "),
             400,
             "malformed_json",
         ),
         (
             "JSON that is not an object",
             b"[1, 2]".to_vec(),
-            bearer(QUICK_APP.1),
+            signed(b"[1, 2]"),
             400,
             "malformed_json",
         ),
@@ -311,18 +314,18 @@ async fn limits_keys_signatures_and_json_are_checked_before_anything_is_recorded
     // An app that must sign: unsigned is refused, signed goes through.
     let signed = rig.app(SIGNED_APP);
     let body = signed.transact_body("s-1", "st-1", "get_balance", "0123456789", 0);
-    let unsigned = signed.post("/transact", &body).await;
+    let unsigned = signed
+        .post_raw(
+            "/transact",
+            body.to_string().into_bytes(),
+            &bearer(SIGNED_APP.1),
+        )
+        .await;
     assert_eq!(
         (unsigned.http, unsigned.error()),
         (401, "signature_required")
     );
-    let headers = vec![
-        ("authorization", format!("Bearer {}", SIGNED_APP.1)),
-        ("signature", signed.sign("s-1")),
-    ];
-    let ok = signed
-        .post_raw("/transact", body.to_string().into_bytes(), &headers)
-        .await;
+    let ok = signed.post("/transact", &body).await;
     assert_eq!(ok.status(), "Successful", "{}", ok.raw);
 
     assert_eq!(rig.switch.store.transaction_count().await.unwrap(), 1);

@@ -337,3 +337,54 @@ async fn a_transaction_that_may_still_vanish_is_never_reported_pending() {
     assert_eq!((after.http, after.error()), (404, "transaction_not_found"));
     switch.stop().await;
 }
+
+/// A provider that answers with a redirect has read the request, so the
+/// outcome is unknown: `Pending`, settled by query. The redirect's target —
+/// where the decrypted source would have gone — receives nothing.
+#[tokio::test]
+async fn a_redirecting_provider_is_indeterminate_and_its_target_gets_nothing() {
+    let target = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "Successful", "message": "stolen", "provider_response_code": "00"
+        })))
+        .expect(0)
+        .mount(&target)
+        .await;
+    let provider = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/transact"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("location", format!("{}/transact", target.uri())),
+        )
+        .expect(1)
+        .mount(&provider)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::Remote {
+            name: "redirecting",
+            url: provider.uri(),
+        }],
+        5_000,
+    ));
+    let switch = InProcessSwitch::start(&config, HashMap::new()).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "redirecting");
+    let reply = app
+        .transfer("redir-1", "t-redir-1", "0123456789", 10_000)
+        .await;
+    assert_eq!(
+        (reply.http, reply.status()),
+        (202, "Pending"),
+        "{}",
+        reply.raw
+    );
+    // The one call the provider got was signed by the switch.
+    let received = provider.received_requests().await.unwrap();
+    assert!(received[0].headers.contains_key("signature-input"));
+    assert!(received[0].headers.contains_key("content-digest"));
+    switch.stop().await;
+    provider.verify().await;
+    target.verify().await;
+}

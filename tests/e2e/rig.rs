@@ -133,6 +133,11 @@ impl Rig {
         ));
     }
 
+    /// The base URL of the remote provider process.
+    pub fn remote_url(&self) -> String {
+        self.remote.as_ref().expect("a remote provider").url()
+    }
+
     pub fn app(&self, app: (&str, &str, &str)) -> AppClient {
         AppClient::new(&self.switch.url(), app, "demo")
     }

@@ -16,7 +16,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use manifold_config::SwitchConfig;
-use manifold_crypto::{secure, signature, AppKey, SecretString, SecureKind};
+use manifold_crypto::message_signature::{sign_request, SignatureParams, SigningKey};
+use manifold_crypto::{secure, AppKey, SecretString, SecureKind};
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::Provider;
 use manifold_switch::store::SledStore;
@@ -35,12 +36,25 @@ pub const OTP_APP: (&str, &str, &str) = (
     "otp-app-key-0123456789abcdef00",
     "otp-app-secret-0123456789abcdef0123456789xy",
 );
-/// An app that must sign every request.
+/// A third app; like the others it must sign every request (the default).
 pub const SIGNED_APP: (&str, &str, &str) = (
     "signed",
     "signed-app-key-0123456789abcdef",
     "signed-app-secret-0123456789abcdef012345678",
 );
+/// An app the host lets call unsigned (`require_signature = false`); a
+/// signature it sends is still checked.
+pub const UNSIGNED_APP: (&str, &str, &str) = (
+    "unsigned",
+    "unsigned-app-key-0123456789abcdef",
+    "unsigned-app-secret-0123456789abcdef0123456",
+);
+
+/// The key id and secret the switch and the `demo-provider` of a test sign
+/// their calls with. A test configuration has at most one remote provider
+/// that runs, so one pair serves every test.
+pub const PROVIDER_KEY_ID: &str = "e2e-provider";
+pub const PROVIDER_SECRET: &str = "e2e-provider-hop-secret-0123456789abcdef";
 
 /// One provider entry of a test configuration.
 pub enum ProviderSpec {
@@ -63,6 +77,7 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
         data.join("outbox.jsonl").display().to_string()
     );
     let mut names = Vec::new();
+    let mut remotes = 0;
     for provider in providers {
         let (name, endpoint) = match provider {
             ProviderSpec::InProcess {
@@ -73,7 +88,15 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
                 format!("mode = \"in_process\"\nimplementation = \"{implementation}\""),
             ),
             ProviderSpec::Remote { name, url } => {
-                (*name, format!("mode = \"remote\"\nurl = \"{url}\""))
+                remotes += 1;
+                assert!(remotes == 1, "one remote provider per test configuration");
+                (
+                    *name,
+                    format!(
+                        "mode = \"remote\"\nurl = \"{url}\"\nsecret = \"{PROVIDER_SECRET}\"\n\
+                         key_id = \"{PROVIDER_KEY_ID}\""
+                    ),
+                )
             }
         };
         names.push(format!("\"{name}\""));
@@ -83,9 +106,10 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
     }
     let names = names.join(", ");
     for ((id, key, secret), otp_override, signed) in [
-        (QUICK_APP, true, false),
-        (OTP_APP, false, false),
+        (QUICK_APP, true, true),
+        (OTP_APP, false, true),
         (SIGNED_APP, true, true),
+        (UNSIGNED_APP, true, false),
     ] {
         text.push_str(&format!(
             "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = {signed}\n\
@@ -166,6 +190,16 @@ impl InProcessSwitch {
     }
 }
 
+pub mod pki;
+
+/// Seconds since the Unix epoch, as signatures state time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
 /// Builds the workspace binaries once per test run and returns their directory.
 fn binaries() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -197,6 +231,7 @@ fn binaries() -> &'static Path {
 fn spawn_listening(binary: &str, args: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(binaries().join(binary))
         .args(args)
+        .env("MANIFOLD_PROVIDER_SECRET", PROVIDER_SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -288,6 +323,8 @@ impl ProviderProcess {
             data.to_str().unwrap(),
             "--outbox",
             outbox.to_str().unwrap(),
+            "--key-id",
+            PROVIDER_KEY_ID,
         ];
         args.extend(extra.iter().map(String::as_str));
         let (child, addr) = spawn_listening("demo-provider", &args);
@@ -296,6 +333,18 @@ impl ProviderProcess {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// As [`ProviderProcess::stats`], over HTTPS with `client`.
+    pub async fn stats_over(&self, client: &reqwest::Client) -> Value {
+        client
+            .get(format!("https://{}/stats", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Calls per operation, from the provider's `GET /stats`.
@@ -368,6 +417,7 @@ impl Reply {
 #[derive(Clone)]
 pub struct AppClient {
     pub base: String,
+    pub id: String,
     pub api_key: String,
     pub key: AppKey,
     pub provider: String,
@@ -380,12 +430,23 @@ pub fn bank_account(number: &str) -> Value {
 
 impl AppClient {
     pub fn new(base: &str, app: (&str, &str, &str), provider: &str) -> AppClient {
+        AppClient::with_client(base, app, provider, http_client())
+    }
+
+    /// As [`AppClient::new`], over `client` (one that trusts a test CA, say).
+    pub fn with_client(
+        base: &str,
+        app: (&str, &str, &str),
+        provider: &str,
+        client: reqwest::Client,
+    ) -> AppClient {
         AppClient {
             base: base.to_owned(),
+            id: app.0.to_owned(),
             api_key: app.1.to_owned(),
             key: AppKey::derive(&SecretString::from(app.2)),
             provider: provider.to_owned(),
-            client: http_client(),
+            client,
         }
     }
 
@@ -398,8 +459,49 @@ impl AppClient {
         )
     }
 
-    pub fn sign(&self, request_ref: &str) -> String {
-        signature::sign(&self.key, request_ref)
+    /// The RFC 9421 headers (`Content-Digest`, `Signature-Input`,
+    /// `Signature`) for a POST of `body` to `path`, signed now with the body's
+    /// `request_ref` as nonce, as docs/secure.md tells apps to.
+    pub fn signature_headers(&self, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        let request_ref = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|body| body["request_ref"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.signature_headers_with(path, body, &request_ref, unix_now())
+    }
+
+    /// As [`AppClient::signature_headers`], with the nonce and time given.
+    pub fn signature_headers_with(
+        &self,
+        path: &str,
+        body: &[u8],
+        nonce: &str,
+        created: u64,
+    ) -> Vec<(&'static str, String)> {
+        let signed = sign_request(
+            &SigningKey::for_app(&self.key),
+            "POST",
+            path,
+            body,
+            &SignatureParams {
+                key_id: &self.id,
+                created,
+                nonce,
+            },
+        )
+        .expect("test values are printable ASCII");
+        vec![
+            ("content-digest", signed.content_digest),
+            ("signature-input", signed.signature_input),
+            ("signature", signed.signature),
+        ]
+    }
+
+    /// The bearer key and the signature headers of a POST of `body` to `path`.
+    pub fn auth_headers(&self, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("authorization", format!("Bearer {}", self.api_key))];
+        headers.extend(self.signature_headers(path, body));
+        headers
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
@@ -418,13 +520,11 @@ impl AppClient {
         Reply { http, body, raw }
     }
 
+    /// POSTs `body`, signed, with the app's bearer key.
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.post_raw(
-            path,
-            body.to_string().into_bytes(),
-            &[("authorization", format!("Bearer {}", self.api_key))],
-        )
-        .await
+        let body = body.to_string().into_bytes();
+        let headers = self.auth_headers(path, &body);
+        self.post_raw(path, body, &headers).await
     }
 
     /// A seed-003 `/transact` body for a bank-account source.
@@ -675,6 +775,7 @@ fn try_spawn_listening(
         .map_err(|e| format!("opening {}: {e}", log.display()))?;
     let mut child = Command::new(binaries().join(binary))
         .args(args)
+        .env("MANIFOLD_PROVIDER_SECRET", PROVIDER_SECRET)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -753,7 +854,16 @@ impl ProviderProcess {
         let data = data.to_str().ok_or("data path is not UTF-8")?;
         let outbox = outbox.to_str().ok_or("outbox path is not UTF-8")?;
         let listen = listen.to_string();
-        let mut args = vec!["--listen", &listen, "--data", data, "--outbox", outbox];
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--data",
+            data,
+            "--outbox",
+            outbox,
+            "--key-id",
+            PROVIDER_KEY_ID,
+        ];
         args.extend_from_slice(extra);
         let (child, addr) = try_spawn_listening("demo-provider", &args, log)?;
         Ok(ProviderProcess { addr, child })
@@ -765,15 +875,15 @@ impl AppClient {
     /// answer came back (refused, reset, timed out), which is expected while
     /// the switch is being killed.
     pub async fn try_post(&self, path: &str, body: &Value) -> Result<Reply, String> {
-        let response = self
+        let body = body.to_string().into_bytes();
+        let mut request = self
             .client
             .post(format!("{}{path}", self.base))
-            .body(body.to_string())
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", self.api_key))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .header("content-type", "application/json");
+        for (name, value) in self.auth_headers(path, &body) {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.map_err(|e| e.to_string())?;
         let http = response.status().as_u16();
         let raw = response.text().await.map_err(|e| e.to_string())?;
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);

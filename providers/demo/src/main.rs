@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use manifold_crypto::SecretString;
 use manifold_demo_provider::DemoSettings;
 use manifold_notify::SwitchNotifier;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::{GroupCommit, Notifier};
-use manifold_provider_sdk::microservice;
+use manifold_provider_sdk::microservice::{self, ServeArgs};
 
 #[derive(Parser)]
 #[command(about = "Run the Manifold demo bank as a provider microservice")]
@@ -30,13 +29,13 @@ struct Args {
     #[arg(long, default_value = "data/outbox.jsonl")]
     outbox: PathBuf,
     /// Send OTPs through this switch's `/notify/sms` and `/notify/email`
-    /// services instead of the outbox. The key (the switch's `notify_key` for
-    /// this provider) is read from the `DEMO_NOTIFY_KEY` environment variable
-    /// or `--notify-key-file`, never from the command line.
+    /// services instead of the outbox, signed with the shared secret (the
+    /// switch's entry for this provider must say `notify = true`).
     #[arg(long)]
     notify_switch_url: Option<String>,
-    #[arg(long)]
-    notify_key_file: Option<PathBuf>,
+    /// The secret and key id shared with the switch, the signature window, TLS.
+    #[command(flatten)]
+    serve: ServeArgs,
     #[arg(long, default_value_t = DemoSettings::default().opening_balance)]
     opening_balance: u64,
     /// Transfers of this amount (minor units) or more ask the customer to
@@ -79,24 +78,15 @@ async fn main() -> anyhow::Result<()> {
     settings.otp.ttl = Duration::from_secs(args.otp_ttl_secs);
     settings.otp.attempts = args.otp_attempts;
     settings.otp.resend_interval = Duration::from_secs(args.resend_interval_secs);
+    // Checked before anything else starts, so a missing secret or a bad
+    // certificate stops the provider at once.
+    let server = args.serve.server()?;
     let notifier: Arc<dyn Notifier> = match &args.notify_switch_url {
-        Some(url) => {
-            let key = match (&args.notify_key_file, std::env::var("DEMO_NOTIFY_KEY")) {
-                (Some(path), _) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .trim()
-                    .to_owned(),
-                (None, Ok(key)) => key,
-                (None, Err(_)) => anyhow::bail!(
-                    "--notify-switch-url needs the notify key in DEMO_NOTIFY_KEY or --notify-key-file"
-                ),
-            };
-            Arc::new(SwitchNotifier::new(
-                url,
-                SecretString::new(key),
-                Duration::from_secs(10),
-            )?)
-        }
+        Some(url) => Arc::new(SwitchNotifier::with_options(
+            url,
+            args.serve.signer()?,
+            args.serve.switch_client_options(Duration::from_secs(10)),
+        )?),
         None => Arc::new(OutboxNotifier::new(args.outbox)),
     };
     let provider = manifold_demo_provider::open(&db, commit.clone(), notifier, settings)?;
@@ -109,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         Arc::new(provider),
         commit,
+        server,
         manifold_edge::shutdown_signal(),
     )
     .await;

@@ -13,14 +13,17 @@
 //! Any 2xx answer means the gateway took the message; anything else, a
 //! timeout or a network failure is a [`NotifyError`] whose text names the
 //! HTTP status or the failure, never the body the gateway answered (it may
-//! echo the message, and so the OTP). Redirects are not followed, so the
-//! message cannot be sent somewhere the host did not configure.
-
-use std::time::Duration;
+//! echo the message, and so the OTP). The client is
+//! [`manifold_provider::outbound`]'s: redirects are not followed, so the
+//! message cannot be sent somewhere the host did not configure, no proxy is
+//! taken from the environment, and an `https://` gateway's certificate is
+//! verified (against the host's `ca_file` too, when given). The gateway's
+//! answer body is never read.
 
 use async_trait::async_trait;
 use manifold_config::{SmsCredentials, SmsGatewayConfig};
 use manifold_provider::notify::{mask_destination, Channel};
+use manifold_provider::outbound::{self, OutboundOptions};
 use manifold_provider::{Notification, Notifier, NotifyError};
 use serde::Serialize;
 
@@ -64,12 +67,10 @@ impl SmsGateway {
                 "the gateway URL must be http:// or https://".into(),
             ));
         }
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| misconfigured(format!("HTTP client: {error}")))?;
+        let options =
+            OutboundOptions::with_timeout(config.timeout).ca_file(config.ca_file.as_deref());
+        let client =
+            outbound::client(&options).map_err(|error| misconfigured(error.to_string()))?;
         Ok(SmsGateway {
             client,
             url,

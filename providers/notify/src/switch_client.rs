@@ -3,8 +3,9 @@
 //!
 //! Instead of configuring an SMS gateway and an SMTP server of its own, a
 //! provider sends each message to the switch's notification services
-//! ([`wire`](crate::wire)) with the `notify_key` the host gave it in the
-//! provider's `[[providers]]` entry; the switch sends it through whatever the
+//! ([`wire`](crate::wire)), signed (RFC 9421, [`HopSigner`]) with the secret
+//! and `key_id` the host gave it in the provider's `[[providers]]` entry
+//! (which must say `notify = true`); the switch sends it through whatever the
 //! host configured. The switch's answer is turned back into a
 //! [`NotifyError`] of the same kind, so a provider handles a delegated failure
 //! exactly like a local one.
@@ -12,9 +13,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use manifold_crypto::SecretString;
 use manifold_provider::notify::Channel;
-use manifold_provider::{Notification, Notifier, NotifyError};
+use manifold_provider::outbound::{self, read_capped, OutboundOptions, DEFAULT_MAX_RESPONSE_BYTES};
+use manifold_provider::{HopSigner, Notification, Notifier, NotifyError};
 use serde::Deserialize;
 
 use crate::wire::{EmailRequest, SmsRequest, EMAIL_PATH, SMS_PATH};
@@ -22,8 +23,8 @@ use crate::wire::{EmailRequest, SmsRequest, EMAIL_PATH, SMS_PATH};
 /// Sends notifications through the switch at `switch_url`.
 pub struct SwitchNotifier {
     client: reqwest::Client,
-    base_url: String,
-    notify_key: SecretString,
+    base_url: reqwest::Url,
+    signer: HopSigner,
     timeout: Duration,
 }
 
@@ -62,13 +63,24 @@ impl SwitchNotifier {
     /// `switch_url` is the switch's base URL (`http://` or `https://`);
     /// `timeout` bounds each whole call and should exceed the switch's own
     /// gateway timeout, or a message the switch is still sending is reported
-    /// as failed. A bad URL or empty key is [`NotifyError::Misconfigured`]
-    /// (reported under [`Channel::Sms`], as no message is involved yet).
+    /// as failed. A bad URL is [`NotifyError::Misconfigured`] (reported under
+    /// [`Channel::Sms`], as no message is involved yet).
     pub fn new(
         switch_url: &str,
-        notify_key: SecretString,
+        signer: HopSigner,
         timeout: Duration,
     ) -> Result<SwitchNotifier, NotifyError> {
+        SwitchNotifier::with_options(switch_url, signer, OutboundOptions::with_timeout(timeout))
+    }
+
+    /// As [`SwitchNotifier::new`], with the client's options spelt out (a CA
+    /// file for a switch whose certificate a private CA issued).
+    pub fn with_options(
+        switch_url: &str,
+        signer: HopSigner,
+        options: OutboundOptions,
+    ) -> Result<SwitchNotifier, NotifyError> {
+        let timeout = options.timeout;
         let misconfigured = |reason: &str| NotifyError::Misconfigured {
             channel: Channel::Sms,
             reason: reason.to_owned(),
@@ -80,22 +92,14 @@ impl SwitchNotifier {
                 "the switch URL must be an http:// or https:// base URL",
             ));
         }
-        if notify_key.is_empty() {
-            return Err(misconfigured("the notify_key is empty"));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| NotifyError::Misconfigured {
-                channel: Channel::Sms,
-                reason: format!("HTTP client: {error}"),
-            })?;
+        let client = outbound::client(&options).map_err(|error| NotifyError::Misconfigured {
+            channel: Channel::Sms,
+            reason: error.to_string(),
+        })?;
         Ok(SwitchNotifier {
             client,
-            base_url: switch_url.trim_end_matches('/').to_owned(),
-            notify_key,
+            base_url: url,
+            signer,
             timeout,
         })
     }
@@ -106,52 +110,66 @@ impl Notifier for SwitchNotifier {
     async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
         let channel = notification.channel;
         let to = notification.to.clone();
-        let call = match channel {
-            Channel::Sms => self
-                .client
-                .post(format!("{}{SMS_PATH}", self.base_url))
-                .json(&SmsRequest {
+        let (path, body) = match channel {
+            Channel::Sms => (
+                SMS_PATH,
+                serde_json::to_vec(&SmsRequest {
                     to: to.clone(),
                     message: notification.body.clone(),
                 }),
-            Channel::Email => self
-                .client
-                .post(format!("{}{EMAIL_PATH}", self.base_url))
-                .json(&EmailRequest {
+            ),
+            Channel::Email => (
+                EMAIL_PATH,
+                serde_json::to_vec(&EmailRequest {
                     to: to.clone(),
                     subject: notification.subject.clone(),
                     message: notification.body.clone(),
                 }),
+            ),
         };
+        let misconfigured = |reason: String| NotifyError::Misconfigured { channel, reason };
+        let body = body.map_err(|error| misconfigured(error.to_string()))?;
+        let mut url = self.base_url.clone();
+        url.set_path(&format!(
+            "{}{path}",
+            self.base_url.path().trim_end_matches('/')
+        ));
+        let signed = self
+            .signer
+            .sign("POST", url.path(), &body)
+            .map_err(|error| misconfigured(error.to_string()))?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .build()
+            .map_err(|error| misconfigured(error.to_string()))?;
+        signed.apply(request.headers_mut());
         let undeliverable = |reason: String| NotifyError::Undeliverable {
             channel,
             to: to.clone(),
             reason,
         };
-        let response = call
-            .bearer_auth(self.notify_key.expose())
-            .send()
-            .await
-            .map_err(|error| {
-                undeliverable(if error.is_timeout() {
-                    format!(
-                        "the switch did not answer within {} ms",
-                        self.timeout.as_millis()
-                    )
-                } else if error.is_connect() {
-                    "the switch could not be reached".to_owned()
-                } else {
-                    "the connection to the switch failed".to_owned()
-                })
-            })?;
+        let response = self.client.execute(request).await.map_err(|error| {
+            undeliverable(if error.is_timeout() {
+                format!(
+                    "the switch did not answer within {} ms",
+                    self.timeout.as_millis()
+                )
+            } else if error.is_connect() {
+                "the switch could not be reached".to_owned()
+            } else {
+                "the connection to the switch failed".to_owned()
+            })
+        })?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(());
         }
         // The switch's messages never hold the message body; its envelope
         // says what went wrong.
-        let envelope: Option<Envelope> = response
-            .bytes()
+        let envelope: Option<Envelope> = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -177,7 +195,10 @@ impl Notifier for SwitchNotifier {
         Err(match (status, code.as_str()) {
             (401, _) => NotifyError::Misconfigured {
                 channel,
-                reason: "the switch refused this provider's notify_key".into(),
+                reason: format!(
+                    "the switch refused this provider's signature (check its secret, key_id, \
+                     notify = true and clock): {message}"
+                ),
             },
             (400, "invalid_request") if errors.iter().any(|e| e.field == "to") => {
                 NotifyError::InvalidDestination {

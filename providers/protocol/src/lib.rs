@@ -13,6 +13,10 @@
 //! - [`wire`]: the request and reply types that cross the wire, and [`Status`].
 //! - [`provider`]: the [`Provider`] trait and [`ProviderError`].
 //! - [`client`]: [`RemoteProvider`], the HTTP client side (`reqwest`).
+//! - [`hop`]: [`HopSigner`] and [`HopVerifier`], the RFC 9421 signatures on
+//!   every switch → provider and provider → switch call.
+//! - [`outbound`]: the hardened `reqwest` client every outbound call uses (no
+//!   redirects, no proxy, timeouts, verified certificates, capped replies).
 //! - [`server`]: [`server::serve_provider`], the provider-side router, mounted
 //!   on the shared HTTP edge (`manifold-edge`).
 //! - [`notify`]: the [`Notifier`] trait through which providers reach customers.
@@ -20,13 +24,16 @@
 
 pub mod client;
 pub mod durable;
+pub mod hop;
 pub mod notify;
+pub mod outbound;
 pub mod provider;
 pub mod server;
 pub mod wire;
 
 pub use client::RemoteProvider;
 pub use durable::GroupCommit;
+pub use hop::{HopSigner, HopVerifier};
 pub use notify::{Notification, Notifier, NotifyError};
 pub use provider::{Provider, ProviderError};
 pub use wire::{

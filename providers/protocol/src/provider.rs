@@ -38,6 +38,9 @@ pub enum ProviderError {
     UnknownTransaction,
     #[error("the provider rejected the request as malformed: {0}")]
     Rejected(String),
+    /// The provider refused the switch's signature, so it did nothing.
+    #[error("the provider refused the switch's signature (check the provider's secret, key_id and clock): {0}")]
+    Unauthenticated(String),
     #[error("the provider failed internally: {0}")]
     Internal(String),
 }
@@ -52,6 +55,7 @@ impl ProviderError {
             ProviderError::Unreachable(_)
                 | ProviderError::UnknownTransaction
                 | ProviderError::Rejected(_)
+                | ProviderError::Unauthenticated(_)
         )
     }
 }

@@ -3,7 +3,11 @@
 //! [`serve_provider`] mounts any [`Provider`] as a provider microservice on
 //! the shared HTTP edge ([`manifold_edge::serve`], which owns the accept
 //! loop, connection caps, timeouts, TLS and body limits): the four
-//! operations, `GET /health` and `GET /stats`. It maps each
+//! operations, `GET /health` and `GET /stats`. Every operation must be signed
+//! by the switch ([`HopVerifier`]): the signature is checked against the
+//! exact body bytes before they are parsed, a replayed or stale call is
+//! refused with 401 like an unsigned one, and none of them reaches the
+//! provider. An address that keeps failing is locked out (429). It maps each
 //! [`ProviderError`] to the fault reply [`RemoteProvider`](crate::RemoteProvider)
 //! reads back, and describes bad JSON without quoting it.
 
@@ -13,10 +17,14 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use manifold_edge::{json_response, read_request_body, serve, Body, EdgeOptions, Peer};
+use manifold_edge::{
+    json_response, read_request_body, serve, AuthFailureLimiter, AuthFailureLimits, Body,
+    EdgeOptions, Peer,
+};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
+use crate::hop::{HopError, HopVerifier};
 use crate::provider::{Provider, ProviderError};
 use crate::wire::{fault, ProviderFault};
 
@@ -34,7 +42,7 @@ pub fn provider_edge_options() -> EdgeOptions {
     }
 }
 
-/// How many times each operation was called on a provider microservice;
+/// How many signed calls of each operation reached a provider microservice;
 /// served at `GET /stats` so operators (and tests) can see what reached it.
 #[derive(Debug, Default)]
 pub struct CallCounters {
@@ -55,52 +63,94 @@ impl CallCounters {
     }
 }
 
+/// How a provider microservice faces the network: its edge, and the switch's
+/// key it verifies every call with.
+pub struct ProviderServer {
+    pub edge: EdgeOptions,
+    pub hop: HopVerifier,
+    pub auth_failures: AuthFailureLimits,
+}
+
+impl ProviderServer {
+    /// The provider defaults ([`provider_edge_options`], plain HTTP) around
+    /// the switch's verifier.
+    pub fn new(hop: HopVerifier) -> ProviderServer {
+        ProviderServer {
+            edge: provider_edge_options(),
+            hop,
+            auth_failures: AuthFailureLimits::default(),
+        }
+    }
+}
+
+/// What every request handler shares.
+struct Shared {
+    provider: Arc<dyn Provider>,
+    counters: CallCounters,
+    hop: HopVerifier,
+    auth_failures: AuthFailureLimiter,
+}
+
 /// Serve `provider` as a provider microservice: `POST /transact`,
-/// `/transact/validate`, `/transact/query`, `/transact/reverse`, plus
-/// `GET /health` and `GET /stats`, with the limits, timeouts and TLS in
-/// `options` (start from [`provider_edge_options`]).
+/// `/transact/validate`, `/transact/query`, `/transact/reverse`, each signed
+/// by the switch, plus `GET /health` and `GET /stats`, with the limits,
+/// timeouts and TLS of `server.edge`.
 pub async fn serve_provider(
     listener: TcpListener,
     provider: Arc<dyn Provider>,
-    options: EdgeOptions,
+    server: ProviderServer,
     shutdown: impl Future<Output = ()>,
 ) {
-    let counters = Arc::new(CallCounters::default());
-    let handler = move |request: Request<Incoming>, _peer: Peer| {
-        let provider = provider.clone();
-        let counters = counters.clone();
-        async move { route_provider_request(provider, &counters, request).await }
+    let shared = Arc::new(Shared {
+        provider,
+        counters: CallCounters::default(),
+        hop: server.hop,
+        auth_failures: AuthFailureLimiter::new(server.auth_failures),
+    });
+    let handler = move |request: Request<Incoming>, peer: Peer| {
+        let shared = shared.clone();
+        async move { route_provider_request(&shared, request, peer).await }
     };
-    serve(listener, handler, options, shutdown).await
+    serve(listener, handler, server.edge, shutdown).await
 }
 
 async fn route_provider_request(
-    provider: Arc<dyn Provider>,
-    counters: &CallCounters,
+    shared: &Shared,
     request: Request<Incoming>,
+    peer: Peer,
 ) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let provider = &shared.provider;
+    let counters = &shared.counters;
     match (method, path.as_str()) {
         (Method::GET, "/health") => {
             json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }
         (Method::GET, "/stats") => json_response(StatusCode::OK, &counters.snapshot()),
         (Method::POST, "/transact") => {
-            counters.transact.fetch_add(1, Ordering::Relaxed);
-            call(request, |body| provider.transact(body)).await
+            call(shared, peer, request, &counters.transact, |body| {
+                provider.transact(body)
+            })
+            .await
         }
         (Method::POST, "/transact/validate") => {
-            counters.validate.fetch_add(1, Ordering::Relaxed);
-            call(request, |body| provider.validate(body)).await
+            call(shared, peer, request, &counters.validate, |body| {
+                provider.validate(body)
+            })
+            .await
         }
         (Method::POST, "/transact/query") => {
-            counters.query.fetch_add(1, Ordering::Relaxed);
-            call(request, |body| provider.query(body)).await
+            call(shared, peer, request, &counters.query, |body| {
+                provider.query(body)
+            })
+            .await
         }
         (Method::POST, "/transact/reverse") => {
-            counters.reverse.fetch_add(1, Ordering::Relaxed);
-            call(request, |body| provider.reverse(body)).await
+            call(shared, peer, request, &counters.reverse, |body| {
+                provider.reverse(body)
+            })
+            .await
         }
         _ => fault_response(
             StatusCode::NOT_FOUND,
@@ -111,13 +161,26 @@ async fn route_provider_request(
 }
 
 async fn call<Req, Fut>(
+    shared: &Shared,
+    peer: Peer,
     request: Request<Incoming>,
+    counter: &AtomicU64,
     operation: impl FnOnce(Req) -> Fut,
 ) -> Response<Body>
 where
     Req: DeserializeOwned,
     Fut: Future<Output = Result<crate::wire::ProviderReply, ProviderError>>,
 {
+    if let Err(locked) = shared.auth_failures.check(peer.address.ip()) {
+        return fault_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            fault::TOO_MANY_AUTH_FAILURES,
+            locked.to_string(),
+        );
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let headers = request.headers().clone();
     let bytes = match read_request_body(request).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -128,6 +191,13 @@ where
             )
         }
     };
+    // Nothing of the body is looked at before the switch's signature over
+    // it is checked.
+    if let Err(error) = shared.hop.verify(method.as_str(), &path, &headers, &bytes) {
+        return refuse(shared, peer, &error);
+    }
+    // Counted once verified: `/stats` shows what the switch asked for.
+    counter.fetch_add(1, Ordering::Relaxed);
     let parsed: Req = match serde_json::from_slice(&bytes) {
         Ok(parsed) => parsed,
         Err(error) => {
@@ -157,6 +227,23 @@ where
             )
         }
     }
+}
+
+fn refuse(shared: &Shared, peer: Peer, error: &HopError) -> Response<Body> {
+    if !error.is_unauthenticated() {
+        return fault_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            fault::BUSY,
+            error.to_string(),
+        );
+    }
+    shared.auth_failures.record_failure(peer.address.ip());
+    tracing::warn!(peer = %peer.address, %error, "refused a call not signed by the switch");
+    fault_response(
+        StatusCode::UNAUTHORIZED,
+        fault::UNAUTHENTICATED,
+        error.to_string(),
+    )
 }
 
 fn fault_response(status: StatusCode, error: &str, message: String) -> Response<Body> {

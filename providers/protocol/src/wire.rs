@@ -164,4 +164,10 @@ pub mod fault {
     pub const BAD_REQUEST: &str = "bad_request";
     pub const INTERNAL: &str = "internal";
     pub const NOT_FOUND: &str = "not_found";
+    /// The request's signature was missing, wrong, stale or replayed.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// Too many failed authentications from the caller's address.
+    pub const TOO_MANY_AUTH_FAILURES: &str = "too_many_auth_failures";
+    /// The provider could not check the request now (its replay guard is full).
+    pub const BUSY: &str = "busy";
 }

@@ -30,7 +30,9 @@
 //! - [`state`]: the pending and final records in sled.
 //! - [`otp`]: code generation and keyed hashing; [`OtpPolicy`].
 //! - [`sweeper`]: the background expiry sweep.
-//! - [`microservice`]: serving a connector over HTTP.
+//! - [`microservice`]: serving a connector over HTTP, the switch's signature
+//!   checked on every call, and [`microservice::ServeArgs`], the command-line
+//!   options every provider binary shares.
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`codes`]: the response codes the SDK answers with.
 

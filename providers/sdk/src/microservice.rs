@@ -2,46 +2,158 @@
 //!
 //! [`run`] is what a provider's `main.rs` calls after parsing its arguments:
 //! it serves the switch→provider protocol on the listener (with `/health`
-//! and `/stats`), sweeps expired confirmations in the background, and on
-//! shutdown lets in-flight calls finish and flushes the store.
-//! [`run_with_options`] is the same with the edge's limits, timeouts and TLS
-//! chosen by the caller.
+//! and `/stats`), verifying the switch's signature on every call, sweeps
+//! expired confirmations in the background, and on shutdown lets in-flight
+//! calls finish and flushes the store.
+//!
+//! [`ServeArgs`] is the part of a provider binary's command line that every
+//! provider shares — the secret and key id it shares with the switch, the
+//! signature window, TLS — so the demo, the template and every provider
+//! copied from it start the same way and cannot forget to verify.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use manifold_edge::EdgeOptions;
-use manifold_provider::server::{provider_edge_options, serve_provider};
-use manifold_provider::{GroupCommit, Provider};
+use manifold_crypto::SecretString;
+use manifold_provider::outbound::OutboundOptions;
+use manifold_provider::server::{serve_provider, ProviderServer};
+use manifold_provider::{GroupCommit, HopSigner, HopVerifier, Provider};
 use tokio::net::TcpListener;
 
 use crate::connector::Connector;
 use crate::service::ProviderService;
 use crate::sweeper::Sweeper;
 
-/// Serves `service` on `listener` until `shutdown` completes, with the
-/// edge options for a provider ([`provider_edge_options`]: plain HTTP).
+/// Serves `service` on `listener` until `shutdown` completes, verifying every
+/// call with `server.hop`.
 pub async fn run<C: Connector>(
     listener: TcpListener,
     service: Arc<ProviderService<C>>,
     commit: GroupCommit,
-    shutdown: impl Future<Output = ()>,
-) {
-    run_with_options(listener, service, commit, provider_edge_options(), shutdown).await
-}
-
-/// As [`run`], with the edge's limits, timeouts and TLS in `options`.
-pub async fn run_with_options<C: Connector>(
-    listener: TcpListener,
-    service: Arc<ProviderService<C>>,
-    commit: GroupCommit,
-    options: EdgeOptions,
+    server: ProviderServer,
     shutdown: impl Future<Output = ()>,
 ) {
     let sweeper = Sweeper::start(service.clone());
-    serve_provider(listener, service as Arc<dyn Provider>, options, shutdown).await;
+    serve_provider(listener, service as Arc<dyn Provider>, server, shutdown).await;
     drop(sweeper);
     if let Err(error) = commit.durable().await {
         tracing::error!(%error, "final flush failed");
+    }
+}
+
+/// The environment variable a provider binary reads the shared secret from
+/// when `--secret-file` is not given.
+pub const SECRET_ENV: &str = "MANIFOLD_PROVIDER_SECRET";
+
+/// The shortest shared secret accepted, as in the switch's configuration.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The command-line options every provider microservice shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// A file holding the secret this provider shares with the switch (the
+    /// switch's `[[providers]] secret`). Without it, the secret is read from
+    /// the MANIFOLD_PROVIDER_SECRET environment variable; it is never taken
+    /// from the command line, where other users could read it.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// The key id both sides sign with (the switch's `[[providers]] key_id`,
+    /// by default the provider's name there).
+    #[arg(long, env = "MANIFOLD_PROVIDER_KEY_ID")]
+    pub key_id: String,
+    /// How far the switch's signature time may be from this clock.
+    #[arg(long, default_value_t = 60)]
+    pub signature_max_skew_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) to trust, besides the public roots, for the
+    /// switch's certificate when this provider calls it (`/notify/*`).
+    #[arg(long)]
+    pub switch_ca_file: Option<PathBuf>,
+}
+
+/// Why a provider cannot start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeArgsError {
+    #[error("the shared secret is missing: give --secret-file or set {SECRET_ENV}")]
+    NoSecret,
+    #[error("the secret file {path} cannot be read: {reason}")]
+    SecretFile { path: String, reason: String },
+    #[error("the shared secret must be at least {MIN_SECRET_LEN} characters")]
+    ShortSecret,
+    #[error("--key-id must be 1-64 letters, digits, `_`, `-` or `.`")]
+    BadKeyId,
+    #[error("--signature-max-skew-secs must be between 1 and 3600")]
+    BadSkew,
+    #[error(transparent)]
+    Tls(#[from] manifold_edge::TlsError),
+}
+
+impl ServeArgs {
+    /// The shared secret, from the file or the environment.
+    pub fn secret(&self) -> Result<SecretString, ServeArgsError> {
+        let secret = match &self.secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|error| ServeArgsError::SecretFile {
+                    path: path.display().to_string(),
+                    reason: error.to_string(),
+                })?
+                .trim()
+                .to_owned(),
+            None => std::env::var(SECRET_ENV).map_err(|_| ServeArgsError::NoSecret)?,
+        };
+        let secret = SecretString::new(secret);
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(ServeArgsError::ShortSecret);
+        }
+        Ok(secret)
+    }
+
+    fn checked_key_id(&self) -> Result<&str, ServeArgsError> {
+        let id = self.key_id.as_str();
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if valid {
+            Ok(id)
+        } else {
+            Err(ServeArgsError::BadKeyId)
+        }
+    }
+
+    /// The server: provider edge defaults, TLS if asked, and a verifier of
+    /// the switch's signatures.
+    pub fn server(&self) -> Result<ProviderServer, ServeArgsError> {
+        if !(1..=3600).contains(&self.signature_max_skew_secs) {
+            return Err(ServeArgsError::BadSkew);
+        }
+        let verifier = HopVerifier::new(
+            &self.secret()?,
+            self.checked_key_id()?,
+            Duration::from_secs(self.signature_max_skew_secs),
+        );
+        let mut server = ProviderServer::new(verifier);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            server.edge.tls = Some(manifold_edge::tls::server_config(cert, key)?);
+        }
+        Ok(server)
+    }
+
+    /// A signer for this provider's own calls to the switch (`/notify/*`).
+    pub fn signer(&self) -> Result<HopSigner, ServeArgsError> {
+        Ok(HopSigner::new(&self.secret()?, self.checked_key_id()?))
+    }
+
+    /// The client options for calls to the switch, each bounded by `timeout`.
+    pub fn switch_client_options(&self, timeout: Duration) -> OutboundOptions {
+        OutboundOptions::with_timeout(timeout).ca_file(self.switch_ca_file.as_deref())
     }
 }

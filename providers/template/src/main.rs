@@ -13,7 +13,7 @@ use clap::Parser;
 use manifold_crypto::SecretString;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::GroupCommit;
-use manifold_provider_sdk::microservice;
+use manifold_provider_sdk::microservice::{self, ServeArgs};
 use manifold_provider_template::{TemplateConnector, UpstreamConfig};
 
 /// The environment variable the OAuth client secret is read from when no
@@ -62,6 +62,9 @@ struct Args {
     /// How often expired confirmations are moved to Failed.
     #[arg(long, default_value_t = 5_000)]
     sweep_interval_ms: u64,
+    /// The secret and key id shared with the switch, the signature window, TLS.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn client_secret(args: &Args) -> anyhow::Result<SecretString> {
@@ -88,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Checked first: a provider that cannot verify the switch must not start.
+    let server = args.serve.server()?;
     let mut upstream = UpstreamConfig::new(
         &args.upstream_url,
         SecretString::new(args.client_id.clone()),
@@ -120,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         Arc::new(provider),
         commit,
+        server,
         manifold_edge::shutdown_signal(),
     )
     .await;

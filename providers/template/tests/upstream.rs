@@ -897,6 +897,14 @@ async fn sca_upstream() -> MockServer {
     upstream
 }
 
+/// The secret the switch and the provider share in these tests.
+const HOP_SECRET: &str = "template-hop-secret-for-tests-0123456789";
+const HOP_KEY_ID: &str = "template-bank";
+
+fn hop_signer() -> manifold_provider::HopSigner {
+    manifold_provider::HopSigner::new(&SecretString::from(HOP_SECRET), HOP_KEY_ID)
+}
+
 #[tokio::test]
 async fn it_serves_the_provider_protocol_over_http() {
     let upstream = sca_upstream().await;
@@ -907,12 +915,16 @@ async fn it_serves_the_provider_protocol_over_http() {
     let server = tokio::spawn(manifold_provider::server::serve_provider(
         listener,
         rig.provider.clone() as Arc<dyn Provider>,
-        manifold_provider::server::provider_edge_options(),
+        manifold_provider::server::ProviderServer::new(manifold_provider::HopVerifier::new(
+            &SecretString::from(HOP_SECRET),
+            HOP_KEY_ID,
+            LIMIT,
+        )),
         async {
             let _ = stopped.await;
         },
     ));
-    let remote = RemoteProvider::new(&format!("http://{address}"), LIMIT).unwrap();
+    let remote = RemoteProvider::new(&format!("http://{address}"), hop_signer(), LIMIT).unwrap();
 
     converse_over_http(&remote).await;
     assert!(matches!(
@@ -941,6 +953,8 @@ async fn the_binary_runs_the_provider_and_logs_no_secret() {
         .arg("--outbox")
         .arg(dir.path().join("outbox.jsonl"))
         .env("TEMPLATE_CLIENT_SECRET", CLIENT_SECRET)
+        .env("MANIFOLD_PROVIDER_SECRET", HOP_SECRET)
+        .args(["--key-id", HOP_KEY_ID])
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -956,7 +970,7 @@ async fn the_binary_runs_the_provider_and_logs_no_secret() {
     let address = line
         .strip_prefix("template-provider listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    let remote = RemoteProvider::new(&format!("http://{address}"), LIMIT).unwrap();
+    let remote = RemoteProvider::new(&format!("http://{address}"), hop_signer(), LIMIT).unwrap();
 
     converse_over_http(&remote).await;
 
@@ -989,12 +1003,48 @@ async fn the_binary_refuses_to_start_without_a_client_secret() {
             "--data",
         ])
         .arg(dir.path().join("db"))
+        .args(["--key-id", HOP_KEY_ID])
+        .env("MANIFOLD_PROVIDER_SECRET", HOP_SECRET)
         .env_remove("TEMPLATE_CLIENT_SECRET")
         .output();
     let output = tokio::time::timeout(LIMIT, output).await.unwrap().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TEMPLATE_CLIENT_SECRET"), "{stderr}");
+}
+
+/// A provider that could not tell the switch from a stranger must not serve.
+#[tokio::test]
+async fn the_binary_refuses_to_start_without_the_switchs_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    for (secret, expected) in [
+        (None, "MANIFOLD_PROVIDER_SECRET"),
+        (Some("too-short"), "at least 32"),
+    ] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_template-provider"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream-url",
+                "http://127.0.0.1:9",
+            ])
+            .args(["--client-id", CLIENT_ID, "--key-id", HOP_KEY_ID, "--data"])
+            .arg(dir.path().join("db"))
+            .env("TEMPLATE_CLIENT_SECRET", CLIENT_SECRET)
+            .env_remove("MANIFOLD_PROVIDER_SECRET");
+        if let Some(secret) = secret {
+            command.env("MANIFOLD_PROVIDER_SECRET", secret);
+        }
+        let output = tokio::time::timeout(LIMIT, command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
 }
 
 // ---------------------------------------------------------------- the guide
@@ -1020,13 +1070,12 @@ fn the_guides_switch_configuration_is_valid() {
         .unwrap_or_else(|error| panic!("{error}"));
 
     let provider = config.provider("template-bank").unwrap();
-    assert_eq!(
-        provider.endpoint,
-        manifold_config::ProviderEndpoint::Remote {
-            // The binary's default --listen.
-            url: "http://127.0.0.1:9200".into()
-        }
-    );
+    let manifold_config::ProviderEndpoint::Remote(remote) = &provider.endpoint else {
+        panic!("the guide's provider is remote");
+    };
+    // The binary's default --listen.
+    assert_eq!(remote.url, "http://127.0.0.1:9200");
+    assert_eq!(remote.key_id, "template-bank");
     assert!(provider.services.contains("transfer"));
     assert!(provider.reversible.contains("transfer"));
     let app = config.apps.iter().find(|app| app.id == "bank-app").unwrap();

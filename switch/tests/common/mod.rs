@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use manifold_config::SwitchConfig;
+use manifold_crypto::message_signature::{sign_request, SignatureParams, SigningKey};
 use manifold_crypto::{secure, AppKey, SecretString, SecureKind};
+use manifold_provider::HopSigner;
 use manifold_smtp_sink::SmtpSink;
 use manifold_switch::Switch;
 use serde_json::{json, Value};
@@ -20,7 +22,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 /// Bounds waits so a broken peer fails a test instead of hanging it.
 pub const LIMIT: Duration = Duration::from_secs(30);
 
-pub const NOTIFY_KEY: &str = "bank-remote-notify-key-0123456789";
+/// The secret the remote provider `bank-remote` shares with the switch; as
+/// the credential of [`post`] it means "signed by that provider".
+pub const PROVIDER_SECRET: &str = "bank-remote-hop-secret-0123456789-abcdef";
+pub const PROVIDER_KEY_ID: &str = "bank-remote";
+pub const APP_ID: &str = "otp";
 pub const GATEWAY_TOKEN: &str = "gateway-token-0123456789";
 pub const APP_KEY: &str = "otp-app-key-0123456789abcdef00";
 pub const APP_SECRET: &str = "otp-app-secret-0123456789abcdef0123456789xy";
@@ -60,10 +66,11 @@ name = "bank-remote"
 mode = "remote"
 url = "http://127.0.0.1:9"
 services = ["get_balance"]
-notify_key = "{NOTIFY_KEY}"
+secret = "{PROVIDER_SECRET}"
+notify = true
 
 [[apps]]
-id = "otp"
+id = "{APP_ID}"
 api_key = "{APP_KEY}"
 secret = "{APP_SECRET}"
 [apps.services.get_balance]
@@ -154,16 +161,63 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// `(HTTP status, JSON body)` of a POST.
-pub async fn post(url: &str, bearer: Option<&str>, body: &str) -> (u16, Value) {
+/// The provider `bank-remote`'s signer, as its `SwitchNotifier` uses it.
+pub fn provider_signer() -> HopSigner {
+    HopSigner::new(&SecretString::from(PROVIDER_SECRET), PROVIDER_KEY_ID)
+}
+
+/// `(HTTP status, JSON body)` of a POST. The credential decides how the call
+/// is made: [`APP_KEY`] is the app's bearer key and signature (RFC 9421, the
+/// body's `request_ref` as nonce); [`PROVIDER_SECRET`] is the remote
+/// provider's signature; any other value is sent as a bearer key alone.
+pub async fn post(url: &str, credential: Option<&str>, body: &str) -> (u16, Value) {
     let mut request = client()
         .post(url)
         .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(key) = bearer {
-        request = request.bearer_auth(key);
+        .body(body.to_owned())
+        .build()
+        .unwrap();
+    let path = request.url().path().to_owned();
+    match credential {
+        Some(PROVIDER_SECRET) => provider_signer()
+            .sign("POST", &path, body.as_bytes())
+            .unwrap()
+            .apply(request.headers_mut()),
+        Some(APP_KEY) => {
+            let request_ref = serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|v| v["request_ref"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            sign_request(
+                &SigningKey::for_app(&app_key()),
+                "POST",
+                &path,
+                body.as_bytes(),
+                &SignatureParams {
+                    key_id: APP_ID,
+                    created,
+                    nonce: &request_ref,
+                },
+            )
+            .unwrap()
+            .apply(request.headers_mut());
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {APP_KEY}").parse().unwrap(),
+            );
+        }
+        Some(key) => {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        }
+        None => {}
     }
-    let response = request.send().await.expect("the switch answers");
+    let response = client().execute(request).await.expect("the switch answers");
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))

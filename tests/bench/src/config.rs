@@ -19,6 +19,9 @@ pub enum ProviderMode {
     Remote(String),
 }
 
+/// The secret the switch and the remote demo provider sign their calls with.
+pub const HOP_SECRET: &str = "bench-provider-hop-secret-0123456789-abcdef";
+
 /// How long the switch waits for the provider. Generous: a benchmark that
 /// overloads the provider must see slow answers, not `Pending` ones.
 const PROVIDER_TIMEOUT_MS: u64 = 30_000;
@@ -44,7 +47,9 @@ fn app_section(app: &BenchApp) -> String {
 pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) -> String {
     let endpoint = match provider {
         ProviderMode::InProcess => "mode = \"in_process\"\nimplementation = \"demo\"".to_owned(),
-        ProviderMode::Remote(url) => format!("mode = \"remote\"\nurl = \"{url}\""),
+        ProviderMode::Remote(url) => {
+            format!("mode = \"remote\"\nurl = \"{url}\"\nsecret = \"{HOP_SECRET}\"")
+        }
     };
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\n[notifications]\noutbox = {outbox}\n\
@@ -93,7 +98,7 @@ mod tests {
         ));
         assert!(matches!(
             &config.providers[0].endpoint,
-            ProviderEndpoint::Remote { url } if url.starts_with("http://127.0.0.1:9")
+            ProviderEndpoint::Remote(remote) if remote.url.starts_with("http://127.0.0.1:9")
         ));
     }
 }

@@ -31,14 +31,20 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use manifold_config::SwitchConfig;
+use manifold_crypto::SecretString;
 use manifold_demo_provider::DemoSettings;
 use manifold_edge::{
     read_body, read_request_body, serve, shutdown_signal, Body, BodyLimits, EdgeOptions, Peer,
 };
+use manifold_provider::hop::DEFAULT_HOP_MAX_SKEW;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::GroupCommit;
+use manifold_provider::server::ProviderServer;
+use manifold_provider::{GroupCommit, HopVerifier};
 use manifold_provider_sdk::microservice;
 use manifold_switch::Switch;
+
+use crate::config::HOP_SECRET;
+use crate::workload::PROVIDER;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -153,7 +159,23 @@ pub async fn provider(data: &Path, outbox: &Path) -> Result<(), ServeError> {
         manifold_demo_provider::open(&db, commit.clone(), notifier, DemoSettings::default())
             .map_err(|e| store_error(e.to_string()))?;
     let listener = bind("demo-provider").await?;
-    microservice::run(listener, Arc::new(provider), commit, stop_requested()).await;
+    // Signed calls only, as the demo-provider binary requires.
+    let server = ProviderServer {
+        edge: bench_edge_options(),
+        ..ProviderServer::new(HopVerifier::new(
+            &SecretString::from(HOP_SECRET),
+            PROVIDER,
+            DEFAULT_HOP_MAX_SKEW,
+        ))
+    };
+    microservice::run(
+        listener,
+        Arc::new(provider),
+        commit,
+        server,
+        stop_requested(),
+    )
+    .await;
     Ok(())
 }
 

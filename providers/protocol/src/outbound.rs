@@ -1,0 +1,138 @@
+//! Outbound HTTP clients that do only what they are told.
+//!
+//! Every call the project makes to another server — the switch to a provider
+//! microservice, to an SMS gateway, a provider to the switch's `/notify/*` —
+//! carries secrets: decrypted card and account details, OTP texts, credentials.
+//! [`client`] builds the one kind of `reqwest::Client` they all use, so none of
+//! them can be talked into sending those secrets elsewhere:
+//!
+//! - **no redirects**: a `307` would re-POST the body to wherever it points;
+//!   a redirect is answered to the caller as the response it is;
+//! - **no proxy from the environment**: `HTTPS_PROXY` set for some other
+//!   program must not route payment traffic through a third party;
+//! - **connect and total timeouts**, so a peer cannot hold a call forever;
+//! - **server certificates verified** against the public roots plus, when the
+//!   host gives one, a CA file of its own (a private PKI between switch and
+//!   providers);
+//! - [`read_capped`]: a response body larger than the caller expects is not
+//!   read into memory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+/// The largest response body read from a provider, gateway or switch unless
+/// the caller says otherwise: replies of the protocol are a few kilobytes.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// How an outbound client behaves.
+#[derive(Debug, Clone)]
+pub struct OutboundOptions {
+    /// The whole call, from connecting to the last byte of the response.
+    pub timeout: Duration,
+    /// Establishing the connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// PEM CA certificates trusted in addition to the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Idle connections kept per host for reuse.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl OutboundOptions {
+    /// A client whose calls take at most `timeout`, connecting in at most
+    /// five seconds of it.
+    pub fn with_timeout(timeout: Duration) -> OutboundOptions {
+        OutboundOptions {
+            timeout,
+            connect_timeout: timeout.min(Duration::from_secs(5)),
+            ca_file: None,
+            pool_max_idle_per_host: 32,
+        }
+    }
+
+    pub fn ca_file(mut self, ca_file: Option<&Path>) -> OutboundOptions {
+        self.ca_file = ca_file.map(Path::to_owned);
+        self
+    }
+}
+
+/// Why an outbound client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("the CA file {path} cannot be read: {reason}")]
+    CaFileUnreadable { path: String, reason: String },
+    #[error("the CA file {path} holds no usable PEM certificate: {reason}")]
+    CaFileInvalid { path: String, reason: String },
+    #[error("the HTTP client cannot be built: {0}")]
+    Client(String),
+}
+
+/// The client every outbound call of the project goes through.
+pub fn client(options: &OutboundOptions) -> Result<reqwest::Client, OutboundError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
+        .pool_max_idle_per_host(options.pool_max_idle_per_host)
+        .tcp_nodelay(true)
+        // The certificate must name the host we asked for; never weakened.
+        .tls_built_in_root_certs(true);
+    if let Some(path) = &options.ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|error| OutboundError::CaFileUnreadable {
+            path: shown.clone(),
+            reason: error.to_string(),
+        })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+            OutboundError::CaFileInvalid {
+                path: shown.clone(),
+                reason: error.to_string(),
+            }
+        })?;
+        if certificates.is_empty() {
+            return Err(OutboundError::CaFileInvalid {
+                path: shown,
+                reason: "no CERTIFICATE block".into(),
+            });
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|error| OutboundError::Client(error.to_string()))
+}
+
+/// Why a response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the response body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+/// Reads `response`'s body, refusing one longer than `limit` bytes without
+/// reading the rest.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
