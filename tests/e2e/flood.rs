@@ -46,7 +46,9 @@ async fn a_flood_from_one_address_does_not_stop_an_app_on_another() {
     match rlimit::increase_nofile_limit(needed) {
         Ok(limit) if limit >= needed => {}
         outcome => {
-            eprintln!("skipping the flood test: the open-file limit is {outcome:?}, {needed} needed");
+            eprintln!(
+                "skipping the flood test: the open-file limit is {outcome:?}, {needed} needed"
+            );
             return;
         }
     }
