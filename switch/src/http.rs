@@ -13,9 +13,8 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use manifold_crypto::message_signature::VerifyPolicy;
+use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{read_body, AuthFailureLimiter, Body, BodyError, BodyLimits, Peer};
-use manifold_provider::hop::unix_now;
 use manifold_provider::notify::Channel;
 use manifold_provider::{NotifyError, Status};
 
@@ -35,8 +34,8 @@ pub struct SwitchState {
     pub notify: NotifyService,
     /// Failed authentications per client address (`[server]`'s limits).
     pub auth_failures: AuthFailureLimiter,
-    /// How far an app signature's `created` may be from our clock.
-    pub signature_policy: VerifyPolicy,
+    /// How app signatures are checked (the window around our clock).
+    pub signatures: SignatureCheck,
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -138,7 +137,9 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             "provider_unavailable",
             None,
         ),
-        ProviderRejected(_) => (StatusCode::BAD_GATEWAY, "provider_rejected", None),
+        ProviderRejected(_) | ProviderRefusedSwitch(_) => {
+            (StatusCode::BAD_GATEWAY, "provider_rejected", None)
+        }
         NoSuchEndpoint(_) => (StatusCode::NOT_FOUND, "no_such_endpoint", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", None),
@@ -291,8 +292,7 @@ pub async fn handle(
             &path,
             &parts.headers,
             body,
-            &state.signature_policy,
-            unix_now(),
+            &state.signatures,
         )
         .inspect_err(|error| {
             if matches!(error, SwitchError::BadSignature(_)) {
@@ -301,12 +301,20 @@ pub async fn handle(
         }),
         Err(error) => Err(body_error(error)),
     };
+    // A call whose signature failed is not proven to be the app's (a leaked
+    // bearer key is enough to send one), so the app is not billed for it.
+    let proven = !matches!(
+        verified,
+        Err(SwitchError::BadSignature(_) | SwitchError::SignatureRequired)
+    );
     let answer = match verified {
         Ok(call) => dispatch(&state.engine, operation, &call).await,
         Err(error) => Err(error),
     }
     .unwrap_or_else(|error| error_answer(&error));
-    meter(&state.engine, &app, operation, &answer).await;
+    if proven {
+        meter(&state.engine, &app, operation, &answer).await;
+    }
     respond(&answer)
 }
 
@@ -412,7 +420,8 @@ async fn dispatch(
 }
 
 /// Every authenticated call is metered, rejected ones included: hosts bill
-/// per call. A metering failure is logged but never fails the call whose
+/// per call. (Authenticated: the bearer key, and the signature where one is
+/// sent or required.) A metering failure is logged but never fails the call whose
 /// outcome is already decided.
 async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer) {
     let call = MeteredCall {

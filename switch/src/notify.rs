@@ -22,9 +22,10 @@ use std::time::Duration;
 use manifold_config::{ProviderConfig, ProviderEndpoint};
 use manifold_crypto::message_signature::claimed_key_id;
 use manifold_crypto::SecretString;
+use manifold_edge::signature::SignatureRejected;
 use manifold_notify::wire::{MAX_EMAIL_CHARS, MAX_SMS_CHARS, MAX_SUBJECT_CHARS};
 use manifold_notify::{check_email_address, check_msisdn};
-use manifold_provider::hop::{HopError, HopVerifier};
+use manifold_provider::hop::HopVerifier;
 use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{Notification, Notifier, NotifyError};
 use serde_json::Value;
@@ -107,7 +108,7 @@ impl NotifyService {
         };
         match verifier.verify(method, path, headers, body) {
             Ok(_) => Ok(provider),
-            Err(error @ HopError::ReplayGuardFull) => {
+            Err(error @ SignatureRejected::ReplayGuardFull) => {
                 Err(NotifyServiceError::Busy(error.to_string()))
             }
             Err(error) => Err(unauthenticated(error.to_string())),

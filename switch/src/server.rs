@@ -11,8 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
-use manifold_crypto::message_signature::VerifyPolicy;
 use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
 use manifold_provider::outbound::OutboundOptions;
@@ -171,9 +171,7 @@ impl Switch {
                 lockout: config.server.auth_lockout,
                 ..AuthFailureLimits::default()
             }),
-            signature_policy: VerifyPolicy {
-                max_skew_secs: config.server.signature_max_skew.as_secs(),
-            },
+            signatures: SignatureCheck::new(config.server.signature_max_skew),
             apps: AppRegistry::new(&config.apps),
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
             notify: NotifyService::new(

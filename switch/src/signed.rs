@@ -18,10 +18,8 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
-use manifold_crypto::message_signature::{
-    verify_request, ReceivedRequest, VerifiedSignature, VerifyPolicy,
-};
+use manifold_crypto::message_signature::VerifiedSignature;
+use manifold_edge::signature::{SignatureCheck, SignedParts};
 
 use crate::apps::App;
 use crate::error::SwitchError;
@@ -44,26 +42,23 @@ impl VerifiedCall {
         app: Arc<App>,
         method: &str,
         path: &str,
-        headers: &HeaderMap,
+        headers: &http::HeaderMap,
         body: bytes::Bytes,
-        policy: &VerifyPolicy,
-        now_unix: u64,
+        check: &SignatureCheck,
     ) -> Result<VerifiedCall, SwitchError> {
+        let request = SignedParts {
+            method,
+            path,
+            headers,
+            body: &body,
+        };
         let signed = headers.contains_key("signature") || headers.contains_key("signature-input");
         let signature = if signed {
-            let verified = verify_request(
-                &app.signing_key,
-                app.id(),
-                &ReceivedRequest {
-                    method,
-                    path,
-                    headers,
-                    body: &body,
-                },
-                policy,
-                now_unix,
-            )
-            .map_err(SwitchError::BadSignature)?;
+            // App calls are checked without a replay guard: their nonce is
+            // the request_ref, which idempotency binds (check_request_ref).
+            let verified = check
+                .verify_signature(&app.signing_key, app.id(), request)
+                .map_err(SwitchError::BadSignature)?;
             Some(verified)
         } else if app.config.require_signature {
             return Err(SwitchError::SignatureRequired);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use manifold_config::SwitchConfig;
-use manifold_crypto::message_signature::VerifyPolicy;
+use manifold_edge::signature::SignatureCheck;
 use manifold_provider::{
     GroupCommit, Provider, ProviderError, ProviderReply, QueryRequest, ReverseRequest, Status,
     TransactRequest, ValidateRequest,
@@ -214,8 +214,7 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
         "/transact/query",
         &http::HeaderMap::new(),
         bytes::Bytes::from(query),
-        &VerifyPolicy::default(),
-        0,
+        &SignatureCheck::new(std::time::Duration::from_secs(300)),
     )
     .expect("the app may call unsigned");
 

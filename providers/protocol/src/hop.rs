@@ -10,41 +10,29 @@
 //!
 //! - [`HopSigner`] signs a request: `@method`, `@path`, the body's
 //!   `Content-Digest`, `created` now, and a fresh random `nonce`;
-//! - [`HopVerifier`] checks one before its body is parsed, and remembers each
-//!   nonce until its signature has gone stale, so a captured call replayed
-//!   inside the window is refused too ([`ReplayGuard`]).
+//! - [`HopVerifier`] checks one before its body is parsed with the edge's
+//!   [`SignatureCheck`], which remembers each nonce until its signature has
+//!   gone stale, so a captured call replayed inside the window is refused too.
 //!
 //! App calls need no replay guard: their nonce is the `request_ref`, which
 //! the switch's idempotency already answers from storage.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use dashmap::DashMap;
 use http::HeaderMap;
 use manifold_crypto::message_signature::{
-    sign_request, verify_request, ReceivedRequest, SignatureError, SignatureParams, SignedHeaders,
-    SigningKey, VerifiedSignature, VerifyPolicy,
+    sign_request, SignatureError, SignatureParams, SignedHeaders, SigningKey, VerifiedSignature,
 };
 use manifold_crypto::SecretString;
+use manifold_edge::signature::{
+    unix_now, SignatureCheck, SignatureRejected, SignedParts, DEFAULT_REPLAY_CAPACITY,
+};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 /// How far apart the two ends' clocks may be, by default. Switch and
 /// providers are the host's own machines, so this is tighter than the app
 /// window, and it bounds how long each nonce is remembered.
 pub const DEFAULT_HOP_MAX_SKEW: Duration = Duration::from_secs(60);
-
-/// How many nonces a verifier remembers at most, by default: with the default
-/// skew, sustained rates up to about 8,000 signed calls per second.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 1_000_000;
-
-/// Seconds since the Unix epoch, as signatures state time.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
-}
 
 /// Signs outgoing calls on one provider hop.
 #[derive(Clone)]
@@ -97,41 +85,19 @@ impl HopSigner {
     }
 }
 
-/// Why a call on the provider hop was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum HopError {
-    #[error(transparent)]
-    Signature(#[from] SignatureError),
-    #[error("this signed request was already received (nonce seen before)")]
-    Replayed,
-    /// Fail closed: a nonce that cannot be remembered could be replayed.
-    #[error(
-        "too many signed requests in the signature window to guard against replay; retry shortly"
-    )]
-    ReplayGuardFull,
-}
-
-impl HopError {
-    /// Whether the caller proved nothing (a 401), as opposed to this side
-    /// being too busy to check (a 503).
-    pub fn is_unauthenticated(&self) -> bool {
-        !matches!(self, HopError::ReplayGuardFull)
-    }
-}
-
-/// Checks incoming calls on one provider hop.
+/// Checks incoming calls on one provider hop: the edge's
+/// [`SignatureCheck`] with a replay guard, under the hop's key and key id.
 pub struct HopVerifier {
     key: SigningKey,
     key_id: String,
-    policy: VerifyPolicy,
-    replay: ReplayGuard,
+    check: SignatureCheck,
 }
 
 impl std::fmt::Debug for HopVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HopVerifier")
             .field("key_id", &self.key_id)
-            .field("policy", &self.policy)
+            .field("max_skew_secs", &self.check.max_skew_secs())
             .finish_non_exhaustive()
     }
 }
@@ -154,10 +120,7 @@ impl HopVerifier {
         HopVerifier {
             key: SigningKey::for_provider_hop(secret),
             key_id: key_id.into(),
-            policy: VerifyPolicy {
-                max_skew_secs: max_skew.as_secs(),
-            },
-            replay: ReplayGuard::new(replay_capacity),
+            check: SignatureCheck::with_replay_guard(max_skew, replay_capacity),
         }
     }
 
@@ -173,88 +136,17 @@ impl HopVerifier {
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<VerifiedSignature, HopError> {
-        let now = unix_now();
-        let verified = verify_request(
+    ) -> Result<VerifiedSignature, SignatureRejected> {
+        self.check.verify(
             &self.key,
             &self.key_id,
-            &ReceivedRequest {
+            SignedParts {
                 method,
                 path,
                 headers,
                 body,
             },
-            &self.policy,
-            now,
-        )?;
-        // Only authentic requests reach the guard, so a stranger cannot
-        // fill it. A nonce is kept until its `created` leaves the window.
-        let stale_after = verified.created.saturating_add(self.policy.max_skew_secs);
-        self.replay
-            .remember(&self.key_id, &verified.nonce, stale_after, now)?;
-        Ok(verified)
-    }
-}
-
-/// Nonces seen on signed requests, each kept until the request it came with
-/// would be refused as stale anyway. Memory is bounded by `capacity` entries
-/// of 24 bytes each (a 128-bit digest of key id and nonce, and an expiry).
-pub struct ReplayGuard {
-    seen: DashMap<u128, u64>,
-    capacity: usize,
-}
-
-impl ReplayGuard {
-    pub fn new(capacity: usize) -> ReplayGuard {
-        ReplayGuard {
-            seen: DashMap::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// Records `nonce` for `key_id` until `stale_after` (unix seconds);
-    /// refuses a nonce already recorded and not yet stale.
-    pub fn remember(
-        &self,
-        key_id: &str,
-        nonce: &str,
-        stale_after: u64,
-        now: u64,
-    ) -> Result<(), HopError> {
-        if self.seen.len() >= self.capacity {
-            self.seen.retain(|_, expires| *expires >= now);
-            if self.seen.len() >= self.capacity {
-                return Err(HopError::ReplayGuardFull);
-            }
-        }
-        let mut digest = Sha256::new();
-        digest.update((key_id.len() as u64).to_be_bytes());
-        digest.update(key_id.as_bytes());
-        digest.update(nonce.as_bytes());
-        let digest = digest.finalize();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        let id = u128::from_be_bytes(id);
-        match self.seen.entry(id) {
-            dashmap::Entry::Occupied(mut entry) => {
-                if *entry.get() >= now {
-                    return Err(HopError::Replayed);
-                }
-                entry.insert(stale_after);
-            }
-            dashmap::Entry::Vacant(entry) => {
-                entry.insert(stale_after);
-            }
-        }
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        )
     }
 }
 
@@ -282,7 +174,7 @@ mod tests {
         let replay = verifier
             .verify("POST", "/transact", &headers, body)
             .unwrap_err();
-        assert!(matches!(replay, HopError::Replayed), "{replay}");
+        assert!(matches!(replay, SignatureRejected::Replayed), "{replay}");
         assert!(replay.is_unauthenticated());
     }
 
@@ -305,36 +197,14 @@ mod tests {
             let error = verifier
                 .verify("POST", "/transact", &headers, body)
                 .unwrap_err();
-            assert!(matches!(error, HopError::Signature(_)), "{error}");
+            assert!(matches!(error, SignatureRejected::Signature(_)), "{error}");
         }
-        assert!(verifier.replay.is_empty());
         let error = verifier
             .verify("POST", "/transact", &HeaderMap::new(), body)
             .unwrap_err();
         assert!(matches!(
             error,
-            HopError::Signature(SignatureError::Missing)
+            SignatureRejected::Signature(SignatureError::Missing)
         ));
-    }
-
-    #[test]
-    fn the_guard_forgets_stale_nonces_and_fails_closed_when_full() {
-        let guard = ReplayGuard::new(2);
-        guard.remember("k", "n1", 100, 50).unwrap();
-        assert!(matches!(
-            guard.remember("k", "n1", 100, 60),
-            Err(HopError::Replayed)
-        ));
-        // The same nonce under another key id is another request.
-        guard.remember("k2", "n1", 100, 60).unwrap();
-        assert!(matches!(
-            guard.remember("k", "n2", 100, 60),
-            Err(HopError::ReplayGuardFull)
-        ));
-        // Once the first two are stale they make room, and a stale nonce may
-        // be seen again (its signature would be refused as stale anyway).
-        guard.remember("k", "n2", 300, 101).unwrap();
-        guard.remember("k", "n1", 300, 101).unwrap();
-        assert_eq!(guard.len(), 2);
     }
 }

@@ -24,7 +24,9 @@ use manifold_edge::{
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
-use crate::hop::{HopError, HopVerifier};
+use manifold_edge::signature::SignatureRejected;
+
+use crate::hop::HopVerifier;
 use crate::provider::{Provider, ProviderError};
 use crate::wire::{fault, ProviderFault};
 
@@ -172,11 +174,16 @@ where
     Fut: Future<Output = Result<crate::wire::ProviderReply, ProviderError>>,
 {
     if let Err(locked) = shared.auth_failures.check(peer.address.ip()) {
-        return fault_response(
+        let mut response = fault_response(
             StatusCode::TOO_MANY_REQUESTS,
             fault::TOO_MANY_AUTH_FAILURES,
             locked.to_string(),
         );
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(locked.retry_after_secs),
+        );
+        return response;
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -229,7 +236,7 @@ where
     }
 }
 
-fn refuse(shared: &Shared, peer: Peer, error: &HopError) -> Response<Body> {
+fn refuse(shared: &Shared, peer: Peer, error: &SignatureRejected) -> Response<Body> {
     if !error.is_unauthenticated() {
         return fault_response(
             StatusCode::SERVICE_UNAVAILABLE,

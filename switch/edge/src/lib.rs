@@ -4,8 +4,8 @@
 //! the accept loop, the caps on open connections (in all and per client
 //! address), the timeouts that stop a silent or slow client from holding a
 //! connection (TLS handshake, request head, keep-alive idle, request body),
-//! TLS, reading a body under a size limit and a deadline, and graceful
-//! shutdown. It knows nothing of payments, envelopes or providers: a handler
+//! TLS, reading a body under a size limit and a deadline, checking a signed
+//! request against its body, and graceful shutdown. It knows nothing of payments, envelopes or providers: a handler
 //! gets a `Request` and the client's [`Peer`] address and answers a
 //! `Response<`[`Body`]`>`; what the answer means is the caller's business.
 //! Keeping the edge in one crate is what lets every listening socket get the
@@ -25,6 +25,9 @@
 //!   from PEM files.
 //! - [`auth_limit`]: [`AuthFailureLimiter`], lockout of client addresses that
 //!   keep failing authentication.
+//! - [`signature`]: [`signature::SignatureCheck`], how every receiver checks
+//!   an RFC 9421 signed request before parsing its body (one clock, one
+//!   window, and a [`signature::ReplayGuard`] for random nonces).
 //! - [`response`]: [`json_response`], the one way handlers build JSON answers.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, for binaries.
 
@@ -35,6 +38,7 @@ pub mod options;
 pub mod response;
 pub mod serve;
 pub mod shutdown;
+pub mod signature;
 pub mod tls;
 mod watchdog;
 
