@@ -141,8 +141,9 @@ fn write_object(
 
 /// A digest identifying "the same request". `auth.secure` is re-encrypted with
 /// a fresh nonce on every retry, so its *plaintext* counts, not its bytes;
-/// the plaintext enters only through the app's keyed signature, so the stored
-/// digest cannot be brute-forced back to an account number.
+/// the plaintext enters only through a digest keyed with the app's secret
+/// ([`AppKey::keyed_digest_hex`](manifold_crypto::AppKey::keyed_digest_hex)),
+/// so the stored digest cannot be brute-forced back to an account number.
 fn fingerprint(app: &App, root: &Value, secure_plaintext: Option<&[u8]>) -> String {
     let mut hasher = Sha256::new();
     // Writing into a digest cannot fail.
@@ -259,6 +260,9 @@ impl Engine {
                 let provider = route.name().to_owned();
                 Err(match error {
                     ProviderError::Unreachable(_) => SwitchError::ProviderUnavailable(provider),
+                    ProviderError::Unauthenticated(_) => {
+                        SwitchError::ProviderRefusedSwitch(provider)
+                    }
                     _ => SwitchError::ProviderRejected(provider),
                 })
             }

@@ -93,6 +93,8 @@ pub enum SwitchError {
     ProviderUnavailable(String),
     #[error("provider `{0}` refused the request as malformed, so nothing was done")]
     ProviderRejected(String),
+    #[error("provider `{0}` did not accept the switch's credentials, so nothing was done; the host must check the provider's secret, key_id and clock")]
+    ProviderRefusedSwitch(String),
     #[error("no such endpoint: {0}")]
     NoSuchEndpoint(String),
     #[error("{0} is not allowed here; use POST")]

@@ -1,12 +1,13 @@
 //! The switch's notification services on the wire: `POST /notify/sms` and
-//! `POST /notify/email`, authenticated with `Authorization: Bearer
-//! <notify_key>`. The switch parses these bodies field by field (to report
+//! `POST /notify/email`, signed by the provider (RFC 9421 under the secret it
+//! shares with the switch; `docs/secure.md`). The switch parses these bodies field by field (to report
 //! every bad field at once); [`SwitchNotifier`](crate::SwitchNotifier) sends
 //! them. Both ends take the paths, field rules and limits from here.
 //!
 //! Success is HTTP 200 with the switch's envelope, `"status": "Successful"`.
 //! Failures are the envelope with `"status": "Failed"` and `data.error`:
-//! `unauthenticated` (401), `malformed_json` / `invalid_request` (400, with
+//! `unauthenticated` (401), `too_many_auth_failures` (429),
+//! `body_timed_out` (408), `busy` (503), `malformed_json` / `invalid_request` (400, with
 //! `data.errors` naming each bad field), `body_too_large` (413),
 //! `method_not_allowed` (405), `notification_failed` (502: the gateway or mail
 //! server did not take the message).

@@ -43,6 +43,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use manifold_crypto::SecretString;
+use manifold_provider::outbound::{
+    self, read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
+};
 use manifold_provider::{GroupCommit, Notifier, TransactRequest};
 use manifold_provider_sdk::{
     Confirmation, Connector, ConnectorError, Outcome, ProviderService, ServiceError,
@@ -135,13 +138,15 @@ enum Grant<'a> {
 impl TemplateConnector {
     pub fn new(config: UpstreamConfig) -> Result<Self, ConfigError> {
         config.check()?;
-        let http = reqwest::Client::builder()
-            // A redirected POST could be replayed somewhere else; a 3xx is
-            // an answer we do not understand (Indeterminate) instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .build()
+        // The project's one outbound client: no redirect (a redirected POST
+        // could be replayed somewhere else; a 3xx is an answer we do not
+        // understand, Indeterminate), no proxy from the environment, and
+        // replies read under a size cap (`read_capped` below).
+        let options = OutboundOptions {
+            connect_timeout: config.connect_timeout,
+            ..OutboundOptions::with_timeout(config.timeout)
+        };
+        let http = outbound::client(&options)
             .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
         Ok(TemplateConnector {
             config,
@@ -229,10 +234,12 @@ impl TemplateConnector {
                 "the token endpoint answered HTTP {status}"
             )));
         }
-        let body = response
-            .bytes()
+        let body = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
             .await
-            .map_err(|error| unavailable(describe_send_error(&error)))?;
+            .map_err(|error| match error {
+                ReadError::Http(error) => unavailable(describe_send_error(&error)),
+                too_large => unavailable(too_large.to_string()),
+            })?;
         // The body holds the token: its parse error is not quoted.
         let token: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| unavailable("the token endpoint's answer could not be read".into()))?;
@@ -301,10 +308,14 @@ impl TemplateConnector {
                 retried = true;
                 continue;
             }
-            let body = response
-                .bytes()
+            // After the request was sent, an unreadable or oversized answer
+            // leaves the outcome unknown.
+            let body = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
                 .await
-                .map_err(|error| sent_error(what, &error))?;
+                .map_err(|error| match error {
+                    ReadError::Http(error) => sent_error(what, &error),
+                    too_large => ConnectorError::Indeterminate(format!("{what}: {too_large}")),
+                })?;
             return match status {
                 status if status.is_success() => serde_json::from_slice(&body)
                     .map(Answer::Found)

@@ -569,7 +569,7 @@ binary. **Peak RSS** is `VmHWM` from `/proc/<pid>/status` of those processes ove
 life (setup and warm-up included). **CPU** is `utime + stime` from `/proc/<pid>/stat` over the \
 measured window, for the server processes and for the generator itself.\n\
 - **Baselines**: (a) a bare hyper server on the switch's own accept loop \
-(`manifold_provider::server::serve`) that reads the same request bytes as the in-process \
+(`manifold_edge::serve`) that reads the same request bytes as the in-process \
 `get_balance` and answers the switch's real `get_balance` answer, byte for byte; (a′) the same, \
 but it writes each request body into sled and answers only after the group commit \
 (`GroupCommit`, the switch's) has flushed it; (b) a bare hyper pass-through proxy in front of the \
