@@ -462,37 +462,33 @@ fn check_transport(
     }
 }
 
-fn millis(
-    value: Option<u64>,
-    default: Duration,
-    max: Duration,
-    key: &str,
-    problems: &mut Problems,
-) -> Duration {
-    match value {
-        None => default,
-        Some(ms) if ms == 0 || Duration::from_millis(ms) > max => {
-            problems.add(key, format!("must be between 1 and {}", max.as_millis()));
-            default
-        }
-        Some(ms) => Duration::from_millis(ms),
-    }
+/// The unit a duration key is written in.
+#[derive(Clone, Copy)]
+enum Unit {
+    Millis,
+    Secs,
 }
 
-fn seconds(
+/// A duration key: absent is `default`; otherwise 1 to `max` in `unit`.
+fn duration(
     value: Option<u64>,
     default: Duration,
     max: Duration,
+    unit: Unit,
     key: &str,
     problems: &mut Problems,
 ) -> Duration {
+    let (from, max_in_unit): (fn(u64) -> Duration, u128) = match unit {
+        Unit::Millis => (Duration::from_millis, max.as_millis()),
+        Unit::Secs => (Duration::from_secs, u128::from(max.as_secs())),
+    };
     match value {
         None => default,
-        Some(secs) if secs == 0 || Duration::from_secs(secs) > max => {
-            problems.add(key, format!("must be between 1 and {}", max.as_secs()));
+        Some(n) if n == 0 || from(n) > max => {
+            problems.add(key, format!("must be between 1 and {max_in_unit}"));
             default
         }
-        Some(secs) => Duration::from_secs(secs),
+        Some(n) => from(n),
     }
 }
 
@@ -530,24 +526,27 @@ impl RawServer {
             }
         });
         ServerConfig {
-            header_read_timeout: millis(
+            header_read_timeout: duration(
                 self.header_read_timeout_ms,
                 defaults.header_read_timeout,
                 minute,
+                Unit::Millis,
                 "server.header_read_timeout_ms",
                 problems,
             ),
-            idle_timeout: millis(
+            idle_timeout: duration(
                 self.idle_timeout_ms,
                 defaults.idle_timeout,
                 hour,
+                Unit::Millis,
                 "server.idle_timeout_ms",
                 problems,
             ),
-            body_read_timeout: millis(
+            body_read_timeout: duration(
                 self.body_read_timeout_ms,
                 defaults.body_read_timeout,
                 minute,
+                Unit::Millis,
                 "server.body_read_timeout_ms",
                 problems,
             ),
@@ -586,24 +585,27 @@ impl RawServer {
                 "server.auth_failure_limit",
                 problems,
             ),
-            auth_failure_window: seconds(
+            auth_failure_window: duration(
                 self.auth_failure_window_secs,
                 defaults.auth_failure_window,
                 hour,
+                Unit::Secs,
                 "server.auth_failure_window_secs",
                 problems,
             ),
-            auth_lockout: seconds(
+            auth_lockout: duration(
                 self.auth_lockout_secs,
                 defaults.auth_lockout,
                 Duration::from_secs(24 * 3600),
+                Unit::Secs,
                 "server.auth_lockout_secs",
                 problems,
             ),
-            signature_max_skew: seconds(
+            signature_max_skew: duration(
                 self.signature_max_skew_secs,
                 defaults.signature_max_skew,
                 hour,
+                Unit::Secs,
                 "server.signature_max_skew_secs",
                 problems,
             ),

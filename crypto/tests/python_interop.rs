@@ -5,14 +5,23 @@
 //! This test needs `python3` with `cryptography` (CI installs it). Without them it fails, loudly:
 //! an interop test that passes by skipping would hide exactly what it exists to catch.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
 use manifold_crypto::plaintext::check_layout;
 use manifold_crypto::secure::{open, seal};
 use manifold_crypto::{AppKey, SecretString, SecureKind};
 use serde_json::{json, Value};
+
+mod support;
+
+use support::PythonReference;
+
+/// The independent implementation this test runs against.
+const REFERENCE: PythonReference = PythonReference {
+    script: "manifold_secure.py",
+    module: "cryptography",
+    install_hint: INSTALL_HINT,
+};
 
 const INSTALL_HINT: &str = "the auth.secure interop test needs python3 with the `cryptography` \
 package: run `pip install cryptography` (CI installs it)";
@@ -21,63 +30,8 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn script() -> PathBuf {
-    crate_dir().join("interop/manifold_secure.py")
-}
-
 fn vectors() -> PathBuf {
     crate_dir().join("../fixtures/secure/vectors.json")
-}
-
-/// Fails with the install hint unless `python3 -c "import cryptography"` works.
-fn require_python() {
-    let probe = Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {INSTALL_HINT}"));
-    assert!(
-        probe.status.success(),
-        "python3 cannot import cryptography ({}); {INSTALL_HINT}",
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
-}
-
-/// Runs the reference with `args`, feeding `stdin` if given.
-fn run_python(args: &[&str], stdin: Option<&str>) -> Output {
-    require_python();
-    let mut child = Command::new("python3")
-        .arg(script())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {INSTALL_HINT}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Runs the reference and requires it to succeed.
-fn python(args: &[&str], stdin: Option<&str>) -> Output {
-    let output = run_python(args, stdin);
-    assert!(
-        output.status.success(),
-        "manifold_secure.py {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn kind(name: &str) -> SecureKind {
@@ -93,7 +47,7 @@ fn text<'a>(item: &'a Value, field: &str) -> &'a str {
 
 #[test]
 fn python_reproduces_the_fixture() {
-    let output = python(&["check-vectors", vectors().to_str().unwrap()], None);
+    let output = REFERENCE.ok(&["check-vectors", vectors().to_str().unwrap()], None);
     let stdout = String::from_utf8(output.stdout).unwrap();
     let fixture: Value =
         serde_json::from_str(&std::fs::read_to_string(vectors()).unwrap()).unwrap();
@@ -106,7 +60,7 @@ fn python_reproduces_the_fixture() {
 
 #[test]
 fn rust_opens_what_python_seals_with_random_nonces() {
-    let output = python(&["fresh", vectors().to_str().unwrap()], None);
+    let output = REFERENCE.ok(&["fresh", vectors().to_str().unwrap()], None);
     let items: Vec<Value> = serde_json::from_slice(&output.stdout).expect("fresh prints JSON");
     let fixture: Value =
         serde_json::from_str(&std::fs::read_to_string(vectors()).unwrap()).unwrap();
@@ -150,7 +104,7 @@ fn python_opens_what_rust_seals_with_random_nonces() {
             })
         })
         .collect();
-    let output = python(
+    let output = REFERENCE.ok(
         &["open", "-"],
         Some(&serde_json::to_string(&items).unwrap()),
     );
@@ -181,7 +135,7 @@ fn python_refuses_a_tampered_rust_secure() {
         "plaintext": r#"{"msisdn": "2348022000008"}"#,
         "secure": secure,
     }]);
-    let output = run_python(&["open", "-"], Some(&items.to_string()));
+    let output = REFERENCE.run(&["open", "-"], Some(&items.to_string()));
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Rejected"));
 }

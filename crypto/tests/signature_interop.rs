@@ -7,9 +7,7 @@
 //! Without them it fails, loudly: an interop test that passes by skipping would hide exactly what
 //! it exists to catch.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
@@ -19,15 +17,22 @@ use manifold_crypto::message_signature::{
 use manifold_crypto::{AppKey, SecretString, SigningKey};
 use serde_json::{json, Value};
 
+mod support;
+
+use support::PythonReference;
+
+/// The independent implementation this test runs against.
+const REFERENCE: PythonReference = PythonReference {
+    script: "manifold_signatures.py",
+    module: "http_message_signatures",
+    install_hint: INSTALL_HINT,
+};
+
 const INSTALL_HINT: &str = "the signed-request interop test needs python3 with the \
 `http-message-signatures` package: run `pip install http-message-signatures` (CI must install it)";
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn script() -> PathBuf {
-    crate_dir().join("interop/manifold_signatures.py")
 }
 
 fn vectors_path() -> PathBuf {
@@ -38,57 +43,6 @@ fn vectors() -> Vec<Value> {
     let text = std::fs::read_to_string(vectors_path()).unwrap();
     let fixture: Value = serde_json::from_str(&text).unwrap();
     fixture["vectors"].as_array().unwrap().clone()
-}
-
-/// Fails with the install hint unless `python3 -c "import http_message_signatures"` works.
-fn require_python() {
-    let probe = Command::new("python3")
-        .args(["-c", "import http_message_signatures"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {INSTALL_HINT}"));
-    assert!(
-        probe.status.success(),
-        "python3 cannot import http_message_signatures ({}); {INSTALL_HINT}",
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
-}
-
-/// Runs the Python side with `args`, feeding `stdin` if given.
-fn run_python(args: &[&str], stdin: Option<&str>) -> Output {
-    require_python();
-    let mut child = Command::new("python3")
-        .arg(script())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {INSTALL_HINT}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Runs the Python side and requires it to succeed.
-fn python(args: &[&str], stdin: Option<&str>) -> Output {
-    let output = run_python(args, stdin);
-    assert!(
-        output.status.success(),
-        "manifold_signatures.py {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn text<'a>(item: &'a Value, field: &str) -> &'a str {
@@ -160,7 +114,7 @@ fn rust_signed_items() -> Vec<Value> {
 
 #[test]
 fn python_reproduces_the_fixture() {
-    let output = python(&["check-vectors", vectors_path().to_str().unwrap()], None);
+    let output = REFERENCE.ok(&["check-vectors", vectors_path().to_str().unwrap()], None);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         stdout.contains(&format!("{} vectors ok", vectors().len())),
@@ -175,7 +129,7 @@ fn rust_verifies_what_python_signs_now() {
         .iter()
         .map(|vector| request_item(vector, &format!("{}-python", text(vector, "nonce"))))
         .collect();
-    let output = python(&["sign"], Some(&serde_json::to_string(&requests).unwrap()));
+    let output = REFERENCE.ok(&["sign"], Some(&serde_json::to_string(&requests).unwrap()));
     let signed: Vec<Value> = serde_json::from_slice(&output.stdout).expect("sign prints JSON");
     assert_eq!(signed.len(), vectors.len());
     let now = now();
@@ -223,7 +177,7 @@ fn rust_verifies_what_python_signs_now() {
 #[test]
 fn python_verifies_what_rust_signs_now() {
     let items = rust_signed_items();
-    let output = python(&["verify"], Some(&serde_json::to_string(&items).unwrap()));
+    let output = REFERENCE.ok(&["verify"], Some(&serde_json::to_string(&items).unwrap()));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         stdout.contains(&format!("{} items ok", items.len())),
@@ -250,7 +204,7 @@ fn python_refuses_rust_signatures_of_changed_requests() {
     for (what, change) in changes {
         let mut item = original.clone();
         change(&mut item);
-        let output = run_python(&["verify"], Some(&json!([item]).to_string()));
+        let output = REFERENCE.run(&["verify"], Some(&json!([item]).to_string()));
         assert!(!output.status.success(), "Python accepted a changed {what}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("InvalidSignature"), "{what}: {stderr}");

@@ -53,21 +53,12 @@ async fn a_flood_from_one_address_does_not_stop_an_app_on_another() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(
-        dir.path(),
-        &[ProviderSpec::InProcess {
-            name: "demo",
-            implementation: "demo",
-        }],
-        5_000,
-    )
-    .replacen(
-        "[storage]",
+    let text = with_server_settings(
+        &in_process_demo_config(dir.path()),
         &format!(
-            "[server]\nheader_read_timeout_ms = {TIMEOUT_MS}\nidle_timeout_ms = {TIMEOUT_MS}\n\
-             max_connections_per_address = 256\n[storage]"
+            "header_read_timeout_ms = {TIMEOUT_MS}\nidle_timeout_ms = {TIMEOUT_MS}\n\
+             max_connections_per_address = 256"
         ),
-        1,
     );
     let switch = InProcessSwitch::start(&parse_config(&text), Default::default()).await;
     let server = switch.addr;

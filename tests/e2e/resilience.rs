@@ -199,14 +199,7 @@ async fn an_unreachable_provider_records_nothing_and_the_app_may_retry() {
 #[tokio::test]
 async fn a_killed_switch_restarts_with_every_acknowledged_transaction_and_pending_otp() {
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(
-        dir.path(),
-        &[ProviderSpec::InProcess {
-            name: "demo",
-            implementation: "demo",
-        }],
-        5_000,
-    );
+    let text = in_process_demo_config(dir.path());
     let config_path = dir.path().join("manifold.toml");
     std::fs::write(&config_path, text).unwrap();
     let outbox = dir.path().join("outbox.jsonl");
@@ -355,7 +348,8 @@ async fn a_redirecting_provider_is_indeterminate_and_its_target_gets_nothing() {
     Mock::given(method("POST"))
         .and(path("/transact"))
         .respond_with(
-            ResponseTemplate::new(307).insert_header("location", format!("{}/transact", target.uri())),
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/transact", target.uri())),
         )
         .expect(1)
         .mount(&provider)

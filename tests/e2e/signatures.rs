@@ -270,18 +270,9 @@ async fn the_window_the_nonce_and_unsigned_calls() {
 #[tokio::test]
 async fn an_address_that_keeps_failing_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(
-        dir.path(),
-        &[ProviderSpec::InProcess {
-            name: "demo",
-            implementation: "demo",
-        }],
-        5_000,
-    )
-    .replacen(
-        "[storage]",
-        "[server]\nauth_failure_limit = 3\nauth_lockout_secs = 600\n[storage]",
-        1,
+    let text = with_server_settings(
+        &in_process_demo_config(dir.path()),
+        "auth_failure_limit = 3\nauth_lockout_secs = 600",
     );
     let switch = InProcessSwitch::start(&parse_config(&text), Default::default()).await;
     let app = AppClient::new(&switch.url(), QUICK_APP, "demo");

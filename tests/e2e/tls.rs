@@ -32,8 +32,10 @@ async fn tls_gateway(ca: &TestCa) -> (String, Arc<Mutex<Vec<Value>>>) {
             kept.lock()
                 .unwrap()
                 .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-            let response: http::Response<Body> =
-                json_response(http::StatusCode::ACCEPTED, &serde_json::json!({"queued": true}));
+            let response: http::Response<Body> = json_response(
+                http::StatusCode::ACCEPTED,
+                &serde_json::json!({"queued": true}),
+            );
             response
         }
     };
@@ -114,9 +116,7 @@ async fn an_otp_conversation_crosses_every_link_over_tls() {
         .find(|word| word.len() == 6)
         .expect("a 6-digit code in the SMS")
         .to_owned();
-    let done = app
-        .validate("tls-2", "t-tls-1", "get_balance", &code)
-        .await;
+    let done = app.validate("tls-2", "t-tls-1", "get_balance", &code).await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
 
     // Plain HTTP to the TLS port gets no answer.

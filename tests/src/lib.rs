@@ -120,6 +120,25 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
     text
 }
 
+/// [`config_text`] for the compiled-in demo bank alone, named `demo`.
+pub fn in_process_demo_config(data: &Path) -> String {
+    config_text(
+        data,
+        &[ProviderSpec::InProcess {
+            name: "demo",
+            implementation: "demo",
+        }],
+        5_000,
+    )
+}
+
+/// `text` (from [`config_text`]) with a `[server]` table of `settings`
+/// (TOML lines such as `auth_failure_limit = 3`).
+pub fn with_server_settings(text: &str, settings: &str) -> String {
+    assert!(text.contains("[storage]"), "config_text changed shape");
+    text.replacen("[storage]", &format!("[server]\n{settings}\n[storage]"), 1)
+}
+
 /// `text` (from [`config_text`]) with `services` declared `read_only` for
 /// every provider, as the sample configuration declares `get_balance`.
 pub fn declare_read_only(text: &str, services: &[&str]) -> String {
@@ -335,22 +354,20 @@ impl ProviderProcess {
         format!("http://{}", self.addr)
     }
 
-    /// As [`ProviderProcess::stats`], over HTTPS with `client`.
-    pub async fn stats_over(&self, client: &reqwest::Client) -> Value {
-        client
-            .get(format!("https://{}/stats", self.addr))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
     /// Calls per operation, from the provider's `GET /stats`.
     pub async fn stats(&self) -> Value {
-        http_client()
-            .get(format!("{}/stats", self.url()))
+        self.stats_from(&self.url(), &http_client()).await
+    }
+
+    /// As [`ProviderProcess::stats`], over HTTPS with `client`.
+    pub async fn stats_over(&self, client: &reqwest::Client) -> Value {
+        self.stats_from(&format!("https://{}", self.addr), client)
+            .await
+    }
+
+    async fn stats_from(&self, base: &str, client: &reqwest::Client) -> Value {
+        client
+            .get(format!("{base}/stats"))
             .send()
             .await
             .unwrap()
