@@ -242,7 +242,7 @@ impl Engine {
     /// began, for `/transact` — so the app may retry it unchanged.
     async fn settle(
         &self,
-        app: &App,
+        signed: &VerifiedCall,
         route: &Route,
         request_ref: &str,
         began_transaction: Option<&str>,
@@ -251,8 +251,12 @@ impl Engine {
         match result {
             Ok(reply) => Ok(Settled::Reply(reply)),
             Err(error) if !error.may_have_executed() => {
+                let app = signed.app();
                 // The detail (often an internal URL) is for the host's log, not the app.
                 tracing::warn!(app = app.id(), provider = route.name(), %error, "provider call had no effect");
+                // Before the claim goes, so the same signed bytes can never
+                // claim it again (the app's own retry is signed anew).
+                signed.mark_spent();
                 self.store
                     .abandon(app.id(), request_ref, began_transaction)
                     .await?;
@@ -573,7 +577,7 @@ impl Engine {
         let result = Self::call(&route, route.provider.transact(call)).await;
         let settled = self
             .settle(
-                app,
+                signed,
                 &route,
                 &request.request_ref,
                 Some(&request.transaction_ref),
@@ -699,7 +703,7 @@ impl Engine {
             other => other,
         };
         let settled = self
-            .settle(app, &route, &request.request_ref, None, result)
+            .settle(signed, &route, &request.request_ref, None, result)
             .await?;
         self.record_answer(
             app,
@@ -862,7 +866,7 @@ impl Engine {
             other => other,
         };
         let settled = self
-            .settle(app, &route, &request.request_ref, None, result)
+            .settle(signed, &route, &request.request_ref, None, result)
             .await?;
         let apply =
             move |record: &mut TransactionRecord, status: Status, reply: Option<&ProviderReply>| {

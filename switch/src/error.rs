@@ -43,6 +43,8 @@ pub enum SwitchError {
     BadSignature(SignatureError),
     #[error("the signature's nonce is not this request's request_ref")]
     SignatureNonceMismatch,
+    #[error("this exact signed request was already answered with nothing done; a retry must be signed anew (a later `created`, or a freshly sealed `auth.secure`)")]
+    SignatureSpent,
     #[error("too many failed authentications from this address; retry in {retry_after_secs} s")]
     TooManyAuthFailures { retry_after_secs: u64 },
     #[error("no provider serves request_type `{0}`")]
@@ -93,7 +95,7 @@ pub enum SwitchError {
     ProviderUnavailable(String),
     #[error("provider `{0}` refused the request as malformed, so nothing was done")]
     ProviderRejected(String),
-    #[error("provider `{0}` did not accept the switch's credentials, so nothing was done; the host must check the provider's secret, key_id and clock")]
+    #[error("provider `{0}` did not accept the switch's call, so nothing was done; the request may be retried once the host has put it right")]
     ProviderRefusedSwitch(String),
     #[error("no such endpoint: {0}")]
     NoSuchEndpoint(String),

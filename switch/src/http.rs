@@ -23,7 +23,7 @@ use crate::engine::{now_ms, Answer, Engine};
 use crate::envelope::{ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
 use crate::notify::{NotifyService, NotifyServiceError};
-use crate::signed::VerifiedCall;
+use crate::signed::{SpentSignatures, VerifiedCall};
 use crate::store::{MeteredCall, Operation};
 
 /// Everything a request handler needs; shared by all connections.
@@ -36,6 +36,8 @@ pub struct SwitchState {
     pub auth_failures: AuthFailureLimiter,
     /// How app signatures are checked (the window around our clock).
     pub signatures: SignatureCheck,
+    /// Signed calls that ended with nothing done, refused if sent again.
+    pub spent_signatures: Arc<SpentSignatures>,
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -58,7 +60,7 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             None,
         ),
         SignatureRequired => (StatusCode::UNAUTHORIZED, "signature_required", None),
-        BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature", None),
+        BadSignature(_) | SignatureSpent => (StatusCode::UNAUTHORIZED, "bad_signature", None),
         SignatureNonceMismatch => (
             StatusCode::UNAUTHORIZED,
             "bad_signature",
@@ -293,6 +295,7 @@ pub async fn handle(
             &parts.headers,
             body,
             &state.signatures,
+            &state.spent_signatures,
         )
         .inspect_err(|error| {
             if matches!(error, SwitchError::BadSignature(_)) {
@@ -301,12 +304,9 @@ pub async fn handle(
         }),
         Err(error) => Err(body_error(error)),
     };
-    // A call whose signature failed is not proven to be the app's (a leaked
-    // bearer key is enough to send one), so the app is not billed for it.
-    let proven = !matches!(
-        verified,
-        Err(SwitchError::BadSignature(_) | SwitchError::SignatureRequired)
-    );
+    // Only a call proven to be the app's is billed to it: a leaked bearer
+    // key is enough to send one whose body or signature then fails.
+    let proven = verified.is_ok();
     let answer = match verified {
         Ok(call) => dispatch(&state.engine, operation, &call).await,
         Err(error) => Err(error),
@@ -326,8 +326,8 @@ fn body_error(error: BodyError) -> SwitchError {
     }
 }
 
-/// `POST /notify/sms` and `/notify/email`: method, then the body, then the
-/// provider's signature over it, and only then the body's fields.
+/// `POST /notify/sms` and `/notify/email`: method, the claimed provider, the
+/// body, the provider's signature over it, and only then the body's fields.
 async fn notify(
     state: &SwitchState,
     channel: Channel,
@@ -345,6 +345,17 @@ async fn notify(
                 retry_after_secs: locked.retry_after_secs,
             });
         }
+        let count_failure = |error: &NotifyServiceError| {
+            if matches!(error, NotifyServiceError::Unauthenticated(_)) {
+                state.auth_failures.record_failure(peer.address.ip());
+            }
+        };
+        // A request that does not even claim a known provider is refused
+        // before its body is read.
+        let caller = state
+            .notify
+            .claimed_caller(request.headers())
+            .inspect_err(count_failure)?;
         let limits = BodyLimits::of(&request);
         let (parts, body) = request.into_parts();
         let body = read_body(body, limits).await.map_err(|error| match error {
@@ -352,19 +363,14 @@ async fn notify(
             BodyError::TimedOut => NotifyServiceError::BodyTimedOut,
             BodyError::Unreadable(reason) => NotifyServiceError::MalformedJson(reason),
         })?;
-        let provider = state
-            .notify
-            .authenticate(
+        let provider = caller
+            .verify(
                 parts.method.as_str(),
                 parts.uri.path(),
                 &parts.headers,
                 &body,
             )
-            .inspect_err(|error| {
-                if matches!(error, NotifyServiceError::Unauthenticated(_)) {
-                    state.auth_failures.record_failure(peer.address.ip());
-                }
-            })?;
+            .inspect_err(count_failure)?;
         state.notify.send(provider, channel, &body).await?;
         Ok(provider)
     }
@@ -420,9 +426,9 @@ async fn dispatch(
 }
 
 /// Every authenticated call is metered, rejected ones included: hosts bill
-/// per call. (Authenticated: the bearer key, and the signature where one is
-/// sent or required.) A metering failure is logged but never fails the call whose
-/// outcome is already decided.
+/// per call. (Authenticated: the bearer key, the whole body read, and the
+/// signature checked where one is sent or required.) A metering failure is
+/// logged but never fails the call whose outcome is already decided.
 async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer) {
     let call = MeteredCall {
         at_ms: now_ms(),

@@ -56,6 +56,32 @@ pub enum NotifyServiceError {
     NotificationFailed(NotifyError),
 }
 
+/// A provider a `/notify/*` request claims to come from, not yet proven.
+pub struct NotifyCaller<'a> {
+    provider: &'a str,
+    verifier: &'a HopVerifier,
+}
+
+impl<'a> NotifyCaller<'a> {
+    /// The provider, once its signature over exactly these bytes is checked
+    /// (and its nonce not seen before); the body is not parsed before this.
+    pub fn verify(
+        self,
+        method: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<&'a str, NotifyServiceError> {
+        match self.verifier.verify(method, path, headers, body) {
+            Ok(_) => Ok(self.provider),
+            Err(error @ SignatureRejected::ReplayGuardFull) => {
+                Err(NotifyServiceError::Busy(error.to_string()))
+            }
+            Err(error) => Err(NotifyServiceError::Unauthenticated(error.to_string())),
+        }
+    }
+}
+
 /// The provider keys and the notifier behind `/notify/*`.
 pub struct NotifyService {
     /// `key_id` → the provider's name and the verifier of its signatures.
@@ -90,28 +116,21 @@ impl NotifyService {
         }
     }
 
-    /// The provider that signed this request, checked against its own key;
-    /// the body is not parsed before this succeeds.
-    pub fn authenticate(
+    /// The provider a request claims to come from (its signature's
+    /// `keyid`), if that is a provider allowed to send notifications. Nothing
+    /// is proven yet: this only lets a stranger be refused before the switch
+    /// reads a body for it.
+    pub fn claimed_caller(
         &self,
-        method: &str,
-        path: &str,
         headers: &http::HeaderMap,
-        body: &[u8],
-    ) -> Result<&str, NotifyServiceError> {
+    ) -> Result<NotifyCaller<'_>, NotifyServiceError> {
         let unauthenticated = |reason: String| NotifyServiceError::Unauthenticated(reason);
         let key_id = claimed_key_id(headers).map_err(|error| unauthenticated(error.to_string()))?;
-        let Some((provider, verifier)) = self.providers_by_key_id.get(&key_id) else {
-            return Err(unauthenticated(
+        match self.providers_by_key_id.get(&key_id) {
+            Some((provider, verifier)) => Ok(NotifyCaller { provider, verifier }),
+            None => Err(unauthenticated(
                 "its keyid is not a provider with notify = true".into(),
-            ));
-        };
-        match verifier.verify(method, path, headers, body) {
-            Ok(_) => Ok(provider),
-            Err(error @ SignatureRejected::ReplayGuardFull) => {
-                Err(NotifyServiceError::Busy(error.to_string()))
-            }
-            Err(error) => Err(unauthenticated(error.to_string())),
+            )),
         }
     }
 
@@ -337,6 +356,12 @@ mod tests {
             Duration::from_secs(60),
         );
         let body = br#"{"to": "2348022000008", "message": "hello"}"#;
+        let authenticate = |service: &NotifyService, headers: &http::HeaderMap| {
+            service
+                .claimed_caller(headers)?
+                .verify("POST", "/notify/sms", headers, body)
+                .map(str::to_owned)
+        };
         let signed = |secret: &str, key_id: &str, path: &str| {
             let mut headers = http::HeaderMap::new();
             manifold_provider::HopSigner::new(&SecretString::from(secret), key_id)
@@ -350,15 +375,10 @@ mod tests {
             "bank-a",
             "/notify/sms",
         );
-        assert_eq!(
-            service
-                .authenticate("POST", "/notify/sms", &good, body)
-                .unwrap(),
-            "bank-a"
-        );
+        assert_eq!(authenticate(&service, &good).unwrap(), "bank-a");
         // The same request again is a replay.
         assert!(matches!(
-            service.authenticate("POST", "/notify/sms", &good, body),
+            authenticate(&service, &good),
             Err(NotifyServiceError::Unauthenticated(reason)) if reason.contains("already received")
         ));
         let refused = [
@@ -384,7 +404,7 @@ mod tests {
         ];
         for headers in refused {
             assert!(matches!(
-                service.authenticate("POST", "/notify/sms", &headers, body),
+                authenticate(&service, &headers),
                 Err(NotifyServiceError::Unauthenticated(_))
             ));
         }

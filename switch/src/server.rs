@@ -26,6 +26,7 @@ use crate::engine::Engine;
 use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
 use crate::routing::{Route, Router};
+use crate::signed::SpentSignatures;
 use crate::store::{SledStore, Store};
 
 /// The name of the compiled-in demo provider in `implementation = "..."`.
@@ -113,15 +114,12 @@ impl Switch {
             };
             let provider: Arc<dyn Provider> = match &provider_config.endpoint {
                 ProviderEndpoint::Remote(remote) => {
-                    if remote.insecure_http && remote.url.starts_with("http://") {
-                        tracing::warn!(
-                            provider = %provider_config.name,
-                            "insecure_http: decrypted source details go to this provider unencrypted"
-                        );
-                    }
                     let signer = HopSigner::new(&remote.secret, &remote.key_id);
-                    let options = OutboundOptions::with_timeout(provider_config.timeout)
-                        .ca_file(remote.ca_file.as_deref());
+                    let options = OutboundOptions {
+                        insecure_http: remote.insecure_http,
+                        ..OutboundOptions::with_timeout(provider_config.timeout)
+                            .ca_file(remote.ca_file.as_deref())
+                    };
                     Arc::new(
                         RemoteProvider::with_options(&remote.url, signer, options)
                             .map_err(|e| setup_error(e.to_string()))?,
@@ -164,14 +162,20 @@ impl Switch {
         }
 
         let edge = edge_options(config)?;
+        let signatures = SignatureCheck::new(config.server.signature_max_skew);
         let state = Arc::new(SwitchState {
             auth_failures: AuthFailureLimiter::new(AuthFailureLimits {
-                max_failures: config.server.auth_failure_limit,
+                // 0 is "off": a count no address reaches.
+                max_failures: match config.server.auth_failure_limit {
+                    0 => u32::MAX,
+                    limit => limit,
+                },
                 window: config.server.auth_failure_window,
                 lockout: config.server.auth_lockout,
                 ..AuthFailureLimits::default()
             }),
-            signatures: SignatureCheck::new(config.server.signature_max_skew),
+            spent_signatures: Arc::new(SpentSignatures::new(&signatures)),
+            signatures,
             apps: AppRegistry::new(&config.apps),
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
             notify: NotifyService::new(

@@ -19,18 +19,75 @@
 use std::sync::Arc;
 
 use manifold_crypto::message_signature::VerifiedSignature;
-use manifold_edge::signature::{SignatureCheck, SignedParts};
+use manifold_edge::signature::{unix_now, ReplayGuard, SignatureCheck, SignedParts};
+use sha2::{Digest, Sha256};
 
 use crate::apps::App;
 use crate::error::SwitchError;
 
 /// An authenticated app's call whose signature, if it carried one (or had to),
 /// was verified against its body.
-#[derive(Debug)]
 pub struct VerifiedCall {
     app: Arc<App>,
     body: bytes::Bytes,
     signature: Option<VerifiedSignature>,
+    spent: Arc<SpentSignatures>,
+}
+
+impl std::fmt::Debug for VerifiedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body holds customer details; its length is enough for a log.
+        f.debug_struct("VerifiedCall")
+            .field("app", &self.app.id())
+            .field("body_bytes", &self.body.len())
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
+/// Signed app calls that ended with nothing done and nothing stored: the
+/// provider could not be reached, or refused the call unread, and the switch
+/// forgot the claim so the app may retry.
+///
+/// Idempotency cannot answer a replay of such a call (there is no stored
+/// answer), so without this a captured request could be sent again, inside
+/// its window, once the provider is back — after the app was told "nothing
+/// was done" and may have paid another way. Each spent signature is
+/// remembered, by app, `request_ref`, `created` and body digest, until it is
+/// stale; the app's own retry is signed anew (a later `created`, or a body
+/// with a freshly sealed `auth.secure`) and goes through.
+///
+/// Held in memory: sled is single-process. A shared store (several
+/// switches) must keep these beside its claims.
+pub struct SpentSignatures {
+    guard: ReplayGuard,
+    max_skew_secs: u64,
+}
+
+impl SpentSignatures {
+    /// At most this many spent signatures are remembered; past it, a spent
+    /// signature is logged and not remembered (the provider-unreachable
+    /// answer is already sent).
+    pub const CAPACITY: usize = 100_000;
+
+    pub fn new(check: &SignatureCheck) -> SpentSignatures {
+        SpentSignatures {
+            guard: ReplayGuard::new(SpentSignatures::CAPACITY),
+            max_skew_secs: check.max_skew_secs(),
+        }
+    }
+
+    /// What identifies the exact signed bytes: the nonce (`request_ref`),
+    /// the signing time and the body (a re-sealed `auth.secure` makes a new
+    /// body, so an app's retry never collides with its first attempt).
+    fn nonce(signature: &VerifiedSignature, body: &[u8]) -> String {
+        format!(
+            "{}\n{}\n{}",
+            signature.nonce,
+            signature.created,
+            hex::encode(Sha256::digest(body))
+        )
+    }
 }
 
 impl VerifiedCall {
@@ -45,6 +102,7 @@ impl VerifiedCall {
         headers: &http::HeaderMap,
         body: bytes::Bytes,
         check: &SignatureCheck,
+        spent: &Arc<SpentSignatures>,
     ) -> Result<VerifiedCall, SwitchError> {
         let request = SignedParts {
             method,
@@ -59,6 +117,10 @@ impl VerifiedCall {
             let verified = check
                 .verify_signature(&app.signing_key, app.id(), request)
                 .map_err(SwitchError::BadSignature)?;
+            let nonce = SpentSignatures::nonce(&verified, &body);
+            if spent.guard.contains(app.id(), &nonce, unix_now()) {
+                return Err(SwitchError::SignatureSpent);
+            }
             Some(verified)
         } else if app.config.require_signature {
             return Err(SwitchError::SignatureRequired);
@@ -69,7 +131,26 @@ impl VerifiedCall {
             app,
             body,
             signature,
+            spent: spent.clone(),
         })
+    }
+
+    /// Records that this call ends with nothing done and nothing stored, so
+    /// the same signed bytes are refused from now until they are stale.
+    /// Called before the claim is forgotten, so no replay slips in between.
+    pub fn mark_spent(&self) {
+        let Some(signature) = &self.signature else {
+            return;
+        };
+        let stale_after = signature.created.saturating_add(self.spent.max_skew_secs);
+        let nonce = SpentSignatures::nonce(signature, &self.body);
+        if let Err(error) =
+            self.spent
+                .guard
+                .remember(self.app.id(), &nonce, stale_after, unix_now())
+        {
+            tracing::warn!(app = self.app.id(), %error, "a spent signature could not be remembered");
+        }
     }
 
     pub fn app(&self) -> &App {

@@ -20,7 +20,7 @@ use manifold_provider::{
 use manifold_switch::apps::AppRegistry;
 use manifold_switch::engine::{now_ms, Engine};
 use manifold_switch::routing::{Route, Router};
-use manifold_switch::signed::VerifiedCall;
+use manifold_switch::signed::{SpentSignatures, VerifiedCall};
 use manifold_switch::store::{
     Begin, Change, Claim, HistoryEntry, MeteredCall, Operation, RequestRecord, RequestState,
     SledStore, Store, StoreError, StoredResponse, TransactionRecord,
@@ -208,13 +208,15 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
     .to_string();
     // An unsigned call of an app that may send one, as the HTTP edge would
     // hand it over.
+    let check = SignatureCheck::new(std::time::Duration::from_secs(300));
     let call = VerifiedCall::verify(
         app,
         "POST",
         "/transact/query",
         &http::HeaderMap::new(),
         bytes::Bytes::from(query),
-        &SignatureCheck::new(std::time::Duration::from_secs(300)),
+        &check,
+        &std::sync::Arc::new(SpentSignatures::new(&check)),
     )
     .expect("the app may call unsigned");
 

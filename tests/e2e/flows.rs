@@ -274,6 +274,19 @@ async fn every_authenticated_call_is_metered() {
     app.get_balance("r-1", "t-1", "0123456789").await;
     app.query("q-1", "t-1").await;
     app.query("q-2", "missing").await;
+    // Not proven to be the app's, so not billed to it: an unsigned call and
+    // one whose signature is for another body.
+    let body = app.transact_body("r-2", "t-2", "get_balance", "0123456789", 0);
+    let bearer = ("authorization", format!("Bearer {}", QUICK_APP.1));
+    let unsigned = app
+        .post_raw("/transact", body.to_string().into_bytes(), &[bearer])
+        .await;
+    assert_eq!(unsigned.error(), "signature_required");
+    let forged = app.auth_headers("/transact", b"{}");
+    let refused = app
+        .post_raw("/transact", body.to_string().into_bytes(), &forged)
+        .await;
+    assert_eq!(refused.error(), "bad_signature");
     let calls = manifold_switch::store::Store::metered_calls(
         rig.switch.store.as_ref(),
         "quick",

@@ -467,3 +467,146 @@ async fn a_provider_microservice_takes_calls_from_the_switch_only() {
     let query = app.query("hop-q", "t-hop-1").await;
     assert_eq!(query.body["data"]["transaction"]["reversal"], Value::Null);
 }
+
+/// A signed call the switch answered "nothing was done" (the provider was
+/// unreachable) left no stored answer for idempotency to give. Its captured
+/// bytes must not go through once the provider is back; the app's own retry,
+/// signed anew, must.
+#[tokio::test]
+async fn a_captured_call_that_did_nothing_cannot_be_replayed_once_the_provider_is_back() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = reserved.local_addr().unwrap();
+    drop(reserved);
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::Remote {
+            name: "flaky",
+            url: format!("http://{address}"),
+        }],
+        5_000,
+    ));
+    let switch = InProcessSwitch::start(&config, Default::default()).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "flaky");
+    let transfer = app.transact_body("spent-1", "t-spent-1", "transfer", "0123456789", 150_000);
+    let now = unix_now();
+    let mut captured = app.signature_headers_with("/transact", &bytes(&transfer), "spent-1", now);
+    captured.push(("authorization", format!("Bearer {}", QUICK_APP.1)));
+    let first = app.post_raw("/transact", bytes(&transfer), &captured).await;
+    assert_eq!(
+        (first.http, first.error()),
+        (503, "provider_unavailable"),
+        "{}",
+        first.raw
+    );
+
+    // The provider comes back on the same address.
+    let provider = MockServer::builder()
+        .listener(std::net::TcpListener::bind(address).unwrap())
+        .start()
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/transact"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "Successful", "message": "Transfer completed", "provider_response_code": "00"
+        })))
+        .expect(1)
+        .mount(&provider)
+        .await;
+
+    // The captured bytes, again: refused, and the provider hears nothing.
+    let replay = app.post_raw("/transact", bytes(&transfer), &captured).await;
+    assert_eq!(
+        (replay.http, replay.error()),
+        (401, "bad_signature"),
+        "{}",
+        replay.raw
+    );
+    assert!(replay.message().contains("signed anew"), "{}", replay.raw);
+    assert_eq!(switch.store.transaction_count().await.unwrap(), 0);
+
+    // The app's retry of the same references, signed a second later, is
+    // a new request and goes through once.
+    let mut retry = app.signature_headers_with("/transact", &bytes(&transfer), "spent-1", now + 1);
+    retry.push(("authorization", format!("Bearer {}", QUICK_APP.1)));
+    let done = app.post_raw("/transact", bytes(&transfer), &retry).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    switch.stop().await;
+    provider.verify().await;
+}
+
+/// A captured `/transact/validate` or `/transact/reverse`, sent again inside
+/// the window, gets the stored answer and does nothing twice.
+#[tokio::test]
+async fn a_captured_validate_or_reversal_replayed_is_answered_from_storage() {
+    let rig = Rig::start(Mode::InProcess).await;
+    let otp = rig.app(OTP_APP);
+    let waiting = otp.get_balance("v-1", "t-v-1", "0123456789").await;
+    assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
+    let code = latest_otp(&rig.outbox, "2348022000008");
+    let validate = otp.validate_body("v-2", "t-v-1", "get_balance", &code);
+    let headers = otp.auth_headers("/transact/validate", &bytes(&validate));
+    let first = otp
+        .post_raw("/transact/validate", bytes(&validate), &headers)
+        .await;
+    assert_eq!(first.status(), "Successful", "{}", first.raw);
+    let again = otp
+        .post_raw("/transact/validate", bytes(&validate), &headers)
+        .await;
+    assert_eq!((again.http, &again.raw), (first.http, &first.raw));
+
+    let quick = rig.app(QUICK_APP);
+    let balance = rig.balance("0123456789", "rev-before").await;
+    let done = quick.transfer("rv-1", "t-rv-1", "0123456789", 20_000).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    let reverse = json!({"request_ref": "rv-2", "auth": {"auth_provider": "demo"},
+        "transaction": {"transaction_ref": "t-rv-1"}});
+    let headers = quick.auth_headers("/transact/reverse", &bytes(&reverse));
+    let first = quick
+        .post_raw("/transact/reverse", bytes(&reverse), &headers)
+        .await;
+    assert_eq!(first.status(), "Successful", "{}", first.raw);
+    let again = quick
+        .post_raw("/transact/reverse", bytes(&reverse), &headers)
+        .await;
+    assert_eq!((again.http, &again.raw), (first.http, &first.raw));
+    // Reversed once: the money is back, not twice over.
+    assert_eq!(rig.balance("0123456789", "rev-after").await, balance);
+}
+
+/// A switch whose provider secret is not the provider's gets every call
+/// refused unread: the app is told nothing was done (502), nothing is
+/// recorded, and the provider's ledger does not move.
+#[tokio::test]
+async fn a_switch_the_provider_does_not_trust_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = ProviderProcess::start(
+        &dir.path().join("provider"),
+        &dir.path().join("outbox.jsonl"),
+    );
+    let text = config_text(
+        dir.path(),
+        &[ProviderSpec::Remote {
+            name: "demo",
+            url: provider.url(),
+        }],
+        5_000,
+    )
+    .replace(PROVIDER_SECRET, "not-the-providers-secret-0123456789-abcd");
+    let switch = InProcessSwitch::start(&parse_config(&text), Default::default()).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let reply = app.transfer("w-1", "t-w-1", "0123456789", 10_000).await;
+    assert_eq!(
+        (reply.http, reply.error()),
+        (502, "provider_rejected"),
+        "{}",
+        reply.raw
+    );
+    assert!(!reply.raw.contains("secret"), "{}", reply.raw);
+    assert_eq!(switch.store.transaction_count().await.unwrap(), 0);
+    assert_eq!(provider.stats().await["transact"], 0);
+    switch.stop().await;
+}
