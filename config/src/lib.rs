@@ -74,7 +74,8 @@ pub struct ServerConfig {
     /// Open connections from one client IP address.
     pub max_connections_per_address: usize,
     /// Failed authentications (unknown key, bad signature) one client IP
-    /// address may make within `auth_failure_window` before it is locked out.
+    /// address may make within `auth_failure_window` before it is locked out;
+    /// 0 turns the lockout off.
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
     /// How long a locked-out address is answered 429.
@@ -144,7 +145,7 @@ pub struct SmsGatewayConfig {
     /// How long one message may take, connection included.
     pub timeout: Duration,
     /// A PEM file of CA certificates to trust for this gateway's `https://`
-    /// certificate, in addition to the public roots.
+    /// certificate instead of the public roots.
     pub ca_file: Option<PathBuf>,
     /// The host accepted plain `http://` to a host that is not loopback.
     pub insecure_http: bool,
@@ -367,7 +368,7 @@ pub struct RemoteEndpoint {
     /// `/notify/sms` and `/notify/email`.
     pub notify: bool,
     /// A PEM file of CA certificates to trust for the provider's `https://`
-    /// certificate, in addition to the public roots.
+    /// certificate instead of the public roots.
     pub ca_file: Option<PathBuf>,
     /// The host accepted plain `http://` to a host that is not loopback.
     pub insecure_http: bool,

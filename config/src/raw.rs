@@ -226,6 +226,20 @@ impl RawConfig {
             // Never name the key itself: it is a credential.
             problems.add("apps", "two apps share one api_key; each app needs its own");
         }
+        // An app's secret signs its calls: shared with another app, or equal
+        // to any api_key (which travels in every request), it would let the
+        // holder of that key sign as the app.
+        if !duplicates(apps.iter().map(|a| a.secret.expose())).is_empty() {
+            problems.add("apps", "two apps share one secret; each app needs its own");
+        }
+        for (i, app) in apps.iter().enumerate() {
+            if apps.iter().any(|other| other.api_key == app.secret) {
+                problems.add(
+                    format!("apps[{i}].secret"),
+                    "is also an api_key; the secret is never sent and must be its own",
+                );
+            }
+        }
         check_provider_secrets(&providers, &apps, &mut problems);
 
         problems.into_result(
@@ -294,6 +308,19 @@ impl RawProvider {
                     problems.add(format!("{key}.url"), "is required when mode = \"remote\"");
                 } else {
                     check_url(&url, &format!("{key}.url"), problems);
+                    // The signature covers the path the provider sees, and a
+                    // provider serves /transact at its root: a prefix would
+                    // break one or the other behind any proxy.
+                    if url
+                        .parse::<http::Uri>()
+                        .is_ok_and(|uri| !matches!(uri.path(), "" | "/") || uri.query().is_some())
+                    {
+                        problems.add(
+                            format!("{key}.url"),
+                            "must be the provider's base URL, without a path or query \
+                             (the switch calls <url>/transact etc.)",
+                        );
+                    }
                     check_transport(
                         &url,
                         self.insecure_http,
@@ -578,13 +605,18 @@ impl RawServer {
                 "server.max_connections_per_address",
                 problems,
             ),
-            auth_failure_limit: count(
-                self.auth_failure_limit,
-                defaults.auth_failure_limit,
-                1_000_000,
-                "server.auth_failure_limit",
-                problems,
-            ),
+            // 0 turns the lockout off (behind a proxy every client shares
+            // one address, and one client's failures would lock out all).
+            auth_failure_limit: match self.auth_failure_limit {
+                Some(0) => 0,
+                other => count(
+                    other,
+                    defaults.auth_failure_limit,
+                    1_000_000,
+                    "server.auth_failure_limit",
+                    problems,
+                ),
+            },
             auth_failure_window: duration(
                 self.auth_failure_window_secs,
                 defaults.auth_failure_window,

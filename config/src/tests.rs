@@ -276,6 +276,90 @@ fn the_sample_server_table_states_the_defaults() {
 }
 
 #[test]
+fn secrets_are_never_shared_or_sent() {
+    let other_app = |secret: &str, api_key: &str| {
+        format!(
+            "{SAMPLE}\n[[apps]]\nid = \"other\"\napi_key = \"{api_key}\"\nsecret = \"{secret}\"\n\
+             [apps.services.get_balance]\nproviders = [\"demo\"]\notp_override = true\n"
+        )
+    };
+    assert!(load(&other_app(
+        "other-app-secret-0123456789-abcdefghijk",
+        "other-app-key-0123456789abcdef"
+    ))
+    .is_ok());
+    check_rejected(
+        &other_app(
+            "demo-app-secret-please-change-me-0123456789",
+            "other-app-key-0123456789abcdef",
+        ),
+        "apps",
+        "share one secret",
+    );
+    check_rejected(
+        &other_app(
+            "other-app-secret-0123456789-abcdefghijk",
+            "other-app-secret-0123456789-abcdefghijk",
+        ),
+        "apps[2].secret",
+        "is also an api_key",
+    );
+    // Another app's api_key as this app's secret.
+    check_rejected(
+        &other_app(
+            "demo-otp-app-key-0123456789abcdef",
+            "other-app-key-0123456789abcdef",
+        ),
+        "apps[2].secret",
+        "is also an api_key",
+    );
+    // Providers: one secret each, one key id each, none an app's.
+    let remote = |name: &str, secret: &str, key_id: &str| {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nmode = \"remote\"\nurl = \"http://127.0.0.1:9\"\n\
+             services = [\"get_balance\"]\nsecret = \"{secret}\"\nkey_id = \"{key_id}\"\n"
+        )
+    };
+    let with_providers =
+        |providers: &str| SAMPLE.replacen("\n[[apps]]", &format!("\n{providers}\n[[apps]]"), 1);
+    check_rejected(
+        &with_providers(
+            &(remote("a", "provider-a-hop-secret-0123456789-abcdef", "same")
+                + &remote("b", "provider-b-hop-secret-0123456789-abcdef", "same")),
+        ),
+        "providers",
+        "key_id `same` is used by more than one provider",
+    );
+    check_rejected(
+        &with_providers(&remote("a", "demo-app-key-0123456789abcdef", "a")),
+        "providers[1].secret",
+        "also an app's secret or api_key",
+    );
+}
+
+#[test]
+fn a_provider_url_is_a_base_url() {
+    let remote = |url: &str| {
+        format!(
+            "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[[providers]]\nname = \"p\"\n\
+             mode = \"remote\"\nurl = \"{url}\"\nservices = [\"get_balance\"]\n\
+             secret = \"provider-hop-secret-0123456789-abcdef\"\n"
+        )
+    };
+    assert!(load(&remote("http://127.0.0.1:9100/")).is_ok());
+    for url in ["http://127.0.0.1:9100/bank", "http://127.0.0.1:9100/?x=1"] {
+        check_rejected(&remote(url), "providers[0].url", "without a path or query");
+    }
+}
+
+#[test]
+fn the_auth_failure_lockout_can_be_turned_off() {
+    let config =
+        load(&SAMPLE.replacen("auth_failure_limit = 20", "auth_failure_limit = 0", 1)).unwrap();
+    assert_eq!(config.server.auth_failure_limit, 0);
+}
+
+#[test]
 fn apps_must_sign_unless_the_host_says_otherwise() {
     let config = load(&SAMPLE.replace("require_signature = true\n", "")).unwrap();
     assert!(config.apps.iter().all(|app| app.require_signature));
@@ -373,7 +457,7 @@ fn bad_server_limits_are_named() {
         ),
         (
             "auth_failure_limit = 20",
-            "auth_failure_limit = 0",
+            "auth_failure_limit = 1000001",
             "server.auth_failure_limit",
         ),
         (

@@ -92,12 +92,6 @@ impl Dispatcher {
         let mut dispatcher = Dispatcher::new(config.outbox.clone());
         if let Some(sms) = &config.sms {
             let gateway = SmsGateway::new(sms)?;
-            if sms.insecure_http && gateway.endpoint().starts_with("http://") {
-                tracing::warn!(
-                    gateway = %gateway.endpoint(),
-                    "insecure_http: OTP texts go to this SMS gateway unencrypted"
-                );
-            }
             let description = format!("the SMS gateway at {}", gateway.endpoint());
             dispatcher = dispatcher.with_sms(Arc::new(gateway), description);
         }

@@ -67,6 +67,10 @@ impl SmsGateway {
                 "the gateway URL must be http:// or https://".into(),
             ));
         }
+        // OTP texts cross this hop: in clear only to this machine, or where
+        // the host accepted it (logged as a warning).
+        outbound::check_transport(&url, config.insecure_http)
+            .map_err(|error| misconfigured(error.to_string()))?;
         let options =
             OutboundOptions::with_timeout(config.timeout).ca_file(config.ca_file.as_deref());
         let client =

@@ -92,6 +92,10 @@ impl SwitchNotifier {
                 "the switch URL must be an http:// or https:// base URL",
             ));
         }
+        // OTP texts cross this hop: in clear only to this machine, or where
+        // the host accepted it.
+        outbound::check_transport(&url, options.insecure_http)
+            .map_err(|error| misconfigured(&error.to_string()))?;
         let client = outbound::client(&options).map_err(|error| NotifyError::Misconfigured {
             channel: Channel::Sms,
             reason: error.to_string(),

@@ -49,6 +49,9 @@ impl RemoteProvider {
                 "provider URL: must be an http:// or https:// base URL".into(),
             ));
         }
+        // Decrypted source details cross this hop.
+        outbound::check_transport(&base_url, options.insecure_http)
+            .map_err(|error| ProviderError::Internal(format!("provider URL: {error}")))?;
         options.pool_max_idle_per_host = options.pool_max_idle_per_host.max(256);
         let client = outbound::client(&options)
             .map_err(|error| ProviderError::Internal(error.to_string()))?;

@@ -11,9 +11,9 @@
 //! - **no proxy from the environment**: `HTTPS_PROXY` set for some other
 //!   program must not route payment traffic through a third party;
 //! - **connect and total timeouts**, so a peer cannot hold a call forever;
-//! - **server certificates verified** against the public roots plus, when the
-//!   host gives one, a CA file of its own (a private PKI between switch and
-//!   providers);
+//! - **server certificates verified** against the public roots or, when the
+//!   host gives a CA file, against that file alone (a private PKI between
+//!   switch and providers: no public CA can then vouch for a provider);
 //! - [`read_capped`]: a response body larger than the caller expects is not
 //!   read into memory.
 
@@ -33,10 +33,13 @@ pub struct OutboundOptions {
     pub timeout: Duration,
     /// Establishing the connection (TCP and TLS).
     pub connect_timeout: Duration,
-    /// PEM CA certificates trusted in addition to the public roots.
+    /// PEM CA certificates trusted *instead of* the public roots.
     pub ca_file: Option<PathBuf>,
     /// Idle connections kept per host for reuse.
     pub pool_max_idle_per_host: usize,
+    /// Whether `http://` to a host other than this machine is accepted where
+    /// the caller checks it ([`check_transport`]); the host said so knowingly.
+    pub insecure_http: bool,
 }
 
 impl OutboundOptions {
@@ -48,6 +51,7 @@ impl OutboundOptions {
             connect_timeout: timeout.min(Duration::from_secs(5)),
             ca_file: None,
             pool_max_idle_per_host: 32,
+            insecure_http: false,
         }
     }
 
@@ -55,6 +59,31 @@ impl OutboundOptions {
         self.ca_file = ca_file.map(Path::to_owned);
         self
     }
+}
+
+/// Refuses a URL that would send secrets in clear over the network: `http://`
+/// to a host that is not this machine, unless `insecure_http` says the host
+/// accepted it (then it is logged as a warning).
+pub fn check_transport(url: &reqwest::Url, insecure_http: bool) -> Result<(), OutboundError> {
+    let loopback = url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if url.scheme() != "http" || loopback {
+        return Ok(());
+    }
+    if !insecure_http {
+        return Err(OutboundError::PlainHttp);
+    }
+    tracing::warn!(
+        host = url.host_str().unwrap_or(""),
+        "insecure_http: calls to this host travel unencrypted"
+    );
+    Ok(())
 }
 
 /// Why an outbound client could not be built.
@@ -66,6 +95,8 @@ pub enum OutboundError {
     CaFileInvalid { path: String, reason: String },
     #[error("the HTTP client cannot be built: {0}")]
     Client(String),
+    #[error("the URL is http:// to another host: use https://, or accept plain HTTP knowingly (insecure_http)")]
+    PlainHttp,
 }
 
 /// The client every outbound call of the project goes through.
@@ -78,7 +109,9 @@ pub fn client(options: &OutboundOptions) -> Result<reqwest::Client, OutboundErro
         .pool_max_idle_per_host(options.pool_max_idle_per_host)
         .tcp_nodelay(true)
         // The certificate must name the host we asked for; never weakened.
-        .tls_built_in_root_certs(true);
+        // A host's own CA replaces the public roots: otherwise any public CA
+        // that issued for the provider's name would be trusted too.
+        .tls_built_in_root_certs(options.ca_file.is_none());
     if let Some(path) = &options.ca_file {
         let shown = path.display().to_string();
         let pem = std::fs::read(path).map_err(|error| OutboundError::CaFileUnreadable {
@@ -135,4 +168,34 @@ pub async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine_unless_accepted() {
+        let check = |url: &str, insecure: bool| {
+            check_transport(&reqwest::Url::parse(url).unwrap(), insecure).is_ok()
+        };
+        for url in [
+            "https://bank.example",
+            "http://127.0.0.1:9100",
+            "http://127.8.9.10",
+            "http://localhost:9100",
+            "HTTP://LOCALHOST",
+            "http://[::1]:9100",
+        ] {
+            assert!(check(url, false), "{url}");
+        }
+        for url in [
+            "http://bank.example",
+            "HTTP://10.0.0.5",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(!check(url, false), "{url}");
+            assert!(check(url, true), "{url}");
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //! by the switch ([`HopVerifier`]): the signature is checked against the
 //! exact body bytes before they are parsed, a replayed or stale call is
 //! refused with 401 like an unsigned one, and none of them reaches the
-//! provider. An address that keeps failing is locked out (429). It maps each
+//! provider. A lockout of addresses that keep failing (429) is off unless
+//! the provider turns it on. It maps each
 //! [`ProviderError`] to the fault reply [`RemoteProvider`](crate::RemoteProvider)
 //! reads back, and describes bad JSON without quoting it.
 
@@ -75,13 +76,25 @@ pub struct ProviderServer {
 
 impl ProviderServer {
     /// The provider defaults ([`provider_edge_options`], plain HTTP) around
-    /// the switch's verifier.
+    /// the switch's verifier, with no lockout ([`no_lockout`]).
     pub fn new(hop: HopVerifier) -> ProviderServer {
         ProviderServer {
             edge: provider_edge_options(),
             hop,
-            auth_failures: AuthFailureLimits::default(),
+            auth_failures: no_lockout(),
         }
+    }
+}
+
+/// Failed-authentication limits that never lock an address out: a
+/// provider's default. Its one legitimate client is the switch, and nobody
+/// guesses a 256-bit key, so a lockout would protect nothing and would let
+/// anyone who shares the switch's address (a NAT, a proxy) cut the switch
+/// off with a few unsigned calls.
+pub fn no_lockout() -> AuthFailureLimits {
+    AuthFailureLimits {
+        max_failures: u32::MAX,
+        ..AuthFailureLimits::default()
     }
 }
 

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manifold_crypto::SecretString;
+use manifold_edge::AuthFailureLimits;
 use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::server::{serve_provider, ProviderServer};
 use manifold_provider::{GroupCommit, HopSigner, HopVerifier, Provider};
 use tokio::net::TcpListener;
+use zeroize::Zeroize;
 
 use crate::connector::Connector;
 use crate::service::ProviderService;
@@ -72,10 +74,19 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// CA certificates (PEM) to trust, besides the public roots, for the
+    /// CA certificates (PEM) to trust, instead of the public roots, for the
     /// switch's certificate when this provider calls it (`/notify/*`).
     #[arg(long)]
     pub switch_ca_file: Option<PathBuf>,
+    /// Accept an `http://` switch URL to a host other than this machine
+    /// (OTP texts then travel unencrypted; logged as a warning).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Lock out (HTTP 429, 60 s) a client address after this many refused
+    /// signatures within 60 s; 0, the default, never locks anyone out (the
+    /// switch is the one client, and its address may be shared).
+    #[arg(long, default_value_t = 0)]
+    pub auth_failure_limit: u32,
 }
 
 /// Why a provider cannot start serving.
@@ -98,17 +109,19 @@ pub enum ServeArgsError {
 impl ServeArgs {
     /// The shared secret, from the file or the environment.
     pub fn secret(&self) -> Result<SecretString, ServeArgsError> {
-        let secret = match &self.secret_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|error| ServeArgsError::SecretFile {
+        let mut raw = match &self.secret_file {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|error| ServeArgsError::SecretFile {
                     path: path.display().to_string(),
                     reason: error.to_string(),
                 })?
-                .trim()
-                .to_owned(),
+            }
             None => std::env::var(SECRET_ENV).map_err(|_| ServeArgsError::NoSecret)?,
         };
-        let secret = SecretString::new(secret);
+        // A trailing newline, in a file or a variable, would otherwise be a
+        // silent 401 on every call.
+        let secret = SecretString::new(raw.trim().to_owned());
+        raw.zeroize();
         if secret.len() < MIN_SECRET_LEN {
             return Err(ServeArgsError::ShortSecret);
         }
@@ -141,6 +154,12 @@ impl ServeArgs {
             Duration::from_secs(self.signature_max_skew_secs),
         );
         let mut server = ProviderServer::new(verifier);
+        if self.auth_failure_limit > 0 {
+            server.auth_failures = AuthFailureLimits {
+                max_failures: self.auth_failure_limit,
+                ..AuthFailureLimits::default()
+            };
+        }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             server.edge.tls = Some(manifold_edge::tls::server_config(cert, key)?);
         }
@@ -154,6 +173,9 @@ impl ServeArgs {
 
     /// The client options for calls to the switch, each bounded by `timeout`.
     pub fn switch_client_options(&self, timeout: Duration) -> OutboundOptions {
-        OutboundOptions::with_timeout(timeout).ca_file(self.switch_ca_file.as_deref())
+        OutboundOptions {
+            insecure_http: self.insecure_http,
+            ..OutboundOptions::with_timeout(timeout).ca_file(self.switch_ca_file.as_deref())
+        }
     }
 }

@@ -96,19 +96,22 @@ impl Failures {
         }
     }
 
-    fn count_failure(&mut self, now: Instant, limits: &AuthFailureLimits) {
+    /// Counts one failure; `true` when this one locked the address.
+    fn count_failure(&mut self, now: Instant, limits: &AuthFailureLimits) -> bool {
         if self.is_over(now, limits) {
             *self = Failures::new(now);
         }
         if self.locked_until.is_some() {
             // Still locked: the caller should have refused the attempt at
             // `check`; counting it would only push the lockout further.
-            return;
+            return false;
         }
         self.count = self.count.saturating_add(1);
         if self.count >= limits.max_failures {
             self.locked_until = Some(now.checked_add(limits.lockout).unwrap_or(now));
+            return true;
         }
+        false
     }
 }
 
@@ -164,8 +167,21 @@ impl AuthFailureLimiter {
     pub fn record_failure(&self, ip: IpAddr) {
         let key = client_key(ip);
         let now = Instant::now();
+        // An operator should see an attack (or a client locking itself out).
+        let log_lockout = |locked: bool| {
+            if locked {
+                tracing::warn!(
+                    address = %key,
+                    failures = self.limits.max_failures,
+                    lockout_secs = self.limits.lockout.as_secs(),
+                    "address locked out after repeated failed authentications"
+                );
+            }
+        };
         if let Some(mut failures) = self.entries.get_mut(&key) {
-            failures.count_failure(now, &self.limits);
+            let locked = failures.count_failure(now, &self.limits);
+            drop(failures);
+            log_lockout(locked);
             return;
         }
         // A new address. (`len` locks every shard, so it is asked here,
@@ -174,10 +190,12 @@ impl AuthFailureLimiter {
         if self.entries.len() >= self.limits.max_tracked_addresses && !self.make_room(now) {
             return;
         }
-        self.entries
+        let locked = self
+            .entries
             .entry(key)
             .or_insert_with(|| Failures::new(now))
             .count_failure(now, &self.limits);
+        log_lockout(locked);
     }
 
     /// How many addresses are remembered now.

@@ -15,6 +15,7 @@
 //! Which key to check with is the caller's knowledge (the app the bearer key
 //! named, the provider a `keyid` names), so it is passed to each check.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -155,12 +156,19 @@ impl SignatureCheck {
 }
 
 /// Nonces seen on signed requests, each kept until the request it came with
-/// would be refused as stale anyway. Memory is bounded by `capacity` entries
-/// of 24 bytes each (a 128-bit digest of key id and nonce, and an expiry).
+/// would be refused as stale anyway.
+///
+/// Memory is bounded by `capacity` entries: a 128-bit digest of key id and
+/// nonce and a 64-bit expiry, about 50–70 bytes each once the map's own
+/// overhead is counted (so some 60 MB for the default million). When it is
+/// full of fresh nonces it refuses new ones (fail closed); stale entries are
+/// swept out at most once a second, so a full guard costs no scan per call.
 #[derive(Debug)]
 pub struct ReplayGuard {
     seen: DashMap<u128, u64>,
     capacity: usize,
+    /// Unix second of the last sweep, so a full guard sweeps once a second.
+    last_sweep: AtomicU64,
 }
 
 impl ReplayGuard {
@@ -168,7 +176,26 @@ impl ReplayGuard {
         ReplayGuard {
             seen: DashMap::new(),
             capacity: capacity.max(1),
+            last_sweep: AtomicU64::new(0),
         }
+    }
+
+    fn id(key_id: &str, nonce: &str) -> u128 {
+        let mut digest = Sha256::new();
+        digest.update((key_id.len() as u64).to_be_bytes());
+        digest.update(key_id.as_bytes());
+        digest.update(nonce.as_bytes());
+        let digest = digest.finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        u128::from_be_bytes(id)
+    }
+
+    /// Whether `nonce` for `key_id` was recorded and is not stale at `now`.
+    pub fn contains(&self, key_id: &str, nonce: &str, now: u64) -> bool {
+        self.seen
+            .get(&ReplayGuard::id(key_id, nonce))
+            .is_some_and(|expires| *expires >= now)
     }
 
     /// Records `nonce` for `key_id` until `stale_after` (unix seconds);
@@ -181,19 +208,15 @@ impl ReplayGuard {
         now: u64,
     ) -> Result<(), SignatureRejected> {
         if self.seen.len() >= self.capacity {
-            self.seen.retain(|_, expires| *expires >= now);
+            let last = self.last_sweep.swap(now, Ordering::Relaxed);
+            if last < now {
+                self.seen.retain(|_, expires| *expires >= now);
+            }
             if self.seen.len() >= self.capacity {
                 return Err(SignatureRejected::ReplayGuardFull);
             }
         }
-        let mut digest = Sha256::new();
-        digest.update((key_id.len() as u64).to_be_bytes());
-        digest.update(key_id.as_bytes());
-        digest.update(nonce.as_bytes());
-        let digest = digest.finalize();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        match self.seen.entry(u128::from_be_bytes(id)) {
+        match self.seen.entry(ReplayGuard::id(key_id, nonce)) {
             dashmap::Entry::Occupied(mut entry) => {
                 if *entry.get() >= now {
                     return Err(SignatureRejected::Replayed);
@@ -314,6 +337,13 @@ mod tests {
             guard.remember("k", "n2", 100, 60),
             Err(SignatureRejected::ReplayGuardFull)
         ));
+        // A full guard sweeps at most once a second: within the same second
+        // it refuses without scanning again.
+        assert!(matches!(
+            guard.remember("k", "n2", 100, 60),
+            Err(SignatureRejected::ReplayGuardFull)
+        ));
+        assert!(guard.contains("k", "n1", 100) && !guard.contains("k", "n1", 101));
         // Once the first two are stale they make room, and a stale nonce may
         // be seen again (its signature would be refused as stale anyway).
         guard.remember("k", "n2", 300, 101).unwrap();
