@@ -97,11 +97,11 @@ struct SignRequest {
     body_file: String,
 }
 
-const EXAMPLES: &str = "Examples:
-  manifold-seal --secret \"$SECRET\" --request-ref req-0001 --kind bank.account \\
+const EXAMPLES: &str = "Examples (the secret from the environment, so it stays out of the process list):
+  export MANIFOLD_APP_SECRET=...
+  manifold-seal --request-ref req-0001 --kind bank.account \\
       '{\"account_number\": \"0123456789\", \"bank_code\": \"058\"}'
-  manifold-seal sign-request --secret \"$SECRET\" --key-id demo-app --path /transact \\
-      --body-file body.json";
+  manifold-seal sign-request --key-id demo-app --path /transact --body-file body.json";
 
 fn parse_kind(s: &str) -> Result<SecureKind, String> {
     match s {
