@@ -97,7 +97,8 @@ struct SignRequest {
     body_file: String,
 }
 
-const EXAMPLES: &str = "Examples (the secret from the environment, so it stays out of the process list):
+const EXAMPLES: &str =
+    "Examples (the secret from the environment, so it stays out of the process list):
   export MANIFOLD_APP_SECRET=...
   manifold-seal --request-ref req-0001 --kind bank.account \\
       '{\"account_number\": \"0123456789\", \"bank_code\": \"058\"}'

@@ -573,7 +573,9 @@ measured window, for the server processes and for the generator itself.\n\
 `get_balance` and answers the switch's real `get_balance` answer, byte for byte; (a′) the same, \
 but it writes each request body into sled and answers only after the group commit \
 (`GroupCommit`, the switch's) has flushed it; (b) a bare hyper pass-through proxy in front of the \
-same `demo-provider` binary, sent the provider-protocol `get_balance` the switch would send. \
+same `demo-provider` binary, sent the provider-protocol `get_balance` the switch would send, \
+which it signs (RFC 9421, the hop's key) as the switch does. Apps call the benchmark's switch \
+unsigned (`require_signature = false`), as the baselines verify no app signature. \
 In-process scenarios are compared with (a′) (and (a)), remote ones with (b). (a″) is a \
 diagnostic, not a baseline: (a′) writing the same bytes into two trees in one sled transaction, \
 as the switch's store does, to show what such a transaction costs.\n\

@@ -39,7 +39,7 @@ use manifold_edge::{
 use manifold_provider::hop::DEFAULT_HOP_MAX_SKEW;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::server::ProviderServer;
-use manifold_provider::{GroupCommit, HopVerifier};
+use manifold_provider::{GroupCommit, HopSigner, HopVerifier};
 use manifold_provider_sdk::microservice;
 use manifold_switch::Switch;
 
@@ -277,10 +277,14 @@ pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .build(connector);
+    // It signs what it forwards, as the switch does: a provider answers
+    // nothing unsigned, and (b) must do the hop's work to be its baseline.
+    let signer = HopSigner::new(&SecretString::from(HOP_SECRET), PROVIDER);
     let listener = bind("baseline-proxy").await?;
     let handler = move |request: Request<Incoming>, _peer: Peer| {
         let client = client.clone();
         let upstream = upstream.clone();
+        let signer = signer.clone();
         async move {
             let limits = BodyLimits::of(&request);
             let (parts, body) = request.into_parts();
@@ -288,14 +292,18 @@ pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
                 return failure(StatusCode::BAD_REQUEST, "unreadable body");
             };
             let mut forward = Request::builder()
-                .method(parts.method)
+                .method(parts.method.clone())
                 .uri(format!("{upstream}{}", parts.uri.path()));
             if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
                 forward = forward.header(header::CONTENT_TYPE, content_type);
             }
-            let Ok(forward) = forward.body(Full::new(body)) else {
+            let Ok(signed) = signer.sign(parts.method.as_str(), parts.uri.path(), &body) else {
+                return failure(StatusCode::BAD_GATEWAY, "cannot sign the upstream request");
+            };
+            let Ok(mut forward) = forward.body(Full::new(body)) else {
                 return failure(StatusCode::BAD_GATEWAY, "bad upstream request");
             };
+            signed.apply(forward.headers_mut());
             let Ok(answer) = client.request(forward).await else {
                 return failure(StatusCode::BAD_GATEWAY, "upstream unreachable");
             };
