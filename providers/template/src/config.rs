@@ -99,6 +99,13 @@ impl UpstreamConfig {
                 "must not have a query or a fragment: endpoints are appended to its path",
             ));
         }
+        // Client credentials and the customer's account cross this hop: in
+        // clear only to this machine (a sandbox or a test double).
+        if manifold_provider::outbound::check_transport(&self.base_url, false).is_err() {
+            return Err(ConfigError::BaseUrl(
+                "must be https:// unless the upstream is on this machine",
+            ));
+        }
         if self.client_id.expose().trim().is_empty() {
             return Err(ConfigError::EmptyCredential("client id"));
         }
@@ -138,6 +145,7 @@ mod tests {
             assert_eq!(config(url).is_ok(), ok, "{url}");
         }
         check("http://127.0.0.1:9300", true);
+        check("http://bank.example.com/api/", false);
         check("https://bank.example.com/api/", true);
         check("ftp://bank.example.com", false);
         check("bank.example.com", false);
