@@ -103,4 +103,8 @@ pub enum SwitchError {
     MethodNotAllowed(String),
     #[error("the transaction store failed: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "the switch failed internally while handling the call; its outcome is unknown, so query it"
+    )]
+    Internal,
 }

@@ -25,6 +25,7 @@ use crate::error::{FieldError, SwitchError};
 use crate::notify::{NotifyService, NotifyServiceError};
 use crate::signed::{SpentSignatures, VerifiedCall};
 use crate::store::{MeteredCall, Operation};
+use tokio_util::task::TaskTracker;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct SwitchState {
@@ -38,6 +39,8 @@ pub struct SwitchState {
     pub signatures: SignatureCheck,
     /// Signed calls that ended with nothing done, refused if sent again.
     pub spent_signatures: Arc<SpentSignatures>,
+    /// The engine's work for each call, run apart from its connection.
+    pub engine_tasks: TaskTracker,
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -145,6 +148,7 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
         NoSuchEndpoint(_) => (StatusCode::NOT_FOUND, "no_such_endpoint", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", None),
+        Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None),
     }
 }
 
@@ -304,17 +308,33 @@ pub async fn handle(
         }),
         Err(error) => Err(body_error(error)),
     };
-    // Only a call proven to be the app's is billed to it: a leaked bearer
-    // key is enough to send one whose body or signature then fails.
-    let proven = verified.is_ok();
     let answer = match verified {
-        Ok(call) => dispatch(&state.engine, operation, &call).await,
-        Err(error) => Err(error),
-    }
-    .unwrap_or_else(|error| error_answer(&error));
-    if proven {
-        meter(&state.engine, &app, operation, &answer).await;
-    }
+        Ok(call) => {
+            // The engine's work runs to its end on a task of its own: a
+            // client that disconnects drops this future, and must not cancel
+            // a call between its claim and its recorded answer. Shutdown
+            // waits for these tasks (`SwitchState::engine_tasks`).
+            let task_state = state.clone();
+            let work = state.engine_tasks.spawn(async move {
+                let answer = dispatch(&task_state.engine, operation, &call)
+                    .await
+                    .unwrap_or_else(|error| error_answer(&error));
+                // Only a call proven to be the app's is billed to it: a
+                // leaked bearer key is enough to send one whose body or
+                // signature then fails.
+                meter(&task_state.engine, call.app(), operation, &answer).await;
+                answer
+            });
+            match work.await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::error!(app = app.id(), %error, "the engine's task failed");
+                    error_answer(&SwitchError::Internal)
+                }
+            }
+        }
+        Err(error) => error_answer(&error),
+    };
     respond(&answer)
 }
 

@@ -28,6 +28,7 @@ use crate::notify::NotifyService;
 use crate::routing::{Route, Router};
 use crate::signed::SpentSignatures;
 use crate::store::{SledStore, Store};
+use tokio_util::task::TaskTracker;
 
 /// The name of the compiled-in demo provider in `implementation = "..."`.
 pub const DEMO_IMPLEMENTATION: &str = "demo";
@@ -175,6 +176,7 @@ impl Switch {
                 ..AuthFailureLimits::default()
             }),
             spent_signatures: Arc::new(SpentSignatures::new(&signatures)),
+            engine_tasks: TaskTracker::new(),
             signatures,
             apps: AppRegistry::new(&config.apps),
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
@@ -219,7 +221,18 @@ impl Switch {
             .collect();
         let state = self.state.clone();
         let handler = move |request, peer| handle(state.clone(), request, peer);
+        let grace = options.shutdown_grace;
         serve(listener, handler, options, shutdown).await;
+        // Calls whose clients went away may still be working: let them
+        // record their answers, within the same grace as the connections.
+        let tasks = &self.state.engine_tasks;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "calls still running at the end of the shutdown grace period"
+            );
+        }
         drop(sweepers);
         if let Err(error) = self.state.engine.flush().await {
             tracing::error!(%error, "final flush failed");

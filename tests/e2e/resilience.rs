@@ -382,3 +382,111 @@ async fn a_redirecting_provider_is_indeterminate_and_its_target_gets_nothing() {
     provider.verify().await;
     target.verify().await;
 }
+
+/// Holds each `transact` until the test lets it go, and says when one
+/// arrived: the switch's call is then certainly in flight.
+struct GatedProvider {
+    inner: Arc<DemoProvider>,
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Provider for GatedProvider {
+    async fn transact(&self, request: TransactRequest) -> Result<ProviderReply, ProviderError> {
+        self.arrived.notify_one();
+        self.release.notified().await;
+        self.inner.transact(request).await
+    }
+    async fn validate(&self, request: ValidateRequest) -> Result<ProviderReply, ProviderError> {
+        self.inner.validate(request).await
+    }
+    async fn query(&self, request: QueryRequest) -> Result<ProviderReply, ProviderError> {
+        self.inner.query(request).await
+    }
+    async fn reverse(&self, request: ReverseRequest) -> Result<ProviderReply, ProviderError> {
+        self.inner.reverse(request).await
+    }
+}
+
+/// An app whose connection closes while the provider call is in flight has
+/// not cancelled the call: the switch finishes it, records the answer, and a
+/// repeat of the request gets that answer.
+#[tokio::test]
+async fn a_client_that_disconnects_mid_call_does_not_cancel_it() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("provider")).unwrap();
+    let demo = Arc::new(
+        manifold_demo_provider::open(
+            &db,
+            GroupCommit::start(db.clone()).unwrap(),
+            Arc::new(OutboxNotifier::new(dir.path().join("outbox.jsonl"))),
+            DemoSettings::default(),
+        )
+        .unwrap(),
+    );
+    let gated = Arc::new(GatedProvider {
+        inner: demo,
+        arrived: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let mut implementations: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    implementations.insert("gated".into(), gated.clone());
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::InProcess {
+            name: "demo",
+            implementation: "gated",
+        }],
+        30_000,
+    ));
+    let switch = InProcessSwitch::start(&config, implementations).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+
+    // The call, on a socket of our own so that we decide when it closes.
+    let body = app
+        .transact_body("dc-1", "t-dc-1", "transfer", "0123456789", 5_000)
+        .to_string();
+    let mut head = format!(
+        "POST /transact HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        switch.addr,
+        body.len()
+    );
+    for (name, value) in app.auth_headers("/transact", body.as_bytes()) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut socket = tokio::net::TcpStream::connect(switch.addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), gated.arrived.notified())
+        .await
+        .expect("the call reached the provider");
+    drop(socket);
+    // Give the switch the close before the provider answers: the close is
+    // seen by the connection's next read, which a yield round lets happen.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gated.release.notify_one();
+
+    // The same request again: the recorded answer, once it is there.
+    let mut answered = None;
+    for _ in 0..100 {
+        let repeat = app
+            .post("/transact", &serde_json::from_str(&body).unwrap())
+            .await;
+        if repeat.error() != "request_in_progress" {
+            answered = Some(repeat);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let repeat = answered.expect("the call settles within ten seconds");
+    assert_eq!(repeat.status(), "Successful", "{}", repeat.raw);
+    let query = app.query("dc-q", "t-dc-1").await;
+    assert_eq!(query.status(), "Successful", "{}", query.raw);
+    switch.stop().await;
+}
