@@ -33,7 +33,7 @@ fn quoted(path: &Path) -> String {
 
 fn app_section(app: &BenchApp) -> String {
     format!(
-        "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = false\n\
+        "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = true\n\
          [apps.services.get_balance]\nproviders = [\"{PROVIDER}\"]\notp_override = {otp}\n",
         id = app.id,
         key = app.api_key,

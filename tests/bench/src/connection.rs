@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -62,19 +62,20 @@ impl Connection {
         self.addr
     }
 
-    /// POSTs `body` as JSON to `path` and reads the whole answer.
+    /// POSTs `body` as JSON to `path`, with `headers` (the bearer key and
+    /// the signature, for an app's call), and reads the whole answer.
     pub async fn post(
         &mut self,
         path: &str,
-        authorization: Option<&HeaderValue>,
+        headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<Answer, ConnectionError> {
         let exchange = |e: hyper::Error| ConnectionError::Exchange(e.to_string());
         let mut request = Request::post(path)
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(value) = authorization {
-            request = request.header(AUTHORIZATION, value.clone());
+        for (name, value) in headers {
+            request = request.header(name, value.clone());
         }
         let request = request
             .body(Full::new(body))

@@ -574,8 +574,10 @@ measured window, for the server processes and for the generator itself.\n\
 but it writes each request body into sled and answers only after the group commit \
 (`GroupCommit`, the switch's) has flushed it; (b) a bare hyper pass-through proxy in front of the \
 same `demo-provider` binary, sent the provider-protocol `get_balance` the switch would send, \
-which it signs (RFC 9421, the hop's key) as the switch does. Apps call the benchmark's switch \
-unsigned (`require_signature = false`), as the baselines verify no app signature. \
+which it signs (RFC 9421, the hop's key) as the switch does. Every app call is signed (RFC 9421, \
+made by the load generator when it sends), and the switch, (a) and (a′) check that signature \
+against the body before anything else: the baselines do what any server must do for the same \
+request. \
 In-process scenarios are compared with (a′) (and (a)), remote ones with (b). (a″) is a \
 diagnostic, not a baseline: (a′) writing the same bytes into two trees in one sled transaction, \
 as the switch's store does, to show what such a transaction costs.\n\

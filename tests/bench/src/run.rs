@@ -327,7 +327,11 @@ async fn probe_answer(context: &Context) -> Result<Vec<u8>, BenchError> {
         "2348022000008",
     );
     let answer = connection
-        .post("/transact", Some(caller.bearer()), body.into())
+        .post(
+            "/transact",
+            &caller.headers("/transact", body.as_bytes()),
+            body.into(),
+        )
         .await
         .map_err(LoadError::from)?;
     drop(connection);

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -31,11 +32,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use manifold_config::SwitchConfig;
-use manifold_crypto::SecretString;
+use manifold_crypto::message_signature::SigningKey;
+use manifold_crypto::{AppKey, SecretString};
 use manifold_demo_provider::DemoSettings;
-use manifold_edge::{
-    read_body, read_request_body, serve, shutdown_signal, Body, BodyLimits, EdgeOptions, Peer,
-};
+use manifold_edge::signature::{SignatureCheck, SignedParts};
+use manifold_edge::{read_body, serve, shutdown_signal, Body, BodyLimits, EdgeOptions, Peer};
 use manifold_provider::hop::DEFAULT_HOP_MAX_SKEW;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::server::ProviderServer;
@@ -44,7 +45,7 @@ use manifold_provider_sdk::microservice;
 use manifold_switch::Switch;
 
 use crate::config::HOP_SECRET;
-use crate::workload::PROVIDER;
+use crate::workload::{PROVIDER, QUICK_APP};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -179,19 +180,60 @@ pub async fn provider(data: &Path, outbox: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Baseline (a): reads each request body and answers `answer`.
+/// What every server must do with an app's call before acting on it, done
+/// by the baselines as the switch does it: read the body under the edge's
+/// limits and check the app's RFC 9421 signature over it. (The baselines
+/// serve the `quick` app, whose `get_balance` calls they stand in for.)
+struct AppSignature {
+    check: SignatureCheck,
+    key: SigningKey,
+}
+
+impl AppSignature {
+    fn new() -> AppSignature {
+        let key = AppKey::derive(&SecretString::from(QUICK_APP.secret));
+        AppSignature {
+            check: SignatureCheck::new(Duration::from_secs(300)),
+            key: SigningKey::for_app(&key),
+        }
+    }
+
+    /// The body, once its signature is good; the answer to send otherwise.
+    async fn read_verified(&self, request: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+        let limits = BodyLimits::of(&request);
+        let (parts, body) = request.into_parts();
+        let Ok(body) = read_body(body, limits).await else {
+            return Err(failure(StatusCode::BAD_REQUEST, "unreadable body"));
+        };
+        let signed = SignedParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        match self.check.verify_signature(&self.key, QUICK_APP.id, signed) {
+            Ok(_) => Ok(body),
+            Err(_) => Err(failure(StatusCode::UNAUTHORIZED, "bad signature")),
+        }
+    }
+}
+
+/// Baseline (a): reads each request body, checks its signature, and answers
+/// `answer`.
 pub async fn json(answer_path: &Path) -> Result<(), ServeError> {
     let answer = Bytes::from(
         std::fs::read(answer_path)
             .map_err(io_error(format!("reading {}", answer_path.display())))?,
     );
     let listener = bind("baseline-json").await?;
+    let verifier = Arc::new(AppSignature::new());
     let handler = move |request: Request<Incoming>, _peer: Peer| {
         let answer = answer.clone();
+        let verifier = verifier.clone();
         async move {
-            match read_request_body(request).await {
+            match verifier.read_verified(request).await {
                 Ok(_) => canned(&answer),
-                Err(_) => failure(StatusCode::BAD_REQUEST, "unreadable body"),
+                Err(refusal) => refusal,
             }
         }
     };
@@ -210,7 +252,7 @@ pub enum DurableWrite {
     Transaction,
 }
 
-/// Baseline (a′): writes each request body into sled under a fresh key, waits
+/// Baseline (a′): checks each request's signature, writes its body into sled under a fresh key, waits
 /// for the group commit that covers it, then answers `answer`.
 pub async fn durable(
     answer_path: &Path,
@@ -230,15 +272,18 @@ pub async fn durable(
     let commit = GroupCommit::start(db.clone()).map_err(io_error("starting the group commit"))?;
     let next_key = Arc::new(AtomicU64::new(0));
     let listener = bind("baseline-durable").await?;
+    let verifier = Arc::new(AppSignature::new());
     let handler = move |request: Request<Incoming>, _peer: Peer| {
         let answer = answer.clone();
         let db = db.clone();
         let trees = trees.clone();
         let commit = commit.clone();
         let next_key = next_key.clone();
+        let verifier = verifier.clone();
         async move {
-            let Ok(body) = read_request_body(request).await else {
-                return failure(StatusCode::BAD_REQUEST, "unreadable body");
+            let body = match verifier.read_verified(request).await {
+                Ok(body) => body,
+                Err(refusal) => return refusal,
             };
             let key = next_key.fetch_add(1, Ordering::Relaxed).to_be_bytes();
             let written = match write {

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use manifold_crypto::message_signature::{sign_request, SignatureParams, SigningKey};
 use manifold_crypto::{secure, AppKey, BankAccount, SecretString, SecureKind, SourceDetails};
+use manifold_edge::signature::unix_now;
 use manifold_provider::{Customer, TransactRequest, TransactionDetails};
 use serde_json::json;
 
@@ -60,22 +62,66 @@ pub const OTP_APP: BenchApp = BenchApp {
 pub struct Caller {
     pub app: BenchApp,
     key: AppKey,
+    signing_key: SigningKey,
     bearer: HeaderValue,
+}
+
+/// The one field of a body a signature needs: its nonce.
+#[derive(serde::Deserialize)]
+struct RequestRef<'a> {
+    #[serde(borrow)]
+    request_ref: &'a str,
 }
 
 impl Caller {
     pub fn new(app: BenchApp) -> Caller {
         let bearer = HeaderValue::from_str(&format!("Bearer {}", app.api_key))
             .expect("the benchmark's API keys are printable ASCII");
+        let key = AppKey::derive(&SecretString::from(app.secret));
         Caller {
             app,
-            key: AppKey::derive(&SecretString::from(app.secret)),
+            signing_key: SigningKey::for_app(&key),
+            key,
             bearer,
         }
     }
 
-    pub fn bearer(&self) -> &HeaderValue {
-        &self.bearer
+    /// The headers of this app's POST of `body` to `path`: its bearer key
+    /// and an RFC 9421 signature made now, as every app must send.
+    pub fn headers(&self, path: &str, body: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
+        let nonce = serde_json::from_slice::<RequestRef>(body)
+            .map(|body| body.request_ref)
+            .unwrap_or("");
+        let signed = sign_request(
+            &self.signing_key,
+            "POST",
+            path,
+            body,
+            &SignatureParams {
+                key_id: self.app.id,
+                created: unix_now(),
+                nonce,
+            },
+        )
+        .expect("the benchmark's refs are printable ASCII");
+        let value = |text: String| {
+            HeaderValue::from_str(&text).expect("structured fields are printable ASCII")
+        };
+        vec![
+            (AUTHORIZATION, self.bearer.clone()),
+            (
+                HeaderName::from_static("content-digest"),
+                value(signed.content_digest),
+            ),
+            (
+                HeaderName::from_static("signature-input"),
+                value(signed.signature_input),
+            ),
+            (
+                HeaderName::from_static("signature"),
+                value(signed.signature),
+            ),
+        ]
     }
 }
 
@@ -318,7 +364,8 @@ fn excerpt(body: &[u8]) -> String {
 
 struct Exchange<'a> {
     path: &'static str,
-    authorization: Option<&'a HeaderValue>,
+    /// The app making the call (signed), or none (a provider-protocol call).
+    caller: Option<&'a Caller>,
     body: Bytes,
     expected: &'static str,
     /// When the request should have been sent; `None` means now.
@@ -333,8 +380,12 @@ async fn exchange(
     let sent = Instant::now();
     let from = exchange.scheduled.unwrap_or(sent);
     let size = exchange.body.len();
+    let headers = exchange
+        .caller
+        .map(|caller| caller.headers(exchange.path, &exchange.body))
+        .unwrap_or_default();
     let answer = connection
-        .post(exchange.path, exchange.authorization, exchange.body)
+        .post(exchange.path, &headers, exchange.body)
         .await?;
     recorder.record(from.elapsed(), sent.elapsed(), size, answer.body.len());
     if answer.status != 200 || !contains(&answer.body, exchange.expected) {
@@ -380,7 +431,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact",
-                        authorization: Some(caller.bearer()),
+                        caller: Some(caller),
                         body: Bytes::from(body),
                         expected: SUCCESSFUL,
                         scheduled,
@@ -407,7 +458,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact",
-                        authorization: Some(caller.bearer()),
+                        caller: Some(caller),
                         body: Bytes::from(body),
                         expected: WAITING_FOR_OTP,
                         scheduled,
@@ -421,7 +472,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact/validate",
-                        authorization: Some(caller.bearer()),
+                        caller: Some(caller),
                         body: Bytes::from(body),
                         expected: SUCCESSFUL,
                         scheduled: None,
@@ -444,7 +495,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact/query",
-                        authorization: Some(caller.bearer()),
+                        caller: Some(caller),
                         body: Bytes::from(body),
                         expected: SUCCESSFUL,
                         scheduled,
@@ -470,7 +521,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact",
-                        authorization: Some(caller.bearer()),
+                        caller: Some(caller),
                         body: Bytes::from(body),
                         expected: SUCCESSFUL,
                         scheduled,
@@ -489,7 +540,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact",
-                        authorization: None,
+                        caller: None,
                         body: Bytes::from(body),
                         expected: SUCCESSFUL,
                         scheduled,
