@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use manifold_crypto::message_signature::VerifiedSignature;
 use manifold_edge::signature::{unix_now, ReplayGuard, SignatureCheck, SignedParts};
-use sha2::{Digest, Sha256};
 
 use crate::apps::App;
 use crate::error::SwitchError;
@@ -30,8 +29,15 @@ use crate::error::SwitchError;
 pub struct VerifiedCall {
     app: Arc<App>,
     body: bytes::Bytes,
-    signature: Option<VerifiedSignature>,
+    signature: Option<Signed>,
     spent: Arc<SpentSignatures>,
+}
+
+/// A verified signature, and the key its bytes are remembered under if the
+/// call turns out to be spent.
+struct Signed {
+    verified: VerifiedSignature,
+    spent_key: String,
 }
 
 impl std::fmt::Debug for VerifiedCall {
@@ -40,7 +46,7 @@ impl std::fmt::Debug for VerifiedCall {
         f.debug_struct("VerifiedCall")
             .field("app", &self.app.id())
             .field("body_bytes", &self.body.len())
-            .field("signature", &self.signature)
+            .field("signature", &self.signature.as_ref().map(|s| &s.verified))
             .finish()
     }
 }
@@ -78,15 +84,17 @@ impl SpentSignatures {
     }
 
     /// What identifies the exact signed bytes: the nonce (`request_ref`),
-    /// the signing time and the body (a re-sealed `auth.secure` makes a new
-    /// body, so an app's retry never collides with its first attempt).
-    fn nonce(signature: &VerifiedSignature, body: &[u8]) -> String {
-        format!(
-            "{}\n{}\n{}",
-            signature.nonce,
-            signature.created,
-            hex::encode(Sha256::digest(body))
-        )
+    /// the signing time and the body's `Content-Digest` (a re-sealed
+    /// `auth.secure` makes a new body, so an app's retry never collides with
+    /// its first attempt). The header is covered by the signature and was
+    /// checked against the body, so it stands for the body without hashing
+    /// it again.
+    fn key(signature: &VerifiedSignature, headers: &http::HeaderMap) -> String {
+        let digest = headers
+            .get("content-digest")
+            .map(|value| String::from_utf8_lossy(value.as_bytes()))
+            .unwrap_or_default();
+        format!("{}\n{}\n{digest}", signature.nonce, signature.created)
     }
 }
 
@@ -117,11 +125,14 @@ impl VerifiedCall {
             let verified = check
                 .verify_signature(&app.signing_key, app.id(), request)
                 .map_err(SwitchError::BadSignature)?;
-            let nonce = SpentSignatures::nonce(&verified, &body);
-            if spent.guard.contains(app.id(), &nonce, unix_now()) {
+            let spent_key = SpentSignatures::key(&verified, headers);
+            if spent.guard.contains(app.id(), &spent_key, unix_now()) {
                 return Err(SwitchError::SignatureSpent);
             }
-            Some(verified)
+            Some(Signed {
+                verified,
+                spent_key,
+            })
         } else if app.config.require_signature {
             return Err(SwitchError::SignatureRequired);
         } else {
@@ -139,15 +150,17 @@ impl VerifiedCall {
     /// the same signed bytes are refused from now until they are stale.
     /// Called before the claim is forgotten, so no replay slips in between.
     pub fn mark_spent(&self) {
-        let Some(signature) = &self.signature else {
+        let Some(signed) = &self.signature else {
             return;
         };
-        let stale_after = signature.created.saturating_add(self.spent.max_skew_secs);
-        let nonce = SpentSignatures::nonce(signature, &self.body);
+        let stale_after = signed
+            .verified
+            .created
+            .saturating_add(self.spent.max_skew_secs);
         if let Err(error) =
             self.spent
                 .guard
-                .remember(self.app.id(), &nonce, stale_after, unix_now())
+                .remember(self.app.id(), &signed.spent_key, stale_after, unix_now())
         {
             tracing::warn!(app = self.app.id(), %error, "a spent signature could not be remembered");
         }
@@ -165,7 +178,7 @@ impl VerifiedCall {
     /// signature is for one call only.
     pub fn check_request_ref(&self, request_ref: &str) -> Result<(), SwitchError> {
         match &self.signature {
-            Some(signature) if signature.nonce != request_ref => {
+            Some(signed) if signed.verified.nonce != request_ref => {
                 Err(SwitchError::SignatureNonceMismatch)
             }
             _ => Ok(()),

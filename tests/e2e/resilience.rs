@@ -73,6 +73,20 @@ async fn a_remote_provider_that_hangs_leaves_the_transaction_pending_until_a_que
     upstream.verify().await;
 }
 
+/// The demo bank in `dir`, with its defaults, to be wrapped and compiled in.
+fn open_demo(dir: &std::path::Path) -> Arc<DemoProvider> {
+    let db = sled::open(dir.join("provider")).unwrap();
+    Arc::new(
+        manifold_demo_provider::open(
+            &db,
+            GroupCommit::start(db.clone()).unwrap(),
+            Arc::new(OutboxNotifier::new(dir.join("outbox.jsonl"))),
+            DemoSettings::default(),
+        )
+        .unwrap(),
+    )
+}
+
 /// Finishes every transaction, but only after the switch has stopped waiting.
 struct LateProvider(Arc<DemoProvider>);
 
@@ -102,16 +116,7 @@ impl Provider for LateProvider {
 #[tokio::test]
 async fn an_in_process_provider_is_held_to_its_timeout_too() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("provider")).unwrap();
-    let demo = Arc::new(
-        manifold_demo_provider::open(
-            &db,
-            GroupCommit::start(db.clone()).unwrap(),
-            Arc::new(OutboxNotifier::new(dir.path().join("outbox.jsonl"))),
-            DemoSettings::default(),
-        )
-        .unwrap(),
-    );
+    let demo = open_demo(dir.path());
     let mut implementations: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     implementations.insert("late".into(), Arc::new(LateProvider(demo.clone())));
     let config = parse_config(&config_text(
@@ -417,16 +422,7 @@ async fn a_client_that_disconnects_mid_call_does_not_cancel_it() {
     use tokio::io::AsyncWriteExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("provider")).unwrap();
-    let demo = Arc::new(
-        manifold_demo_provider::open(
-            &db,
-            GroupCommit::start(db.clone()).unwrap(),
-            Arc::new(OutboxNotifier::new(dir.path().join("outbox.jsonl"))),
-            DemoSettings::default(),
-        )
-        .unwrap(),
-    );
+    let demo = open_demo(dir.path());
     let gated = Arc::new(GatedProvider {
         inner: demo,
         arrived: tokio::sync::Notify::new(),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use manifold_edge::{
-    json_response, read_request_body, serve, AuthFailureLimiter, AuthFailureLimits, Body,
+    json_response, read_body, serve, AuthFailureLimiter, AuthFailureLimits, Body, BodyLimits,
     EdgeOptions, Peer,
 };
 use serde::de::DeserializeOwned;
@@ -198,10 +198,9 @@ where
         );
         return response;
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let headers = request.headers().clone();
-    let bytes = match read_request_body(request).await {
+    let limits = BodyLimits::of(&request);
+    let (parts, body) = request.into_parts();
+    let bytes = match read_body(body, limits).await {
         Ok(bytes) => bytes,
         Err(error) => {
             return fault_response(
@@ -213,7 +212,12 @@ where
     };
     // Nothing of the body is looked at before the switch's signature over
     // it is checked.
-    if let Err(error) = shared.hop.verify(method.as_str(), &path, &headers, &bytes) {
+    if let Err(error) = shared.hop.verify(
+        parts.method.as_str(),
+        parts.uri.path(),
+        &parts.headers,
+        &bytes,
+    ) {
         return refuse(shared, peer, &error);
     }
     // Counted once verified: `/stats` shows what the switch asked for.
