@@ -117,7 +117,13 @@ pub struct TlsFiles {
 pub struct StorageConfig {
     /// The sled directory; relative paths are relative to the working directory.
     pub path: PathBuf,
+    /// The store's page cache in bytes (`cache_capacity_mb`): what bounds
+    /// the switch's memory as the store grows.
+    pub cache_capacity_bytes: u64,
 }
+
+/// `[storage] cache_capacity_mb` when the host gives none.
+pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 32;
 
 #[derive(Debug, Clone)]
 pub struct NotificationsConfig {

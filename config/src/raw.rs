@@ -65,6 +65,7 @@ struct RawTlsFiles {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     path: PathBuf,
+    cache_capacity_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +192,16 @@ impl RawConfig {
         if self.storage.path.as_os_str().is_empty() {
             problems.add("storage.path", "must name a directory");
         }
+        let cache_capacity_mb = self
+            .storage
+            .cache_capacity_mb
+            .unwrap_or(crate::DEFAULT_CACHE_CAPACITY_MB);
+        if !(1..=65_536).contains(&cache_capacity_mb) {
+            problems.add(
+                "storage.cache_capacity_mb",
+                "must be between 1 and 65536 (MiB)",
+            );
+        }
         let notifications = match self.notifications {
             Some(raw) => raw.validate(&self.storage.path, &mut problems),
             None => NotificationsConfig {
@@ -250,6 +261,7 @@ impl RawConfig {
                 server,
                 storage: StorageConfig {
                     path: self.storage.path,
+                    cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
                 },
                 notifications,
                 providers,

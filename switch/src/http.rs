@@ -205,15 +205,7 @@ fn failure_answer(
     errors: Option<Vec<FieldError>>,
 ) -> Answer {
     let envelope = ResponseEnvelope::failure(Status::Failed, code, message, errors);
-    Answer {
-        http_status: status.as_u16(),
-        body: serde_json::to_string(&envelope).unwrap_or_default(),
-        status: Status::Failed,
-        request_type: None,
-        provider: None,
-        inspect: false,
-        error: Some(code.to_owned()),
-    }
+    Answer::without_state(status.as_u16(), &envelope, None, None)
 }
 
 fn respond(answer: &Answer) -> Response<Body> {
@@ -251,15 +243,7 @@ pub async fn handle(
     let path = request.uri().path().to_owned();
     let operation = match path.as_str() {
         "/health" if request.method() == Method::GET => {
-            return respond(&Answer {
-                http_status: 200,
-                body: r#"{"status":"ok"}"#.into(),
-                status: Status::Successful,
-                request_type: None,
-                provider: None,
-                inspect: false,
-                error: None,
-            });
+            return respond(&Answer::plain(200, r#"{"status":"ok"}"#));
         }
         "/notify/sms" => return notify(&state, Channel::Sms, request, peer).await,
         "/notify/email" => return notify(&state, Channel::Email, request, peer).await,
@@ -410,15 +394,12 @@ async fn notify(
                     transaction: None,
                 },
             };
-            respond(&Answer {
-                http_status: StatusCode::OK.as_u16(),
-                body: serde_json::to_string(&envelope).unwrap_or_default(),
-                status: Status::Successful,
-                request_type: None,
-                provider: Some(provider.to_owned()),
-                inspect: false,
-                error: None,
-            })
+            respond(&Answer::without_state(
+                StatusCode::OK.as_u16(),
+                &envelope,
+                None,
+                Some(provider),
+            ))
         }
         Err(error) => {
             let response = respond(&notify_error_answer(&error));

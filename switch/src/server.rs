@@ -27,7 +27,7 @@ use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
 use crate::routing::{Route, Router};
 use crate::signed::SpentSignatures;
-use crate::store::{SledStore, Store};
+use crate::store::{SledStore, Store, StoreOptions};
 use tokio_util::task::TaskTracker;
 
 /// The name of the compiled-in demo provider in `implementation = "..."`.
@@ -95,10 +95,17 @@ impl Switch {
             path: path.clone(),
             reason,
         };
-        let db = sled::open(&config.storage.path).map_err(|e| store_error(e.to_string()))?;
+        let options = StoreOptions {
+            cache_capacity_bytes: config.storage.cache_capacity_bytes,
+            ..StoreOptions::default()
+        };
+        let db = SledStore::open_db(&config.storage.path, &options)
+            .map_err(|e| store_error(e.to_string()))?;
         let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(e.to_string()))?;
-        let store =
-            Arc::new(SledStore::open(&db, commit.clone()).map_err(|e| store_error(e.to_string()))?);
+        let store = Arc::new(
+            SledStore::open(&db, commit.clone(), &options)
+                .map_err(|e| store_error(e.to_string()))?,
+        );
 
         // SMS and e-mail as the host configured them (the outbox otherwise),
         // for in-process providers and for `/notify/*` alike.

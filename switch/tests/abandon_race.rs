@@ -22,8 +22,9 @@ use manifold_switch::engine::{now_ms, Engine};
 use manifold_switch::routing::{Route, Router};
 use manifold_switch::signed::{SpentSignatures, VerifiedCall};
 use manifold_switch::store::{
-    Begin, Change, Claim, HistoryEntry, MeteredCall, Operation, RequestRecord, RequestState,
-    SledStore, Store, StoreError, StoredResponse, TransactionRecord,
+    Begin, Change, Claim, ClaimsLiveIn, Durable, HistoryEntry, KnownRequest, MeteredCall,
+    Operation, RequestEntry, RequestState, SledStore, Store, StoreError, StoreOptions,
+    StoredAnswer, TransactionRecord,
 };
 use manifold_switch::SwitchError;
 
@@ -79,25 +80,37 @@ struct AbandonBeforeClaimRead {
 
 #[async_trait]
 impl Store for AbandonBeforeClaimRead {
+    fn claims_live_in(&self) -> ClaimsLiveIn {
+        self.inner.claims_live_in()
+    }
     async fn begin_transaction(
         &self,
-        request: &RequestRecord,
         transaction: &TransactionRecord,
     ) -> Result<Begin, StoreError> {
-        self.inner.begin_transaction(request, transaction).await
+        self.inner.begin_transaction(transaction).await
     }
-    async fn claim_request(&self, request: &RequestRecord) -> Result<Claim, StoreError> {
-        self.inner.claim_request(request).await
+    async fn begin_enquiry(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
+        self.inner.begin_enquiry(transaction).await
+    }
+    async fn claim_request(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+        request: &RequestEntry,
+    ) -> Result<Claim, StoreError> {
+        self.inner
+            .claim_request(app_id, transaction_ref, request)
+            .await
     }
     async fn request(
         &self,
         app_id: &str,
         request_ref: &str,
-    ) -> Result<Option<RequestRecord>, StoreError> {
+    ) -> Result<Option<KnownRequest>, StoreError> {
         let armed = self.armed.lock().unwrap().take();
         if let Some((app, abandoned_request, abandoned_transaction)) = armed {
             self.inner
-                .abandon(&app, &abandoned_request, Some(&abandoned_transaction))
+                .abandon(&app, &abandoned_request, &abandoned_transaction, true)
                 .await?;
         }
         self.inner.request(app_id, request_ref).await
@@ -106,10 +119,11 @@ impl Store for AbandonBeforeClaimRead {
         &self,
         app_id: &str,
         request_ref: &str,
-        transaction_ref: Option<&str>,
+        transaction_ref: &str,
+        began_transaction: bool,
     ) -> Result<(), StoreError> {
         self.inner
-            .abandon(app_id, request_ref, transaction_ref)
+            .abandon(app_id, request_ref, transaction_ref, began_transaction)
             .await
     }
     async fn transaction(
@@ -124,7 +138,7 @@ impl Store for AbandonBeforeClaimRead {
         app_id: &str,
         transaction_ref: &str,
         change: Change<'_>,
-        answer: Option<(&str, &StoredResponse)>,
+        answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError> {
         self.inner
             .update_transaction(app_id, transaction_ref, change, answer)
@@ -144,7 +158,7 @@ impl Store for AbandonBeforeClaimRead {
     async fn transaction_count(&self) -> Result<usize, StoreError> {
         self.inner.transaction_count().await
     }
-    async fn durable(&self) -> Result<(), StoreError> {
+    async fn durable(&self) -> Result<Durable, StoreError> {
         self.inner.durable().await
     }
 }
@@ -153,21 +167,14 @@ impl Store for AbandonBeforeClaimRead {
 async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
     let config = SwitchConfig::from_toml(CONFIG, Path::new("race.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    let inner = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap()).unwrap();
+    let options = StoreOptions::default();
+    let db = SledStore::open_db(dir.path(), &options).unwrap();
+    let inner = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options).unwrap();
     let store = Arc::new(AbandonBeforeClaimRead {
         inner,
         armed: Mutex::new(None),
     });
     let now = now_ms();
-    let claim = RequestRecord {
-        app_id: "race".into(),
-        request_ref: "r-1".into(),
-        operation: Operation::Transact,
-        transaction_ref: "t-1".into(),
-        fingerprint: "f".repeat(64),
-        state: RequestState::InFlight { started_at_ms: now },
-    };
     let record = TransactionRecord {
         app_id: "race".into(),
         transaction_ref: "t-1".into(),
@@ -187,9 +194,15 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
             message: "Received; sent to the provider".into(),
         }],
         reversal: None,
+        requests: vec![RequestEntry {
+            request_ref: "r-1".into(),
+            operation: Operation::Transact,
+            fingerprint: [0xf; 32],
+            state: RequestState::InFlight { started_at_ms: now },
+        }],
     };
     assert_eq!(
-        store.begin_transaction(&claim, &record).await.unwrap(),
+        store.begin_transaction(&record).await.unwrap(),
         Begin::Started
     );
     let route = Route {

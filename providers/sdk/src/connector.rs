@@ -161,11 +161,13 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// Whether `request_type` only reads (a balance or name enquiry), so that
-    /// completing it twice is harmless. The SDK then skips the durable
-    /// marker it otherwise writes (and waits for) before every
-    /// [`complete`](Connector::complete), since a crash during it leaves
-    /// nothing to finish. The default, false, treats every call as one that
-    /// may move money.
+    /// starting or completing it twice is harmless. The SDK then writes no
+    /// durable marker before [`start`](Connector::start) or
+    /// [`complete`](Connector::complete), since a crash during either leaves
+    /// nothing to finish, and keeps no record of an answer `start` gives at
+    /// once: a repeat asks the upstream again, and a query of it finds
+    /// nothing. The default, false, treats every call as one that may move
+    /// money.
     fn is_read_only(&self, request_type: &str) -> bool {
         let _ = request_type;
         false

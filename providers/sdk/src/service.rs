@@ -475,13 +475,19 @@ impl<C: Connector> ProviderService<C> {
             );
             return self.finish(key, &request.request_type, outcome).await;
         }
-        let marked = !self.connector.upstream_is_idempotent();
+        // A read-only request type is harmless to start twice, so it needs
+        // no marker, and its answer is not kept: a repeat asks the upstream
+        // again, and the caller keeps what it was told (a switch sharing this
+        // database writes it once, in its own record).
+        let read_only = self.connector.is_read_only(&request.request_type);
+        let marked = !read_only && !self.connector.upstream_is_idempotent();
         if marked {
             // After a crash this marker says "the upstream may have acted":
             // the transaction is then polled, never started twice.
             self.park_before_acting(key, &entry).await?;
         }
         match self.connector.start(request).await {
+            Ok(Step::Done(outcome)) if read_only => Ok(final_reply(&outcome)),
             Ok(step) => self.advance(key, entry, step).await,
             Err(ConnectorError::Indeterminate(reason)) => {
                 tracing::warn!(transaction_ref = %request.transaction_ref, %reason, "upstream outcome unknown; the transaction stays pending");

@@ -1540,10 +1540,12 @@ async fn flush_rounds_follow_answer_durability_and_read_only_request_types() {
         (ByCaller, "transfer", false, 1),
         (ByCaller, "get_balance", false, 1),
     ];
-    for (idempotent, extra) in [(true, 0), (false, 1)] {
+    for idempotent in [true, false] {
         for (durability, request_type, otp_override, rounds) in cases {
-            // A non-idempotent upstream adds its durable `Starting` marker.
-            let expected = rounds + extra;
+            // A non-idempotent upstream adds its durable `Starting` marker,
+            // except for a read-only request type (harmless to start twice).
+            let marker = !idempotent && request_type != "get_balance";
+            let expected = rounds + u64::from(marker);
             let mut settings = settings();
             settings.answer_durability = durability;
             let connector = ScriptedConnector::new()
@@ -1572,5 +1574,37 @@ async fn flush_rounds_follow_answer_durability_and_read_only_request_types() {
                 "{name}"
             );
         }
+    }
+}
+
+/// A read-only request type answered at once by `start` leaves nothing
+/// behind and waits for no flush: a repeat asks the upstream again (harmless),
+/// and the caller keeps the answer it was given.
+#[tokio::test]
+async fn a_read_only_answer_given_at_once_is_not_kept() {
+    for idempotent in [true, false] {
+        let connector = ScriptedConnector::new()
+            .idempotent(idempotent)
+            .read_only_enquiries()
+            .on_start(done(approved()));
+        let rig = Rig::new(connector);
+        let mut enquiry = transfer("tx-enquiry");
+        enquiry.request_type = "get_balance".into();
+        let before = rig.flushes();
+        assert_eq!(
+            rig.transact(enquiry.clone()).await.status,
+            Status::Successful
+        );
+        assert_eq!(rig.flushes(), before, "idempotent={idempotent}");
+        assert_eq!(rig.service.pending_count(), 0);
+        assert!(
+            !rig.everything_stored()
+                .iter()
+                .any(|v| v.contains("tx-enquiry")),
+            "idempotent={idempotent}: {:?}",
+            rig.everything_stored()
+        );
+        assert_eq!(rig.transact(enquiry).await.status, Status::Successful);
+        assert_eq!(rig.connector.calls().start, 2, "asked again");
     }
 }

@@ -1,13 +1,19 @@
 //! What the switch remembers, behind the [`Store`] trait.
 //!
 //! Everything that must outlive one HTTP call lives here: transactions with
-//! their status history, the first response to every `request_ref`
-//! (idempotency), and the metered calls hosts bill from. The switch holds no
-//! other state, so several switches can share one store (a PostgreSQL
-//! implementation is planned beside [`SledStore`]).
+//! their status history and the answer to every `request_ref` that acted on
+//! them (idempotency), and the metered calls hosts bill from. The switch
+//! holds no other state, so several switches can share one store (a
+//! PostgreSQL implementation is planned beside [`SledStore`]).
 //!
-//! Writes become visible at once but durable only at [`Store::durable`]; the
-//! engine calls it before any response that reports a new state.
+//! One record per transaction: it carries the requests made of it, each with
+//! its fingerprint and, once answered, the provider's reply the answer was
+//! rendered from, so an answer is stored once and a `request_ref` look-up is
+//! one small pointer and the record it points at.
+//!
+//! Writes become visible at once but durable only at [`Store::durable`],
+//! which is the only source of a [`Durable`] proof; the engine cannot build
+//! an answer that reports a new state without one.
 
 mod sled_store;
 
@@ -15,7 +21,7 @@ use async_trait::async_trait;
 use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
-pub use sled_store::SledStore;
+pub use sled_store::{EncodedSizes, SledStore, StoreOptions, FORMAT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,10 +31,15 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the write could not be made durable: {0}")]
     NotDurable(String),
+    #[error("{0}")]
+    UnsupportedFormat(String),
 }
 
+/// The first history entry of every transaction (stored as a number).
+pub const RECEIVED: &str = "Received; sent to the provider";
+
 /// Which endpoint a request was sent to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     Transact,
@@ -37,31 +48,33 @@ pub enum Operation {
     Reverse,
 }
 
-/// The first answer to a `request_ref`, replayed byte for byte on repeats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredResponse {
+/// A digest of a request body: a repeat of its `request_ref` must match it.
+pub type Fingerprint = [u8; 32];
+
+/// The answer to a `request_ref`: the provider's reply it was rendered from.
+/// Rendering is deterministic, so a repeat is answered byte for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
     pub http_status: u16,
-    pub body: String,
+    pub reply: ProviderReply,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RequestState {
     /// Claimed, and the provider may be working on it.
     InFlight {
         started_at_ms: u64,
     },
-    Answered(StoredResponse),
+    Answered(StoredAnswer),
 }
 
-/// One `request_ref` of one app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestRecord {
-    pub app_id: String,
+/// One `request_ref` that acted on a transaction (`/transact`,
+/// `/transact/validate` or `/transact/reverse`; queries claim nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestEntry {
     pub request_ref: String,
     pub operation: Operation,
-    pub transaction_ref: String,
-    /// A digest of the request body: a repeat must match it.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     pub state: RequestState,
 }
 
@@ -87,7 +100,7 @@ pub struct Reversal {
 }
 
 /// Everything the switch knows about one transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TransactionRecord {
     pub app_id: String,
     pub transaction_ref: String,
@@ -101,6 +114,21 @@ pub struct TransactionRecord {
     pub last_reply: Option<ProviderReply>,
     pub history: Vec<HistoryEntry>,
     pub reversal: Option<Reversal>,
+    /// The requests that acted on it, the `/transact` that began it first.
+    pub requests: Vec<RequestEntry>,
+}
+
+impl TransactionRecord {
+    pub fn request(&self, request_ref: &str) -> Option<&RequestEntry> {
+        self.requests.iter().find(|r| r.request_ref == request_ref)
+    }
+
+    /// The `/transact` that began it.
+    pub fn first_request(&self) -> Option<&RequestEntry> {
+        self.requests
+            .first()
+            .filter(|r| r.operation == Operation::Transact)
+    }
 }
 
 /// One metered call, for billing.
@@ -119,24 +147,52 @@ pub struct MeteredCall {
     pub inspect: bool,
 }
 
-/// An answered transaction as [`SledStore::import`] loads it: the record, the
-/// request that began it (with its stored answer) and the call metered for it —
-/// the three records one `/transact` leaves in the store.
+/// An answered transaction as [`SledStore::import`] loads it, with the call
+/// metered for it: what one `/transact` leaves in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportedTransaction {
-    pub request: RequestRecord,
     pub transaction: TransactionRecord,
     pub call: MeteredCall,
 }
 
-/// What [`Store::begin_transaction`] found.
+/// What the store knows of a `request_ref`.
+// Short-lived (one per look-up), so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum KnownRequest {
+    /// Claimed by a call that is still running and has recorded nothing of
+    /// it yet (a `read_only` enquiry, or an operation on an existing
+    /// transaction before the provider answered).
+    Running {
+        operation: Operation,
+        transaction_ref: String,
+        fingerprint: Fingerprint,
+        started_at_ms: u64,
+    },
+    /// Recorded in its transaction.
+    Recorded {
+        request: RequestEntry,
+        transaction: TransactionRecord,
+    },
+}
+
+impl KnownRequest {
+    pub fn fingerprint(&self) -> &Fingerprint {
+        match self {
+            KnownRequest::Running { fingerprint, .. } => fingerprint,
+            KnownRequest::Recorded { request, .. } => &request.fingerprint,
+        }
+    }
+}
+
+/// What [`Store::begin_transaction`] and [`Store::begin_enquiry`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// The request is claimed and the transaction recorded as given
-    /// (`Pending` before a provider call; answered for a `read_only` one).
+    /// The request is claimed (and, for `begin_transaction`, the transaction
+    /// recorded as given).
     Started,
     /// This `request_ref` was seen before.
-    Repeat(RequestRecord),
+    Repeat(Box<KnownRequest>),
     /// Another transaction of this app already has this `transaction_ref`.
     TransactionRefTaken,
 }
@@ -145,7 +201,21 @@ pub enum Begin {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     Started,
-    Repeat(RequestRecord),
+    Repeat(Box<KnownRequest>),
+}
+
+/// Proof that everything written before it was made is on disk. Only
+/// [`Store::durable`] makes one (stores construct it with
+/// [`Durable::after_flush`]); the engine asks for it wherever an answer
+/// reports state.
+#[derive(Debug, Clone, Copy)]
+pub struct Durable(());
+
+impl Durable {
+    /// For [`Store`] implementations, once their flush has completed.
+    pub fn after_flush() -> Durable {
+        Durable(())
+    }
 }
 
 /// A change applied to a transaction under the store's concurrency control
@@ -153,49 +223,77 @@ pub enum Claim {
 /// it), so it must be a function of the record alone.
 pub type Change<'a> = &'a (dyn Fn(&mut TransactionRecord) + Send + Sync);
 
+/// Where a store keeps the claims of calls in flight: in the process (sled
+/// is one process by construction, so a claim dies with the process that
+/// made it, and only final records need reach disk), or in the database
+/// (shared by several switches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimsLiveIn {
+    Process,
+    Database,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Claims `request` and records `transaction` as one step: other calls
-    /// see both or neither, and after a crash a claim without its record is
-    /// void (treated as never made). The engine flushes both before calling
-    /// the provider, so a void claim means the provider was not called —
-    /// except for a `read_only` service, where a second call is harmless.
-    async fn begin_transaction(
+    /// Where this store keeps claims in flight.
+    fn claims_live_in(&self) -> ClaimsLiveIn;
+
+    /// Claims the first request of `transaction` (`requests[0]`, in flight)
+    /// and records the transaction as one step: other calls see both or
+    /// neither, and after a crash a claim without its record is void
+    /// (treated as never made). The engine flushes both before calling the
+    /// provider, so a void claim means the provider was not called.
+    async fn begin_transaction(&self, transaction: &TransactionRecord)
+        -> Result<Begin, StoreError>;
+    /// Claims the first request of `transaction` and its `transaction_ref`
+    /// for a `read_only` service (a second call is harmless), recording
+    /// nothing until [`Store::update_transaction`] records the answer: the
+    /// record is written once, complete. Until then
+    /// [`Store::transaction`] shows it as given. A store whose claims live
+    /// in the database may write it at once.
+    async fn begin_enquiry(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError>;
+    /// Claims `request` (in flight) for an operation on an existing
+    /// transaction; it is recorded with its answer.
+    async fn claim_request(
         &self,
-        request: &RequestRecord,
-        transaction: &TransactionRecord,
-    ) -> Result<Begin, StoreError>;
-    /// Claims a `request_ref` for an operation on an existing transaction.
-    async fn claim_request(&self, request: &RequestRecord) -> Result<Claim, StoreError>;
+        app_id: &str,
+        transaction_ref: &str,
+        request: &RequestEntry,
+    ) -> Result<Claim, StoreError>;
     async fn request(
         &self,
         app_id: &str,
         request_ref: &str,
-    ) -> Result<Option<RequestRecord>, StoreError>;
-    /// Forgets a claimed request (and the transaction it began, if given) whose
-    /// provider call provably never happened, so the app may retry it.
+    ) -> Result<Option<KnownRequest>, StoreError>;
+    /// Forgets a claimed request (and the transaction it began, when
+    /// `began_transaction`) whose provider call provably never happened, so
+    /// the app may retry it.
     async fn abandon(
         &self,
         app_id: &str,
         request_ref: &str,
-        transaction_ref: Option<&str>,
+        transaction_ref: &str,
+        began_transaction: bool,
     ) -> Result<(), StoreError>;
+    /// The transaction as known now, an enquiry in flight included.
     async fn transaction(
         &self,
         app_id: &str,
         transaction_ref: &str,
     ) -> Result<Option<TransactionRecord>, StoreError>;
-    /// Applies `change` to the transaction and then stores `answer` as the
-    /// response to `request_ref`, as one step for other calls; a crash between
-    /// the two leaves the claim unanswered, and a repeat then answers the
-    /// record's new state. Returns the new record.
+    /// Applies `change` to the transaction and records `answer` as the answer
+    /// to the claimed `request_ref`, as one step for other calls (a crash in
+    /// between leaves the claim unanswered, or void, never an answer without
+    /// its state). Returns the new record, or `None` if there is none.
     async fn update_transaction(
         &self,
         app_id: &str,
         transaction_ref: &str,
         change: Change<'_>,
-        answer: Option<(&str, &StoredResponse)>,
+        answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError>;
+    /// Counts a call for billing. It reaches disk with the next flush, and
+    /// within a fraction of a second even when no flush is asked for.
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError>;
     /// The calls of `app_id` metered in `[from_ms, until_ms)`, oldest first.
     async fn metered_calls(
@@ -207,5 +305,5 @@ pub trait Store: Send + Sync + 'static {
     /// How many transactions are recorded, for all apps.
     async fn transaction_count(&self) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on disk.
-    async fn durable(&self) -> Result<(), StoreError>;
+    async fn durable(&self) -> Result<Durable, StoreError>;
 }

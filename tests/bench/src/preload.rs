@@ -1,9 +1,8 @@
 //! Filling a switch's store with a million realistic transactions, fast.
 //!
-//! Realistic means: the same three records, in the same shape and size, that
-//! one `get_balance` leaves in the store — the transaction with its history
-//! and the provider's answer, the answered `request_ref` with the stored
-//! response, and the metered call. Rather than writing such records by hand,
+//! Realistic means: the same records, in the same shape and size, that one
+//! `get_balance` leaves in the store — the transaction with its history and
+//! its answered request, the `request_ref`'s pointer, and the metered call. Rather than writing such records by hand,
 //! [`preload`] serves one real `get_balance` through the real switch, reads
 //! back what the switch stored, and imports copies of it that differ in
 //! their refs, fingerprints and times, through [`SledStore::import`] in large
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use manifold_config::SwitchConfig;
+use manifold_provider::ProviderReply;
 use manifold_switch::store::{ImportedTransaction, RequestState, SledStore, Store};
 use manifold_switch::Switch;
 use serde::Serialize;
@@ -37,7 +37,8 @@ pub struct PreloadReport {
     /// Allocated bytes of the store directory before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
-    /// Encoded sizes of the template's three records.
+    /// Encoded sizes (key and value) of the template's records: the
+    /// request pointer, the transaction, and one metered call in a batch.
     pub request_record_bytes: usize,
     pub transaction_record_bytes: usize,
     pub metered_call_bytes: usize,
@@ -62,19 +63,6 @@ pub fn copy_of(template: &ImportedTransaction, n: u64, age_ms: u64) -> ImportedT
     let old_transaction_ref = &template.transaction.transaction_ref;
     let mut copy = template.clone();
 
-    copy.request.request_ref.clone_from(&request_ref);
-    copy.request.transaction_ref.clone_from(&transaction_ref);
-    copy.request.fingerprint = format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        mix(n ^ 1 << 60),
-        mix(n ^ 2 << 60),
-        mix(n ^ 3 << 60),
-        mix(n ^ 4 << 60)
-    );
-    if let RequestState::Answered(stored) = &mut copy.request.state {
-        stored.body = stored.body.replace(old_transaction_ref, &transaction_ref);
-    }
-
     let shift = |at: u64| at.saturating_sub(age_ms);
     let record = &mut copy.transaction;
     record.transaction_ref.clone_from(&transaction_ref);
@@ -84,15 +72,30 @@ pub fn copy_of(template: &ImportedTransaction, n: u64, age_ms: u64) -> ImportedT
         entry.at_ms = shift(entry.at_ms);
         entry.request_ref = Some(request_ref.clone());
     }
-    if let Some(reference) = record
-        .last_reply
-        .as_mut()
-        .and_then(|reply| reply.provider_response.as_mut())
-        .and_then(|response| response.get_mut("reference"))
-    {
-        if let Some(text) = reference.as_str() {
-            *reference = text.replace(old_transaction_ref, &transaction_ref).into();
+    let rekey = |reply: &mut ProviderReply| {
+        if let Some(reference) = reply
+            .provider_response
+            .as_mut()
+            .and_then(|response| response.get_mut("reference"))
+        {
+            if let Some(text) = reference.as_str() {
+                *reference = text.replace(old_transaction_ref, &transaction_ref).into();
+            }
         }
+    };
+    for (index, request) in record.requests.iter_mut().enumerate() {
+        request.request_ref.clone_from(&request_ref);
+        let mut fingerprint = [0u8; 32];
+        for (lane, chunk) in fingerprint.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&mix(n ^ ((lane as u64 + 1) << 60) ^ index as u64).to_be_bytes());
+        }
+        request.fingerprint = fingerprint;
+        if let RequestState::Answered(stored) = &mut request.state {
+            rekey(&mut stored.reply);
+        }
+    }
+    if let Some(reply) = record.last_reply.as_mut() {
+        rekey(reply);
     }
     copy.call.at_ms = shift(copy.call.at_ms);
     copy
@@ -136,7 +139,7 @@ async fn template(switch: Switch) -> Result<ImportedTransaction, ServeError> {
     let request_ref = crate::workload::request_ref(&prefix, 0);
     let transaction_ref = crate::workload::transaction_ref(&prefix, 0);
     let missing = |what: &str| ServeError::Store(format!("the template's {what} was not stored"));
-    let request = store
+    store
         .request(QUICK_APP.id, &request_ref)
         .await
         .map_err(store_error)?
@@ -152,11 +155,7 @@ async fn template(switch: Switch) -> Result<ImportedTransaction, ServeError> {
         .map_err(store_error)?
         .pop()
         .ok_or_else(|| missing("metered call"))?;
-    Ok(ImportedTransaction {
-        request,
-        transaction,
-        call,
-    })
+    Ok(ImportedTransaction { transaction, call })
 }
 
 /// Loads `count` copies of a real `get_balance` into the store of the switch
@@ -171,11 +170,7 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
 
     let started = Instant::now();
     let importer = store.clone();
-    let report_sizes = (
-        encoded_len(&template.request),
-        encoded_len(&template.transaction),
-        encoded_len(&template.call),
-    );
+    let report_sizes = SledStore::encoded_sizes(&template).map_err(store_error)?;
     tokio::task::spawn_blocking(move || -> Result<(), ServeError> {
         // Two importers, one per core, each on its own half of the refs:
         // building and encoding the records costs as much as sled's writes.
@@ -205,9 +200,9 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
         seconds,
         bytes_before,
         bytes_after: disk_usage(&config.storage.path),
-        request_record_bytes: report_sizes.0,
-        transaction_record_bytes: report_sizes.1,
-        metered_call_bytes: report_sizes.2,
+        request_record_bytes: report_sizes.pointer,
+        transaction_record_bytes: report_sizes.transaction,
+        metered_call_bytes: report_sizes.metered_call,
     })
 }
 
@@ -232,19 +227,12 @@ fn import_range(
     Ok(())
 }
 
-/// The size of a record as the sled store encodes it (JSON).
-fn encoded_len<T: Serialize>(value: &T) -> usize {
-    serde_json::to_vec(value)
-        .map(|bytes| bytes.len())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use manifold_provider::{ProviderReply, Status};
+    use manifold_provider::Status;
     use manifold_switch::store::{
-        HistoryEntry, MeteredCall, Operation, RequestRecord, StoredResponse, TransactionRecord,
+        HistoryEntry, MeteredCall, Operation, RequestEntry, StoredAnswer, TransactionRecord,
     };
     use serde_json::json;
     use std::collections::HashSet;
@@ -257,17 +245,6 @@ mod tests {
         )
         .with_response(json!({"reference": "DEMO-tmpl-t0", "account_number": "******0001"}));
         ImportedTransaction {
-            request: RequestRecord {
-                app_id: "quick".into(),
-                request_ref: "tmpl-0".into(),
-                operation: Operation::Transact,
-                transaction_ref: "tmpl-t0".into(),
-                fingerprint: "ab".repeat(32),
-                state: RequestState::Answered(StoredResponse {
-                    http_status: 200,
-                    body: r#"{"status":"Successful","data":{"provider_response":{"reference":"DEMO-tmpl-t0"}}}"#.into(),
-                }),
-            },
             transaction: TransactionRecord {
                 app_id: "quick".into(),
                 transaction_ref: "tmpl-t0".into(),
@@ -277,7 +254,7 @@ mod tests {
                 status: Status::Successful,
                 created_at_ms: 1_000_000,
                 updated_at_ms: 1_000_005,
-                last_reply: Some(reply),
+                last_reply: Some(reply.clone()),
                 history: vec![HistoryEntry {
                     at_ms: 1_000_000,
                     operation: Operation::Transact,
@@ -287,6 +264,15 @@ mod tests {
                     message: "Transaction processed successfully".into(),
                 }],
                 reversal: None,
+                requests: vec![RequestEntry {
+                    request_ref: "tmpl-0".into(),
+                    operation: Operation::Transact,
+                    fingerprint: [0xab; 32],
+                    state: RequestState::Answered(StoredAnswer {
+                        http_status: 200,
+                        reply,
+                    }),
+                }],
             },
             call: MeteredCall {
                 at_ms: 1_000_005,
@@ -302,36 +288,32 @@ mod tests {
         }
     }
 
+    fn reference(reply: &ProviderReply) -> &serde_json::Value {
+        &reply.provider_response.as_ref().unwrap()["reference"]
+    }
+
     #[test]
     fn copies_are_rekeyed_consistently_and_keep_their_shape() {
         let template = template();
         let copy = copy_of(&template, 7, 500);
-        let transaction_ref = &copy.transaction.transaction_ref;
-        assert_eq!(&copy.request.transaction_ref, transaction_ref);
+        let record = &copy.transaction;
+        let transaction_ref = &record.transaction_ref;
         assert_ne!(transaction_ref, &template.transaction.transaction_ref);
+        let request = &record.requests[0];
         assert_eq!(
-            copy.transaction.history[0].request_ref.as_deref(),
-            Some(copy.request.request_ref.as_str())
+            record.history[0].request_ref.as_deref(),
+            Some(request.request_ref.as_str())
         );
-        let RequestState::Answered(stored) = &copy.request.state else {
+        let RequestState::Answered(stored) = &request.state else {
             panic!("the copy is answered like the template");
         };
-        assert!(stored.body.contains(&format!("DEMO-{transaction_ref}")));
-        assert_eq!(
-            copy.transaction
-                .last_reply
-                .as_ref()
-                .unwrap()
-                .provider_response
-                .as_ref()
-                .unwrap()["reference"],
-            json!(format!("DEMO-{transaction_ref}"))
-        );
-        assert_eq!(copy.transaction.created_at_ms, 999_500);
+        let expected = json!(format!("DEMO-{transaction_ref}"));
+        assert_eq!(reference(&stored.reply), &expected);
+        assert_eq!(reference(record.last_reply.as_ref().unwrap()), &expected);
+        assert_eq!(record.created_at_ms, 999_500);
         assert_eq!(copy.call.at_ms, 999_505);
-        assert_eq!(copy.request.fingerprint.len(), 64);
         // Same shape, so (almost exactly) the same size as what the switch wrote.
-        let size = |t: &ImportedTransaction| serde_json::to_vec(&t.transaction).unwrap().len();
+        let size = |t: &ImportedTransaction| SledStore::encoded_sizes(t).unwrap().transaction;
         assert!(size(&copy).abs_diff(size(&template)) < 40);
     }
 
@@ -341,11 +323,11 @@ mod tests {
         let copies: Vec<_> = (0..10_000).map(|n| copy_of(&template, n, 0)).collect();
         let refs: HashSet<_> = copies
             .iter()
-            .map(|c| c.request.request_ref.clone())
+            .map(|c| c.transaction.requests[0].request_ref.clone())
             .collect();
         let fingerprints: HashSet<_> = copies
             .iter()
-            .map(|c| c.request.fingerprint.clone())
+            .map(|c| c.transaction.requests[0].fingerprint)
             .collect();
         assert_eq!(refs.len(), copies.len());
         assert_eq!(fingerprints.len(), copies.len());

@@ -1,0 +1,155 @@
+//! [`Answer`]: a response ready to send, and why it may be sent.
+//!
+//! An answer that reports a transaction's state can only be built from a
+//! [`Durable`] proof, which only the store's flush hands out: "durable before
+//! the answer" is checked by the compiler, not by where `durable()` calls
+//! happen to be placed. Answers that report no stored state (rejections,
+//! samples, health) say so with [`Answer::without_state`].
+
+#[cfg(test)]
+use manifold_provider::ProviderReply;
+use manifold_provider::Status;
+
+use crate::envelope::ResponseEnvelope;
+use crate::store::{Durable, StoredAnswer, TransactionRecord};
+
+/// An answer ready to send, with what metering needs to know about it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub http_status: u16,
+    pub body: String,
+    pub status: Status,
+    pub request_type: Option<String>,
+    pub provider: Option<String>,
+    pub inspect: bool,
+    /// `data.error` when the switch rejected the call.
+    pub error: Option<String>,
+    /// Why this answer may be sent.
+    #[allow(dead_code)]
+    basis: Basis,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Basis {
+    /// It reports state that is on disk.
+    Durable(Durable),
+    /// It reports nothing the store holds.
+    NoState,
+}
+
+/// Answers that reach a provider are 200, except `Pending`, which is 202:
+/// accepted, outcome to follow.
+pub fn http_status_for(status: Status) -> u16 {
+    if status == Status::Pending {
+        202
+    } else {
+        200
+    }
+}
+
+/// The envelope relaying `reply`, as text. The one rendering of a provider's
+/// reply: a repeat renders the stored reply the same way, byte for byte.
+fn render(envelope: &ResponseEnvelope) -> String {
+    serde_json::to_string(envelope).unwrap_or_else(|_| String::from("{}"))
+}
+
+impl Answer {
+    /// The answer recorded for a request: sent when it is recorded, and
+    /// again to every repeat.
+    pub(super) fn relaying(
+        record: &TransactionRecord,
+        stored: &StoredAnswer,
+        durable: Durable,
+    ) -> Answer {
+        let envelope = ResponseEnvelope::from_reply(&record.provider, &stored.reply);
+        Answer {
+            http_status: stored.http_status,
+            body: render(&envelope),
+            status: stored.reply.status,
+            request_type: Some(record.request_type.clone()),
+            provider: Some(record.provider.clone()),
+            inspect: false,
+            error: None,
+            basis: Basis::Durable(durable),
+        }
+    }
+
+    /// An envelope describing a durable record (`/transact/query`).
+    pub(super) fn describing(
+        envelope: &ResponseEnvelope,
+        record: &TransactionRecord,
+        durable: Durable,
+    ) -> Answer {
+        Answer {
+            http_status: http_status_for(envelope.status),
+            body: render(envelope),
+            status: envelope.status,
+            request_type: Some(record.request_type.clone()),
+            provider: Some(record.provider.clone()),
+            inspect: false,
+            error: None,
+            basis: Basis::Durable(durable),
+        }
+    }
+
+    /// An answer that reports nothing the store holds: a rejection, a
+    /// `mock_mode: inspect` sample, a health check.
+    pub fn without_state(
+        http_status: u16,
+        envelope: &ResponseEnvelope,
+        request_type: Option<&str>,
+        provider: Option<&str>,
+    ) -> Answer {
+        Answer {
+            http_status,
+            body: render(envelope),
+            status: envelope.status,
+            request_type: request_type.map(str::to_owned),
+            provider: provider.map(str::to_owned),
+            inspect: envelope.data.mock_mode.is_some(),
+            error: envelope.data.error.clone(),
+            basis: Basis::NoState,
+        }
+    }
+
+    /// A fixed body that reports nothing the store holds (`/health`).
+    pub fn plain(http_status: u16, body: &str) -> Answer {
+        Answer {
+            http_status,
+            body: body.to_owned(),
+            status: Status::Successful,
+            request_type: None,
+            provider: None,
+            inspect: false,
+            error: None,
+            basis: Basis::NoState,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn relayed_body(provider: &str, reply: &ProviderReply) -> String {
+        render(&ResponseEnvelope::from_reply(provider, reply))
+    }
+
+    /// Repeats are rendered from the stored reply, so the rendering must not
+    /// drift: a change here changes what a repeat of an old call receives.
+    #[test]
+    fn a_relayed_reply_renders_to_these_exact_bytes() {
+        let reply = ProviderReply::new(Status::Successful, "00", "Balance retrieved")
+            .with_response(json!({"balance": 1500.25, "currency": "NGN", "a": [1, null]}));
+        assert_eq!(
+            relayed_body("bank", &reply),
+            r#"{"status":"Successful","message":"Balance retrieved","data":{"provider_response_code":"00","provider":"bank","errors":null,"error":null,"provider_response":{"a":[1,null],"balance":1500.25,"currency":"NGN"}}}"#
+        );
+        let pending = ProviderReply::new(Status::Pending, "", "later");
+        assert_eq!(
+            relayed_body("bank", &pending),
+            r#"{"status":"Pending","message":"later","data":{"provider_response_code":null,"provider":"bank","errors":null,"error":null,"provider_response":null}}"#
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! How a recorded transaction is reported: the envelope `/transact/query`
+//! answers, and what a repeat of a call still in flight receives.
+
+use manifold_provider::ProviderReply;
+use serde_json::json;
+
+use super::{Answer, Engine};
+use crate::envelope::ResponseEnvelope;
+use crate::store::{Durable, TransactionRecord};
+
+impl Engine {
+    /// The envelope reporting `record`, which `durable` proves is on disk.
+    pub(super) fn describe(&self, record: &TransactionRecord, durable: Durable) -> Answer {
+        let latest = record.history.last();
+        let message = match (&record.last_reply, latest) {
+            (Some(reply), Some(entry)) if entry.status == reply.status => reply.message.clone(),
+            (_, Some(entry)) => entry.message.clone(),
+            (Some(reply), None) => reply.message.clone(),
+            (None, None) => String::new(),
+        };
+        let mut envelope = ResponseEnvelope::from_reply(
+            &record.provider,
+            &ProviderReply {
+                status: record.status,
+                message,
+                provider_response_code: String::new(),
+                provider_response: record
+                    .last_reply
+                    .as_ref()
+                    .and_then(|r| r.provider_response.clone()),
+            },
+        );
+        envelope.data.provider_response_code = record
+            .last_reply
+            .as_ref()
+            .map(|r| r.provider_response_code.clone())
+            .filter(|code| !code.is_empty());
+        envelope.data.transaction = Some(json!({
+            "transaction_ref": record.transaction_ref,
+            "request_type": record.request_type,
+            "provider": record.provider,
+            "amount": record.amount,
+            "status": record.status,
+            "created_at_ms": record.created_at_ms,
+            "updated_at_ms": record.updated_at_ms,
+            "reversal": record.reversal.as_ref().map(|r| json!({
+                "status": r.status,
+                "at_ms": r.at_ms,
+                "message": r.reply.as_ref().map(|reply| reply.message.clone()),
+            })),
+            "history": record.history,
+        }));
+        Answer::describing(&envelope, record, durable)
+    }
+}

@@ -1,0 +1,94 @@
+//! `/transact/query`: report a transaction, asking its provider when the
+//! outcome may have moved there.
+
+use manifold_provider::{ProviderError, ProviderReply, QueryRequest, Status};
+
+use super::{advance, history, no_record_grace, now_ms, Answer, Engine};
+use crate::envelope;
+use crate::error::SwitchError;
+use crate::signed::VerifiedCall;
+use crate::store::{Operation, TransactionRecord};
+
+impl Engine {
+    pub async fn query(&self, signed: &VerifiedCall) -> Result<Answer, SwitchError> {
+        let app = signed.app();
+        let root = envelope::parse_json(signed.body())?;
+        let request = envelope::parse_reference(&root)?;
+        signed.check_request_ref(&request.request_ref)?;
+        let record = self
+            .named_transaction(
+                app,
+                &request.transaction_ref,
+                request.request_type.as_deref(),
+                request.auth_provider.as_deref(),
+            )
+            .await?;
+        self.check_not_in_progress(app, &record).await?;
+        // Whatever this answer reports must be on disk, even when another
+        // call wrote it and has not reached its flush yet.
+        let durable = self.store.durable().await?;
+        // A final status never changes here. A waiting one may have moved at
+        // the provider (its confirmation expired and was swept), so ask.
+        if record.status.is_final() {
+            return Ok(self.describe(&record, durable));
+        }
+        let route = self.router.route(&record.provider)?;
+        let call = QueryRequest {
+            app_id: app.id().to_owned(),
+            request_type: record.request_type.clone(),
+            transaction_ref: record.transaction_ref.clone(),
+        };
+        // The early returns below answer the switch's own record, flushed
+        // above: whatever the provider wrote meanwhile (an in-process one
+        // leaves its flush to us) reaches disk at the next group commit, and
+        // a crash before that leaves its earlier durable state, which the
+        // next query asks about again.
+        let reply = match Self::call(&route, route.provider.query(call)).await {
+            Ok(reply) if reply.status.is_final() || record.status == Status::Pending => {
+                if reply.status == record.status {
+                    return Ok(self.describe(&record, durable));
+                }
+                reply
+            }
+            Ok(_) => return Ok(self.describe(&record, durable)),
+            // The provider has no record. A call the switch gave up on may
+            // still be working its way through the provider, so absence only
+            // becomes final once that is no longer plausible.
+            Err(ProviderError::UnknownTransaction)
+                if now_ms().saturating_sub(record.created_at_ms)
+                    > no_record_grace(&route).as_millis() as u64 =>
+            {
+                ProviderReply::new(
+                    Status::Failed,
+                    "",
+                    "The provider has no record of this transaction; it was not carried out",
+                )
+            }
+            Err(error) => {
+                tracing::debug!(transaction_ref = %record.transaction_ref, %error, "query could not settle a pending transaction");
+                return Ok(self.describe(&record, durable));
+            }
+        };
+        let entry = history(
+            Operation::Query,
+            Some(&request.request_ref),
+            reply.status,
+            Some(&reply),
+            &reply.message,
+        );
+        let change = move |record: &mut TransactionRecord| {
+            if !record.status.is_final() {
+                advance(record, reply.status, Some(&reply));
+                record.updated_at_ms = entry.at_ms;
+                record.history.push(entry.clone());
+            }
+        };
+        let updated = self
+            .store
+            .update_transaction(app.id(), &record.transaction_ref, &change, None)
+            .await?
+            .unwrap_or(record);
+        let durable = self.store.durable().await?;
+        Ok(self.describe(&updated, durable))
+    }
+}

@@ -1,0 +1,632 @@
+//! The on-disk form of the switch's records (store format 2).
+//!
+//! One sled tree, keys prefixed by kind:
+//! - `T app 0x1f transaction_ref`: the transaction, with every request that
+//!   acted on it and the replies they were answered with;
+//! - `R app 0x1f request_ref`: a pointer to the transaction a request acted on;
+//! - `M app 0x1f minute_ms id`: a batch of metered calls of one app whose
+//!   times fall in that minute (both big-endian, so a period is one range).
+//!
+//! Values are postcard-encoded structs behind a version byte; the app id and
+//! the reference are in the key, not again in the value. Statuses and
+//! operations are written as fixed numbers (below), never as serde's variant
+//! index, so reordering an enum cannot change what a stored byte means. A
+//! record repeats nothing it can point at: a history entry names its request
+//! by position, and the latest reply is usually one of the answers.
+
+use manifold_provider::{ProviderReply, Status};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{
+    HistoryEntry, MeteredCall, Operation, RequestEntry, RequestState, Reversal, StoreError,
+    StoredAnswer, TransactionRecord, RECEIVED,
+};
+
+pub const TRANSACTION: u8 = b'T';
+pub const REQUEST: u8 = b'R';
+pub const METERING: u8 = b'M';
+/// The key of the format marker; no record key starts with 0.
+pub const FORMAT_KEY: &[u8] = b"\0format";
+
+/// The version byte in front of every value written by this code.
+const VERSION: u8 = 1;
+
+pub fn key(kind: u8, app_id: &str, reference: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + app_id.len() + reference.len());
+    key.push(kind);
+    key.extend_from_slice(app_id.as_bytes());
+    key.push(0x1f);
+    key.extend_from_slice(reference.as_bytes());
+    key
+}
+
+/// The first key of `app_id`'s metering batches from `at_ms`'s minute on.
+pub fn metering_key(app_id: &str, minute_ms: u64, id: u64) -> Vec<u8> {
+    let mut key = key(METERING, app_id, "");
+    key.extend_from_slice(&minute_ms.to_be_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// `(app_id, reference)` of a `T` or `R` key.
+pub fn split_key(key: &[u8]) -> Result<(String, String), StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("malformed key {}", String::from_utf8_lossy(key)));
+    let rest = key.get(1..).ok_or_else(corrupt)?;
+    let separator = rest.iter().position(|b| *b == 0x1f).ok_or_else(corrupt)?;
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).map_err(|_| corrupt());
+    Ok((text(&rest[..separator])?, text(&rest[separator + 1..])?))
+}
+
+fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Successful => 0,
+        Status::Failed => 1,
+        Status::WaitingForOtp => 2,
+        Status::PendingValidation => 3,
+        Status::Pending => 4,
+    }
+}
+
+fn status_from(code: u8) -> Result<Status, StoreError> {
+    Ok(match code {
+        0 => Status::Successful,
+        1 => Status::Failed,
+        2 => Status::WaitingForOtp,
+        3 => Status::PendingValidation,
+        4 => Status::Pending,
+        other => return Err(StoreError::Corrupt(format!("unknown status {other}"))),
+    })
+}
+
+fn operation_code(operation: Operation) -> u8 {
+    match operation {
+        Operation::Transact => 0,
+        Operation::Validate => 1,
+        Operation::Query => 2,
+        Operation::Reverse => 3,
+    }
+}
+
+fn operation_from(code: u8) -> Result<Operation, StoreError> {
+    Ok(match code {
+        0 => Operation::Transact,
+        1 => Operation::Validate,
+        2 => Operation::Query,
+        3 => Operation::Reverse,
+        other => return Err(StoreError::Corrupt(format!("unknown operation {other}"))),
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskReply {
+    status: u8,
+    message: String,
+    code: String,
+    /// JSON text: postcard cannot decode a self-describing JSON value.
+    response: Option<String>,
+}
+
+impl DiskReply {
+    fn new(reply: &ProviderReply) -> Self {
+        DiskReply {
+            status: status_code(reply.status),
+            message: reply.message.clone(),
+            code: reply.provider_response_code.clone(),
+            response: reply
+                .provider_response
+                .as_ref()
+                .map(|value| value.to_string()),
+        }
+    }
+
+    fn open(self) -> Result<ProviderReply, StoreError> {
+        Ok(ProviderReply {
+            status: status_from(self.status)?,
+            message: self.message,
+            provider_response_code: self.code,
+            provider_response: match self.response {
+                Some(text) => Some(
+                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A reply, or which request's answer it equals.
+#[derive(Serialize, Deserialize)]
+enum DiskLastReply {
+    None,
+    AnswerOf(u32),
+    Own(DiskReply),
+}
+
+#[derive(Serialize, Deserialize)]
+enum DiskRef {
+    None,
+    /// The request at this position of the record's `requests`.
+    Request(u32),
+    Own(String),
+}
+
+#[derive(Serialize, Deserialize)]
+enum DiskText {
+    Own(String),
+    Received,
+    /// The message of the reply that answered the request at this position.
+    AnswerOf(u32),
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskHistory {
+    at_ms: u64,
+    operation: u8,
+    request_ref: DiskRef,
+    status: u8,
+    code: Option<String>,
+    message: DiskText,
+}
+
+#[derive(Serialize, Deserialize)]
+enum DiskRequestState {
+    InFlight { started_at_ms: u64 },
+    Answered { http_status: u16, reply: DiskReply },
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskRequest {
+    request_ref: String,
+    operation: u8,
+    fingerprint: [u8; 32],
+    state: DiskRequestState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskReversal {
+    request_ref: String,
+    status: u8,
+    at_ms: u64,
+    reply: Option<DiskReply>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskTransaction {
+    request_type: String,
+    provider: String,
+    amount: u64,
+    status: u8,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    last_reply: DiskLastReply,
+    history: Vec<DiskHistory>,
+    reversal: Option<DiskReversal>,
+    requests: Vec<DiskRequest>,
+}
+
+/// A request pointer: which transaction a `request_ref` acted on.
+#[derive(Serialize, Deserialize)]
+struct DiskPointer {
+    transaction_ref: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskCall {
+    at_ms: u64,
+    operation: u8,
+    request_type: Option<String>,
+    provider: Option<String>,
+    status: u8,
+    http_status: u16,
+    error: Option<String>,
+    inspect: bool,
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![VERSION];
+    postcard::to_io(value, &mut out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(out)
+}
+
+fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+        }
+        Some((version, _)) => Err(StoreError::Corrupt(format!(
+            "{what} has record version {version}; this build reads version {VERSION}"
+        ))),
+        None => Err(StoreError::Corrupt(format!("{what} is empty"))),
+    }
+}
+
+fn answer_of(requests: &[RequestEntry], position: usize) -> Option<&ProviderReply> {
+    match &requests.get(position)?.state {
+        RequestState::Answered(answer) => Some(&answer.reply),
+        RequestState::InFlight { .. } => None,
+    }
+}
+
+pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreError> {
+    let requests = &record.requests;
+    let position = |request_ref: &str| {
+        requests
+            .iter()
+            .position(|r| r.request_ref == request_ref)
+            .map(|p| p as u32)
+    };
+    let last_reply = match &record.last_reply {
+        None => DiskLastReply::None,
+        Some(reply) => match (0..requests.len()).find(|&p| answer_of(requests, p) == Some(reply)) {
+            Some(p) => DiskLastReply::AnswerOf(p as u32),
+            None => DiskLastReply::Own(DiskReply::new(reply)),
+        },
+    };
+    let history = record
+        .history
+        .iter()
+        .map(|entry| {
+            let request = entry.request_ref.as_deref().and_then(position);
+            let message = if entry.message == RECEIVED {
+                DiskText::Received
+            } else {
+                match request.filter(|&p| {
+                    answer_of(requests, p as usize).is_some_and(|r| r.message == entry.message)
+                }) {
+                    Some(p) => DiskText::AnswerOf(p),
+                    None => DiskText::Own(entry.message.clone()),
+                }
+            };
+            DiskHistory {
+                at_ms: entry.at_ms,
+                operation: operation_code(entry.operation),
+                request_ref: match (&entry.request_ref, request) {
+                    (None, _) => DiskRef::None,
+                    (Some(_), Some(p)) => DiskRef::Request(p),
+                    (Some(own), None) => DiskRef::Own(own.clone()),
+                },
+                status: status_code(entry.status),
+                code: entry.provider_response_code.clone(),
+                message,
+            }
+        })
+        .collect();
+    to_bytes(&DiskTransaction {
+        request_type: record.request_type.clone(),
+        provider: record.provider.clone(),
+        amount: record.amount,
+        status: status_code(record.status),
+        created_at_ms: record.created_at_ms,
+        updated_at_ms: record.updated_at_ms,
+        last_reply,
+        history,
+        reversal: record.reversal.as_ref().map(|r| DiskReversal {
+            request_ref: r.request_ref.clone(),
+            status: status_code(r.status),
+            at_ms: r.at_ms,
+            reply: r.reply.as_ref().map(DiskReply::new),
+        }),
+        requests: requests
+            .iter()
+            .map(|r| DiskRequest {
+                request_ref: r.request_ref.clone(),
+                operation: operation_code(r.operation),
+                fingerprint: r.fingerprint,
+                state: match &r.state {
+                    RequestState::InFlight { started_at_ms } => DiskRequestState::InFlight {
+                        started_at_ms: *started_at_ms,
+                    },
+                    RequestState::Answered(answer) => DiskRequestState::Answered {
+                        http_status: answer.http_status,
+                        reply: DiskReply::new(&answer.reply),
+                    },
+                },
+            })
+            .collect(),
+    })
+}
+
+pub fn decode_transaction(
+    app_id: &str,
+    transaction_ref: &str,
+    bytes: &[u8],
+) -> Result<TransactionRecord, StoreError> {
+    let disk: DiskTransaction = from_bytes(bytes, "a transaction record")?;
+    let requests = disk
+        .requests
+        .into_iter()
+        .map(|r| {
+            Ok(RequestEntry {
+                request_ref: r.request_ref,
+                operation: operation_from(r.operation)?,
+                fingerprint: r.fingerprint,
+                state: match r.state {
+                    DiskRequestState::InFlight { started_at_ms } => {
+                        RequestState::InFlight { started_at_ms }
+                    }
+                    DiskRequestState::Answered { http_status, reply } => {
+                        RequestState::Answered(StoredAnswer {
+                            http_status,
+                            reply: reply.open()?,
+                        })
+                    }
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let dangling = |p: u32| StoreError::Corrupt(format!("no answered request at position {p}"));
+    let history = disk
+        .history
+        .into_iter()
+        .map(|entry| {
+            Ok(HistoryEntry {
+                at_ms: entry.at_ms,
+                operation: operation_from(entry.operation)?,
+                request_ref: match entry.request_ref {
+                    DiskRef::None => None,
+                    DiskRef::Request(p) => Some(
+                        requests
+                            .get(p as usize)
+                            .ok_or_else(|| dangling(p))?
+                            .request_ref
+                            .clone(),
+                    ),
+                    DiskRef::Own(own) => Some(own),
+                },
+                status: status_from(entry.status)?,
+                provider_response_code: entry.code,
+                message: match entry.message {
+                    DiskText::Own(text) => text,
+                    DiskText::Received => RECEIVED.to_owned(),
+                    DiskText::AnswerOf(p) => answer_of(&requests, p as usize)
+                        .ok_or_else(|| dangling(p))?
+                        .message
+                        .clone(),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let last_reply = match disk.last_reply {
+        DiskLastReply::None => None,
+        DiskLastReply::AnswerOf(p) => Some(
+            answer_of(&requests, p as usize)
+                .ok_or_else(|| dangling(p))?
+                .clone(),
+        ),
+        DiskLastReply::Own(reply) => Some(reply.open()?),
+    };
+    Ok(TransactionRecord {
+        app_id: app_id.to_owned(),
+        transaction_ref: transaction_ref.to_owned(),
+        request_type: disk.request_type,
+        provider: disk.provider,
+        amount: disk.amount,
+        status: status_from(disk.status)?,
+        created_at_ms: disk.created_at_ms,
+        updated_at_ms: disk.updated_at_ms,
+        last_reply,
+        history,
+        reversal: match disk.reversal {
+            Some(r) => Some(Reversal {
+                request_ref: r.request_ref,
+                status: status_from(r.status)?,
+                at_ms: r.at_ms,
+                reply: r.reply.map(DiskReply::open).transpose()?,
+            }),
+            None => None,
+        },
+        requests,
+    })
+}
+
+pub fn encode_pointer(transaction_ref: &str) -> Result<Vec<u8>, StoreError> {
+    to_bytes(&DiskPointer {
+        transaction_ref: transaction_ref.to_owned(),
+    })
+}
+
+/// The `transaction_ref` a request pointer names.
+pub fn decode_pointer(bytes: &[u8]) -> Result<String, StoreError> {
+    let pointer: DiskPointer = from_bytes(bytes, "a request pointer")?;
+    Ok(pointer.transaction_ref)
+}
+
+/// One batch of metered calls, all of one app.
+pub fn encode_calls<'a>(
+    calls: impl Iterator<Item = &'a MeteredCall>,
+) -> Result<Vec<u8>, StoreError> {
+    let calls: Vec<DiskCall> = calls
+        .map(|call| DiskCall {
+            at_ms: call.at_ms,
+            operation: operation_code(call.operation),
+            request_type: call.request_type.clone(),
+            provider: call.provider.clone(),
+            status: status_code(call.status),
+            http_status: call.http_status,
+            error: call.error.clone(),
+            inspect: call.inspect,
+        })
+        .collect();
+    to_bytes(&calls)
+}
+
+pub fn decode_calls(app_id: &str, bytes: &[u8]) -> Result<Vec<MeteredCall>, StoreError> {
+    let calls: Vec<DiskCall> = from_bytes(bytes, "a metering batch")?;
+    calls
+        .into_iter()
+        .map(|call| {
+            Ok(MeteredCall {
+                at_ms: call.at_ms,
+                app_id: app_id.to_owned(),
+                operation: operation_from(call.operation)?,
+                request_type: call.request_type,
+                provider: call.provider,
+                status: status_from(call.status)?,
+                http_status: call.http_status,
+                error: call.error,
+                inspect: call.inspect,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reply(status: Status, message: &str) -> ProviderReply {
+        ProviderReply::new(status, "00", message)
+            .with_response(json!({"balance": 1.5, "b": [1, "x"]}))
+    }
+
+    pub fn sample() -> TransactionRecord {
+        let answer = reply(Status::WaitingForOtp, "Enter the code");
+        let validated = reply(Status::Successful, "Approved");
+        TransactionRecord {
+            app_id: "app".into(),
+            transaction_ref: "t-1".into(),
+            request_type: "transfer".into(),
+            provider: "bank".into(),
+            amount: 12_345,
+            status: Status::Successful,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_500,
+            last_reply: Some(validated.clone()),
+            history: vec![
+                HistoryEntry {
+                    at_ms: 1_700_000_000_000,
+                    operation: Operation::Transact,
+                    request_ref: Some("r-1".into()),
+                    status: Status::Pending,
+                    provider_response_code: None,
+                    message: RECEIVED.into(),
+                },
+                HistoryEntry {
+                    at_ms: 1_700_000_000_100,
+                    operation: Operation::Transact,
+                    request_ref: Some("r-1".into()),
+                    status: Status::WaitingForOtp,
+                    provider_response_code: Some("00".into()),
+                    message: "Enter the code".into(),
+                },
+                HistoryEntry {
+                    at_ms: 1_700_000_000_300,
+                    operation: Operation::Query,
+                    request_ref: Some("q-9".into()),
+                    status: Status::WaitingForOtp,
+                    provider_response_code: None,
+                    message: "still waiting".into(),
+                },
+                HistoryEntry {
+                    at_ms: 1_700_000_000_500,
+                    operation: Operation::Validate,
+                    request_ref: Some("r-2".into()),
+                    status: Status::Successful,
+                    provider_response_code: Some("00".into()),
+                    message: "Approved".into(),
+                },
+            ],
+            reversal: Some(Reversal {
+                request_ref: "r-3".into(),
+                status: Status::Pending,
+                at_ms: 1_700_000_000_900,
+                reply: None,
+            }),
+            requests: vec![
+                RequestEntry {
+                    request_ref: "r-1".into(),
+                    operation: Operation::Transact,
+                    fingerprint: [7; 32],
+                    state: RequestState::Answered(StoredAnswer {
+                        http_status: 200,
+                        reply: answer,
+                    }),
+                },
+                RequestEntry {
+                    request_ref: "r-2".into(),
+                    operation: Operation::Validate,
+                    fingerprint: [8; 32],
+                    state: RequestState::Answered(StoredAnswer {
+                        http_status: 200,
+                        reply: validated,
+                    }),
+                },
+                RequestEntry {
+                    request_ref: "r-3".into(),
+                    operation: Operation::Reverse,
+                    fingerprint: [9; 32],
+                    state: RequestState::InFlight { started_at_ms: 5 },
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_transaction_reads_back_as_written() {
+        let record = sample();
+        let bytes = encode_transaction(&record).unwrap();
+        assert_eq!(decode_transaction("app", "t-1", &bytes).unwrap(), record);
+        // An own last reply (a query's) survives too.
+        let mut queried = record.clone();
+        queried.last_reply = Some(reply(Status::Pending, "from a query"));
+        let bytes = encode_transaction(&queried).unwrap();
+        assert_eq!(decode_transaction("app", "t-1", &bytes).unwrap(), queried);
+    }
+
+    #[test]
+    fn nothing_pointed_at_is_written_twice() {
+        let record = sample();
+        let bytes = encode_transaction(&record).unwrap();
+        let count = |needle: &[u8]| bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        assert_eq!(count(b"Approved"), 1, "the validate answer's message");
+        assert_eq!(
+            count(b"balance"),
+            2,
+            "one per answered request, none for last_reply"
+        );
+        assert_eq!(count(RECEIVED.as_bytes()), 0);
+        assert_eq!(count(b"r-1"), 1);
+    }
+
+    #[test]
+    fn a_record_of_another_version_is_refused_not_misread() {
+        let mut bytes = encode_transaction(&sample()).unwrap();
+        bytes[0] = 9;
+        let error = decode_transaction("app", "t-1", &bytes).unwrap_err();
+        assert!(error.to_string().contains("record version 9"), "{error}");
+        assert!(decode_transaction("app", "t-1", b"{\"json\":1}").is_err());
+    }
+
+    #[test]
+    fn stored_numbers_for_statuses_and_operations_never_change() {
+        let statuses = [
+            Status::Successful,
+            Status::Failed,
+            Status::WaitingForOtp,
+            Status::PendingValidation,
+            Status::Pending,
+        ];
+        for (code, status) in statuses.into_iter().enumerate() {
+            assert_eq!(status_code(status), code as u8);
+            assert_eq!(status_from(code as u8).unwrap(), status);
+        }
+        let operations = [
+            Operation::Transact,
+            Operation::Validate,
+            Operation::Query,
+            Operation::Reverse,
+        ];
+        for (code, operation) in operations.into_iter().enumerate() {
+            assert_eq!(operation_code(operation), code as u8);
+            assert_eq!(operation_from(code as u8).unwrap(), operation);
+        }
+    }
+
+    #[test]
+    fn keys_split_back_into_app_and_reference() {
+        let k = key(TRANSACTION, "app", "t\u{e9}-1");
+        assert_eq!(split_key(&k).unwrap(), ("app".into(), "t\u{e9}-1".into()));
+        assert!(split_key(b"Tnoseparator").is_err());
+    }
+}

@@ -1,0 +1,728 @@
+//! [`SledStore`]: the embedded default [`Store`](super::Store), on sled 0.34.
+//!
+//! One tree, `switch/v2`, laid out as [`codec`] describes: one record per
+//! transaction carrying its requests and their answers, a small pointer per
+//! `request_ref`, and metered calls in batches. Durability goes through one
+//! [`GroupCommit`] shared with any in-process provider that uses the same
+//! database.
+//!
+//! **Claims live in this process.** sled is one process by construction, so a
+//! call in flight is claimed in memory ([`ClaimsLiveIn::Process`]), and a
+//! claim dies with the process that made it. Only what must outlive a crash
+//! is written: a `/transact` that may move money writes its `Pending` record
+//! (and the engine flushes it) before the provider is called; a `read_only`
+//! enquiry, a validation or a reversal writes its request once, answered.
+//!
+//! **No sled transactions or batches on the request path:** each one seals
+//! and syncs sled's I/O buffer twice (see `tests/bench/PROFILING.md`).
+//! Instead every change is one or two single-key writes made under striped
+//! locks, in an order whose every prefix a crash may leave is harmless,
+//! because sled recovers its log in write order:
+//! - a request: its pointer, then the record that lists it. A pointer whose
+//!   record does not list its request is *void*, treated as absent: the
+//!   record never reached disk, so neither did the flush the answer (or the
+//!   provider call of a `/transact`) waited for;
+//! - abandoning a `/transact`: the record, then the pointer (void again).
+//!
+//! Metered calls are buffered and written as one batch per app and minute
+//! at the next flush, and at least every [`StoreOptions::metering_interval`].
+//!
+//! The locks and claims live in the [`SledStore`], so open at most one per
+//! database (sled itself allows one process per database).
+
+mod codec;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use manifold_provider::GroupCommit;
+
+use super::{
+    Begin, Change, Claim, ClaimsLiveIn, Durable, Fingerprint, ImportedTransaction, KnownRequest,
+    MeteredCall, Operation, RequestEntry, RequestState, Store, StoreError, StoredAnswer,
+    TransactionRecord,
+};
+#[cfg(test)]
+use codec::METERING;
+use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
+
+/// What the store's tree says it holds; a store without it is refused.
+pub const FORMAT: &str = "manifold-switch-store/2";
+const TREE: &str = "switch/v2";
+/// The trees of the first store format, which this version does not read.
+const FORMAT_1_TREES: [&str; 3] = ["switch/transactions", "switch/requests", "switch/metering"];
+const LOCK_STRIPES: usize = 1024;
+const MINUTE_MS: u64 = 60_000;
+
+/// How the store uses memory and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// sled's page cache. sled's own default is 1 GiB, which a busy switch
+    /// fills; this bounds the store's share of the process's memory.
+    pub cache_capacity_bytes: u64,
+    /// How long a metered call may wait in memory when no flush comes.
+    pub metering_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity_bytes: 32 * 1024 * 1024,
+            metering_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Bytes of one transaction's records, keys included (before sled's own
+/// overhead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedSizes {
+    /// The pointers of its requests.
+    pub pointer: usize,
+    pub transaction: usize,
+    /// One metered call, as it sits in a batch.
+    pub metered_call: usize,
+}
+
+/// A request claimed by a call that has recorded nothing of it yet.
+#[derive(Debug, Clone)]
+struct Running {
+    operation: Operation,
+    transaction_ref: String,
+    fingerprint: Fingerprint,
+    started_at_ms: u64,
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    commit: GroupCommit,
+    locks: Locks,
+    /// Requests in flight that are not on disk, by request key.
+    running: DashMap<Vec<u8>, Running>,
+    /// Enquiries in flight, by transaction key: the record as begun.
+    enquiries: DashMap<Vec<u8>, TransactionRecord>,
+    metering: Arc<Metering>,
+}
+
+/// Striped locks over keys. Every write holds the stripes of the keys it
+/// checks and writes, so a check and the write that depends on it are never
+/// interleaved.
+struct Locks(Vec<Mutex<()>>);
+
+/// The stripes one operation holds, released on drop.
+struct Held<'a>(#[allow(dead_code)] Vec<MutexGuard<'a, ()>>);
+
+impl Locks {
+    fn new() -> Self {
+        Locks((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect())
+    }
+
+    fn stripe(key: &[u8]) -> usize {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        (hasher.finish() as usize) % LOCK_STRIPES
+    }
+
+    /// Locks the stripes of `keys`, in stripe order so two operations
+    /// locking overlapping sets cannot deadlock.
+    fn hold(&self, keys: &[&[u8]]) -> Held<'_> {
+        let mut stripes: Vec<usize> = keys.iter().map(|key| Self::stripe(key)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        Held(
+            stripes
+                .into_iter()
+                // A panic elsewhere while holding a stripe leaves nothing half
+                // written in memory (sled writes are single-key), so the
+                // stripe stays usable.
+                .map(|stripe| self.0[stripe].lock().unwrap_or_else(|e| e.into_inner()))
+                .collect(),
+        )
+    }
+}
+
+/// Metered calls not yet written.
+struct Metering {
+    db: sled::Db,
+    tree: sled::Tree,
+    pending: Mutex<Vec<MeteredCall>>,
+}
+
+impl Metering {
+    /// Writes what is buffered: one batch per app and minute.
+    fn drain(&self) -> Result<(), StoreError> {
+        let calls = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
+        let mut batches: BTreeMap<(&str, u64), Vec<&MeteredCall>> = BTreeMap::new();
+        for call in &calls {
+            batches
+                .entry((call.app_id.as_str(), call.at_ms - call.at_ms % MINUTE_MS))
+                .or_default()
+                .push(call);
+        }
+        for ((app_id, minute), batch) in batches {
+            let key = metering_key(app_id, minute, self.db.generate_id()?);
+            self.tree
+                .insert(key, codec::encode_calls(batch.into_iter())?)?;
+        }
+        Ok(())
+    }
+
+    /// Drains every `interval` until the store is dropped.
+    fn start_drain(metering: &Arc<Metering>, interval: Duration) -> std::io::Result<()> {
+        let weak: Weak<Metering> = Arc::downgrade(metering);
+        std::thread::Builder::new()
+            .name("switch-metering".into())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                let Some(metering) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(error) = metering.drain() {
+                    tracing::error!(%error, "metered calls could not be written; they stay buffered");
+                }
+            })?;
+        Ok(())
+    }
+}
+
+impl Drop for Metering {
+    fn drop(&mut self) {
+        if let Err(error) = self.drain() {
+            tracing::error!(%error, "metered calls lost at close");
+        }
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+/// Refuses a database another store format wrote, and marks a new one.
+fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
+    for name in FORMAT_1_TREES {
+        let present = db
+            .tree_names()
+            .iter()
+            .any(|t| t.as_ref() == name.as_bytes());
+        if !present {
+            continue;
+        }
+        if !db.open_tree(name)?.is_empty() {
+            return Err(StoreError::UnsupportedFormat(format!(
+                "this data directory holds a store written by an earlier version of Manifold \
+                 (store format 1: tree `{name}`); this version reads `{FORMAT}` and does not \
+                 convert it. Serve the old data with the version that wrote it, or start this \
+                 one on an empty data directory"
+            )));
+        }
+        db.drop_tree(name)?;
+    }
+    match tree.get(codec::FORMAT_KEY)? {
+        Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(()),
+        Some(found) => Err(StoreError::UnsupportedFormat(format!(
+            "the store says it is `{}`; this version reads `{FORMAT}`",
+            String::from_utf8_lossy(&found)
+        ))),
+        None if tree.is_empty() => {
+            tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
+            Ok(())
+        }
+        None => Err(StoreError::UnsupportedFormat(format!(
+            "tree `{TREE}` holds records but no format marker; this version reads `{FORMAT}`"
+        ))),
+    }
+}
+
+impl SledStore {
+    /// Opens the sled database at `path` with `options`' cache.
+    pub fn open_db(path: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
+        Ok(sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .open()?)
+    }
+
+    /// Opens the switch's records in `db`. `commit` must flush that same `db`.
+    pub fn open(
+        db: &sled::Db,
+        commit: GroupCommit,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let tree = db.open_tree(TREE)?;
+        check_format(db, &tree)?;
+        let metering = Arc::new(Metering {
+            db: db.clone(),
+            tree: tree.clone(),
+            pending: Mutex::new(Vec::new()),
+        });
+        Metering::start_drain(&metering, options.metering_interval)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(SledStore {
+            db: db.clone(),
+            tree,
+            commit,
+            locks: Locks::new(),
+            running: DashMap::new(),
+            enquiries: DashMap::new(),
+            metering,
+        })
+    }
+
+    fn stored_transaction(
+        &self,
+        transaction_key: &[u8],
+    ) -> Result<Option<TransactionRecord>, StoreError> {
+        match self.tree.get(transaction_key)? {
+            Some(bytes) => {
+                let (app_id, transaction_ref) = split_key(transaction_key)?;
+                Ok(Some(codec::decode_transaction(
+                    &app_id,
+                    &transaction_ref,
+                    &bytes,
+                )?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// What is known of the request under `request_key`: a claim in flight,
+    /// or the record listing it. A pointer whose record does not list the
+    /// request is void (see the module docs). Callers hold the key's stripe.
+    fn known(&self, request_key: &[u8]) -> Result<Option<KnownRequest>, StoreError> {
+        if let Some(running) = self.running.get(request_key) {
+            return Ok(Some(KnownRequest::Running {
+                operation: running.operation,
+                transaction_ref: running.transaction_ref.clone(),
+                fingerprint: running.fingerprint,
+                started_at_ms: running.started_at_ms,
+            }));
+        }
+        let Some(pointer) = self.tree.get(request_key)? else {
+            return Ok(None);
+        };
+        let (app_id, request_ref) = split_key(request_key)?;
+        let transaction_ref = codec::decode_pointer(&pointer)?;
+        let Some(transaction) =
+            self.stored_transaction(&key(TRANSACTION, &app_id, &transaction_ref))?
+        else {
+            return Ok(None);
+        };
+        Ok(transaction
+            .request(&request_ref)
+            .cloned()
+            .map(|request| KnownRequest::Recorded {
+                request,
+                transaction,
+            }))
+    }
+
+    /// Checks that the first request of `transaction` and its ref are free;
+    /// callers hold both stripes.
+    fn check_free(
+        &self,
+        request_key: &[u8],
+        transaction_key: &[u8],
+    ) -> Result<Option<Begin>, StoreError> {
+        if let Some(known) = self.known(request_key)? {
+            return Ok(Some(Begin::Repeat(Box::new(known))));
+        }
+        if self.enquiries.contains_key(transaction_key)
+            || self.tree.contains_key(transaction_key)?
+        {
+            return Ok(Some(Begin::TransactionRefTaken));
+        }
+        Ok(None)
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Writes answered transactions in bulk, as one sled batch, with the same
+    /// keys and encoding the request path uses. For loading data
+    /// (benchmarks), not for serving: it does not check whether a ref is
+    /// taken. The records are durable after the next [`Store::durable`].
+    pub fn import(&self, transactions: &[ImportedTransaction]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut calls: BTreeMap<(&str, u64), Vec<&MeteredCall>> = BTreeMap::new();
+        for imported in transactions {
+            let record = &imported.transaction;
+            for request in &record.requests {
+                batch.insert(
+                    key(REQUEST, &record.app_id, &request.request_ref),
+                    codec::encode_pointer(&record.transaction_ref)?,
+                );
+            }
+            batch.insert(
+                key(TRANSACTION, &record.app_id, &record.transaction_ref),
+                codec::encode_transaction(record)?,
+            );
+            let call = &imported.call;
+            calls
+                .entry((call.app_id.as_str(), call.at_ms - call.at_ms % MINUTE_MS))
+                .or_default()
+                .push(call);
+        }
+        for ((app_id, minute), batched) in calls {
+            batch.insert(
+                metering_key(app_id, minute, self.db.generate_id()?),
+                codec::encode_calls(batched.into_iter())?,
+            );
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// What one imported transaction takes in the tree, keys included.
+    pub fn encoded_sizes(imported: &ImportedTransaction) -> Result<EncodedSizes, StoreError> {
+        let record = &imported.transaction;
+        let pointers = record
+            .requests
+            .iter()
+            .map(|request| {
+                Ok(key(REQUEST, &record.app_id, &request.request_ref).len()
+                    + codec::encode_pointer(&record.transaction_ref)?.len())
+            })
+            .sum::<Result<usize, StoreError>>()?;
+        // A batch's own overhead (its key, version byte and length) is
+        // shared by every call in it.
+        let one_call = codec::encode_calls(std::iter::once(&imported.call))?.len() - 2;
+        Ok(EncodedSizes {
+            pointer: pointers,
+            transaction: key(TRANSACTION, &record.app_id, &record.transaction_ref).len()
+                + codec::encode_transaction(record)?.len(),
+            metered_call: one_call,
+        })
+    }
+
+    /// The stored records as JSON lines, for people: one object per
+    /// transaction (keys and statuses spelled out). sled is one process, so
+    /// run it on a stopped store's directory (`manifold dump`).
+    pub fn dump(&self, out: &mut impl std::io::Write) -> Result<u64, StoreError> {
+        let mut written = 0;
+        for entry in self.tree.scan_prefix([TRANSACTION]) {
+            let (key, bytes) = entry?;
+            let (app_id, transaction_ref) = split_key(&key)?;
+            let record = codec::decode_transaction(&app_id, &transaction_ref, &bytes)?;
+            serde_json::to_writer(&mut *out, &dump::transaction(&record))
+                .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+mod dump {
+    //! Records as JSON for a human reader. Fingerprints stay hex digests.
+    use serde_json::{json, Value};
+
+    use crate::store::{RequestState, TransactionRecord};
+
+    pub fn transaction(record: &TransactionRecord) -> Value {
+        json!({
+            "app_id": record.app_id,
+            "transaction_ref": record.transaction_ref,
+            "request_type": record.request_type,
+            "provider": record.provider,
+            "amount": record.amount,
+            "status": record.status,
+            "created_at_ms": record.created_at_ms,
+            "updated_at_ms": record.updated_at_ms,
+            "last_reply": record.last_reply,
+            "history": record.history,
+            "reversal": record.reversal,
+            "requests": record.requests.iter().map(|r| json!({
+                "request_ref": r.request_ref,
+                "operation": r.operation,
+                "fingerprint": hex::encode(r.fingerprint),
+                "state": match &r.state {
+                    RequestState::InFlight { started_at_ms } => json!({"in_flight_since_ms": started_at_ms}),
+                    RequestState::Answered(answer) => json!({
+                        "http_status": answer.http_status,
+                        "reply": answer.reply,
+                    }),
+                },
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn claims_live_in(&self) -> ClaimsLiveIn {
+        ClaimsLiveIn::Process
+    }
+
+    async fn begin_transaction(
+        &self,
+        transaction: &TransactionRecord,
+    ) -> Result<Begin, StoreError> {
+        let first = transaction
+            .first_request()
+            .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
+        let request_key = key(REQUEST, &transaction.app_id, &first.request_ref);
+        let transaction_key = key(
+            TRANSACTION,
+            &transaction.app_id,
+            &transaction.transaction_ref,
+        );
+        let pointer = codec::encode_pointer(&transaction.transaction_ref)?;
+        let record = codec::encode_transaction(transaction)?;
+        let _held = self.locks.hold(&[&request_key, &transaction_key]);
+        if let Some(found) = self.check_free(&request_key, &transaction_key)? {
+            return Ok(found);
+        }
+        // The pointer first: alone after a crash, it is void.
+        self.tree.insert(request_key, pointer)?;
+        self.tree.insert(transaction_key, record)?;
+        Ok(Begin::Started)
+    }
+
+    async fn begin_enquiry(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
+        let first = transaction
+            .first_request()
+            .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
+        let request_key = key(REQUEST, &transaction.app_id, &first.request_ref);
+        let transaction_key = key(
+            TRANSACTION,
+            &transaction.app_id,
+            &transaction.transaction_ref,
+        );
+        let _held = self.locks.hold(&[&request_key, &transaction_key]);
+        if let Some(found) = self.check_free(&request_key, &transaction_key)? {
+            return Ok(found);
+        }
+        let started_at_ms = match first.state {
+            RequestState::InFlight { started_at_ms } => started_at_ms,
+            RequestState::Answered(_) => transaction.created_at_ms,
+        };
+        self.enquiries.insert(transaction_key, transaction.clone());
+        self.running.insert(
+            request_key,
+            Running {
+                operation: Operation::Transact,
+                transaction_ref: transaction.transaction_ref.clone(),
+                fingerprint: first.fingerprint,
+                started_at_ms,
+            },
+        );
+        Ok(Begin::Started)
+    }
+
+    async fn claim_request(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+        request: &RequestEntry,
+    ) -> Result<Claim, StoreError> {
+        let request_key = key(REQUEST, app_id, &request.request_ref);
+        let _held = self.locks.hold(&[&request_key]);
+        if let Some(known) = self.known(&request_key)? {
+            return Ok(Claim::Repeat(Box::new(known)));
+        }
+        let started_at_ms = match request.state {
+            RequestState::InFlight { started_at_ms } => started_at_ms,
+            RequestState::Answered(_) => 0,
+        };
+        self.running.insert(
+            request_key,
+            Running {
+                operation: request.operation,
+                transaction_ref: transaction_ref.to_owned(),
+                fingerprint: request.fingerprint,
+                started_at_ms,
+            },
+        );
+        Ok(Claim::Started)
+    }
+
+    async fn request(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+    ) -> Result<Option<KnownRequest>, StoreError> {
+        let request_key = key(REQUEST, app_id, request_ref);
+        let _held = self.locks.hold(&[&request_key]);
+        self.known(&request_key)
+    }
+
+    async fn abandon(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+        transaction_ref: &str,
+        began_transaction: bool,
+    ) -> Result<(), StoreError> {
+        let request_key = key(REQUEST, app_id, request_ref);
+        let transaction_key = key(TRANSACTION, app_id, transaction_ref);
+        let _held = self.locks.hold(&[&request_key, &transaction_key]);
+        if self.running.remove(&request_key).is_some() {
+            if began_transaction {
+                self.enquiries.remove(&transaction_key);
+            }
+            return Ok(());
+        }
+        if began_transaction {
+            let begun_here = self
+                .stored_transaction(&transaction_key)?
+                .is_some_and(|record| {
+                    record.first_request().map(|r| r.request_ref.as_str()) == Some(request_ref)
+                });
+            // The record first: a pointer left alone by a crash is void.
+            if begun_here {
+                self.tree.remove(&transaction_key)?;
+                self.tree.remove(&request_key)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn transaction(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
+        let transaction_key = key(TRANSACTION, app_id, transaction_ref);
+        // The claim first: it goes only after the record is written.
+        if let Some(begun) = self.enquiries.get(&transaction_key) {
+            return Ok(Some(begun.clone()));
+        }
+        self.stored_transaction(&transaction_key)
+    }
+
+    async fn update_transaction(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+        change: Change<'_>,
+        answer: Option<(&str, StoredAnswer)>,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
+        let transaction_key = key(TRANSACTION, app_id, transaction_ref);
+        let answer_key = answer
+            .as_ref()
+            .map(|(request_ref, _)| key(REQUEST, app_id, request_ref));
+        let mut keys: Vec<&[u8]> = vec![&transaction_key];
+        keys.extend(answer_key.as_deref());
+        let _held = self.locks.hold(&keys);
+        let (mut record, first_write) = match self.stored_transaction(&transaction_key)? {
+            Some(record) => (record, false),
+            None => match self.enquiries.get(&transaction_key) {
+                Some(begun) => (begun.clone(), true),
+                None => return Ok(None),
+            },
+        };
+        let answer_is_new = match (&answer_key, &answer) {
+            (Some(answer_key), Some((request_ref, stored))) => {
+                let listed = record
+                    .requests
+                    .iter_mut()
+                    .find(|r| r.request_ref == *request_ref);
+                match (listed, self.running.get(answer_key.as_slice())) {
+                    (Some(entry), _) => {
+                        entry.state = RequestState::Answered(stored.clone());
+                        first_write
+                    }
+                    (None, Some(running)) => {
+                        record.requests.push(RequestEntry {
+                            request_ref: (*request_ref).to_owned(),
+                            operation: running.operation,
+                            fingerprint: running.fingerprint,
+                            state: RequestState::Answered(stored.clone()),
+                        });
+                        true
+                    }
+                    // Not claimed by this process: nothing to answer.
+                    (None, None) => false,
+                }
+            }
+            _ => false,
+        };
+        if first_write && !answer_is_new {
+            // Only the enquiry's own answer writes its record.
+            return Ok(Some(record));
+        }
+        change(&mut record);
+        let bytes = codec::encode_transaction(&record)?;
+        if let (true, Some(answer_key)) = (answer_is_new, &answer_key) {
+            // The pointer first: alone after a crash, it is void.
+            self.tree.insert(
+                answer_key.as_slice(),
+                codec::encode_pointer(transaction_ref)?,
+            )?;
+        }
+        self.tree.insert(transaction_key.as_slice(), bytes)?;
+        // Only now may look-ups stop finding the claims.
+        if let Some(answer_key) = &answer_key {
+            self.running.remove(answer_key);
+        }
+        if first_write {
+            self.enquiries.remove(&transaction_key);
+        }
+        Ok(Some(record))
+    }
+
+    async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
+        self.metering
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call.clone());
+        Ok(())
+    }
+
+    async fn metered_calls(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<MeteredCall>, StoreError> {
+        // What is buffered counts as metered.
+        self.metering.drain()?;
+        let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);
+        let end = metering_key(app_id, until_ms, 0);
+        let mut calls = Vec::new();
+        for entry in self.tree.range(start..end) {
+            let (_, bytes) = entry?;
+            calls.extend(
+                codec::decode_calls(app_id, &bytes)?
+                    .into_iter()
+                    .filter(|call| (from_ms..until_ms).contains(&call.at_ms)),
+            );
+        }
+        calls.sort_by_key(|call| call.at_ms);
+        Ok(calls)
+    }
+
+    async fn transaction_count(&self) -> Result<usize, StoreError> {
+        Ok(self.tree.scan_prefix([TRANSACTION]).count())
+    }
+
+    async fn durable(&self) -> Result<Durable, StoreError> {
+        self.metering.drain()?;
+        self.commit
+            .durable()
+            .await
+            .map_err(|error| StoreError::NotDurable(error.to_string()))?;
+        Ok(Durable::after_flush())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,438 @@
+use super::*;
+use crate::store::{HistoryEntry, RECEIVED};
+use manifold_provider::{ProviderReply, Status};
+
+fn answer(n: u64) -> StoredAnswer {
+    StoredAnswer {
+        http_status: 200,
+        reply: ProviderReply::new(Status::Successful, "00", format!("answer {n}")),
+    }
+}
+
+fn transaction(n: u64, state: RequestState) -> TransactionRecord {
+    let request_ref = format!("r-{n}");
+    TransactionRecord {
+        app_id: "app".into(),
+        transaction_ref: format!("t-{n}"),
+        request_type: "get_balance".into(),
+        provider: "demo".into(),
+        amount: 0,
+        status: Status::Pending,
+        created_at_ms: 1_000 + n,
+        updated_at_ms: 1_000 + n,
+        last_reply: None,
+        history: vec![HistoryEntry {
+            at_ms: 1_000 + n,
+            operation: Operation::Transact,
+            request_ref: Some(request_ref.clone()),
+            status: Status::Pending,
+            provider_response_code: None,
+            message: RECEIVED.into(),
+        }],
+        reversal: None,
+        requests: vec![RequestEntry {
+            request_ref,
+            operation: Operation::Transact,
+            fingerprint: [n as u8; 32],
+            state,
+        }],
+    }
+}
+
+fn in_flight(n: u64) -> TransactionRecord {
+    transaction(n, RequestState::InFlight { started_at_ms: 1 })
+}
+
+fn call(at_ms: u64) -> MeteredCall {
+    MeteredCall {
+        at_ms,
+        app_id: "app".into(),
+        operation: Operation::Transact,
+        request_type: Some("get_balance".into()),
+        provider: Some("demo".into()),
+        status: Status::Successful,
+        http_status: 200,
+        error: None,
+        inspect: false,
+    }
+}
+
+fn imported(n: u64) -> ImportedTransaction {
+    let mut record = transaction(n, RequestState::Answered(answer(n)));
+    record.status = Status::Successful;
+    ImportedTransaction {
+        transaction: record,
+        // Several calls in one millisecond must all be kept.
+        call: call(5_000),
+    }
+}
+
+fn open_store(dir: &Path) -> SledStore {
+    let options = StoreOptions::default();
+    let db = SledStore::open_db(dir, &options).unwrap();
+    SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options).unwrap()
+}
+
+/// The flusher and metering threads release the database shortly after the
+/// store drops.
+fn reopen(dir: &Path) -> SledStore {
+    for _ in 0..250 {
+        let options = StoreOptions::default();
+        if let Ok(db) = SledStore::open_db(dir, &options) {
+            return SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the database did not reopen within 5 s");
+}
+
+fn recorded(known: Option<KnownRequest>) -> (RequestEntry, TransactionRecord) {
+    match known {
+        Some(KnownRequest::Recorded {
+            request,
+            transaction,
+        }) => (request, transaction),
+        other => panic!("expected a recorded request, found {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn imported_transactions_read_back_as_if_served_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch: Vec<_> = (0..3).map(imported).collect();
+    {
+        let store = open_store(dir.path());
+        store.import(&batch).unwrap();
+        let _ = store.durable().await.unwrap();
+        assert_eq!(store.transaction_count().await.unwrap(), 3);
+        // A repeat of an imported request_ref is a repeat, as for a served one.
+        assert!(matches!(
+            store.begin_transaction(&in_flight(0)).await.unwrap(),
+            Begin::Repeat(_)
+        ));
+    }
+    let store = reopen(dir.path());
+    assert_eq!(store.transaction_count().await.unwrap(), 3);
+    assert_eq!(
+        store.transaction("app", "t-1").await.unwrap(),
+        Some(batch[1].transaction.clone())
+    );
+    let (request, transaction) = recorded(store.request("app", "r-2").await.unwrap());
+    assert_eq!(request.state, RequestState::Answered(answer(2)));
+    assert_eq!(transaction, batch[2].transaction);
+    assert_eq!(
+        store.metered_calls("app", 0, 10_000).await.unwrap().len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_pointer_a_crash_left_without_its_record_is_void() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    // begin_transaction's first write alone: the pointer, no record.
+    store
+        .tree
+        .insert(
+            key(REQUEST, "app", "r-1"),
+            codec::encode_pointer("t-1").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(store.request("app", "r-1").await.unwrap(), None);
+    assert_eq!(
+        store.begin_transaction(&in_flight(1)).await.unwrap(),
+        Begin::Started,
+        "a retry of a void claim starts afresh"
+    );
+    let (request, _) = recorded(store.request("app", "r-1").await.unwrap());
+    assert_eq!(request.state, RequestState::InFlight { started_at_ms: 1 });
+    assert!(matches!(
+        store.begin_transaction(&in_flight(1)).await.unwrap(),
+        Begin::Repeat(_)
+    ));
+
+    // A void pointer to a transaction_ref another request took since.
+    store
+        .tree
+        .insert(
+            key(REQUEST, "app", "r-stale"),
+            codec::encode_pointer("t-1").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        store.request("app", "r-stale").await.unwrap(),
+        None,
+        "a request is never answered with another request's transaction"
+    );
+
+    // abandon's first write alone: the record gone, the pointer left.
+    store.tree.remove(key(TRANSACTION, "app", "t-1")).unwrap();
+    assert_eq!(store.request("app", "r-1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_enquiry_is_claimed_in_memory_and_written_once_with_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(dir.path());
+        assert_eq!(store.claims_live_in(), ClaimsLiveIn::Process);
+        let begun = in_flight(1);
+        assert_eq!(store.begin_enquiry(&begun).await.unwrap(), Begin::Started);
+        assert!(matches!(
+            store.request("app", "r-1").await.unwrap(),
+            Some(KnownRequest::Running {
+                operation: Operation::Transact,
+                ..
+            })
+        ));
+        assert_eq!(store.transaction("app", "t-1").await.unwrap(), Some(begun));
+        let mut rival = in_flight(2);
+        rival.transaction_ref = "t-1".into();
+        assert_eq!(
+            store.begin_transaction(&rival).await.unwrap(),
+            Begin::TransactionRefTaken,
+            "the transaction_ref is held while the enquiry is out"
+        );
+        assert_eq!(
+            store.tree.len(),
+            1,
+            "nothing but the format marker is written"
+        );
+
+        let succeed = |record: &mut TransactionRecord| record.status = Status::Successful;
+        let updated = store
+            .update_transaction("app", "t-1", &succeed, Some(("r-1", answer(1))))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.status, Status::Successful);
+        let _ = store.durable().await.unwrap();
+
+        // An enquiry whose provider call had no effect leaves nothing.
+        assert_eq!(
+            store.begin_enquiry(&in_flight(3)).await.unwrap(),
+            Begin::Started
+        );
+        store.abandon("app", "r-3", "t-3", true).await.unwrap();
+        assert_eq!(store.request("app", "r-3").await.unwrap(), None);
+        assert_eq!(store.transaction("app", "t-3").await.unwrap(), None);
+
+        // One in flight when the process dies leaves nothing either.
+        assert_eq!(
+            store.begin_enquiry(&in_flight(4)).await.unwrap(),
+            Begin::Started
+        );
+    }
+    let store = reopen(dir.path());
+    let (request, transaction) = recorded(store.request("app", "r-1").await.unwrap());
+    assert_eq!(request.state, RequestState::Answered(answer(1)));
+    assert_eq!(transaction.status, Status::Successful);
+    assert_eq!(store.request("app", "r-4").await.unwrap(), None);
+    assert_eq!(store.transaction("app", "t-4").await.unwrap(), None);
+    assert_eq!(
+        store.begin_enquiry(&in_flight(4)).await.unwrap(),
+        Begin::Started
+    );
+}
+
+#[tokio::test]
+async fn a_validation_is_recorded_in_its_transaction_when_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store.begin_transaction(&in_flight(1)).await.unwrap();
+    let validation = RequestEntry {
+        request_ref: "v-1".into(),
+        operation: Operation::Validate,
+        fingerprint: [9; 32],
+        state: RequestState::InFlight { started_at_ms: 2 },
+    };
+    assert_eq!(
+        store
+            .claim_request("app", "t-1", &validation)
+            .await
+            .unwrap(),
+        Claim::Started
+    );
+    assert!(matches!(
+        store.claim_request("app", "t-1", &validation).await.unwrap(),
+        Claim::Repeat(known) if matches!(*known, KnownRequest::Running { operation: Operation::Validate, .. })
+    ));
+    let unchanged = |_: &mut TransactionRecord| {};
+    store
+        .update_transaction("app", "t-1", &unchanged, Some(("v-1", answer(7))))
+        .await
+        .unwrap();
+    let (request, transaction) = recorded(store.request("app", "v-1").await.unwrap());
+    assert_eq!(request.operation, Operation::Validate);
+    assert_eq!(request.fingerprint, [9; 32]);
+    assert_eq!(request.state, RequestState::Answered(answer(7)));
+    assert_eq!(transaction.requests.len(), 2);
+
+    // Abandoned before an answer, a validation leaves no trace.
+    let again = RequestEntry {
+        request_ref: "v-2".into(),
+        ..validation
+    };
+    store.claim_request("app", "t-1", &again).await.unwrap();
+    store.abandon("app", "v-2", "t-1", false).await.unwrap();
+    assert_eq!(store.request("app", "v-2").await.unwrap(), None);
+    assert!(store.transaction("app", "t-1").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_begins_of_one_transaction_ref_start_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(dir.path()));
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut attempt = in_flight(n);
+                attempt.transaction_ref = "t-contested".into();
+                if n % 2 == 0 {
+                    store.begin_transaction(&attempt).await.unwrap()
+                } else {
+                    store.begin_enquiry(&attempt).await.unwrap()
+                }
+            })
+        })
+        .collect();
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Begin::Started => started += 1,
+            Begin::TransactionRefTaken => {}
+            Begin::Repeat(_) => panic!("every request_ref differs"),
+        }
+    }
+    assert_eq!(started, 1);
+}
+
+#[tokio::test]
+async fn metered_calls_are_batched_and_found_by_period_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let minute = MINUTE_MS;
+    let times = [
+        minute - 1,
+        minute,
+        minute + 1,
+        2 * minute + 5,
+        2 * minute + 5,
+        5 * minute,
+    ];
+    {
+        let store = open_store(dir.path());
+        for at in times {
+            store.meter(&call(at)).await.unwrap();
+        }
+        let mut other = call(minute);
+        other.app_id = "other".into();
+        store.meter(&other).await.unwrap();
+        let period = |from, until| {
+            let store = &store;
+            async move {
+                store
+                    .metered_calls("app", from, until)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.at_ms)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(period(0, u64::MAX).await, times.to_vec());
+        assert_eq!(period(minute, minute + 2).await, vec![minute, minute + 1]);
+        assert_eq!(
+            period(minute + 1, 5 * minute).await,
+            vec![minute + 1, 2 * minute + 5, 2 * minute + 5]
+        );
+        assert_eq!(period(3 * minute, 4 * minute).await, Vec::<u64>::new());
+        // Buffered calls reach the tree at the next flush: one write per
+        // app and minute, not one per call.
+        store.meter(&call(7 * minute)).await.unwrap();
+        store.meter(&call(7 * minute + 1)).await.unwrap();
+        let before = store.tree.scan_prefix([METERING]).count();
+        let _ = store.durable().await.unwrap();
+        assert_eq!(store.tree.scan_prefix([METERING]).count(), before + 1);
+        // And without one, the metering thread writes them.
+        store.meter(&call(9 * minute)).await.unwrap();
+        let written = (0..250).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            store.tree.scan_prefix([METERING]).count() == before + 2
+        });
+        assert!(written, "the metering thread wrote the buffered call");
+    }
+    let store = reopen(dir.path());
+    assert_eq!(
+        store.metered_calls("app", 0, u64::MAX).await.unwrap().len(),
+        9
+    );
+    assert_eq!(
+        store
+            .metered_calls("other", 0, u64::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_store_of_another_format_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("switch/transactions")
+            .unwrap()
+            .insert("app\u{1f}t-1", "{\"status\":\"Successful\"}")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let options = StoreOptions::default();
+    let db = SledStore::open_db(dir.path(), &options).unwrap();
+    let error = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
+        .err()
+        .expect("a format 1 store is refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("store format 1") && message.contains(FORMAT),
+        "{message}"
+    );
+
+    let tree = db.open_tree(TREE).unwrap();
+    db.drop_tree("switch/transactions").unwrap();
+    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/3")
+        .unwrap();
+    let error = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
+        .err()
+        .expect("a later format is refused");
+    assert!(
+        error.to_string().contains("manifold-switch-store/3"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_dump_spells_out_every_transaction_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    store.import(&[imported(1), imported(2)]).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(store.dump(&mut out).unwrap(), 2);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["transaction_ref"], "t-1");
+    assert_eq!(lines[0]["status"], "Successful");
+    assert_eq!(
+        lines[1]["requests"][0]["state"]["reply"]["message"],
+        "answer 2"
+    );
+    assert_eq!(
+        lines[1]["requests"][0]["fingerprint"],
+        hex::encode([2u8; 32])
+    );
+}
