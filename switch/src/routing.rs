@@ -19,6 +19,32 @@ impl Route {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+
+    /// Checks the host's `read_only` list against what the provider says of
+    /// its services, where it can say (an in-process provider): the switch
+    /// writes nothing before calling a `read_only` service, so listing one
+    /// that may move money is refused. A remote provider checks each call
+    /// instead (`TransactRequest::read_only`).
+    pub fn check_read_only(&self) -> Result<(), String> {
+        for service in &self.config.services {
+            let listed = self.config.read_only.contains(service);
+            match self.provider.read_only(service) {
+                Some(false) if listed => {
+                    return Err(format!(
+                        "read_only lists `{service}`, but the provider may move money for it: remove it from read_only"
+                    ))
+                }
+                // Harmless (one flush more per call), but said.
+                Some(true) if !listed => tracing::warn!(
+                    provider = self.name(),
+                    service = %service,
+                    "the provider only reads for this service; list it under read_only to save a write and a flush per call"
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]

@@ -23,6 +23,15 @@ pub trait Provider: Send + Sync + 'static {
     /// Errs with [`ProviderError::UnknownTransaction`] when the provider has no record.
     async fn query(&self, request: QueryRequest) -> Result<ProviderReply, ProviderError>;
     async fn reverse(&self, request: ReverseRequest) -> Result<ProviderReply, ProviderError>;
+
+    /// Whether `request_type` only reads (harmless to call twice), if this
+    /// provider knows: the switch checks its host's `read_only` list against
+    /// it at start-up. `None` for a provider reached over the network, which
+    /// checks each call's [`TransactRequest::read_only`] instead.
+    fn read_only(&self, request_type: &str) -> Option<bool> {
+        let _ = request_type;
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

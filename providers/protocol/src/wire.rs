@@ -92,6 +92,13 @@ pub struct TransactRequest {
     pub transaction_ref: String,
     /// The app's `otp_override` for this service: `true` means answer at once.
     pub otp_override: bool,
+    /// Whether the switch's host lists this `request_type` as `read_only`:
+    /// the switch then wrote nothing before this call, because calling a
+    /// read-only service twice is harmless. A provider for which it may move
+    /// money must refuse the call ([`ProviderError::Rejected`](crate::ProviderError::Rejected)),
+    /// so the two configurations cannot silently disagree.
+    #[serde(default)]
+    pub read_only: bool,
     /// The decrypted `auth.secure`, tagged by `auth.type`.
     pub source: SourceDetails,
     pub transaction: TransactionDetails,

@@ -803,6 +803,15 @@ impl<C: Connector> ProviderService<C> {
 #[async_trait]
 impl<C: Connector> Provider for ProviderService<C> {
     async fn transact(&self, request: TransactRequest) -> Result<ProviderReply, ProviderError> {
+        // The switch wrote nothing before a call it believes read-only; one
+        // that may move money must not run on that belief.
+        if request.read_only && !self.connector.is_read_only(&request.request_type) {
+            return Err(ProviderError::Rejected(format!(
+                "the switch lists `{}` as read_only, but this provider may move money for it: \
+                 remove it from the provider's read_only in the switch's configuration",
+                request.request_type
+            )));
+        }
         let key = transaction_key(&request.app_id, &request.transaction_ref);
         let _guard = self.lock(&key).await;
         // Idempotent per transaction: a repeat never calls the upstream or
@@ -837,6 +846,12 @@ impl<C: Connector> Provider for ProviderService<C> {
             "transact"
         );
         Ok(reply)
+    }
+
+    fn read_only(&self, request_type: &str) -> Option<bool> {
+        self.connector
+            .serves(request_type)
+            .then(|| self.connector.is_read_only(request_type))
     }
 
     async fn validate(&self, request: ValidateRequest) -> Result<ProviderReply, ProviderError> {

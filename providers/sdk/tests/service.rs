@@ -1608,3 +1608,37 @@ async fn a_read_only_answer_given_at_once_is_not_kept() {
         assert_eq!(rig.connector.calls().start, 2, "asked again");
     }
 }
+
+/// The switch sends `read_only: true` when its host lists the request type
+/// as read-only (and so wrote nothing before the call). A connector that may
+/// move money for it refuses the call untouched; one that only reads serves
+/// it. The service reports what its connector says, for the switch's check
+/// at start-up.
+#[tokio::test]
+async fn a_call_the_switch_believes_read_only_is_refused_unless_it_is() {
+    let rig = Rig::new(
+        ScriptedConnector::new()
+            .read_only_enquiries()
+            .on_start(done(approved())),
+    );
+    let mut believed = transfer("tx-transfer");
+    believed.read_only = true;
+    let refused = rig.service.transact(believed).await;
+    assert!(
+        matches!(&refused, Err(ProviderError::Rejected(message)) if message.contains("`transfer`")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        rig.connector.calls().start,
+        0,
+        "the upstream was not called"
+    );
+
+    let mut enquiry = transfer("tx-enquiry");
+    enquiry.request_type = "get_balance".into();
+    enquiry.read_only = true;
+    assert_eq!(rig.transact(enquiry).await.status, Status::Successful);
+
+    assert_eq!(rig.service.read_only("get_balance"), Some(true));
+    assert_eq!(rig.service.read_only("transfer"), Some(false));
+}

@@ -556,6 +556,7 @@ mod tests {
             request_type: TRANSFER.into(),
             transaction_ref: "txn-1".into(),
             otp_override: false,
+            read_only: false,
             source,
             transaction: TransactionDetails {
                 transaction_desc: Some("Rent".into()),

@@ -86,6 +86,7 @@ fn transfer(transaction_ref: &str) -> TransactRequest {
         request_type: "transfer".into(),
         transaction_ref: transaction_ref.into(),
         otp_override: false,
+        read_only: false,
         source: SourceDetails::BankAccount(BankAccount {
             account_number: SecretString::from(ACCOUNT),
             bank_code: "058".into(),

@@ -113,6 +113,7 @@ impl Engine {
             request_type: request.request_type.clone(),
             transaction_ref: request.transaction_ref.clone(),
             otp_override: grant.otp_override,
+            read_only,
             source,
             transaction: TransactionDetails {
                 transaction_desc: request.transaction_desc.clone(),

@@ -220,6 +220,7 @@ pub fn provider_transact_body(request_ref: &str, transaction_ref: &str, account:
         request_type: "get_balance".to_owned(),
         transaction_ref: transaction_ref.to_owned(),
         otp_override: true,
+        read_only: false,
         source: SourceDetails::BankAccount(BankAccount {
             account_number: SecretString::new(account),
             bank_code: "058".to_owned(),

@@ -425,6 +425,7 @@ pub fn transfer(transaction_ref: &str) -> TransactRequest {
         request_type: "transfer".into(),
         transaction_ref: transaction_ref.into(),
         otp_override: false,
+        read_only: false,
         source: bank_source(),
         transaction: TransactionDetails {
             transaction_desc: Some("Rent".into()),
