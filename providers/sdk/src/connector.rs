@@ -164,9 +164,10 @@ pub trait Connector: Send + Sync + 'static {
     /// starting or completing it twice is harmless. The SDK then writes no
     /// durable marker before [`start`](Connector::start) or
     /// [`complete`](Connector::complete), since a crash during either leaves
-    /// nothing to finish, and keeps no record of an answer `start` gives at
-    /// once: a repeat asks the upstream again, and a query of it finds
-    /// nothing. The default, false, treats every call as one that may move
+    /// nothing to finish, and keeps no record of an outcome reached within
+    /// the call that began it (`start`'s answer, or `complete`'s under
+    /// `otp_override`): a repeat asks the upstream again, and a query of it
+    /// finds nothing. The default, false, treats every call as one that may move
     /// money.
     fn is_read_only(&self, request_type: &str) -> bool {
         let _ = request_type;

@@ -244,10 +244,20 @@ impl<C: Connector> ProviderService<C> {
         key: &[u8],
         mut entry: PendingEntry,
         mut step: Step,
+        kept: Kept,
     ) -> Result<ProviderReply, ServiceError> {
         for _ in 0..MAX_CHAINED_STEPS {
             let previous = std::mem::replace(&mut entry.awaiting, Awaiting::Processing);
             match step {
+                // A read-only call that finishes within the call that began
+                // it is not kept: a repeat asks the upstream again (harmless),
+                // and the caller keeps the answer.
+                Step::Done(outcome)
+                    if kept == Kept::Nothing
+                        && self.connector.is_read_only(&entry.request_type) =>
+                {
+                    return Ok(final_reply(&outcome));
+                }
                 Step::Done(outcome) => {
                     return self.finish(key, &entry.request_type, outcome).await;
                 }
@@ -481,14 +491,16 @@ impl<C: Connector> ProviderService<C> {
         // database writes it once, in its own record).
         let read_only = self.connector.is_read_only(&request.request_type);
         let marked = !read_only && !self.connector.upstream_is_idempotent();
-        if marked {
+        let kept = if marked {
             // After a crash this marker says "the upstream may have acted":
             // the transaction is then polled, never started twice.
             self.park_before_acting(key, &entry).await?;
-        }
+            Kept::Something
+        } else {
+            Kept::Nothing
+        };
         match self.connector.start(request).await {
-            Ok(Step::Done(outcome)) if read_only => Ok(final_reply(&outcome)),
-            Ok(step) => self.advance(key, entry, step).await,
+            Ok(step) => self.advance(key, entry, step, kept).await,
             Err(ConnectorError::Indeterminate(reason)) => {
                 tracing::warn!(transaction_ref = %request.transaction_ref, %reason, "upstream outcome unknown; the transaction stays pending");
                 self.advance(
@@ -497,6 +509,7 @@ impl<C: Connector> ProviderService<C> {
                     Step::Processing {
                         deferred: Value::Null,
                     },
+                    kept,
                 )
                 .await
             }
@@ -523,7 +536,7 @@ impl<C: Connector> ProviderService<C> {
     ) -> Result<Option<ProviderReply>, ServiceError> {
         let deferred = entry.deferred.clone();
         match self.connector.poll(context(&entry), deferred).await {
-            Ok(step) => Ok(Some(self.advance(key, entry, step).await?)),
+            Ok(step) => Ok(Some(self.advance(key, entry, step, Kept::Something).await?)),
             Err(ConnectorError::NotFound) => {
                 tracing::info!(transaction_ref = %entry.transaction_ref, "the upstream has no record of a pending transaction");
                 self.state.remove_pending(key)?;
@@ -638,10 +651,10 @@ impl<C: Connector> ProviderService<C> {
             .complete(context(&entry), deferred.clone(), confirmation)
             .await
         {
-            Ok(step) => self.advance(key, entry, step).await,
+            Ok(step) => self.advance(key, entry, step, Kept::Something).await,
             Err(ConnectorError::Indeterminate(reason)) => {
                 tracing::warn!(transaction_ref = %entry.transaction_ref, %reason, "upstream outcome unknown after confirmation");
-                self.advance(key, entry, Step::Processing { deferred })
+                self.advance(key, entry, Step::Processing { deferred }, Kept::Something)
                     .await
             }
             Err(error) => {
@@ -938,6 +951,15 @@ impl<C: Connector> Provider for ProviderService<C> {
         );
         Ok(reply)
     }
+}
+
+/// Whether anything of a transaction is stored yet when a step is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Nothing: the call that began it is still running, and no marker or
+    /// pending entry was written.
+    Nothing,
+    Something,
 }
 
 fn context(entry: &PendingEntry) -> TransactionContext<'_> {

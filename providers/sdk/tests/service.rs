@@ -1525,15 +1525,17 @@ async fn a_transaction_ref_known_under_another_request_type_is_refused() {
 }
 
 /// How many group-commit rounds one `otp_override` call waits for: the
-/// `Processing` marker before `complete` (skipped for a read-only request
-/// type) and the final outcome before the answer (left to the caller with
-/// `AnswerDurability::ByCaller`). A code is durable before it is sent either way.
+/// `Processing` marker before `complete` and the final outcome before the
+/// answer (left to the caller with `AnswerDurability::ByCaller`); a read-only
+/// request type answered within the call keeps neither. A code is durable
+/// before it is sent either way.
 #[tokio::test]
 async fn flush_rounds_follow_answer_durability_and_read_only_request_types() {
     use manifold_provider_sdk::AnswerDurability::{BeforeAnswering, ByCaller};
     let cases = [
         (BeforeAnswering, "transfer", true, 2),
-        (BeforeAnswering, "get_balance", true, 1),
+        // A read-only answer given within the call is not kept at all.
+        (BeforeAnswering, "get_balance", true, 0),
         (ByCaller, "transfer", true, 1),
         (ByCaller, "get_balance", true, 0),
         // The code is made durable before it is sent, whoever flushes answers.
@@ -1582,26 +1584,38 @@ async fn flush_rounds_follow_answer_durability_and_read_only_request_types() {
 /// and the caller keeps the answer it was given.
 #[tokio::test]
 async fn a_read_only_answer_given_at_once_is_not_kept() {
-    for idempotent in [true, false] {
+    let answers_at_once = [
+        ("done", done(approved())),
+        (
+            "confirmed by otp_override",
+            confirm_with_otp(json!({ "balance": 1 })),
+        ),
+    ];
+    for ((how, first_step), idempotent) in answers_at_once
+        .into_iter()
+        .flat_map(|answer| [(answer.clone(), true), (answer, false)])
+    {
+        let case = format!("{how}, idempotent={idempotent}");
         let connector = ScriptedConnector::new()
             .idempotent(idempotent)
             .read_only_enquiries()
-            .on_start(done(approved()));
+            .on_start(first_step);
         let rig = Rig::new(connector);
         let mut enquiry = transfer("tx-enquiry");
         enquiry.request_type = "get_balance".into();
+        enquiry.otp_override = true;
         let before = rig.flushes();
         assert_eq!(
             rig.transact(enquiry.clone()).await.status,
             Status::Successful
         );
-        assert_eq!(rig.flushes(), before, "idempotent={idempotent}");
+        assert_eq!(rig.flushes(), before, "{case}");
         assert_eq!(rig.service.pending_count(), 0);
         assert!(
             !rig.everything_stored()
                 .iter()
                 .any(|v| v.contains("tx-enquiry")),
-            "idempotent={idempotent}: {:?}",
+            "{case}: {:?}",
             rig.everything_stored()
         );
         assert_eq!(rig.transact(enquiry).await.status, Status::Successful);
