@@ -120,10 +120,18 @@ pub struct StorageConfig {
     /// The store's page cache in bytes (`cache_capacity_mb`): what bounds
     /// the switch's memory as the store grows.
     pub cache_capacity_bytes: u64,
+    /// Free space the switch keeps on the data directory's filesystem
+    /// (`min_free_mb`, in bytes): below it, calls are refused (503
+    /// `storage_full`) before anything is written. 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 /// `[storage] cache_capacity_mb` when the host gives none.
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 32;
+/// `[storage] min_free_mb` when the host gives none.
+pub const DEFAULT_MIN_FREE_MB: u64 = 64;
+/// The largest `[storage] min_free_mb` accepted (1 TiB).
+pub const MAX_MIN_FREE_MB: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct NotificationsConfig {

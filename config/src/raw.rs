@@ -66,6 +66,7 @@ struct RawTlsFiles {
 struct RawStorage {
     path: PathBuf,
     cache_capacity_mb: Option<u64>,
+    min_free_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +203,19 @@ impl RawConfig {
                 "must be between 1 and 65536 (MiB)",
             );
         }
+        let min_free_mb = self
+            .storage
+            .min_free_mb
+            .unwrap_or(crate::DEFAULT_MIN_FREE_MB);
+        if min_free_mb > crate::MAX_MIN_FREE_MB {
+            problems.add(
+                "storage.min_free_mb",
+                format!(
+                    "must be between 0 (no guard) and {} (MiB)",
+                    crate::MAX_MIN_FREE_MB
+                ),
+            );
+        }
         let notifications = match self.notifications {
             Some(raw) => raw.validate(&self.storage.path, &mut problems),
             None => NotificationsConfig {
@@ -262,6 +276,7 @@ impl RawConfig {
                 storage: StorageConfig {
                     path: self.storage.path,
                     cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
+                    min_free_bytes: min_free_mb.min(crate::MAX_MIN_FREE_MB) * 1024 * 1024,
                 },
                 notifications,
                 providers,

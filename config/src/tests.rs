@@ -798,3 +798,24 @@ fn templates_parse_and_render() {
     // The rendered text holds the OTP: it never prints.
     assert_eq!(format!("{:?}", template.render(&values)), "[REDACTED]");
 }
+
+#[test]
+fn min_free_mb_defaults_to_a_safe_reserve_and_is_bounded() {
+    let base = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n";
+    let config = load(base).unwrap();
+    assert_eq!(
+        config.storage.min_free_bytes,
+        DEFAULT_MIN_FREE_MB * 1024 * 1024
+    );
+    let off = load(&format!("{base}min_free_mb = 0\n")).unwrap();
+    assert_eq!(off.storage.min_free_bytes, 0);
+    check_rejected(
+        &format!("{base}min_free_mb = {}\n", MAX_MIN_FREE_MB + 1),
+        "storage.min_free_mb",
+        "must be between 0",
+    );
+    assert_eq!(
+        load(SAMPLE).unwrap().storage.min_free_bytes,
+        64 * 1024 * 1024
+    );
+}
