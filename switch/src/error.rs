@@ -101,6 +101,10 @@ pub enum SwitchError {
     NoSuchEndpoint(String),
     #[error("{0} is not allowed here; use POST")]
     MethodNotAllowed(String),
+    #[error("the switch's disk is (nearly) full, so it took no new work: nothing was done or recorded for this call; retry later")]
+    StorageFull,
+    #[error("the switch cannot write to its store at the moment, so this call was not acknowledged; every answer the switch gave before is kept. Retry it in a moment (the same request_ref reports what became of it): the switch resumes by itself once it can write again")]
+    StorageUnavailable,
     #[error("the transaction store failed: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error(

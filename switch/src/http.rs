@@ -24,13 +24,15 @@ use crate::envelope::{ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
 use crate::notify::{NotifyService, NotifyServiceError};
 use crate::signed::{SpentSignatures, VerifiedCall};
-use crate::store::{MeteredCall, Operation};
+use crate::storage::Storage;
+use crate::store::{MeteredCall, Operation, StoreError};
 use tokio_util::task::TaskTracker;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct SwitchState {
     pub apps: AppRegistry,
-    pub engine: Engine,
+    /// The engine and store of the current storage generation.
+    pub storage: Arc<Storage>,
     /// `/notify/*`: provider keys and the switch's notifier (its `Dispatcher`).
     pub notify: NotifyService,
     /// Failed authentications per client address (`[server]`'s limits).
@@ -147,6 +149,10 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
         }
         NoSuchEndpoint(_) => (StatusCode::NOT_FOUND, "no_such_endpoint", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+        StorageFull => (StatusCode::SERVICE_UNAVAILABLE, "storage_full", None),
+        StorageUnavailable | Store(StoreError::Database(_) | StoreError::NotDurable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", None)
+        }
         Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", None),
         Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None),
     }
@@ -300,13 +306,21 @@ pub async fn handle(
             // waits for these tasks (`SwitchState::engine_tasks`).
             let task_state = state.clone();
             let work = state.engine_tasks.spawn(async move {
-                let answer = dispatch(&task_state.engine, operation, &call)
-                    .await
-                    .unwrap_or_else(|error| error_answer(&error));
+                // The call runs on one storage generation from start to end;
+                // none is taken while the disk is (nearly) full.
+                let storage = &task_state.storage;
+                let answer = match storage.admit() {
+                    Ok(generation) => {
+                        let result = dispatch(generation.engine(), operation, &call).await;
+                        storage.settle(&generation, result)
+                    }
+                    Err(refused) => Err(refused),
+                }
+                .unwrap_or_else(|error| error_answer(&error));
                 // Only a call proven to be the app's is billed to it: a
                 // leaked bearer key is enough to send one whose body or
                 // signature then fails.
-                meter(&task_state.engine, call.app(), operation, &answer).await;
+                meter(storage, call.app(), operation, &answer).await;
                 answer
             });
             match work.await {
@@ -319,7 +333,12 @@ pub async fn handle(
         }
         Err(error) => error_answer(&error),
     };
-    respond(&answer)
+    match answer.error.as_deref() {
+        // The guard looks again within a fraction of a second, and a
+        // reopen takes about as long.
+        Some("storage_full" | "storage_unavailable") => with_retry_after(respond(&answer), 1),
+        _ => respond(&answer),
+    }
 }
 
 fn body_error(error: BodyError) -> SwitchError {
@@ -430,7 +449,7 @@ async fn dispatch(
 /// per call. (Authenticated: the bearer key, the whole body read, and the
 /// signature checked where one is sent or required.) A metering failure is
 /// logged but never fails the call whose outcome is already decided.
-async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer) {
+async fn meter(storage: &Storage, app: &App, operation: Operation, answer: &Answer) {
     let call = MeteredCall {
         at_ms: now_ms(),
         app_id: app.id().to_owned(),
@@ -442,7 +461,7 @@ async fn meter(engine: &Engine, app: &App, operation: Operation, answer: &Answer
         error: answer.error.clone(),
         inspect: answer.inspect,
     };
-    if let Err(error) = engine.store().meter(&call).await {
+    if let Err(error) = storage.meter(&call).await {
         tracing::error!(%error, app = app.id(), "metering failed");
     }
 }

@@ -24,6 +24,8 @@
 //!   provider microservices may delegate SMS and e-mail to.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation; the
 //!   switch keeps no state above it.
+//! - [`storage`]: what is open on the database (store, in-process providers,
+//!   engine) as one generation, reopened after a write error.
 //! - [`error`]: [`SwitchError`], everything that can go wrong, in domain words.
 
 pub mod apps;
@@ -36,6 +38,7 @@ pub mod notify;
 pub mod routing;
 pub mod server;
 pub mod signed;
+pub mod storage;
 pub mod store;
 
 pub use error::SwitchError;

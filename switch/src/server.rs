@@ -11,23 +11,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
-use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
 use manifold_provider::outbound::OutboundOptions;
-use manifold_provider::{GroupCommit, HopSigner, Provider, RemoteProvider};
-use manifold_provider_sdk::AnswerDurability;
-use manifold_provider_sdk::Sweeper;
+use manifold_provider::{HopSigner, Provider, RemoteProvider};
 use tokio::net::TcpListener;
 
 use crate::apps::AppRegistry;
-use crate::engine::Engine;
 use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
-use crate::routing::{Route, Router};
 use crate::signed::SpentSignatures;
-use crate::store::{SledStore, Store, StoreOptions};
+use crate::storage::{OpenError, Opener, RouteProvider, Storage};
+use crate::store::{FreeSpace, SledStore, StoreOptions};
 use tokio_util::task::TaskTracker;
 
 /// The name of the compiled-in demo provider in `implementation = "..."`.
@@ -47,9 +43,9 @@ pub enum StartError {
 
 pub struct Switch {
     state: Arc<SwitchState>,
+    /// The store as opened, for [`Switch::store`]; dropped when serving
+    /// starts, so that only the storage generation holds it.
     store: Arc<SledStore>,
-    /// Compiled-in demo providers, whose expiry sweeps run while serving.
-    in_process_demos: Vec<Arc<DemoProvider>>,
     /// `[server]`: the edge's limits, timeouts and TLS.
     edge: EdgeOptions,
 }
@@ -99,14 +95,6 @@ impl Switch {
             cache_capacity_bytes: config.storage.cache_capacity_bytes,
             ..StoreOptions::default()
         };
-        let db = SledStore::open_db(&config.storage.path, &options)
-            .map_err(|e| store_error(e.to_string()))?;
-        let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(e.to_string()))?;
-        let store = Arc::new(
-            SledStore::open(&db, commit.clone(), &options)
-                .map_err(|e| store_error(e.to_string()))?,
-        );
-
         // SMS and e-mail as the host configured them (the outbox otherwise),
         // for in-process providers and for `/notify/*` alike.
         let notifier =
@@ -114,13 +102,12 @@ impl Switch {
                 ConfigError::single(&config.source, "notifications", e.to_string())
             })?);
         let mut routes = Vec::new();
-        let mut in_process_demos = Vec::new();
         for (index, provider_config) in config.providers.iter().enumerate() {
             let setup_error = |reason: String| StartError::Provider {
                 provider: provider_config.name.clone(),
                 reason,
             };
-            let provider: Arc<dyn Provider> = match &provider_config.endpoint {
+            let provider = match &provider_config.endpoint {
                 ProviderEndpoint::Remote(remote) => {
                     let signer = HopSigner::new(&remote.secret, &remote.key_id);
                     let options = OutboundOptions {
@@ -128,31 +115,17 @@ impl Switch {
                         ..OutboundOptions::with_timeout(provider_config.timeout)
                             .ca_file(remote.ca_file.as_deref())
                     };
-                    Arc::new(
+                    RouteProvider::Fixed(Arc::new(
                         RemoteProvider::with_options(&remote.url, signer, options)
                             .map_err(|e| setup_error(e.to_string()))?,
-                    )
+                    ))
                 }
                 ProviderEndpoint::InProcess { implementation } => {
                     if let Some(provider) = implementations.remove(implementation) {
-                        provider
+                        RouteProvider::Fixed(provider)
                     } else if implementation == DEMO_IMPLEMENTATION {
-                        let notifier = notifier.clone();
-                        let demo = Arc::new(
-                            manifold_demo_provider::open(
-                                &db,
-                                commit.clone(),
-                                notifier,
-                                DemoSettings {
-                                    // The engine flushes before answering the app.
-                                    answer_durability: AnswerDurability::ByCaller,
-                                    ..DemoSettings::default()
-                                },
-                            )
-                            .map_err(|e| setup_error(e.to_string()))?,
-                        );
-                        in_process_demos.push(demo.clone());
-                        demo
+                        // Opened on the store's database, with each generation.
+                        RouteProvider::Demo
                     } else {
                         return Err(ConfigError::single(
                             &config.source,
@@ -163,11 +136,21 @@ impl Switch {
                     }
                 }
             };
-            routes.push(Route {
-                config: provider_config.clone(),
-                provider,
-            });
+            routes.push((provider_config.clone(), provider));
         }
+        let opener = Opener {
+            path: config.storage.path.clone(),
+            options,
+            notifier: notifier.clone(),
+            routes,
+        };
+        let first = opener.open(1).map_err(|error| match error {
+            OpenError::Store(reason) => store_error(reason),
+            OpenError::Provider { provider, reason } => StartError::Provider { provider, reason },
+        })?;
+        let store = first.store().clone();
+        let space = FreeSpace::new(&config.storage.path, config.storage.min_free_bytes);
+        let storage = Storage::new(opener, first, space);
 
         let edge = edge_options(config)?;
         let signatures = SignatureCheck::new(config.server.signature_max_skew);
@@ -186,21 +169,19 @@ impl Switch {
             engine_tasks: TaskTracker::new(),
             signatures,
             apps: AppRegistry::new(&config.apps),
-            engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
+            storage,
             notify: NotifyService::new(
                 &config.providers,
                 notifier,
                 config.server.signature_max_skew,
             ),
         });
-        Ok(Switch {
-            state,
-            store,
-            in_process_demos,
-            edge,
-        })
+        Ok(Switch { state, store, edge })
     }
 
+    /// The store as opened. Serving drops the switch's own handle; a caller
+    /// that keeps this one keeps that database open, so the switch cannot
+    /// reopen it after a write error (see [`crate::storage`]).
     pub fn store(&self) -> &Arc<SledStore> {
         &self.store
     }
@@ -221,18 +202,20 @@ impl Switch {
         options: EdgeOptions,
         shutdown: impl Future<Output = ()>,
     ) {
-        let sweepers: Vec<Sweeper> = self
-            .in_process_demos
-            .iter()
-            .map(|demo| Sweeper::start(demo.clone()))
-            .collect();
-        let state = self.state.clone();
+        let Switch {
+            state: served,
+            store,
+            ..
+        } = self;
+        drop(store);
+        served.storage.start_sweeping();
+        let state = served.clone();
         let handler = move |request, peer| handle(state.clone(), request, peer);
         let grace = options.shutdown_grace;
         serve(listener, handler, options, shutdown).await;
         // Calls whose clients went away may still be working: let them
         // record their answers, within the same grace as the connections.
-        let tasks = &self.state.engine_tasks;
+        let tasks = &served.engine_tasks;
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!(
@@ -240,8 +223,8 @@ impl Switch {
                 "calls still running at the end of the shutdown grace period"
             );
         }
-        drop(sweepers);
-        if let Err(error) = self.state.engine.flush().await {
+        served.storage.stop_sweeping();
+        if let Err(error) = served.storage.flush().await {
             tracing::error!(%error, "final flush failed");
         }
     }

@@ -16,12 +16,14 @@
 //! an answer that reports a new state without one.
 
 mod sled_store;
+pub mod space;
 
 use async_trait::async_trait;
 use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
 pub use sled_store::{EncodedSizes, SledStore, StoreOptions, FORMAT};
+pub use space::{FreeSpace, SpaceShort};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

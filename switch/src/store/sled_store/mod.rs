@@ -349,6 +349,18 @@ impl SledStore {
         Ok(None)
     }
 
+    /// Takes the metered calls not yet written, for another store to write
+    /// (the switch's next storage generation, when this one failed).
+    pub fn take_metered(&self) -> Vec<MeteredCall> {
+        std::mem::take(
+            &mut *self
+                .metering
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)

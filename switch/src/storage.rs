@@ -1,0 +1,456 @@
+//! Storage generations: what the switch opens on its sled database, and how
+//! it opens it again when a write error has left it unusable.
+//!
+//! **sled 0.34's first I/O error is sticky.** When a write of its log fails
+//! (`IoBufs::write_to_log` on sled's thread pool, or rolling to a new segment
+//! in `maybe_seal_and_write_iobuf`), sled stores the error with
+//! `Config::set_global_error`, and from then on every write reservation
+//! (`Log::reserve`) and every flush that has anything to write
+//! (`iobuf::make_stable_inner`) fails with it; only `PageCache::start`, that
+//! is opening the database again, clears it (`reset_global_error`). (Read in
+//! sled-0.34.7 `src/config.rs`, `src/pagecache/{iobuf,logger,mod}.rs`.) A disk
+//! that filled once would stop the store until a restart, even after space
+//! came back. The free-space guard ([`FreeSpace`]) keeps the switch off a full
+//! disk in the first place; this module is what happens when the store meets
+//! a write error anyway (the disk filled faster than the guard looked, by
+//! another process, or the device failed).
+//!
+//! Everything opened on the database is one [`Generation`]: the database,
+//! its [`GroupCommit`], the [`SledStore`], the in-process providers that
+//! share the database, and an [`Engine`] routing to them. [`Storage`] holds
+//! the current one. A call takes the generation current when it starts and
+//! keeps it to its end, since its claims live in that generation's store.
+//! When a call meets a store error ([`Storage::settle`]), its generation is
+//! retired: later calls are answered 503 `storage_unavailable`, and a
+//! background task waits, with a capped back-off, until the calls still
+//! holding the old generation have finished (dropping the last handle closes
+//! the database and releases sled's file lock) and the free space is back,
+//! then opens the database anew, proves that it takes a write and a flush,
+//! and installs it. sled recovers its log as after a crash, so everything
+//! flushed is there, and the switch answers nothing before it is flushed:
+//! no acknowledged answer is lost. Claims of calls that were in flight die
+//! with their generation, as they would with the process. Two generations
+//! are never open at once: sled's file lock refuses the second.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use manifold_config::ProviderConfig;
+use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_provider::{GroupCommit, Notifier, Provider};
+use manifold_provider_sdk::{AnswerDurability, Sweeper};
+
+use crate::engine::Engine;
+use crate::error::SwitchError;
+use crate::routing::{Route, Router};
+use crate::store::{Durable, FreeSpace, MeteredCall, SledStore, Store, StoreError, StoreOptions};
+
+/// Where a reopened database is written to first, to prove it takes writes.
+const PROBE_KEY: &[u8] = b"manifold/reopened_at_ms";
+/// The back-off of reopen attempts: first, and longest.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(1);
+/// Free space a reopen waits for even when the guard is off.
+const REOPEN_FLOOR_BYTES: u64 = 1024 * 1024;
+/// Metered calls kept in memory while no generation is open.
+const MAX_UNMETERED: usize = 100_000;
+
+/// How one route's provider is had in each generation.
+pub(crate) enum RouteProvider {
+    /// The same for every generation (remote, or given by the embedder).
+    Fixed(Arc<dyn Provider>),
+    /// The compiled-in demo bank, opened on each generation's database.
+    Demo,
+}
+
+/// Why a generation could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Store(String),
+    Provider { provider: String, reason: String },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Store(reason) => f.write_str(reason),
+            OpenError::Provider { provider, reason } => {
+                write!(f, "provider `{provider}`: {reason}")
+            }
+        }
+    }
+}
+
+/// Opens generations: the store's directory and options, and the routes.
+pub(crate) struct Opener {
+    pub path: PathBuf,
+    pub options: StoreOptions,
+    pub notifier: Arc<dyn Notifier>,
+    pub routes: Vec<(ProviderConfig, RouteProvider)>,
+}
+
+impl Opener {
+    /// Opens the database, the store and the in-process providers on it.
+    pub(crate) fn open(&self, number: u64) -> Result<Generation, OpenError> {
+        let store_error = |error: &dyn std::fmt::Display| OpenError::Store(error.to_string());
+        let db = SledStore::open_db(&self.path, &self.options).map_err(|e| store_error(&e))?;
+        let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(&e))?;
+        let store = Arc::new(
+            SledStore::open(&db, commit.clone(), &self.options).map_err(|e| store_error(&e))?,
+        );
+        let mut demos = Vec::new();
+        let mut routes = Vec::new();
+        for (config, provider) in &self.routes {
+            let provider: Arc<dyn Provider> = match provider {
+                RouteProvider::Fixed(provider) => provider.clone(),
+                RouteProvider::Demo => {
+                    let demo = Arc::new(
+                        manifold_demo_provider::open(
+                            &db,
+                            commit.clone(),
+                            self.notifier.clone(),
+                            DemoSettings {
+                                // The engine flushes before answering the app.
+                                answer_durability: AnswerDurability::ByCaller,
+                                ..DemoSettings::default()
+                            },
+                        )
+                        .map_err(|e| OpenError::Provider {
+                            provider: config.name.clone(),
+                            reason: e.to_string(),
+                        })?,
+                    );
+                    demos.push(demo.clone());
+                    demo
+                }
+            };
+            routes.push(Route {
+                config: config.clone(),
+                provider,
+            });
+        }
+        Ok(Generation {
+            number,
+            engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
+            store,
+            db,
+            demos,
+            sweepers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Opens a generation after a failure, and proves that it writes and
+    /// flushes (a disk still full fails here, not on an app's call).
+    fn reopen(&self, number: u64) -> Result<Generation, OpenError> {
+        let generation = self.open(number)?;
+        generation
+            .db
+            .insert(PROBE_KEY, &crate::engine::now_ms().to_be_bytes())
+            .and_then(|_| generation.db.flush())
+            .map_err(|e| OpenError::Store(format!("the reopened store does not write: {e}")))?;
+        Ok(generation)
+    }
+}
+
+/// Everything open on one sled database.
+pub struct Generation {
+    /// Counts opens, from 1 at start-up.
+    number: u64,
+    engine: Engine,
+    store: Arc<SledStore>,
+    db: sled::Db,
+    demos: Vec<Arc<DemoProvider>>,
+    /// The demo providers' expiry sweeps, while the switch serves.
+    sweepers: Mutex<Vec<Sweeper>>,
+}
+
+impl Generation {
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn store(&self) -> &Arc<SledStore> {
+        &self.store
+    }
+
+    fn start_sweeping(&self) {
+        let mut sweepers = self.sweepers.lock().unwrap_or_else(|e| e.into_inner());
+        if sweepers.is_empty() {
+            sweepers.extend(self.demos.iter().map(|demo| Sweeper::start(demo.clone())));
+        }
+    }
+
+    fn stop_sweeping(&self) {
+        self.sweepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// The current generation, and the means to replace it.
+pub struct Storage {
+    current: RwLock<Option<Arc<Generation>>>,
+    opener: Arc<Opener>,
+    space: FreeSpace,
+    /// Whether generations run their providers' sweeps (while serving).
+    sweeping: AtomicBool,
+    opened: AtomicU64,
+    /// Whether the guard was refusing at its last look, to log changes once.
+    short: AtomicBool,
+    /// Calls metered while no generation is open.
+    unmetered: Mutex<Vec<MeteredCall>>,
+    unmetered_dropped: AtomicU64,
+    this: Weak<Storage>,
+}
+
+impl Storage {
+    pub(crate) fn new(opener: Opener, first: Generation, space: FreeSpace) -> Arc<Storage> {
+        let opened = first.number;
+        Arc::new_cyclic(|this| Storage {
+            current: RwLock::new(Some(Arc::new(first))),
+            opener: Arc::new(opener),
+            space,
+            sweeping: AtomicBool::new(false),
+            opened: AtomicU64::new(opened),
+            short: AtomicBool::new(false),
+            unmetered: Mutex::new(Vec::new()),
+            unmetered_dropped: AtomicU64::new(0),
+            this: this.clone(),
+        })
+    }
+
+    /// The generation open now, if any (none while one is being reopened).
+    pub fn current(&self) -> Option<Arc<Generation>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The generation a call that may write is to run on: refused while
+    /// the store is being reopened, or while free space is below the
+    /// minimum (before anything is written).
+    pub fn admit(&self) -> Result<Arc<Generation>, SwitchError> {
+        let generation = self.current().ok_or(SwitchError::StorageUnavailable)?;
+        match self.space.check() {
+            Ok(()) => {
+                if self.short.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "free space is back above storage.min_free_mb; taking calls again"
+                    );
+                }
+                Ok(generation)
+            }
+            Err(short) => {
+                if !self.short.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        available_bytes = short.available_bytes,
+                        min_free_bytes = short.min_free_bytes,
+                        "free space on the data directory is below storage.min_free_mb; refusing calls (503 storage_full) until it is freed"
+                    );
+                }
+                Err(SwitchError::StorageFull)
+            }
+        }
+    }
+
+    /// The outcome of a call that ran on `generation`. A store error that
+    /// is not a bad record retires the generation (see the module docs) and
+    /// is answered as `storage_unavailable`.
+    pub fn settle<T>(
+        &self,
+        generation: &Arc<Generation>,
+        result: Result<T, SwitchError>,
+    ) -> Result<T, SwitchError> {
+        match result {
+            Err(SwitchError::Store(
+                error @ (StoreError::Database(_) | StoreError::NotDurable(_)),
+            )) => {
+                self.retire(generation, &error);
+                Err(SwitchError::StorageUnavailable)
+            }
+            other => other,
+        }
+    }
+
+    /// Counts a call for billing in the current generation, or keeps it
+    /// for the next one while none is open.
+    pub async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
+        let generation = {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            match &*current {
+                Some(generation) => generation.clone(),
+                None => {
+                    // Under the read lock, so `install` cannot miss it.
+                    self.keep_unmetered(std::iter::once(call.clone()));
+                    return Ok(());
+                }
+            }
+        };
+        generation.store.meter(call).await
+    }
+
+    /// Makes everything written so far durable; for shutdown (so a failure
+    /// is reported, and starts no reopen).
+    pub async fn flush(&self) -> Result<Durable, SwitchError> {
+        let generation = self.current().ok_or(SwitchError::StorageUnavailable)?;
+        generation.engine.flush().await
+    }
+
+    /// Runs the in-process providers' expiry sweeps, on this and every
+    /// later generation, until [`Storage::stop_sweeping`].
+    pub fn start_sweeping(&self) {
+        self.sweeping.store(true, Ordering::SeqCst);
+        if let Some(generation) = self.current() {
+            generation.start_sweeping();
+        }
+    }
+
+    pub fn stop_sweeping(&self) {
+        self.sweeping.store(false, Ordering::SeqCst);
+        if let Some(generation) = self.current() {
+            generation.stop_sweeping();
+        }
+    }
+
+    fn keep_unmetered(&self, calls: impl IntoIterator<Item = MeteredCall>) {
+        let mut unmetered = self.unmetered.lock().unwrap_or_else(|e| e.into_inner());
+        for call in calls {
+            if unmetered.len() < MAX_UNMETERED {
+                unmetered.push(call);
+                continue;
+            }
+            let dropped = self.unmetered_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped,
+                    "metered calls dropped: too many kept while the store is reopened"
+                );
+            }
+        }
+    }
+
+    /// Takes `generation` out of service, once, and starts reopening.
+    fn retire(&self, generation: &Arc<Generation>, error: &StoreError) {
+        let retired = {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            match &*current {
+                Some(open) if Arc::ptr_eq(open, generation) => current.take(),
+                // Already retired by another call.
+                _ => None,
+            }
+        };
+        let Some(retired) = retired else {
+            return;
+        };
+        tracing::error!(
+            %error,
+            generation = retired.number,
+            "the store failed; refusing calls (503 storage_unavailable) and reopening it once it can write"
+        );
+        retired.stop_sweeping();
+        // What was metered and not yet written goes to the next generation.
+        self.keep_unmetered(retired.store.take_metered());
+        let retired_number = retired.number;
+        // Calls still running hold it; the last of them closes the database.
+        drop(retired);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(recover(self.this.clone(), retired_number));
+            }
+            Err(_) => tracing::error!("no runtime to reopen the store on; restart the switch"),
+        }
+    }
+
+    /// Puts a reopened generation in service.
+    async fn install(&self, generation: Generation) {
+        let generation = Arc::new(generation);
+        if self.sweeping.load(Ordering::SeqCst) {
+            generation.start_sweeping();
+        }
+        let unmetered = {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            *current = Some(generation.clone());
+            std::mem::take(&mut *self.unmetered.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        for call in &unmetered {
+            if let Err(error) = generation.store.meter(call).await {
+                tracing::error!(%error, "a metered call kept over the reopen could not be metered");
+            }
+        }
+    }
+}
+
+/// Reopens the store of `storage` after generation `retired` failed: waits
+/// for free space and for the old database to close, then installs a new
+/// generation. Ends early if the switch is gone.
+async fn recover(storage: Weak<Storage>, retired: u64) {
+    let started = Instant::now();
+    let mut delay = FIRST_RETRY;
+    let mut attempts = 0u32;
+    // Warnings at most every this often; the rest goes to debug.
+    let quiet = Duration::from_secs(10);
+    let mut warned: Option<Instant> = None;
+    let mut should_warn = move || {
+        let due = warned.is_none_or(|at| at.elapsed() >= quiet);
+        if due {
+            warned = Some(Instant::now());
+        }
+        due
+    };
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(LONGEST_RETRY);
+        let Some(storage) = storage.upgrade() else {
+            return;
+        };
+        attempts += 1;
+        let needed = storage.space.min_free_bytes().max(REOPEN_FLOOR_BYTES);
+        if let Ok(available) = storage.space.measure() {
+            if available < needed {
+                if should_warn() {
+                    tracing::warn!(
+                        available_bytes = available,
+                        needed_bytes = needed,
+                        "waiting for free space to reopen the store"
+                    );
+                }
+                continue;
+            }
+        }
+        // One recovery runs at a time: nothing else opens generations.
+        let number = storage.opened.load(Ordering::SeqCst) + 1;
+        let opener = storage.opener.clone();
+        match tokio::task::spawn_blocking(move || opener.reopen(number)).await {
+            Ok(Ok(generation)) => {
+                storage.opened.store(number, Ordering::SeqCst);
+                storage.install(generation).await;
+                tracing::info!(
+                    retired,
+                    generation = number,
+                    attempts,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "the store is reopened; taking calls again"
+                );
+                return;
+            }
+            // Until the last call on the old generation ends, sled's file
+            // lock refuses the open: that is the usual first failure.
+            Ok(Err(error)) => {
+                if attempts > 1 && should_warn() {
+                    tracing::warn!(%error, attempts, "the store could not be reopened yet");
+                } else {
+                    tracing::debug!(%error, attempts, "the store could not be reopened yet");
+                }
+            }
+            Err(error) => tracing::error!(%error, "reopening the store panicked"),
+        }
+    }
+}
