@@ -4,6 +4,7 @@
 
 mod conversations;
 mod crash;
+mod disk_full;
 mod enquiries;
 mod flood;
 mod flows;
