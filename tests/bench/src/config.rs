@@ -19,6 +19,11 @@ pub enum ProviderMode {
     Remote(String),
 }
 
+/// `[storage] cache_capacity_mb` of every benchmark switch: sled's page
+/// cache, written out explicitly so that the report states what the switch
+/// read. The switch's default.
+pub const STORE_CACHE_MB: u64 = manifold_config::DEFAULT_CACHE_CAPACITY_MB;
+
 /// The secret the switch and the remote demo provider sign their calls with.
 pub const HOP_SECRET: &str = "bench-provider-hop-secret-0123456789-abcdef";
 
@@ -52,7 +57,7 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
         }
     };
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\n[notifications]\noutbox = {outbox}\n\
+        "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
          timeout_ms = {PROVIDER_TIMEOUT_MS}\n",
         store = quoted(store),
@@ -82,6 +87,7 @@ mod tests {
             &ProviderMode::InProcess,
         ));
         assert_eq!(config.storage.path, dir.join("switch"));
+        assert_eq!(config.storage.cache_capacity_bytes, STORE_CACHE_MB << 20);
         assert!(matches!(
             &config.providers[0].endpoint,
             ProviderEndpoint::InProcess { implementation } if implementation == "demo"

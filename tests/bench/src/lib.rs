@@ -4,7 +4,8 @@
 //! itself on 127.0.0.1 — the switch with the demo provider in-process and as
 //! a remote microservice, and three baseline servers — drives them with a
 //! closed- and an open-loop load generator, measures a store of a million
-//! transactions against an empty one, prints the tables and writes them to
+//! transactions against an empty one (three rounds, alternating), prints the
+//! tables and writes them to
 //! `BENCHMARKS.md` with the machine's description and the targets.
 //!
 //! # Layout
@@ -36,3 +37,13 @@ pub mod report;
 pub mod run;
 pub mod serve;
 pub mod workload;
+
+/// The global allocator of the `manifold-bench` binary (`src/main.rs`), and
+/// so of every server process it starts: `serve-switch`, the switch the
+/// benchmark measures, included. The report names it beside peak RSS.
+pub type Allocator = mimalloc::MiMalloc;
+
+/// [`Allocator`]'s name, for the report.
+pub fn allocator_name() -> &'static str {
+    std::any::type_name::<Allocator>()
+}

@@ -1,8 +1,10 @@
 //! `manifold-bench`: run the benchmark, or (hidden subcommands) one of the
 //! server processes it starts.
 
+// The report names this allocator (`manifold_bench::allocator_name`): the
+// switch it measures runs in this binary (`serve-switch`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: manifold_bench::Allocator = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::time::Duration;

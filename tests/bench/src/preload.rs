@@ -37,10 +37,14 @@ pub struct PreloadReport {
     /// Allocated bytes of the store directory before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
-    /// Encoded sizes (key and value) of the template's records: the
-    /// request pointer, the transaction, and one metered call in a batch.
+    /// Postcard-encoded sizes of the template's records
+    /// (`SledStore::encoded_sizes`): its request pointer(s), key and value,
+    /// one per request of the transaction;
     pub request_record_bytes: usize,
+    /// the transaction record (with its answered requests), key and value;
     pub transaction_record_bytes: usize,
+    /// one metered call inside a batch (the batch's key and header, shared
+    /// by all its calls, not counted).
     pub metered_call_bytes: usize,
 }
 

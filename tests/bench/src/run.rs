@@ -148,21 +148,42 @@ pub struct CaseResult {
     pub outbox: Option<TailCost>,
 }
 
+/// How many times the growth comparison measures the empty store and the
+/// loaded one, alternating: the target is on the median of the rounds'
+/// ratios, which one disturbed window does not move.
+pub const GROWTH_ROUNDS: usize = 3;
+
+/// One round of the growth comparison: the in-process `get_balance` on a
+/// fresh empty store, then on the preloaded one, each in a switch process of
+/// its own, with the warm-up and window of every other case.
 #[derive(Debug, Clone)]
-pub struct GrowthResult {
+pub struct GrowthRound {
     pub empty: LoadResult,
     pub loaded: LoadResult,
+    /// The switches' peak RSS over their whole life (opening, warm-up and
+    /// window included).
     pub empty_rss: u64,
     pub loaded_rss: u64,
-    pub preload: PreloadReport,
     /// How long the switch took to open the loaded store and listen.
     pub open_seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrowthResult {
+    /// Made once, before the first round; every round reopens that store.
+    pub preload: PreloadReport,
+    pub rounds: Vec<GrowthRound>,
 }
 
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub machine: Machine,
     pub options: Options,
+    /// The global allocator of the measured switch process
+    /// ([`crate::allocator_name`]).
+    pub allocator: &'static str,
+    /// Its store's page cache, `[storage] cache_capacity_mb`.
+    pub store_cache_mb: u64,
     pub cases: Vec<CaseResult>,
     pub growth: Option<GrowthResult>,
     pub wall_seconds: f64,
@@ -493,38 +514,26 @@ fn case_ids() -> String {
 }
 
 /// The same in-process `get_balance`, on an empty store and on one holding
-/// `options.preload` transactions.
+/// `options.preload` transactions: the preload once, then
+/// [`GROWTH_ROUNDS`] rounds of empty, loaded.
 async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
     let closed = context.plan(Pace::Closed, context.options.duration);
-    let workload = |prefix: &str| {
+    // Every measurement has refs of its own: the loaded store keeps what
+    // each round wrote, and a ref sent again would be an idempotent repeat.
+    let workload = |prefix: String| {
         Arc::new(Workload::Balance {
             caller: Caller::new(QUICK_APP),
             prefix: format!("{prefix}-{}", context.tag),
         })
     };
 
-    let dir = context.case_dir("growth-empty")?;
-    let switch = context.switch(&dir, &ProviderMode::InProcess)?;
-    let empty = load::run(
-        switch.addr,
-        workload("grow-empty"),
-        closed,
-        &[switch.pid],
-        Arc::default(),
-    )
-    .await?;
-    let empty_rss = switch.peak_rss().unwrap_or(0);
-    switch.stop(STOP_GRACE);
-    let _ = std::fs::remove_dir_all(&dir);
-    progress(format!("growth, empty store: {}", summary_line(&empty)));
-
-    let dir = context.case_dir("growth-loaded")?;
-    let config = dir.join("switch.toml");
+    let loaded_dir = context.case_dir("growth-loaded")?;
+    let config = loaded_dir.join("switch.toml");
     std::fs::write(
         &config,
         switch_config_text(
-            &dir.join("switch"),
-            &dir.join("outbox.jsonl"),
+            &loaded_dir.join("switch"),
+            &loaded_dir.join("outbox.jsonl"),
             &ProviderMode::InProcess,
         ),
     )
@@ -553,29 +562,53 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
         preload.imported, preload.seconds, preload.bytes_after
     ));
 
-    let opening = Instant::now();
-    let switch = context.switch(&dir, &ProviderMode::InProcess)?;
-    let open_seconds = opening.elapsed().as_secs_f64();
-    let loaded = load::run(
-        switch.addr,
-        workload("grow-loaded"),
-        closed,
-        &[switch.pid],
-        Arc::default(),
-    )
-    .await?;
-    let loaded_rss = switch.peak_rss().unwrap_or(0);
-    switch.stop(STOP_GRACE);
-    let _ = std::fs::remove_dir_all(&dir);
-    progress(format!("growth, loaded store: {}", summary_line(&loaded)));
-    Ok(GrowthResult {
-        empty,
-        loaded,
-        empty_rss,
-        loaded_rss,
-        preload,
-        open_seconds,
-    })
+    let mut rounds = Vec::with_capacity(GROWTH_ROUNDS);
+    for round in 1..=GROWTH_ROUNDS {
+        let dir = context.case_dir("growth-empty")?;
+        let switch = context.switch(&dir, &ProviderMode::InProcess)?;
+        let empty = load::run(
+            switch.addr,
+            workload(format!("grow-empty-{round}")),
+            closed,
+            &[switch.pid],
+            Arc::default(),
+        )
+        .await?;
+        let empty_rss = switch.peak_rss().unwrap_or(0);
+        switch.stop(STOP_GRACE);
+        let _ = std::fs::remove_dir_all(&dir);
+        progress(format!(
+            "growth round {round}/{GROWTH_ROUNDS}, empty store: {}",
+            summary_line(&empty)
+        ));
+
+        let opening = Instant::now();
+        let switch = context.switch(&loaded_dir, &ProviderMode::InProcess)?;
+        let open_seconds = opening.elapsed().as_secs_f64();
+        let loaded = load::run(
+            switch.addr,
+            workload(format!("grow-loaded-{round}")),
+            closed,
+            &[switch.pid],
+            Arc::default(),
+        )
+        .await?;
+        let loaded_rss = switch.peak_rss().unwrap_or(0);
+        switch.stop(STOP_GRACE);
+        progress(format!(
+            "growth round {round}/{GROWTH_ROUNDS}, loaded store: {}",
+            summary_line(&loaded)
+        ));
+        rounds.push(GrowthRound {
+            empty,
+            loaded,
+            empty_rss,
+            loaded_rss,
+            open_seconds,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&loaded_dir);
+    Ok(GrowthResult { preload, rounds })
 }
 
 /// Runs the benchmark as `options` say.
@@ -641,6 +674,8 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
     Ok(BenchReport {
         machine: machine::describe(),
         options,
+        allocator: crate::allocator_name(),
+        store_cache_mb: crate::config::STORE_CACHE_MB,
         cases,
         growth,
         wall_seconds: started.elapsed().as_secs_f64(),

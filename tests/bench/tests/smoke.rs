@@ -61,3 +61,67 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
     }
     assert!(stdout.contains("## What profiling found"));
 }
+
+/// The growth comparison end to end on a tiny store: the preload once, then
+/// three rounds of empty and loaded, none with a failed request.
+#[test]
+fn growth_runs_three_rounds_without_a_failed_request() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_manifold-bench"))
+        .args([
+            "--only",
+            "growth",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--clients",
+            "4",
+            "--preload",
+            "200",
+            "--no-write",
+            "--work-dir",
+        ])
+        .arg(work.path())
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    let table = stdout
+        .split("## Growth")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| panic!("no growth section in:\n{stdout}"));
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|line| line.starts_with("| ") && !line.starts_with("| round"))
+        .map(|row| row.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    let stores: Vec<(&str, &str)> = rows.iter().map(|cells| (cells[0], cells[1])).collect();
+    assert_eq!(
+        stores,
+        [
+            ("1", "empty"),
+            ("1", "200 transactions"),
+            ("2", "empty"),
+            ("2", "200 transactions"),
+            ("3", "empty"),
+            ("3", "200 transactions"),
+        ],
+        "{table}"
+    );
+    for cells in &rows {
+        assert_eq!(cells.last(), Some(&"0"), "failed requests in: {cells:?}");
+        let requests_per_second: f64 = cells[2].replace(',', "").parse().unwrap();
+        assert!(requests_per_second > 0.0, "{cells:?}");
+    }
+    assert!(table.contains("**median "), "{table}");
+    // 200 stored is not the million the store targets are about.
+    let targets = stdout.split("## Targets").nth(1).unwrap();
+    assert!(
+        targets.contains("with 200 stored, not 1,000,000"),
+        "{targets}"
+    );
+}
