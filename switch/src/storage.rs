@@ -126,10 +126,17 @@ impl Opener {
                     demo
                 }
             };
-            routes.push(Route {
+            let route = Route {
                 config: config.clone(),
                 provider,
-            });
+            };
+            route
+                .check_read_only()
+                .map_err(|reason| OpenError::Provider {
+                    provider: config.name.clone(),
+                    reason,
+                })?;
+            routes.push(route);
         }
         Ok(Generation {
             number,

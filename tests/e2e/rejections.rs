@@ -374,3 +374,61 @@ async fn a_validate_is_checked_against_the_transaction_it_names() {
     let done = app.validate("v-4", "t-1", "get_balance", &code).await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
 }
+
+/// The host's configuration with `transfer` listed as `read_only`, which the
+/// demo bank moves money for: the switch would call it with nothing on disk.
+fn transfer_listed_read_only(text: &str) -> String {
+    let reversible = "reversible = [\"transfer\"]\n";
+    assert!(text.contains(reversible), "config_text changed shape");
+    text.replace(reversible, "read_only = [\"transfer\"]\n")
+}
+
+#[tokio::test]
+async fn a_read_only_list_naming_a_service_that_moves_money_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&transfer_listed_read_only(&in_process_demo_config(
+        dir.path(),
+    )));
+    let refused = manifold_switch::Switch::open(&config)
+        .err()
+        .expect("the switch refuses to start")
+        .to_string();
+    assert!(
+        refused.contains("read_only") && refused.contains("`transfer`"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_remote_provider_refuses_a_call_the_switch_wrongly_believes_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.jsonl");
+    let provider = ProviderProcess::start(&dir.path().join("provider"), &outbox);
+    let text = config_text(
+        &dir.path().join("switch"),
+        &[ProviderSpec::Remote {
+            name: "demo",
+            url: provider.url(),
+        }],
+        5_000,
+    );
+    let switch = InProcessSwitch::start(
+        &parse_config(&transfer_listed_read_only(&text)),
+        Default::default(),
+    )
+    .await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let refused = app.transfer("ro-1", "ro-t1", "1000000001", 700).await;
+    assert_eq!((refused.http, refused.error()), (502, "provider_rejected"));
+    // No money moved: the source holds its opening balance.
+    let balance = app.get_balance("ro-b1", "ro-b1", "1000000001").await;
+    assert_eq!(
+        balance.body["data"]["provider_response"]["avialable_balance"].as_u64(),
+        Some(manifold_demo_provider::DemoSettings::default().opening_balance),
+        "{}",
+        balance.raw
+    );
+    // Nothing was recorded: the transaction is unknown.
+    assert_eq!(app.query("ro-q1", "ro-t1").await.http, 404);
+    switch.stop().await;
+}

@@ -751,6 +751,9 @@ impl<P: Provider> Provider for CountingProvider<P> {
     ) -> Result<manifold_provider::ProviderReply, manifold_provider::ProviderError> {
         self.inner.reverse(request).await
     }
+    fn read_only(&self, request_type: &str) -> Option<bool> {
+        self.inner.read_only(request_type)
+    }
 }
 
 /// Entries in the demo provider's pending-OTP tree of a sled directory that

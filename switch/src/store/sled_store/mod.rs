@@ -172,10 +172,30 @@ impl Metering {
                 .or_default()
                 .push(call);
         }
-        for ((app_id, minute), batch) in batches {
-            let key = metering_key(app_id, minute, self.db.generate_id()?);
-            self.tree
-                .insert(key, codec::encode_calls(batch.into_iter())?)?;
+        let mut batches = batches.into_iter();
+        while let Some(((app_id, minute), batch)) = batches.next() {
+            let written = self
+                .db
+                .generate_id()
+                .map_err(StoreError::from)
+                .and_then(|id| {
+                    let bytes = codec::encode_calls(batch.iter().copied())?;
+                    self.tree.insert(metering_key(app_id, minute, id), bytes)?;
+                    Ok(())
+                });
+            if let Err(error) = written {
+                // What was not written stays buffered for the next drain (or
+                // for the store that replaces this one).
+                let unwritten = batch
+                    .into_iter()
+                    .chain(batches.flat_map(|(_, rest)| rest))
+                    .cloned();
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let newer = std::mem::take(&mut *pending);
+                pending.extend(unwritten);
+                pending.extend(newer);
+                return Err(error);
+            }
         }
         Ok(())
     }
