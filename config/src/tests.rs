@@ -819,3 +819,26 @@ fn min_free_mb_defaults_to_a_safe_reserve_and_is_bounded() {
         64 * 1024 * 1024
     );
 }
+
+#[test]
+fn the_store_cache_has_a_bounded_default_and_bounds() {
+    let base = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n";
+    assert_eq!(
+        load(base).unwrap().storage.cache_capacity_bytes,
+        crate::DEFAULT_CACHE_CAPACITY_MB * 1024 * 1024
+    );
+    assert_eq!(
+        load(&format!("{base}cache_capacity_mb = 256\n"))
+            .unwrap()
+            .storage
+            .cache_capacity_bytes,
+        256 * 1024 * 1024
+    );
+    for bad in ["0", "65537"] {
+        check_rejected(
+            &format!("{base}cache_capacity_mb = {bad}\n"),
+            "storage.cache_capacity_mb",
+            "must be between 1 and 65536",
+        );
+    }
+}
