@@ -1,15 +1,34 @@
 //! The kill -9 crash test (issue 5 §3): acknowledged means durable.
 //!
 //! Concurrent calling apps drive `transfer` and `get_balance` through a real
-//! `manifold` process and a real `demo-provider` process, with the `quick`
-//! app (no OTP) and the `otp` app (`WaitingForOTP`, then validate with the
-//! code from the outbox); large transfers first ask for the destination
-//! account (`PendingValidation`). Some calls are sent twice at once or
-//! queried while in flight, as impatient apps do. Meanwhile a killer SIGKILLs the switch at random
-//! moments, now and then the provider too, and restarts each on the same data
-//! directory and port. A call that gets no answer is recorded as such and
-//! acknowledges nothing. Once the load stops, with both processes up, the
-//! test checks from the outside what the durability contract promises:
+//! `manifold` process and the demo bank, with the `quick` app (no OTP) and
+//! the `otp` app (`WaitingForOTP`, then validate with the code from the
+//! outbox); large transfers first ask for the destination account
+//! (`PendingValidation`). Some calls are sent twice at once or queried while
+//! in flight, as impatient apps do. Meanwhile a killer SIGKILLs the switch at
+//! random moments and restarts it on the same data directory and port. A
+//! call that gets no answer is recorded as such and acknowledges nothing.
+//!
+//! It runs in two variants ([`Variant`]), which differ only in where the
+//! demo bank runs:
+//!
+//! - **remote**: a real `demo-provider` process on its own database, reached
+//!   over HTTP, which the killer SIGKILLs now and then too;
+//! - **in-process**: the demo bank compiled into the switch
+//!   (`mode = "in_process"`, `implementation = "demo"`), sharing the switch's
+//!   sled database and leaving its flush to the switch
+//!   (`AnswerDurability::ByCaller`), writing its codes to the switch's
+//!   `[notifications]` outbox. It dies with every kill of the switch. The
+//!   switch builds it with the demo's default settings (the configuration has
+//!   no key for them), so its accounts open with 2,077,099 and it steps up at
+//!   2,000,000: each large transfer draws on an account of its own and small
+//!   ones share an account among eight consecutive transfers, so that, as in
+//!   the remote variant, no source runs dry and every outcome depends on the
+//!   crashes alone. Its codes can be sent again only 30 s after the last
+//!   send, and the checks wait for that as a customer would.
+//!
+//! Once the load stops, with every process up, the test checks from the
+//! outside what the durability contract promises:
 //!
 //! 1. a repeat of every acknowledged `request_ref` (sent once, byte for byte)
 //!    answers the acknowledged status or a later one;
@@ -23,20 +42,21 @@
 //!    reports `Successful`. Amounts are unique per transfer, so a single
 //!    stray posting names its transaction.
 //!
-//! It prints one summary line (requests, acknowledgements, kills, lost,
-//! duplicates, …). Two bugs it found are marked below as `KNOWN_BUG_*`
+//! Each variant prints one summary line (requests, acknowledgements, kills,
+//! lost, duplicates, …). Two bugs it found are marked below as `KNOWN_BUG_*`
 //! constants: they are counted and printed apart until fixed.
 //!
 //! The CI run (plain `cargo test`) kills the switch 20 times and the provider
-//! 4 times. Environment variables make it longer or replay a run:
-//! `MANIFOLD_CRASH_KILLS` (switch kills, default 20),
-//! `MANIFOLD_CRASH_PROVIDER_KILLS` (default a fifth of those, at least 3),
-//! `MANIFOLD_CRASH_CLIENTS` (concurrent apps, default 6) and
-//! `MANIFOLD_CRASH_SEED` (the seed printed by a failing run; it fixes the kill
-//! schedule and each client's choices, though not how the processes
-//! interleave).
+//! 4 times in the remote variant, and the switch 10 times in the in-process
+//! one. Environment variables make it longer or replay a run:
+//! `MANIFOLD_CRASH_KILLS` (switch kills, both variants),
+//! `MANIFOLD_CRASH_PROVIDER_KILLS` (remote variant; default a fifth of the
+//! switch kills, at least 3), `MANIFOLD_CRASH_CLIENTS` (concurrent apps,
+//! default 6) and `MANIFOLD_CRASH_SEED` (the seed printed by a failing run; it
+//! fixes the kill schedule and each client's choices, though not how the
+//! processes interleave).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,16 +70,28 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const PROVIDER: &str = "bank";
-/// Passed to the provider as `--opening-balance`: high enough that unique
-/// amounts never run a source dry even in the long run, so every transfer's
-/// outcome depends on the crashes alone.
+/// Passed to the remote provider as `--opening-balance`: high enough that
+/// unique amounts never run a source dry even in the long run, so every
+/// transfer's outcome depends on the crashes alone.
 const OPENING_BALANCE: u64 = 1_000_000_000_000;
-/// Passed as `--step-up-amount`: transfers of this much or more first ask
-/// the customer to confirm the destination (`PendingValidation`). Small
-/// transfers stay below it (`100 + serial`), large ones above
-/// (`STEP_UP_AMOUNT + serial`), so every amount is unique.
+/// Passed to the remote provider as `--step-up-amount`: transfers of this
+/// much or more first ask the customer to confirm the destination
+/// (`PendingValidation`). Small transfers stay below it (`100 + serial`),
+/// large ones above (step-up amount `+ serial`), so every amount is unique.
 const STEP_UP_AMOUNT: u64 = 1_000_000;
+/// The provider's `timeout_ms` in the switch's configuration.
+const PROVIDER_TIMEOUT_MS: u64 = 3_000;
+/// How long after a `/transact` began the switch answers others
+/// `request_in_progress` rather than its `Pending` record, even after a
+/// restart: the call may still find the provider unreachable and remove the
+/// record (`Engine::may_still_be_abandoned`: the provider timeout and 2 s).
+const IN_PROGRESS_HORIZON_MS: u64 = PROVIDER_TIMEOUT_MS + 2_000;
+/// The remote variant's source accounts, shared by all transfers.
 const SOURCES: [&str; 4] = ["1000000001", "1000000002", "1000000003", "1000000004"];
+/// In the in-process variant, how many consecutive serials (transactions
+/// made at about the same time by different clients) share a source account
+/// for small transfers and balance enquiries.
+const SHARED_SOURCE_SERIALS: u64 = 8;
 const DESTINATIONS: [&str; 6] = [
     "2000000001",
     "2000000002",
@@ -90,7 +122,89 @@ const KNOWN_BUG_PENDING_THEN_ABANDONED: bool = false;
 /// instead of as duplicates, for investigating a regression only.
 const KNOWN_BUG_POSTED_WITHOUT_OUTCOME: bool = false;
 
+/// Where the demo bank runs; the load, the kills of the switch and the
+/// checks are the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// A `demo-provider` process on its own database, reached over HTTP,
+    /// SIGKILLed now and then too.
+    Remote,
+    /// The demo bank compiled into the switch (`implementation = "demo"`),
+    /// sharing its sled database (`AnswerDurability::ByCaller`): it dies with
+    /// every kill of the switch, and there is no other process.
+    InProcess,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Remote => "remote provider",
+            Variant::InProcess => "in-process provider",
+        }
+    }
+
+    /// Switch kills in CI (`MANIFOLD_CRASH_KILLS` overrides both).
+    fn default_switch_kills(self) -> usize {
+        match self {
+            Variant::Remote => 20,
+            Variant::InProcess => 10,
+        }
+    }
+
+    /// The balance every account opens with.
+    fn opening_balance(self) -> u64 {
+        match self {
+            Variant::Remote => OPENING_BALANCE,
+            // The switch builds its in-process demo with the defaults.
+            Variant::InProcess => manifold_demo_provider::DemoSettings::default().opening_balance,
+        }
+    }
+
+    /// Transfers of this much or more ask for the destination first.
+    fn step_up_amount(self) -> u64 {
+        match self {
+            Variant::Remote => STEP_UP_AMOUNT,
+            Variant::InProcess => manifold_demo_provider::DemoSettings::default().step_up_amount,
+        }
+    }
+
+    /// The account transaction `serial` draws on (or, for a balance enquiry,
+    /// reads); `pick` is the client's random choice among [`SOURCES`].
+    ///
+    /// The in-process demo's accounts open with little more than its step-up
+    /// amount, so there a large transfer gets an account of its own and
+    /// [`SHARED_SOURCE_SERIALS`] consecutive serials share one for the rest:
+    /// no source runs dry, as none does in the remote variant, where every
+    /// account holds more than any run moves.
+    fn source(self, serial: u64, amount: u64, pick: usize) -> String {
+        match self {
+            Variant::Remote => SOURCES[pick].to_owned(),
+            Variant::InProcess => {
+                let opening = self.opening_balance();
+                // The largest amount drawn on one account: a large transfer
+                // alone, or every small transfer of its group.
+                let most = if amount >= self.step_up_amount() {
+                    amount
+                } else {
+                    SHARED_SOURCE_SERIALS * (100 + (serial | (SHARED_SOURCE_SERIALS - 1)))
+                };
+                assert!(
+                    most <= opening,
+                    "transaction {serial}: the in-process run is too long for the demo's \
+                     opening balance of {opening} (amounts grow with the serial)"
+                );
+                if amount >= self.step_up_amount() {
+                    format!("4{serial:09}")
+                } else {
+                    format!("3{:09}", serial / SHARED_SOURCE_SERIALS)
+                }
+            }
+        }
+    }
+}
+
 struct Settings {
+    variant: Variant,
     switch_kills: usize,
     provider_kills: usize,
     clients: usize,
@@ -108,13 +222,21 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 impl Settings {
-    fn from_env() -> Settings {
-        let switch_kills = env_number("MANIFOLD_CRASH_KILLS").unwrap_or(20).max(1) as usize;
-        let provider_kills = env_number("MANIFOLD_CRASH_PROVIDER_KILLS")
+    fn from_env(variant: Variant) -> Settings {
+        let switch_kills = env_number("MANIFOLD_CRASH_KILLS")
             .map(|n| n as usize)
-            .unwrap_or((switch_kills / 5).max(3))
-            .min(switch_kills);
+            .unwrap_or(variant.default_switch_kills())
+            .max(1);
+        let provider_kills = match variant {
+            Variant::Remote => env_number("MANIFOLD_CRASH_PROVIDER_KILLS")
+                .map(|n| n as usize)
+                .unwrap_or((switch_kills / 5).max(3))
+                .min(switch_kills),
+            // It dies with every kill of the switch.
+            Variant::InProcess => 0,
+        };
         Settings {
+            variant,
             switch_kills,
             provider_kills,
             clients: env_number("MANIFOLD_CRASH_CLIENTS").unwrap_or(6).max(1) as usize,
@@ -227,7 +349,7 @@ struct Intent {
     app: AppKind,
     transaction_ref: String,
     request_type: &'static str,
-    source: &'static str,
+    source: String,
     destination: Option<&'static str>,
     amount: u64,
     /// Unique per transaction, so its OTP is the one message sent here.
@@ -285,6 +407,7 @@ struct Journal {
 
 /// Everything the clients share while the killer works.
 struct Load {
+    variant: Variant,
     quick: AppClient,
     otp: AppClient,
     switch_url: RwLock<String>,
@@ -416,13 +539,14 @@ async fn client_loop(load: Arc<Load>, id: usize, seed: u64) {
         let amount = match (transfer, rng.gen_bool(0.15)) {
             (false, _) => 0,
             (true, false) => 100 + serial,
-            (true, true) => STEP_UP_AMOUNT + serial,
+            (true, true) => load.variant.step_up_amount() + serial,
         };
+        let pick = rng.gen_range(0..SOURCES.len());
         let intent = Intent {
             app,
             transaction_ref: format!("c{id}-t{n}"),
             request_type: if transfer { TRANSFER } else { GET_BALANCE },
-            source: SOURCES[rng.gen_range(0..SOURCES.len())],
+            source: load.variant.source(serial, amount, pick),
             destination: transfer.then(|| DESTINATIONS[rng.gen_range(0..DESTINATIONS.len())]),
             amount,
             mobile_no: format!("2347{serial:09}"),
@@ -438,7 +562,7 @@ async fn client_loop(load: Arc<Load>, id: usize, seed: u64) {
             &request_ref,
             &intent.transaction_ref,
             intent.request_type,
-            intent.source,
+            &intent.source,
             intent.amount,
         );
         address_transact_body(&mut body, intent.destination, &intent.mobile_no);
@@ -505,8 +629,9 @@ async fn client_loop(load: Arc<Load>, id: usize, seed: u64) {
     }
 }
 
-/// The two processes and where their files live.
+/// The processes and where their files live.
 struct Rig {
+    variant: Variant,
     dir: PathBuf,
     config_path: PathBuf,
     provider_data: PathBuf,
@@ -516,15 +641,23 @@ struct Rig {
 }
 
 impl Rig {
-    fn write_config(&self, provider: SocketAddr) {
-        let text = config_text(
-            &self.dir,
-            &[ProviderSpec::Remote {
+    /// The switch's configuration; `provider` is the remote provider's
+    /// address (`None` in the in-process variant).
+    fn write_config(&self, provider: Option<SocketAddr>) {
+        let spec = match (self.variant, provider) {
+            (Variant::Remote, Some(provider)) => ProviderSpec::Remote {
                 name: PROVIDER,
                 url: format!("http://{provider}"),
-            }],
-            3_000,
-        );
+            },
+            (Variant::InProcess, None) => ProviderSpec::InProcess {
+                name: PROVIDER,
+                implementation: manifold_switch::server::DEMO_IMPLEMENTATION,
+            },
+            (variant, provider) => panic!("{variant:?} with a provider at {provider:?}"),
+        };
+        // The in-process demo writes its codes to the `[notifications]`
+        // outbox that `config_text` sets, `<dir>/outbox.jsonl`.
+        let text = config_text(&self.dir, &[spec], PROVIDER_TIMEOUT_MS);
         // As the sample configuration does: balance enquiries skip the
         // switch's pre-call flush, so the kills cover that path too.
         let text = declare_read_only(&text, &[GET_BALANCE]);
@@ -606,14 +739,15 @@ struct Kills {
 }
 
 /// SIGKILLs and restarts the switch `settings.switch_kills` times at random
-/// moments, and the provider `settings.provider_kills` times spread among them.
+/// moments, and the remote provider `settings.provider_kills` times spread
+/// among them (`provider` is `None` in the in-process variant).
 async fn killer(
     rig: Arc<Rig>,
     load: Arc<Load>,
     settings: &Settings,
     mut switch: SwitchProcess,
-    mut provider: ProviderProcess,
-) -> (SwitchProcess, ProviderProcess, Kills) {
+    mut provider: Option<ProviderProcess>,
+) -> (SwitchProcess, Option<ProviderProcess>, Kills) {
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let mut kills = Kills {
         switch: 0,
@@ -648,19 +782,24 @@ async fn killer(
             > i * settings.provider_kills / settings.switch_kills;
         if due {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
-            let addr = provider.addr;
+            let old = provider
+                .take()
+                .expect("provider kills are for the remote variant");
+            let addr = old.addr;
             let r = rig.clone();
             event(format!("SIGKILL provider #{}", kills.provider + 1));
-            provider = blocking(move || {
-                provider.kill();
+            let restarted = blocking(move || {
+                old.kill();
                 r.start_provider(addr)
             })
             .await;
-            event(format!("provider up on {}", provider.addr));
+            event(format!("provider up on {}", restarted.addr));
             kills.provider += 1;
-            if provider.addr != addr {
+            let moved_to = restarted.addr;
+            provider = Some(restarted);
+            if moved_to != addr {
                 // The switch only knows the provider by the URL in its config.
-                rig.write_config(provider.addr);
+                rig.write_config(Some(moved_to));
                 let switch_addr = switch.addr;
                 let r = rig.clone();
                 event(format!(
@@ -748,8 +887,35 @@ async fn finish_conversation(
         status = answer
             .status()
             .ok_or_else(|| format!("validate answered {answer:?}"))?;
+        if let Some(wait) = resend_wait(&answer) {
+            // Too soon after the last send (the in-process demo keeps its
+            // default interval of 30 s): wait as the customer would.
+            tokio::time::sleep(wait).await;
+        }
     }
     Err(format!("still {status} after eight answers"))
+}
+
+/// How long the provider asks the customer to wait before a code can be
+/// sent again, when it refused a resend as too soon ("A new code can be sent
+/// in 12 s; …"). `None` for any other answer, and for a resend refused for
+/// good (no more codes for this transaction).
+fn resend_wait(answer: &Answer) -> Option<Duration> {
+    let Answer::Acknowledged {
+        status: Status::WaitingForOtp,
+        code: Some(code),
+        reply,
+    } = answer
+    else {
+        return None;
+    };
+    if code != manifold_demo_provider::codes::RESEND_REFUSED {
+        return None;
+    }
+    let (_, after) = reply.message().split_once("can be sent in ")?;
+    let seconds: u64 = after.split(' ').next()?.parse().ok()?;
+    // Bounded, so that a garbled message cannot stall the checks.
+    Some(Duration::from_secs(seconds.min(60)))
 }
 
 /// The available balance of a bank account (bank `058`), read through the
@@ -816,28 +982,51 @@ fn subset_with_sum<'a>(candidates: &[&'a Intent], sum: u64) -> Option<Vec<&'a In
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move_money_once() {
-    let settings = Settings::from_env();
+    crash_test(Variant::Remote).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_switch_with_in_process_provider_loses_nothing_and_moves_money_once() {
+    crash_test(Variant::InProcess).await;
+}
+
+/// The load, the kills and the checks, with the demo bank where `variant`
+/// puts it.
+async fn crash_test(variant: Variant) {
+    let settings = Settings::from_env(variant);
     let dir = tempfile::tempdir().unwrap();
     let rig = Arc::new(Rig {
+        variant,
         dir: dir.path().to_owned(),
         config_path: dir.path().join("manifold.toml"),
         provider_data: dir.path().join("provider"),
-        outbox: dir.path().join("provider-outbox.jsonl"),
+        outbox: match variant {
+            Variant::Remote => dir.path().join("provider-outbox.jsonl"),
+            // The switch's `[notifications]` outbox (see `config_text`).
+            Variant::InProcess => dir.path().join("outbox.jsonl"),
+        },
         switch_log: dir.path().join("switch.log"),
         provider_log: dir.path().join("provider.log"),
     });
     println!(
-        "crash test: seed={} switch_kills={} provider_kills={} clients={} (replay with MANIFOLD_CRASH_SEED={})",
-        settings.seed, settings.switch_kills, settings.provider_kills, settings.clients, settings.seed
+        "crash test ({}): seed={} switch_kills={} provider_kills={} clients={} (replay with MANIFOLD_CRASH_SEED={})",
+        variant.name(), settings.seed, settings.switch_kills, settings.provider_kills, settings.clients, settings.seed
     );
 
-    let r = rig.clone();
-    let provider = blocking(move || r.start_provider(any_port())).await;
-    let started_ms = now_ms();
-    rig.write_config(provider.addr);
+    let provider = match variant {
+        Variant::Remote => {
+            let r = rig.clone();
+            Some(blocking(move || r.start_provider(any_port())).await)
+        }
+        Variant::InProcess => None,
+    };
+    rig.write_config(provider.as_ref().map(|p| p.addr));
     let r = rig.clone();
     let switch = blocking(move || r.start_switch(any_port())).await;
+    // After the first start, which may build the binaries.
+    let started_ms = now_ms();
     let load = Arc::new(Load {
+        variant,
         quick: AppClient::new(&switch.url(), QUICK_APP, PROVIDER),
         otp: AppClient::new(&switch.url(), OTP_APP, PROVIDER),
         switch_url: RwLock::new(switch.url()),
@@ -872,6 +1061,17 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
     let mut findings = Findings::default();
 
     let load_ms = now_ms() - started_ms;
+    // The checks ask about every transaction; the last ones begun may be
+    // refused as in progress until the switch can rule out their removal.
+    let last_transact_ms = journal
+        .calls
+        .iter()
+        .filter(|c| c.endpoint == Endpoint::Transact)
+        .map(|c| c.sent_ms)
+        .max()
+        .unwrap_or(0);
+    let settled_ms = last_transact_ms + IN_PROGRESS_HORIZON_MS + 500;
+    tokio::time::sleep(Duration::from_millis(settled_ms.saturating_sub(now_ms()))).await;
     // 1. Repeats of acknowledged request_refs replay what was acknowledged
     //    (or a later state). Done first: a query may settle a transaction and
     //    so hide a stored answer that was lost.
@@ -1046,24 +1246,34 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
         .copied()
         .filter(|i| final_status(&i.transaction_ref) == Some(Status::Successful))
         .collect();
+    // Every account a transaction drew on or read, and the remote
+    // variant's sources in any case.
+    let sources: BTreeSet<&str> = SOURCES
+        .iter()
+        .copied()
+        .chain(journal.intents.iter().map(|i| i.source.as_str()))
+        .collect();
     // Per account: how much more money moved than the Successful transfers
     // account for (out of a source, into a destination).
     let mut excess: BTreeMap<&str, i128> = BTreeMap::new();
-    for (index, account) in SOURCES.iter().chain(DESTINATIONS.iter()).enumerate() {
-        let is_source = index < SOURCES.len();
+    let accounts = sources
+        .iter()
+        .map(|account| (*account, true))
+        .chain(DESTINATIONS.iter().map(|account| (*account, false)));
+    for (account, is_source) in accounts {
         let balance = read_balance(&quick, account).await as i128;
         let moved: u64 = successful
             .iter()
             .filter(|i| {
                 if is_source {
-                    i.source == *account
+                    i.source == account
                 } else {
-                    i.destination == Some(*account)
+                    i.destination == Some(account)
                 }
             })
             .map(|i| i.amount)
             .sum();
-        let (opening, moved) = (OPENING_BALANCE as i128, moved as i128);
+        let (opening, moved) = (settings.variant.opening_balance() as i128, moved as i128);
         let extra = if is_source {
             opening - moved - balance
         } else {
@@ -1095,8 +1305,28 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
         }
         _ => false,
     };
+    // The transfers drawn on an account that few share, for a finding.
+    let drawn_on = |account: &str| {
+        let drawn: Vec<String> = transfers
+            .iter()
+            .filter(|i| i.source == account)
+            .map(|i| {
+                format!(
+                    "{} of {} finally {:?}",
+                    i.transaction_ref,
+                    i.amount,
+                    final_status(&i.transaction_ref)
+                )
+            })
+            .collect();
+        if drawn.len() <= 2 * SHARED_SOURCE_SERIALS as usize {
+            format!(" (transfers from it: {})", drawn.join(", "))
+        } else {
+            String::new()
+        }
+    };
     let mut explained: Vec<&Intent> = Vec::new();
-    for source in SOURCES {
+    for &source in &sources {
         let extra = excess[source];
         if extra == 0 {
             continue;
@@ -1113,14 +1343,16 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
         match found {
             Some(subset) => explained.extend(subset),
             None if extra > 0 => findings.duplicates.push(format!(
-                "account {source}: {extra} more left it than the Successful transfers account for"
+                "account {source}: {extra} more left it than the Successful transfers account for{}",
+                drawn_on(source)
             )),
             // Reported Successful, but the money never left.
             None => findings.lost(
                 source,
                 format!(
-                    "account {source}: {} less left it than the Successful transfers account for",
-                    -extra
+                    "account {source}: {} less left it than the Successful transfers account for{}",
+                    -extra,
+                    drawn_on(source)
                 ),
             ),
         }
@@ -1171,7 +1403,7 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
     let duplicates = findings.duplicates.len();
     let torn = load.outbox.lock().expect("outbox reader").torn_lines();
     println!(
-        "crash summary: seed={} requests={requests} acknowledgements={acknowledgements} \
+        "crash summary ({}): seed={} requests={requests} acknowledgements={acknowledgements} \
          no_answer={no_answer} refused={refused} switch_kills={} provider_kills={} \
          transactions={} successful_transfers={} acknowledged_waiting_for_customer={} \
          finished_after_crashes={completed_after_crashes} codes_resent={resends} \
@@ -1179,6 +1411,7 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
          pending_left={pending_left} torn_outbox_lines={torn} \
          known_bug_pending_then_abandoned={} known_bug_posted_without_outcome={} \
          lost={lost} duplicates={duplicates} (load {load_ms} ms, checks {check_ms} ms)",
+        settings.variant.name(),
         settings.seed,
         kills.switch,
         kills.provider,
@@ -1211,8 +1444,9 @@ async fn sigkilled_switch_and_provider_lose_no_acknowledged_transaction_and_move
         drop((switch, provider));
         let kept = dir.keep();
         panic!(
-            "the crash test found lost={lost} duplicates={duplicates} mismatched destinations={} \
+            "the crash test ({}) found lost={lost} duplicates={duplicates} mismatched destinations={} \
              (seed {}); data and process logs kept in {}",
+            settings.variant.name(),
             findings.balance_mismatches.len(),
             settings.seed,
             kept.display()
@@ -1277,7 +1511,7 @@ fn unrecorded_transfers_are_found_by_their_unique_amounts() {
         app: AppKind::Quick,
         transaction_ref: format!("t{n}"),
         request_type: TRANSFER,
-        source: SOURCES[0],
+        source: SOURCES[0].into(),
         destination: Some(DESTINATIONS[0]),
         amount,
         mobile_no: String::new(),
