@@ -236,6 +236,21 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// The `/transact` that begins `transaction`, its request key and the
+/// transaction's key.
+fn begin_keys(
+    transaction: &TransactionRecord,
+) -> Result<(&RequestEntry, Vec<u8>, Vec<u8>), StoreError> {
+    let first = transaction
+        .first_request()
+        .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
+    Ok((
+        first,
+        key(REQUEST, &transaction.app_id, &first.request_ref),
+        key(TRANSACTION, &transaction.app_id, &transaction.transaction_ref),
+    ))
+}
+
 /// Refuses a database another store format wrote, and marks a new one.
 fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     for name in FORMAT_1_TREES {
@@ -515,15 +530,7 @@ impl Store for SledStore {
         &self,
         transaction: &TransactionRecord,
     ) -> Result<Begin, StoreError> {
-        let first = transaction
-            .first_request()
-            .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
-        let request_key = key(REQUEST, &transaction.app_id, &first.request_ref);
-        let transaction_key = key(
-            TRANSACTION,
-            &transaction.app_id,
-            &transaction.transaction_ref,
-        );
+        let (_, request_key, transaction_key) = begin_keys(transaction)?;
         let pointer = codec::encode_pointer(&transaction.transaction_ref)?;
         let record = codec::encode_transaction(transaction)?;
         let _held = self.locks.hold(&[&request_key, &transaction_key]);
@@ -537,15 +544,7 @@ impl Store for SledStore {
     }
 
     async fn begin_enquiry(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
-        let first = transaction
-            .first_request()
-            .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
-        let request_key = key(REQUEST, &transaction.app_id, &first.request_ref);
-        let transaction_key = key(
-            TRANSACTION,
-            &transaction.app_id,
-            &transaction.transaction_ref,
-        );
+        let (first, request_key, transaction_key) = begin_keys(transaction)?;
         let _held = self.locks.hold(&[&request_key, &transaction_key]);
         if let Some(found) = self.check_free(&request_key, &transaction_key)? {
             return Ok(found);
