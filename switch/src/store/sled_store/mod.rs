@@ -247,7 +247,11 @@ fn begin_keys(
     Ok((
         first,
         key(REQUEST, &transaction.app_id, &first.request_ref),
-        key(TRANSACTION, &transaction.app_id, &transaction.transaction_ref),
+        key(
+            TRANSACTION,
+            &transaction.app_id,
+            &transaction.transaction_ref,
+        ),
     ))
 }
 
