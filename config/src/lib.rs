@@ -120,9 +120,6 @@ pub struct StorageConfig {
     /// The store's page cache in bytes (`cache_capacity_mb`): what bounds
     /// the switch's memory as the store grows.
     pub cache_capacity_bytes: u64,
-    /// `compression`: zstd-compress the store's pages (less disk, more CPU).
-    /// A store keeps the setting it was created with.
-    pub compression: bool,
     /// Free space the switch keeps on the data directory's filesystem
     /// (`min_free_mb`, in bytes): below it, calls are refused (503
     /// `storage_full`) before anything is written. 0 turns the guard off.

@@ -66,8 +66,6 @@ struct RawTlsFiles {
 struct RawStorage {
     path: PathBuf,
     cache_capacity_mb: Option<u64>,
-    #[serde(default)]
-    compression: bool,
     min_free_mb: Option<u64>,
 }
 
@@ -278,7 +276,6 @@ impl RawConfig {
                 storage: StorageConfig {
                     path: self.storage.path,
                     cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
-                    compression: self.storage.compression,
                     min_free_bytes: min_free_mb.min(crate::MAX_MIN_FREE_MB) * 1024 * 1024,
                 },
                 notifications,

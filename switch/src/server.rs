@@ -93,7 +93,6 @@ impl Switch {
         };
         let options = StoreOptions {
             cache_capacity_bytes: config.storage.cache_capacity_bytes,
-            compression: config.storage.compression,
             ..StoreOptions::default()
         };
         // SMS and e-mail as the host configured them (the outbox otherwise),

@@ -68,9 +68,6 @@ pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
     /// How long a metered call may wait in memory when no flush comes.
     pub metering_interval: Duration,
-    /// zstd-compress sled's pages: about half the disk per transaction for
-    /// about a fifth more CPU per write (`tests/bench/PROFILING.md`).
-    pub compression: bool,
 }
 
 impl Default for StoreOptions {
@@ -78,7 +75,6 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity_bytes: 32 * 1024 * 1024,
             metering_interval: Duration::from_millis(200),
-            compression: false,
         }
     }
 }
@@ -297,11 +293,6 @@ impl SledStore {
         Ok(sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
-            .use_compression(options.compression)
-            // zstd's fastest level: the pages sled rewrites are small and
-            // alike (the same JSON keys in every record), so most of the
-            // saving comes at once.
-            .compression_factor(1)
             .open()?)
     }
 

@@ -76,12 +76,8 @@ fn open_store(dir: &Path) -> SledStore {
 /// The flusher and metering threads release the database shortly after the
 /// store drops.
 fn reopen(dir: &Path) -> SledStore {
-    reopen_with(dir, &StoreOptions::default())
-}
-
-fn reopen_with(dir: &Path, options: &StoreOptions) -> SledStore {
     for _ in 0..250 {
-        let options = *options;
+        let options = StoreOptions::default();
         if let Ok(db) = SledStore::open_db(dir, &options) {
             return SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
                 .unwrap();
@@ -438,38 +434,5 @@ async fn a_dump_spells_out_every_transaction_as_json() {
     assert_eq!(
         lines[1]["requests"][0]["fingerprint"],
         hex::encode([2u8; 32])
-    );
-}
-
-#[tokio::test]
-async fn a_compressed_store_reads_back_and_keeps_its_setting() {
-    let dir = tempfile::tempdir().unwrap();
-    let compressed = StoreOptions {
-        compression: true,
-        ..StoreOptions::default()
-    };
-    {
-        let db = SledStore::open_db(dir.path(), &compressed).unwrap();
-        let store =
-            SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &compressed).unwrap();
-        store.import(&[imported(1)]).unwrap();
-        let _ = store.durable().await.unwrap();
-    }
-    // Opened without compression, sled refuses and says why.
-    let refused =
-        (0..250).find_map(
-            |_| match SledStore::open_db(dir.path(), &StoreOptions::default()) {
-                Err(error) if error.to_string().contains("compression") => Some(error.to_string()),
-                _ => {
-                    std::thread::sleep(Duration::from_millis(20));
-                    None
-                }
-            },
-        );
-    assert!(refused.is_some(), "a compressed store opened uncompressed");
-    let store = reopen_with(dir.path(), &compressed);
-    assert_eq!(
-        store.transaction("app", "t-1").await.unwrap(),
-        Some(imported(1).transaction)
     );
 }
