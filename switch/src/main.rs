@@ -23,6 +23,10 @@ struct Args {
     /// Keep the store here instead of the configured `storage.path`.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Print every stored transaction as one JSON line on stdout, then exit.
+    /// Run it on a stopped switch: sled lets one process open a store.
+    #[arg(long)]
+    dump: bool,
 }
 
 #[tokio::main]
@@ -42,6 +46,22 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(data) = args.data {
         config.storage.path = data;
+    }
+    if args.dump {
+        let options = manifold_switch::store::StoreOptions {
+            cache_capacity_bytes: config.storage.cache_capacity_bytes,
+            ..Default::default()
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let dumped = manifold_switch::store::SledStore::dump_directory(
+            &config.storage.path,
+            &options,
+            &mut out,
+        )
+        .with_context(|| format!("dumping the store in {}", config.storage.path.display()))?;
+        std::io::Write::flush(&mut out)?;
+        eprintln!("{dumped} transactions");
+        return Ok(());
     }
     let switch = Switch::open(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -462,9 +462,27 @@ impl SledStore {
         })
     }
 
+    /// Dumps the store in `path` ([`SledStore::dump`]) and closes it. sled is
+    /// one process, so the switch must be stopped (`manifold --dump`).
+    pub fn dump_directory(
+        path: &Path,
+        options: &StoreOptions,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, StoreError> {
+        if !path.join("db").is_file() {
+            return Err(StoreError::Database(format!(
+                "no store in {}",
+                path.display()
+            )));
+        }
+        let db = Self::open_db(path, options)?;
+        let commit =
+            GroupCommit::start(db.clone()).map_err(|e| StoreError::Database(e.to_string()))?;
+        Self::open(&db, commit, options)?.dump(out)
+    }
+
     /// The stored records as JSON lines, for people: one object per
-    /// transaction (keys and statuses spelled out). sled is one process, so
-    /// run it on a stopped store's directory (`manifold dump`).
+    /// transaction (keys and statuses spelled out).
     pub fn dump(&self, out: &mut impl std::io::Write) -> Result<u64, StoreError> {
         let mut written = 0;
         for entry in self.tree.scan_prefix([TRANSACTION]) {

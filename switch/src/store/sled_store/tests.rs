@@ -436,3 +436,28 @@ async fn a_dump_spells_out_every_transaction_as_json() {
         hex::encode([2u8; 32])
     );
 }
+
+#[tokio::test]
+async fn a_stopped_store_is_dumped_from_its_directory_and_a_missing_one_is_not_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let error =
+        SledStore::dump_directory(&missing, &StoreOptions::default(), &mut Vec::new()).unwrap_err();
+    assert!(error.to_string().contains("no store in"), "{error}");
+    assert!(!missing.exists(), "a dump creates nothing");
+    {
+        let store = open_store(dir.path());
+        store.import(&[imported(1)]).unwrap();
+        let _ = store.durable().await.unwrap();
+    }
+    let mut out = Vec::new();
+    let dumped = (0..250)
+        .find_map(|_| {
+            SledStore::dump_directory(dir.path(), &StoreOptions::default(), &mut out)
+                .map_err(|_| std::thread::sleep(Duration::from_millis(20)))
+                .ok()
+        })
+        .expect("the stopped store opens");
+    assert_eq!(dumped, 1);
+    assert!(String::from_utf8(out).unwrap().contains("\"t-1\""));
+}
