@@ -431,6 +431,53 @@ impl Engine {
         }
     }
 
+    /// What validate and reverse share once their checks have passed: claim
+    /// `request_ref` on `record` (a repeat is answered from its claim), make
+    /// the provider `call` (a provider with no record of the transaction
+    /// answers `Failed` with `no_record`), settle it, and record the answer
+    /// with `apply`. `call` is only polled once the claim is made.
+    #[allow(clippy::too_many_arguments)]
+    async fn act_on_transaction(
+        &self,
+        signed: &VerifiedCall,
+        route: &Route,
+        record: &TransactionRecord,
+        operation: Operation,
+        request_ref: &str,
+        fingerprint: &Fingerprint,
+        call: impl std::future::Future<Output = Result<ProviderReply, ProviderError>>,
+        no_record: &str,
+        apply: impl Fn(&mut TransactionRecord, Status, Option<&ProviderReply>) + Send + Sync,
+    ) -> Result<Answer, SwitchError> {
+        let app = signed.app();
+        if let Some(replay) = self
+            .claim(
+                app,
+                operation,
+                request_ref,
+                &record.transaction_ref,
+                fingerprint,
+            )
+            .await?
+        {
+            return Ok(replay);
+        }
+        let result = match Self::call(route, call).await {
+            Err(ProviderError::UnknownTransaction) => {
+                Ok(ProviderReply::new(Status::Failed, "", no_record))
+            }
+            other => other,
+        };
+        let claimed = Claimed {
+            request_ref,
+            transaction_ref: &record.transaction_ref,
+            began_transaction: false,
+        };
+        let settled = self.settle(signed, route, claimed, result).await?;
+        self.record_answer(app, record, operation, request_ref, settled, apply)
+            .await
+    }
+
     /// Waits until all writes so far are durable; for shutdown.
     pub async fn flush(&self) -> Result<Durable, SwitchError> {
         Ok(self.store.durable().await?)

@@ -1,9 +1,9 @@
 //! `/transact/reverse`: undo a successful transaction at its provider.
 
-use manifold_provider::{ProviderError, ProviderReply, ReverseRequest, Status};
+use manifold_provider::{ProviderReply, ReverseRequest, Status};
 
 use super::fingerprint::fingerprint;
-use super::{now_ms, Answer, Claimed, Engine};
+use super::{now_ms, Answer, Engine};
 use crate::envelope;
 use crate::error::SwitchError;
 use crate::signed::VerifiedCall;
@@ -54,38 +54,12 @@ impl Engine {
             Some(reversal) if reversal.status == Status::Pending => reversal.request_ref.clone(),
             _ => request.request_ref.clone(),
         };
-        if let Some(replay) = self
-            .claim(
-                app,
-                Operation::Reverse,
-                &request.request_ref,
-                &record.transaction_ref,
-                &fingerprint,
-            )
-            .await?
-        {
-            return Ok(replay);
-        }
         let call = ReverseRequest {
             app_id: app.id().to_owned(),
             request_ref: provider_request_ref.clone(),
             request_type: record.request_type.clone(),
             transaction_ref: record.transaction_ref.clone(),
         };
-        let result = match Self::call(&route, route.provider.reverse(call)).await {
-            Err(ProviderError::UnknownTransaction) => Ok(ProviderReply::new(
-                Status::Failed,
-                "",
-                "The provider has no record of this transaction, so it cannot reverse it",
-            )),
-            other => other,
-        };
-        let claimed = Claimed {
-            request_ref: &request.request_ref,
-            transaction_ref: &record.transaction_ref,
-            began_transaction: false,
-        };
-        let settled = self.settle(signed, &route, claimed, result).await?;
         let apply =
             move |record: &mut TransactionRecord, status: Status, reply: Option<&ProviderReply>| {
                 // The transaction itself stays Successful; the reversal is its own outcome.
@@ -103,12 +77,15 @@ impl Engine {
                     reply: reply.cloned(),
                 });
             };
-        self.record_answer(
-            app,
+        self.act_on_transaction(
+            signed,
+            &route,
             &record,
             Operation::Reverse,
             &request.request_ref,
-            settled,
+            &fingerprint,
+            route.provider.reverse(call),
+            "The provider has no record of this transaction, so it cannot reverse it",
             apply,
         )
         .await

@@ -2,10 +2,10 @@
 //! transaction waiting for it.
 
 use manifold_crypto::plaintext::open_validation;
-use manifold_provider::{ProviderError, ProviderReply, Status, ValidateRequest};
+use manifold_provider::ValidateRequest;
 
 use super::fingerprint::fingerprint;
-use super::{advance, Answer, Claimed, Engine};
+use super::{advance, Answer, Engine};
 use crate::envelope;
 use crate::error::SwitchError;
 use crate::signed::VerifiedCall;
@@ -38,18 +38,6 @@ impl Engine {
             return Err(SwitchError::NotAwaitingValidation(record.status));
         }
         let route = self.router.route(&record.provider)?;
-        if let Some(replay) = self
-            .claim(
-                app,
-                Operation::Validate,
-                &request.request_ref,
-                &record.transaction_ref,
-                &fingerprint,
-            )
-            .await?
-        {
-            return Ok(replay);
-        }
         let call = ValidateRequest {
             app_id: app.id().to_owned(),
             request_ref: request.request_ref.clone(),
@@ -57,27 +45,16 @@ impl Engine {
             transaction_ref: record.transaction_ref.clone(),
             input,
         };
-        let result = match Self::call(&route, route.provider.validate(call)).await {
-            // The provider lost or never had the pending state: nothing can complete it.
-            Err(ProviderError::UnknownTransaction) => Ok(ProviderReply::new(
-                Status::Failed,
-                "",
-                "The provider has nothing awaiting validation for this transaction",
-            )),
-            other => other,
-        };
-        let claimed = Claimed {
-            request_ref: &request.request_ref,
-            transaction_ref: &record.transaction_ref,
-            began_transaction: false,
-        };
-        let settled = self.settle(signed, &route, claimed, result).await?;
-        self.record_answer(
-            app,
+        self.act_on_transaction(
+            signed,
+            &route,
             &record,
             Operation::Validate,
             &request.request_ref,
-            settled,
+            &fingerprint,
+            route.provider.validate(call),
+            // The provider lost or never had the pending state: nothing can complete it.
+            "The provider has nothing awaiting validation for this transaction",
             advance,
         )
         .await

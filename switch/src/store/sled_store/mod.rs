@@ -148,6 +148,20 @@ impl Locks {
     }
 }
 
+/// Metered calls grouped as they are stored: one batch per app and minute.
+fn by_app_and_minute<'a>(
+    calls: impl IntoIterator<Item = &'a MeteredCall>,
+) -> BTreeMap<(&'a str, u64), Vec<&'a MeteredCall>> {
+    let mut batches: BTreeMap<(&str, u64), Vec<&MeteredCall>> = BTreeMap::new();
+    for call in calls {
+        batches
+            .entry((call.app_id.as_str(), call.at_ms - call.at_ms % MINUTE_MS))
+            .or_default()
+            .push(call);
+    }
+    batches
+}
+
 /// Metered calls not yet written.
 struct Metering {
     db: sled::Db,
@@ -165,14 +179,7 @@ impl Metering {
             }
             std::mem::take(&mut *pending)
         };
-        let mut batches: BTreeMap<(&str, u64), Vec<&MeteredCall>> = BTreeMap::new();
-        for call in &calls {
-            batches
-                .entry((call.app_id.as_str(), call.at_ms - call.at_ms % MINUTE_MS))
-                .or_default()
-                .push(call);
-        }
-        let mut batches = batches.into_iter();
+        let mut batches = by_app_and_minute(&calls).into_iter();
         while let Some(((app_id, minute), batch)) = batches.next() {
             let written = self
                 .db
@@ -411,7 +418,6 @@ impl SledStore {
     /// taken. The records are durable after the next [`Store::durable`].
     pub fn import(&self, transactions: &[ImportedTransaction]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut calls: BTreeMap<(&str, u64), Vec<&MeteredCall>> = BTreeMap::new();
         for imported in transactions {
             let record = &imported.transaction;
             for request in &record.requests {
@@ -424,13 +430,8 @@ impl SledStore {
                 key(TRANSACTION, &record.app_id, &record.transaction_ref),
                 codec::encode_transaction(record)?,
             );
-            let call = &imported.call;
-            calls
-                .entry((call.app_id.as_str(), call.at_ms - call.at_ms % MINUTE_MS))
-                .or_default()
-                .push(call);
         }
-        for ((app_id, minute), batched) in calls {
+        for ((app_id, minute), batched) in by_app_and_minute(transactions.iter().map(|t| &t.call)) {
             batch.insert(
                 metering_key(app_id, minute, self.db.generate_id()?),
                 codec::encode_calls(batched.into_iter())?,
