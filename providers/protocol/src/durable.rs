@@ -7,8 +7,8 @@
 //! A waiter queues *after* its write, and the flush it joins starts after it
 //! queued, so that flush covers the write.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,13 @@ impl Counters {
 pub struct GroupCommit {
     waiters: mpsc::UnboundedSender<Waiter>,
     counters: Arc<Counters>,
+    /// Set by an in-process provider whose writes the caller (the switch)
+    /// makes durable with its own next commit.
+    flush_left_to_caller: Arc<AtomicBool>,
+    /// The first failed flush. sled's first I/O error is sticky, so every
+    /// later flush of this database fails too; others writing to the same
+    /// database learn of it here without a flush of their own.
+    failed: Arc<OnceLock<String>>,
 }
 
 impl GroupCommit {
@@ -64,6 +71,8 @@ impl GroupCommit {
         let (waiters, mut queue) = mpsc::unbounded_channel::<Waiter>();
         let counters = Arc::new(Counters::default());
         let flusher_counters = counters.clone();
+        let failed = Arc::new(OnceLock::new());
+        let flusher_failed = failed.clone();
         thread::Builder::new()
             .name("sled-group-commit".into())
             .spawn(move || {
@@ -76,6 +85,9 @@ impl GroupCommit {
                     }
                     let started = Instant::now();
                     let outcome = db.flush().map(|_| ()).map_err(|error| error.to_string());
+                    if let Err(error) = &outcome {
+                        let _ = flusher_failed.set(error.clone());
+                    }
                     counters.flush_nanos.fetch_add(
                         u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
                         Ordering::Relaxed,
@@ -97,7 +109,31 @@ impl GroupCommit {
                     "group commit stopped"
                 );
             })?;
-        Ok(GroupCommit { waiters, counters })
+        Ok(GroupCommit {
+            waiters,
+            counters,
+            flush_left_to_caller: Arc::new(AtomicBool::new(false)),
+            failed,
+        })
+    }
+
+    /// Says that writes made so far are to be flushed by the caller's next
+    /// commit (an in-process provider answering the switch, which records the
+    /// answer and makes it durable before the app hears of it).
+    pub fn leave_flush_to_caller(&self) {
+        self.flush_left_to_caller.store(true, Ordering::Release);
+    }
+
+    /// Whether a flush was left to the caller since the last time this was
+    /// asked; the caller must then flush the database before it makes durable
+    /// anything it wrote after those writes.
+    pub fn take_flush_left_to_caller(&self) -> bool {
+        self.flush_left_to_caller.swap(false, Ordering::AcqRel)
+    }
+
+    /// The first flush of this database that failed, if one has.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
     }
 
     /// How many flushes served how many waiters so far.

@@ -242,6 +242,12 @@ where
         Err(ProviderError::Rejected(message)) => {
             fault_response(StatusCode::BAD_REQUEST, fault::BAD_REQUEST, message)
         }
+        // It did nothing (its own store is failing, say): the switch may
+        // treat the call as never made, as when the provider is busy.
+        Err(ProviderError::Unreachable(message)) => {
+            tracing::error!(%message, "provider refused a call it could not act on safely");
+            fault_response(StatusCode::SERVICE_UNAVAILABLE, fault::BUSY, message)
+        }
         Err(error) => {
             tracing::error!(%error, "provider operation failed");
             fault_response(

@@ -58,6 +58,10 @@ pub enum ServiceError {
     Corrupt(String),
     #[error(transparent)]
     Durability(#[from] DurabilityError),
+    /// State that must be on disk before the service acts could not be
+    /// stored, so it did not act.
+    #[error("nothing was done: the provider could not store its state first ({0})")]
+    NothingDone(Box<ServiceError>),
     #[error(transparent)]
     Connector(#[from] ConnectorError),
 }
@@ -68,6 +72,9 @@ impl From<ServiceError> for ProviderError {
             // Nothing happened upstream: the switch may treat it as never sent.
             ServiceError::Connector(ConnectorError::Unavailable(reason)) => {
                 ProviderError::Unreachable(reason)
+            }
+            nothing_done @ ServiceError::NothingDone(_) => {
+                ProviderError::Unreachable(nothing_done.to_string())
             }
             other => ProviderError::Internal(other.to_string()),
         }
@@ -99,9 +106,11 @@ pub enum AnswerDurability {
     /// leaves the process (a microservice).
     BeforeAnswering,
     /// The caller does. Only for a provider running in-process on the
-    /// switch's own `sled::Db` and `GroupCommit`: the switch records the answer and
-    /// waits for one flush that covers the provider's writes too, so waiting
-    /// here as well would cost a second flush round for nothing.
+    /// switch's own `sled::Db` and `GroupCommit`: the service marks its writes
+    /// with [`GroupCommit::leave_flush_to_caller`], and the switch flushes
+    /// them before its own commit, which comes before the app hears of the
+    /// answer, so waiting here as well would cost a second flush round for
+    /// nothing.
     ByCaller,
 }
 
@@ -192,8 +201,9 @@ impl<C: Connector> ProviderService<C> {
     /// Makes what an answer reports durable, or leaves that to the caller
     /// (see [`AnswerDurability`]).
     async fn durable_answer(&self) -> Result<(), ServiceError> {
-        if self.settings.answer_durability == AnswerDurability::BeforeAnswering {
-            self.commit.durable().await?;
+        match self.settings.answer_durability {
+            AnswerDurability::BeforeAnswering => self.commit.durable().await?,
+            AnswerDurability::ByCaller => self.commit.leave_flush_to_caller(),
         }
         Ok(())
     }
@@ -231,9 +241,13 @@ impl<C: Connector> ProviderService<C> {
         key: &[u8],
         entry: &PendingEntry,
     ) -> Result<(), ServiceError> {
-        self.state.put_pending(key, entry)?;
-        self.commit.durable().await?;
-        Ok(())
+        let stored = match self.state.put_pending(key, entry) {
+            Ok(()) => self.commit.durable().await.map_err(ServiceError::from),
+            Err(error) => Err(error),
+        };
+        // Nothing has left the process because of this step yet: a caller
+        // may treat the call as never made (the switch answers 503).
+        stored.map_err(|error| ServiceError::NothingDone(Box::new(error)))
     }
 
     /// Carries `step` to the state it leads to and answers it. `entry` is the

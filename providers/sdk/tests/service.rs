@@ -1656,3 +1656,18 @@ async fn a_call_the_switch_believes_read_only_is_refused_unless_it_is() {
     assert_eq!(rig.service.read_only("get_balance"), Some(true));
     assert_eq!(rig.service.read_only("transfer"), Some(false));
 }
+
+/// State the service must store before it acts (a marker, a parked code)
+/// that cannot be stored means nothing was done: the switch may treat the
+/// call as never made (503) instead of recording it `Pending`.
+#[test]
+fn state_that_could_not_be_stored_before_acting_means_nothing_was_done() {
+    let error = ProviderError::from(manifold_provider_sdk::ServiceError::NothingDone(Box::new(
+        manifold_provider_sdk::ServiceError::Corrupt("no space left on device".into()),
+    )));
+    assert!(
+        matches!(&error, ProviderError::Unreachable(m) if m.contains("nothing was done") && m.contains("no space")),
+        "{error:?}"
+    );
+    assert!(!error.may_have_executed());
+}
