@@ -98,7 +98,8 @@ impl Opener {
         let db = SledStore::open_db(&self.path, &self.options).map_err(|e| store_error(&e))?;
         let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(&e))?;
         let store = Arc::new(
-            SledStore::open(&db, commit.clone(), &self.options).map_err(|e| store_error(&e))?,
+            SledStore::open(&self.path, &db, commit.clone(), &self.options)
+                .map_err(|e| store_error(&e))?,
         );
         let mut demos = Vec::new();
         let mut routes = Vec::new();

@@ -169,7 +169,13 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions::default();
     let db = SledStore::open_db(dir.path(), &options).unwrap();
-    let inner = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options).unwrap();
+    let inner = SledStore::open(
+        dir.path(),
+        &db,
+        GroupCommit::start(db.clone()).unwrap(),
+        &options,
+    )
+    .unwrap();
     let store = Arc::new(AbandonBeforeClaimRead {
         inner,
         armed: Mutex::new(None),

@@ -2,27 +2,26 @@
 //!
 //! One tree, `switch/v2`, laid out as [`codec`] describes: one record per
 //! transaction carrying its requests and their answers, a small pointer per
-//! `request_ref`, and metered calls in batches. Durability goes through one
-//! [`GroupCommit`] shared with any in-process provider that uses the same
-//! database.
+//! `request_ref`, and metered calls in batches. Durability goes through the
+//! store's [`journal`]; the database's [`GroupCommit`], shared with any
+//! in-process provider on it, tells the journal when such a provider left
+//! its flush to the switch.
 //!
 //! **Claims live in this process.** sled is one process by construction, so a
 //! call in flight is claimed in memory ([`ClaimsLiveIn::Process`]), and a
 //! claim dies with the process that made it. Only what must outlive a crash
 //! is written: a `/transact` that may move money writes its `Pending` record
-//! (and the engine flushes it) before the provider is called; a `read_only`
-//! enquiry, a validation or a reversal writes its request once, answered.
+//! (and the engine makes it durable) before the provider is called; a
+//! `read_only` enquiry, a validation or a reversal writes its request once,
+//! answered.
 //!
-//! **No sled transactions or batches on the request path:** each one seals
-//! and syncs sled's I/O buffer twice (see `tests/bench/PROFILING.md`).
-//! Instead every change is one or two single-key writes made under striped
-//! locks, in an order whose every prefix a crash may leave is harmless,
-//! because sled recovers its log in write order:
-//! - a request: its pointer, then the record that lists it. A pointer whose
-//!   record does not list its request is *void*, treated as absent: the
-//!   record never reached disk, so neither did the flush the answer (or the
-//!   provider call of a `/transact`) waited for;
-//! - abandoning a `/transact`: the record, then the pointer (void again).
+//! **Writes go through the [`journal`]**, one entry per change (a request's
+//! pointer and record together; an abandon's two removals), durable at the
+//! journal's next commit and applied to sled after it; reads see what the
+//! journal holds before sled does. The journal's module docs say why and how
+//! recovery works. A pointer whose record does not list its request is still
+//! *void* (treated as absent): stores written before the journal wrote the
+//! pointer first and the record after it.
 //!
 //! Metered calls are buffered and written as one batch per app and minute
 //! at the next flush, and at least every [`StoreOptions::metering_interval`].
@@ -31,6 +30,7 @@
 //! database (sled itself allows one process per database).
 
 mod codec;
+mod journal;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -42,6 +42,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use manifold_provider::GroupCommit;
+
+use journal::{Change as Write, Journal};
 
 use super::{
     Begin, Change, Claim, ClaimsLiveIn, Durable, Fingerprint, ImportedTransaction, KnownRequest,
@@ -102,7 +104,9 @@ struct Running {
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
-    commit: GroupCommit,
+    /// Every write to `tree` on the request path goes through the journal,
+    /// and every read sees what it holds before sled does.
+    journal: Arc<Journal>,
     locks: Locks,
     /// Requests in flight that are not on disk, by request key.
     running: DashMap<Vec<u8>, Running>,
@@ -165,7 +169,7 @@ fn by_app_and_minute<'a>(
 /// Metered calls not yet written.
 struct Metering {
     db: sled::Db,
-    tree: sled::Tree,
+    journal: Arc<Journal>,
     pending: Mutex<Vec<MeteredCall>>,
 }
 
@@ -187,8 +191,8 @@ impl Metering {
                 .map_err(StoreError::from)
                 .and_then(|id| {
                     let bytes = codec::encode_calls(batch.iter().copied())?;
-                    self.tree.insert(metering_key(app_id, minute, id), bytes)?;
-                    Ok(())
+                    self.journal
+                        .write(vec![Write::Insert(metering_key(app_id, minute, id), bytes)])
                 });
             if let Err(error) = written {
                 // What was not written stays buffered for the next drain (or
@@ -217,8 +221,11 @@ impl Metering {
                 let Some(metering) = weak.upgrade() else {
                     return;
                 };
-                if let Err(error) = metering.drain() {
-                    tracing::error!(%error, "metered calls could not be written; they stay buffered");
+                match metering.drain() {
+                    Ok(()) => metering.journal.nudge(),
+                    Err(error) => {
+                        tracing::error!(%error, "metered calls could not be written; they stay buffered")
+                    }
                 }
             })?;
         Ok(())
@@ -303,17 +310,34 @@ impl SledStore {
             .open()?)
     }
 
-    /// Opens the switch's records in `db`. `commit` must flush that same `db`.
+    /// The journal's directory in the store's directory `path`.
+    pub fn journal_dir(path: &Path) -> std::path::PathBuf {
+        path.join("journal")
+    }
+
+    /// Opens the switch's records in `db`, the sled database in `path`
+    /// (whose journal is replayed into it first). `commit` must flush that
+    /// same `db`.
     pub fn open(
+        path: &Path,
         db: &sled::Db,
         commit: GroupCommit,
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(TREE)?;
         check_format(db, &tree)?;
+        let (journal, replayed) = Journal::open(&Self::journal_dir(path), db, &tree, commit)?;
+        if replayed.entries > 0 {
+            tracing::info!(
+                segments = replayed.segments,
+                entries = replayed.entries,
+                "replayed the store's journal"
+            );
+        }
+        let journal = Arc::new(journal);
         let metering = Arc::new(Metering {
             db: db.clone(),
-            tree: tree.clone(),
+            journal: journal.clone(),
             pending: Mutex::new(Vec::new()),
         });
         Metering::start_drain(&metering, options.metering_interval)
@@ -321,7 +345,7 @@ impl SledStore {
         Ok(SledStore {
             db: db.clone(),
             tree,
-            commit,
+            journal,
             locks: Locks::new(),
             running: DashMap::new(),
             enquiries: DashMap::new(),
@@ -333,7 +357,7 @@ impl SledStore {
         &self,
         transaction_key: &[u8],
     ) -> Result<Option<TransactionRecord>, StoreError> {
-        match self.tree.get(transaction_key)? {
+        match self.journal.get(transaction_key)? {
             Some(bytes) => {
                 let (app_id, transaction_ref) = split_key(transaction_key)?;
                 Ok(Some(codec::decode_transaction(
@@ -358,7 +382,7 @@ impl SledStore {
                 started_at_ms: running.started_at_ms,
             }));
         }
-        let Some(pointer) = self.tree.get(request_key)? else {
+        let Some(pointer) = self.journal.get(request_key)? else {
             return Ok(None);
         };
         let (app_id, request_ref) = split_key(request_key)?;
@@ -388,7 +412,7 @@ impl SledStore {
             return Ok(Some(Begin::Repeat(Box::new(known))));
         }
         if self.enquiries.contains_key(transaction_key)
-            || self.tree.contains_key(transaction_key)?
+            || self.journal.contains_key(transaction_key)?
         {
             return Ok(Some(Begin::TransactionRefTaken));
         }
@@ -415,7 +439,7 @@ impl SledStore {
     /// Writes answered transactions in bulk, as one sled batch, with the same
     /// keys and encoding the request path uses. For loading data
     /// (benchmarks), not for serving: it does not check whether a ref is
-    /// taken. The records are durable after the next [`Store::durable`].
+    /// taken. The records are durable when it returns.
     pub fn import(&self, transactions: &[ImportedTransaction]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for imported in transactions {
@@ -438,6 +462,8 @@ impl SledStore {
             );
         }
         self.tree.apply_batch(batch)?;
+        // Around the journal: made durable here.
+        self.db.flush()?;
         Ok(())
     }
 
@@ -479,7 +505,7 @@ impl SledStore {
         let db = Self::open_db(path, options)?;
         let commit =
             GroupCommit::start(db.clone()).map_err(|e| StoreError::Database(e.to_string()))?;
-        Self::open(&db, commit, options)?.dump(out)
+        Self::open(path, &db, commit, options)?.dump(out)
     }
 
     /// The stored records as JSON lines, for people: one object per
@@ -551,9 +577,10 @@ impl Store for SledStore {
         if let Some(found) = self.check_free(&request_key, &transaction_key)? {
             return Ok(found);
         }
-        // The pointer first: alone after a crash, it is void.
-        self.tree.insert(request_key, pointer)?;
-        self.tree.insert(transaction_key, record)?;
+        self.journal.write(vec![
+            Write::Insert(request_key, pointer),
+            Write::Insert(transaction_key, record),
+        ])?;
         Ok(Begin::Started)
     }
 
@@ -639,10 +666,11 @@ impl Store for SledStore {
                 .is_some_and(|record| {
                     record.first_request().map(|r| r.request_ref.as_str()) == Some(request_ref)
                 });
-            // The record first: a pointer left alone by a crash is void.
             if begun_here {
-                self.tree.remove(&transaction_key)?;
-                self.tree.remove(&request_key)?;
+                self.journal.write(vec![
+                    Write::Remove(transaction_key),
+                    Write::Remove(request_key),
+                ])?;
             }
         }
         Ok(())
@@ -714,14 +742,15 @@ impl Store for SledStore {
         }
         change(&mut record);
         let bytes = codec::encode_transaction(&record)?;
+        let mut writes = Vec::with_capacity(2);
         if let (true, Some(answer_key)) = (answer_is_new, &answer_key) {
-            // The pointer first: alone after a crash, it is void.
-            self.tree.insert(
-                answer_key.as_slice(),
+            writes.push(Write::Insert(
+                answer_key.clone(),
                 codec::encode_pointer(transaction_ref)?,
-            )?;
+            ));
         }
-        self.tree.insert(transaction_key.as_slice(), bytes)?;
+        writes.push(Write::Insert(transaction_key.clone(), bytes));
+        self.journal.write(writes)?;
         // Only now may look-ups stop finding the claims.
         if let Some(answer_key) = &answer_key {
             self.running.remove(answer_key);
@@ -747,8 +776,10 @@ impl Store for SledStore {
         from_ms: u64,
         until_ms: u64,
     ) -> Result<Vec<MeteredCall>, StoreError> {
-        // What is buffered counts as metered.
+        // What is buffered counts as metered; a scan reads sled, which holds
+        // what the journal holds once it is durable.
         self.metering.drain()?;
+        self.journal.in_sled().await?;
         let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);
         let end = metering_key(app_id, until_ms, 0);
         let mut calls = Vec::new();
@@ -765,15 +796,13 @@ impl Store for SledStore {
     }
 
     async fn transaction_count(&self) -> Result<usize, StoreError> {
+        self.journal.in_sled().await?;
         Ok(self.tree.scan_prefix([TRANSACTION]).count())
     }
 
     async fn durable(&self) -> Result<Durable, StoreError> {
         self.metering.drain()?;
-        self.commit
-            .durable()
-            .await
-            .map_err(|error| StoreError::NotDurable(error.to_string()))?;
+        self.journal.durable().await?;
         Ok(Durable::after_flush())
     }
 }

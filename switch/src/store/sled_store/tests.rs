@@ -70,7 +70,7 @@ fn imported(n: u64) -> ImportedTransaction {
 fn open_store(dir: &Path) -> SledStore {
     let options = StoreOptions::default();
     let db = SledStore::open_db(dir, &options).unwrap();
-    SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options).unwrap()
+    SledStore::open(dir, &db, GroupCommit::start(db.clone()).unwrap(), &options).unwrap()
 }
 
 /// The flusher and metering threads release the database shortly after the
@@ -79,7 +79,7 @@ fn reopen(dir: &Path) -> SledStore {
     for _ in 0..250 {
         let options = StoreOptions::default();
         if let Ok(db) = SledStore::open_db(dir, &options) {
-            return SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
+            return SledStore::open(dir, &db, GroupCommit::start(db.clone()).unwrap(), &options)
                 .unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -152,6 +152,10 @@ async fn a_pointer_a_crash_left_without_its_record_is_void() {
         Begin::Repeat(_)
     ));
 
+    // What follows writes sled's tree behind the journal's back, as a
+    // store of earlier code (which wrote pointer and record apart) may have
+    // left it: the journal must hold nothing newer for these keys.
+    store.journal.in_sled().await.unwrap();
     // A void pointer to a transaction_ref another request took since.
     store
         .tree
@@ -354,6 +358,8 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
         store.meter(&call(7 * minute + 1)).await.unwrap();
         let before = store.tree.scan_prefix([METERING]).count();
         let _ = store.durable().await.unwrap();
+        // (The journal has it on disk; sled right after.)
+        store.journal.in_sled().await.unwrap();
         assert_eq!(store.tree.scan_prefix([METERING]).count(), before + 1);
         // And without one, the metering thread writes them.
         store.meter(&call(9 * minute)).await.unwrap();
@@ -391,9 +397,14 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
     }
     let options = StoreOptions::default();
     let db = SledStore::open_db(dir.path(), &options).unwrap();
-    let error = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
-        .err()
-        .expect("a format 1 store is refused");
+    let error = SledStore::open(
+        dir.path(),
+        &db,
+        GroupCommit::start(db.clone()).unwrap(),
+        &options,
+    )
+    .err()
+    .expect("a format 1 store is refused");
     let message = error.to_string();
     assert!(
         message.contains("store format 1") && message.contains(FORMAT),
@@ -404,9 +415,14 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
     db.drop_tree("switch/transactions").unwrap();
     tree.insert(codec::FORMAT_KEY, "manifold-switch-store/3")
         .unwrap();
-    let error = SledStore::open(&db, GroupCommit::start(db.clone()).unwrap(), &options)
-        .err()
-        .expect("a later format is refused");
+    let error = SledStore::open(
+        dir.path(),
+        &db,
+        GroupCommit::start(db.clone()).unwrap(),
+        &options,
+    )
+    .err()
+    .expect("a later format is refused");
     assert!(
         error.to_string().contains("manifold-switch-store/3"),
         "{error}"

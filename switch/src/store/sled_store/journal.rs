@@ -1,0 +1,801 @@
+//! [`Journal`]: the write-ahead log in front of the switch's sled tree.
+//!
+//! **Why.** A durable acknowledgement through sled costs one `db.flush()`,
+//! which hands sled's I/O buffer to its thread pool; that pool wakes every
+//! one of its idle threads for each task (`notify_all` in sled 0.34's
+//! `threadpool.rs`), and under load those wake-ups cost about a fifth of the
+//! switch's CPU (`tests/bench/PROFILING.md`, fourth round). The journal takes
+//! sled's flush off the acknowledgement path: a change is appended to a
+//! plain file, one `fdatasync` acknowledges everything appended before it,
+//! and sled is written afterwards and flushed when it suits (a checkpoint).
+//!
+//! **The rule that makes recovery a prefix.** A change reaches sled only
+//! after its journal entry is on disk. So sled, whatever it recovered after a
+//! crash, holds a prefix of the journal's durable entries, and replaying the
+//! journal's segments in order on top of it (each entry is a list of whole
+//! values and removals, so replaying one twice changes nothing) gives exactly
+//! the state of that durable prefix. Until a change is applied, readers see
+//! it through the *overlay*, a map of the journaled values not yet in sled.
+//!
+//! **Segments and checkpoints.** Entries go to numbered segment files under
+//! `journal/`. When one passes [`SEGMENT_BYTES`], the committer starts the
+//! next (and syncs the directory, so the new file survives a crash), and a
+//! checkpoint thread flushes sled — which by then holds every change of the
+//! old segment — and deletes it. Opening the store replays what is left,
+//! flushes sled, and deletes the segments replayed.
+//!
+//! **Entry format.** `len: u32 LE`, `crc32: u32 LE` of the payload, then the
+//! payload: changes, each `1` (insert) or `2` (remove), the key's length
+//! (`u32 LE`) and bytes, and for an insert the value's length and bytes. A
+//! torn or damaged entry ends the last segment (it was never acknowledged:
+//! acknowledged entries precede the last `fdatasync`); one in an earlier
+//! segment is refused as damage.
+//!
+//! **Writes by in-process providers** (the demo bank's ledger, the SDK's
+//! state) go to sled directly, on the same database. A provider that leaves
+//! its durability to the switch says so through
+//! [`GroupCommit::leave_flush_to_caller`]; the committer then flushes sled
+//! *before* it writes the journal entries that follow those writes, so the
+//! switch never records on disk an outcome whose provider state is not.
+//!
+//! **Errors are sticky**, like sled's: after a failed write, sync or apply,
+//! every later write and acknowledgement fails, and the storage generation
+//! that owns this journal is replaced (`crate::storage`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+
+use dashmap::DashMap;
+use manifold_provider::GroupCommit;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+
+/// A segment past this size is closed and checkpointed.
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// No entry is larger (a record is a few KB): a larger length is damage.
+const MAX_ENTRY_BYTES: u32 = 64 * 1024 * 1024;
+const INSERT: u8 = 1;
+const REMOVE: u8 = 2;
+const SUFFIX: &str = ".journal";
+
+/// One change to the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Insert(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+}
+
+impl Change {
+    fn key(&self) -> &[u8] {
+        match self {
+            Change::Insert(key, _) | Change::Remove(key) => key,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+/// Someone waiting for a commit: for its entries to be on disk (answered
+/// before they are applied: the overlay serves reads meanwhile), or also in
+/// sled's tree (for a scan of the tree).
+enum Waiter {
+    OnDisk(Reply),
+    InSled(Reply),
+}
+
+/// Appended but not yet written to the segment.
+#[derive(Default)]
+struct Unwritten {
+    bytes: Vec<u8>,
+    /// The changes of those bytes with their sequence numbers, to apply once
+    /// they are on disk.
+    changes: Vec<(u64, Change)>,
+}
+
+struct Shared {
+    tree: sled::Tree,
+    unwritten: Mutex<Unwritten>,
+    /// Journaled values not yet in sled (`None`: removed), with the sequence
+    /// number of the change that set them.
+    overlay: DashMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    next_sequence: AtomicU64,
+    /// The first error, after which nothing is acknowledged.
+    failed: OnceLock<String>,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    /// Records `error` unless an earlier one is recorded; returns the first.
+    fn fail(&self, error: String) -> String {
+        self.failed.get_or_init(|| error).clone()
+    }
+}
+
+/// The switch tree's write-ahead journal. Cheap to share behind the store;
+/// its threads end when it is dropped, after writing what was appended.
+pub struct Journal {
+    shared: Arc<Shared>,
+    waiters: mpsc::UnboundedSender<Waiter>,
+}
+
+/// What opening found and replayed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub segments: usize,
+    pub entries: u64,
+}
+
+impl Journal {
+    /// Replays what `dir` holds into `tree`, makes it durable in sled, and
+    /// starts journaling there. `commit` is the database's group commit,
+    /// through which in-process providers leave their flush to the switch.
+    pub fn open(
+        dir: &Path,
+        db: &sled::Db,
+        tree: &sled::Tree,
+        commit: GroupCommit,
+    ) -> Result<(Journal, Replayed), StoreError> {
+        fs::create_dir_all(dir).map_err(|e| io_error("create the journal directory", dir, e))?;
+        let segments = segments_in(dir)?;
+        let replayed = replay(&segments, tree)?;
+        if !segments.is_empty() {
+            db.flush()?;
+            for (_, path) in &segments {
+                fs::remove_file(path).map_err(|e| io_error("remove", path, e))?;
+            }
+        }
+        let next_number = segments.last().map_or(0, |(number, _)| number + 1);
+        let segment = Segment::create(dir, next_number).map_err(StoreError::Database)?;
+        let shared = Arc::new(Shared {
+            tree: tree.clone(),
+            unwritten: Mutex::new(Unwritten::default()),
+            overlay: DashMap::new(),
+            next_sequence: AtomicU64::new(0),
+            failed: OnceLock::new(),
+        });
+        let (checkpoints, checkpoint_queue) = std::sync::mpsc::channel::<PathBuf>();
+        let checkpoint_db = db.clone();
+        let checkpoint_shared = shared.clone();
+        thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || {
+                for closed in checkpoint_queue {
+                    // sled already holds every change of the closed segment.
+                    let checkpointed = checkpoint_db
+                        .flush()
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| fs::remove_file(&closed).map_err(|e| e.to_string()));
+                    if let Err(error) = checkpointed {
+                        // Replaying a segment twice is harmless; a sled that
+                        // cannot flush fails the journal's writes too.
+                        tracing::error!(segment = %closed.display(), %error, "journal checkpoint failed");
+                        checkpoint_shared.fail(format!("journal checkpoint: {error}"));
+                    }
+                }
+            })
+            .map_err(|e| io_error("start the checkpoint thread of", dir, e))?;
+        let (applier, apply_queue) = std::sync::mpsc::channel::<ToApply>();
+        let applier_shared = shared.clone();
+        thread::Builder::new()
+            .name("journal-apply".into())
+            .spawn(move || apply_all(&applier_shared, apply_queue, checkpoints))
+            .map_err(|e| io_error("start the applier of", dir, e))?;
+        let (waiters, queue) = mpsc::unbounded_channel();
+        let committer = Committer {
+            shared: shared.clone(),
+            db: db.clone(),
+            commit,
+            dir: dir.to_owned(),
+            segment,
+            applier,
+        };
+        thread::Builder::new()
+            .name("journal-commit".into())
+            .spawn(move || committer.run(queue))
+            .map_err(|e| io_error("start the committer of", dir, e))?;
+        Ok((Journal { shared, waiters }, replayed))
+    }
+
+    /// Appends `changes` as one entry; they are visible to [`Journal::get`] at
+    /// once, durable after the next [`Journal::durable`], and in sled after
+    /// that. Callers order writes to one key themselves (the store's stripes).
+    pub fn write(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        if let Some(error) = self.shared.failure() {
+            return Err(StoreError::NotDurable(error));
+        }
+        let payload = encode(&changes);
+        let mut unwritten = self
+            .shared
+            .unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        unwritten
+            .bytes
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        unwritten
+            .bytes
+            .extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        unwritten.bytes.extend_from_slice(&payload);
+        for change in changes {
+            let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
+            let value = match &change {
+                Change::Insert(_, value) => Some(value.clone()),
+                Change::Remove(_) => None,
+            };
+            self.shared
+                .overlay
+                .insert(change.key().to_vec(), (sequence, value));
+            unwritten.changes.push((sequence, change));
+        }
+        Ok(())
+    }
+
+    /// The value of `key`: journaled and not yet applied, or sled's.
+    pub fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        if let Some(entry) = self.shared.overlay.get(key) {
+            return Ok(entry.1.as_deref().map(sled::IVec::from));
+        }
+        Ok(self.shared.tree.get(key)?)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
+        if let Some(entry) = self.shared.overlay.get(key) {
+            return Ok(entry.1.is_some());
+        }
+        Ok(self.shared.tree.contains_key(key)?)
+    }
+
+    /// Resolves once everything written before this call is on disk and in
+    /// sled's tree (so a scan of the tree sees it).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.wait(Waiter::OnDisk).await
+    }
+
+    /// Resolves once everything written before this call is durable and in
+    /// sled's tree, so that a scan of the tree sees it.
+    pub async fn in_sled(&self) -> Result<(), StoreError> {
+        self.wait(Waiter::InSled).await
+    }
+
+    async fn wait(&self, waiter: fn(Reply) -> Waiter) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.waiters
+            .send(waiter(done))
+            .map_err(|_| StoreError::NotDurable("the journal has stopped".into()))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StoreError::NotDurable(error)),
+            Err(_) => Err(StoreError::NotDurable("the journal has stopped".into())),
+        }
+    }
+
+    /// Asks for a commit without waiting for it (writes made off the request
+    /// path, such as metering, reach disk at the next commit anyway).
+    pub fn nudge(&self) {
+        let (done, _) = oneshot::channel();
+        let _ = self.waiters.send(Waiter::OnDisk(done));
+    }
+}
+
+/// Written changes on their way into sled, in commit order.
+struct ToApply {
+    changes: Vec<(u64, Change)>,
+    /// Waiting for these changes to be in sled.
+    in_sled: Vec<Reply>,
+    /// A segment every change of which is in sled once these are: to
+    /// checkpoint.
+    closes: Option<PathBuf>,
+}
+
+/// What one commit wrote: its changes, and the segment it filled, if it did.
+type Written = (Vec<(u64, Change)>, Option<PathBuf>);
+
+/// The thread that writes and syncs, and answers [`Journal::durable`].
+struct Committer {
+    shared: Arc<Shared>,
+    db: sled::Db,
+    commit: GroupCommit,
+    dir: PathBuf,
+    segment: Segment,
+    applier: std::sync::mpsc::Sender<ToApply>,
+}
+
+impl Committer {
+    fn run(mut self, mut queue: mpsc::UnboundedReceiver<Waiter>) {
+        let mut batch = Vec::new();
+        loop {
+            let open = match queue.blocking_recv() {
+                Some(first) => {
+                    batch.push(first);
+                    while let Ok(next) = queue.try_recv() {
+                        batch.push(next);
+                    }
+                    true
+                }
+                // The store is gone: write what it appended, then stop.
+                None => false,
+            };
+            let written = match self.shared.failure() {
+                Some(error) => Err(error),
+                None => self.write().map_err(|error| self.shared.fail(error)),
+            };
+            let mut in_sled = Vec::new();
+            for waiter in batch.drain(..) {
+                // A waiter whose call was cancelled no longer listens.
+                match (waiter, &written) {
+                    (Waiter::OnDisk(reply), Ok(_)) => drop(reply.send(Ok(()))),
+                    (Waiter::InSled(reply), Ok(_)) => in_sled.push(reply),
+                    (Waiter::OnDisk(reply) | Waiter::InSled(reply), Err(error)) => {
+                        drop(reply.send(Err(error.clone())))
+                    }
+                }
+            }
+            if let Ok((changes, closes)) = written {
+                let to_apply = ToApply {
+                    changes,
+                    in_sled,
+                    closes,
+                };
+                if self.applier.send(to_apply).is_err() {
+                    self.shared.fail("the journal's applier has stopped".into());
+                }
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Writes and syncs what was appended; returns its changes, to apply,
+    /// and the segment it closed if it filled one.
+    fn write(&mut self) -> Result<Written, String> {
+        let unwritten = std::mem::take(
+            &mut *self
+                .shared
+                .unwritten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        // An in-process provider met a failing database: so would this.
+        if let Some(error) = self.commit.failure() {
+            return Err(format!("the database failed to flush: {error}"));
+        }
+        // Provider writes that came before these entries reach disk first.
+        if self.commit.take_flush_left_to_caller() {
+            self.db
+                .flush()
+                .map_err(|e| format!("flushing the providers' writes: {e}"))?;
+        }
+        if !unwritten.bytes.is_empty() {
+            self.segment.append(&unwritten.bytes)?;
+        }
+        let mut closes = None;
+        if self.segment.written >= SEGMENT_BYTES {
+            let next = Segment::create(&self.dir, self.segment.number + 1)?;
+            closes = Some(std::mem::replace(&mut self.segment, next).path);
+        }
+        Ok((unwritten.changes, closes))
+    }
+}
+
+/// Applies written changes to sled in commit order, off the committer's
+/// path, and hands full segments to the checkpoint.
+fn apply_all(
+    shared: &Shared,
+    queue: std::sync::mpsc::Receiver<ToApply>,
+    checkpoints: std::sync::mpsc::Sender<PathBuf>,
+) {
+    for to_apply in queue {
+        let applied = match shared.failure() {
+            Some(error) => Err(error),
+            None => apply(shared, to_apply.changes).map_err(|error| shared.fail(error)),
+        };
+        for reply in to_apply.in_sled {
+            let _ = reply.send(applied.clone());
+        }
+        if let (Ok(()), Some(closed)) = (applied, to_apply.closes) {
+            // The checkpoint thread ends with this one; a send fails only
+            // then, and the segment is replayed at the next open.
+            let _ = checkpoints.send(closed);
+        }
+    }
+}
+
+fn apply(shared: &Shared, changes: Vec<(u64, Change)>) -> Result<(), String> {
+    for (sequence, change) in changes {
+        let applied = match &change {
+            Change::Insert(key, value) => shared.tree.insert(key.as_slice(), value.as_slice()),
+            Change::Remove(key) => shared.tree.remove(key.as_slice()),
+        };
+        applied.map_err(|e| format!("applying the journal to sled: {e}"))?;
+        // A later change to the key stays until it is applied itself.
+        shared
+            .overlay
+            .remove_if(change.key(), |_, (newest, _)| *newest == sequence);
+    }
+    Ok(())
+}
+
+struct Segment {
+    number: u64,
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+impl Segment {
+    /// A new, empty segment whose name is on disk before anything in it is
+    /// acknowledged.
+    fn create(dir: &Path, number: u64) -> Result<Segment, String> {
+        let path = dir.join(format!("{number:016x}{SUFFIX}"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        File::open(dir)
+            .and_then(|directory| directory.sync_all())
+            .map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+        Ok(Segment {
+            number,
+            path,
+            file,
+            written: 0,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let start = self.written;
+        self.file
+            .write_all(bytes)
+            .and_then(|_| sync_range(&self.file, start, bytes.len() as u64))
+            .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Writes `len` bytes of `file` from `offset` to the device and waits for
+/// them: the same promise sled's own flush makes (its `IoBufs::write_to_log`
+/// calls `sync_file_range` with the same flags), which the store made before
+/// the journal. It survives the process being killed at any point; it does
+/// not ask the device to empty a volatile write cache, which `fdatasync`
+/// would (measured here: it made each commit several milliseconds, and the
+/// switch's throughput bound by it). Falls back to `fdatasync` only where the
+/// call is not supported.
+fn sync_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return file.sync_data();
+    };
+    // SAFETY: a plain system call on a descriptor `file` keeps open for the
+    // duration of the call; it reads no memory of ours.
+    let result = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        // Not supported by this kernel or filesystem: the stronger call.
+        Some(libc::ENOSYS) | Some(libc::EINVAL) => file.sync_data(),
+        // An I/O error is reported once: never retried into a success.
+        _ => Err(error),
+    }
+}
+
+fn io_error(action: &str, path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Database(format!("could not {action} {}: {error}", path.display()))
+}
+
+/// The segments in `dir`, oldest first. A file that is not a segment is
+/// left alone.
+fn segments_in(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_error("read", dir, e))? {
+        let path = entry.map_err(|e| io_error("read", dir, e))?.path();
+        let number = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(SUFFIX))
+            .and_then(|stem| u64::from_str_radix(stem, 16).ok());
+        if let Some(number) = number {
+            segments.push((number, path));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn encode(changes: &[Change]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(
+        changes
+            .iter()
+            .map(|change| match change {
+                Change::Insert(key, value) => 9 + key.len() + value.len(),
+                Change::Remove(key) => 5 + key.len(),
+            })
+            .sum(),
+    );
+    for change in changes {
+        match change {
+            Change::Insert(key, value) => {
+                payload.push(INSERT);
+                payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                payload.extend_from_slice(key);
+                payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                payload.extend_from_slice(value);
+            }
+            Change::Remove(key) => {
+                payload.push(REMOVE);
+                payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                payload.extend_from_slice(key);
+            }
+        }
+    }
+    payload
+}
+
+/// The changes of one payload, or `None` if it does not parse (damage that
+/// its checksum did not catch).
+fn decode(mut payload: &[u8]) -> Option<Vec<Change>> {
+    fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if input.len() < n {
+            return None;
+        }
+        let (head, rest) = input.split_at(n);
+        *input = rest;
+        Some(head)
+    }
+    fn bytes(input: &mut &[u8]) -> Option<Vec<u8>> {
+        let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+        Some(take(input, len)?.to_vec())
+    }
+    let mut changes = Vec::new();
+    while !payload.is_empty() {
+        let kind = take(&mut payload, 1)?[0];
+        let change = match kind {
+            INSERT => Change::Insert(bytes(&mut payload)?, bytes(&mut payload)?),
+            REMOVE => Change::Remove(bytes(&mut payload)?),
+            _ => return None,
+        };
+        changes.push(change);
+    }
+    Some(changes)
+}
+
+/// The whole entries at the start of `contents`, and whether anything
+/// (a torn or damaged entry) follows them.
+fn entries(contents: &[u8]) -> (Vec<Vec<Change>>, bool) {
+    let mut found = Vec::new();
+    let mut rest = contents;
+    while rest.len() >= 8 {
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if len > MAX_ENTRY_BYTES || rest.len() - 8 < len as usize {
+            break;
+        }
+        let payload = &rest[8..8 + len as usize];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(changes) = decode(payload) else {
+            break;
+        };
+        found.push(changes);
+        rest = &rest[8 + len as usize..];
+    }
+    (found, !rest.is_empty())
+}
+
+fn replay(segments: &[(u64, PathBuf)], tree: &sled::Tree) -> Result<Replayed, StoreError> {
+    let mut replayed = Replayed::default();
+    for (index, (_, path)) in segments.iter().enumerate() {
+        let mut contents = Vec::new();
+        File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut contents))
+            .map_err(|e| io_error("read", path, e))?;
+        let (found, damaged) = entries(&contents);
+        let last = index + 1 == segments.len();
+        if damaged && !last {
+            return Err(StoreError::Corrupt(format!(
+                "journal segment {} is damaged after {} entries, and later segments exist",
+                path.display(),
+                found.len()
+            )));
+        }
+        if damaged {
+            tracing::warn!(segment = %path.display(), entries = found.len(), "the journal ends in a torn entry, which was never acknowledged; replaying what precedes it");
+        }
+        for changes in found {
+            for change in changes {
+                match change {
+                    Change::Insert(key, value) => tree.insert(key, value)?,
+                    Change::Remove(key) => tree.remove(key)?,
+                };
+            }
+            replayed.entries += 1;
+        }
+        replayed.segments += 1;
+    }
+    Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> (sled::Db, sled::Tree, Journal, Replayed) {
+        let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let commit = GroupCommit::start(db.clone()).unwrap();
+        let (journal, replayed) = Journal::open(&dir.join("journal"), &db, &tree, commit).unwrap();
+        (db, tree, journal, replayed)
+    }
+
+    fn insert(key: &str, value: &str) -> Change {
+        Change::Insert(key.as_bytes().to_vec(), value.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn entries_round_trip_and_a_torn_tail_is_cut() {
+        let changes = vec![insert("a", "1"), Change::Remove(b"b".to_vec())];
+        let payload = encode(&changes);
+        let mut file = Vec::new();
+        for _ in 0..2 {
+            file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            file.extend_from_slice(&payload);
+        }
+        assert_eq!(
+            entries(&file),
+            (vec![changes.clone(), changes.clone()], false)
+        );
+        // Every cut inside the second entry leaves the first, and says so.
+        let first = 8 + payload.len();
+        for cut in first + 1..file.len() {
+            assert_eq!(
+                entries(&file[..cut]),
+                (vec![changes.clone()], true),
+                "{cut}"
+            );
+        }
+        // A flipped bit anywhere in the second entry ends the journal there.
+        for at in first..file.len() {
+            let mut damaged = file.clone();
+            damaged[at] ^= 0x10;
+            let (found, rest) = entries(&damaged);
+            assert_eq!(found, vec![changes.clone()], "{at}");
+            assert!(rest, "{at}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn written_values_are_read_at_once_durable_and_in_sled_after_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, tree, journal, _) = open(dir.path());
+        journal.write(vec![insert("k", "v1")]).unwrap();
+        assert_eq!(journal.get(b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+        journal.write(vec![Change::Remove(b"k".to_vec())]).unwrap();
+        assert!(!journal.contains_key(b"k").unwrap());
+        journal.write(vec![insert("k", "v2")]).unwrap();
+        journal.in_sled().await.unwrap();
+        assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+        assert!(journal.shared.overlay.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_journal_replays_what_sled_had_not_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        {
+            let (db, tree, journal, _) = open(dir.path());
+            for i in 0..100u32 {
+                journal
+                    .write(vec![insert(&format!("k{i}"), &format!("v{i}"))])
+                    .unwrap();
+            }
+            journal.write(vec![Change::Remove(b"k7".to_vec())]).unwrap();
+            journal.in_sled().await.unwrap();
+            // Pretend sled lost everything it had not flushed: wipe the tree
+            // as a crash before sled's own flush would have.
+            drop(journal);
+            tree.clear().unwrap();
+            db.flush().unwrap();
+            assert_eq!(segments_in(&journal_dir).unwrap().len(), 1);
+        }
+        let db = (0..250)
+            .find_map(|_| {
+                sled::Config::new()
+                    .path(dir.path().join("db"))
+                    .open()
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the database reopens");
+        let tree = db.open_tree("t").unwrap();
+        assert!(tree.is_empty());
+        let commit = GroupCommit::start(db.clone()).unwrap();
+        let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit).unwrap();
+        assert_eq!(
+            replayed,
+            Replayed {
+                segments: 1,
+                entries: 101
+            }
+        );
+        assert_eq!(tree.len(), 99);
+        assert_eq!(tree.get(b"k42").unwrap().as_deref(), Some(&b"v42"[..]));
+        assert!(tree.get(b"k7").unwrap().is_none());
+        // Replayed segments are gone once sled holds them; a new one is open.
+        let left = segments_in(&journal_dir).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_left_by_an_in_process_provider_is_made_by_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let commit = GroupCommit::start(db.clone()).unwrap();
+        let (journal, _) =
+            Journal::open(&dir.path().join("journal"), &db, &tree, commit.clone()).unwrap();
+        // The provider's write, then the switch's record of its outcome.
+        db.open_tree("provider")
+            .unwrap()
+            .insert("posting", "1")
+            .unwrap();
+        commit.leave_flush_to_caller();
+        journal.write(vec![insert("outcome", "done")]).unwrap();
+        journal.durable().await.unwrap();
+        assert!(
+            !commit.take_flush_left_to_caller(),
+            "the commit took the flush it was left"
+        );
+    }
+
+    #[test]
+    fn damage_before_the_last_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        fs::create_dir_all(&journal_dir).unwrap();
+        fs::write(
+            journal_dir.join(format!("{:016x}{SUFFIX}", 0)),
+            b"\x05\0\0\0garbage",
+        )
+        .unwrap();
+        fs::write(journal_dir.join(format!("{:016x}{SUFFIX}", 1)), b"").unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let commit = GroupCommit::start(db.clone()).unwrap();
+        let error = Journal::open(&journal_dir, &db, &tree, commit)
+            .err()
+            .unwrap();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+        // Nothing was deleted: the operator still has the evidence.
+        assert_eq!(segments_in(&journal_dir).unwrap().len(), 2);
+    }
+}
