@@ -26,9 +26,10 @@
 //! holding the old generation have finished (dropping the last handle closes
 //! the database and releases sled's file lock) and the free space is back,
 //! then opens the database anew, proves that it takes a write and a flush,
-//! and installs it. sled recovers its log as after a crash, so everything
-//! flushed is there, and the switch answers nothing before it is flushed:
-//! no acknowledged answer is lost. Claims of calls that were in flight die
+//! and installs it. sled recovers its log as after a crash and the store
+//! replays its journal into it, so everything the switch acknowledged is
+//! there (it answers nothing before the journal has it): no acknowledged
+//! answer is lost. Claims of calls that were in flight die
 //! with their generation, as they would with the process. Two generations
 //! are never open at once: sled's file lock refuses the second.
 

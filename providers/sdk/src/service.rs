@@ -241,13 +241,17 @@ impl<C: Connector> ProviderService<C> {
         key: &[u8],
         entry: &PendingEntry,
     ) -> Result<(), ServiceError> {
-        let stored = match self.state.put_pending(key, entry) {
-            Ok(()) => self.commit.durable().await.map_err(ServiceError::from),
-            Err(error) => Err(error),
-        };
-        // Nothing has left the process because of this step yet: a caller
-        // may treat the call as never made (the switch answers 503).
-        stored.map_err(|error| ServiceError::NothingDone(Box::new(error)))
+        self.state.put_pending(key, entry)?;
+        self.commit.durable().await?;
+        Ok(())
+    }
+
+    /// Where this call has done nothing yet outside the process, a failure
+    /// to store the state it must store first means nothing was done: the
+    /// caller may treat the call as never made (the switch answers 503).
+    /// Not where the upstream was already called during this call.
+    fn nothing_done(error: ServiceError) -> ServiceError {
+        ServiceError::NothingDone(Box::new(error))
     }
 
     /// Carries `step` to the state it leads to and answers it. `entry` is the
@@ -508,7 +512,9 @@ impl<C: Connector> ProviderService<C> {
         let kept = if marked {
             // After a crash this marker says "the upstream may have acted":
             // the transaction is then polled, never started twice.
-            self.park_before_acting(key, &entry).await?;
+            self.park_before_acting(key, &entry)
+                .await
+                .map_err(Self::nothing_done)?;
             Kept::Something
         } else {
             Kept::Nothing
@@ -659,7 +665,10 @@ impl<C: Connector> ProviderService<C> {
         confirmation: Confirmation,
     ) -> Result<ProviderReply, ServiceError> {
         let deferred = entry.deferred.clone();
-        self.mark_completing(key, &entry, &deferred).await?;
+        // The transaction stays as it was: the customer may confirm again.
+        self.mark_completing(key, &entry, &deferred)
+            .await
+            .map_err(Self::nothing_done)?;
         match self
             .connector
             .complete(context(&entry), deferred.clone(), confirmation)

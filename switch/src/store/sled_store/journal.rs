@@ -6,12 +6,15 @@
 //! `threadpool.rs`), and under load those wake-ups cost about a fifth of the
 //! switch's CPU (`tests/bench/PROFILING.md`, fourth round). The journal takes
 //! sled's flush off the acknowledgement path: a change is appended to a
-//! plain file, one `fdatasync` acknowledges everything appended before it,
-//! and sled is written afterwards and flushed when it suits (a checkpoint).
+//! plain file, one `sync_file_range` (the call sled's own flush makes)
+//! acknowledges everything appended before it, and sled is written
+//! afterwards and flushed when it suits (a checkpoint).
 //!
 //! **The rule that makes recovery a prefix.** A change reaches sled only
-//! after its journal entry is on disk. So sled, whatever it recovered after a
-//! crash, holds a prefix of the journal's durable entries, and replaying the
+//! after its journal entry is on disk by the strongest promise there is
+//! (`fdatasync`, by the applier, off the acknowledgement path: sled fsyncs on
+//! its own, and must never be ahead of the journal). So sled, whatever it
+//! recovered after a crash, holds a prefix of the journal's durable entries, and replaying the
 //! journal's segments in order on top of it (each entry is a list of whole
 //! values and removals, so replaying one twice changes nothing) gives exactly
 //! the state of that durable prefix. Until a change is applied, readers see
@@ -28,7 +31,7 @@
 //! payload: changes, each `1` (insert) or `2` (remove), the key's length
 //! (`u32 LE`) and bytes, and for an insert the value's length and bytes. A
 //! torn or damaged entry ends the last segment (it was never acknowledged:
-//! acknowledged entries precede the last `fdatasync`); one in an earlier
+//! acknowledged entries precede the last sync); one in an earlier
 //! segment is refused as damage.
 //!
 //! **Writes by in-process providers** (the demo bank's ledger, the SDK's
@@ -115,7 +118,12 @@ impl Shared {
 
     /// Records `error` unless an earlier one is recorded; returns the first.
     fn fail(&self, error: String) -> String {
-        self.failed.get_or_init(|| error).clone()
+        self.failed
+            .get_or_init(|| {
+                tracing::error!(%error, "the store's journal failed; nothing more is acknowledged until the store is reopened");
+                error
+            })
+            .clone()
     }
 }
 
@@ -212,6 +220,13 @@ impl Journal {
             return Err(StoreError::NotDurable(error));
         }
         let payload = encode(&changes);
+        // Replay reads an empty or oversized entry as damage: never write one.
+        if changes.is_empty() || payload.len() > MAX_ENTRY_BYTES as usize {
+            return Err(StoreError::Database(format!(
+                "a journal entry must hold 1 to {MAX_ENTRY_BYTES} bytes of changes, not {}",
+                payload.len()
+            )));
+        }
         let mut unwritten = self
             .shared
             .unwritten
@@ -253,8 +268,8 @@ impl Journal {
         Ok(self.shared.tree.contains_key(key)?)
     }
 
-    /// Resolves once everything written before this call is on disk and in
-    /// sled's tree (so a scan of the tree sees it).
+    /// Resolves once everything written before this call is on disk (in
+    /// the journal; sled gets it shortly after, and reads see it meanwhile).
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.wait(Waiter::OnDisk).await
     }
@@ -288,6 +303,8 @@ impl Journal {
 /// Written changes on their way into sled, in commit order.
 struct ToApply {
     changes: Vec<(u64, Change)>,
+    /// The segment they were written to.
+    segment: Arc<File>,
     /// Waiting for these changes to be in sled.
     in_sled: Vec<Reply>,
     /// A segment every change of which is in sled once these are: to
@@ -295,8 +312,9 @@ struct ToApply {
     closes: Option<PathBuf>,
 }
 
-/// What one commit wrote: its changes, and the segment it filled, if it did.
-type Written = (Vec<(u64, Change)>, Option<PathBuf>);
+/// What one commit wrote: its changes, the segment they are in, and that
+/// segment's path if they filled it.
+type Written = (Vec<(u64, Change)>, Arc<File>, Option<PathBuf>);
 
 /// The thread that writes and syncs, and answers [`Journal::durable`].
 struct Committer {
@@ -338,9 +356,10 @@ impl Committer {
                     }
                 }
             }
-            if let Ok((changes, closes)) = written {
+            if let Ok((changes, segment, closes)) = written {
                 let to_apply = ToApply {
                     changes,
+                    segment,
                     in_sled,
                     closes,
                 };
@@ -377,12 +396,13 @@ impl Committer {
         if !unwritten.bytes.is_empty() {
             self.segment.append(&unwritten.bytes)?;
         }
+        let segment = self.segment.file.clone();
         let mut closes = None;
         if self.segment.written >= SEGMENT_BYTES {
             let next = Segment::create(&self.dir, self.segment.number + 1)?;
             closes = Some(std::mem::replace(&mut self.segment, next).path);
         }
-        Ok((unwritten.changes, closes))
+        Ok((unwritten.changes, segment, closes))
     }
 }
 
@@ -393,18 +413,48 @@ fn apply_all(
     queue: std::sync::mpsc::Receiver<ToApply>,
     checkpoints: std::sync::mpsc::Sender<PathBuf>,
 ) {
-    for to_apply in queue {
-        let applied = match shared.failure() {
-            Some(error) => Err(error),
-            None => apply(shared, to_apply.changes).map_err(|error| shared.fail(error)),
-        };
-        for reply in to_apply.in_sled {
-            let _ = reply.send(applied.clone());
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            batch.push(next);
         }
-        if let (Ok(()), Some(closed)) = (applied, to_apply.closes) {
-            // The checkpoint thread ends with this one; a send fails only
-            // then, and the segment is replayed at the next open.
-            let _ = checkpoints.send(closed);
+        // sled fsyncs on its own (its periodic flusher), so whatever it is
+        // given must already be in the journal by the strongest promise
+        // there is, or a power cut could leave sled ahead of the journal and
+        // a replay roll keys back. One `fdatasync` per segment covers every
+        // commit gathered here; acknowledgements did not wait for it.
+        let mut synced: Vec<&Arc<File>> = Vec::new();
+        let mut sync = Ok(());
+        for to_apply in &batch {
+            if sync.is_ok()
+                && !synced
+                    .iter()
+                    .any(|file| Arc::ptr_eq(file, &to_apply.segment))
+            {
+                sync = to_apply
+                    .segment
+                    .sync_data()
+                    .map_err(|e| format!("syncing the journal: {e}"));
+                synced.push(&to_apply.segment);
+            }
+        }
+        if let Err(error) = sync {
+            shared.fail(error);
+        }
+        for to_apply in batch {
+            let applied = match shared.failure() {
+                Some(error) => Err(error),
+                None => apply(shared, to_apply.changes).map_err(|error| shared.fail(error)),
+            };
+            for reply in to_apply.in_sled {
+                let _ = reply.send(applied.clone());
+            }
+            if let (Ok(()), Some(closed)) = (applied, to_apply.closes) {
+                if checkpoints.send(closed).is_err() {
+                    // Segments would pile up unreplayed-but-unneeded: stop.
+                    shared.fail("the journal's checkpoint thread has stopped".into());
+                }
+            }
         }
     }
 }
@@ -427,7 +477,8 @@ fn apply(shared: &Shared, changes: Vec<(u64, Change)>) -> Result<(), String> {
 struct Segment {
     number: u64,
     path: PathBuf,
-    file: File,
+    /// Shared with the applier, which syncs it fully before applying.
+    file: Arc<File>,
     written: u64,
 }
 
@@ -447,14 +498,14 @@ impl Segment {
         Ok(Segment {
             number,
             path,
-            file,
+            file: Arc::new(file),
             written: 0,
         })
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<(), String> {
         let start = self.written;
-        self.file
+        (&*self.file)
             .write_all(bytes)
             .and_then(|_| sync_range(&self.file, start, bytes.len() as u64))
             .map_err(|e| format!("writing {}: {e}", self.path.display()))?;
@@ -588,7 +639,8 @@ fn entries(contents: &[u8]) -> (Vec<Vec<Change>>, bool) {
     while rest.len() >= 8 {
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if len > MAX_ENTRY_BYTES || rest.len() - 8 < len as usize {
+        // Nothing writes an empty entry, so a zero-filled tail is damage.
+        if len == 0 || len > MAX_ENTRY_BYTES || rest.len() - 8 < len as usize {
             break;
         }
         let payload = &rest[8..8 + len as usize];

@@ -55,7 +55,12 @@ use codec::METERING;
 use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 
 /// What the store's tree says it holds; a store without it is refused.
-pub const FORMAT: &str = "manifold-switch-store/2";
+/// Format 3 is format 2's records with the journal in front: a version that
+/// reads format 2 only would ignore `journal/` and lose what it holds, so it
+/// must refuse a store this version has opened.
+pub const FORMAT: &str = "manifold-switch-store/3";
+/// Format 2 is taken over as it is: the same records, and no journal yet.
+const FORMAT_2: &str = "manifold-switch-store/2";
 const TREE: &str = "switch/v2";
 /// The trees of the first store format, which this version does not read.
 const FORMAT_1_TREES: [&str; 3] = ["switch/transactions", "switch/requests", "switch/metering"];
@@ -174,12 +179,13 @@ struct Metering {
 }
 
 impl Metering {
-    /// Writes what is buffered: one batch per app and minute.
-    fn drain(&self) -> Result<(), StoreError> {
+    /// Writes what is buffered: one batch per app and minute. Says whether
+    /// there was anything.
+    fn drain(&self) -> Result<bool, StoreError> {
         let calls = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             std::mem::take(&mut *pending)
         };
@@ -208,7 +214,7 @@ impl Metering {
                 return Err(error);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Drains every `interval` until the store is dropped.
@@ -222,7 +228,8 @@ impl Metering {
                     return;
                 };
                 match metering.drain() {
-                    Ok(()) => metering.journal.nudge(),
+                    Ok(true) => metering.journal.nudge(),
+                    Ok(false) => {}
                     Err(error) => {
                         tracing::error!(%error, "metered calls could not be written; they stay buffered")
                     }
@@ -287,12 +294,19 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     }
     match tree.get(codec::FORMAT_KEY)? {
         Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(()),
+        Some(found) if found.as_ref() == FORMAT_2.as_bytes() => {
+            tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
+            db.flush()?;
+            tracing::info!("the store is now format 3 (format 2 with a journal)");
+            Ok(())
+        }
         Some(found) => Err(StoreError::UnsupportedFormat(format!(
             "the store says it is `{}`; this version reads `{FORMAT}`",
             String::from_utf8_lossy(&found)
         ))),
         None if tree.is_empty() => {
             tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
+            db.flush()?;
             Ok(())
         }
         None => Err(StoreError::UnsupportedFormat(format!(
@@ -777,7 +791,7 @@ impl Store for SledStore {
         until_ms: u64,
     ) -> Result<Vec<MeteredCall>, StoreError> {
         // What is buffered counts as metered; a scan reads sled, which holds
-        // what the journal holds once it is durable.
+        // what the journal holds once it is applied.
         self.metering.drain()?;
         self.journal.in_sled().await?;
         let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);

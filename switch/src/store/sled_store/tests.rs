@@ -413,7 +413,7 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
 
     let tree = db.open_tree(TREE).unwrap();
     db.drop_tree("switch/transactions").unwrap();
-    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/3")
+    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/4")
         .unwrap();
     let error = SledStore::open(
         dir.path(),
@@ -424,9 +424,35 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
     .err()
     .expect("a later format is refused");
     assert!(
-        error.to_string().contains("manifold-switch-store/3"),
+        error.to_string().contains("manifold-switch-store/4"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_format_2_store_is_taken_over_as_format_3_which_format_2_code_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(dir.path());
+        store.begin_transaction(&in_flight(1)).await.unwrap();
+        store.durable().await.unwrap();
+        store.journal.in_sled().await.unwrap();
+        // As the previous version left it: the same records, marked 2.
+        store
+            .tree
+            .insert(codec::FORMAT_KEY, "manifold-switch-store/2")
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    let (request, _) = recorded(store.request("app", "r-1").await.unwrap());
+    assert_eq!(request.state, RequestState::InFlight { started_at_ms: 1 });
+    assert_eq!(
+        store.tree.get(codec::FORMAT_KEY).unwrap().as_deref(),
+        Some(FORMAT.as_bytes()),
+        "marked 3, which format 2 code refuses rather than ignore the journal"
+    );
+    assert_eq!(FORMAT, "manifold-switch-store/3");
 }
 
 #[tokio::test]
