@@ -693,10 +693,16 @@ fn replay(segments: &[(u64, PathBuf)], tree: &sled::Tree) -> Result<Replayed, St
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> (sled::Db, sled::Tree, Journal, Replayed) {
+    /// A database in `dir/db` with tree `t`, and its group commit.
+    fn database(dir: &Path) -> (sled::Db, sled::Tree, GroupCommit) {
         let db = sled::Config::new().path(dir.join("db")).open().unwrap();
         let tree = db.open_tree("t").unwrap();
         let commit = GroupCommit::start(db.clone()).unwrap();
+        (db, tree, commit)
+    }
+
+    fn open(dir: &Path) -> (sled::Db, sled::Tree, Journal, Replayed) {
+        let (db, tree, commit) = database(dir);
         let (journal, replayed) = Journal::open(&dir.join("journal"), &db, &tree, commit).unwrap();
         (db, tree, journal, replayed)
     }
@@ -804,12 +810,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_left_by_an_in_process_provider_is_made_by_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
-        let tree = db.open_tree("t").unwrap();
-        let commit = GroupCommit::start(db.clone()).unwrap();
+        let (db, tree, commit) = database(dir.path());
         let (journal, _) =
             Journal::open(&dir.path().join("journal"), &db, &tree, commit.clone()).unwrap();
         // The provider's write, then the switch's record of its outcome.
@@ -837,12 +838,7 @@ mod tests {
         )
         .unwrap();
         fs::write(journal_dir.join(format!("{:016x}{SUFFIX}", 1)), b"").unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
-        let tree = db.open_tree("t").unwrap();
-        let commit = GroupCommit::start(db.clone()).unwrap();
+        let (db, tree, commit) = database(dir.path());
         let error = Journal::open(&journal_dir, &db, &tree, commit)
             .err()
             .unwrap();
