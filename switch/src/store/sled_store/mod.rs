@@ -24,7 +24,7 @@
 //! pointer first and the record after it.
 //!
 //! Metered calls are buffered and written as one batch per app and minute
-//! at the next flush, and at least every [`StoreOptions::metering_interval`].
+//! at the next commit of the journal, and at least every [`StoreOptions::metering_interval`].
 //!
 //! The locks and claims live in the [`SledStore`], so open at most one per
 //! database (sled itself allows one process per database).
@@ -73,7 +73,7 @@ pub struct StoreOptions {
     /// sled's page cache. sled's own default is 1 GiB, which a busy switch
     /// fills; this bounds the store's share of the process's memory.
     pub cache_capacity_bytes: u64,
-    /// How long a metered call may wait in memory when no flush comes.
+    /// How long a metered call may wait in memory when no commit comes.
     pub metering_interval: Duration,
 }
 
