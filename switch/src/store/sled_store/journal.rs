@@ -41,6 +41,10 @@
 //! *before* it writes the journal entries that follow those writes, so the
 //! switch never records on disk an outcome whose provider state is not.
 //!
+//! **Backpressure.** At most [`APPLY_QUEUE_COMMITS`] commits wait to be
+//! applied; past that the committer, and with it every `durable()`, waits
+//! for sled, so the overlay stays bounded by what callers have in flight.
+//!
 //! **Errors are sticky**, like sled's: after a failed write, sync or apply,
 //! every later write and acknowledgement fails, and the storage generation
 //! that owns this journal is replaced (`crate::storage`).
@@ -60,6 +64,9 @@ use crate::store::StoreError;
 
 /// A segment past this size is closed and checkpointed.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Commits written but not yet applied to sled, at most; past it the
+/// committer waits for the applier.
+const APPLY_QUEUE_COMMITS: usize = 1024;
 /// No entry is larger (a record is a few KB): a larger length is damage.
 const MAX_ENTRY_BYTES: u32 = 64 * 1024 * 1024;
 const INSERT: u8 = 1;
@@ -190,7 +197,10 @@ impl Journal {
                 }
             })
             .map_err(|e| io_error("start the checkpoint thread of", dir, e))?;
-        let (applier, apply_queue) = std::sync::mpsc::channel::<ToApply>();
+        // Bounded: when sled falls behind, the committer waits, and so do
+        // the callers of `durable()`, instead of the overlay and the queue
+        // growing without end.
+        let (applier, apply_queue) = std::sync::mpsc::sync_channel::<ToApply>(APPLY_QUEUE_COMMITS);
         let applier_shared = shared.clone();
         thread::Builder::new()
             .name("journal-apply".into())
@@ -323,7 +333,7 @@ struct Committer {
     commit: GroupCommit,
     dir: PathBuf,
     segment: Segment,
-    applier: std::sync::mpsc::Sender<ToApply>,
+    applier: std::sync::mpsc::SyncSender<ToApply>,
 }
 
 impl Committer {
