@@ -322,10 +322,6 @@ struct ToApply {
     closes: Option<PathBuf>,
 }
 
-/// What one commit wrote: its changes, the segment they are in, and that
-/// segment's path if they filled it.
-type Written = (Vec<(u64, Change)>, Arc<File>, Option<PathBuf>);
-
 /// The thread that writes and syncs, and answers [`Journal::durable`].
 struct Committer {
     shared: Arc<Shared>,
@@ -366,13 +362,8 @@ impl Committer {
                     }
                 }
             }
-            if let Ok((changes, segment, closes)) = written {
-                let to_apply = ToApply {
-                    changes,
-                    segment,
-                    in_sled,
-                    closes,
-                };
+            if let Ok(mut to_apply) = written {
+                to_apply.in_sled = in_sled;
                 if self.applier.send(to_apply).is_err() {
                     self.shared.fail("the journal's applier has stopped".into());
                 }
@@ -383,9 +374,10 @@ impl Committer {
         }
     }
 
-    /// Writes and syncs what was appended; returns its changes, to apply,
-    /// and the segment it closed if it filled one.
-    fn write(&mut self) -> Result<Written, String> {
+    /// Writes and syncs what was appended; returns its changes, to apply
+    /// (nobody waits for them in sled yet), and the segment it closed if it
+    /// filled one.
+    fn write(&mut self) -> Result<ToApply, String> {
         let unwritten = std::mem::take(
             &mut *self
                 .shared
@@ -412,7 +404,12 @@ impl Committer {
             let next = Segment::create(&self.dir, self.segment.number + 1)?;
             closes = Some(std::mem::replace(&mut self.segment, next).path);
         }
-        Ok((unwritten.changes, segment, closes))
+        Ok(ToApply {
+            changes: unwritten.changes,
+            segment,
+            in_sled: Vec::new(),
+            closes,
+        })
     }
 }
 
@@ -436,7 +433,9 @@ fn apply_all(
         let mut synced: Vec<&Arc<File>> = Vec::new();
         let mut sync = Ok(());
         for to_apply in &batch {
+            // A commit with nothing to apply (a waiter alone) needs no sync.
             if sync.is_ok()
+                && !to_apply.changes.is_empty()
                 && !synced
                     .iter()
                     .any(|file| Arc::ptr_eq(file, &to_apply.segment))

@@ -325,7 +325,7 @@ impl SledStore {
     }
 
     /// The journal's directory in the store's directory `path`.
-    pub fn journal_dir(path: &Path) -> std::path::PathBuf {
+    fn journal_dir(path: &Path) -> std::path::PathBuf {
         path.join("journal")
     }
 

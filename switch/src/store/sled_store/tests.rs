@@ -67,20 +67,23 @@ fn imported(n: u64) -> ImportedTransaction {
     }
 }
 
+/// The store on `db`, the database in `dir`, with the default options.
+fn open_on(dir: &Path, db: &sled::Db) -> Result<SledStore, StoreError> {
+    let commit = GroupCommit::start(db.clone()).unwrap();
+    SledStore::open(dir, db, commit, &StoreOptions::default())
+}
+
 fn open_store(dir: &Path) -> SledStore {
-    let options = StoreOptions::default();
-    let db = SledStore::open_db(dir, &options).unwrap();
-    SledStore::open(dir, &db, GroupCommit::start(db.clone()).unwrap(), &options).unwrap()
+    let db = SledStore::open_db(dir, &StoreOptions::default()).unwrap();
+    open_on(dir, &db).unwrap()
 }
 
 /// The flusher and metering threads release the database shortly after the
 /// store drops.
 fn reopen(dir: &Path) -> SledStore {
     for _ in 0..250 {
-        let options = StoreOptions::default();
-        if let Ok(db) = SledStore::open_db(dir, &options) {
-            return SledStore::open(dir, &db, GroupCommit::start(db.clone()).unwrap(), &options)
-                .unwrap();
+        if let Ok(db) = SledStore::open_db(dir, &StoreOptions::default()) {
+            return open_on(dir, &db).unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -395,16 +398,10 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
             .unwrap();
         db.flush().unwrap();
     }
-    let options = StoreOptions::default();
-    let db = SledStore::open_db(dir.path(), &options).unwrap();
-    let error = SledStore::open(
-        dir.path(),
-        &db,
-        GroupCommit::start(db.clone()).unwrap(),
-        &options,
-    )
-    .err()
-    .expect("a format 1 store is refused");
+    let db = SledStore::open_db(dir.path(), &StoreOptions::default()).unwrap();
+    let error = open_on(dir.path(), &db)
+        .err()
+        .expect("a format 1 store is refused");
     let message = error.to_string();
     assert!(
         message.contains("store format 1") && message.contains(FORMAT),
@@ -415,14 +412,9 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
     db.drop_tree("switch/transactions").unwrap();
     tree.insert(codec::FORMAT_KEY, "manifold-switch-store/4")
         .unwrap();
-    let error = SledStore::open(
-        dir.path(),
-        &db,
-        GroupCommit::start(db.clone()).unwrap(),
-        &options,
-    )
-    .err()
-    .expect("a later format is refused");
+    let error = open_on(dir.path(), &db)
+        .err()
+        .expect("a later format is refused");
     assert!(
         error.to_string().contains("manifold-switch-store/4"),
         "{error}"
