@@ -6,7 +6,7 @@
 //! use, through which providers, with which `otp_override` and limits.
 //! [`SwitchConfig::load`] reads and checks all of it at start-up; every problem
 //! is reported at once as `file: key: what is wrong`. Nothing downstream reads
-//! raw TOML or environment variables.
+//! raw TOML, environment variables or secret files.
 //!
 //! # Layout
 //! - [`raw`](self): the serde mirror of the file (private).
@@ -14,6 +14,8 @@
 //! - [`ServerConfig`]: the HTTP edge's limits, timeouts and TLS files.
 //! - [`NotificationsConfig`], [`SmsGatewayConfig`], [`SmtpConfig`] and
 //!   [`MessageTemplate`]: how customers are reached (outbox, SMS gateway, SMTP).
+//! - [`secrets`](self): secrets from the environment or files instead of
+//!   the file itself, and API keys known by digest only.
 //! - [`ConfigError`]: every problem found, each naming its key.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -25,6 +27,9 @@ use std::time::Duration;
 use manifold_crypto::SecretString;
 
 mod raw;
+mod secrets;
+
+pub use secrets::{ApiKeyDigest, Environment, ProcessEnvironment};
 
 /// The minimum length of an app secret; it is the input to HKDF, so short
 /// secrets would make `auth.secure` guessable.
@@ -50,6 +55,9 @@ pub struct SwitchConfig {
     pub notifications: NotificationsConfig,
     pub providers: Vec<ProviderConfig>,
     pub apps: Vec<AppConfig>,
+    /// What is allowed but unwise (a secret file others can read); the
+    /// binary logs each at start-up.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// `[server]`: what the switch's HTTP edge allows a client. Every limit has a
@@ -392,7 +400,9 @@ pub struct RemoteEndpoint {
 pub struct AppConfig {
     pub id: String,
     pub name: String,
-    pub api_key: SecretString,
+    /// The digests of the app's API keys: one, or two while a key is being
+    /// rotated. The keys themselves are not kept.
+    pub api_keys: Vec<ApiKeyDigest>,
     pub secret: SecretString,
     /// Whether every call must be signed (RFC 9421, `docs/secure.md`). A
     /// signature that is sent is always checked.
@@ -412,15 +422,33 @@ pub struct ServiceGrant {
 }
 
 impl SwitchConfig {
-    /// Read and validate the configuration file at `path`.
+    /// Read and validate the configuration file at `path`; `*_env` secrets
+    /// come from the process's environment.
     pub fn load(path: &Path) -> Result<SwitchConfig, ConfigError> {
+        SwitchConfig::load_with(path, &ProcessEnvironment)
+    }
+
+    /// [`SwitchConfig::load`] with `*_env` secrets from `environment`.
+    pub fn load_with(
+        path: &Path,
+        environment: &dyn Environment,
+    ) -> Result<SwitchConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError::single(path, "", format!("cannot be read: {error}")))?;
-        SwitchConfig::from_toml(&text, path)
+        SwitchConfig::from_toml_with(&text, path, environment)
     }
 
     /// Parse and validate configuration text; `source` names it in messages.
     pub fn from_toml(text: &str, source: &Path) -> Result<SwitchConfig, ConfigError> {
+        SwitchConfig::from_toml_with(text, source, &ProcessEnvironment)
+    }
+
+    /// [`SwitchConfig::from_toml`] with `*_env` secrets from `environment`.
+    pub fn from_toml_with(
+        text: &str,
+        source: &Path,
+        environment: &dyn Environment,
+    ) -> Result<SwitchConfig, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|error| {
             let key = error
                 .span()
@@ -428,7 +456,7 @@ impl SwitchConfig {
                 .unwrap_or_default();
             ConfigError::single(source, &key, error.message().to_owned())
         })?;
-        raw.validate(source)
+        raw.validate(source, environment)
     }
 
     pub fn app_by_id(&self, id: &str) -> Option<&AppConfig> {
@@ -527,9 +555,11 @@ pub(crate) fn is_identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-pub(crate) fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+pub(crate) fn duplicates<'a, T: Eq + std::hash::Hash + ?Sized>(
+    items: impl Iterator<Item = &'a T>,
+) -> Vec<&'a T> {
     let mut seen = HashSet::new();
-    names.filter(|name| !seen.insert(*name)).collect()
+    items.filter(|item| !seen.insert(*item)).collect()
 }
 
 #[cfg(test)]

@@ -9,12 +9,13 @@ use std::time::Duration;
 use manifold_crypto::SecretString;
 use serde::Deserialize;
 
+use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
-    duplicates, is_identifier, AppConfig, ConfigError, MessageTemplate, NotificationsConfig,
-    Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint, ServerConfig, ServiceGrant,
-    SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls, StorageConfig,
-    SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN,
-    MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
+    duplicates, is_identifier, ApiKeyDigest, AppConfig, ConfigError, MessageTemplate,
+    NotificationsConfig, Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint, ServerConfig,
+    ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls,
+    StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT,
+    MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
 };
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -82,8 +83,12 @@ struct RawNotifications {
 struct RawSms {
     url: String,
     token: Option<SecretString>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
     username: Option<String>,
     password: Option<SecretString>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
     sender: Option<String>,
     template: Option<String>,
     timeout_ms: Option<u64>,
@@ -108,6 +113,8 @@ struct RawEmail {
     tls: RawTls,
     username: Option<String>,
     password: Option<SecretString>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
     from: String,
     subject: Option<String>,
     body: Option<String>,
@@ -135,6 +142,12 @@ struct RawProvider {
     read_only: Vec<String>,
     timeout_ms: Option<u64>,
     secret: Option<SecretString>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    /// Whether any of the three `secret` keys was given (set when they are
+    /// resolved, so a variable that is not set is not also "required").
+    #[serde(skip)]
+    secret_given: bool,
     key_id: Option<String>,
     #[serde(default)]
     notify: bool,
@@ -148,8 +161,21 @@ struct RawProvider {
 struct RawApp {
     id: String,
     name: Option<String>,
-    api_key: SecretString,
-    secret: SecretString,
+    api_key: Option<SecretString>,
+    api_key_env: Option<String>,
+    api_key_file: Option<PathBuf>,
+    /// Keys the switch knows by digest only; one, or a list of them.
+    api_key_sha256: Option<OneOrMany>,
+    secret: Option<SecretString>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    /// Whether any of the `api_key` or `secret` keys was given (set when
+    /// they are resolved, so a variable that is not set is not also
+    /// "required").
+    #[serde(skip)]
+    api_key_given: bool,
+    #[serde(skip)]
+    secret_given: bool,
     #[serde(default = "signatures_required_by_default")]
     require_signature: bool,
     #[serde(default)]
@@ -164,14 +190,40 @@ struct RawGrant {
     max_amount: Option<u64>,
 }
 
+/// A string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
 /// Unsigned calls are refused unless the host says otherwise for an app.
 fn signatures_required_by_default() -> bool {
     true
 }
 
 impl RawConfig {
-    pub(crate) fn validate(self, file: &Path) -> Result<SwitchConfig, ConfigError> {
+    pub(crate) fn validate(
+        mut self,
+        file: &Path,
+        environment: &dyn Environment,
+    ) -> Result<SwitchConfig, ConfigError> {
         let mut problems = Problems::default();
+        let mut secrets = SecretResolver {
+            environment,
+            warnings: Vec::new(),
+        };
+        self.resolve_secrets(&mut secrets, &mut problems);
 
         let listen = match self.listen.parse::<SocketAddr>() {
             Ok(addr) => addr,
@@ -247,7 +299,7 @@ impl RawConfig {
         for id in duplicates(apps.iter().map(|a| a.id.as_str())) {
             problems.add("apps", format!("app id `{id}` is used more than once"));
         }
-        if !duplicates(apps.iter().map(|a| a.api_key.expose())).is_empty() {
+        if !duplicates(apps.iter().flat_map(|a| a.api_keys.iter())).is_empty() {
             // Never name the key itself: it is a credential.
             problems.add("apps", "two apps share one api_key; each app needs its own");
         }
@@ -258,7 +310,11 @@ impl RawConfig {
             problems.add("apps", "two apps share one secret; each app needs its own");
         }
         for (i, app) in apps.iter().enumerate() {
-            if apps.iter().any(|other| other.api_key == app.secret) {
+            let secret_digest = ApiKeyDigest::of(app.secret.expose());
+            if apps
+                .iter()
+                .any(|other| other.api_keys.contains(&secret_digest))
+            {
                 problems.add(
                     format!("apps[{i}].secret"),
                     "is also an api_key; the secret is never sent and must be its own",
@@ -281,8 +337,69 @@ impl RawConfig {
                 notifications,
                 providers,
                 apps,
+                warnings: secrets.warnings,
             },
         )
+    }
+}
+
+impl RawConfig {
+    /// Replaces every `x_env` and `x_file` by the secret it names, in `x`,
+    /// before anything is checked: the checks then see one secret per key,
+    /// wherever it came from.
+    fn resolve_secrets(&mut self, secrets: &mut SecretResolver<'_>, problems: &mut Problems) {
+        fn take(
+            inline: &mut Option<SecretString>,
+            env: &mut Option<String>,
+            file: &mut Option<PathBuf>,
+        ) -> SecretSource {
+            SecretSource {
+                inline: inline.take(),
+                env: env.take(),
+                file: file.take(),
+            }
+        }
+        for (i, provider) in self.providers.iter_mut().enumerate() {
+            let source = take(
+                &mut provider.secret,
+                &mut provider.secret_env,
+                &mut provider.secret_file,
+            );
+            provider.secret_given = source.is_given();
+            provider.secret = secrets.resolve(&format!("providers[{i}].secret"), source, problems);
+        }
+        for (i, app) in self.apps.iter_mut().enumerate() {
+            let source = take(
+                &mut app.api_key,
+                &mut app.api_key_env,
+                &mut app.api_key_file,
+            );
+            app.api_key_given = source.is_given();
+            app.api_key = secrets.resolve(&format!("apps[{i}].api_key"), source, problems);
+            let source = take(&mut app.secret, &mut app.secret_env, &mut app.secret_file);
+            app.secret_given = source.is_given();
+            app.secret = secrets.resolve(&format!("apps[{i}].secret"), source, problems);
+        }
+        if let Some(notifications) = &mut self.notifications {
+            if let Some(sms) = &mut notifications.sms {
+                let source = take(&mut sms.token, &mut sms.token_env, &mut sms.token_file);
+                sms.token = secrets.resolve("notifications.sms.token", source, problems);
+                let source = take(
+                    &mut sms.password,
+                    &mut sms.password_env,
+                    &mut sms.password_file,
+                );
+                sms.password = secrets.resolve("notifications.sms.password", source, problems);
+            }
+            if let Some(email) = &mut notifications.email {
+                let source = take(
+                    &mut email.password,
+                    &mut email.password_env,
+                    &mut email.password_file,
+                );
+                email.password = secrets.resolve("notifications.email.password", source, problems);
+            }
+        }
     }
 }
 
@@ -309,7 +426,7 @@ impl RawProvider {
                 // reach, sign or verify.
                 for (field, given) in [
                     ("url", self.url.is_some()),
-                    ("secret", self.secret.is_some()),
+                    ("secret", self.secret_given),
                     ("key_id", self.key_id.is_some()),
                     ("notify", self.notify),
                     ("ca_file", self.ca_file.is_some()),
@@ -367,11 +484,14 @@ impl RawProvider {
                         secret
                     }
                     None => {
-                        problems.add(
-                            format!("{key}.secret"),
-                            "is required when mode = \"remote\": every call to and from the \
-                             provider is signed with it",
-                        );
+                        if !self.secret_given {
+                            problems.add(
+                                format!("{key}.secret"),
+                                "is required when mode = \"remote\": every call to and from \
+                                 the provider is signed with it (give secret, secret_env or \
+                                 secret_file)",
+                            );
+                        }
                         SecretString::from("")
                     }
                 };
@@ -478,10 +598,12 @@ fn check_provider_secrets(
         let ProviderEndpoint::Remote(remote) = &provider.endpoint else {
             continue;
         };
-        if apps
-            .iter()
-            .any(|app| app.secret == remote.secret || app.api_key == remote.secret)
-        {
+        if apps.iter().any(|app| {
+            app.secret == remote.secret
+                || app
+                    .api_keys
+                    .contains(&ApiKeyDigest::of(remote.secret.expose()))
+        }) {
             problems.add(
                 format!("providers[{i}].secret"),
                 "is also an app's secret or api_key; a provider's secret must be its own",
@@ -977,29 +1099,75 @@ impl RawApp {
                 "must be 1-64 letters, digits, `_`, `-` or `.`",
             );
         }
-        if self.api_key.len() < MIN_API_KEY_LEN {
-            problems.add(
-                format!("{key}.api_key"),
-                format!("must be at least {MIN_API_KEY_LEN} characters"),
-            );
+        let mut api_keys = Vec::new();
+        if let Some(api_key) = &self.api_key {
+            if api_key.len() < MIN_API_KEY_LEN {
+                problems.add(
+                    format!("{key}.api_key"),
+                    format!("must be at least {MIN_API_KEY_LEN} characters"),
+                );
+            }
+            if api_key
+                .expose()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
+                problems.add(
+                    format!("{key}.api_key"),
+                    "must not contain spaces or control characters",
+                );
+            }
+            api_keys.push(ApiKeyDigest::of(api_key.expose()));
         }
-        if self
-            .api_key
-            .expose()
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
+        for digest in self
+            .api_key_sha256
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
         {
-            problems.add(
+            match ApiKeyDigest::from_hex(&digest) {
+                Some(digest) => api_keys.push(digest),
+                None => problems.add(
+                    format!("{key}.api_key_sha256"),
+                    "must be 64 hexadecimal digits, the SHA-256 of the key \
+                     (`printf %s \"$KEY\" | sha256sum`)",
+                ),
+            }
+        }
+        if !duplicates(api_keys.iter()).is_empty() {
+            problems.add(format!("{key}.api_key_sha256"), "names the same key twice");
+        }
+        match api_keys.len() {
+            0 if !self.api_key_given => problems.add(
                 format!("{key}.api_key"),
-                "must not contain spaces or control characters",
-            );
+                "is required: give api_key, api_key_env, api_key_file or api_key_sha256",
+            ),
+            0..=2 => {}
+            _ => problems.add(
+                format!("{key}.api_key_sha256"),
+                "an app has at most two API keys at once (the current one and, while \
+                 rotating, the next)",
+            ),
         }
-        if self.secret.len() < MIN_SECRET_LEN {
-            problems.add(
-                format!("{key}.secret"),
-                format!("must be at least {MIN_SECRET_LEN} characters"),
-            );
-        }
+        let secret = match self.secret {
+            Some(secret) => {
+                if secret.len() < MIN_SECRET_LEN {
+                    problems.add(
+                        format!("{key}.secret"),
+                        format!("must be at least {MIN_SECRET_LEN} characters"),
+                    );
+                }
+                secret
+            }
+            None => {
+                if !self.secret_given {
+                    problems.add(
+                        format!("{key}.secret"),
+                        "is required: give secret, secret_env or secret_file",
+                    );
+                }
+                SecretString::from("")
+            }
+        };
         if self.services.is_empty() {
             problems.add(
                 format!("{key}.services"),
@@ -1046,8 +1214,8 @@ impl RawApp {
         AppConfig {
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: self.id,
-            api_key: self.api_key,
-            secret: self.secret,
+            api_keys,
+            secret,
             require_signature: self.require_signature,
             services,
         }

@@ -842,3 +842,258 @@ fn the_store_cache_has_a_bounded_default_and_bounds() {
         );
     }
 }
+
+/// The sample's first app, with its two credentials replaced by `keys`.
+fn sample_with_first_app_keys(keys: &str) -> String {
+    SAMPLE.replacen(
+        "api_key = \"demo-app-key-0123456789abcdef\"\n\
+         secret = \"demo-app-secret-please-change-me-0123456789\"",
+        keys,
+        1,
+    )
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(ApiKeyDigest::of(text).as_bytes())
+}
+
+fn environment(vars: &'static [(&'static str, &'static str)]) -> impl Environment {
+    move |name: &str| {
+        vars.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}
+
+fn load_in(
+    text: &str,
+    vars: &'static [(&'static str, &'static str)],
+) -> Result<SwitchConfig, ConfigError> {
+    SwitchConfig::from_toml_with(text, Path::new("test.toml"), &environment(vars))
+}
+
+#[test]
+fn secrets_can_come_from_the_environment() {
+    let text = sample_with_first_app_keys(
+        "api_key_env = \"DEMO_APP_KEY\"\nsecret_env = \"DEMO_APP_SECRET\"",
+    );
+    let vars = &[
+        ("DEMO_APP_KEY", "key-from-the-environment-0123456789"),
+        (
+            "DEMO_APP_SECRET",
+            "secret-from-the-environment-0123456789abc",
+        ),
+    ];
+    let config = load_in(&text, vars).unwrap();
+    let app = config.app_by_id("demo-app").unwrap();
+    assert_eq!(
+        app.api_keys,
+        vec![ApiKeyDigest::of("key-from-the-environment-0123456789")]
+    );
+    assert_eq!(
+        app.secret.expose(),
+        "secret-from-the-environment-0123456789abc"
+    );
+
+    // Unset and empty variables are named; "is required" is not said as well.
+    let error = load_in(&text, &[("DEMO_APP_SECRET", "")]).unwrap_err();
+    assert_eq!(error.problems.len(), 2, "{error}");
+    check_problem(&error, "apps[0].api_key_env", "`DEMO_APP_KEY` is not set");
+    check_problem(&error, "apps[0].secret_env", "`DEMO_APP_SECRET` is empty");
+    // A short secret from the environment is still too short.
+    let error = load_in(
+        &text,
+        &[
+            ("DEMO_APP_KEY", "key-from-the-environment-0123456789"),
+            ("DEMO_APP_SECRET", "short"),
+        ],
+    )
+    .unwrap_err();
+    check_problem(&error, "apps[0].secret", "at least 32 characters");
+    assert!(!error.to_string().contains("short\""), "{error}");
+}
+
+fn check_problem(error: &ConfigError, key: &str, needle: &str) {
+    assert!(
+        error
+            .problems
+            .iter()
+            .any(|p| p.key == key && p.problem.contains(needle)),
+        "expected `{key}: …{needle}…`, got:\n{error}"
+    );
+}
+
+#[test]
+fn every_secret_key_takes_env_and_file_forms() {
+    let text = sample_with_examples()
+        .replacen(
+            "token = \"gateway-token-please-change-me\"",
+            "token_env = \"SMS_TOKEN\"",
+            1,
+        )
+        .replacen(
+            "password = \"smtp-password-please-change-me\"",
+            "password_env = \"SMTP_PASSWORD\"",
+            1,
+        )
+        .replacen(
+            "secret = \"demo-remote-hop-secret-please-change-me-0123\"",
+            "secret_env = \"HOP_SECRET\"",
+            1,
+        );
+    let vars = &[
+        ("SMS_TOKEN", "sms-token-from-env"),
+        ("SMTP_PASSWORD", "smtp-password-from-env"),
+        ("HOP_SECRET", "hop-secret-from-the-environment-0123456789"),
+    ];
+    let config = load_in(&text, vars).unwrap();
+    let sms = config.notifications.sms.as_ref().unwrap();
+    assert_eq!(
+        sms.credentials,
+        SmsCredentials::Bearer {
+            token: SecretString::from("sms-token-from-env")
+        }
+    );
+    let email = config.notifications.email.as_ref().unwrap();
+    assert_eq!(
+        email.credentials.as_ref().unwrap().password.expose(),
+        "smtp-password-from-env"
+    );
+    let ProviderEndpoint::Remote(remote) = &config.provider("demo-remote").unwrap().endpoint else {
+        panic!("demo-remote is remote");
+    };
+    assert_eq!(
+        remote.secret.expose(),
+        "hop-secret-from-the-environment-0123456789"
+    );
+
+    // Two forms of one secret at once are refused, naming the key.
+    let both = text.replacen(
+        "secret_env = \"HOP_SECRET\"",
+        "secret_env = \"HOP_SECRET\"\nsecret_file = \"/nonexistent\"",
+        1,
+    );
+    let error = load_in(&both, vars).unwrap_err();
+    check_problem(&error, "providers[1].secret", "give only one of");
+    assert_eq!(error.problems.len(), 1, "{error}");
+}
+
+#[cfg(unix)]
+#[test]
+fn secrets_can_come_from_files_readable_by_the_switch_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api_key");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&key_file, "key-from-a-file-0123456789abcdef\n").unwrap();
+    std::fs::write(&secret_file, "secret-from-a-file-0123456789abcdefghij\r\n").unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = sample_with_first_app_keys(&format!(
+        "api_key_file = \"{}\"\nsecret_file = \"{}\"",
+        key_file.display(),
+        secret_file.display()
+    ));
+    let config = load(&text).unwrap();
+    let app = config.app_by_id("demo-app").unwrap();
+    // One trailing newline (or CRLF) is not part of the secret.
+    assert_eq!(
+        app.api_keys,
+        vec![ApiKeyDigest::of("key-from-a-file-0123456789abcdef")]
+    );
+    assert_eq!(
+        app.secret.expose(),
+        "secret-from-a-file-0123456789abcdefghij"
+    );
+    // The file others can read is warned about, the other is not.
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert_eq!(config.warnings[0].key, "apps[0].secret_file");
+    assert!(config.warnings[0].problem.contains("mode 644"));
+
+    // A missing or empty file is a problem naming the file, never a value.
+    std::fs::write(&secret_file, "\n").unwrap();
+    let error = load(&text).unwrap_err();
+    check_problem(&error, "apps[0].secret_file", "is empty");
+    std::fs::remove_file(&key_file).unwrap();
+    let error = load(&text).unwrap_err();
+    check_problem(&error, "apps[0].api_key_file", "cannot be read");
+}
+
+#[test]
+fn api_keys_may_be_given_as_digests_and_two_at_a_time() {
+    let old = "demo-app-key-0123456789abcdef";
+    let new = "demo-app-next-key-0123456789abcdef";
+    // The key and the digest of the next one: both open the same app.
+    let text = sample_with_first_app_keys(&format!(
+        "api_key = \"{old}\"\napi_key_sha256 = \"{}\"\n\
+         secret = \"demo-app-secret-please-change-me-0123456789\"",
+        sha256_hex(new)
+    ));
+    let app = load(&text).unwrap().app_by_id("demo-app").unwrap().clone();
+    assert_eq!(
+        app.api_keys,
+        vec![ApiKeyDigest::of(old), ApiKeyDigest::of(new)]
+    );
+    // Digests only, upper-case hex accepted.
+    let text = sample_with_first_app_keys(&format!(
+        "api_key_sha256 = [\"{}\", \"{}\"]\n\
+         secret = \"demo-app-secret-please-change-me-0123456789\"",
+        sha256_hex(old).to_uppercase(),
+        sha256_hex(new)
+    ));
+    let config = load(&text).unwrap();
+    assert_eq!(config.app_by_id("demo-app").unwrap().api_keys.len(), 2);
+    assert!(!format!("{config:?}").contains(&sha256_hex(old)));
+
+    let secret = "secret = \"demo-app-secret-please-change-me-0123456789\"";
+    let third = sha256_hex("demo-app-third-key-0123456789abcdef");
+    for (keys, key, needle) in [
+        (
+            format!(
+                "api_key = \"{old}\"\napi_key_sha256 = [\"{}\", \"{third}\"]",
+                sha256_hex(new)
+            ),
+            "apps[0].api_key_sha256",
+            "at most two API keys",
+        ),
+        (
+            "api_key_sha256 = \"not-hex\"".to_owned(),
+            "apps[0].api_key_sha256",
+            "64 hexadecimal digits",
+        ),
+        (
+            format!(
+                "api_key = \"{old}\"\napi_key_sha256 = \"{}\"",
+                sha256_hex(old)
+            ),
+            "apps[0].api_key_sha256",
+            "same key twice",
+        ),
+        (String::new(), "apps[0].api_key", "is required"),
+        // Another app's key, by digest.
+        (
+            format!(
+                "api_key_sha256 = \"{}\"",
+                sha256_hex("demo-otp-app-key-0123456789abcdef")
+            ),
+            "apps",
+            "share one api_key",
+        ),
+    ] {
+        check_rejected(
+            &sample_with_first_app_keys(&format!("{keys}\n{secret}")),
+            key,
+            needle,
+        );
+    }
+    // A secret equal to a key known only by its digest is still caught.
+    check_rejected(
+        &sample_with_first_app_keys(&format!(
+            "api_key_sha256 = \"{}\"\nsecret = \"{}\"",
+            sha256_hex("demo-app-secret-please-change-me-0123456789"),
+            "demo-app-secret-please-change-me-0123456789"
+        )),
+        "apps[0].secret",
+        "is also an api_key",
+    );
+}

@@ -2,16 +2,17 @@
 //!
 //! An app is recognised by its bearer API key. Keys are looked up by their
 //! SHA-256 digest, so the table never holds them in a form a timing
-//! difference could leak, and each app's `auth.secure` key is derived once
-//! at start-up rather than per request.
+//! difference could leak (the host may configure only the digest,
+//! `api_key_sha256`), and each app's `auth.secure` key is derived once at
+//! start-up rather than per request. An app may have two keys at once while
+//! one replaces the other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use manifold_config::AppConfig;
+use manifold_config::{ApiKeyDigest, AppConfig};
 use manifold_crypto::message_signature::SigningKey;
 use manifold_crypto::AppKey;
-use sha2::{Digest, Sha256};
 
 /// An app as the switch uses it: its configuration and its derived key.
 #[derive(Debug)]
@@ -30,25 +31,24 @@ impl App {
 
 #[derive(Debug, Default)]
 pub struct AppRegistry {
-    by_key_digest: HashMap<[u8; 32], Arc<App>>,
-}
-
-fn digest(api_key: &str) -> [u8; 32] {
-    Sha256::digest(api_key.as_bytes()).into()
+    by_key_digest: HashMap<ApiKeyDigest, Arc<App>>,
 }
 
 impl AppRegistry {
     pub fn new(apps: &[AppConfig]) -> Self {
         let by_key_digest = apps
             .iter()
-            .map(|config| {
+            .flat_map(|config| {
                 let key = AppKey::derive(&config.secret);
-                let app = App {
+                let app = Arc::new(App {
                     signing_key: SigningKey::for_app(&key),
                     key,
                     config: config.clone(),
-                };
-                (digest(config.api_key.expose()), Arc::new(app))
+                });
+                config
+                    .api_keys
+                    .iter()
+                    .map(move |digest| (*digest, app.clone()))
             })
             .collect();
         AppRegistry { by_key_digest }
@@ -61,6 +61,8 @@ impl AppRegistry {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        self.by_key_digest.get(&digest(key.trim())).cloned()
+        self.by_key_digest
+            .get(&ApiKeyDigest::of(key.trim()))
+            .cloned()
     }
 }

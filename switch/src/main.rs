@@ -31,6 +31,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Whatever the switch writes (its store, the outbox) is its user's alone.
+    manifold_edge::private_files::restrict_new_files();
     // Logs go to stderr: stdout carries only the "listening on" line that
     // scripts and tests read.
     tracing_subscriber::fmt()
@@ -41,6 +43,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let mut config = SwitchConfig::load(&args.config)?;
+    for warning in &config.warnings {
+        tracing::warn!(
+            "{}: {}: {}",
+            config.source.display(),
+            warning.key,
+            warning.problem
+        );
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

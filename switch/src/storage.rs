@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use manifold_config::ProviderConfig;
 use manifold_demo_provider::{DemoProvider, DemoSettings};
+use manifold_edge::private_files::secure_data_dir;
 use manifold_provider::{GroupCommit, Notifier, Provider};
 use manifold_provider_sdk::{AnswerDurability, Sweeper};
 
@@ -96,7 +97,15 @@ impl Opener {
     /// Opens the database, the store and the in-process providers on it.
     pub(crate) fn open(&self, number: u64) -> Result<Generation, OpenError> {
         let store_error = |error: &dyn std::fmt::Display| OpenError::Store(error.to_string());
+        // The store holds customer data: the directory is created 0700 and
+        // what sled writes in it is kept 0600 (the binary's umask makes new
+        // files so; tightening once more covers an embedder that set none).
+        let loose = secure_data_dir(&self.path).map_err(|e| store_error(&e))?;
+        if let Some(loose) = loose.filter(|_| number == 1) {
+            tracing::warn!("the store's directory {loose}");
+        }
         let db = SledStore::open_db(&self.path, &self.options).map_err(|e| store_error(&e))?;
+        secure_data_dir(&self.path).map_err(|e| store_error(&e))?;
         let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(&e))?;
         let store = Arc::new(
             SledStore::open(&self.path, &db, commit.clone(), &self.options)

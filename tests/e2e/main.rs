@@ -11,5 +11,6 @@ mod flows;
 mod rejections;
 mod resilience;
 mod rig;
+mod secrets;
 mod signatures;
 mod tls;

@@ -247,10 +247,11 @@ fn binaries() -> &'static Path {
 }
 
 /// Spawns `binary` and waits for the line `<name> listening on <addr>`.
-fn spawn_listening(binary: &str, args: &[&str]) -> (Child, SocketAddr) {
+fn spawn_listening(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = Command::new(binaries().join(binary))
         .args(args)
         .env("MANIFOLD_PROVIDER_SECRET", PROVIDER_SECRET)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -286,6 +287,12 @@ pub struct SwitchProcess {
 
 impl SwitchProcess {
     pub fn start(config_path: &Path) -> SwitchProcess {
+        SwitchProcess::start_with_env(config_path, &[])
+    }
+
+    /// As [`SwitchProcess::start`], with these environment variables set
+    /// (secrets a configuration names with `*_env`).
+    pub fn start_with_env(config_path: &Path, env: &[(&str, &str)]) -> SwitchProcess {
         let (child, addr) = spawn_listening(
             "manifold",
             &[
@@ -294,6 +301,7 @@ impl SwitchProcess {
                 "--listen",
                 "127.0.0.1:0",
             ],
+            env,
         );
         SwitchProcess { addr, child }
     }
@@ -346,7 +354,7 @@ impl ProviderProcess {
             PROVIDER_KEY_ID,
         ];
         args.extend(extra.iter().map(String::as_str));
-        let (child, addr) = spawn_listening("demo-provider", &args);
+        let (child, addr) = spawn_listening("demo-provider", &args, &[]);
         ProviderProcess { addr, child }
     }
 

@@ -58,6 +58,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Pending confirmations and the ledger are this user's alone.
+    manifold_edge::private_files::restrict_new_files();
     // Logs go to stderr: stdout carries only the "listening on" line that
     // scripts and tests read.
     tracing_subscriber::fmt()
@@ -67,7 +69,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let db = sled::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let db = microservice::open_state_db(&args.data)
+        .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
     let mut settings = DemoSettings {
         opening_balance: args.opening_balance,

@@ -164,15 +164,8 @@ impl Notifier for OutboxNotifier {
             serde_json::to_vec(notification).map_err(|e| undeliverable(e.to_string()))?;
         line.push(b'\n');
         let _guard = self.write_lock.lock().await;
-        if let Some(parent) = self.path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| undeliverable(e.to_string()))?;
-        }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
+        // The outbox holds codes in clear: readable by this user only.
+        let mut file = manifold_edge::private_files::open_private_append(&self.path)
             .await
             .map_err(|e| undeliverable(e.to_string()))?;
         file.write_all(&line)

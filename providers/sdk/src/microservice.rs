@@ -6,13 +6,16 @@
 //! expired confirmations in the background, and on shutdown lets in-flight
 //! calls finish and flushes the store.
 //!
+//! [`open_state_db`] opens the provider's own state where only its user can
+//! read it.
+//!
 //! [`ServeArgs`] is the part of a provider binary's command line that every
 //! provider shares — the secret and key id it shares with the switch, the
 //! signature window, TLS — so the demo, the template and every provider
 //! copied from it start the same way and cannot forget to verify.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +30,18 @@ use zeroize::Zeroize;
 use crate::connector::Connector;
 use crate::service::ProviderService;
 use crate::sweeper::Sweeper;
+
+/// Opens (or creates) the provider's state database in `dir`, private to
+/// this user: the directory 0700 and its files 0600, with a warning when the
+/// host made the directory looser. Call
+/// [`manifold_edge::private_files::restrict_new_files`] first thing in
+/// `main`, so the files sled creates later are private too.
+pub fn open_state_db(dir: &Path) -> std::io::Result<sled::Db> {
+    manifold_edge::private_files::secure_data_dir_or_warn(dir)?;
+    let db = sled::open(dir).map_err(std::io::Error::from)?;
+    manifold_edge::private_files::secure_data_dir(dir)?;
+    Ok(db)
+}
 
 /// Serves `service` on `listener` until `shutdown` completes, verifying every
 /// call with `server.hop`.

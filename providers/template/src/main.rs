@@ -83,6 +83,8 @@ fn client_secret(args: &Args) -> anyhow::Result<SecretString> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Pending confirmations and the ledger are this user's alone.
+    manifold_edge::private_files::restrict_new_files();
     // Logs go to stderr: stdout carries only the `listening on` line.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -103,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
     upstream.timeout = Duration::from_millis(args.upstream_timeout_ms);
     let connector = TemplateConnector::new(upstream).context("upstream configuration")?;
 
-    let db = sled::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let db = microservice::open_state_db(&args.data)
+        .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
     let mut settings = manifold_provider_template::service_settings();
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));

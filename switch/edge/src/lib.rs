@@ -30,11 +30,13 @@
 //!   window, and a [`signature::ReplayGuard`] for random nonces).
 //! - [`response`]: [`json_response`], the one way handlers build JSON answers.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, for binaries.
+//! - [`private_files`]: data directories and files only this user can read.
 
 pub mod auth_limit;
 pub mod body;
 mod limits;
 pub mod options;
+pub mod private_files;
 pub mod response;
 pub mod serve;
 pub mod shutdown;
