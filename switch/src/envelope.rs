@@ -3,9 +3,11 @@
 //! Requests are read into a `serde_json::Value` first and then taken apart by
 //! hand, so that one pass reports *every* bad field by its dotted name instead
 //! of stopping at serde's first complaint. Unknown fields are ignored, as apps
-//! built against OnePipe send extras.
+//! built against OnePipe send extras; a key given twice in one object is not
+//! ([`parse_json`]).
 
 use manifold_crypto::SecureKind;
+use manifold_provider::json::{self, JsonError};
 use manifold_provider::{Customer, ProviderReply, Status};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -63,6 +65,9 @@ struct Fields<'a> {
 }
 
 const MAX_REF_LEN: usize = 128;
+
+/// The field error of a key given twice in one object.
+pub const REPEATED_KEY: &str = "appears more than once in its object; give each key once";
 
 fn is_reference(value: &str) -> bool {
     !value.is_empty()
@@ -239,10 +244,17 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Parses the body into JSON, refusing anything that is not an object.
+/// Parses the body into JSON, refusing anything that is not an object and any
+/// object, at any depth, that repeats a key: the signature covers the bytes,
+/// and a repeat would let two readers of them see two requests (the switch
+/// and an app's logging proxy, say). The repeat is a field error naming the
+/// key's path, e.g. `transaction.amount`.
 pub fn parse_json(body: &[u8]) -> Result<Value, SwitchError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
-        SwitchError::MalformedJson(manifold_provider::server::describe_json_error(&error))
+    let value = json::from_slice(body).map_err(|error| match error {
+        JsonError::DuplicateKey { path } => {
+            SwitchError::InvalidFields(vec![FieldError::new(path, REPEATED_KEY)])
+        }
+        syntax @ JsonError::Syntax(_) => SwitchError::MalformedJson(syntax.to_string()),
     })?;
     if value.is_object() {
         Ok(value)
@@ -384,6 +396,10 @@ pub struct ResponseData {
     /// The recorded transaction, on `/transact/query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<Value>,
+    /// Present when the switch failed inside (HTTP 5xx): the opaque id of
+    /// the log line that holds the detail, for the app to quote to the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -408,6 +424,7 @@ impl ResponseEnvelope {
                 provider_response: reply.provider_response.clone(),
                 mock_mode: None,
                 transaction: None,
+                error_id: None,
             },
         }
     }
@@ -438,6 +455,7 @@ impl ResponseEnvelope {
                 provider_response: None,
                 mock_mode: None,
                 transaction: None,
+                error_id: None,
             },
         }
     }
@@ -555,6 +573,34 @@ mod tests {
             *body.pointer_mut(pointer).unwrap() = value;
             assert_eq!(fields_of(parse_transact(&body)), vec![field.to_string()]);
         }
+    }
+
+    #[test]
+    fn a_repeated_key_is_a_field_error_naming_its_path() {
+        let cases = [
+            (r#"{"request_ref":"a","request_ref":"b"}"#, "request_ref"),
+            (
+                r#"{"transaction":{"amount":1,"amount":1000000}}"#,
+                "transaction.amount",
+            ),
+            (
+                r#"{"transaction":{"details":{"x":1,"x":1}}}"#,
+                "transaction.details.x",
+            ),
+            (
+                r#"{"transaction":{"meta":{"tags":[{"a":1},{"a":1,"a":2}]}}}"#,
+                "transaction.meta.tags[1].a",
+            ),
+        ];
+        for (body, path) in cases {
+            match parse_json(body.as_bytes()) {
+                Err(SwitchError::InvalidFields(errors)) => {
+                    assert_eq!(errors, [FieldError::new(path, REPEATED_KEY)], "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(parse_json(br#"{"a":{"x":1},"b":{"x":1}}"#).is_ok());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! Each variant says what happened; [`crate::http`] alone decides which HTTP
 //! status and `data.error` code it becomes. No variant carries a secret: the
-//! crypto errors it wraps never quote plaintext.
+//! crypto errors it wraps never quote plaintext. Most messages are written
+//! for the app; those of a failure inside the switch ([`SwitchError::Store`],
+//! [`SwitchError::Internal`]) describe its insides, so they go to the log
+//! only, and the app gets what it can do and an opaque error id instead.
 
 use manifold_crypto::message_signature::SignatureError;
 use manifold_crypto::CryptoError;
@@ -47,19 +50,25 @@ pub enum SwitchError {
     SignatureSpent,
     #[error("too many failed authentications from this address; retry in {retry_after_secs} s")]
     TooManyAuthFailures { retry_after_secs: u64 },
-    #[error("no provider serves request_type `{0}`")]
-    UnknownRequestType(String),
-    #[error("no provider named `{0}` is configured")]
-    UnknownProvider(String),
-    #[error("provider `{provider}` does not serve request_type `{request_type}`")]
-    ProviderDoesNotServe {
+    /// A request_type outside the app's grants, whether or not the host
+    /// configured it for another app: an app learns only its own grants.
+    #[error("this app may not use request_type `{0}`")]
+    ServiceNotAllowed(String),
+    /// A provider outside the app's grant for the request_type, whether or
+    /// not it exists.
+    #[error("this app may not use provider `{provider}` for `{request_type}`")]
+    ProviderNotAllowed {
         provider: String,
         request_type: String,
     },
-    #[error("this app may not use request_type `{0}`")]
-    ServiceNotAllowed(String),
-    #[error("this app may not use provider `{provider}` for `{request_type}`")]
-    ProviderNotAllowed {
+    /// A provider the app is granted, or that carried one of its
+    /// transactions, is not configured (any more): the host's to fix.
+    #[error("provider `{0}` is not configured on this switch")]
+    UnknownProvider(String),
+    /// The app's grant names a provider that does not serve the
+    /// request_type: the host's to fix.
+    #[error("provider `{provider}` does not serve request_type `{request_type}`")]
+    ProviderDoesNotServe {
         provider: String,
         request_type: String,
     },
@@ -105,10 +114,11 @@ pub enum SwitchError {
     StorageFull,
     #[error("the switch cannot write to its store at the moment, so this call was not acknowledged; every answer the switch gave before is kept. Retry it in a moment (the same request_ref reports what became of it): the switch resumes by itself once it can write again")]
     StorageUnavailable,
+    /// The text names the store's own error: for the log, never the app.
     #[error("the transaction store failed: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error(
-        "the switch failed internally while handling the call; its outcome is unknown, so query it"
-    )]
-    Internal,
+    /// The switch itself failed (the engine's task panicked, say); the text
+    /// is the detail, for the log, never the app.
+    #[error("the switch failed internally: {0}")]
+    Internal(String),
 }

@@ -6,6 +6,13 @@
 //! envelope with `data.error` and `data.errors`. It also serves the
 //! notification services (`/notify/sms`, `/notify/email`) to provider
 //! microservices, whose [`NotifyServiceError`]s are mapped here in the same way.
+//!
+//! A failure inside the switch (its store, a task that panicked, a
+//! notification channel) is described by text about the switch's insides.
+//! That text goes to the log, once, with a fresh [`ErrorId`]; the answer
+//! says what the caller can do and carries the id (in the message,
+//! `data.error_id` and the `x-manifold-error-id` header), so the host can
+//! find the detail the caller reports.
 
 use std::sync::Arc;
 
@@ -15,8 +22,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{read_body, AuthFailureLimiter, Body, BodyError, BodyLimits, Peer};
-use manifold_provider::notify::Channel;
-use manifold_provider::{NotifyError, Status};
+use manifold_provider::notify::{mask_destination, Channel};
+use manifold_provider::{ErrorId, NotifyError, Status};
 
 use crate::apps::{App, AppRegistry};
 use crate::engine::{now_ms, Answer, Engine};
@@ -70,11 +77,6 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             StatusCode::UNAUTHORIZED,
             "bad_signature",
             field("request_ref", error.to_string()),
-        ),
-        UnknownRequestType(_) => (
-            StatusCode::BAD_REQUEST,
-            "unknown_request_type",
-            field("request_type", error.to_string()),
         ),
         UnknownProvider(_) => (
             StatusCode::BAD_REQUEST,
@@ -154,7 +156,29 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", None)
         }
         Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", None),
-        Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None),
+        Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None),
+    }
+}
+
+/// What the app is told instead of `error`'s own text when that text
+/// describes the switch's insides (a store's message, a panic): what it can
+/// do. `None` for every error whose text is written for the app — the 502 and
+/// 503 answers about a provider among them, which name only the provider the
+/// app chose and never carry the provider's own error text.
+fn withheld(error: &SwitchError) -> Option<String> {
+    match error {
+        SwitchError::Store(StoreError::Database(_) | StoreError::NotDurable(_)) => {
+            Some(SwitchError::StorageUnavailable.to_string())
+        }
+        SwitchError::Store(_) => Some(
+            "the switch could not read a record it keeps for this call, so the call's outcome is not known; query it later, and give the host the error id if this persists"
+                .into(),
+        ),
+        SwitchError::Internal(_) => Some(
+            "the switch failed internally while handling the call; its outcome is unknown, so query it"
+                .into(),
+        ),
+        _ => None,
     }
 }
 
@@ -191,28 +215,78 @@ fn classify_notify(
     }
 }
 
-fn error_answer(error: &SwitchError) -> Answer {
-    let (status, code, errors) = classify(error);
-    if status.is_server_error() {
-        tracing::error!(%error, "request failed");
+/// As [`withheld`], for the notification services: a channel's failure is
+/// told by its kind (the documented "which"), and its reason — a library's
+/// text, an I/O error of the outbox, the gateway's status — stays in the log.
+fn withheld_notify(error: &NotifyServiceError) -> Option<String> {
+    let NotifyServiceError::NotificationFailed(failure) = error else {
+        return None;
+    };
+    match failure {
+        // The caller's own field error, answered 400 with its rule.
+        NotifyError::InvalidDestination { .. } => None,
+        NotifyError::Undeliverable { channel, to, .. } => Some(format!(
+            "the switch could not deliver the {channel} message to {}: its channel failed or did not answer in time",
+            mask_destination(*channel, to)
+        )),
+        NotifyError::Refused { channel, to, .. } => Some(format!(
+            "the switch's {channel} channel refused the message to {}",
+            mask_destination(*channel, to)
+        )),
+        NotifyError::Misconfigured { channel, .. } => Some(format!(
+            "the switch's {channel} channel is misconfigured; the host must correct it"
+        )),
     }
-    failure_answer(status, code, error.to_string(), errors)
 }
 
-fn notify_error_answer(error: &NotifyServiceError) -> Answer {
+/// The answer to a failed app call; `app` once the bearer key named one.
+fn error_answer(error: &SwitchError, app: Option<&App>) -> Answer {
+    let (status, code, errors) = classify(error);
+    let app = app.map(App::id);
+    if let Some(public) = withheld(error) {
+        let id = ErrorId::new();
+        tracing::error!(error_id = %id, app, %error, "request failed inside the switch");
+        return failure_answer(status, code, public, errors, Some(id));
+    }
+    if status.is_server_error() {
+        tracing::error!(app, %error, "request failed");
+    }
+    failure_answer(status, code, error.to_string(), errors, None)
+}
+
+/// The answer to a failed `/notify/*` call; `provider` once its signature
+/// proved it.
+fn notify_error_answer(error: &NotifyServiceError, provider: Option<&str>) -> Answer {
     let (status, code, errors) = classify_notify(error);
-    failure_answer(status, code, error.to_string(), errors)
+    if let Some(public) = withheld_notify(error) {
+        let id = ErrorId::new();
+        tracing::error!(error_id = %id, provider, %error, "notification for a provider failed");
+        return failure_answer(status, code, public, errors, Some(id));
+    }
+    failure_answer(status, code, error.to_string(), errors, None)
 }
 
+/// A `Failed` envelope; with an error id, the message ends with it as well,
+/// for apps that show only the message.
 fn failure_answer(
     status: StatusCode,
     code: &str,
     message: String,
     errors: Option<Vec<FieldError>>,
+    error_id: Option<ErrorId>,
 ) -> Answer {
-    let envelope = ResponseEnvelope::failure(Status::Failed, code, message, errors);
+    let message = match error_id {
+        Some(id) => format!("{message} (error id {id})"),
+        None => message,
+    };
+    let mut envelope = ResponseEnvelope::failure(Status::Failed, code, message, errors);
+    envelope.data.error_id = error_id.map(|id| id.to_string());
     Answer::without_state(status.as_u16(), &envelope, None, None)
 }
+
+/// The header that repeats `data.error_id`, for proxies and clients that log
+/// headers rather than bodies.
+const ERROR_ID_HEADER: &str = "x-manifold-error-id";
 
 fn respond(answer: &Answer) -> Response<Body> {
     let status =
@@ -223,6 +297,13 @@ fn respond(answer: &Answer) -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    if let Some(id) = &answer.error_id {
+        // Hex digits always make a valid value; anything else is left out
+        // rather than failing the answer.
+        if let Ok(value) = header::HeaderValue::from_str(id) {
+            response.headers_mut().insert(ERROR_ID_HEADER, value);
+        }
+    }
     response
 }
 
@@ -257,19 +338,23 @@ pub async fn handle(
         "/transact/validate" => Operation::Validate,
         "/transact/query" => Operation::Query,
         "/transact/reverse" => Operation::Reverse,
-        _ => return respond(&error_answer(&SwitchError::NoSuchEndpoint(path))),
+        _ => return respond(&error_answer(&SwitchError::NoSuchEndpoint(path), None)),
     };
     if request.method() != Method::POST {
-        return respond(&error_answer(&SwitchError::MethodNotAllowed(
-            request.method().to_string(),
-        )));
+        return respond(&error_answer(
+            &SwitchError::MethodNotAllowed(request.method().to_string()),
+            None,
+        ));
     }
     // A locked-out address is refused before its key is even looked at, so
     // guessing keys or signatures costs a guesser the lockout.
     if let Err(locked) = state.auth_failures.check(peer.address.ip()) {
-        let answer = error_answer(&SwitchError::TooManyAuthFailures {
-            retry_after_secs: locked.retry_after_secs,
-        });
+        let answer = error_answer(
+            &SwitchError::TooManyAuthFailures {
+                retry_after_secs: locked.retry_after_secs,
+            },
+            None,
+        );
         return with_retry_after(respond(&answer), locked.retry_after_secs);
     }
     let Some(app) = state
@@ -277,7 +362,7 @@ pub async fn handle(
         .authenticate(header_str(&request, "authorization"))
     else {
         state.auth_failures.record_failure(peer.address.ip());
-        return respond(&error_answer(&SwitchError::Unauthenticated));
+        return respond(&error_answer(&SwitchError::Unauthenticated, None));
     };
     let limits = BodyLimits::of(&request);
     let (parts, body) = request.into_parts();
@@ -316,7 +401,7 @@ pub async fn handle(
                     }
                     Err(refused) => Err(refused),
                 }
-                .unwrap_or_else(|error| error_answer(&error));
+                .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
                 // Only a call proven to be the app's is billed to it: a
                 // leaked bearer key is enough to send one whose body or
                 // signature then fails.
@@ -325,13 +410,14 @@ pub async fn handle(
             });
             match work.await {
                 Ok(answer) => answer,
-                Err(error) => {
-                    tracing::error!(app = app.id(), %error, "the engine's task failed");
-                    error_answer(&SwitchError::Internal)
-                }
+                // Logged once, with its error id, by `error_answer`.
+                Err(error) => error_answer(
+                    &SwitchError::Internal(format!("the engine's task failed: {error}")),
+                    Some(&app),
+                ),
             }
         }
-        Err(error) => error_answer(&error),
+        Err(error) => error_answer(&error, Some(&app)),
     };
     match answer.error.as_deref() {
         // The guard looks again within a fraction of a second, and a
@@ -357,7 +443,7 @@ async fn notify(
     request: Request<Incoming>,
     peer: Peer,
 ) -> Response<Body> {
-    let outcome = async {
+    let verified = async {
         if request.method() != Method::POST {
             return Err(NotifyServiceError::MethodNotAllowed(
                 request.method().to_string(),
@@ -394,10 +480,19 @@ async fn notify(
                 &body,
             )
             .inspect_err(count_failure)?;
-        state.notify.send(provider, channel, &body).await?;
-        Ok(provider)
+        Ok((provider, body))
     }
     .await;
+    // Past the signature the caller is known, and named in the log.
+    let outcome = match verified {
+        Ok((provider, body)) => state
+            .notify
+            .send(provider, channel, &body)
+            .await
+            .map(|()| provider)
+            .map_err(|error| (error, Some(provider))),
+        Err(error) => Err((error, None)),
+    };
     match outcome {
         Ok(provider) => {
             let envelope = ResponseEnvelope {
@@ -411,6 +506,7 @@ async fn notify(
                     provider_response: None,
                     mock_mode: None,
                     transaction: None,
+                    error_id: None,
                 },
             };
             respond(&Answer::without_state(
@@ -420,8 +516,8 @@ async fn notify(
                 Some(provider),
             ))
         }
-        Err(error) => {
-            let response = respond(&notify_error_answer(&error));
+        Err((error, provider)) => {
+            let response = respond(&notify_error_answer(&error, provider));
             match error {
                 NotifyServiceError::TooManyAuthFailures { retry_after_secs } => {
                     with_retry_after(response, retry_after_secs)
@@ -463,5 +559,126 @@ async fn meter(storage: &Storage, app: &App, operation: Operation, answer: &Answ
     };
     if let Err(error) = storage.meter(&call).await {
         tracing::error!(%error, app = app.id(), "metering failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_provider::notify::Channel;
+    use serde_json::Value;
+
+    /// `(HTTP status, envelope, x-manifold-error-id)` of an answer as sent.
+    fn sent(answer: &Answer) -> (u16, Value, Option<String>) {
+        let response = respond(answer);
+        let header = response
+            .headers()
+            .get(ERROR_ID_HEADER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        (
+            response.status().as_u16(),
+            serde_json::from_str(&answer.body).unwrap(),
+            header,
+        )
+    }
+
+    /// The answer to a failure inside the switch: `status` and `code`, an
+    /// id in the message, `data.error_id` and the header, and none of `detail`.
+    fn check_withheld(answer: &Answer, status: u16, code: &str, detail: &str) {
+        let (http, body, header) = sent(answer);
+        assert_eq!((http, body["data"]["error"].as_str()), (status, Some(code)));
+        let id = body["data"]["error_id"].as_str().expect("data.error_id");
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(header.as_deref(), Some(id));
+        let message = body["message"].as_str().unwrap();
+        assert!(message.ends_with(&format!("(error id {id})")), "{message}");
+        assert!(!answer.body.contains(detail), "{}", answer.body);
+    }
+
+    #[test]
+    fn a_store_failure_answers_an_error_id_and_not_its_detail() {
+        let detail = "transaction T otp\u{1f}txn-1 has unknown version 9";
+        let error = SwitchError::Store(StoreError::Corrupt(detail.into()));
+        check_withheld(&error_answer(&error, None), 500, "storage_failure", detail);
+
+        let detail = "IO error: /var/lib/manifold/db: No space left on device";
+        let error = SwitchError::Store(StoreError::Database(detail.into()));
+        let answer = error_answer(&error, None);
+        check_withheld(&answer, 503, "storage_unavailable", detail);
+        let (_, body, _) = sent(&answer);
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&SwitchError::StorageUnavailable.to_string()));
+    }
+
+    #[test]
+    fn an_internal_failure_answers_an_error_id() {
+        let detail = "task 7 panicked with message \"index out of bounds\"";
+        let error = SwitchError::Internal(format!("the engine's task failed: {detail}"));
+        check_withheld(&error_answer(&error, None), 500, "internal_error", detail);
+    }
+
+    #[test]
+    fn each_answer_has_an_id_of_its_own() {
+        let error = SwitchError::Internal("x".into());
+        let (_, first, _) = sent(&error_answer(&error, None));
+        let (_, second, _) = sent(&error_answer(&error, None));
+        assert_ne!(first["data"]["error_id"], second["data"]["error_id"]);
+    }
+
+    #[test]
+    fn provider_and_app_errors_keep_their_messages_and_carry_no_id() {
+        for error in [
+            SwitchError::ProviderUnavailable("bank".into()),
+            SwitchError::ProviderRejected("bank".into()),
+            SwitchError::ProviderRefusedSwitch("bank".into()),
+            SwitchError::StorageFull,
+            SwitchError::StorageUnavailable,
+            SwitchError::RequestRefConflict("r-1".into()),
+        ] {
+            let (_, body, header) = sent(&error_answer(&error, None));
+            assert_eq!(body["message"], error.to_string());
+            assert!(body["data"].get("error_id").is_none(), "{body}");
+            assert_eq!(header, None);
+        }
+    }
+
+    #[test]
+    fn a_failed_channel_answers_its_kind_and_an_error_id() {
+        let to = "2348022000008".to_owned();
+        let detail = "the gateway at 10.0.0.7 answered HTTP 500";
+        let failures = [
+            NotifyError::Undeliverable {
+                channel: Channel::Sms,
+                to: to.clone(),
+                reason: detail.into(),
+            },
+            NotifyError::Refused {
+                channel: Channel::Sms,
+                to: to.clone(),
+                reason: detail.into(),
+            },
+            NotifyError::Misconfigured {
+                channel: Channel::Email,
+                reason: detail.into(),
+            },
+        ];
+        for failure in failures {
+            let error = NotifyServiceError::NotificationFailed(failure);
+            let answer = notify_error_answer(&error, Some("bank-remote"));
+            check_withheld(&answer, 502, "notification_failed", detail);
+            assert!(!answer.body.contains(&to), "{}", answer.body);
+        }
+        // A destination the channel refused is the caller's field error.
+        let error = NotifyServiceError::NotificationFailed(NotifyError::InvalidDestination {
+            channel: Channel::Sms,
+            to,
+            reason: "not a mobile number".into(),
+        });
+        let (http, body, header) = sent(&notify_error_answer(&error, None));
+        assert_eq!((http, header), (400, None));
+        assert_eq!(body["data"]["errors"][0]["message"], "not a mobile number");
     }
 }

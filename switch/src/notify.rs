@@ -26,10 +26,12 @@ use manifold_edge::signature::SignatureRejected;
 use manifold_notify::wire::{MAX_EMAIL_CHARS, MAX_SMS_CHARS, MAX_SUBJECT_CHARS};
 use manifold_notify::{check_email_address, check_msisdn};
 use manifold_provider::hop::HopVerifier;
+use manifold_provider::json::{self, JsonError};
 use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{Notification, Notifier, NotifyError};
 use serde_json::Value;
 
+use crate::envelope::REPEATED_KEY;
 use crate::error::FieldError;
 
 /// Everything that can go wrong with a notification service call.
@@ -149,18 +151,22 @@ impl NotifyService {
                 tracing::info!(provider, %channel, to = %masked, "notification sent for a provider");
                 Ok(())
             }
-            Err(error) => {
-                tracing::warn!(provider, %error, "notification for a provider failed");
-                Err(NotifyServiceError::NotificationFailed(error))
-            }
+            // Logged once, with the error id of the answer, by `crate::http`.
+            Err(error) => Err(NotifyServiceError::NotificationFailed(error)),
         }
     }
 }
 
 /// Takes the request apart field by field, reporting every bad field at once.
+/// A key given twice is refused as in an app's envelope
+/// ([`crate::envelope::parse_json`]): the signature covers bytes that must
+/// mean one message to one destination.
 fn parse(channel: Channel, body: &[u8]) -> Result<Notification, NotifyServiceError> {
-    let root: Value = serde_json::from_slice(body).map_err(|error| {
-        NotifyServiceError::MalformedJson(manifold_provider::server::describe_json_error(&error))
+    let root = json::from_slice(body).map_err(|error| match error {
+        JsonError::DuplicateKey { path } => {
+            NotifyServiceError::InvalidFields(vec![FieldError::new(path, REPEATED_KEY)])
+        }
+        syntax @ JsonError::Syntax(_) => NotifyServiceError::MalformedJson(syntax.to_string()),
     })?;
     let Value::Object(fields) = root else {
         return Err(NotifyServiceError::MalformedJson(
@@ -309,6 +315,24 @@ mod tests {
                 &format!(r#"{{"to":"2348022000008","message":"{long}"}}"#)
             ),
             ["message"]
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_and_named() {
+        assert_eq!(
+            fields_of(
+                Channel::Sms,
+                r#"{"to":"2348022000008","message":"x","to":"2348099999999"}"#
+            ),
+            ["to"]
+        );
+        assert_eq!(
+            fields_of(
+                Channel::Email,
+                r#"{"to":"uju@example.com","message":"x","extra":{"a":1,"a":2}}"#
+            ),
+            ["extra.a"]
         );
     }
 

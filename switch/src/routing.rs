@@ -1,6 +1,6 @@
 //! Which provider serves a call, and whether the app may use it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use manifold_config::{ProviderConfig, ServiceGrant};
@@ -50,27 +50,21 @@ impl Route {
 #[derive(Default)]
 pub struct Router {
     routes: HashMap<String, Arc<Route>>,
-    /// Every `request_type` some provider serves.
-    known_request_types: BTreeSet<String>,
 }
 
 impl Router {
     pub fn new(routes: Vec<Route>) -> Self {
-        let known_request_types = routes
-            .iter()
-            .flat_map(|route| route.config.services.iter().cloned())
-            .collect();
         let routes = routes
             .into_iter()
             .map(|route| (route.config.name.clone(), Arc::new(route)))
             .collect();
-        Router {
-            routes,
-            known_request_types,
-        }
+        Router { routes }
     }
 
-    /// The provider by name, for calls on an existing transaction.
+    /// The provider by name, for calls on an existing transaction: the name
+    /// is the one recorded with the app's own transaction, granted when it
+    /// began, so its absence (a host that took the provider out since) tells
+    /// the app nothing about anybody else's configuration.
     pub fn route(&self, provider: &str) -> Result<Arc<Route>, SwitchError> {
         self.routes
             .get(provider)
@@ -78,17 +72,17 @@ impl Router {
             .ok_or_else(|| SwitchError::UnknownProvider(provider.to_owned()))
     }
 
-    /// Checks a new call against the configuration, most general problem first.
+    /// Checks a new call against the app's grants first, then the
+    /// configuration. An app learns only about its own grants: a
+    /// `request_type` or provider outside them is refused the same way
+    /// whether or not the host configured it for another app, so no app can
+    /// probe what exists beyond what it may use.
     pub fn resolve<'a>(
         &self,
         app: &'a App,
         request_type: &str,
         provider: &str,
     ) -> Result<(Arc<Route>, &'a ServiceGrant), SwitchError> {
-        if !self.known_request_types.contains(request_type) {
-            return Err(SwitchError::UnknownRequestType(request_type.to_owned()));
-        }
-        let route = self.route(provider)?;
         let grant = app
             .config
             .services
@@ -100,6 +94,13 @@ impl Router {
                 request_type: request_type.to_owned(),
             });
         }
+        // The configuration loader refuses a grant naming a provider that is
+        // not configured or does not serve the request_type
+        // (`config/src/raw.rs`, the apps' `validate`), so neither error below
+        // is reached with a configuration it loaded; they remain for a
+        // router built from another list of routes, and name only what the
+        // app's own grant names.
+        let route = self.route(provider)?;
         if !route.config.services.contains(request_type) {
             return Err(SwitchError::ProviderDoesNotServe {
                 provider: provider.to_owned(),

@@ -118,18 +118,20 @@ const CASES: &[Case] = &[
         error: "invalid_request",
         fields: &["auth.type", "transaction.amount"],
     },
+    // Refused by the app's grants, which say nothing of whether the
+    // request_type or provider exists for anybody else.
     Case {
         name: "unknown request_type",
         edit: |_, b| b["request_type"] = json!("buy_airtime"),
-        http: 400,
-        error: "unknown_request_type",
+        http: 403,
+        error: "service_not_allowed",
         fields: &["request_type"],
     },
     Case {
         name: "unknown provider",
         edit: |_, b| b["auth"]["auth_provider"] = json!("Beeceptor"),
-        http: 400,
-        error: "unknown_provider",
+        http: 403,
+        error: "provider_not_allowed",
         fields: &["auth.auth_provider"],
     },
     Case {
@@ -254,6 +256,12 @@ async fn limits_keys_signatures_and_json_are_checked_before_anything_is_recorded
     // The app's key and a valid signature of exactly these bytes: what is
     // wrong is in the body, not the credentials.
     let signed = |payload: &[u8]| app.auth_headers("/transact", payload);
+    // A signed body in which two readers could see two amounts.
+    let twice = body
+        .to_string()
+        .replacen("\"amount\":0", "\"amount\":0,\"amount\":5000000", 1)
+        .into_bytes();
+    assert_ne!(twice, bytes);
 
     type Headers = Vec<(&'static str, String)>;
     let cases: Vec<(&str, Vec<u8>, Headers, u16, &str)> = vec![
@@ -285,6 +293,13 @@ async fn limits_keys_signatures_and_json_are_checked_before_anything_is_recorded
             signed(b"[1, 2]"),
             400,
             "malformed_json",
+        ),
+        (
+            "a key given twice",
+            twice.clone(),
+            signed(&twice),
+            400,
+            "invalid_request",
         ),
         (
             "body over 64 KiB",

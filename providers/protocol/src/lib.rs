@@ -15,6 +15,10 @@
 //! - [`client`]: [`RemoteProvider`], the HTTP client side (`reqwest`).
 //! - [`hop`]: [`HopSigner`] and [`HopVerifier`], the RFC 9421 signatures on
 //!   every switch → provider and provider → switch call.
+//! - [`json`]: JSON bodies read with every key of an object given once, for
+//!   the switch and the provider microservices alike.
+//! - [`error_id`]: [`ErrorId`], the opaque id an answer carries instead of the
+//!   detail of a failure inside the server.
 //! - [`outbound`]: the hardened `reqwest` client every outbound call uses (no
 //!   redirects, no proxy, timeouts, verified certificates, capped replies).
 //! - [`server`]: [`server::serve_provider`], the provider-side router, mounted
@@ -24,7 +28,9 @@
 
 pub mod client;
 pub mod durable;
+pub mod error_id;
 pub mod hop;
+pub mod json;
 pub mod notify;
 pub mod outbound;
 pub mod provider;
@@ -33,6 +39,7 @@ pub mod wire;
 
 pub use client::RemoteProvider;
 pub use durable::GroupCommit;
+pub use error_id::ErrorId;
 pub use hop::{HopSigner, HopVerifier};
 pub use notify::{Notification, Notifier, NotifyError};
 pub use provider::{Provider, ProviderError};

@@ -10,7 +10,10 @@
 //! provider. A lockout of addresses that keep failing (429) is off unless
 //! the provider turns it on. It maps each
 //! [`ProviderError`] to the fault reply [`RemoteProvider`](crate::RemoteProvider)
-//! reads back, and describes bad JSON without quoting it.
+//! reads back, and describes bad JSON without quoting it. A body that repeats
+//! a key is bad JSON here: the wire types refuse it at any depth
+//! ([`crate::json`]), so the provider never acts on a value the switch did
+//! not mean.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -75,9 +75,11 @@ pub struct TransactionDetails {
     pub amount: u64,
     #[serde(default)]
     pub customer: Customer,
-    #[serde(default)]
+    /// Free-form members: derived structs refuse a repeated field of their
+    /// own, and these refuse a repeated key inside ([`crate::json`]).
+    #[serde(default, deserialize_with = "crate::json::optional_value")]
     pub meta: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::optional_value")]
     pub details: Option<Value>,
 }
 
@@ -177,4 +179,53 @@ pub mod fault {
     pub const TOO_MANY_AUTH_FAILURES: &str = "too_many_auth_failures";
     /// The provider could not check the request now (its replay guard is full).
     pub const BUSY: &str = "busy";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRANSACT: &str = r#"{"app_id":"a","request_ref":"r","request_type":"transfer",
+        "transaction_ref":"t","otp_override":true,
+        "source":{"type":"bank.account","account_number":"0123456789","bank_code":"058"},
+        "transaction":{"amount":150000,"customer":{"mobile_no":"2348022000008"},
+            "meta":null,"details":{"destination_account":"9876543210","destination_bank_code":"044"}}}"#;
+
+    /// A provider microservice reads what the switch signed exactly as the
+    /// switch meant it: a repeated key anywhere is refused, not resolved.
+    #[test]
+    fn a_repeated_key_anywhere_in_a_request_is_refused() {
+        assert!(serde_json::from_str::<TransactRequest>(TRANSACT).is_ok());
+        let repeats = [
+            (r#""app_id":"a","#, r#""app_id":"a","app_id":"b","#),
+            (r#""amount":150000,"#, r#""amount":150000,"amount":1,"#),
+            (
+                r#""type":"bank.account","#,
+                r#""type":"bank.account","type":"wallet","#,
+            ),
+            (
+                r#""bank_code":"058""#,
+                r#""bank_code":"058","bank_code":"044""#,
+            ),
+            (
+                r#""mobile_no":"2348022000008""#,
+                r#""mobile_no":"1","mobile_no":"2""#,
+            ),
+            (
+                r#""destination_bank_code":"044""#,
+                r#""destination_bank_code":"044","destination_account":"1""#,
+            ),
+        ];
+        for (once, twice) in repeats {
+            assert!(TRANSACT.contains(once), "{once}");
+            let body = TRANSACT.replacen(once, twice, 1);
+            let error = serde_json::from_str::<TransactRequest>(&body)
+                .expect_err(&format!("accepted {twice}"));
+            assert!(
+                error.to_string().contains("duplicate field")
+                    || error.to_string().contains("appears more than once"),
+                "{twice}: {error}"
+            );
+        }
+    }
 }

@@ -24,6 +24,9 @@ pub struct Answer {
     pub inspect: bool,
     /// `data.error` when the switch rejected the call.
     pub error: Option<String>,
+    /// `data.error_id` when the switch failed inside; also sent as the
+    /// `x-manifold-error-id` header.
+    pub error_id: Option<String>,
     /// Why this answer may be sent.
     #[allow(dead_code)]
     basis: Basis,
@@ -70,6 +73,7 @@ impl Answer {
             provider: Some(record.provider.clone()),
             inspect: false,
             error: None,
+            error_id: None,
             basis: Basis::Durable(durable),
         }
     }
@@ -88,6 +92,7 @@ impl Answer {
             provider: Some(record.provider.clone()),
             inspect: false,
             error: None,
+            error_id: None,
             basis: Basis::Durable(durable),
         }
     }
@@ -108,6 +113,7 @@ impl Answer {
             provider: provider.map(str::to_owned),
             inspect: envelope.data.mock_mode.is_some(),
             error: envelope.data.error.clone(),
+            error_id: envelope.data.error_id.clone(),
             basis: Basis::NoState,
         }
     }
@@ -122,6 +128,7 @@ impl Answer {
             provider: None,
             inspect: false,
             error: None,
+            error_id: None,
             basis: Basis::NoState,
         }
     }
