@@ -364,7 +364,28 @@ pub struct ProviderConfig {
     pub read_only: BTreeSet<String>,
     /// How long the switch waits for an answer before recording `Pending`.
     pub timeout: Duration,
+    /// Calls to this provider in flight at once, over every app; one more is
+    /// refused (HTTP 429) before anything is recorded, so a slow upstream
+    /// cannot hold every connection of the switch.
+    pub max_concurrent_calls: u32,
+    /// A query of an unfinished transaction asks the provider at most once
+    /// in this interval; within it, the known state is answered. Zero asks
+    /// at every query.
+    pub query_interval: Duration,
 }
+
+/// `[[providers]] max_concurrent_calls` when the host gives none.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 128;
+/// The largest `max_concurrent_calls` accepted.
+pub const MAX_MAX_CONCURRENT_CALLS: u32 = 100_000;
+/// `[[providers]] query_interval_ms` when the host gives none.
+pub const DEFAULT_QUERY_INTERVAL_MS: u64 = 1_000;
+/// The largest `query_interval_ms` accepted (an hour).
+pub const MAX_QUERY_INTERVAL_MS: u64 = 3_600_000;
+/// `[apps.limits] requests_per_second` when the host gives none.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 100;
+/// The largest `requests_per_second` accepted.
+pub const MAX_REQUESTS_PER_SECOND: u32 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderEndpoint {
@@ -409,6 +430,20 @@ pub struct AppConfig {
     pub require_signature: bool,
     /// What the app may call, by `request_type`.
     pub services: BTreeMap<String, ServiceGrant>,
+    /// `[apps.limits]`: how much it may call.
+    pub limits: AppLimits,
+}
+
+/// How much one app may ask of the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLimits {
+    /// Requests per second on average, over every endpoint.
+    pub requests_per_second: u32,
+    /// Requests allowed at once above that average (the bucket's size).
+    pub burst: u32,
+    /// New transactions per UTC day, by `request_type`; a type not listed
+    /// has no daily quota.
+    pub daily: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
-    duplicates, is_identifier, ApiKeyDigest, AppConfig, ConfigError, MessageTemplate,
+    duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, MessageTemplate,
     NotificationsConfig, Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint, ServerConfig,
     ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls,
     StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT,
@@ -154,6 +154,8 @@ struct RawProvider {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     insecure_http: bool,
+    max_concurrent_calls: Option<u32>,
+    query_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +182,16 @@ struct RawApp {
     require_signature: bool,
     #[serde(default)]
     services: BTreeMap<String, RawGrant>,
+    limits: Option<RawAppLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAppLimits {
+    requests_per_second: Option<u32>,
+    burst: Option<u32>,
+    #[serde(default)]
+    daily: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -555,6 +567,27 @@ impl RawProvider {
                 format!("must be between 1 and {}", MAX_PROVIDER_TIMEOUT.as_millis()),
             );
         }
+        let max_concurrent_calls = self
+            .max_concurrent_calls
+            .unwrap_or(crate::DEFAULT_MAX_CONCURRENT_CALLS);
+        if !(1..=crate::MAX_MAX_CONCURRENT_CALLS).contains(&max_concurrent_calls) {
+            problems.add(
+                format!("{key}.max_concurrent_calls"),
+                format!("must be between 1 and {}", crate::MAX_MAX_CONCURRENT_CALLS),
+            );
+        }
+        let query_interval_ms = self
+            .query_interval_ms
+            .unwrap_or(crate::DEFAULT_QUERY_INTERVAL_MS);
+        if query_interval_ms > crate::MAX_QUERY_INTERVAL_MS {
+            problems.add(
+                format!("{key}.query_interval_ms"),
+                format!(
+                    "must be between 0 (ask at every query) and {}",
+                    crate::MAX_QUERY_INTERVAL_MS
+                ),
+            );
+        }
         ProviderConfig {
             name: self.name,
             endpoint,
@@ -562,6 +595,10 @@ impl RawProvider {
             reversible,
             read_only,
             timeout,
+            max_concurrent_calls: max_concurrent_calls.max(1),
+            query_interval: Duration::from_millis(
+                query_interval_ms.min(crate::MAX_QUERY_INTERVAL_MS),
+            ),
         }
     }
 }
@@ -1211,7 +1248,47 @@ impl RawApp {
                 },
             );
         }
+        let limits = self.limits.unwrap_or_default();
+        let requests_per_second = limits
+            .requests_per_second
+            .unwrap_or(crate::DEFAULT_REQUESTS_PER_SECOND);
+        if !(1..=crate::MAX_REQUESTS_PER_SECOND).contains(&requests_per_second) {
+            problems.add(
+                format!("{key}.limits.requests_per_second"),
+                format!("must be between 1 and {}", crate::MAX_REQUESTS_PER_SECOND),
+            );
+        }
+        let requests_per_second = requests_per_second.clamp(1, crate::MAX_REQUESTS_PER_SECOND);
+        let max_burst = crate::MAX_REQUESTS_PER_SECOND.saturating_mul(2);
+        let burst = limits
+            .burst
+            .unwrap_or(requests_per_second.saturating_mul(2));
+        if !(1..=max_burst).contains(&burst) {
+            problems.add(
+                format!("{key}.limits.burst"),
+                format!("must be between 1 and {max_burst}"),
+            );
+        }
+        for (request_type, quota) in &limits.daily {
+            if !services.contains_key(request_type) {
+                problems.add(
+                    format!("{key}.limits.daily.{request_type}"),
+                    format!("`{request_type}` is not one of this app's services"),
+                );
+            }
+            if *quota == 0 {
+                problems.add(
+                    format!("{key}.limits.daily.{request_type}"),
+                    "must be greater than 0 (omit it for no daily quota)",
+                );
+            }
+        }
         AppConfig {
+            limits: AppLimits {
+                requests_per_second,
+                burst: burst.clamp(1, max_burst),
+                daily: limits.daily,
+            },
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: self.id,
             api_keys,

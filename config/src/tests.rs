@@ -1097,3 +1097,79 @@ fn api_keys_may_be_given_as_digests_and_two_at_a_time() {
         "is also an api_key",
     );
 }
+
+#[test]
+fn limits_have_safe_defaults_and_bounds() {
+    let config = load(SAMPLE).unwrap();
+    let otp_app = config.app_by_id("demo-app-otp").unwrap();
+    // Not written for this app: the defaults.
+    assert_eq!(
+        otp_app.limits,
+        AppLimits {
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            burst: 2 * DEFAULT_REQUESTS_PER_SECOND,
+            daily: BTreeMap::new(),
+        }
+    );
+    let demo = config.provider("demo").unwrap();
+    assert_eq!(demo.max_concurrent_calls, DEFAULT_MAX_CONCURRENT_CALLS);
+    assert_eq!(
+        demo.query_interval,
+        Duration::from_millis(DEFAULT_QUERY_INTERVAL_MS)
+    );
+    // The sample's commented daily quota is valid.
+    let examples = load(&sample_with_examples()).unwrap();
+    assert_eq!(
+        examples.app_by_id("demo-app").unwrap().limits.daily["transfer"],
+        10_000
+    );
+
+    for (from, to, key, needle) in [
+        (
+            "requests_per_second = 100",
+            "requests_per_second = 0",
+            "apps[0].limits.requests_per_second",
+            "between 1 and",
+        ),
+        (
+            "burst = 200",
+            "burst = 0",
+            "apps[0].limits.burst",
+            "between 1 and",
+        ),
+        (
+            "# [apps.limits.daily]\n# transfer = 10000",
+            "[apps.limits.daily]\ntransfer = 0",
+            "apps[0].limits.daily.transfer",
+            "greater than 0",
+        ),
+        (
+            "# [apps.limits.daily]\n# transfer = 10000",
+            "[apps.limits.daily]\nwithdraw = 5",
+            "apps[0].limits.daily.withdraw",
+            "not one of this app's services",
+        ),
+        (
+            "max_concurrent_calls = 128",
+            "max_concurrent_calls = 0",
+            "providers[0].max_concurrent_calls",
+            "between 1 and",
+        ),
+        (
+            "query_interval_ms = 1000",
+            "query_interval_ms = 3600001",
+            "providers[0].query_interval_ms",
+            "between 0",
+        ),
+    ] {
+        assert!(SAMPLE.contains(from), "sample lacks {from}");
+        check_rejected(&SAMPLE.replacen(from, to, 1), key, needle);
+    }
+    // 0 asks the provider at every query.
+    let always =
+        load(&SAMPLE.replacen("query_interval_ms = 1000", "query_interval_ms = 0", 1)).unwrap();
+    assert_eq!(
+        always.provider("demo").unwrap().query_interval,
+        Duration::ZERO
+    );
+}

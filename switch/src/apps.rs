@@ -14,6 +14,8 @@ use manifold_config::{ApiKeyDigest, AppConfig};
 use manifold_crypto::message_signature::SigningKey;
 use manifold_crypto::AppKey;
 
+use crate::limits::AppLimits;
+
 /// An app as the switch uses it: its configuration and its derived key.
 #[derive(Debug)]
 pub struct App {
@@ -21,6 +23,8 @@ pub struct App {
     pub key: AppKey,
     /// The key its requests are signed with (RFC 9421), from the same secret.
     pub signing_key: SigningKey,
+    /// Its request rate and daily quotas.
+    pub limits: AppLimits,
 }
 
 impl App {
@@ -41,6 +45,7 @@ impl AppRegistry {
             .flat_map(|config| {
                 let key = AppKey::derive(&config.secret);
                 let app = Arc::new(App {
+                    limits: AppLimits::new(&config.limits),
                     signing_key: SigningKey::for_app(&key),
                     key,
                     config: config.clone(),

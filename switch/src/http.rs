@@ -71,6 +71,7 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
             "too_many_auth_failures",
             None,
         ),
+        LimitExceeded(limit) => (StatusCode::TOO_MANY_REQUESTS, limit.code, None),
         SignatureRequired => (StatusCode::UNAUTHORIZED, "signature_required", None),
         BadSignature(_) | SignatureSpent => (StatusCode::UNAUTHORIZED, "bad_signature", None),
         SignatureNonceMismatch => (
@@ -251,7 +252,11 @@ fn error_answer(error: &SwitchError, app: Option<&App>) -> Answer {
     if status.is_server_error() {
         tracing::error!(app, %error, "request failed");
     }
-    failure_answer(status, code, error.to_string(), errors, None)
+    let mut answer = failure_answer(status, code, error.to_string(), errors, None);
+    if let SwitchError::LimitExceeded(limit) = error {
+        answer.retry_after_secs = Some(limit.retry_after_secs());
+    }
+    answer
 }
 
 /// The answer to a failed `/notify/*` call; `provider` once its signature
@@ -297,6 +302,11 @@ fn respond(answer: &Answer) -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    if let Some(secs) = answer.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
     if let Some(id) = &answer.error_id {
         // Hex digits always make a valid value; anything else is left out
         // rather than failing the answer.
@@ -394,7 +404,15 @@ pub async fn handle(
                 // The call runs on one storage generation from start to end;
                 // none is taken while the disk is (nearly) full.
                 let storage = &task_state.storage;
-                let answer = match storage.admit() {
+                // The rate is taken once the call is proven the app's, so
+                // nobody without its secret can spend it.
+                let admitted = call
+                    .app()
+                    .limits
+                    .check_rate()
+                    .map_err(SwitchError::LimitExceeded)
+                    .and_then(|()| storage.admit());
+                let answer = match admitted {
                     Ok(generation) => {
                         let result = dispatch(generation.engine(), operation, &call).await;
                         storage.settle(&generation, result)

@@ -34,6 +34,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod inspect;
+pub mod limits;
 pub mod notify;
 pub mod routing;
 pub mod server;

@@ -8,11 +8,31 @@ use manifold_provider::Provider;
 
 use crate::apps::App;
 use crate::error::SwitchError;
+use crate::limits::{ProviderGate, QueryPacer};
 
 /// One configured provider, ready to call.
 pub struct Route {
     pub config: ProviderConfig,
     pub provider: Arc<dyn Provider>,
+    /// Its calls in flight and the pacing of its queries, kept across
+    /// storage generations.
+    pub limits: Arc<ProviderLimits>,
+}
+
+/// How much of one provider the switch may use at once, and how often a
+/// query may ask it about one transaction.
+pub struct ProviderLimits {
+    pub gate: ProviderGate,
+    pub pacer: QueryPacer,
+}
+
+impl ProviderLimits {
+    pub fn new(config: &ProviderConfig) -> Arc<ProviderLimits> {
+        Arc::new(ProviderLimits {
+            gate: ProviderGate::new(&config.name, config.max_concurrent_calls),
+            pacer: QueryPacer::new(config.query_interval),
+        })
+    }
 }
 
 impl Route {

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::apps::AppRegistry;
 use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
+use crate::routing::ProviderLimits;
 use crate::signed::SpentSignatures;
 use crate::storage::{OpenError, Opener, RouteProvider, Storage};
 use crate::store::{FreeSpace, SledStore, StoreOptions};
@@ -136,7 +137,11 @@ impl Switch {
                     }
                 }
             };
-            routes.push((provider_config.clone(), provider));
+            routes.push((
+                provider_config.clone(),
+                provider,
+                ProviderLimits::new(provider_config),
+            ));
         }
         let opener = Opener {
             path: config.storage.path.clone(),

@@ -46,7 +46,7 @@ use manifold_provider_sdk::{AnswerDurability, Sweeper};
 
 use crate::engine::Engine;
 use crate::error::SwitchError;
-use crate::routing::{Route, Router};
+use crate::routing::{ProviderLimits, Route, Router};
 use crate::store::{Durable, FreeSpace, MeteredCall, SledStore, Store, StoreError, StoreOptions};
 
 /// Where a reopened database is written to first, to prove it takes writes.
@@ -90,7 +90,7 @@ pub(crate) struct Opener {
     pub path: PathBuf,
     pub options: StoreOptions,
     pub notifier: Arc<dyn Notifier>,
-    pub routes: Vec<(ProviderConfig, RouteProvider)>,
+    pub routes: Vec<(ProviderConfig, RouteProvider, Arc<ProviderLimits>)>,
 }
 
 impl Opener {
@@ -113,7 +113,7 @@ impl Opener {
         );
         let mut demos = Vec::new();
         let mut routes = Vec::new();
-        for (config, provider) in &self.routes {
+        for (config, provider, limits) in &self.routes {
             let provider: Arc<dyn Provider> = match provider {
                 RouteProvider::Fixed(provider) => provider.clone(),
                 RouteProvider::Demo => {
@@ -140,6 +140,7 @@ impl Opener {
             let route = Route {
                 config: config.clone(),
                 provider,
+                limits: limits.clone(),
             };
             route
                 .check_read_only()

@@ -19,7 +19,7 @@ use manifold_provider::{
 };
 use manifold_switch::apps::AppRegistry;
 use manifold_switch::engine::{now_ms, Engine};
-use manifold_switch::routing::{Route, Router};
+use manifold_switch::routing::{ProviderLimits, Route, Router};
 use manifold_switch::signed::{SpentSignatures, VerifiedCall};
 use manifold_switch::store::{
     Begin, Change, Claim, ClaimsLiveIn, Durable, HistoryEntry, KnownRequest, MeteredCall,
@@ -211,9 +211,11 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
         store.begin_transaction(&record).await.unwrap(),
         Begin::Started
     );
+    let bank = config.provider("bank").unwrap();
     let route = Route {
-        config: config.provider("bank").unwrap().clone(),
+        config: bank.clone(),
         provider: Arc::new(NeverReached),
+        limits: ProviderLimits::new(bank),
     };
     let engine = Engine::new(store.clone() as Arc<dyn Store>, Router::new(vec![route]));
     let app = AppRegistry::new(&config.apps)

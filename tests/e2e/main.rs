@@ -8,6 +8,7 @@ mod disk_full;
 mod enquiries;
 mod flood;
 mod flows;
+mod limits;
 mod rejections;
 mod resilience;
 mod rig;

@@ -68,6 +68,10 @@ pub enum ProviderSpec {
     },
 }
 
+/// The test apps' request rate: far above what any test sends, so only the
+/// tests of the rate limit itself (which set their own) meet it.
+pub const TEST_APP_RATE: u32 = 100_000;
+
 /// Writes a configuration for the test apps with the given providers; each
 /// app may use every provider for `get_balance` and `transfer`.
 pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> String {
@@ -113,6 +117,7 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
     ] {
         text.push_str(&format!(
             "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = {signed}\n\
+             [apps.limits]\nrequests_per_second = {TEST_APP_RATE}\n\
              [apps.services.get_balance]\nproviders = [{names}]\notp_override = {otp_override}\n\
              [apps.services.transfer]\nproviders = [{names}]\notp_override = {otp_override}\nmax_amount = 10000000\n"
         ));
@@ -410,6 +415,7 @@ pub fn http_client() -> reqwest::Client {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub http: u16,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
     pub raw: String,
 }
@@ -540,9 +546,15 @@ impl AppClient {
         }
         let response = request.send().await.expect("switch answers");
         let http = response.status().as_u16();
+        let headers = response.headers().clone();
         let raw = response.text().await.unwrap();
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Reply { http, body, raw }
+        Reply {
+            http,
+            headers,
+            body,
+            raw,
+        }
     }
 
     /// POSTs `body`, signed, with the app's bearer key.
@@ -913,9 +925,15 @@ impl AppClient {
         }
         let response = request.body(body).send().await.map_err(|e| e.to_string())?;
         let http = response.status().as_u16();
+        let headers = response.headers().clone();
         let raw = response.text().await.map_err(|e| e.to_string())?;
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Ok(Reply { http, body, raw })
+        Ok(Reply {
+            http,
+            headers,
+            body,
+            raw,
+        })
     }
 
     /// A `/transact/validate` body whose `auth.secure` seals `input`:

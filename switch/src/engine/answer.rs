@@ -27,6 +27,8 @@ pub struct Answer {
     /// `data.error_id` when the switch failed inside; also sent as the
     /// `x-manifold-error-id` header.
     pub error_id: Option<String>,
+    /// `Retry-After` (seconds) when a limit refused the call.
+    pub retry_after_secs: Option<u64>,
     /// Why this answer may be sent.
     #[allow(dead_code)]
     basis: Basis,
@@ -74,6 +76,7 @@ impl Answer {
             inspect: false,
             error: None,
             error_id: None,
+            retry_after_secs: None,
             basis: Basis::Durable(durable),
         }
     }
@@ -93,6 +96,7 @@ impl Answer {
             inspect: false,
             error: None,
             error_id: None,
+            retry_after_secs: None,
             basis: Basis::Durable(durable),
         }
     }
@@ -114,6 +118,7 @@ impl Answer {
             inspect: envelope.data.mock_mode.is_some(),
             error: envelope.data.error.clone(),
             error_id: envelope.data.error_id.clone(),
+            retry_after_secs: None,
             basis: Basis::NoState,
         }
     }
@@ -129,6 +134,7 @@ impl Answer {
             inspect: false,
             error: None,
             error_id: None,
+            retry_after_secs: None,
             basis: Basis::NoState,
         }
     }

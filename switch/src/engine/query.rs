@@ -33,6 +33,17 @@ impl Engine {
             return Ok(self.describe(&record, durable));
         }
         let route = self.router.route(&record.provider)?;
+        // Asked about this transaction a moment ago: the known state is the
+        // answer, and the provider is spared a call per impatient query.
+        let pacer = &route.limits.pacer;
+        if !pacer.may_ask(app.id(), &record.transaction_ref) {
+            return Ok(self.describe(&record, durable));
+        }
+        let _slot = route.limits.gate.enter().map_err(|limit| {
+            // Not asked after all: the next query may.
+            pacer.forget(app.id(), &record.transaction_ref);
+            SwitchError::LimitExceeded(limit)
+        })?;
         let call = QueryRequest {
             app_id: app.id().to_owned(),
             request_type: record.request_type.clone(),
@@ -89,6 +100,9 @@ impl Engine {
             .await?
             .unwrap_or(record);
         let durable = self.store.durable().await?;
+        if updated.status.is_final() {
+            pacer.forget(app.id(), &updated.transaction_ref);
+        }
         Ok(self.describe(&updated, durable))
     }
 }

@@ -54,6 +54,11 @@ impl Engine {
             Some(reversal) if reversal.status == Status::Pending => reversal.request_ref.clone(),
             _ => request.request_ref.clone(),
         };
+        let _slot = route
+            .limits
+            .gate
+            .enter()
+            .map_err(SwitchError::LimitExceeded)?;
         let call = ReverseRequest {
             app_id: app.id().to_owned(),
             request_ref: provider_request_ref.clone(),

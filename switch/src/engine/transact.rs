@@ -53,6 +53,18 @@ impl Engine {
             ));
         }
 
+        // The limits, before anything is claimed: a refused call changes
+        // nothing. The provider's slot is held until the answer is recorded.
+        let _slot = route
+            .limits
+            .gate
+            .enter()
+            .map_err(SwitchError::LimitExceeded)?;
+        let quota = app
+            .limits
+            .reserve_daily(&*self.store, app.id(), &request.request_type)
+            .await?;
+
         let fingerprint = fingerprint(&app.key, &root, Some(&source.to_plaintext()));
         let now = now_ms();
         let record = TransactionRecord {
@@ -90,7 +102,13 @@ impl Engine {
             self.store.begin_transaction(&record).await?
         };
         match begun {
-            Begin::Started => {}
+            // A new transaction counts against the quota; a repeat or a
+            // refusal gives its reservation back when it is dropped.
+            Begin::Started => {
+                if let Some(reservation) = quota {
+                    reservation.keep();
+                }
+            }
             Begin::Repeat(known) => {
                 return self
                     .replay(app, &request.request_ref, *known, &fingerprint)

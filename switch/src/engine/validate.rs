@@ -38,6 +38,11 @@ impl Engine {
             return Err(SwitchError::NotAwaitingValidation(record.status));
         }
         let route = self.router.route(&record.provider)?;
+        let _slot = route
+            .limits
+            .gate
+            .enter()
+            .map_err(SwitchError::LimitExceeded)?;
         let call = ValidateRequest {
             app_id: app.id().to_owned(),
             request_ref: request.request_ref.clone(),

@@ -304,6 +304,18 @@ pub trait Store: Send + Sync + 'static {
         from_ms: u64,
         until_ms: u64,
     ) -> Result<Vec<MeteredCall>, StoreError>;
+    /// How many calls of `app_id` metered in `[from_ms, until_ms)` match
+    /// `filter`; a store may count without collecting them.
+    async fn count_metered(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+        filter: &(dyn for<'c> Fn(&'c MeteredCall) -> bool + Sync),
+    ) -> Result<u64, StoreError> {
+        let calls = self.metered_calls(app_id, from_ms, until_ms).await?;
+        Ok(calls.iter().filter(|call| filter(call)).count() as u64)
+    }
     /// How many transactions are recorded, for all apps.
     async fn transaction_count(&self) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on disk.

@@ -31,6 +31,12 @@ pub const HOP_SECRET: &str = "bench-provider-hop-secret-0123456789-abcdef";
 /// overloads the provider must see slow answers, not `Pending` ones.
 const PROVIDER_TIMEOUT_MS: u64 = 30_000;
 
+/// The benchmark measures how fast the switch can go, so its limits are
+/// set as high as the configuration allows.
+const MAX_RATE: u32 = manifold_config::MAX_REQUESTS_PER_SECOND;
+const MAX_BURST: u32 = 2 * MAX_RATE;
+const MAX_CALLS: u32 = manifold_config::MAX_MAX_CONCURRENT_CALLS;
+
 fn quoted(path: &Path) -> String {
     // TOML basic strings use JSON's escapes for the characters a path can hold.
     serde_json::to_string(&path.display().to_string()).unwrap_or_else(|_| "\"\"".into())
@@ -39,6 +45,7 @@ fn quoted(path: &Path) -> String {
 fn app_section(app: &BenchApp) -> String {
     format!(
         "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = true\n\
+         [apps.limits]\nrequests_per_second = {MAX_RATE}\nburst = {MAX_BURST}\n\
          [apps.services.get_balance]\nproviders = [\"{PROVIDER}\"]\notp_override = {otp}\n",
         id = app.id,
         key = app.api_key,
@@ -59,7 +66,7 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
-         timeout_ms = {PROVIDER_TIMEOUT_MS}\n",
+         timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n",
         store = quoted(store),
         outbox = quoted(outbox),
     );

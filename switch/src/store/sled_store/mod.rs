@@ -809,6 +809,30 @@ impl Store for SledStore {
         Ok(calls)
     }
 
+    async fn count_metered(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+        filter: &(dyn for<'c> Fn(&'c MeteredCall) -> bool + Sync),
+    ) -> Result<u64, StoreError> {
+        // As metered_calls, one minute's bucket at a time: a busy day's
+        // calls are never all in memory at once.
+        self.metering.drain()?;
+        self.journal.in_sled().await?;
+        let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);
+        let end = metering_key(app_id, until_ms, 0);
+        let mut count = 0;
+        for entry in self.tree.range(start..end) {
+            let (_, bytes) = entry?;
+            count += codec::decode_calls(app_id, &bytes)?
+                .iter()
+                .filter(|call| (from_ms..until_ms).contains(&call.at_ms) && filter(call))
+                .count() as u64;
+        }
+        Ok(count)
+    }
+
     async fn transaction_count(&self) -> Result<usize, StoreError> {
         self.journal.in_sled().await?;
         Ok(self.tree.scan_prefix([TRANSACTION]).count())
