@@ -389,8 +389,13 @@ pub const MAX_REQUESTS_PER_SECOND: u32 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderEndpoint {
-    /// Compiled into the switch; `implementation` names which one.
-    InProcess { implementation: String },
+    /// Compiled into the switch; `implementation` names which one, and
+    /// `settings` is its own `[providers.settings]` table (JSON `null` when
+    /// there is none), which that implementation reads and checks.
+    InProcess {
+        implementation: String,
+        settings: serde_json::Value,
+    },
     /// A provider microservice reached over HTTP.
     Remote(RemoteEndpoint),
 }
@@ -489,7 +494,7 @@ impl SwitchConfig {
                 .span()
                 .map(|span| locate(text, span.start))
                 .unwrap_or_default();
-            ConfigError::single(source, &key, error.message().to_owned())
+            ConfigError::single(source, &key, without_values(error.message()))
         })?;
         raw.validate(source, environment)
     }
@@ -501,6 +506,27 @@ impl SwitchConfig {
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|provider| provider.name == name)
     }
+}
+
+/// A parser message without the value it quotes: serde says "invalid type:
+/// integer `12345678`, expected a string" of a password written as a number,
+/// and a value in the wrong place may be a secret. Names in backticks
+/// (unknown fields, expected keys) are kept.
+fn without_values(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            if let (Some(open), Some(close)) = (rest.find('`'), rest.rfind('`')) {
+                if open < close {
+                    return format!(
+                        "{lead}{}(value withheld){}",
+                        &rest[..open],
+                        &rest[close + 1..]
+                    );
+                }
+            }
+        }
+    }
+    message.to_owned()
 }
 
 fn locate(text: &str, offset: usize) -> String {

@@ -156,6 +156,8 @@ struct RawProvider {
     insecure_http: bool,
     max_concurrent_calls: Option<u32>,
     query_interval_ms: Option<u64>,
+    /// An in-process provider's own settings, handed to it as they are.
+    settings: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -448,8 +450,16 @@ impl RawProvider {
                         remote_only(field, problems);
                     }
                 }
+                let settings = match self.settings {
+                    None => serde_json::Value::Null,
+                    Some(table) => serde_json::to_value(table).unwrap_or_else(|error| {
+                        problems.add(format!("{key}.settings"), error.to_string());
+                        serde_json::Value::Null
+                    }),
+                };
                 ProviderEndpoint::InProcess {
                     implementation: self.implementation.unwrap_or_default(),
+                    settings,
                 }
             }
             RawMode::Remote => {
@@ -457,6 +467,12 @@ impl RawProvider {
                     problems.add(
                         format!("{key}.implementation"),
                         "is only for mode = \"in_process\"",
+                    );
+                }
+                if self.settings.is_some() {
+                    problems.add(
+                        format!("{key}.settings"),
+                        "is only for mode = \"in_process\" (a remote provider has its own)",
                     );
                 }
                 let url = self.url.unwrap_or_default();

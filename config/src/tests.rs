@@ -1173,3 +1173,20 @@ fn limits_have_safe_defaults_and_bounds() {
         Duration::ZERO
     );
 }
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_quoted() {
+    let text = SAMPLE.replacen(
+        "secret = \"demo-app-secret-please-change-me-0123456789\"",
+        "secret = 987654321098765432",
+        1,
+    );
+    let error = load(&text).unwrap_err().to_string();
+    assert!(error.contains("invalid type"), "{error}");
+    assert!(!error.contains("987654321098765432"), "{error}");
+    // Names stay: they are what the host must fix.
+    let error = load(&SAMPLE.replacen("listen =", "lissen =", 1))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`lissen`"), "{error}");
+}

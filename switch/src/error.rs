@@ -114,9 +114,11 @@ pub enum SwitchError {
     StorageFull,
     #[error("the switch cannot write to its store at the moment, so this call was not acknowledged; every answer the switch gave before is kept. Retry it in a moment (the same request_ref reports what became of it): the switch resumes by itself once it can write again")]
     StorageUnavailable,
-    /// The text names the store's own error: for the log, never the app.
+    /// A rate, quota or provider limit refused the call before anything
+    /// was claimed.
     #[error("{} is reached; retry in {} s", .0.limit, .0.retry_after_secs())]
     LimitExceeded(crate::limits::LimitExceeded),
+    /// The text names the store's own error: for the log, never the app.
     #[error("the transaction store failed: {0}")]
     Store(#[from] crate::store::StoreError),
     /// The switch itself failed (the engine's task panicked, say); the text

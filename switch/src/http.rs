@@ -422,8 +422,12 @@ pub async fn handle(
                 .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
                 // Only a call proven to be the app's is billed to it: a
                 // leaked bearer key is enough to send one whose body or
-                // signature then fails.
-                meter(storage, call.app(), operation, &answer).await;
+                // signature then fails. A call over the app's rate is not
+                // recorded either: the rate bounds what the switch does for
+                // an app, its disk included, however fast the app sends.
+                if answer.error.as_deref() != Some("rate_limited") {
+                    meter(storage, call.app(), operation, &answer).await;
+                }
                 answer
             });
             match work.await {

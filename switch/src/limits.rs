@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -160,6 +161,7 @@ impl DailyQuota {
                     .count_metered(app_id, today * DAY_MS, now_ms + 1, &|call| {
                         call.operation == Operation::Transact
                             && call.error.is_none()
+                            && !call.inspect
                             && call.request_type.as_deref() == Some(self.request_type.as_str())
                     })
                     .await
@@ -169,6 +171,10 @@ impl DailyQuota {
             .map_err(DailyQuotaError::Store)?;
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
         let (day, used) = count.get_or_insert(restored);
+        // The day only moves forward: a call that read the clock just
+        // before midnight but takes the lock after one from just after
+        // counts in the new day rather than taking the count back.
+        let today = today.max(*day);
         if *day != today {
             // A new day, as this process saw it begin.
             (*day, *used) = (today, 0);
@@ -180,7 +186,7 @@ impl DailyQuota {
                     "this app's daily quota of {} new `{}` transactions (UTC day)",
                     self.limit, self.request_type
                 ),
-                retry_after: Duration::from_millis((today + 1) * DAY_MS - now_ms),
+                retry_after: Duration::from_millis(((today + 1) * DAY_MS).saturating_sub(now_ms)),
             }));
         }
         *used += 1;
@@ -257,10 +263,14 @@ impl ProviderGate {
 pub struct QueryPacer {
     interval: Duration,
     asked: DashMap<(String, String), Instant>,
+    /// The size at which the next prune runs: doubled past what a prune
+    /// leaves, so that many transactions inside their interval cost one
+    /// prune per doubling, not one per query.
+    prune_at: AtomicUsize,
 }
 
-/// How many transactions the pacer remembers before it forgets those whose
-/// interval has passed.
+/// How many transactions the pacer remembers before it first forgets those
+/// whose interval has passed.
 const PACER_PRUNE_AT: usize = 10_000;
 
 impl QueryPacer {
@@ -268,6 +278,7 @@ impl QueryPacer {
         QueryPacer {
             interval,
             asked: DashMap::new(),
+            prune_at: AtomicUsize::new(PACER_PRUNE_AT),
         }
     }
 
@@ -278,14 +289,17 @@ impl QueryPacer {
             return true;
         }
         let now = Instant::now();
-        if self.asked.len() >= PACER_PRUNE_AT {
+        if self.asked.len() >= self.prune_at.load(Ordering::Relaxed) {
             self.asked
-                .retain(|_, asked| now.duration_since(*asked) < self.interval);
+                .retain(|_, asked| now.saturating_duration_since(*asked) < self.interval);
+            let left = self.asked.len();
+            self.prune_at
+                .store((left * 2).max(PACER_PRUNE_AT), Ordering::Relaxed);
         }
         let key = (app_id.to_owned(), transaction_ref.to_owned());
         match self.asked.entry(key) {
             Entry::Occupied(mut asked) => {
-                if now.duration_since(*asked.get()) < self.interval {
+                if now.saturating_duration_since(*asked.get()) < self.interval {
                     return false;
                 }
                 asked.insert(now);

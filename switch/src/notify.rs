@@ -223,6 +223,7 @@ fn parse(channel: Channel, body: &[u8]) -> Result<Notification, NotifyServiceErr
             to,
             subject,
             body,
+            transaction_ref: None,
         }),
         _ => Err(NotifyServiceError::InvalidFields(errors)),
     }

@@ -11,11 +11,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
+use manifold_demo_provider::DemoSettings;
 use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
 use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::{HopSigner, Provider, RemoteProvider};
+use manifold_provider_sdk::AnswerDurability;
 use tokio::net::TcpListener;
 
 use crate::apps::AppRegistry;
@@ -121,12 +123,28 @@ impl Switch {
                             .map_err(|e| setup_error(e.to_string()))?,
                     ))
                 }
-                ProviderEndpoint::InProcess { implementation } => {
+                ProviderEndpoint::InProcess {
+                    implementation,
+                    settings,
+                } => {
                     if let Some(provider) = implementations.remove(implementation) {
                         RouteProvider::Fixed(provider)
                     } else if implementation == DEMO_IMPLEMENTATION {
                         // Opened on the store's database, with each generation.
-                        RouteProvider::Demo
+                        let settings = DemoSettings {
+                            // The engine flushes before answering the app.
+                            answer_durability: AnswerDurability::ByCaller,
+                            ..DemoSettings::default()
+                        }
+                        .with_settings(settings)
+                        .map_err(|problem| {
+                            ConfigError::single(
+                                &config.source,
+                                &format!("providers[{index}].settings"),
+                                problem,
+                            )
+                        })?;
+                        RouteProvider::Demo(settings)
                     } else {
                         return Err(ConfigError::single(
                             &config.source,

@@ -42,7 +42,7 @@ use manifold_config::ProviderConfig;
 use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_edge::private_files::secure_data_dir;
 use manifold_provider::{GroupCommit, Notifier, Provider};
-use manifold_provider_sdk::{AnswerDurability, Sweeper};
+use manifold_provider_sdk::Sweeper;
 
 use crate::engine::Engine;
 use crate::error::SwitchError;
@@ -63,8 +63,9 @@ const MAX_UNMETERED: usize = 100_000;
 pub(crate) enum RouteProvider {
     /// The same for every generation (remote, or given by the embedder).
     Fixed(Arc<dyn Provider>),
-    /// The compiled-in demo bank, opened on each generation's database.
-    Demo,
+    /// The compiled-in demo bank, opened on each generation's database
+    /// with these settings.
+    Demo(DemoSettings),
 }
 
 /// Why a generation could not be opened.
@@ -98,8 +99,10 @@ impl Opener {
     pub(crate) fn open(&self, number: u64) -> Result<Generation, OpenError> {
         let store_error = |error: &dyn std::fmt::Display| OpenError::Store(error.to_string());
         // The store holds customer data: the directory is created 0700 and
-        // what sled writes in it is kept 0600 (the binary's umask makes new
-        // files so; tightening once more covers an embedder that set none).
+        // what sled writes in it is kept 0600. Tightening once more after the
+        // open covers the files sled made then for an embedder that set no
+        // umask; the journal sets its own modes, and the files sled makes
+        // later follow the umask, which every binary sets to 077.
         let loose = secure_data_dir(&self.path).map_err(|e| store_error(&e))?;
         if let Some(loose) = loose.filter(|_| number == 1) {
             tracing::warn!("the store's directory {loose}");
@@ -116,17 +119,13 @@ impl Opener {
         for (config, provider, limits) in &self.routes {
             let provider: Arc<dyn Provider> = match provider {
                 RouteProvider::Fixed(provider) => provider.clone(),
-                RouteProvider::Demo => {
+                RouteProvider::Demo(settings) => {
                     let demo = Arc::new(
                         manifold_demo_provider::open(
                             &db,
                             commit.clone(),
                             self.notifier.clone(),
-                            DemoSettings {
-                                // The engine flushes before answering the app.
-                                answer_durability: AnswerDurability::ByCaller,
-                                ..DemoSettings::default()
-                            },
+                            settings.clone(),
                         )
                         .map_err(|e| OpenError::Provider {
                             provider: config.name.clone(),

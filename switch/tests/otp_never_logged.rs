@@ -52,7 +52,13 @@ async fn no_otp_reaches_the_logs() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = accepting_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
-    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+    // One holder on record with a phone, and e-mail for every other account.
+    let settings = format!(
+        "customers = [{{ account = \"0123456789\", mobile_no = \"{MSISDN}\" }}]\n\
+         first_sight = {{ email = \"{EMAIL}\" }}"
+    );
+    let with_holders = config_with_demo_settings(dir.path(), &gateway.uri(), &sink, &settings);
+    let switch = RunningSwitch::start(&with_holders).await;
     let mut codes = Vec::new();
 
     // An OTP by SMS, then validated.
@@ -81,7 +87,7 @@ async fn no_otp_reaches_the_logs() {
     let (_, answer) = post(
         &format!("{}/transact", switch.url()),
         Some(APP_KEY),
-        &transact_body("log-3", "txn-log-3", json!({"email": EMAIL})),
+        &transact_body_on("5555555555", "log-3", "txn-log-3", json!({"email": EMAIL})),
     )
     .await;
     assert_eq!(answer["status"], "WaitingForOTP", "{answer}");
@@ -100,6 +106,7 @@ async fn no_otp_reaches_the_logs() {
             to: MSISDN.into(),
             subject: None,
             body: SecretString::new(format!("Your code is {delegated}.")),
+            transaction_ref: None,
         })
         .await
         .unwrap();
@@ -109,6 +116,7 @@ async fn no_otp_reaches_the_logs() {
             to: "not an address".into(),
             subject: None,
             body: SecretString::new(format!("Your code is {delegated}.")),
+            transaction_ref: None,
         })
         .await
         .unwrap_err();

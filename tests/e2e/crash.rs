@@ -81,6 +81,11 @@ const OPENING_BALANCE: u64 = 1_000_000_000_000;
 const STEP_UP_AMOUNT: u64 = 1_000_000;
 /// The provider's `timeout_ms` in the switch's configuration.
 const PROVIDER_TIMEOUT_MS: u64 = 3_000;
+/// The demo bank's settings for the load: every code goes to the one
+/// holder on record of the shared sources, far more often than a real
+/// customer would be sent codes.
+const UNLIMITED_SENDS: &str =
+    "otp_sends_per_destination_per_hour = 100000000\notp_sends_per_app_per_hour = 100000000\n";
 /// How long after a `/transact` began the switch answers others
 /// `request_in_progress` rather than its `Pending` record, even after a
 /// restart: the call may still find the provider unreachable and remove the
@@ -427,11 +432,13 @@ impl Load {
         client
     }
 
-    fn code_for(&self, mobile_no: &str) -> Option<manifold_crypto::SecretString> {
+    /// The newest code of a transaction: the demo bank sends every code to
+    /// the account holder on record, so the phone does not tell them apart.
+    fn code_for(&self, transaction_ref: &str) -> Option<manifold_crypto::SecretString> {
         self.outbox
             .lock()
             .expect("outbox reader")
-            .code_for(mobile_no)
+            .code_for_transaction(transaction_ref)
             .expect("the outbox file is readable")
     }
 
@@ -477,7 +484,7 @@ impl Load {
                 Status::PendingValidation => {
                     json!({"answer": intent.destination.unwrap_or_default()})
                 }
-                Status::WaitingForOtp => match self.code_for(&intent.mobile_no) {
+                Status::WaitingForOtp => match self.code_for(&intent.transaction_ref) {
                     Some(code) => json!({"otp": code.expose()}),
                     None => {
                         self.journal
@@ -661,6 +668,20 @@ impl Rig {
         // As the sample configuration does: balance enquiries skip the
         // switch's pre-call flush, so the kills cover that path too.
         let text = declare_read_only(&text, &[GET_BALANCE]);
+        // Every check query asks the provider (no pacing), and the demo
+        // bank's codes all go to one holder: no hourly send limit may stop
+        // the load.
+        let text = text.replacen(
+            &format!("timeout_ms = {PROVIDER_TIMEOUT_MS}\n"),
+            &format!(
+                "timeout_ms = {PROVIDER_TIMEOUT_MS}\nquery_interval_ms = 0\n{}",
+                match self.variant {
+                    Variant::InProcess => format!("[providers.settings]\n{UNLIMITED_SENDS}"),
+                    Variant::Remote => String::new(),
+                }
+            ),
+            1,
+        );
         std::fs::write(&self.config_path, text).expect("config written");
     }
 
@@ -683,6 +704,9 @@ impl Rig {
         let step_up = STEP_UP_AMOUNT.to_string();
         // Codes outlive the long run, and a code lost with a killed provider
         // can be sent again at once.
+        let settings = self.dir.join("demo-settings.toml");
+        std::fs::write(&settings, UNLIMITED_SENDS).expect("settings written");
+        let settings = settings.display().to_string();
         let extra = [
             "--opening-balance",
             &opening,
@@ -692,6 +716,8 @@ impl Rig {
             "86400",
             "--resend-interval-secs",
             "0",
+            "--settings",
+            &settings,
         ];
         let start = |addr| {
             ProviderProcess::start_at(
@@ -866,7 +892,7 @@ async fn finish_conversation(
             Status::PendingValidation => {
                 json!({"answer": intent.destination.unwrap_or_default()})
             }
-            Status::WaitingForOtp => match load.code_for(&intent.mobile_no) {
+            Status::WaitingForOtp => match load.code_for(&intent.transaction_ref) {
                 Some(code) if !tried.contains(&code) => {
                     let input = json!({"otp": code.expose()});
                     tried.push(code);

@@ -121,6 +121,11 @@ async fn a_daily_quota_counts_new_transactions_and_survives_a_restart() {
     let refused = quick.transfer("r-3", "t-3", "0123456789", 100).await;
     let retry_after = assert_limited(&refused, "daily_quota_exceeded", "2 new `transfer`");
     assert!(retry_after <= 86_400);
+    // With the quota used up, a repeat is still answered: it begins nothing.
+    assert_eq!(
+        quick.transfer("r-1", "t-1", "0123456789", 100).await.raw,
+        first.raw
+    );
     // Other request_types have no quota.
     assert_eq!(
         quick.get_balance("b-1", "b-1", "0123456789").await.status(),

@@ -9,6 +9,7 @@ mod enquiries;
 mod flood;
 mod flows;
 mod limits;
+mod otp_destinations;
 mod rejections;
 mod resilience;
 mod rig;

@@ -207,3 +207,23 @@ async fn an_api_key_is_rotated_without_downtime() {
         "Successful"
     );
 }
+
+/// A switch embedded as a library (no umask set by a binary) still keeps
+/// its journal, where every state change lands first, private.
+#[tokio::test]
+async fn an_embedded_switch_keeps_its_journal_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = InProcessSwitch::start(
+        &parse_config(&in_process_demo_config(dir.path())),
+        std::collections::HashMap::new(),
+    )
+    .await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let reply = app.transfer("r-1", "t-1", "0123456789", 100).await;
+    assert_eq!(reply.status(), "Successful", "{}", reply.raw);
+    let journal = dir.path().join("switch/journal");
+    let segments = std::fs::read_dir(&journal).unwrap().count();
+    assert!(segments > 0, "no journal segment in {}", journal.display());
+    assert_private(&journal);
+    switch.stop().await;
+}

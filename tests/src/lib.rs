@@ -985,6 +985,8 @@ pub struct OutboxCodes {
     path: PathBuf,
     offset: u64,
     codes: HashMap<String, SecretString>,
+    /// The newest code of each transaction, for messages that name one.
+    by_transaction: HashMap<String, SecretString>,
     torn_lines: usize,
 }
 
@@ -994,6 +996,7 @@ impl OutboxCodes {
             path: path.to_owned(),
             offset: 0,
             codes: HashMap::new(),
+            by_transaction: HashMap::new(),
             torn_lines: 0,
         }
     }
@@ -1026,10 +1029,13 @@ impl OutboxCodes {
                         .split(|c: char| !c.is_ascii_digit())
                         .find(|word| word.len() == 6)
                         .map(SecretString::from);
-                    code.map(|code| (message.to, code))
+                    code.map(|code| (message.to, message.transaction_ref, code))
                 });
             match code {
-                Some((to, code)) => {
+                Some((to, transaction_ref, code)) => {
+                    if let Some(transaction_ref) = transaction_ref {
+                        self.by_transaction.insert(transaction_ref, code.clone());
+                    }
                     self.codes.insert(to, code);
                 }
                 None => self.torn_lines += 1,
@@ -1044,6 +1050,17 @@ impl OutboxCodes {
     pub fn code_for(&mut self, to: &str) -> std::io::Result<Option<SecretString>> {
         self.refresh()?;
         Ok(self.codes.get(to).cloned())
+    }
+
+    /// The newest code sent for `transaction_ref`: codes for one account
+    /// all go to its holder's phone, so the phone alone does not tell two
+    /// transactions' codes apart.
+    pub fn code_for_transaction(
+        &mut self,
+        transaction_ref: &str,
+    ) -> std::io::Result<Option<SecretString>> {
+        self.refresh()?;
+        Ok(self.by_transaction.get(transaction_ref).cloned())
     }
 
     /// Lines that were not a readable message with a code.

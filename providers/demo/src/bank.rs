@@ -9,12 +9,14 @@ use manifold_crypto::SourceDetails;
 use manifold_provider::TransactRequest;
 use manifold_provider_sdk::state::transaction_key;
 use manifold_provider_sdk::{
-    Confirmation, Connector, ConnectorError, Outcome, ServiceError, Step, TransactionContext,
+    Confirmation, Connector, ConnectorError, Contact, OtpRecipient, Outcome, ServiceError, Step,
+    TransactionContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::customers::Customers;
 use crate::ledger::{Account, Ledger, LedgerError, Posting};
 
 /// Response codes the demo bank answers with, beside the SDK's own
@@ -36,13 +38,20 @@ enum Deferred {
     /// A checked transfer, posted once the customer confirms.
     Transfer { posting: Posting },
     /// A large transfer waiting for the customer to type the destination
-    /// account number in full.
-    ConfirmBeneficiary { posting: Posting, account: String },
+    /// account number in full; `holder` is where its OTP goes next (absent
+    /// from entries written before holders were kept).
+    ConfirmBeneficiary {
+        posting: Posting,
+        account: String,
+        #[serde(default)]
+        holder: Option<Contact>,
+    },
 }
 
 pub struct DemoBank {
     ledger: Ledger,
     step_up_amount: u64,
+    customers: Customers,
 }
 
 impl DemoBank {
@@ -50,11 +59,23 @@ impl DemoBank {
         db: &sled::Db,
         opening_balance: u64,
         step_up_amount: u64,
+        customers: Customers,
     ) -> Result<Self, ServiceError> {
         Ok(DemoBank {
             ledger: Ledger::open(db, opening_balance)?,
             step_up_amount,
+            customers,
         })
+    }
+
+    /// Where the code for a transaction on `account` goes: its holder's
+    /// phone or e-mail on record, whatever the request's `customer` says.
+    fn recipient(holder: Option<Contact>) -> OtpRecipient {
+        match holder {
+            Some(contact) => OtpRecipient::AccountHolder(contact),
+            // Only a confirmation stored before holders were kept.
+            None => OtpRecipient::ContactInRequest,
+        }
     }
 
     /// The balance of a bank account, if it has been opened.
@@ -152,13 +173,19 @@ impl Connector for DemoBank {
     }
 
     async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError> {
-        let number = match &request.source {
-            SourceDetails::BankAccount(account) => format!(
-                "bank:{}:{}",
-                account.bank_code,
-                account.account_number.expose()
+        let (number, holder) = match &request.source {
+            SourceDetails::BankAccount(account) => (
+                format!(
+                    "bank:{}:{}",
+                    account.bank_code,
+                    account.account_number.expose()
+                ),
+                self.customers.holder_of(account.account_number.expose()),
             ),
-            SourceDetails::Wallet(wallet) => format!("wallet:{}", wallet.wallet_id.expose()),
+            SourceDetails::Wallet(wallet) => (
+                format!("wallet:{}", wallet.wallet_id.expose()),
+                self.customers.holder_of(wallet.wallet_id.expose()),
+            ),
             _ => {
                 return Ok(Step::Done(Outcome::failed(
                     codes::INVALID_TRANSACTION,
@@ -166,6 +193,7 @@ impl Connector for DemoBank {
                 )))
             }
         };
+        let holder = holder.contact();
         let account = self
             .ledger
             .open_account(&number, &request.source.masked())
@@ -175,6 +203,7 @@ impl Connector for DemoBank {
                 deferred: deferred(&Deferred::Balance {
                     response: Self::balance_response(&account, &request.transaction_ref),
                 })?,
+                recipient: Self::recipient(holder),
             }),
             _ => {
                 let (posting, destination_account) = match transfer_posting(request, &account) {
@@ -199,11 +228,13 @@ impl Connector for DemoBank {
                         deferred: deferred(&Deferred::ConfirmBeneficiary {
                             posting,
                             account: destination_account,
+                            holder,
                         })?,
                     });
                 }
                 Ok(Step::ConfirmWithOtp {
                     deferred: deferred(&Deferred::Transfer { posting })?,
+                    recipient: Self::recipient(holder),
                 })
             }
         }
@@ -224,15 +255,27 @@ impl Connector for DemoBank {
             (Deferred::Transfer { posting }, Confirmation::OtpVerified) => {
                 self.post_transfer(transaction, posting)
             }
-            (Deferred::ConfirmBeneficiary { posting, account }, Confirmation::Answer(answer)) => {
+            (
+                Deferred::ConfirmBeneficiary {
+                    posting,
+                    account,
+                    holder,
+                },
+                Confirmation::Answer(answer),
+            ) => {
                 if typed_account_matches(&answer, &account) {
                     Ok(Step::ConfirmWithOtp {
                         deferred: deferred(&Deferred::Transfer { posting })?,
+                        recipient: Self::recipient(holder),
                     })
                 } else {
                     Ok(Step::AskCustomer {
                         prompt: confirm_prompt(&account, true),
-                        deferred: deferred(&Deferred::ConfirmBeneficiary { posting, account })?,
+                        deferred: deferred(&Deferred::ConfirmBeneficiary {
+                            posting,
+                            account,
+                            holder,
+                        })?,
                     })
                 }
             }
@@ -257,9 +300,17 @@ impl Connector for DemoBank {
                     .with_response(response),
             )),
             // The customer's answer was not kept: ask again.
-            Ok(Deferred::ConfirmBeneficiary { posting, account }) => Ok(Step::AskCustomer {
+            Ok(Deferred::ConfirmBeneficiary {
+                posting,
+                account,
+                holder,
+            }) => Ok(Step::AskCustomer {
                 prompt: confirm_prompt(&account, false),
-                deferred: deferred(&Deferred::ConfirmBeneficiary { posting, account })?,
+                deferred: deferred(&Deferred::ConfirmBeneficiary {
+                    posting,
+                    account,
+                    holder,
+                })?,
             }),
             Err(_) => Ok(Step::Processing { deferred: stored }),
         }

@@ -19,9 +19,12 @@
 //! - [`ledger`]: accounts and the atomic, once-only posting of transfers and
 //!   reversals — the "upstream" of this provider.
 //! - [`bank`]: the connector: the bank's answers as SDK steps.
+//! - [`customers`]: each account's holder on record, where its OTPs go,
+//!   and [`DemoConfig`], the bank's settings as a host writes them.
 //! - this file: settings and [`open`].
 
 pub mod bank;
+pub mod customers;
 pub mod ledger;
 
 use std::sync::Arc;
@@ -31,8 +34,10 @@ use manifold_provider::{GroupCommit, Notifier};
 use manifold_provider_sdk::{
     AnswerDurability, OtpPolicy, ProviderService, ServiceError, ServiceSettings,
 };
+use serde::Deserialize;
 
 pub use bank::{codes, DemoBank, GET_BALANCE, TRANSFER};
+pub use customers::{Customers, DemoConfig, Holder};
 
 /// The demo bank wrapped by the SDK: a complete [`manifold_provider::Provider`].
 pub type DemoProvider = ProviderService<DemoBank>;
@@ -51,6 +56,8 @@ pub struct DemoSettings {
     pub sweep_interval: Duration,
     /// `ByCaller` only in-process, where the switch flushes the shared database.
     pub answer_durability: AnswerDurability,
+    /// Each account's holder: where its codes go.
+    pub customers: Customers,
 }
 
 impl Default for DemoSettings {
@@ -61,7 +68,47 @@ impl Default for DemoSettings {
             otp: OtpPolicy::default(),
             sweep_interval: Duration::from_secs(5),
             answer_durability: AnswerDurability::BeforeAnswering,
+            customers: Customers::default(),
         }
+    }
+}
+
+impl DemoSettings {
+    /// These settings with what `config` (a switch's `[providers.settings]`
+    /// table, or the `demo-provider --settings` file) changes.
+    pub fn with_config(mut self, config: &DemoConfig) -> Result<DemoSettings, String> {
+        if let Some(balance) = config.opening_balance {
+            self.opening_balance = balance;
+        }
+        if let Some(amount) = config.step_up_amount {
+            if amount == 0 {
+                return Err("step_up_amount must be greater than 0".into());
+            }
+            self.step_up_amount = amount;
+        }
+        if let Some(sends) = config.otp_sends_per_destination_per_hour {
+            if sends == 0 {
+                return Err("otp_sends_per_destination_per_hour must be greater than 0".into());
+            }
+            self.otp.max_sends_per_destination_per_hour = sends;
+        }
+        if let Some(sends) = config.otp_sends_per_app_per_hour {
+            if sends == 0 {
+                return Err("otp_sends_per_app_per_hour must be greater than 0".into());
+            }
+            self.otp.max_sends_per_app_per_hour = sends;
+        }
+        self.customers = config.customers()?;
+        Ok(self)
+    }
+
+    /// [`DemoSettings::with_config`] from a JSON value of the same shape.
+    pub fn with_settings(self, settings: &serde_json::Value) -> Result<DemoSettings, String> {
+        if settings.is_null() {
+            return Ok(self);
+        }
+        let config = DemoConfig::deserialize(settings).map_err(|error| error.to_string())?;
+        self.with_config(&config)
     }
 }
 
@@ -73,7 +120,12 @@ pub fn open(
     notifier: Arc<dyn Notifier>,
     settings: DemoSettings,
 ) -> Result<DemoProvider, ServiceError> {
-    let bank = DemoBank::open(db, settings.opening_balance, settings.step_up_amount)?;
+    let bank = DemoBank::open(
+        db,
+        settings.opening_balance,
+        settings.step_up_amount,
+        settings.customers,
+    )?;
     let mut service = ServiceSettings::new(NAMESPACE, "Manifold demo bank");
     service.otp = settings.otp;
     service.sweep_interval = settings.sweep_interval;

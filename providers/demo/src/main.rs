@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use manifold_demo_provider::DemoSettings;
+use manifold_demo_provider::{DemoConfig, DemoSettings};
 use manifold_notify::SwitchNotifier;
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::{GroupCommit, Notifier};
@@ -54,6 +54,12 @@ struct Args {
     /// How often expired confirmations are moved to Failed.
     #[arg(long, default_value_t = 5_000)]
     sweep_interval_ms: u64,
+    /// The bank's settings as TOML, the same keys as a switch's
+    /// `[providers.settings]` table for the in-process demo bank: its
+    /// customers (where OTPs go), the first-sight holder, OTP send limits.
+    /// Its keys win over the flags above.
+    #[arg(long)]
+    settings: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -81,6 +87,15 @@ async fn main() -> anyhow::Result<()> {
     settings.otp.ttl = Duration::from_secs(args.otp_ttl_secs);
     settings.otp.attempts = args.otp_attempts;
     settings.otp.resend_interval = Duration::from_secs(args.resend_interval_secs);
+    if let Some(path) = &args.settings {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: DemoConfig =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        settings = settings
+            .with_config(&config)
+            .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))?;
+    }
     // Checked before anything else starts, so a missing secret or a bad
     // certificate stops the provider at once.
     let server = args.serve.server()?;

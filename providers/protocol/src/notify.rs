@@ -45,6 +45,12 @@ pub struct Notification {
     #[serde(default)]
     pub subject: Option<String>,
     pub body: SecretString,
+    /// The transaction the message is about, when it is about one. The
+    /// outbox keeps it, so a developer (or a test) finds the code of one
+    /// transaction among many sent to the same phone; gateways do not send
+    /// it to the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_ref: Option<String>,
 }
 
 /// Why a message was not sent. Whatever the variant, the provider cannot

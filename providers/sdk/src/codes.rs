@@ -11,6 +11,10 @@ pub const OTP_ATTEMPTS_EXHAUSTED: &str = "900T2";
 pub const OTP_EXPIRED: &str = "900T3";
 /// A resend was asked for too soon or too often; the current code stays valid.
 pub const RESEND_REFUSED: &str = "900T4";
+/// No code could be sent: the destination or the app reached its hourly
+/// send limit. The transaction is cancelled (a first code) or keeps its
+/// current code (a resend).
+pub const OTP_SEND_LIMIT: &str = "900T5";
 /// The customer's answer to a `PendingValidation` prompt was not accepted.
 pub const WRONG_ANSWER: &str = "900V1";
 pub const ANSWER_ATTEMPTS_EXHAUSTED: &str = "900V2";

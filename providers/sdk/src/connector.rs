@@ -17,6 +17,8 @@ use manifold_provider::{Status, TransactRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::state::Contact;
+
 /// What an upstream call achieved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -26,8 +28,12 @@ pub enum Step {
     /// customer must confirm with an OTP that the SDK sends, unless the app's
     /// `otp_override` is true, in which case [`Connector::complete`] is called
     /// at once with [`Confirmation::OtpVerified`]. Seed 003's "Special notes
-    /// for OTP override" is exactly this step.
-    ConfirmWithOtp { deferred: Value },
+    /// for OTP override" is exactly this step. `recipient` says where the
+    /// code goes: the connector must choose.
+    ConfirmWithOtp {
+        deferred: Value,
+        recipient: OtpRecipient,
+    },
     /// The upstream sent the customer a code itself (SCA, 2FA): the
     /// transaction is `WaitingForOTP` with `prompt` as its message, and the
     /// code the customer types reaches [`Connector::complete`] as
@@ -43,6 +49,29 @@ pub enum Step {
     /// accept/decline by an operator). The transaction is `Pending`; the SDK
     /// calls [`Connector::poll`] when it is queried.
     Processing { deferred: Value },
+}
+
+/// Where the SDK sends the code of a [`Step::ConfirmWithOtp`].
+///
+/// An OTP proves that whoever holds the destination agrees to the
+/// transaction, so the destination decides what it proves. Seed 003: "send
+/// an OTP to the phone number attached to the source".
+#[derive(Debug, Clone, PartialEq)]
+pub enum OtpRecipient {
+    /// The account holder's phone or e-mail as the connector or its upstream
+    /// has it on record: the code proves the holder's consent. Use this
+    /// whenever the upstream knows one.
+    AccountHolder(Contact),
+    /// The contact in the request: an `msisdn` source's own number, else
+    /// `customer.mobile_no`, then `customer.email`. The calling app chooses
+    /// these, so the code proves only that somebody at a number the app
+    /// named saw it — no more than the app's own word — and an app could
+    /// point codes at a number it controls, or use the provider to send
+    /// SMS anywhere up to the send limits. Only for an upstream with no
+    /// contact of its own, where the host trusts the app to know its
+    /// customer (a mobile-money source is its own phone, so it is sound
+    /// there).
+    ContactInRequest,
 }
 
 /// A final answer: `Successful` or `Failed`, with the upstream's code.

@@ -46,7 +46,10 @@ pub mod state;
 pub mod sweeper;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use connector::{Confirmation, Connector, ConnectorError, Outcome, Step, TransactionContext};
+pub use connector::{
+    Confirmation, Connector, ConnectorError, Contact, OtpRecipient, Outcome, Step,
+    TransactionContext,
+};
 pub use otp::OtpPolicy;
 pub use service::{AnswerDurability, ProviderService, ServiceError, ServiceSettings};
 pub use sweeper::Sweeper;

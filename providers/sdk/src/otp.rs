@@ -6,7 +6,10 @@
 //! be brute-forced offline). The hash binds the transaction key, so a code
 //! for one transaction never matches another's.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use hmac::{Hmac, Mac};
 use manifold_crypto::SecretString;
@@ -33,6 +36,13 @@ pub struct OtpPolicy {
     pub resend_interval: Duration,
     /// Sends per transaction, the first included.
     pub max_sends: u8,
+    /// Codes sent to one phone number or e-mail address in an hour, for
+    /// every transaction and app together: what stops a flood of SMS to one
+    /// number (GCRA: the full number at once, then one per hour / n).
+    pub max_sends_per_destination_per_hour: u32,
+    /// Codes sent for one app in an hour, to every destination together:
+    /// what stops an app from using the provider to text anybody.
+    pub max_sends_per_app_per_hour: u32,
 }
 
 impl Default for OtpPolicy {
@@ -43,6 +53,8 @@ impl Default for OtpPolicy {
             attempts: 3,
             resend_interval: Duration::from_secs(30),
             max_sends: 3,
+            max_sends_per_destination_per_hour: 10,
+            max_sends_per_app_per_hour: 10_000,
         }
     }
 }
@@ -101,6 +113,56 @@ impl OtpKeeper {
         mac.update(b"\x1f");
         mac.update(code.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// How many codes one destination and one app may still be sent.
+pub struct SendLimits {
+    per_destination: DefaultKeyedRateLimiter<String>,
+    per_destination_hourly: u32,
+    per_app: DefaultKeyedRateLimiter<String>,
+    per_app_hourly: u32,
+}
+
+/// The limiters forget keys that have been quiet this long once they hold
+/// this many.
+const FORGET_AT: usize = 10_000;
+
+impl SendLimits {
+    pub fn new(policy: &OtpPolicy) -> SendLimits {
+        let hourly = |n: u32| {
+            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            Quota::per_hour(n).allow_burst(n)
+        };
+        SendLimits {
+            per_destination: RateLimiter::keyed(hourly(policy.max_sends_per_destination_per_hour)),
+            per_destination_hourly: policy.max_sends_per_destination_per_hour.max(1),
+            per_app: RateLimiter::keyed(hourly(policy.max_sends_per_app_per_hour)),
+            per_app_hourly: policy.max_sends_per_app_per_hour.max(1),
+        }
+    }
+
+    /// Takes one send to `to` for `app_id`, or says which limit is reached,
+    /// in words for the app (the destination already masked as `shown`).
+    pub fn take(&self, app_id: &str, to: &str, shown: &str) -> Result<(), String> {
+        for limiter in [&self.per_destination, &self.per_app] {
+            if limiter.len() >= FORGET_AT {
+                limiter.retain_recent();
+            }
+        }
+        if self.per_destination.check_key(&to.to_owned()).is_err() {
+            return Err(format!(
+                "{} codes were already sent to {shown} in the last hour, its limit",
+                self.per_destination_hourly
+            ));
+        }
+        if self.per_app.check_key(&app_id.to_owned()).is_err() {
+            return Err(format!(
+                "this app was already sent {} codes in the last hour, its limit",
+                self.per_app_hourly
+            ));
+        }
+        Ok(())
     }
 }
 

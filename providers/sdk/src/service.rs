@@ -31,9 +31,9 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::clock::{Clock, SystemClock};
 use crate::codes;
 use crate::connector::{
-    Confirmation, Connector, ConnectorError, Outcome, Step, TransactionContext,
+    Confirmation, Connector, ConnectorError, OtpRecipient, Outcome, Step, TransactionContext,
 };
-use crate::otp::{OtpKeeper, OtpPolicy};
+use crate::otp::{OtpKeeper, OtpPolicy, SendLimits};
 use crate::state::{
     transaction_key, Awaiting, Contact, FinalRecord, PendingEntry, ReversalRecord, StateStore,
 };
@@ -131,6 +131,7 @@ pub struct ProviderService<C> {
     connector: C,
     state: StateStore,
     otps: OtpKeeper,
+    send_limits: SendLimits,
     commit: GroupCommit,
     notifier: Arc<dyn Notifier>,
     clock: Arc<dyn Clock>,
@@ -150,6 +151,7 @@ impl<C: Connector> ProviderService<C> {
     ) -> Result<Self, ServiceError> {
         Ok(ProviderService {
             otps: OtpKeeper::open(db, &settings.namespace, settings.otp.digits)?,
+            send_limits: SendLimits::new(&settings.otp),
             state: StateStore::open(db, &settings.namespace)?,
             connector,
             commit,
@@ -279,7 +281,7 @@ impl<C: Connector> ProviderService<C> {
                 Step::Done(outcome) => {
                     return self.finish(key, &entry.request_type, outcome).await;
                 }
-                Step::ConfirmWithOtp { deferred } if entry.otp_override => {
+                Step::ConfirmWithOtp { deferred, .. } if entry.otp_override => {
                     self.mark_completing(key, &entry, &deferred).await?;
                     step = match self
                         .connector
@@ -298,8 +300,16 @@ impl<C: Connector> ProviderService<C> {
                     };
                     entry.awaiting = previous;
                 }
-                Step::ConfirmWithOtp { deferred } => {
+                Step::ConfirmWithOtp {
+                    deferred,
+                    recipient,
+                } => {
                     entry.deferred = deferred;
+                    match recipient {
+                        OtpRecipient::AccountHolder(holder) => entry.contact = Some(holder),
+                        // `entry.contact` is the request's, taken at start.
+                        OtpRecipient::ContactInRequest => {}
+                    }
                     return self.send_first_otp(key, entry).await;
                 }
                 Step::UpstreamOtp { prompt, deferred } => {
@@ -403,6 +413,18 @@ impl<C: Connector> ProviderService<C> {
             );
             return self.finish(key, &entry.request_type, outcome).await;
         };
+        if let Err(limit) = self
+            .send_limits
+            .take(&entry.app_id, &contact.to, &contact.shown)
+        {
+            let outcome = Outcome::failed(
+                codes::OTP_SEND_LIMIT,
+                format!(
+                    "No OTP could be sent: {limit}; the transaction was cancelled. Try again later"
+                ),
+            );
+            return self.finish(key, &entry.request_type, outcome).await;
+        }
         let attempts = self.settings.otp.attempts.max(1);
         if let Some(failed) = self
             .send_code(key, &mut entry, &contact, attempts, 1)
@@ -456,6 +478,7 @@ impl<C: Connector> ProviderService<C> {
                 code.expose(),
                 if minutes == 1 { "" } else { "s" },
             )),
+            transaction_ref: Some(entry.transaction_ref.clone()),
         };
         match self.notifier.send(&notification).await {
             Ok(()) => {
@@ -730,6 +753,19 @@ impl<C: Connector> ProviderService<C> {
                 codes::RESEND_REFUSED,
                 format!(
                     "A new code can be sent in {wait} s; enter the OTP sent to {}",
+                    contact.shown
+                ),
+            ));
+        }
+        if let Err(limit) = self
+            .send_limits
+            .take(&entry.app_id, &contact.to, &contact.shown)
+        {
+            return Ok(ProviderReply::new(
+                Status::WaitingForOtp,
+                codes::OTP_SEND_LIMIT,
+                format!(
+                    "No new code was sent: {limit}; enter the OTP sent to {} before it expires",
                     contact.shown
                 ),
             ));

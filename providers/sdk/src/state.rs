@@ -82,6 +82,26 @@ pub struct Contact {
     pub shown: String,
 }
 
+impl Contact {
+    /// A phone number, for codes by SMS.
+    pub fn sms(phone: impl Into<String>) -> Contact {
+        Contact::new(Channel::Sms, phone.into())
+    }
+
+    /// An e-mail address, for codes by e-mail.
+    pub fn email(address: impl Into<String>) -> Contact {
+        Contact::new(Channel::Email, address.into())
+    }
+
+    pub fn new(channel: Channel, to: String) -> Contact {
+        Contact {
+            channel,
+            shown: manifold_provider::notify::mask_destination(channel, &to),
+            to,
+        }
+    }
+}
+
 /// The reversal of a final, successful transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReversalRecord {

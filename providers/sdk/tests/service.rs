@@ -18,7 +18,7 @@ use manifold_provider::notify::Channel;
 use manifold_provider::{Provider, ProviderError, ProviderReply, Status};
 use manifold_provider_sdk::codes;
 use manifold_provider_sdk::state::Awaiting;
-use manifold_provider_sdk::{Outcome, Sweeper};
+use manifold_provider_sdk::{Contact, Outcome, Sweeper};
 use serde_json::{json, Value};
 
 use support::*;
@@ -1670,4 +1670,109 @@ fn state_that_could_not_be_stored_before_acting_means_nothing_was_done() {
         "{error:?}"
     );
     assert!(!error.may_have_executed());
+}
+
+#[tokio::test]
+async fn the_account_holder_on_record_gets_the_code_whatever_the_request_says() {
+    let mut settings = settings();
+    settings.otp.digits = 10;
+    let holder = Contact::sms("2348033333333");
+    let rig = Rig::with_settings(
+        ScriptedConnector::new().on_start(confirm_with_otp_to(json!({ "posting": 1 }), holder)),
+        settings,
+    );
+    // The request names the customer's MOBILE; the upstream's record wins.
+    let reply = rig.transact(transfer("tx-1")).await;
+    assert_eq!(
+        status_and_code(&reply),
+        (Status::WaitingForOtp, codes::OTP_SENT)
+    );
+    assert_eq!(reply.message, "Please enter the OTP sent to 2348033****33");
+    let sent = rig.notifier.sent();
+    assert_eq!(
+        (sent[0].channel, sent[0].to.as_str()),
+        (Channel::Sms, "2348033333333")
+    );
+    // The notification names its transaction, for the outbox.
+    assert_eq!(sent[0].transaction_ref.as_deref(), Some("tx-1"));
+    // A resend goes to the holder too.
+    rig.advance(RESEND_INTERVAL);
+    let resent = rig.validate("tx-1", ValidationInput::Resend).await;
+    assert!(
+        resent.message.contains("2348033****33"),
+        "{}",
+        resent.message
+    );
+    assert_eq!(rig.notifier.sent()[1].to, "2348033333333");
+    let done = rig.validate("tx-1", otp(&rig.last_code())).await;
+    assert_eq!(status_and_code(&done), (Status::Successful, "00"));
+}
+
+#[tokio::test]
+async fn codes_stop_at_the_hourly_limits_of_a_destination_and_of_an_app() {
+    let holder = |n: u32| Contact::sms(format!("23480300000{n:02}"));
+    // Per destination: one holder, three transactions.
+    let mut per_destination = settings();
+    per_destination.otp.max_sends_per_destination_per_hour = 2;
+    let connector = (0..3).fold(ScriptedConnector::new(), |connector, _| {
+        connector.on_start(confirm_with_otp_to(json!({ "posting": 1 }), holder(1)))
+    });
+    let rig = Rig::with_settings(connector, per_destination);
+    for n in 0..2 {
+        let reply = rig.transact(transfer(&format!("tx-{n}"))).await;
+        assert_eq!(
+            status_and_code(&reply),
+            (Status::WaitingForOtp, codes::OTP_SENT)
+        );
+    }
+    let refused = rig.transact(transfer("tx-2")).await;
+    assert_eq!(
+        status_and_code(&refused),
+        (Status::Failed, codes::OTP_SEND_LIMIT)
+    );
+    assert!(
+        refused
+            .message
+            .contains("2 codes were already sent to 2348030****01 in the last hour"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(rig.notifier.attempts(), 2);
+    assert_eq!(rig.service.pending_count(), 2, "the refused one is final");
+    // A resend over the limit keeps the code already sent.
+    rig.advance(RESEND_INTERVAL);
+    let resend = rig.validate("tx-0", ValidationInput::Resend).await;
+    assert_eq!(
+        status_and_code(&resend),
+        (Status::WaitingForOtp, codes::OTP_SEND_LIMIT)
+    );
+    assert_eq!(rig.notifier.attempts(), 2);
+
+    // Per app: three holders, one app.
+    let mut per_app = settings();
+    per_app.otp.max_sends_per_app_per_hour = 2;
+    let connector = (0..3).fold(ScriptedConnector::new(), |connector, n| {
+        connector.on_start(confirm_with_otp_to(json!({ "posting": 1 }), holder(n)))
+    });
+    let rig = Rig::with_settings(connector, per_app);
+    for n in 0..2 {
+        let reply = rig.transact(transfer(&format!("tx-{n}"))).await;
+        assert_eq!(
+            status_and_code(&reply),
+            (Status::WaitingForOtp, codes::OTP_SENT)
+        );
+    }
+    let refused = rig.transact(transfer("tx-2")).await;
+    assert_eq!(
+        status_and_code(&refused),
+        (Status::Failed, codes::OTP_SEND_LIMIT)
+    );
+    assert!(
+        refused
+            .message
+            .contains("this app was already sent 2 codes in the last hour"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(rig.notifier.attempts(), 2);
 }

@@ -109,7 +109,7 @@ fn tighten_below(dir: &Path) -> io::Result<()> {
 }
 
 /// Opens `path` for appending, creating it 0600 (and its directory 0700)
-/// if it does not exist.
+/// if it does not exist, and tightening it to 0600 if it does.
 pub async fn open_private_append(path: &Path) -> io::Result<tokio::fs::File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
@@ -120,7 +120,17 @@ pub async fn open_private_append(path: &Path) -> io::Result<tokio::fs::File> {
     options.create(true).append(true);
     #[cfg(unix)]
     options.mode(PRIVATE_FILE_MODE);
-    options.open(path).await
+    let file = options.open(path).await?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().await?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & PRIVATE_FILE_MODE))
+                .await?;
+        }
+    }
+    Ok(file)
 }
 
 #[cfg(all(test, unix))]
@@ -172,11 +182,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_appended_file_is_created_private() {
+    async fn an_appended_file_is_created_private_or_made_so() {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("out/outbox.jsonl");
         drop(open_private_append(&path).await.unwrap());
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&root.path().join("out")), 0o700);
+        let old = root.path().join("old.jsonl");
+        std::fs::write(&old, b"{}\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open_private_append(&old).await.unwrap());
+        assert_eq!(mode(&old), 0o600);
     }
 }

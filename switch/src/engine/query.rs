@@ -39,11 +39,12 @@ impl Engine {
         if !pacer.may_ask(app.id(), &record.transaction_ref) {
             return Ok(self.describe(&record, durable));
         }
-        let _slot = route.limits.gate.enter().map_err(|limit| {
-            // Not asked after all: the next query may.
+        // A provider at its limit is not asked either: the record is the
+        // answer, and the next query may ask.
+        let Ok(_slot) = route.limits.gate.enter() else {
             pacer.forget(app.id(), &record.transaction_ref);
-            SwitchError::LimitExceeded(limit)
-        })?;
+            return Ok(self.describe(&record, durable));
+        };
         let call = QueryRequest {
             app_id: app.id().to_owned(),
             request_type: record.request_type.clone(),

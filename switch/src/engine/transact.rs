@@ -53,19 +53,38 @@ impl Engine {
             ));
         }
 
+        let fingerprint = fingerprint(&app.key, &root, Some(&source.to_plaintext()));
         // The limits, before anything is claimed: a refused call changes
-        // nothing. The provider's slot is held until the answer is recorded.
-        let _slot = route
-            .limits
-            .gate
-            .enter()
-            .map_err(SwitchError::LimitExceeded)?;
-        let quota = app
+        // nothing. The quota first, so a day's count read back from the
+        // store after a restart holds no provider slot meanwhile; the slot
+        // is held until the answer is recorded.
+        let admitted = match app
             .limits
             .reserve_daily(&*self.store, app.id(), &request.request_type)
-            .await?;
+            .await
+        {
+            Ok(quota) => match route.limits.gate.enter() {
+                Ok(slot) => Ok((slot, quota)),
+                Err(limit) => Err(SwitchError::LimitExceeded(limit)),
+            },
+            Err(refused) => Err(refused.into()),
+        };
+        let (_slot, quota) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                // A repeat asks nothing new of the provider or the quota:
+                // it is answered whatever the limits say (an app retries
+                // exactly when the provider is busiest).
+                if let Some(replay) = self
+                    .repeat_of(app, &request.request_ref, &fingerprint)
+                    .await?
+                {
+                    return Ok(replay);
+                }
+                return Err(refused);
+            }
+        };
 
-        let fingerprint = fingerprint(&app.key, &root, Some(&source.to_plaintext()));
         let now = now_ms();
         let record = TransactionRecord {
             app_id: app.id().to_owned(),
@@ -102,13 +121,7 @@ impl Engine {
             self.store.begin_transaction(&record).await?
         };
         match begun {
-            // A new transaction counts against the quota; a repeat or a
-            // refusal gives its reservation back when it is dropped.
-            Begin::Started => {
-                if let Some(reservation) = quota {
-                    reservation.keep();
-                }
-            }
+            Begin::Started => {}
             Begin::Repeat(known) => {
                 return self
                     .replay(app, &request.request_ref, *known, &fingerprint)
@@ -148,7 +161,13 @@ impl Engine {
             transaction_ref: &request.transaction_ref,
             began_transaction: true,
         };
+        // Only a call that may have reached the provider counts against the
+        // quota: one it provably never reached (answered 503 or 502, and
+        // free to retry) gives its reservation back, as a repeat does.
         let settled = self.settle(signed, &route, claimed, result).await?;
+        if let Some(reservation) = quota {
+            reservation.keep();
+        }
         self.record_answer(
             app,
             &record,

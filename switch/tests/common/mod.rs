@@ -37,6 +37,17 @@ pub const EMAIL: &str = "uju@example.com";
 /// bank in-process, a remote provider allowed to use `/notify/*`, and an app
 /// whose `get_balance` requires an OTP.
 pub fn config(data: &Path, gateway: &str, sink: &SmtpSink) -> SwitchConfig {
+    config_with_demo_settings(data, gateway, sink, "")
+}
+
+/// [`config`] with the demo bank's `[providers.settings]` table holding
+/// `settings` (TOML lines: its customers, its OTP send limits).
+pub fn config_with_demo_settings(
+    data: &Path,
+    gateway: &str,
+    sink: &SmtpSink,
+    settings: &str,
+) -> SwitchConfig {
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
@@ -60,6 +71,8 @@ name = "demo"
 mode = "in_process"
 implementation = "demo"
 services = ["get_balance", "transfer"]
+[providers.settings]
+{settings}
 
 [[providers]]
 name = "bank-remote"
@@ -229,11 +242,21 @@ fn app_key() -> AppKey {
 
 /// A `/transact` for `get_balance` on the demo bank, with the given customer.
 pub fn transact_body(request_ref: &str, transaction_ref: &str, customer: Value) -> String {
+    transact_body_on("0123456789", request_ref, transaction_ref, customer)
+}
+
+/// [`transact_body`] for the bank account `account_number`.
+pub fn transact_body_on(
+    account_number: &str,
+    request_ref: &str,
+    transaction_ref: &str,
+    customer: Value,
+) -> String {
     let secure = secure::seal(
         &app_key(),
         request_ref,
         SecureKind::BankAccount,
-        json!({"account_number": "0123456789", "bank_code": "058"})
+        json!({"account_number": account_number, "bank_code": "058"})
             .to_string()
             .as_bytes(),
     );

@@ -36,6 +36,20 @@ const PROVIDER_TIMEOUT_MS: u64 = 30_000;
 const MAX_RATE: u32 = manifold_config::MAX_REQUESTS_PER_SECOND;
 const MAX_BURST: u32 = 2 * MAX_RATE;
 const MAX_CALLS: u32 = manifold_config::MAX_MAX_CONCURRENT_CALLS;
+/// Every code of the OTP flows goes to the demo bank's one holder on
+/// record, thousands a second: no hourly send limit may stop them.
+const UNLIMITED_SENDS: &str =
+    "otp_sends_per_destination_per_hour = 4000000000\notp_sends_per_app_per_hour = 4000000000\n";
+
+/// The demo bank's settings for the benchmark's own provider process: its
+/// defaults, with [`UNLIMITED_SENDS`].
+pub fn demo_settings() -> manifold_demo_provider::DemoSettings {
+    let config: manifold_demo_provider::DemoConfig =
+        toml::from_str(UNLIMITED_SENDS).expect("the bench's demo settings parse");
+    manifold_demo_provider::DemoSettings::default()
+        .with_config(&config)
+        .expect("the bench's demo settings are valid")
+}
 
 fn quoted(path: &Path) -> String {
     // TOML basic strings use JSON's escapes for the characters a path can hold.
@@ -66,7 +80,11 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
-         timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n",
+         timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n{settings}",
+        settings = match provider {
+            ProviderMode::InProcess => format!("[providers.settings]\n{UNLIMITED_SENDS}"),
+            ProviderMode::Remote(_) => String::new(),
+        },
         store = quoted(store),
         outbox = quoted(outbox),
     );
@@ -97,7 +115,7 @@ mod tests {
         assert_eq!(config.storage.cache_capacity_bytes, STORE_CACHE_MB << 20);
         assert!(matches!(
             &config.providers[0].endpoint,
-            ProviderEndpoint::InProcess { implementation } if implementation == "demo"
+            ProviderEndpoint::InProcess { implementation, .. } if implementation == "demo"
         ));
         let quick = config.app_by_id(QUICK_APP.id).unwrap();
         assert!(quick.services["get_balance"].otp_override);

@@ -28,7 +28,7 @@ pub enum OutboxError {
     Unreadable { path: String, reason: String },
     #[error("a line of the outbox {path} is not a notification: {reason}")]
     BadLine { path: String, reason: String },
-    #[error("no one-time code was delivered to {to}")]
+    #[error("no one-time code was delivered for {to}")]
     NoCode { to: String },
 }
 
@@ -82,25 +82,27 @@ impl OutboxTail {
         })
     }
 
-    /// The code most recently delivered to `to`, removed from the tail.
+    /// The code most recently delivered for the transaction `key` (or, for
+    /// a message that names none, to the destination `key`), removed from
+    /// the tail.
     ///
     /// This blocks briefly on a file read; the read is of bytes the provider
     /// just wrote, from the page cache, and is shared by every lookup that
     /// waits on the lock meanwhile.
-    pub fn code_for(&self, to: &str) -> Result<SecretString, OutboxError> {
+    pub fn code_for(&self, key: &str) -> Result<SecretString, OutboxError> {
         let started = Instant::now();
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.cost.lookups += 1;
-        let result = match state.codes.remove(to) {
+        let result = match state.codes.remove(key) {
             Some(code) => Ok(code),
             None => self.read_new(&mut state).and_then(|()| {
                 state
                     .codes
-                    .remove(to)
-                    .ok_or_else(|| OutboxError::NoCode { to: to.to_owned() })
+                    .remove(key)
+                    .ok_or_else(|| OutboxError::NoCode { to: key.to_owned() })
             }),
         };
         state.cost.busy += started.elapsed();
@@ -151,10 +153,15 @@ impl OutboxTail {
                     path: self.path.display().to_string(),
                     reason: format!("line {} column {}", error.line(), error.column()),
                 })?;
+            // Keyed by the transaction the message names (the demo bank
+            // sends every code to its holder on record, one phone for many
+            // flows), else by its destination.
             if let Some(code) = code_in(notification.body.expose()) {
-                state
-                    .codes
-                    .insert(notification.to.clone(), SecretString::new(code));
+                let key = notification
+                    .transaction_ref
+                    .clone()
+                    .unwrap_or_else(|| notification.to.clone());
+                state.codes.insert(key, SecretString::new(code));
             }
         }
         Ok(())
@@ -183,6 +190,7 @@ mod tests {
             body: SecretString::new(format!(
                 "Your Manifold demo bank code is {code}. It expires in 5 minutes."
             )),
+            transaction_ref: None,
         }
     }
 

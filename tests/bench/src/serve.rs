@@ -34,7 +34,6 @@ use hyper_util::rt::TokioExecutor;
 use manifold_config::SwitchConfig;
 use manifold_crypto::message_signature::SigningKey;
 use manifold_crypto::{AppKey, SecretString};
-use manifold_demo_provider::DemoSettings;
 use manifold_edge::signature::{SignatureCheck, SignedParts};
 use manifold_edge::{read_body, serve, shutdown_signal, Body, BodyLimits, EdgeOptions, Peer};
 use manifold_provider::hop::DEFAULT_HOP_MAX_SKEW;
@@ -156,9 +155,13 @@ pub async fn provider(data: &Path, outbox: &Path) -> Result<(), ServeError> {
     let db = sled::open(data).map_err(|e| store_error(e.to_string()))?;
     let commit = GroupCommit::start(db.clone()).map_err(io_error("starting the group commit"))?;
     let notifier = Arc::new(OutboxNotifier::new(outbox.to_path_buf()));
-    let provider =
-        manifold_demo_provider::open(&db, commit.clone(), notifier, DemoSettings::default())
-            .map_err(|e| store_error(e.to_string()))?;
+    let provider = manifold_demo_provider::open(
+        &db,
+        commit.clone(),
+        notifier,
+        crate::config::demo_settings(),
+    )
+    .map_err(|e| store_error(e.to_string()))?;
     let listener = bind("demo-provider").await?;
     // Signed calls only, as the demo-provider binary requires.
     let server = ProviderServer {

@@ -466,7 +466,7 @@ impl Workload {
                     },
                 )
                 .await?;
-                let code = outbox.code_for(&mobile)?;
+                let code = outbox.code_for(&reference)?;
                 let body = validate_body(caller, &format!("{prefix}-v{seq}"), &reference, &code);
                 exchange(
                     connection,

@@ -38,6 +38,7 @@ pub fn sms(to: &str) -> Notification {
         to: to.to_owned(),
         subject: Some("Your one-time code".into()),
         body: otp_body(),
+        transaction_ref: None,
     }
 }
 
@@ -47,6 +48,7 @@ pub fn email(to: &str) -> Notification {
         to: to.to_owned(),
         subject: Some("Your one-time code".into()),
         body: otp_body(),
+        transaction_ref: None,
     }
 }
 

@@ -30,8 +30,8 @@ use manifold_provider::{
 };
 use manifold_provider_sdk::state::{transaction_key, PendingEntry};
 use manifold_provider_sdk::{
-    Confirmation, Connector, ConnectorError, ManualClock, Outcome, ProviderService,
-    ServiceSettings, Step, TransactionContext,
+    Confirmation, Connector, ConnectorError, Contact, ManualClock, OtpRecipient, Outcome,
+    ProviderService, ServiceSettings, Step, TransactionContext,
 };
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -278,8 +278,20 @@ pub fn approved() -> Outcome {
     Outcome::successful("00", "Approved")
 }
 
+/// An OTP step to the contact in the request.
 pub fn confirm_with_otp(deferred: Value) -> Reply {
-    Reply::Step(Step::ConfirmWithOtp { deferred })
+    Reply::Step(Step::ConfirmWithOtp {
+        deferred,
+        recipient: OtpRecipient::ContactInRequest,
+    })
+}
+
+/// An OTP step to the account holder on the upstream's record.
+pub fn confirm_with_otp_to(deferred: Value, holder: Contact) -> Reply {
+    Reply::Step(Step::ConfirmWithOtp {
+        deferred,
+        recipient: OtpRecipient::AccountHolder(holder),
+    })
 }
 
 /// A `PendingValidation` prompt whose accepted answer is `expect`.

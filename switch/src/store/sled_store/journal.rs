@@ -158,7 +158,9 @@ impl Journal {
         tree: &sled::Tree,
         commit: GroupCommit,
     ) -> Result<(Journal, Replayed), StoreError> {
-        fs::create_dir_all(dir).map_err(|e| io_error("create the journal directory", dir, e))?;
+        // Customer data: this user's alone, whatever the process's umask.
+        manifold_edge::private_files::secure_data_dir(dir)
+            .map_err(|e| io_error("create the journal directory", dir, e))?;
         let segments = segments_in(dir)?;
         let replayed = replay(&segments, tree)?;
         if !segments.is_empty() {
@@ -496,9 +498,14 @@ impl Segment {
     /// acknowledged.
     fn create(dir: &Path, number: u64) -> Result<Segment, String> {
         let path = dir.join(format!("{number:016x}{SUFFIX}"));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
+        let mut options = OpenOptions::new();
+        options.create_new(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(
+            &mut options,
+            manifold_edge::private_files::PRIVATE_FILE_MODE,
+        );
+        let file = options
             .open(&path)
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
         File::open(dir)
