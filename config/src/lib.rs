@@ -151,6 +151,43 @@ pub struct NotificationsConfig {
     pub sms: Option<SmsGatewayConfig>,
     /// `[notifications.email]`: the SMTP server, if the host configured one.
     pub email: Option<SmtpConfig>,
+    /// How the switch words the codes providers ask it to deliver
+    /// (`/notify/*`), in the host's words, not the provider's.
+    pub otp: OtpMessages,
+    /// Codes `/notify/*` sends to one phone number or address in an hour,
+    /// whichever provider asks (`max_per_destination_per_hour`).
+    pub max_per_destination_per_hour: u32,
+}
+
+/// The host's words for a one-time code: `otp_text` (SMS, and the e-mail
+/// body) and `otp_subject`, with `{provider}`, `{code}` and `{minutes}`.
+#[derive(Debug, Clone)]
+pub struct OtpMessages {
+    pub text: MessageTemplate,
+    pub subject: MessageTemplate,
+}
+
+/// `[notifications] otp_text` when the host gives none.
+pub const DEFAULT_OTP_TEXT: &str =
+    "{provider} code: {code}. It expires in {minutes} min. Never share it with anyone.";
+/// `[notifications] otp_subject` when the host gives none.
+pub const DEFAULT_OTP_SUBJECT: &str = "Your {provider} code";
+/// `[notifications] max_per_destination_per_hour` when the host gives none.
+pub const DEFAULT_NOTIFY_PER_DESTINATION_PER_HOUR: u32 = 10;
+
+impl Default for OtpMessages {
+    fn default() -> Self {
+        let parse = |source: &str, allowed: &[&str]| {
+            MessageTemplate::parse(source, allowed).unwrap_or_else(|_| MessageTemplate {
+                source: String::new(),
+                parts: Vec::new(),
+            })
+        };
+        OtpMessages {
+            text: parse(DEFAULT_OTP_TEXT, &["provider", "code", "minutes"]),
+            subject: parse(DEFAULT_OTP_SUBJECT, &["provider", "minutes"]),
+        }
+    }
 }
 
 /// An HTTP SMS gateway: every SMS is one JSON `POST` to `url` (see

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
     duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, MessageTemplate,
-    NotificationsConfig, Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint, ServerConfig,
-    ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls,
-    StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT,
+    NotificationsConfig, OtpMessages, Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint,
+    ServerConfig, ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials,
+    SmtpTls, StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT,
     MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
 };
 
@@ -74,6 +74,9 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawNotifications {
     outbox: Option<PathBuf>,
+    otp_text: Option<String>,
+    otp_subject: Option<String>,
+    max_per_destination_per_hour: Option<u32>,
     sms: Option<RawSms>,
     email: Option<RawEmail>,
 }
@@ -286,6 +289,8 @@ impl RawConfig {
             Some(raw) => raw.validate(&self.storage.path, &mut problems),
             None => NotificationsConfig {
                 outbox: self.storage.path.join("outbox.jsonl"),
+                otp: OtpMessages::default(),
+                max_per_destination_per_hour: crate::DEFAULT_NOTIFY_PER_DESTINATION_PER_HOUR,
                 sms: None,
                 email: None,
             },
@@ -901,7 +906,39 @@ fn has_control(text: &str) -> bool {
 
 impl RawNotifications {
     fn validate(self, storage: &Path, problems: &mut Problems) -> NotificationsConfig {
+        let max_per_destination_per_hour = self
+            .max_per_destination_per_hour
+            .unwrap_or(crate::DEFAULT_NOTIFY_PER_DESTINATION_PER_HOUR);
+        if max_per_destination_per_hour == 0 {
+            problems.add(
+                "notifications.max_per_destination_per_hour",
+                "must be greater than 0",
+            );
+        }
+        let otp_subject = template(
+            self.otp_subject,
+            crate::DEFAULT_OTP_SUBJECT,
+            &["provider", "minutes"],
+            None,
+            "notifications.otp_subject",
+            problems,
+        );
+        if otp_subject.source().contains(['\r', '\n']) {
+            problems.add("notifications.otp_subject", "must be a single line");
+        }
         NotificationsConfig {
+            otp: OtpMessages {
+                text: template(
+                    self.otp_text,
+                    crate::DEFAULT_OTP_TEXT,
+                    &["provider", "code", "minutes"],
+                    Some("code"),
+                    "notifications.otp_text",
+                    problems,
+                ),
+                subject: otp_subject,
+            },
+            max_per_destination_per_hour: max_per_destination_per_hour.max(1),
             outbox: self.outbox.unwrap_or_else(|| storage.join("outbox.jsonl")),
             sms: self
                 .sms

@@ -1190,3 +1190,41 @@ fn a_secret_of_the_wrong_type_is_not_quoted() {
         .to_string();
     assert!(error.contains("`lissen`"), "{error}");
 }
+
+#[test]
+fn the_hosts_words_for_codes_are_checked() {
+    let config = load(SAMPLE).unwrap();
+    assert_eq!(config.notifications.max_per_destination_per_hour, 10);
+    let rendered = config.notifications.otp.text.render(&[
+        ("provider", "bank"),
+        ("code", "415933"),
+        ("minutes", "5"),
+    ]);
+    assert_eq!(
+        rendered.expose(),
+        "bank code: 415933. It expires in 5 min. Never share it with anyone."
+    );
+    for (from, to, key, needle) in [
+        (
+            "otp_text = \"{provider} code: {code}.",
+            "otp_text = \"{provider} code.",
+            "notifications.otp_text",
+            "must contain {code}",
+        ),
+        (
+            "otp_subject = \"Your {provider} code\"",
+            "otp_subject = \"Your {code}\"",
+            "notifications.otp_subject",
+            "unknown placeholder {code}",
+        ),
+        (
+            "max_per_destination_per_hour = 10",
+            "max_per_destination_per_hour = 0",
+            "notifications.max_per_destination_per_hour",
+            "greater than 0",
+        ),
+    ] {
+        assert!(SAMPLE.contains(from), "sample lacks {from}");
+        check_rejected(&SAMPLE.replacen(from, to, 1), key, needle);
+    }
+}

@@ -198,6 +198,7 @@ fn classify_notify(
             None,
         ),
         Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
+        DestinationLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
         BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, "body_timed_out", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
@@ -541,9 +542,10 @@ async fn notify(
         Err((error, provider)) => {
             let response = respond(&notify_error_answer(&error, provider));
             match error {
-                NotifyServiceError::TooManyAuthFailures { retry_after_secs } => {
-                    with_retry_after(response, retry_after_secs)
-                }
+                NotifyServiceError::TooManyAuthFailures { retry_after_secs }
+                | NotifyServiceError::DestinationLimited {
+                    retry_after_secs, ..
+                } => with_retry_after(response, retry_after_secs),
                 _ => response,
             }
         }

@@ -4,26 +4,32 @@
 //! run its own SMS gateway or SMTP client sends `POST /notify/sms` or
 //! `POST /notify/email` ([`manifold_notify::wire`]), signed (RFC 9421) with
 //! the secret and `key_id` of its `[[providers]]` entry, which must also say
-//! `notify = true`; the switch sends the message
-//! through its own [`Dispatcher`](manifold_notify::Dispatcher) — the same
-//! notifier its in-process providers use. [`NotifyService`] owns the key
+//! `notify = true`. A provider asks for a one-time code for one of its
+//! transactions, never a text: the switch words it in the host's templates
+//! (`[notifications] otp_text`, `otp_subject`), limits the codes one
+//! destination gets in an hour, and sends it through its own
+//! [`Dispatcher`](manifold_notify::Dispatcher) — the same notifier its
+//! in-process providers use. [`NotifyService`] owns the key
 //! table and the request checks; [`crate::http`] routes the paths and turns
 //! a [`NotifyServiceError`] into a status and an envelope.
 //!
 //! The signature is checked before the body is parsed, and each nonce is
 //! remembered for the signature window, so a captured call cannot be sent
-//! again ([`manifold_provider::hop`]). The message body becomes a [`SecretString`] as soon as it is parsed and is never logged;
+//! again ([`manifold_provider::hop`]). The code becomes a [`SecretString`] as soon as it is parsed and is never logged;
 //! logs name the provider, the channel and the masked destination.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use manifold_config::{ProviderConfig, ProviderEndpoint};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use manifold_config::{NotificationsConfig, OtpMessages, ProviderConfig, ProviderEndpoint};
 use manifold_crypto::message_signature::claimed_key_id;
 use manifold_crypto::SecretString;
 use manifold_edge::signature::SignatureRejected;
-use manifold_notify::wire::{MAX_EMAIL_CHARS, MAX_SMS_CHARS, MAX_SUBJECT_CHARS};
+use manifold_notify::wire::{CODE_DIGITS, MAX_EXPIRES_IN_SECS, OTP_KIND};
 use manifold_notify::{check_email_address, check_msisdn};
 use manifold_provider::hop::HopVerifier;
 use manifold_provider::json::{self, JsonError};
@@ -53,6 +59,13 @@ pub enum NotifyServiceError {
     MalformedJson(String),
     #[error("the request has {} invalid field(s)", .0.len())]
     InvalidFields(Vec<FieldError>),
+    /// The destination already had its hour's codes from the switch.
+    #[error("{limit} codes were already sent to {shown} in the last hour, its limit; retry in {retry_after_secs} s")]
+    DestinationLimited {
+        shown: String,
+        limit: u32,
+        retry_after_secs: u64,
+    },
     /// The channel did not take the message; the text never holds the body.
     #[error("{0}")]
     NotificationFailed(NotifyError),
@@ -89,6 +102,11 @@ pub struct NotifyService {
     /// `key_id` → the provider's name and the verifier of its signatures.
     providers_by_key_id: HashMap<String, (String, HopVerifier)>,
     notifier: Arc<dyn Notifier>,
+    /// The host's words for a code.
+    messages: OtpMessages,
+    /// Codes to one destination in an hour, whichever provider asks.
+    per_destination: DefaultKeyedRateLimiter<String>,
+    per_destination_hourly: u32,
 }
 
 impl NotifyService {
@@ -96,9 +114,12 @@ impl NotifyService {
     /// services; `max_skew` is the signature window.
     pub fn new(
         providers: &[ProviderConfig],
+        notifications: &NotificationsConfig,
         notifier: Arc<dyn Notifier>,
         max_skew: Duration,
     ) -> NotifyService {
+        let hourly =
+            NonZeroU32::new(notifications.max_per_destination_per_hour).unwrap_or(NonZeroU32::MIN);
         let providers_by_key_id = providers
             .iter()
             .filter_map(|p| match &p.endpoint {
@@ -115,6 +136,9 @@ impl NotifyService {
         NotifyService {
             providers_by_key_id,
             notifier,
+            messages: notifications.otp.clone(),
+            per_destination: RateLimiter::keyed(Quota::per_hour(hourly).allow_burst(hourly)),
+            per_destination_hourly: hourly.get(),
         }
     }
 
@@ -136,16 +160,29 @@ impl NotifyService {
         }
     }
 
-    /// Checks `body` for `channel` and sends it; `provider` is the caller,
-    /// for the log.
+    /// Checks `body` for `channel`, words the code in the host's template
+    /// and sends it; `provider` is the caller, named in the message and the
+    /// log.
     pub async fn send(
         &self,
         provider: &str,
         channel: Channel,
         body: &[u8],
     ) -> Result<(), NotifyServiceError> {
-        let notification = parse(channel, body)?;
-        let masked = mask_destination(channel, &notification.to);
+        let request = parse(channel, body)?;
+        let masked = mask_destination(channel, &request.to);
+        if self.per_destination.len() >= FORGET_AT {
+            self.per_destination.retain_recent();
+        }
+        if let Err(not_until) = self.per_destination.check_key(&request.to) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(NotifyServiceError::DestinationLimited {
+                shown: masked,
+                limit: self.per_destination_hourly,
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            });
+        }
+        let notification = self.word(provider, channel, request);
         match self.notifier.send(&notification).await {
             Ok(()) => {
                 tracing::info!(provider, %channel, to = %masked, "notification sent for a provider");
@@ -155,13 +192,52 @@ impl NotifyService {
             Err(error) => Err(NotifyServiceError::NotificationFailed(error)),
         }
     }
+
+    /// The notification the host's templates make of a request.
+    fn word(&self, provider: &str, channel: Channel, request: CodeRequest) -> Notification {
+        let minutes = request.expires_in_secs.div_ceil(60).max(1).to_string();
+        let values = [
+            ("provider", provider),
+            ("code", request.code.expose()),
+            ("minutes", minutes.as_str()),
+        ];
+        let subject = match channel {
+            Channel::Sms => None,
+            Channel::Email => Some(self.messages.subject.render(&values).expose().to_owned()),
+        };
+        Notification {
+            channel,
+            to: request.to,
+            subject,
+            body: self.messages.text.render(&values),
+            transaction_ref: Some(request.transaction_ref),
+            one_time_code: None,
+        }
+    }
 }
+
+/// The limiter forgets destinations that have been quiet for an hour once
+/// it holds this many.
+const FORGET_AT: usize = 10_000;
+
+/// A `/notify/*` request, checked. The code is a [`SecretString`], so it
+/// never prints.
+#[derive(Debug)]
+struct CodeRequest {
+    to: String,
+    code: SecretString,
+    expires_in_secs: u64,
+    transaction_ref: String,
+}
+
+/// Why a field with free text is refused.
+const NO_FREE_TEXT: &str = "the switch sends no provider's text: ask for a code (`kind`, `code`, `expires_in_secs`, `transaction_ref`), which the host's template words";
 
 /// Takes the request apart field by field, reporting every bad field at once.
 /// A key given twice is refused as in an app's envelope
 /// ([`crate::envelope::parse_json`]): the signature covers bytes that must
 /// mean one message to one destination.
-fn parse(channel: Channel, body: &[u8]) -> Result<Notification, NotifyServiceError> {
+fn parse(channel: Channel, body: &[u8]) -> Result<CodeRequest, NotifyServiceError> {
     let root = json::from_slice(body).map_err(|error| match error {
         JsonError::DuplicateKey { path } => {
             NotifyServiceError::InvalidFields(vec![FieldError::new(path, REPEATED_KEY)])
@@ -176,6 +252,11 @@ fn parse(channel: Channel, body: &[u8]) -> Result<Notification, NotifyServiceErr
     let mut errors = Vec::new();
     let string = |name: &str, errors: &mut Vec<FieldError>| string_field(&fields, name, errors);
 
+    for free_text in ["message", "subject"] {
+        if fields.contains_key(free_text) {
+            errors.push(FieldError::new(free_text, NO_FREE_TEXT));
+        }
+    }
     let to = string("to", &mut errors);
     if let Some(to) = &to {
         let checked = match channel {
@@ -186,45 +267,60 @@ fn parse(channel: Channel, body: &[u8]) -> Result<Notification, NotifyServiceErr
             errors.push(FieldError::new("to", rule));
         }
     }
-    let subject = match channel {
-        Channel::Sms => None,
-        Channel::Email => match fields.get("subject") {
-            None | Some(Value::Null) => None,
-            Some(_) => string("subject", &mut errors),
-        },
-    };
-    if let Some(subject) = &subject {
-        if subject.chars().count() > MAX_SUBJECT_CHARS || subject.chars().any(char::is_control) {
+    if let Some(kind) = string("kind", &mut errors) {
+        if kind != OTP_KIND {
             errors.push(FieldError::new(
-                "subject",
-                format!("must be one line of at most {MAX_SUBJECT_CHARS} characters"),
+                "kind",
+                format!("must be \"{OTP_KIND}\", the one kind of message the switch sends"),
             ));
         }
     }
-    // The message usually holds an OTP: into a SecretString at once, and
-    // never quoted in an error.
-    let message = string("message", &mut errors).map(SecretString::new);
-    let max = match channel {
-        Channel::Sms => MAX_SMS_CHARS,
-        Channel::Email => MAX_EMAIL_CHARS,
-    };
-    if let Some(message) = &message {
-        if message.expose().chars().count() > max {
+    // The code goes into a SecretString at once and is never quoted.
+    let code = string("code", &mut errors).map(SecretString::new);
+    if let Some(code) = &code {
+        let digits = code.expose();
+        if !CODE_DIGITS.contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
             errors.push(FieldError::new(
-                "message",
-                format!("must be at most {max} characters"),
+                "code",
+                format!(
+                    "must be {} to {} digits",
+                    CODE_DIGITS.start(),
+                    CODE_DIGITS.end()
+                ),
+            ));
+        }
+    }
+    let expires_in_secs = match fields.get("expires_in_secs").and_then(Value::as_u64) {
+        Some(secs) if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) => Some(secs),
+        _ => {
+            errors.push(FieldError::new(
+                "expires_in_secs",
+                format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_SECS}"),
+            ));
+            None
+        }
+    };
+    let transaction_ref = string("transaction_ref", &mut errors);
+    if let Some(reference) = &transaction_ref {
+        if reference.len() > 128 || !reference.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            errors.push(FieldError::new(
+                "transaction_ref",
+                "must be 1 to 128 printable ASCII characters without spaces",
             ));
         }
     }
 
-    match (to, message) {
-        (Some(to), Some(body)) if errors.is_empty() => Ok(Notification {
-            channel,
-            to,
-            subject,
-            body,
-            transaction_ref: None,
-        }),
+    match (to, code, expires_in_secs, transaction_ref) {
+        (Some(to), Some(code), Some(expires_in_secs), Some(transaction_ref))
+            if errors.is_empty() =>
+        {
+            Ok(CodeRequest {
+                to,
+                code,
+                expires_in_secs,
+                transaction_ref,
+            })
+        }
         _ => Err(NotifyServiceError::InvalidFields(errors)),
     }
 }
@@ -265,57 +361,64 @@ mod tests {
         }
     }
 
-    #[test]
-    fn good_requests_parse() {
-        let sms = parse(
-            Channel::Sms,
-            br#"{"to":"2348022000008","message":"Code 415933","extra":1}"#,
-        )
-        .unwrap();
-        assert_eq!(sms.channel, Channel::Sms);
-        assert_eq!(sms.to, "2348022000008");
-        assert_eq!(sms.subject, None);
-        assert_eq!(sms.body.expose(), "Code 415933");
+    const GOOD: &str = r#"{"to":"2348022000008","kind":"otp","code":"415933","expires_in_secs":300,"transaction_ref":"t-1","extra":1}"#;
 
-        let email = parse(
-            Channel::Email,
-            br#"{"to":"uju@example.com","subject":"Your code","message":"Code 415933"}"#,
+    #[test]
+    fn good_requests_parse_and_are_worded_by_the_host() {
+        let request = parse(Channel::Sms, GOOD.as_bytes()).unwrap();
+        assert_eq!(request.to, "2348022000008");
+        assert_eq!(request.code.expose(), "415933");
+        let config = manifold_config::SwitchConfig::from_toml(
+            "listen = \"127.0.0.1:0\"\n[storage]\npath = \"unused\"\n[notifications]\n\
+             otp_text = \"{provider}: {code} ({minutes} min)\"\notp_subject = \"{provider} code\"\n",
+            std::path::Path::new("t.toml"),
         )
         .unwrap();
-        assert_eq!(email.subject.as_deref(), Some("Your code"));
+        let service = NotifyService::new(
+            &config.providers,
+            &config.notifications,
+            Arc::new(manifold_provider::notify::OutboxNotifier::new("unused")),
+            Duration::from_secs(60),
+        );
+        let sms = service.word("bank-a", Channel::Sms, request);
+        assert_eq!(sms.body.expose(), "bank-a: 415933 (5 min)");
+        assert_eq!(sms.subject, None);
+        assert_eq!(sms.transaction_ref.as_deref(), Some("t-1"));
         let email = parse(
             Channel::Email,
-            br#"{"to":"uju@example.com","subject":null,"message":"x"}"#,
+            GOOD.replace("2348022000008", "uju@example.com").as_bytes(),
         )
         .unwrap();
-        assert_eq!(email.subject, None);
+        let email = service.word("bank-a", Channel::Email, email);
+        assert_eq!(email.subject.as_deref(), Some("bank-a code"));
     }
 
     #[test]
-    fn every_bad_field_is_named() {
-        assert_eq!(fields_of(Channel::Sms, "{}"), ["to", "message"]);
+    fn free_text_and_every_bad_field_are_refused_by_name() {
         assert_eq!(
-            fields_of(Channel::Sms, r#"{"to":"uju@example.com","message":7}"#),
-            ["to", "message"]
-        );
-        assert_eq!(
-            fields_of(Channel::Email, r#"{"to":"2348022000008","message":" "}"#),
-            ["to", "message"]
+            fields_of(Channel::Sms, "{}"),
+            ["to", "kind", "code", "expires_in_secs", "transaction_ref"]
         );
         assert_eq!(
             fields_of(
                 Channel::Email,
-                r#"{"to":"uju@example.com","subject":"a\nBcc: b@example.com","message":"x"}"#
+                r#"{"to":"uju@example.com","subject":"Hi","message":"Click here","kind":"otp","code":"415933","expires_in_secs":300,"transaction_ref":"t-1"}"#
             ),
-            ["subject"]
+            ["message", "subject"]
         );
-        let long = "x".repeat(MAX_SMS_CHARS + 1);
         assert_eq!(
             fields_of(
                 Channel::Sms,
-                &format!(r#"{{"to":"2348022000008","message":"{long}"}}"#)
+                r#"{"to":"uju@example.com","kind":"promo","code":"4159x3","expires_in_secs":0,"transaction_ref":"t 1"}"#
             ),
-            ["message"]
+            ["to", "kind", "code", "expires_in_secs", "transaction_ref"]
+        );
+        assert_eq!(
+            fields_of(
+                Channel::Sms,
+                r#"{"to":"2348022000008","kind":"otp","code":"12345678901","expires_in_secs":3601,"transaction_ref":"t-1"}"#
+            ),
+            ["code", "expires_in_secs"]
         );
     }
 
@@ -324,14 +427,14 @@ mod tests {
         assert_eq!(
             fields_of(
                 Channel::Sms,
-                r#"{"to":"2348022000008","message":"x","to":"2348099999999"}"#
+                r#"{"to":"2348022000008","code":"415933","to":"2348099999999"}"#
             ),
             ["to"]
         );
         assert_eq!(
             fields_of(
                 Channel::Email,
-                r#"{"to":"uju@example.com","message":"x","extra":{"a":1,"a":2}}"#
+                r#"{"to":"uju@example.com","code":"415933","extra":{"a":1,"a":2}}"#
             ),
             ["extra.a"]
         );
@@ -342,7 +445,7 @@ mod tests {
         for body in [
             &b"[1]"[..],
             b"not json",
-            br#"{"to": "2348022000008", "message": "415933"#,
+            br#"{"to": "2348022000008", "code": "415933"#,
         ] {
             match parse(Channel::Sms, body) {
                 Err(NotifyServiceError::MalformedJson(reason)) => {
@@ -377,10 +480,11 @@ mod tests {
             manifold_config::SwitchConfig::from_toml(text, std::path::Path::new("t.toml")).unwrap();
         let service = NotifyService::new(
             &config.providers,
+            &config.notifications,
             Arc::new(manifold_provider::notify::OutboxNotifier::new("unused")),
             Duration::from_secs(60),
         );
-        let body = br#"{"to": "2348022000008", "message": "hello"}"#;
+        let body = GOOD.as_bytes();
         let authenticate = |service: &NotifyService, headers: &http::HeaderMap| {
             service
                 .claimed_caller(headers)?

@@ -195,6 +195,7 @@ impl Switch {
             storage,
             notify: NotifyService::new(
                 &config.providers,
+                &config.notifications,
                 notifier,
                 config.server.signature_max_skew,
             ),

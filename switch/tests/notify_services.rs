@@ -9,14 +9,39 @@ use std::time::Duration;
 use common::*;
 use manifold_crypto::SecretString;
 use manifold_notify::SwitchNotifier;
-use manifold_provider::notify::Channel;
+use manifold_provider::notify::{Channel, OneTimeCode};
 use manifold_provider::HopSigner;
 use manifold_provider::{Notification, Notifier, NotifyError};
 use manifold_smtp_sink::SmtpSink;
 use serde_json::json;
 
+/// A `/notify/*` request for the code 281734 of transaction `t-1`.
+fn code_request(to: &str) -> String {
+    json!({"to": to, "kind": "otp", "code": "281734", "expires_in_secs": 300, "transaction_ref": "t-1"})
+        .to_string()
+}
+
+/// How the host's default template words it for the provider `bank-remote`.
+const WORDED: &str = "bank-remote code: 281734. It expires in 5 min. Never share it with anyone.";
+
+/// A notification as the SDK makes it: text for local channels, and the
+/// code apart, which is all the switch takes.
+fn sdk_notification(channel: Channel, to: &str) -> Notification {
+    Notification {
+        channel,
+        to: to.into(),
+        subject: Some("Your code".into()),
+        body: SecretString::from("Your code is 281734."),
+        transaction_ref: Some("t-1".into()),
+        one_time_code: Some(OneTimeCode {
+            code: SecretString::from("281734"),
+            expires_in_secs: 300,
+        }),
+    }
+}
+
 #[tokio::test]
-async fn an_sms_request_reaches_the_gateway() {
+async fn an_sms_request_reaches_the_gateway_in_the_hosts_words() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = accepting_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
@@ -25,7 +50,7 @@ async fn an_sms_request_reaches_the_gateway() {
     let (status, body) = post(
         &format!("{}/notify/sms", switch.url()),
         Some(PROVIDER_SECRET),
-        &json!({"to": MSISDN, "message": "Your code is 281734."}).to_string(),
+        &code_request(MSISDN),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -42,13 +67,13 @@ async fn an_sms_request_reaches_the_gateway() {
     );
     assert_eq!(
         gateway_messages(&gateway).await,
-        vec![json!({"to": MSISDN, "from": "Manifold", "message": "Your code is 281734."})]
+        vec![json!({"to": MSISDN, "from": "Manifold", "message": WORDED})]
     );
     switch.stop().await;
 }
 
 #[tokio::test]
-async fn an_email_request_reaches_the_mail_server() {
+async fn an_email_request_reaches_the_mail_server_in_the_hosts_words() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = accepting_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
@@ -57,8 +82,7 @@ async fn an_email_request_reaches_the_mail_server() {
     let (status, body) = post(
         &format!("{}/notify/email", switch.url()),
         Some(PROVIDER_SECRET),
-        &json!({"to": EMAIL, "subject": "Your code", "message": "Your code is 281734."})
-            .to_string(),
+        &code_request(EMAIL),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -70,9 +94,70 @@ async fn an_email_request_reaches_the_mail_server() {
         .await
         .unwrap();
     assert_eq!(mail.to, vec![EMAIL.to_owned()]);
-    assert_eq!(mail.subject.as_deref(), Some("Manifold: Your code"));
-    assert_eq!(mail.text_body.unwrap().trim_end(), "Your code is 281734.");
+    assert_eq!(
+        mail.subject.as_deref(),
+        Some("Manifold: Your bank-remote code")
+    );
+    assert_eq!(mail.text_body.unwrap().trim_end(), WORDED);
     assert!(gateway.received_requests().await.unwrap().is_empty());
+    switch.stop().await;
+}
+
+/// Free text is not relayed: a provider's key cannot make the switch send
+/// anything but a code in the host's words; and one destination gets at
+/// most `max_per_destination_per_hour` codes, whichever provider asks.
+#[tokio::test]
+async fn free_text_is_refused_and_one_destination_gets_its_hourly_limit_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let sink = SmtpSink::start().await.unwrap();
+    let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
+    let url = format!("{}/notify/sms", switch.url());
+
+    let (status, answer) = post(
+        &url,
+        Some(PROVIDER_SECRET),
+        &json!({"to": MSISDN, "message": "Your account is locked, call 0800 000 0000"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let fields: Vec<&str> = answer["data"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "message",
+            "kind",
+            "code",
+            "expires_in_secs",
+            "transaction_ref"
+        ]
+    );
+    assert!(gateway.received_requests().await.unwrap().is_empty());
+
+    // The default limit is 10 an hour to one destination.
+    for n in 0..10 {
+        let (status, answer) = post(&url, Some(PROVIDER_SECRET), &code_request(MSISDN)).await;
+        assert_eq!(status, 200, "{n}: {answer}");
+    }
+    let (status, answer) = post(&url, Some(PROVIDER_SECRET), &code_request(MSISDN)).await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["data"]["error"], "rate_limited");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 codes were already sent to 2348022****08 in the last hour"),
+        "{answer}"
+    );
+    // Another destination is not affected.
+    let (status, _) = post(&url, Some(PROVIDER_SECRET), &code_request("2348033333333")).await;
+    assert_eq!(status, 200);
+    assert_eq!(gateway_messages(&gateway).await.len(), 11);
     switch.stop().await;
 }
 
@@ -82,7 +167,7 @@ async fn requests_without_the_right_key_are_refused() {
     let gateway = accepting_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
     let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
-    let body = json!({"to": MSISDN, "message": "x"}).to_string();
+    let body = code_request(MSISDN);
     let url = format!("{}/notify/sms", switch.url());
 
     // Unsigned, a bare bearer key, and an app's own signature: none is a
@@ -138,7 +223,7 @@ async fn bad_fields_are_named() {
     let (status, answer) = post(
         &format!("{}/notify/sms", switch.url()),
         Some(PROVIDER_SECRET),
-        &json!({"to": "0802 200 0008", "message": ""}).to_string(),
+        &json!({"to": "0802 200 0008", "kind": "otp", "code": "", "expires_in_secs": 300, "transaction_ref": "t-1"}).to_string(),
     )
     .await;
     assert_eq!(status, 400, "{answer}");
@@ -147,14 +232,14 @@ async fn bad_fields_are_named() {
         answer["data"]["errors"],
         json!([
             {"field": "to", "message": "must be 7 to 15 digits in international form, such as 2348022000008"},
-            {"field": "message", "message": "must not be empty"}
+            {"field": "code", "message": "must not be empty"}
         ])
     );
 
     let (status, answer) = post(
         &format!("{}/notify/email", switch.url()),
         Some(PROVIDER_SECRET),
-        &json!({"to": MSISDN, "subject": ["x"], "message": "code 281734"}).to_string(),
+        &json!({"to": MSISDN, "kind": "otp", "code": "281734", "expires_in_secs": 300, "transaction_ref": "t-1", "subject": ["x"]}).to_string(),
     )
     .await;
     assert_eq!(status, 400, "{answer}");
@@ -164,13 +249,13 @@ async fn bad_fields_are_named() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, ["to", "subject"]);
+    assert_eq!(fields, ["subject", "to"]);
     assert!(!answer.to_string().contains("281734"));
 
     let (status, answer) = post(
         &format!("{}/notify/sms", switch.url()),
         Some(PROVIDER_SECRET),
-        r#"{"to": "2348022000008", "message": "code 281734""#,
+        r#"{"to": "2348022000008", "code": "281734""#,
     )
     .await;
     assert_eq!(status, 400, "{answer}");
@@ -192,7 +277,7 @@ async fn a_failing_gateway_is_a_502_without_the_message() {
     let (status, answer) = post(
         &format!("{}/notify/sms", switch.url()),
         Some(PROVIDER_SECRET),
-        &json!({"to": MSISDN, "message": "Your code is 281734."}).to_string(),
+        &code_request(MSISDN),
     )
     .await;
     assert_eq!(status, 502, "{answer}");
@@ -223,35 +308,39 @@ async fn switch_notifier_delegates_to_the_switch() {
     let notifier =
         SwitchNotifier::new(&switch.url(), provider_signer(), Duration::from_secs(20)).unwrap();
 
-    let sms = Notification {
-        channel: Channel::Sms,
-        to: MSISDN.into(),
-        subject: None,
-        body: SecretString::from("Your code is 281734."),
-        transaction_ref: None,
-    };
+    // The switch words the code itself: the provider's text stays home.
+    let sms = sdk_notification(Channel::Sms, MSISDN);
     notifier.send(&sms).await.unwrap();
     assert_eq!(
         gateway_messages(&gateway).await,
-        vec![json!({"to": MSISDN, "from": "Manifold", "message": "Your code is 281734."})]
+        vec![json!({"to": MSISDN, "from": "Manifold", "message": WORDED})]
     );
 
-    let email = Notification {
-        channel: Channel::Email,
-        to: EMAIL.into(),
-        subject: Some("Your one-time code".into()),
-        body: SecretString::from("Your code is 281734."),
-        transaction_ref: None,
-    };
-    notifier.send(&email).await.unwrap();
+    notifier
+        .send(&sdk_notification(Channel::Email, EMAIL))
+        .await
+        .unwrap();
     let mail = tokio::time::timeout(LIMIT, sink.wait_for_message(0))
         .await
         .unwrap();
     assert_eq!(
         mail.subject.as_deref(),
-        Some("Manifold: Your one-time code")
+        Some("Manifold: Your bank-remote code")
     );
-    assert_eq!(mail.text_body.unwrap().trim_end(), "Your code is 281734.");
+    assert_eq!(mail.text_body.unwrap().trim_end(), WORDED);
+
+    // Text without its code cannot go through the switch at all.
+    let error = notifier
+        .send(&Notification {
+            one_time_code: None,
+            ..sms.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NotifyError::Misconfigured { .. }),
+        "{error:?}"
+    );
 
     // A destination the switch refuses comes back as InvalidDestination.
     let error = notifier
@@ -292,13 +381,7 @@ async fn switch_notifier_reports_a_failing_gateway_and_an_absent_switch() {
     let gateway = failing_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
     let switch = RunningSwitch::start(&config(dir.path(), &gateway.uri(), &sink)).await;
-    let sms = Notification {
-        channel: Channel::Sms,
-        to: MSISDN.into(),
-        subject: None,
-        body: SecretString::from("Your code is 281734."),
-        transaction_ref: None,
-    };
+    let sms = sdk_notification(Channel::Sms, MSISDN);
     let notifier =
         SwitchNotifier::new(&switch.url(), provider_signer(), Duration::from_secs(20)).unwrap();
     let error = notifier.send(&sms).await.unwrap_err();

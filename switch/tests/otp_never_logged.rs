@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use manifold_crypto::SecretString;
 use manifold_notify::SwitchNotifier;
-use manifold_provider::notify::Channel;
+use manifold_provider::notify::{Channel, OneTimeCode};
 use manifold_provider::{Notification, Notifier};
 use manifold_smtp_sink::SmtpSink;
 use serde_json::json;
@@ -106,7 +106,11 @@ async fn no_otp_reaches_the_logs() {
             to: MSISDN.into(),
             subject: None,
             body: SecretString::new(format!("Your code is {delegated}.")),
-            transaction_ref: None,
+            transaction_ref: Some("txn-delegated".into()),
+            one_time_code: Some(OneTimeCode {
+                code: SecretString::from(delegated),
+                expires_in_secs: 300,
+            }),
         })
         .await
         .unwrap();
@@ -116,7 +120,11 @@ async fn no_otp_reaches_the_logs() {
             to: "not an address".into(),
             subject: None,
             body: SecretString::new(format!("Your code is {delegated}.")),
-            transaction_ref: None,
+            transaction_ref: Some("txn-delegated".into()),
+            one_time_code: Some(OneTimeCode {
+                code: SecretString::from(delegated),
+                expires_in_secs: 300,
+            }),
         })
         .await
         .unwrap_err();
@@ -131,7 +139,7 @@ async fn no_otp_reaches_the_logs() {
     let (status, _) = post(
         &format!("{}/notify/sms", switch.url()),
         Some(PROVIDER_SECRET),
-        &json!({"to": MSISDN, "message": format!("Your code is {refused}.")}).to_string(),
+        &json!({"to": MSISDN, "kind": "otp", "code": refused, "expires_in_secs": 300, "transaction_ref": "txn-refused"}).to_string(),
     )
     .await;
     assert_eq!(status, 502);

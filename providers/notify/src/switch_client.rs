@@ -18,7 +18,7 @@ use manifold_provider::outbound::{self, read_capped, OutboundOptions, DEFAULT_MA
 use manifold_provider::{HopSigner, Notification, Notifier, NotifyError};
 use serde::Deserialize;
 
-use crate::wire::{EmailRequest, SmsRequest, EMAIL_PATH, SMS_PATH};
+use crate::wire::{NotifyRequest, EMAIL_PATH, OTP_KIND, SMS_PATH};
 
 /// Sends notifications through the switch at `switch_url`.
 pub struct SwitchNotifier {
@@ -114,23 +114,31 @@ impl Notifier for SwitchNotifier {
     async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
         let channel = notification.channel;
         let to = notification.to.clone();
-        let (path, body) = match channel {
-            Channel::Sms => (
-                SMS_PATH,
-                serde_json::to_vec(&SmsRequest {
-                    to: to.clone(),
-                    message: notification.body.clone(),
-                }),
-            ),
-            Channel::Email => (
-                EMAIL_PATH,
-                serde_json::to_vec(&EmailRequest {
-                    to: to.clone(),
-                    subject: notification.subject.clone(),
-                    message: notification.body.clone(),
-                }),
-            ),
+        let path = match channel {
+            Channel::Sms => SMS_PATH,
+            Channel::Email => EMAIL_PATH,
         };
+        // The switch sends codes, in its host's words, never a provider's
+        // text: a notification without its code cannot go this way.
+        let Some(one_time_code) = &notification.one_time_code else {
+            return Err(NotifyError::Misconfigured {
+                channel,
+                reason: "the switch's notification services deliver one-time codes only".into(),
+            });
+        };
+        let Some(transaction_ref) = notification.transaction_ref.clone() else {
+            return Err(NotifyError::Misconfigured {
+                channel,
+                reason: "a code sent through the switch must name its transaction".into(),
+            });
+        };
+        let body = serde_json::to_vec(&NotifyRequest {
+            to: to.clone(),
+            kind: OTP_KIND.to_owned(),
+            code: one_time_code.code.clone(),
+            expires_in_secs: one_time_code.expires_in_secs,
+            transaction_ref,
+        });
         let misconfigured = |reason: String| NotifyError::Misconfigured { channel, reason };
         let body = body.map_err(|error| misconfigured(error.to_string()))?;
         let mut url = self.base_url.clone();

@@ -51,6 +51,18 @@ pub struct Notification {
     /// it to the customer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_ref: Option<String>,
+    /// The code the text carries, apart from it: a channel that says it in
+    /// its own words takes this instead of `body` (the switch's `/notify/*`
+    /// sends no provider's text). Not kept in the outbox.
+    #[serde(skip)]
+    pub one_time_code: Option<OneTimeCode>,
+}
+
+/// A one-time code and how long it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeCode {
+    pub code: SecretString,
+    pub expires_in_secs: u64,
 }
 
 /// Why a message was not sent. Whatever the variant, the provider cannot

@@ -121,11 +121,30 @@ pub enum ServeArgsError {
     Tls(#[from] manifold_edge::TlsError),
 }
 
+/// A secret file should be its user's alone; the provider still starts,
+/// as the switch does (the host may have reasons), but says so.
+fn warn_if_others_may_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} can be read by other users (mode {mode:o}); `chmod 600` it",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
 impl ServeArgs {
     /// The shared secret, from the file or the environment.
     pub fn secret(&self) -> Result<SecretString, ServeArgsError> {
         let mut raw = match &self.secret_file {
             Some(path) => {
+                warn_if_others_may_read(path);
                 std::fs::read_to_string(path).map_err(|error| ServeArgsError::SecretFile {
                     path: path.display().to_string(),
                     reason: error.to_string(),

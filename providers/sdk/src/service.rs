@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use manifold_crypto::{SecretString, SourceDetails, ValidationInput};
 use manifold_provider::durable::DurabilityError;
-use manifold_provider::notify::{mask_destination, Channel};
+use manifold_provider::notify::{mask_destination, Channel, OneTimeCode};
 use manifold_provider::{
     GroupCommit, Notification, Notifier, Provider, ProviderError, ProviderReply, QueryRequest,
     ReverseRequest, Status, TransactRequest, ValidateRequest,
@@ -479,6 +479,10 @@ impl<C: Connector> ProviderService<C> {
                 if minutes == 1 { "" } else { "s" },
             )),
             transaction_ref: Some(entry.transaction_ref.clone()),
+            one_time_code: Some(OneTimeCode {
+                code: code.clone(),
+                expires_in_secs: self.settings.otp.ttl.as_secs().max(1),
+            }),
         };
         match self.notifier.send(&notification).await {
             Ok(()) => {

@@ -191,6 +191,7 @@ mod tests {
                 "Your Manifold demo bank code is {code}. It expires in 5 minutes."
             )),
             transaction_ref: None,
+            one_time_code: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub fn sms(to: &str) -> Notification {
         subject: Some("Your one-time code".into()),
         body: otp_body(),
         transaction_ref: None,
+        one_time_code: None,
     }
 }
 
@@ -49,6 +50,7 @@ pub fn email(to: &str) -> Notification {
         subject: Some("Your one-time code".into()),
         body: otp_body(),
         transaction_ref: None,
+        one_time_code: None,
     }
 }
 
