@@ -157,6 +157,9 @@ pub struct NotificationsConfig {
     /// Codes `/notify/*` sends to one phone number or address in an hour,
     /// whichever provider asks (`max_per_destination_per_hour`).
     pub max_per_destination_per_hour: u32,
+    /// Codes one provider may have `/notify/*` send in an hour, to anybody
+    /// (`max_per_provider_per_hour`).
+    pub max_per_provider_per_hour: u32,
 }
 
 /// The host's words for a one-time code: `otp_text` (SMS, and the e-mail
@@ -174,6 +177,8 @@ pub const DEFAULT_OTP_TEXT: &str =
 pub const DEFAULT_OTP_SUBJECT: &str = "Your {provider} code";
 /// `[notifications] max_per_destination_per_hour` when the host gives none.
 pub const DEFAULT_NOTIFY_PER_DESTINATION_PER_HOUR: u32 = 10;
+/// `[notifications] max_per_provider_per_hour` when the host gives none.
+pub const DEFAULT_NOTIFY_PER_PROVIDER_PER_HOUR: u32 = 10_000;
 
 impl Default for OtpMessages {
     fn default() -> Self {
@@ -431,10 +436,40 @@ pub enum ProviderEndpoint {
     /// there is none), which that implementation reads and checks.
     InProcess {
         implementation: String,
-        settings: serde_json::Value,
+        settings: ProviderSettings,
     },
     /// A provider microservice reached over HTTP.
     Remote(RemoteEndpoint),
+}
+
+/// An in-process provider's own `settings` table, as JSON. It may hold
+/// customer data (the demo bank's registry), so only its keys print.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ProviderSettings(serde_json::Value);
+
+impl ProviderSettings {
+    pub fn new(value: serde_json::Value) -> ProviderSettings {
+        ProviderSettings(value)
+    }
+
+    /// The table, or JSON `null` when the host gave none.
+    pub fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
+
+    pub fn is_given(&self) -> bool {
+        !self.0.is_null()
+    }
+}
+
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            serde_json::Value::Object(table) => f.debug_set().entries(table.keys()).finish(),
+            serde_json::Value::Null => f.write_str("none"),
+            _ => f.write_str("[withheld]"),
+        }
+    }
 }
 
 /// How the switch reaches a provider microservice, and how the two prove
@@ -531,7 +566,11 @@ impl SwitchConfig {
                 .span()
                 .map(|span| locate(text, span.start))
                 .unwrap_or_default();
-            ConfigError::single(source, &key, without_values(error.message()))
+            ConfigError::single(
+                source,
+                &key,
+                manifold_crypto::secret::withhold_values(error.message()),
+            )
         })?;
         raw.validate(source, environment)
     }
@@ -543,27 +582,6 @@ impl SwitchConfig {
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|provider| provider.name == name)
     }
-}
-
-/// A parser message without the value it quotes: serde says "invalid type:
-/// integer `12345678`, expected a string" of a password written as a number,
-/// and a value in the wrong place may be a secret. Names in backticks
-/// (unknown fields, expected keys) are kept.
-fn without_values(message: &str) -> String {
-    for lead in ["invalid type: ", "invalid value: ", "invalid length "] {
-        if let Some(rest) = message.strip_prefix(lead) {
-            if let (Some(open), Some(close)) = (rest.find('`'), rest.rfind('`')) {
-                if open < close {
-                    return format!(
-                        "{lead}{}(value withheld){}",
-                        &rest[..open],
-                        &rest[close + 1..]
-                    );
-                }
-            }
-        }
-    }
-    message.to_owned()
 }
 
 fn locate(text: &str, offset: usize) -> String {

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
     duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, MessageTemplate,
-    NotificationsConfig, OtpMessages, Problems, ProviderConfig, ProviderEndpoint, RemoteEndpoint,
-    ServerConfig, ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials,
-    SmtpTls, StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT,
-    MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
+    NotificationsConfig, OtpMessages, Problems, ProviderConfig, ProviderEndpoint, ProviderSettings,
+    RemoteEndpoint, ServerConfig, ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig,
+    SmtpCredentials, SmtpTls, StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT,
+    MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
 };
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -77,6 +77,7 @@ struct RawNotifications {
     otp_text: Option<String>,
     otp_subject: Option<String>,
     max_per_destination_per_hour: Option<u32>,
+    max_per_provider_per_hour: Option<u32>,
     sms: Option<RawSms>,
     email: Option<RawEmail>,
 }
@@ -291,6 +292,7 @@ impl RawConfig {
                 outbox: self.storage.path.join("outbox.jsonl"),
                 otp: OtpMessages::default(),
                 max_per_destination_per_hour: crate::DEFAULT_NOTIFY_PER_DESTINATION_PER_HOUR,
+                max_per_provider_per_hour: crate::DEFAULT_NOTIFY_PER_PROVIDER_PER_HOUR,
                 sms: None,
                 email: None,
             },
@@ -456,11 +458,17 @@ impl RawProvider {
                     }
                 }
                 let settings = match self.settings {
-                    None => serde_json::Value::Null,
-                    Some(table) => serde_json::to_value(table).unwrap_or_else(|error| {
-                        problems.add(format!("{key}.settings"), error.to_string());
-                        serde_json::Value::Null
-                    }),
+                    None => ProviderSettings::default(),
+                    Some(table) => match serde_json::to_value(table) {
+                        Ok(value) => ProviderSettings::new(value),
+                        Err(error) => {
+                            problems.add(
+                                format!("{key}.settings"),
+                                manifold_crypto::secret::withhold_values(&error.to_string()),
+                            );
+                            ProviderSettings::default()
+                        }
+                    },
                 };
                 ProviderEndpoint::InProcess {
                     implementation: self.implementation.unwrap_or_default(),
@@ -915,6 +923,15 @@ impl RawNotifications {
                 "must be greater than 0",
             );
         }
+        let max_per_provider_per_hour = self
+            .max_per_provider_per_hour
+            .unwrap_or(crate::DEFAULT_NOTIFY_PER_PROVIDER_PER_HOUR);
+        if max_per_provider_per_hour == 0 {
+            problems.add(
+                "notifications.max_per_provider_per_hour",
+                "must be greater than 0",
+            );
+        }
         let otp_subject = template(
             self.otp_subject,
             crate::DEFAULT_OTP_SUBJECT,
@@ -939,6 +956,7 @@ impl RawNotifications {
                 subject: otp_subject,
             },
             max_per_destination_per_hour: max_per_destination_per_hour.max(1),
+            max_per_provider_per_hour: max_per_provider_per_hour.max(1),
             outbox: self.outbox.unwrap_or_else(|| storage.join("outbox.jsonl")),
             sms: self
                 .sms

@@ -84,6 +84,28 @@ impl<'de> Deserialize<'de> for SecretString {
     }
 }
 
+/// A serde message without the value it quotes: serde says "invalid type:
+/// integer `12345678`, expected a string" of a password written as a
+/// number, and a value in the wrong place may be a secret or a customer's
+/// phone number. Names in backticks (unknown fields, expected keys) are
+/// kept.
+pub fn withhold_values(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            if let (Some(open), Some(close)) = (rest.find('`'), rest.rfind('`')) {
+                if open < close {
+                    return format!(
+                        "{lead}{}(value withheld){}",
+                        &rest[..open],
+                        &rest[close + 1..]
+                    );
+                }
+            }
+        }
+    }
+    message.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

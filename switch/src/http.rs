@@ -198,7 +198,7 @@ fn classify_notify(
             None,
         ),
         Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
-        DestinationLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+        HourlyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
         BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, "body_timed_out", None),
         MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
         BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
@@ -231,7 +231,10 @@ fn withheld_notify(error: &NotifyServiceError) -> Option<String> {
             "the switch could not deliver the {channel} message to {}: its channel failed or did not answer in time",
             mask_destination(*channel, to)
         )),
-        NotifyError::Refused { channel, to, .. } => Some(format!(
+        NotifyError::Refused { channel, to, .. }
+        // The switch's own channels have no limits of their own; a chained
+        // switch's would be its channel refusing.
+        | NotifyError::RateLimited { channel, to, .. } => Some(format!(
             "the switch's {channel} channel refused the message to {}",
             mask_destination(*channel, to)
         )),
@@ -543,7 +546,7 @@ async fn notify(
             let response = respond(&notify_error_answer(&error, provider));
             match error {
                 NotifyServiceError::TooManyAuthFailures { retry_after_secs }
-                | NotifyServiceError::DestinationLimited {
+                | NotifyServiceError::HourlyLimit {
                     retry_after_secs, ..
                 } => with_retry_after(response, retry_after_secs),
                 _ => response,

@@ -19,12 +19,9 @@
 //! logs name the provider, the channel and the masked destination.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use manifold_config::{NotificationsConfig, OtpMessages, ProviderConfig, ProviderEndpoint};
 use manifold_crypto::message_signature::claimed_key_id;
 use manifold_crypto::SecretString;
@@ -32,6 +29,7 @@ use manifold_edge::signature::SignatureRejected;
 use manifold_notify::wire::{CODE_DIGITS, MAX_EXPIRES_IN_SECS, OTP_KIND};
 use manifold_notify::{check_email_address, check_msisdn};
 use manifold_provider::hop::HopVerifier;
+use manifold_provider::hourly::{destination_key, retry_after_secs, HourlyLimit};
 use manifold_provider::json::{self, JsonError};
 use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{Notification, Notifier, NotifyError};
@@ -59,11 +57,11 @@ pub enum NotifyServiceError {
     MalformedJson(String),
     #[error("the request has {} invalid field(s)", .0.len())]
     InvalidFields(Vec<FieldError>),
-    /// The destination already had its hour's codes from the switch.
-    #[error("{limit} codes were already sent to {shown} in the last hour, its limit; retry in {retry_after_secs} s")]
-    DestinationLimited {
-        shown: String,
-        limit: u32,
+    /// The destination, or the calling provider, had its hour's codes.
+    #[error("{limit} is reached; retry in {retry_after_secs} s")]
+    HourlyLimit {
+        /// The limit in words, the destination masked.
+        limit: String,
         retry_after_secs: u64,
     },
     /// The channel did not take the message; the text never holds the body.
@@ -105,8 +103,10 @@ pub struct NotifyService {
     /// The host's words for a code.
     messages: OtpMessages,
     /// Codes to one destination in an hour, whichever provider asks.
-    per_destination: DefaultKeyedRateLimiter<String>,
-    per_destination_hourly: u32,
+    per_destination: HourlyLimit,
+    /// Codes one provider may have sent in an hour, to anybody: what stops
+    /// a provider's key from texting a different number every time.
+    per_provider: HourlyLimit,
 }
 
 impl NotifyService {
@@ -118,8 +118,6 @@ impl NotifyService {
         notifier: Arc<dyn Notifier>,
         max_skew: Duration,
     ) -> NotifyService {
-        let hourly =
-            NonZeroU32::new(notifications.max_per_destination_per_hour).unwrap_or(NonZeroU32::MIN);
         let providers_by_key_id = providers
             .iter()
             .filter_map(|p| match &p.endpoint {
@@ -137,8 +135,8 @@ impl NotifyService {
             providers_by_key_id,
             notifier,
             messages: notifications.otp.clone(),
-            per_destination: RateLimiter::keyed(Quota::per_hour(hourly).allow_burst(hourly)),
-            per_destination_hourly: hourly.get(),
+            per_destination: HourlyLimit::new(notifications.max_per_destination_per_hour),
+            per_provider: HourlyLimit::new(notifications.max_per_provider_per_hour),
         }
     }
 
@@ -171,15 +169,27 @@ impl NotifyService {
     ) -> Result<(), NotifyServiceError> {
         let request = parse(channel, body)?;
         let masked = mask_destination(channel, &request.to);
-        if self.per_destination.len() >= FORGET_AT {
-            self.per_destination.retain_recent();
+        // The provider's own limit first, so a provider over it spends no
+        // destination's allowance.
+        if let Err(wait) = self.per_provider.take(provider) {
+            return Err(NotifyServiceError::HourlyLimit {
+                limit: format!(
+                    "provider `{provider}`'s limit of {} codes an hour",
+                    self.per_provider.per_hour()
+                ),
+                retry_after_secs: retry_after_secs(wait),
+            });
         }
-        if let Err(not_until) = self.per_destination.check_key(&request.to) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(NotifyServiceError::DestinationLimited {
-                shown: masked,
-                limit: self.per_destination_hourly,
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        if let Err(wait) = self
+            .per_destination
+            .take(&destination_key(channel, &request.to))
+        {
+            return Err(NotifyServiceError::HourlyLimit {
+                limit: format!(
+                    "the limit of {} codes an hour to {masked}",
+                    self.per_destination.per_hour()
+                ),
+                retry_after_secs: retry_after_secs(wait),
             });
         }
         let notification = self.word(provider, channel, request);
@@ -215,10 +225,6 @@ impl NotifyService {
         }
     }
 }
-
-/// The limiter forgets destinations that have been quiet for an hour once
-/// it holds this many.
-const FORGET_AT: usize = 10_000;
 
 /// A `/notify/*` request, checked. The code is a [`SecretString`], so it
 /// never prints.

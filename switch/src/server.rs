@@ -128,6 +128,14 @@ impl Switch {
                     settings,
                 } => {
                     if let Some(provider) = implementations.remove(implementation) {
+                        if settings.is_given() {
+                            return Err(ConfigError::single(
+                                &config.source,
+                                &format!("providers[{index}].settings"),
+                                format!("`{implementation}` is supplied by the program embedding the switch, which configures it; settings are for the providers the switch opens itself"),
+                            )
+                            .into());
+                        }
                         RouteProvider::Fixed(provider)
                     } else if implementation == DEMO_IMPLEMENTATION {
                         // Opened on the store's database, with each generation.
@@ -136,7 +144,7 @@ impl Switch {
                             answer_durability: AnswerDurability::ByCaller,
                             ..DemoSettings::default()
                         }
-                        .with_settings(settings)
+                        .with_settings(settings.value())
                         .map_err(|problem| {
                             ConfigError::single(
                                 &config.source,

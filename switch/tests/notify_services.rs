@@ -107,7 +107,7 @@ async fn an_email_request_reaches_the_mail_server_in_the_hosts_words() {
 /// anything but a code in the host's words; and one destination gets at
 /// most `max_per_destination_per_hour` codes, whichever provider asks.
 #[tokio::test]
-async fn free_text_is_refused_and_one_destination_gets_its_hourly_limit_only() {
+async fn free_text_is_refused_and_destinations_and_providers_get_their_hourly_limits_only() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = accepting_gateway().await;
     let sink = SmtpSink::start().await.unwrap();
@@ -151,13 +151,44 @@ async fn free_text_is_refused_and_one_destination_gets_its_hourly_limit_only() {
         answer["message"]
             .as_str()
             .unwrap()
-            .contains("10 codes were already sent to 2348022****08 in the last hour"),
+            .contains("the limit of 10 codes an hour to 2348022****08 is reached"),
         "{answer}"
     );
+    // The same number written with its `+` is the same destination.
+    let (status, _) = post(&url, Some(PROVIDER_SECRET), &code_request("+2348022000008")).await;
+    assert_eq!(status, 429);
     // Another destination is not affected.
     let (status, _) = post(&url, Some(PROVIDER_SECRET), &code_request("2348033333333")).await;
     assert_eq!(status, 200);
     assert_eq!(gateway_messages(&gateway).await.len(), 11);
+    switch.stop().await;
+
+    // A provider's own hourly limit stops it texting a new number each time.
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = accepting_gateway().await;
+    let mut config = config(dir.path(), &gateway.uri(), &sink);
+    config.notifications.max_per_provider_per_hour = 3;
+    let switch = RunningSwitch::start(&config).await;
+    let url = format!("{}/notify/sms", switch.url());
+    for n in 0..3 {
+        let (status, _) = post(
+            &url,
+            Some(PROVIDER_SECRET),
+            &code_request(&format!("23480300000{n:02}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, answer) = post(&url, Some(PROVIDER_SECRET), &code_request("2348030000099")).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("provider `bank-remote`'s limit of 3 codes an hour is reached"),
+        "{answer}"
+    );
+    assert_eq!(gateway_messages(&gateway).await.len(), 3);
     switch.stop().await;
 }
 
@@ -587,11 +618,11 @@ async fn an_sms_flood_stops_at_the_destination_and_app_limits() {
     for (settings, names) in [
         (
             "otp_sends_per_destination_per_hour = 2",
-            "2 codes were already sent to 2348022****08 in the last hour",
+            "the limit of 2 codes an hour to 2348022****08 is reached",
         ),
         (
             "otp_sends_per_app_per_hour = 2",
-            "this app was already sent 2 codes in the last hour",
+            "this app's limit of 2 codes an hour is reached",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

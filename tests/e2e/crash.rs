@@ -671,8 +671,10 @@ impl Rig {
         // Every check query asks the provider (no pacing), and the demo
         // bank's codes all go to one holder: no hourly send limit may stop
         // the load.
+        let anchor = format!("timeout_ms = {PROVIDER_TIMEOUT_MS}\n");
+        assert!(text.contains(&anchor), "config_text changed shape");
         let text = text.replacen(
-            &format!("timeout_ms = {PROVIDER_TIMEOUT_MS}\n"),
+            &anchor,
             &format!(
                 "timeout_ms = {PROVIDER_TIMEOUT_MS}\nquery_interval_ms = 0\n{}",
                 match self.variant {

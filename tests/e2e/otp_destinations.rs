@@ -72,3 +72,48 @@ async fn the_demo_bank_microservice_sends_the_code_to_the_holder_on_record() {
     assert_the_code_goes_to_the_holder(&switch.url(), &outbox).await;
     switch.stop().await;
 }
+
+/// A large transfer asks the customer to confirm its destination first;
+/// the OTP that follows goes to the holder on record all the same.
+#[tokio::test]
+async fn after_a_confirmed_destination_the_code_still_goes_to_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = in_process_demo_config(dir.path()).replacen(
+        "implementation = \"demo\"\n",
+        &format!(
+            "implementation = \"demo\"\nsettings.customers = {}\n",
+            &SETTINGS["customers = ".len()..]
+        ),
+        1,
+    );
+    let switch = InProcessSwitch::start(&parse_config(&text), HashMap::new()).await;
+    let outbox = dir.path().join("outbox.jsonl");
+    let app = AppClient::new(&switch.url(), OTP_APP, "demo");
+    let amount = manifold_demo_provider::DemoSettings::default().step_up_amount;
+    let mut body = app.transact_body("r-1", "t-1", "transfer", "0123456789", amount);
+    address_transact_body(&mut body, Some("9876543210"), APP_CHOSEN);
+    let asked = app.post("/transact", &body).await;
+    assert_eq!(asked.status(), "PendingValidation", "{}", asked.raw);
+    let confirmed = app
+        .validate_with(
+            "v-1",
+            "t-1",
+            "transfer",
+            &serde_json::json!({"answer": "9876543210"}),
+        )
+        .await;
+    assert_eq!(confirmed.status(), "WaitingForOTP", "{}", confirmed.raw);
+    assert!(
+        confirmed.message().contains("2348033****33"),
+        "{}",
+        confirmed.raw
+    );
+    let sent = OutboxNotifier::read_all(&outbox).unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, HOLDER);
+    let done = app
+        .validate("v-2", "t-1", "transfer", &latest_otp(&outbox, HOLDER))
+        .await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    switch.stop().await;
+}

@@ -9,7 +9,7 @@ use manifold_crypto::SourceDetails;
 use manifold_provider::TransactRequest;
 use manifold_provider_sdk::state::transaction_key;
 use manifold_provider_sdk::{
-    Confirmation, Connector, ConnectorError, Contact, OtpRecipient, Outcome, ServiceError, Step,
+    Confirmation, Connector, ConnectorError, OtpRecipient, Outcome, ServiceError, Step,
     TransactionContext,
 };
 use serde::{Deserialize, Serialize};
@@ -38,14 +38,9 @@ enum Deferred {
     /// A checked transfer, posted once the customer confirms.
     Transfer { posting: Posting },
     /// A large transfer waiting for the customer to type the destination
-    /// account number in full; `holder` is where its OTP goes next (absent
-    /// from entries written before holders were kept).
-    ConfirmBeneficiary {
-        posting: Posting,
-        account: String,
-        #[serde(default)]
-        holder: Option<Contact>,
-    },
+    /// account number in full. (Its OTP's holder is looked up from the
+    /// posting's source when it is due, so no contact is kept here.)
+    ConfirmBeneficiary { posting: Posting, account: String },
 }
 
 pub struct DemoBank {
@@ -68,14 +63,12 @@ impl DemoBank {
         })
     }
 
-    /// Where the code for a transaction on `account` goes: its holder's
-    /// phone or e-mail on record, whatever the request's `customer` says.
-    fn recipient(holder: Option<Contact>) -> OtpRecipient {
-        match holder {
-            Some(contact) => OtpRecipient::AccountHolder(contact),
-            // Only a confirmation stored before holders were kept.
-            None => OtpRecipient::ContactInRequest,
-        }
+    /// Where the code for a transaction on the ledger account `source`
+    /// (`bank:<code>:<number>` or `wallet:<id>`) goes: its holder's phone or
+    /// e-mail on record, whatever the request's `customer` says.
+    fn recipient(&self, source: &str) -> OtpRecipient {
+        let account = source.rsplit(':').next().unwrap_or(source);
+        OtpRecipient::AccountHolder(self.customers.contact_of(account))
     }
 
     /// The balance of a bank account, if it has been opened.
@@ -173,19 +166,13 @@ impl Connector for DemoBank {
     }
 
     async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError> {
-        let (number, holder) = match &request.source {
-            SourceDetails::BankAccount(account) => (
-                format!(
-                    "bank:{}:{}",
-                    account.bank_code,
-                    account.account_number.expose()
-                ),
-                self.customers.holder_of(account.account_number.expose()),
+        let number = match &request.source {
+            SourceDetails::BankAccount(account) => format!(
+                "bank:{}:{}",
+                account.bank_code,
+                account.account_number.expose()
             ),
-            SourceDetails::Wallet(wallet) => (
-                format!("wallet:{}", wallet.wallet_id.expose()),
-                self.customers.holder_of(wallet.wallet_id.expose()),
-            ),
+            SourceDetails::Wallet(wallet) => format!("wallet:{}", wallet.wallet_id.expose()),
             _ => {
                 return Ok(Step::Done(Outcome::failed(
                     codes::INVALID_TRANSACTION,
@@ -193,7 +180,6 @@ impl Connector for DemoBank {
                 )))
             }
         };
-        let holder = holder.contact();
         let account = self
             .ledger
             .open_account(&number, &request.source.masked())
@@ -203,7 +189,7 @@ impl Connector for DemoBank {
                 deferred: deferred(&Deferred::Balance {
                     response: Self::balance_response(&account, &request.transaction_ref),
                 })?,
-                recipient: Self::recipient(holder),
+                recipient: self.recipient(&number),
             }),
             _ => {
                 let (posting, destination_account) = match transfer_posting(request, &account) {
@@ -228,13 +214,12 @@ impl Connector for DemoBank {
                         deferred: deferred(&Deferred::ConfirmBeneficiary {
                             posting,
                             account: destination_account,
-                            holder,
                         })?,
                     });
                 }
                 Ok(Step::ConfirmWithOtp {
+                    recipient: self.recipient(&posting.source),
                     deferred: deferred(&Deferred::Transfer { posting })?,
-                    recipient: Self::recipient(holder),
                 })
             }
         }
@@ -255,27 +240,16 @@ impl Connector for DemoBank {
             (Deferred::Transfer { posting }, Confirmation::OtpVerified) => {
                 self.post_transfer(transaction, posting)
             }
-            (
-                Deferred::ConfirmBeneficiary {
-                    posting,
-                    account,
-                    holder,
-                },
-                Confirmation::Answer(answer),
-            ) => {
+            (Deferred::ConfirmBeneficiary { posting, account }, Confirmation::Answer(answer)) => {
                 if typed_account_matches(&answer, &account) {
                     Ok(Step::ConfirmWithOtp {
+                        recipient: self.recipient(&posting.source),
                         deferred: deferred(&Deferred::Transfer { posting })?,
-                        recipient: Self::recipient(holder),
                     })
                 } else {
                     Ok(Step::AskCustomer {
                         prompt: confirm_prompt(&account, true),
-                        deferred: deferred(&Deferred::ConfirmBeneficiary {
-                            posting,
-                            account,
-                            holder,
-                        })?,
+                        deferred: deferred(&Deferred::ConfirmBeneficiary { posting, account })?,
                     })
                 }
             }
@@ -300,17 +274,9 @@ impl Connector for DemoBank {
                     .with_response(response),
             )),
             // The customer's answer was not kept: ask again.
-            Ok(Deferred::ConfirmBeneficiary {
-                posting,
-                account,
-                holder,
-            }) => Ok(Step::AskCustomer {
+            Ok(Deferred::ConfirmBeneficiary { posting, account }) => Ok(Step::AskCustomer {
                 prompt: confirm_prompt(&account, false),
-                deferred: deferred(&Deferred::ConfirmBeneficiary {
-                    posting,
-                    account,
-                    holder,
-                })?,
+                deferred: deferred(&Deferred::ConfirmBeneficiary { posting, account })?,
             }),
             Err(_) => Ok(Step::Processing { deferred: stored }),
         }

@@ -84,10 +84,20 @@ impl Holder {
 }
 
 /// Every account's holder.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Customers {
     by_account: HashMap<String, Holder>,
     first_sight: Holder,
+}
+
+/// Account numbers and contacts are customer data: only counted.
+impl std::fmt::Debug for Customers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Customers")
+            .field("on_record", &self.by_account.len())
+            .field("first_sight", &self.first_sight)
+            .finish()
+    }
 }
 
 impl Default for Customers {
@@ -104,10 +114,20 @@ impl Customers {
     pub fn holder_of(&self, account: &str) -> &Holder {
         self.by_account.get(account).unwrap_or(&self.first_sight)
     }
+
+    /// Where codes for `account` go. Every holder on record has a phone or
+    /// an e-mail (checked when the settings are read), so the demo
+    /// customer's phone only stands in for a registry built by hand.
+    pub fn contact_of(&self, account: &str) -> Contact {
+        self.holder_of(account)
+            .contact()
+            .unwrap_or_else(|| Contact::sms(DEMO_CUSTOMER_MOBILE))
+    }
 }
 
-/// One customer of the settings' `customers` list.
-#[derive(Debug, Clone, Deserialize)]
+/// One customer of the settings' `customers` list (no `Debug`: it is
+/// customer data).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerRecord {
     /// The bank account number or wallet id.
@@ -120,7 +140,7 @@ struct CustomerRecord {
 
 /// The demo bank's settings, as a switch's `[providers.settings]` table or
 /// the `demo-provider --settings` file holds them. Every key is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
     pub opening_balance: Option<u64>,
@@ -130,6 +150,27 @@ pub struct DemoConfig {
     #[serde(default)]
     customers: Vec<CustomerRecord>,
     first_sight: Option<Holder>,
+}
+
+/// The customers are only counted: their accounts and phones are
+/// customer data.
+impl std::fmt::Debug for DemoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoConfig")
+            .field("opening_balance", &self.opening_balance)
+            .field("step_up_amount", &self.step_up_amount)
+            .field(
+                "otp_sends_per_destination_per_hour",
+                &self.otp_sends_per_destination_per_hour,
+            )
+            .field(
+                "otp_sends_per_app_per_hour",
+                &self.otp_sends_per_app_per_hour,
+            )
+            .field("customers", &self.customers.len())
+            .field("first_sight", &self.first_sight)
+            .finish()
+    }
 }
 
 impl DemoConfig {

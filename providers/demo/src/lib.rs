@@ -107,7 +107,9 @@ impl DemoSettings {
         if settings.is_null() {
             return Ok(self);
         }
-        let config = DemoConfig::deserialize(settings).map_err(|error| error.to_string())?;
+        // serde's message may quote a value: a phone number, an account.
+        let config = DemoConfig::deserialize(settings)
+            .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))?;
         self.with_config(&config)
     }
 }

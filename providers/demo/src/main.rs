@@ -90,8 +90,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.settings {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: DemoConfig =
-            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        // The parser's own report quotes the offending line, which may hold
+        // a customer's phone or account: its message only, values withheld.
+        let config: DemoConfig = toml::from_str(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                manifold_crypto::secret::withhold_values(error.message())
+            )
+        })?;
         settings = settings
             .with_config(&config)
             .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))?;

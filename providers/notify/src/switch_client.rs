@@ -235,6 +235,13 @@ impl Notifier for SwitchNotifier {
                     reason: format!("the switch refused the request: {}", fields.join("; ")),
                 }
             }
+            // A limit of the switch's, for now: the SDK keeps the code the
+            // customer already holds rather than failing the transaction.
+            (429, "rate_limited") => NotifyError::RateLimited {
+                channel,
+                to,
+                limit: message,
+            },
             // The switch could not get the message through its own channel.
             (502..=504, _) => NotifyError::Undeliverable {
                 channel,

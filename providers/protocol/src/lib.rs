@@ -24,12 +24,15 @@
 //! - [`server`]: [`server::serve_provider`], the provider-side router, mounted
 //!   on the shared HTTP edge (`manifold-edge`).
 //! - [`notify`]: the [`Notifier`] trait through which providers reach customers.
+//! - [`hourly`]: [`hourly::HourlyLimit`], the hourly send limits of OTPs and
+//!   notifications, per destination, app or provider.
 //! - [`durable`]: [`GroupCommit`], shared sled flushes behind durable acknowledgements.
 
 pub mod client;
 pub mod durable;
 pub mod error_id;
 pub mod hop;
+pub mod hourly;
 pub mod json;
 pub mod notify;
 pub mod outbound;

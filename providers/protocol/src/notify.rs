@@ -95,6 +95,15 @@ pub enum NotifyError {
         to: String,
         reason: String,
     },
+    /// The switch's notification service refused it for now: the
+    /// destination (or this provider) had its hour's messages.
+    #[error("the {channel} message to {masked} was refused for now: {limit}", masked = mask_destination(*.channel, .to))]
+    RateLimited {
+        channel: Channel,
+        to: String,
+        /// The limit, in the switch's words (destinations masked).
+        limit: String,
+    },
     /// The channel's own settings are unusable (a bad sender address, a URL
     /// that cannot be used): the host must fix the configuration.
     #[error("the {channel} channel is misconfigured: {reason}")]
@@ -107,6 +116,7 @@ impl NotifyError {
             NotifyError::Undeliverable { channel, .. }
             | NotifyError::Refused { channel, .. }
             | NotifyError::InvalidDestination { channel, .. }
+            | NotifyError::RateLimited { channel, .. }
             | NotifyError::Misconfigured { channel, .. } => *channel,
         }
     }

@@ -6,10 +6,10 @@
 //! be brute-forced offline). The hash binds the transaction key, so a code
 //! for one transaction never matches another's.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use manifold_provider::hourly::{destination_key, HourlyLimit};
+use manifold_provider::notify::{mask_destination, Channel};
 
 use hmac::{Hmac, Mac};
 use manifold_crypto::SecretString;
@@ -116,50 +116,41 @@ impl OtpKeeper {
     }
 }
 
-/// How many codes one destination and one app may still be sent.
+/// How many codes one destination and one app may still be sent, in this
+/// provider process (GCRA: the hour's number at once, then one every
+/// hour / n).
 pub struct SendLimits {
-    per_destination: DefaultKeyedRateLimiter<String>,
-    per_destination_hourly: u32,
-    per_app: DefaultKeyedRateLimiter<String>,
-    per_app_hourly: u32,
+    per_destination: HourlyLimit,
+    per_app: HourlyLimit,
 }
-
-/// The limiters forget keys that have been quiet this long once they hold
-/// this many.
-const FORGET_AT: usize = 10_000;
 
 impl SendLimits {
     pub fn new(policy: &OtpPolicy) -> SendLimits {
-        let hourly = |n: u32| {
-            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-            Quota::per_hour(n).allow_burst(n)
-        };
         SendLimits {
-            per_destination: RateLimiter::keyed(hourly(policy.max_sends_per_destination_per_hour)),
-            per_destination_hourly: policy.max_sends_per_destination_per_hour.max(1),
-            per_app: RateLimiter::keyed(hourly(policy.max_sends_per_app_per_hour)),
-            per_app_hourly: policy.max_sends_per_app_per_hour.max(1),
+            per_destination: HourlyLimit::new(policy.max_sends_per_destination_per_hour),
+            per_app: HourlyLimit::new(policy.max_sends_per_app_per_hour),
         }
     }
 
     /// Takes one send to `to` for `app_id`, or says which limit is reached,
-    /// in words for the app (the destination already masked as `shown`).
-    pub fn take(&self, app_id: &str, to: &str, shown: &str) -> Result<(), String> {
-        for limiter in [&self.per_destination, &self.per_app] {
-            if limiter.len() >= FORGET_AT {
-                limiter.retain_recent();
-            }
-        }
-        if self.per_destination.check_key(&to.to_owned()).is_err() {
+    /// in words for the app (the destination masked). The app's own limit
+    /// comes first, so an app over it spends nobody's allowance.
+    pub fn take(&self, app_id: &str, channel: Channel, to: &str) -> Result<(), String> {
+        if self.per_app.take(app_id).is_err() {
             return Err(format!(
-                "{} codes were already sent to {shown} in the last hour, its limit",
-                self.per_destination_hourly
+                "this app's limit of {} codes an hour is reached",
+                self.per_app.per_hour()
             ));
         }
-        if self.per_app.check_key(&app_id.to_owned()).is_err() {
+        if self
+            .per_destination
+            .take(&destination_key(channel, to))
+            .is_err()
+        {
             return Err(format!(
-                "this app was already sent {} codes in the last hour, its limit",
-                self.per_app_hourly
+                "the limit of {} codes an hour to {} is reached",
+                self.per_destination.per_hour(),
+                mask_destination(channel, to)
             ));
         }
         Ok(())

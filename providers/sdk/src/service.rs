@@ -22,8 +22,8 @@ use manifold_crypto::{SecretString, SourceDetails, ValidationInput};
 use manifold_provider::durable::DurabilityError;
 use manifold_provider::notify::{mask_destination, Channel, OneTimeCode};
 use manifold_provider::{
-    GroupCommit, Notification, Notifier, Provider, ProviderError, ProviderReply, QueryRequest,
-    ReverseRequest, Status, TransactRequest, ValidateRequest,
+    GroupCommit, Notification, Notifier, NotifyError, Provider, ProviderError, ProviderReply,
+    QueryRequest, ReverseRequest, Status, TransactRequest, ValidateRequest,
 };
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
@@ -413,31 +413,37 @@ impl<C: Connector> ProviderService<C> {
             );
             return self.finish(key, &entry.request_type, outcome).await;
         };
-        if let Err(limit) = self
-            .send_limits
-            .take(&entry.app_id, &contact.to, &contact.shown)
-        {
-            let outcome = Outcome::failed(
+        let limited = |limit: String| {
+            Outcome::failed(
                 codes::OTP_SEND_LIMIT,
                 format!(
                     "No OTP could be sent: {limit}; the transaction was cancelled. Try again later"
                 ),
-            );
-            return self.finish(key, &entry.request_type, outcome).await;
+            )
+        };
+        if let Err(limit) = self
+            .send_limits
+            .take(&entry.app_id, contact.channel, &contact.to)
+        {
+            return self.finish(key, &entry.request_type, limited(limit)).await;
         }
         let attempts = self.settings.otp.attempts.max(1);
-        if let Some(failed) = self
+        match self
             .send_code(key, &mut entry, &contact, attempts, 1)
             .await?
         {
-            return Ok(failed);
+            Delivery::Sent => Ok(waiting_reply(&entry)),
+            Delivery::Limited(limit) => self.finish(key, &entry.request_type, limited(limit)).await,
+            Delivery::Failed => {
+                self.finish(key, &entry.request_type, undelivered(&contact))
+                    .await
+            }
         }
-        Ok(waiting_reply(&entry))
     }
 
     /// Issues a fresh code (the `sends`-th) with a full lifetime, makes it
-    /// durable before the customer can hold it, then sends it. Answers the
-    /// final `Failed` reply when it could not be delivered.
+    /// durable before the customer can hold it, then sends it, and says
+    /// whether it went; the caller decides what a failure means.
     async fn send_code(
         &self,
         key: &[u8],
@@ -445,7 +451,7 @@ impl<C: Connector> ProviderService<C> {
         contact: &Contact,
         attempts_left: u8,
         sends: u8,
-    ) -> Result<Option<ProviderReply>, ServiceError> {
+    ) -> Result<Delivery, ServiceError> {
         let (code, otp_hash) = self.otps.issue(key);
         entry.expires_at_ms = self.deadline();
         entry.awaiting = Awaiting::Otp {
@@ -455,18 +461,16 @@ impl<C: Connector> ProviderService<C> {
             last_sent_ms: self.now_ms(),
         };
         self.park_before_acting(key, entry).await?;
-        self.deliver(key, entry, contact, code).await
+        Ok(self.deliver(entry, contact, code).await)
     }
 
-    /// Sends `code`; on failure the transaction ends `Failed` (a customer who
-    /// never gets the code could only watch it expire).
+    /// Sends `code`.
     async fn deliver(
         &self,
-        key: &[u8],
         entry: &PendingEntry,
         contact: &Contact,
         code: SecretString,
-    ) -> Result<Option<ProviderReply>, ServiceError> {
+    ) -> Delivery {
         let minutes = self.settings.otp.ttl.as_secs().div_ceil(60).max(1);
         let notification = Notification {
             channel: contact.channel,
@@ -492,18 +496,14 @@ impl<C: Connector> ProviderService<C> {
                     to = %contact.shown,
                     "OTP sent"
                 );
-                Ok(None)
+                Delivery::Sent
             }
+            // The switch's own limit for the destination (or this
+            // provider): not a broken channel.
+            Err(NotifyError::RateLimited { limit, .. }) => Delivery::Limited(limit),
             Err(error) => {
                 tracing::warn!(transaction_ref = %entry.transaction_ref, %error, "OTP could not be delivered");
-                let outcome = Outcome::failed(
-                    codes::UNDELIVERABLE,
-                    format!(
-                        "The OTP could not be delivered to {}; the transaction was cancelled",
-                        contact.shown
-                    ),
-                );
-                Ok(Some(self.finish(key, &entry.request_type, outcome).await?))
+                Delivery::Failed
             }
         }
     }
@@ -761,30 +761,43 @@ impl<C: Connector> ProviderService<C> {
                 ),
             ));
         }
-        if let Err(limit) = self
-            .send_limits
-            .take(&entry.app_id, &contact.to, &contact.shown)
-        {
-            return Ok(ProviderReply::new(
+        let limited = |limit: String| {
+            ProviderReply::new(
                 Status::WaitingForOtp,
                 codes::OTP_SEND_LIMIT,
                 format!(
                     "No new code was sent: {limit}; enter the OTP sent to {} before it expires",
                     contact.shown
                 ),
-            ));
+            )
+        };
+        if let Err(limit) = self
+            .send_limits
+            .take(&entry.app_id, contact.channel, &contact.to)
+        {
+            return Ok(limited(limit));
         }
-        if let Some(failed) = self
+        // What the customer holds now, put back if the new code is refused
+        // by a limit before it leaves.
+        let current = entry.clone();
+        match self
             .send_code(key, &mut entry, &contact, attempts_left, sends + 1)
             .await?
         {
-            return Ok(failed);
+            Delivery::Sent => Ok(ProviderReply::new(
+                Status::WaitingForOtp,
+                codes::OTP_SENT,
+                format!("A new OTP was sent to {}", contact.shown),
+            )),
+            Delivery::Limited(limit) => {
+                self.park(key, &current).await?;
+                Ok(limited(limit))
+            }
+            Delivery::Failed => {
+                self.finish(key, &entry.request_type, undelivered(&contact))
+                    .await
+            }
         }
-        Ok(ProviderReply::new(
-            Status::WaitingForOtp,
-            codes::OTP_SENT,
-            format!("A new OTP was sent to {}", contact.shown),
-        ))
     }
 
     /// Moves every conversation whose deadline has passed to `Failed` and
@@ -1095,6 +1108,27 @@ fn waiting_reply(entry: &PendingEntry) -> ProviderReply {
         }
         Awaiting::Starting | Awaiting::Processing => pending_reply(),
     }
+}
+
+/// What became of a code handed to the notifier.
+enum Delivery {
+    Sent,
+    /// The channel refused it for now, by a limit (the switch's
+    /// `/notify/*`): the customer does not have it.
+    Limited(String),
+    /// The channel failed: a customer who never gets the code could only
+    /// watch it expire, so the transaction ends `Failed`.
+    Failed,
+}
+
+fn undelivered(contact: &Contact) -> Outcome {
+    Outcome::failed(
+        codes::UNDELIVERABLE,
+        format!(
+            "The OTP could not be delivered to {}; the transaction was cancelled",
+            contact.shown
+        ),
+    )
 }
 
 /// Where codes for this transaction go. The channel follows the source: a

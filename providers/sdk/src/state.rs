@@ -73,13 +73,23 @@ impl PendingEntry {
     }
 }
 
-/// Where a customer receives codes: the channel follows the source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a customer receives codes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
     pub channel: Channel,
     pub to: String,
     /// Masked, for messages to the app (`2348022****08`).
     pub shown: String,
+}
+
+/// A phone number or address is customer data: printed masked.
+impl std::fmt::Debug for Contact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contact")
+            .field("channel", &self.channel)
+            .field("to", &self.shown)
+            .finish()
+    }
 }
 
 impl Contact {

@@ -1733,7 +1733,7 @@ async fn codes_stop_at_the_hourly_limits_of_a_destination_and_of_an_app() {
     assert!(
         refused
             .message
-            .contains("2 codes were already sent to 2348030****01 in the last hour"),
+            .contains("the limit of 2 codes an hour to 2348030****01 is reached"),
         "{}",
         refused.message
     );
@@ -1770,9 +1770,45 @@ async fn codes_stop_at_the_hourly_limits_of_a_destination_and_of_an_app() {
     assert!(
         refused
             .message
-            .contains("this app was already sent 2 codes in the last hour"),
+            .contains("this app's limit of 2 codes an hour is reached"),
         "{}",
         refused.message
     );
     assert_eq!(rig.notifier.attempts(), 2);
+}
+
+/// The switch's `/notify/*` refusing a code by its hourly limit is not a
+/// broken channel: a first code cancels the transaction naming the limit
+/// (900T5), a resend keeps the code the customer already holds.
+#[tokio::test]
+async fn a_limit_of_the_switch_keeps_the_current_code_on_a_resend() {
+    let rig = Rig::new(
+        ScriptedConnector::new()
+            .on_start(confirm_with_otp(json!({ "posting": 1 })))
+            .on_start(confirm_with_otp(json!({ "posting": 2 }))),
+    );
+    rig.transact(transfer("tx-1")).await;
+    let code = rig.last_code();
+    rig.notifier.limit(true);
+    rig.advance(RESEND_INTERVAL);
+    let resend = rig.validate("tx-1", ValidationInput::Resend).await;
+    assert_eq!(
+        status_and_code(&resend),
+        (Status::WaitingForOtp, codes::OTP_SEND_LIMIT)
+    );
+    assert!(
+        resend.message.contains("10 codes an hour"),
+        "{}",
+        resend.message
+    );
+    // The code sent first still completes the transaction.
+    let done = rig.validate("tx-1", otp(&code)).await;
+    assert_eq!(status_and_code(&done), (Status::Successful, "00"));
+
+    let first = rig.transact(transfer("tx-2")).await;
+    assert_eq!(
+        status_and_code(&first),
+        (Status::Failed, codes::OTP_SEND_LIMIT)
+    );
+    assert_eq!(rig.service.pending_count(), 0);
 }

@@ -324,11 +324,18 @@ pub struct RecordingNotifier {
     sent: Mutex<Vec<Notification>>,
     attempts: Mutex<usize>,
     failing: AtomicBool,
+    limited: AtomicBool,
 }
 
 impl RecordingNotifier {
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Refuses every message by a limit, as the switch's `/notify/*` does
+    /// when a destination had its hour's codes.
+    pub fn limit(&self, limited: bool) {
+        self.limited.store(limited, Ordering::SeqCst);
     }
 
     /// Every notification delivered, oldest first.
@@ -346,6 +353,13 @@ impl RecordingNotifier {
 impl Notifier for RecordingNotifier {
     async fn send(&self, notification: &Notification) -> Result<(), NotifyError> {
         *self.attempts.lock().unwrap() += 1;
+        if self.limited.load(Ordering::SeqCst) {
+            return Err(NotifyError::RateLimited {
+                channel: notification.channel,
+                to: notification.to.clone(),
+                limit: "the limit of 10 codes an hour to 2348022****08".into(),
+            });
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(NotifyError::Undeliverable {
                 channel: notification.channel,
