@@ -32,10 +32,9 @@ async fn assert_the_code_goes_to_the_holder(switch_url: &str, outbox: &std::path
     assert_eq!(done.status(), "Successful", "{}", done.raw);
 }
 
-#[tokio::test]
-async fn the_in_process_demo_bank_sends_the_code_to_the_holder_on_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = in_process_demo_config(dir.path()).replacen(
+/// A switch with the demo bank compiled in, its registry from [`SETTINGS`].
+async fn in_process_with_holder(dir: &std::path::Path) -> InProcessSwitch {
+    let text = in_process_demo_config(dir).replacen(
         "implementation = \"demo\"\n",
         &format!(
             "implementation = \"demo\"\nsettings.customers = {}\n",
@@ -43,7 +42,13 @@ async fn the_in_process_demo_bank_sends_the_code_to_the_holder_on_record() {
         ),
         1,
     );
-    let switch = InProcessSwitch::start(&parse_config(&text), HashMap::new()).await;
+    InProcessSwitch::start(&parse_config(&text), HashMap::new()).await
+}
+
+#[tokio::test]
+async fn the_in_process_demo_bank_sends_the_code_to_the_holder_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = in_process_with_holder(dir.path()).await;
     assert_the_code_goes_to_the_holder(&switch.url(), &dir.path().join("outbox.jsonl")).await;
     switch.stop().await;
 }
@@ -78,15 +83,7 @@ async fn the_demo_bank_microservice_sends_the_code_to_the_holder_on_record() {
 #[tokio::test]
 async fn after_a_confirmed_destination_the_code_still_goes_to_the_holder() {
     let dir = tempfile::tempdir().unwrap();
-    let text = in_process_demo_config(dir.path()).replacen(
-        "implementation = \"demo\"\n",
-        &format!(
-            "implementation = \"demo\"\nsettings.customers = {}\n",
-            &SETTINGS["customers = ".len()..]
-        ),
-        1,
-    );
-    let switch = InProcessSwitch::start(&parse_config(&text), HashMap::new()).await;
+    let switch = in_process_with_holder(dir.path()).await;
     let outbox = dir.path().join("outbox.jsonl");
     let app = AppClient::new(&switch.url(), OTP_APP, "demo");
     let amount = manifold_demo_provider::DemoSettings::default().step_up_amount;
