@@ -173,6 +173,10 @@ pub struct OtpMessages {
 /// `[notifications] otp_text` when the host gives none.
 pub const DEFAULT_OTP_TEXT: &str =
     "{provider} code: {code}. It expires in {minutes} min. Never share it with anyone.";
+/// The placeholders `otp_text` may use (`{code}` it must).
+pub(crate) const OTP_TEXT_PLACEHOLDERS: &[&str] = &["provider", "code", "minutes"];
+/// The placeholders `otp_subject` may use: never the code.
+pub(crate) const OTP_SUBJECT_PLACEHOLDERS: &[&str] = &["provider", "minutes"];
 /// `[notifications] otp_subject` when the host gives none.
 pub const DEFAULT_OTP_SUBJECT: &str = "Your {provider} code";
 /// `[notifications] max_per_destination_per_hour` when the host gives none.
@@ -189,8 +193,8 @@ impl Default for OtpMessages {
             })
         };
         OtpMessages {
-            text: parse(DEFAULT_OTP_TEXT, &["provider", "code", "minutes"]),
-            subject: parse(DEFAULT_OTP_SUBJECT, &["provider", "minutes"]),
+            text: parse(DEFAULT_OTP_TEXT, OTP_TEXT_PLACEHOLDERS),
+            subject: parse(DEFAULT_OTP_SUBJECT, OTP_SUBJECT_PLACEHOLDERS),
         }
     }
 }

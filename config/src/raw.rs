@@ -935,7 +935,7 @@ impl RawNotifications {
         let otp_subject = template(
             self.otp_subject,
             crate::DEFAULT_OTP_SUBJECT,
-            &["provider", "minutes"],
+            crate::OTP_SUBJECT_PLACEHOLDERS,
             None,
             "notifications.otp_subject",
             problems,
@@ -948,7 +948,7 @@ impl RawNotifications {
                 text: template(
                     self.otp_text,
                     crate::DEFAULT_OTP_TEXT,
-                    &["provider", "code", "minutes"],
+                    crate::OTP_TEXT_PLACEHOLDERS,
                     Some("code"),
                     "notifications.otp_text",
                     problems,

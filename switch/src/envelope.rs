@@ -64,12 +64,14 @@ struct Fields<'a> {
     errors: Vec<FieldError>,
 }
 
-const MAX_REF_LEN: usize = 128;
+pub(crate) const MAX_REF_LEN: usize = 128;
 
 /// The field error of a key given twice in one object.
 pub const REPEATED_KEY: &str = "appears more than once in its object; give each key once";
 
-fn is_reference(value: &str) -> bool {
+/// A reference (`request_ref`, `transaction_ref`): 1 to [`MAX_REF_LEN`]
+/// printable ASCII characters without spaces.
+pub(crate) fn is_reference(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_REF_LEN
         && value.bytes().all(|b| (0x21..=0x7e).contains(&b))

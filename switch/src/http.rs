@@ -248,31 +248,51 @@ fn withheld_notify(error: &NotifyServiceError) -> Option<String> {
 fn error_answer(error: &SwitchError, app: Option<&App>) -> Answer {
     let (status, code, errors) = classify(error);
     let app = app.map(App::id);
-    if let Some(public) = withheld(error) {
+    let mut answer = if let Some(public) = withheld(error) {
         let id = ErrorId::new();
         tracing::error!(error_id = %id, app, %error, "request failed inside the switch");
-        return failure_answer(status, code, public, errors, Some(id));
-    }
-    if status.is_server_error() {
-        tracing::error!(app, %error, "request failed");
-    }
-    let mut answer = failure_answer(status, code, error.to_string(), errors, None);
-    if let SwitchError::LimitExceeded(limit) = error {
-        answer.retry_after_secs = Some(limit.retry_after_secs());
-    }
+        failure_answer(status, code, public, errors, Some(id))
+    } else {
+        if status.is_server_error() {
+            tracing::error!(app, %error, "request failed");
+        }
+        failure_answer(status, code, error.to_string(), errors, None)
+    };
+    answer.retry_after_secs = retry_after_secs(error, code);
     answer
+}
+
+/// `Retry-After` for a refusal that says when to come back.
+fn retry_after_secs(error: &SwitchError, code: &str) -> Option<u64> {
+    match error {
+        SwitchError::LimitExceeded(limit) => Some(limit.retry_after_secs()),
+        SwitchError::TooManyAuthFailures { retry_after_secs } => Some(*retry_after_secs),
+        // The guard looks again within a fraction of a second, and a
+        // reopen takes about as long.
+        _ if matches!(code, "storage_full" | "storage_unavailable") => Some(1),
+        _ => None,
+    }
 }
 
 /// The answer to a failed `/notify/*` call; `provider` once its signature
 /// proved it.
 fn notify_error_answer(error: &NotifyServiceError, provider: Option<&str>) -> Answer {
     let (status, code, errors) = classify_notify(error);
-    if let Some(public) = withheld_notify(error) {
+    let mut answer = if let Some(public) = withheld_notify(error) {
         let id = ErrorId::new();
         tracing::error!(error_id = %id, provider, %error, "notification for a provider failed");
-        return failure_answer(status, code, public, errors, Some(id));
-    }
-    failure_answer(status, code, error.to_string(), errors, None)
+        failure_answer(status, code, public, errors, Some(id))
+    } else {
+        failure_answer(status, code, error.to_string(), errors, None)
+    };
+    answer.retry_after_secs = match error {
+        NotifyServiceError::TooManyAuthFailures { retry_after_secs }
+        | NotifyServiceError::HourlyLimit {
+            retry_after_secs, ..
+        } => Some(*retry_after_secs),
+        _ => None,
+    };
+    answer
 }
 
 /// A `Failed` envelope; with an error id, the message ends with it as well,
@@ -321,14 +341,6 @@ fn respond(answer: &Answer) -> Response<Body> {
     response
 }
 
-/// `Retry-After` on a 429, so a well-behaved client waits out its lockout.
-fn with_retry_after(mut response: Response<Body>, secs: u64) -> Response<Body> {
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-    response
-}
-
 fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     request
         .headers()
@@ -369,7 +381,7 @@ pub async fn handle(
             },
             None,
         );
-        return with_retry_after(respond(&answer), locked.retry_after_secs);
+        return respond(&answer);
     }
     let Some(app) = state
         .apps
@@ -445,12 +457,7 @@ pub async fn handle(
         }
         Err(error) => error_answer(&error, Some(&app)),
     };
-    match answer.error.as_deref() {
-        // The guard looks again within a fraction of a second, and a
-        // reopen takes about as long.
-        Some("storage_full" | "storage_unavailable") => with_retry_after(respond(&answer), 1),
-        _ => respond(&answer),
-    }
+    respond(&answer)
 }
 
 fn body_error(error: BodyError) -> SwitchError {
@@ -542,16 +549,7 @@ async fn notify(
                 Some(provider),
             ))
         }
-        Err((error, provider)) => {
-            let response = respond(&notify_error_answer(&error, provider));
-            match error {
-                NotifyServiceError::TooManyAuthFailures { retry_after_secs }
-                | NotifyServiceError::HourlyLimit {
-                    retry_after_secs, ..
-                } => with_retry_after(response, retry_after_secs),
-                _ => response,
-            }
-        }
+        Err((error, provider)) => respond(&notify_error_answer(&error, provider)),
     }
 }
 

@@ -47,12 +47,7 @@ pub struct LimitExceeded {
 
 impl LimitExceeded {
     pub fn retry_after_secs(&self) -> u64 {
-        let secs = self.retry_after.as_secs();
-        if self.retry_after.subsec_nanos() > 0 {
-            secs + 1
-        } else {
-            secs.max(1)
-        }
+        manifold_provider::hourly::retry_after_secs(self.retry_after)
     }
 }
 

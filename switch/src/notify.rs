@@ -35,7 +35,7 @@ use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{Notification, Notifier, NotifyError};
 use serde_json::Value;
 
-use crate::envelope::REPEATED_KEY;
+use crate::envelope::{is_reference, MAX_REF_LEN, REPEATED_KEY};
 use crate::error::FieldError;
 
 /// Everything that can go wrong with a notification service call.
@@ -308,10 +308,10 @@ fn parse(channel: Channel, body: &[u8]) -> Result<CodeRequest, NotifyServiceErro
     };
     let transaction_ref = string("transaction_ref", &mut errors);
     if let Some(reference) = &transaction_ref {
-        if reference.len() > 128 || !reference.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        if !is_reference(reference) {
             errors.push(FieldError::new(
                 "transaction_ref",
-                "must be 1 to 128 printable ASCII characters without spaces",
+                format!("must be 1 to {MAX_REF_LEN} printable ASCII characters without spaces"),
             ));
         }
     }

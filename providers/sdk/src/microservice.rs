@@ -125,17 +125,14 @@ pub enum ServeArgsError {
 /// as the switch does (the host may have reasons), but says so.
 fn warn_if_others_may_read(path: &Path) {
     #[cfg(unix)]
+    if let Some(mode) = std::fs::metadata(path)
+        .ok()
+        .and_then(|metadata| manifold_edge::private_files::loose_mode(&metadata))
     {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(metadata) = std::fs::metadata(path) {
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    "{} can be read by other users (mode {mode:o}); `chmod 600` it",
-                    path.display()
-                );
-            }
-        }
+        tracing::warn!(
+            "{} can be read by other users (mode {mode:o}); `chmod 600` it",
+            path.display()
+        );
     }
 }
 

@@ -50,7 +50,7 @@ impl std::fmt::Display for LooseDirectory {
 pub fn secure_data_dir(dir: &Path) -> io::Result<Option<LooseDirectory>> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         if !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -59,17 +59,27 @@ pub fn secure_data_dir(dir: &Path) -> io::Result<Option<LooseDirectory>> {
             return Ok(None);
         }
         tighten_below(dir)?;
-        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-        Ok((mode & 0o077 != 0).then(|| LooseDirectory {
-            path: dir.to_owned(),
-            mode,
-        }))
+        Ok(
+            loose_mode(&std::fs::metadata(dir)?).map(|mode| LooseDirectory {
+                path: dir.to_owned(),
+                mode,
+            }),
+        )
     }
     #[cfg(not(unix))]
     {
         std::fs::create_dir_all(dir)?;
         Ok(None)
     }
+}
+
+/// The permission bits of what `metadata` describes when its group or
+/// others may use it at all.
+#[cfg(unix)]
+pub fn loose_mode(metadata: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 /// [`secure_data_dir`], logging what it leaves loose; for binaries and
@@ -97,8 +107,7 @@ fn tighten_below(dir: &Path) -> io::Result<()> {
             PRIVATE_FILE_MODE
         };
         let path = entry.path();
-        let mode = entry.metadata()?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = loose_mode(&entry.metadata()?) {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & wanted))?;
         }
         if file_type.is_dir() {
@@ -124,8 +133,7 @@ pub async fn open_private_append(path: &Path) -> io::Result<tokio::fs::File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().await?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = loose_mode(&file.metadata().await?) {
             file.set_permissions(std::fs::Permissions::from_mode(mode & PRIVATE_FILE_MODE))
                 .await?;
         }

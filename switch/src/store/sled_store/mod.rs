@@ -329,6 +329,32 @@ impl SledStore {
         path.join("journal")
     }
 
+    /// Hands `each` the calls of `app_id` metered in `[from_ms, until_ms)`,
+    /// one minute's bucket at a time, oldest bucket first.
+    async fn for_each_minute_metered(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+        mut each: impl FnMut(&mut dyn Iterator<Item = MeteredCall>),
+    ) -> Result<(), StoreError> {
+        // What is buffered counts as metered; a scan reads sled, which holds
+        // what the journal holds once it is applied.
+        self.metering.drain()?;
+        self.journal.in_sled().await?;
+        let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);
+        let end = metering_key(app_id, until_ms, 0);
+        for entry in self.tree.range(start..end) {
+            let (_, bytes) = entry?;
+            each(
+                &mut codec::decode_calls(app_id, &bytes)?
+                    .into_iter()
+                    .filter(|call| (from_ms..until_ms).contains(&call.at_ms)),
+            );
+        }
+        Ok(())
+    }
+
     /// Opens the switch's records in `db`, the sled database in `path`
     /// (whose journal is replayed into it first). `commit` must flush that
     /// same `db`.
@@ -790,21 +816,11 @@ impl Store for SledStore {
         from_ms: u64,
         until_ms: u64,
     ) -> Result<Vec<MeteredCall>, StoreError> {
-        // What is buffered counts as metered; a scan reads sled, which holds
-        // what the journal holds once it is applied.
-        self.metering.drain()?;
-        self.journal.in_sled().await?;
-        let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);
-        let end = metering_key(app_id, until_ms, 0);
         let mut calls = Vec::new();
-        for entry in self.tree.range(start..end) {
-            let (_, bytes) = entry?;
-            calls.extend(
-                codec::decode_calls(app_id, &bytes)?
-                    .into_iter()
-                    .filter(|call| (from_ms..until_ms).contains(&call.at_ms)),
-            );
-        }
+        self.for_each_minute_metered(app_id, from_ms, until_ms, |bucket| {
+            calls.extend(bucket);
+        })
+        .await?;
         calls.sort_by_key(|call| call.at_ms);
         Ok(calls)
     }
@@ -816,20 +832,13 @@ impl Store for SledStore {
         until_ms: u64,
         filter: &(dyn for<'c> Fn(&'c MeteredCall) -> bool + Sync),
     ) -> Result<u64, StoreError> {
-        // As metered_calls, one minute's bucket at a time: a busy day's
-        // calls are never all in memory at once.
-        self.metering.drain()?;
-        self.journal.in_sled().await?;
-        let start = metering_key(app_id, from_ms - from_ms % MINUTE_MS, 0);
-        let end = metering_key(app_id, until_ms, 0);
+        // One minute's bucket at a time: a busy day's calls are never all
+        // in memory at once.
         let mut count = 0;
-        for entry in self.tree.range(start..end) {
-            let (_, bytes) = entry?;
-            count += codec::decode_calls(app_id, &bytes)?
-                .iter()
-                .filter(|call| (from_ms..until_ms).contains(&call.at_ms) && filter(call))
-                .count() as u64;
-        }
+        self.for_each_minute_metered(app_id, from_ms, until_ms, |bucket| {
+            count += bucket.filter(|call| filter(call)).count() as u64;
+        })
+        .await?;
         Ok(count)
     }
 
