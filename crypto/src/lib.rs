@@ -28,6 +28,8 @@
 //!   path and an RFC 9530 `Content-Digest` of the body, for app → switch and switch ↔ provider
 //!   calls: [`SigningKey`], [`message_signature::sign_request`],
 //!   [`message_signature::verify_request`] and [`SignatureError`].
+//! - [`at_rest`]: customer data at rest: [`DataKeys`] seal and open the values the switch and
+//!   providers store, with XAES-256-GCM (C2SP) under the host's data key, key ids for rotation.
 //! - `error`: [`CryptoError`], whose messages never carry plaintext or key bytes.
 //!
 //! # Example
@@ -69,6 +71,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod at_rest;
 pub mod key;
 pub mod message_signature;
 pub mod plaintext;
@@ -77,6 +80,7 @@ pub mod secure;
 
 mod error;
 
+pub use at_rest::{AtRestError, DataKey, DataKeys};
 pub use error::CryptoError;
 pub use key::AppKey;
 pub use message_signature::{SignatureError, SigningKey};
