@@ -22,7 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use manifold_crypto::DataKeys;
 
 use manifold_crypto::SecretString;
 
@@ -52,6 +55,9 @@ pub struct SwitchConfig {
     /// `[server]`: limits and timeouts of the HTTP edge, and TLS.
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    /// `[data_at_rest]`: the keys customer data is sealed under, and how
+    /// long it is kept.
+    pub data_at_rest: DataAtRestConfig,
     pub notifications: NotificationsConfig,
     pub providers: Vec<ProviderConfig>,
     pub apps: Vec<AppConfig>,
@@ -133,6 +139,23 @@ pub struct StorageConfig {
     /// `storage_full`) before anything is written. 0 turns the guard off.
     pub min_free_bytes: u64,
 }
+
+/// `[data_at_rest]`: customer data (stored answers, providers' pending
+/// data, account and phone numbers) is sealed under `keys` in the store, and
+/// dropped from final transactions after `retention`.
+#[derive(Debug, Clone)]
+pub struct DataAtRestConfig {
+    /// The current key seals; previous keys only open (rotation).
+    pub keys: Arc<DataKeys>,
+    /// How long a final transaction's customer data is kept; its status
+    /// history and metering stay.
+    pub retention: Duration,
+}
+
+/// `[data_at_rest] retention_days` when the host gives none.
+pub const DEFAULT_RETENTION_DAYS: u64 = 365;
+/// The longest retention accepted (100 years).
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
 /// `[storage] cache_capacity_mb` when the host gives none.
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 32;
@@ -652,6 +675,21 @@ impl Problems {
             key: key.into(),
             problem: problem.into(),
         });
+    }
+
+    /// Whether a problem was recorded at `key` or below it (`key_env`,
+    /// `key_file`).
+    pub(crate) fn mentions(&self, key: &str) -> bool {
+        self.0.iter().any(|problem| problem.key.starts_with(key))
+    }
+
+    /// The error of a configuration with problems recorded.
+    pub(crate) fn into_error(self, file: &Path) -> ConfigError {
+        debug_assert!(!self.0.is_empty(), "an error needs a problem");
+        ConfigError {
+            file: file.to_owned(),
+            problems: self.0,
+        }
     }
 
     pub(crate) fn into_result<T>(self, file: &Path, value: T) -> Result<T, ConfigError> {

@@ -6,16 +6,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use manifold_crypto::SecretString;
+use std::sync::Arc;
+
+use manifold_crypto::{AtRestError, DataKey, DataKeys, SecretString};
 use serde::Deserialize;
 
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
-    duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, MessageTemplate,
-    NotificationsConfig, OtpMessages, Problems, ProviderConfig, ProviderEndpoint, ProviderSettings,
-    RemoteEndpoint, ServerConfig, ServiceGrant, SmsCredentials, SmsGatewayConfig, SmtpConfig,
-    SmtpCredentials, SmtpTls, StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT,
-    MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
+    duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, DataAtRestConfig,
+    MessageTemplate, NotificationsConfig, OtpMessages, Problems, ProviderConfig, ProviderEndpoint,
+    ProviderSettings, RemoteEndpoint, ServerConfig, ServiceGrant, SmsCredentials, SmsGatewayConfig,
+    SmtpConfig, SmtpCredentials, SmtpTls, StorageConfig, SwitchConfig, TlsFiles,
+    MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN,
+    MIN_SECRET_LEN,
 };
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -30,6 +33,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     server: Option<RawServer>,
     storage: RawStorage,
+    #[serde(default)]
+    data_at_rest: Option<RawDataAtRest>,
     #[serde(default)]
     notifications: Option<RawNotifications>,
     #[serde(default)]
@@ -68,6 +73,30 @@ struct RawStorage {
     path: PathBuf,
     cache_capacity_mb: Option<u64>,
     min_free_mb: Option<u64>,
+}
+
+/// `[data_at_rest]`: the key customer data is sealed under, the keys it was
+/// sealed under before, and how long it is kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataAtRest {
+    key_id: String,
+    key: Option<SecretString>,
+    key_env: Option<String>,
+    key_file: Option<PathBuf>,
+    retention_days: Option<u64>,
+    #[serde(default)]
+    previous_keys: Vec<RawDataKey>,
+}
+
+/// One of `[[data_at_rest.previous_keys]]`: it opens, and no longer seals.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataKey {
+    key_id: String,
+    key: Option<SecretString>,
+    key_env: Option<String>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +315,18 @@ impl RawConfig {
                 ),
             );
         }
+        let data_at_rest = match self.data_at_rest {
+            Some(raw) => raw.validate(&mut problems),
+            None => {
+                problems.add(
+                    "data_at_rest",
+                    "is required: customer data is stored sealed under a host data key; give \
+                     `key_id` and `key_file` (64 hexadecimal digits, e.g. from \
+                     `openssl rand -hex 32`, kept outside the data directory), or `key_env`",
+                );
+                None
+            }
+        };
         let notifications = match self.notifications {
             Some(raw) => raw.validate(&self.storage.path, &mut problems),
             None => NotificationsConfig {
@@ -344,6 +385,10 @@ impl RawConfig {
         }
         check_provider_secrets(&providers, &apps, &mut problems);
 
+        // A problem was recorded wherever the keys could not be had.
+        let Some(data_at_rest) = data_at_rest else {
+            return Err(problems.into_error(file));
+        };
         problems.into_result(
             file,
             SwitchConfig {
@@ -355,6 +400,7 @@ impl RawConfig {
                     cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
                     min_free_bytes: min_free_mb.min(crate::MAX_MIN_FREE_MB) * 1024 * 1024,
                 },
+                data_at_rest,
                 notifications,
                 providers,
                 apps,
@@ -401,6 +447,22 @@ impl RawConfig {
             app.secret_given = source.is_given();
             app.secret = secrets.resolve(&format!("apps[{i}].secret"), source, problems);
         }
+        if let Some(data) = &mut self.data_at_rest {
+            let source = take(&mut data.key, &mut data.key_env, &mut data.key_file);
+            data.key = secrets.resolve("data_at_rest.key", source, problems);
+            for (i, previous) in data.previous_keys.iter_mut().enumerate() {
+                let source = take(
+                    &mut previous.key,
+                    &mut previous.key_env,
+                    &mut previous.key_file,
+                );
+                previous.key = secrets.resolve(
+                    &format!("data_at_rest.previous_keys[{i}].key"),
+                    source,
+                    problems,
+                );
+            }
+        }
         if let Some(notifications) = &mut self.notifications {
             if let Some(sms) = &mut notifications.sms {
                 let source = take(&mut sms.token, &mut sms.token_env, &mut sms.token_file);
@@ -419,6 +481,69 @@ impl RawConfig {
                     &mut email.password_file,
                 );
                 email.password = secrets.resolve("notifications.email.password", source, problems);
+            }
+        }
+    }
+}
+
+impl RawDataKey {
+    /// The key, or `None` with a problem recorded at `key`. Its secret was
+    /// resolved already; a missing one is a problem here.
+    fn validate(self, key: &str, problems: &mut Problems) -> Option<DataKey> {
+        let Some(text) = self.key else {
+            if problems.mentions(key) {
+                return None;
+            }
+            problems.add(key, "is required (or key_env, or key_file)");
+            return None;
+        };
+        match DataKey::from_hex(&self.key_id, &text) {
+            Ok(data_key) => Some(data_key),
+            Err(AtRestError::MalformedKeyId) => {
+                problems.add(format!("{key}_id"), AtRestError::MalformedKeyId.to_string());
+                None
+            }
+            Err(error) => {
+                problems.add(key, error.to_string());
+                None
+            }
+        }
+    }
+}
+
+impl RawDataAtRest {
+    fn validate(self, problems: &mut Problems) -> Option<DataAtRestConfig> {
+        let retention_days = self.retention_days.unwrap_or(crate::DEFAULT_RETENTION_DAYS);
+        if !(1..=crate::MAX_RETENTION_DAYS).contains(&retention_days) {
+            problems.add(
+                "data_at_rest.retention_days",
+                format!("must be between 1 and {} (days)", crate::MAX_RETENTION_DAYS),
+            );
+        }
+        let current = RawDataKey {
+            key_id: self.key_id,
+            key: self.key,
+            key_env: None,
+            key_file: None,
+        }
+        .validate("data_at_rest.key", problems);
+        let previous: Vec<Option<DataKey>> = self
+            .previous_keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| raw.validate(&format!("data_at_rest.previous_keys[{i}].key"), problems))
+            .collect();
+        let previous: Option<Vec<DataKey>> = previous.into_iter().collect();
+        match DataKeys::new(current?, previous?) {
+            Ok(keys) => Some(DataAtRestConfig {
+                keys: Arc::new(keys),
+                retention: Duration::from_secs(
+                    retention_days.min(crate::MAX_RETENTION_DAYS) * 86_400,
+                ),
+            }),
+            Err(error) => {
+                problems.add("data_at_rest.previous_keys", error.to_string());
+                None
             }
         }
     }

@@ -346,7 +346,7 @@ fn secrets_are_never_shared_or_sent() {
 fn a_provider_url_is_a_base_url() {
     let remote = |url: &str| {
         format!(
-            "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[[providers]]\nname = \"p\"\n\
+            "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n[[providers]]\nname = \"p\"\n\
              mode = \"remote\"\nurl = \"{url}\"\nservices = [\"get_balance\"]\n\
              secret = \"provider-hop-secret-0123456789-abcdef\"\n"
         )
@@ -377,7 +377,7 @@ fn apps_must_sign_unless_the_host_says_otherwise() {
 fn plain_http_to_another_host_needs_insecure_http() {
     let remote = |url: &str, extra: &str| {
         format!(
-            "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[[providers]]\nname = \"p\"\n\
+            "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n[[providers]]\nname = \"p\"\n\
              mode = \"remote\"\nurl = \"{url}\"\nservices = [\"get_balance\"]\n\
              secret = \"provider-hop-secret-0123456789-abcdef\"\n{extra}"
         )
@@ -410,7 +410,7 @@ fn plain_http_to_another_host_needs_insecure_http() {
         "providers[0].ca_file",
         "only for an https://",
     );
-    let sms = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\n";
+    let sms = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n[notifications.sms]\n";
     check_rejected(
         &format!("{sms}url = \"http://192.0.2.1/sms\"\n"),
         "notifications.sms.url",
@@ -511,7 +511,7 @@ fn notification_secrets_never_print() {
 
 #[test]
 fn defaults_of_the_notification_tables() {
-    let text = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n\
+    let text = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n\
                 [notifications.sms]\nurl = \"http://127.0.0.1:9/sms\"\n\
                 [notifications.email]\nhost = \"127.0.0.1\"\ntls = \"tls\"\nfrom = \"a@b.example\"\n";
     let config = load(text).unwrap();
@@ -707,7 +707,7 @@ fn a_bad_tls_mode_is_reported_with_a_location() {
 
 #[test]
 fn a_password_may_go_unencrypted_to_a_loopback_host_only() {
-    let base = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.email]\n\
+    let base = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n[notifications.email]\n\
                 tls = \"none\"\nfrom = \"a@b.example\"\nusername = \"u\"\npassword = \"p\"\n";
     for host in ["127.0.0.1", "localhost", "::1", "[::1]"] {
         let text = format!("{base}host = \"{host}\"\n");
@@ -725,7 +725,7 @@ fn a_password_may_go_unencrypted_to_a_loopback_host_only() {
 #[test]
 fn sms_credentials_may_go_over_http_to_a_loopback_gateway_only() {
     let base =
-        "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\ntoken = \"t\"\n";
+        "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n[notifications.sms]\ntoken = \"t\"\n";
     for url in [
         "http://127.0.0.1:9/sms",
         "http://localhost/sms",
@@ -741,7 +741,7 @@ fn sms_credentials_may_go_over_http_to_a_loopback_gateway_only() {
     );
     // Without credentials, a plain-http gateway on a private network is
     // allowed when the host says so; credentials never are.
-    let text = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n[notifications.sms]\nurl = \"http://192.0.2.1/sms\"\ninsecure_http = true\n";
+    let text = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n[notifications.sms]\nurl = \"http://192.0.2.1/sms\"\ninsecure_http = true\n";
     assert!(load(text).is_ok());
     check_rejected(
         &format!("{base}url = \"http://192.0.2.1/sms\"\ninsecure_http = true\n"),
@@ -806,7 +806,7 @@ fn templates_parse_and_render() {
 
 #[test]
 fn min_free_mb_defaults_to_a_safe_reserve_and_is_bounded() {
-    let base = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n";
+    let base = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n";
     let config = load(base).unwrap();
     assert_eq!(
         config.storage.min_free_bytes,
@@ -827,7 +827,7 @@ fn min_free_mb_defaults_to_a_safe_reserve_and_is_bounded() {
 
 #[test]
 fn the_store_cache_has_a_bounded_default_and_bounds() {
-    let base = "listen = \"127.0.0.1:1\"\n[storage]\npath = \"d\"\n";
+    let base = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n";
     assert_eq!(
         load(base).unwrap().storage.cache_capacity_bytes,
         crate::DEFAULT_CACHE_CAPACITY_MB * 1024 * 1024
@@ -1222,4 +1222,109 @@ fn the_hosts_words_for_codes_are_checked() {
         assert!(SAMPLE.contains(from), "sample lacks {from}");
         check_rejected(&SAMPLE.replacen(from, to, 1), key, needle);
     }
+}
+
+/// The sample with its `[data_at_rest]` table replaced by `table`.
+fn sample_with_data_at_rest(table: &str) -> String {
+    let start = SAMPLE.find("[data_at_rest]").unwrap();
+    let end = start + SAMPLE[start..].find("\n[notifications]").unwrap();
+    format!("{}{table}\n{}", &SAMPLE[..start], &SAMPLE[end..])
+}
+
+const KEY_A: &str = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87";
+const KEY_B: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+
+#[test]
+fn customer_data_needs_a_data_key() {
+    let config = load(SAMPLE).unwrap();
+    assert_eq!(config.data_at_rest.keys.current_id(), "demo-2026");
+    assert_eq!(
+        config.data_at_rest.retention,
+        Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400)
+    );
+
+    let without = sample_with_data_at_rest("");
+    check_rejected(&without, "data_at_rest", "openssl rand -hex 32");
+    // Every other problem is still reported with it.
+    let error =
+        load(&without.replacen("listen = \"127.0.0.1:8080\"", "listen = \"x\"", 1)).unwrap_err();
+    check_problem(&error, "listen", "not an IP address");
+    check_problem(&error, "data_at_rest", "is required");
+
+    check_rejected(
+        &sample_with_data_at_rest("[data_at_rest]\nkey_id = \"k\"\n"),
+        "data_at_rest.key",
+        "is required",
+    );
+    let short = "ab".repeat(31);
+    let error = load(&sample_with_data_at_rest(&format!(
+        "[data_at_rest]\nkey_id = \"k\"\nkey = \"{short}\"\n"
+    )))
+    .unwrap_err();
+    check_problem(&error, "data_at_rest.key", "64 hexadecimal digits");
+    assert!(!error.to_string().contains(&short), "{error}");
+    check_rejected(
+        &sample_with_data_at_rest(&format!(
+            "[data_at_rest]\nkey_id = \"a b\"\nkey = \"{KEY_A}\"\n"
+        )),
+        "data_at_rest.key_id",
+        "1 to 64",
+    );
+    check_rejected(
+        &sample_with_data_at_rest(&format!(
+            "[data_at_rest]\nkey_id = \"k\"\nkey = \"{KEY_A}\"\nretention_days = 0\n"
+        )),
+        "data_at_rest.retention_days",
+        "between 1 and",
+    );
+    check_rejected(
+        &sample_with_data_at_rest(&format!(
+            "[data_at_rest]\nkey_id = \"k\"\nkey = \"{KEY_A}\"\n\
+             [[data_at_rest.previous_keys]]\nkey_id = \"k\"\nkey = \"{KEY_B}\"\n"
+        )),
+        "data_at_rest.previous_keys",
+        "`k` is given twice",
+    );
+    check_rejected(
+        &sample_with_data_at_rest(
+            "[data_at_rest]\nkey_id = \"k\"\nkey_env = \"NOT_SET_ANYWHERE\"\n",
+        ),
+        "data_at_rest.key_env",
+        "is not set",
+    );
+}
+
+#[test]
+fn data_keys_come_from_the_environment_or_a_file_and_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.key");
+    std::fs::write(&file, format!("{KEY_B}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = sample_with_data_at_rest(&format!(
+        "[data_at_rest]\nkey_id = \"new\"\nkey_env = \"DATA_KEY\"\nretention_days = 30\n\
+         [[data_at_rest.previous_keys]]\nkey_id = \"old\"\nkey_file = {:?}\n",
+        file.display().to_string()
+    ));
+    let config = load_in(&text, &[("DATA_KEY", KEY_A)]).unwrap();
+    let keys = &config.data_at_rest.keys;
+    assert_eq!(keys.ids().collect::<Vec<_>>(), ["new", "old"]);
+    assert_eq!(
+        config.data_at_rest.retention,
+        Duration::from_secs(30 * 86_400)
+    );
+    // The key from the file opens what it sealed; the current one seals.
+    let old_only = manifold_crypto::DataKeys::new(
+        manifold_crypto::DataKey::from_hex("old", &SecretString::from(KEY_B)).unwrap(),
+        vec![],
+    )
+    .unwrap();
+    let sealed = old_only.seal(b"ctx", b"value");
+    assert_eq!(keys.open(b"ctx", &sealed).unwrap(), b"value");
+    assert_eq!(
+        manifold_crypto::at_rest::sealed_key_id(&keys.seal(b"ctx", b"v")),
+        Some("new")
+    );
+    // Nothing of a key reaches Debug.
+    let printed = format!("{config:?}");
+    assert!(!printed.contains(KEY_A) && !printed.contains(KEY_B));
 }

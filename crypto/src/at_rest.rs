@@ -61,7 +61,9 @@ pub const MAX_KEY_ID_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[allow(missing_docs)] // the messages say it
 pub enum AtRestError {
-    #[error("a data key must be 64 hexadecimal digits (32 bytes), as `openssl rand -hex 32` prints")]
+    #[error(
+        "a data key must be 64 hexadecimal digits (32 bytes), as `openssl rand -hex 32` prints"
+    )]
     MalformedKey,
     #[error("a data key id must be 1 to 64 of the characters A-Z a-z 0-9 . _ -")]
     MalformedKeyId,
@@ -226,7 +228,12 @@ impl DataKeys {
         self.seal_with_nonce(context, plaintext, &nonce)
     }
 
-    fn seal_with_nonce(&self, context: &[u8], plaintext: &[u8], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    fn seal_with_nonce(
+        &self,
+        context: &[u8],
+        plaintext: &[u8],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Vec<u8> {
         let key = &self.current;
         let header = header(&key.id);
         let mut aad = Vec::with_capacity(header.len() + context.len());
@@ -323,7 +330,11 @@ mod tests {
     #[test]
     fn xaes_256_gcm_matches_the_c2sp_vectors() {
         let cases: [(u8, &[u8], &str); 2] = [
-            (0x01, b"", "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271"),
+            (
+                0x01,
+                b"",
+                "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271",
+            ),
             (
                 0x03,
                 b"c2sp.org/XAES-256-GCM",
@@ -388,7 +399,10 @@ mod tests {
         assert_eq!(without_old.open(b"ctx", &resealed).unwrap(), b"value");
         // A key id relabelled onto another key's value does not open.
         let impostor = DataKeys::new(key("old", 3), vec![]).unwrap();
-        assert_eq!(impostor.open(b"ctx", &sealed_old), Err(AtRestError::Rejected));
+        assert_eq!(
+            impostor.open(b"ctx", &sealed_old),
+            Err(AtRestError::Rejected)
+        );
     }
 
     #[test]

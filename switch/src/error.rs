@@ -86,6 +86,15 @@ pub enum SwitchError {
     RequestRefConflict(String),
     #[error("transaction_ref `{0}` is already used by another transaction of this app")]
     DuplicateTransactionRef(String),
+    #[error(
+        "the answer to this request_ref was dropped, with the customer data of transaction \
+         `{transaction_ref}`, after the switch's retention period; the transaction ended \
+         {status}, and /transact/query reports what is kept of it"
+    )]
+    AnswerDropped {
+        transaction_ref: String,
+        status: manifold_provider::Status,
+    },
     #[error("no transaction `{0}` exists for this app")]
     TransactionNotFound(String),
     #[error("the first call for transaction `{0}` is still with the provider; repeat this call in a moment")]

@@ -142,6 +142,7 @@ fn classify(error: &SwitchError) -> (StatusCode, &'static str, Option<Vec<FieldE
         ),
         NotAwaitingValidation(_) => (StatusCode::CONFLICT, "not_awaiting_validation", None),
         NotReversible(_) => (StatusCode::CONFLICT, "not_reversible", None),
+        AnswerDropped { .. } => (StatusCode::GONE, "answer_dropped", None),
         ProviderUnavailable(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "provider_unavailable",

@@ -24,6 +24,8 @@
 //!   provider microservices may delegate SMS and e-mail to.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation; the
 //!   switch keeps no state above it.
+//! - [`retention`]: the hourly pass that drops the customer data of
+//!   transactions settled longer ago than `[data_at_rest] retention_days`.
 //! - [`storage`]: what is open on the database (store, in-process providers,
 //!   engine) as one generation, reopened after a write error.
 //! - [`error`]: [`SwitchError`], everything that can go wrong, in domain words.
@@ -36,6 +38,7 @@ pub mod http;
 pub mod inspect;
 pub mod limits;
 pub mod notify;
+pub mod retention;
 pub mod routing;
 pub mod server;
 pub mod signed;

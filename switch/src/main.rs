@@ -27,6 +27,11 @@ struct Args {
     /// Run it on a stopped switch: sled lets one process open a store.
     #[arg(long)]
     dump: bool,
+    /// Seal every stored record not sealed under the current data key
+    /// (`[data_at_rest] key_id`), then exit; afterwards the previous keys can
+    /// be removed from the configuration. Run it on a stopped switch.
+    #[arg(long, conflicts_with = "dump")]
+    reseal: bool,
 }
 
 #[tokio::main]
@@ -57,11 +62,25 @@ async fn main() -> anyhow::Result<()> {
     if let Some(data) = args.data {
         config.storage.path = data;
     }
+    let options = manifold_switch::store::StoreOptions {
+        cache_capacity_bytes: config.storage.cache_capacity_bytes,
+        data_keys: Some(config.data_at_rest.keys.clone()),
+        ..Default::default()
+    };
+    if args.reseal {
+        let resealed =
+            manifold_switch::store::SledStore::reseal_directory(&config.storage.path, &options)
+                .await
+                .with_context(|| {
+                    format!("resealing the store in {}", config.storage.path.display())
+                })?;
+        eprintln!(
+            "{resealed} records sealed under data key `{}`",
+            config.data_at_rest.keys.current_id()
+        );
+        return Ok(());
+    }
     if args.dump {
-        let options = manifold_switch::store::StoreOptions {
-            cache_capacity_bytes: config.storage.cache_capacity_bytes,
-            ..Default::default()
-        };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let dumped = manifold_switch::store::SledStore::dump_directory(
             &config.storage.path,

@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(request.to, "2348022000008");
         assert_eq!(request.code.expose(), "415933");
         let config = manifold_config::SwitchConfig::from_toml(
-            "listen = \"127.0.0.1:0\"\n[storage]\npath = \"unused\"\n[notifications]\n\
+            "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"unused\"\n[notifications]\n\
              otp_text = \"{provider}: {code} ({minutes} min)\"\notp_subject = \"{provider} code\"\n",
             std::path::Path::new("t.toml"),
         )
@@ -466,6 +466,9 @@ mod tests {
     fn only_remote_providers_with_notify_may_sign_for_the_services() {
         let text = r#"
             listen = "127.0.0.1:0"
+            [data_at_rest]
+            key_id = "test"
+            key = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87"
             [storage]
             path = "unused"
             [[providers]]

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
 use manifold_demo_provider::DemoSettings;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use crate::apps::AppRegistry;
 use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
+use crate::retention::Retention;
 use crate::routing::ProviderLimits;
 use crate::signed::SpentSignatures;
 use crate::storage::{OpenError, Opener, RouteProvider, Storage};
@@ -51,6 +53,8 @@ pub struct Switch {
     store: Arc<SledStore>,
     /// `[server]`: the edge's limits, timeouts and TLS.
     edge: EdgeOptions,
+    /// `[data_at_rest] retention_days`.
+    retention: Duration,
 }
 
 /// The edge as the host's `[server]` table describes it, its TLS files
@@ -96,6 +100,7 @@ impl Switch {
         };
         let options = StoreOptions {
             cache_capacity_bytes: config.storage.cache_capacity_bytes,
+            data_keys: Some(config.data_at_rest.keys.clone()),
             ..StoreOptions::default()
         };
         // SMS and e-mail as the host configured them (the outbox otherwise),
@@ -208,7 +213,12 @@ impl Switch {
                 config.server.signature_max_skew,
             ),
         });
-        Ok(Switch { state, store, edge })
+        Ok(Switch {
+            state,
+            store,
+            edge,
+            retention: config.data_at_rest.retention,
+        })
     }
 
     /// The store as opened. Serving drops the switch's own handle; a caller
@@ -216,6 +226,12 @@ impl Switch {
     /// reopen it after a write error (see [`crate::storage`]).
     pub fn store(&self) -> &Arc<SledStore> {
         &self.store
+    }
+
+    /// The retention pass over this switch's store ([`Retention::apply_at`]
+    /// runs it for a chosen time; serving runs it every hour).
+    pub fn retention(&self) -> Retention {
+        Retention::new(self.state.storage.clone(), self.retention)
     }
 
     /// Answers HTTP on `listener` until `shutdown` completes, then lets
@@ -237,9 +253,11 @@ impl Switch {
         let Switch {
             state: served,
             store,
+            retention,
             ..
         } = self;
         drop(store);
+        let retention = Retention::new(served.storage.clone(), retention).start();
         served.storage.start_sweeping();
         let state = served.clone();
         let handler = move |request, peer| handle(state.clone(), request, peer);
@@ -255,6 +273,7 @@ impl Switch {
                 "calls still running at the end of the shutdown grace period"
             );
         }
+        drop(retention);
         served.storage.stop_sweeping();
         if let Err(error) = served.storage.flush().await {
             tracing::error!(%error, "final flush failed");

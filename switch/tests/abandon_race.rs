@@ -32,6 +32,9 @@ const API_KEY: &str = "race-app-key-0123456789abcdef";
 
 const CONFIG: &str = r#"
 listen = "127.0.0.1:0"
+[data_at_rest]
+key_id = "test"
+key = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87"
 [storage]
 path = "unused"
 [[providers]]
@@ -155,6 +158,9 @@ impl Store for AbandonBeforeClaimRead {
     ) -> Result<Vec<MeteredCall>, StoreError> {
         self.inner.metered_calls(app_id, from_ms, until_ms).await
     }
+    async fn drop_customer_data(&self, before_ms: u64, now_ms: u64) -> Result<usize, StoreError> {
+        self.inner.drop_customer_data(before_ms, now_ms).await
+    }
     async fn transaction_count(&self) -> Result<usize, StoreError> {
         self.inner.transaction_count().await
     }
@@ -200,6 +206,7 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
             message: "Received; sent to the provider".into(),
         }],
         reversal: None,
+        customer_data_dropped_at_ms: None,
         requests: vec![RequestEntry {
             request_ref: "r-1".into(),
             operation: Operation::Transact,

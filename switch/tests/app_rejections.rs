@@ -18,6 +18,9 @@ fn config(data: &Path) -> SwitchConfig {
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
+[data_at_rest]
+key_id = "test"
+key = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87"
 [storage]
 path = {storage:?}
 [notifications]

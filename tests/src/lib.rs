@@ -72,11 +72,15 @@ pub enum ProviderSpec {
 /// tests of the rate limit itself (which set their own) meet it.
 pub const TEST_APP_RATE: u32 = 100_000;
 
+/// The `[data_at_rest]` table of test configurations: a fixed, public key
+/// (tests that look at the data at rest bring keys of their own).
+pub const TEST_DATA_AT_REST: &str = "[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n";
+
 /// Writes a configuration for the test apps with the given providers; each
 /// app may use every provider for `get_balance` and `transfer`.
 pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> String {
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[notifications]\noutbox = {:?}\n",
+        "listen = \"127.0.0.1:0\"\n{TEST_DATA_AT_REST}[storage]\npath = {:?}\n[notifications]\noutbox = {:?}\n",
         data.join("switch").display().to_string(),
         data.join("outbox.jsonl").display().to_string()
     );

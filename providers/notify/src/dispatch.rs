@@ -164,7 +164,7 @@ mod tests {
     /// may be opened, and dropped, outside one.
     #[test]
     fn channels_are_built_and_dropped_without_a_runtime() {
-        let text = "listen = \"127.0.0.1:0\"\n[storage]\npath = \"unused\"\n\
+        let text = "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"unused\"\n\
                     [notifications.sms]\nurl = \"https://sms.example.com/send\"\ntoken = \"t\"\n\
                     [notifications.email]\nhost = \"smtp.example.com\"\ntls = \"starttls\"\n\
                     from = \"no-reply@example.com\"\nusername = \"u\"\npassword = \"p\"\n";

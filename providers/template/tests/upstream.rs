@@ -1066,7 +1066,7 @@ fn the_guides_switch_configuration_is_valid() {
         + 8;
     let block = &block[start..];
     let block = &block[..block.find("```").unwrap()];
-    let text = format!("listen = \"127.0.0.1:0\"\n[storage]\npath = \"data/switch\"\n\n{block}");
+    let text = format!("listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"data/switch\"\n\n{block}");
     let config = manifold_config::SwitchConfig::from_toml(&text, &guide_path)
         .unwrap_or_else(|error| panic!("{error}"));
 

@@ -50,6 +50,16 @@ impl Engine {
             })),
             "history": record.history,
         }));
+        if let (Some(at_ms), Some(transaction)) = (
+            record.customer_data_dropped_at_ms,
+            envelope
+                .data
+                .transaction
+                .as_mut()
+                .and_then(|t| t.as_object_mut()),
+        ) {
+            transaction.insert("customer_data_dropped_at_ms".into(), at_ms.into());
+        }
         Answer::describing(&envelope, record, durable)
     }
 }

@@ -200,6 +200,12 @@ impl Engine {
                 request,
                 transaction,
             } => match request.state {
+                RequestState::Answered(_) if transaction.customer_data_dropped_at_ms.is_some() => {
+                    Err(SwitchError::AnswerDropped {
+                        transaction_ref: transaction.transaction_ref,
+                        status: transaction.status,
+                    })
+                }
                 RequestState::Answered(stored) => {
                     // The first call may still be waiting for the flush that
                     // makes this answer durable.

@@ -43,6 +43,13 @@ impl Engine {
                 record.status
             )));
         }
+        if record.customer_data_dropped_at_ms.is_some() {
+            return Err(SwitchError::NotReversible(
+                "it settled longer ago than the switch's retention period, and its details \
+                 were dropped; reverse it with the provider directly"
+                    .into(),
+            ));
+        }
         // A reversal whose outcome is unknown is retried under its first
         // request_ref, so the provider recognises it rather than reversing twice.
         let provider_request_ref = match &record.reversal {

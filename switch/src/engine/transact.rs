@@ -104,6 +104,7 @@ impl Engine {
                 RECEIVED,
             )],
             reversal: None,
+            customer_data_dropped_at_ms: None,
             requests: vec![RequestEntry {
                 request_ref: request.request_ref.clone(),
                 operation: Operation::Transact,

@@ -35,6 +35,9 @@ pub enum StoreError {
     NotDurable(String),
     #[error("{0}")]
     UnsupportedFormat(String),
+    /// A record is sealed under a data key this store was not given.
+    #[error("{0}")]
+    Sealed(String),
 }
 
 /// The first history entry of every transaction (stored as a number).
@@ -118,9 +121,55 @@ pub struct TransactionRecord {
     pub reversal: Option<Reversal>,
     /// The requests that acted on it, the `/transact` that began it first.
     pub requests: Vec<RequestEntry>,
+    /// When its customer data (the providers' replies, their messages) was
+    /// dropped after the retention period; what stays is its status, amount,
+    /// history without messages, and fingerprints.
+    pub customer_data_dropped_at_ms: Option<u64>,
 }
 
+/// A history message after its transaction's customer data was dropped.
+pub const DROPPED_MESSAGE: &str = "(dropped after the retention period)";
+
 impl TransactionRecord {
+    /// Drops the customer data of a final transaction at `at_ms`: every
+    /// reply's message and `provider_response` (statuses and codes stay),
+    /// the latest reply, and the history's messages. Idempotent.
+    pub fn drop_customer_data(&mut self, at_ms: u64) {
+        if self.customer_data_dropped_at_ms.is_some() {
+            return;
+        }
+        let strip = |reply: &mut ProviderReply| {
+            reply.message.clear();
+            reply.provider_response = None;
+        };
+        for request in &mut self.requests {
+            if let RequestState::Answered(answer) = &mut request.state {
+                strip(&mut answer.reply);
+            }
+        }
+        self.last_reply = None;
+        if let Some(reply) = self.reversal.as_mut().and_then(|r| r.reply.as_mut()) {
+            strip(reply);
+        }
+        for entry in &mut self.history {
+            if entry.message != RECEIVED {
+                entry.message = DROPPED_MESSAGE.to_owned();
+            }
+        }
+        self.customer_data_dropped_at_ms = Some(at_ms);
+    }
+
+    /// Whether retention may drop its customer data: final, with nothing
+    /// left to ask of the provider (a reversal still pending is not).
+    pub fn is_settled(&self) -> bool {
+        self.status.is_final()
+            && self
+                .requests
+                .iter()
+                .all(|r| matches!(r.state, RequestState::Answered(_)))
+            && self.reversal.as_ref().is_none_or(|r| r.status.is_final())
+    }
+
     pub fn request(&self, request_ref: &str) -> Option<&RequestEntry> {
         self.requests.iter().find(|r| r.request_ref == request_ref)
     }
@@ -316,6 +365,15 @@ pub trait Store: Send + Sync + 'static {
         let calls = self.metered_calls(app_id, from_ms, until_ms).await?;
         Ok(calls.iter().filter(|call| filter(call)).count() as u64)
     }
+    /// Drops the customer data ([`TransactionRecord::drop_customer_data`])
+    /// of every settled transaction last updated at or before
+    /// `settled_before_ms`, marking it dropped at `now_ms`; returns how many.
+    /// Durable at the next [`Store::durable`].
+    async fn drop_customer_data(
+        &self,
+        settled_before_ms: u64,
+        now_ms: u64,
+    ) -> Result<usize, StoreError>;
     /// How many transactions are recorded, for all apps.
     async fn transaction_count(&self) -> Result<usize, StoreError>;
     /// Resolves once every write made before the call is on disk.

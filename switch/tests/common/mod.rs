@@ -51,6 +51,9 @@ pub fn config_with_demo_settings(
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
+[data_at_rest]
+key_id = "test"
+key = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87"
 [storage]
 path = {storage:?}
 [notifications]

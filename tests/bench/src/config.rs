@@ -78,7 +78,7 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
         }
     };
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
+        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
          timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n{settings}",
         settings = match provider {

@@ -268,6 +268,7 @@ mod tests {
                     message: "Transaction processed successfully".into(),
                 }],
                 reversal: None,
+                customer_data_dropped_at_ms: None,
                 requests: vec![RequestEntry {
                     request_ref: "tmpl-0".into(),
                     operation: Operation::Transact,

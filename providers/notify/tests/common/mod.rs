@@ -20,7 +20,7 @@ pub const EMAIL: &str = "uju@example.com";
 /// `[notifications]` tables (`snippet`) parsed and validated by manifold-config.
 pub fn notifications(storage: &Path, snippet: &str) -> NotificationsConfig {
     let text = format!(
-        "listen = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n{snippet}",
+        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = {:?}\n{snippet}",
         storage.display().to_string()
     );
     SwitchConfig::from_toml(&text, Path::new("notify-test.toml"))

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{
     HistoryEntry, MeteredCall, Operation, RequestEntry, RequestState, Reversal, StoreError,
-    StoredAnswer, TransactionRecord, RECEIVED,
+    StoredAnswer, TransactionRecord, DROPPED_MESSAGE, RECEIVED,
 };
 
 pub const TRANSACTION: u8 = b'T';
@@ -140,6 +140,9 @@ enum DiskLastReply {
     None,
     AnswerOf(u32),
     Own(DiskReply),
+    /// No latest reply: the customer data was dropped at this time. (Added
+    /// last, so records written before it decode as they did.)
+    DroppedAt(u64),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -156,6 +159,8 @@ enum DiskText {
     Received,
     /// The message of the reply that answered the request at this position.
     AnswerOf(u32),
+    /// [`DROPPED_MESSAGE`]: dropped after the retention period.
+    Dropped,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -255,12 +260,15 @@ pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreEr
             .position(|r| r.request_ref == request_ref)
             .map(|p| p as u32)
     };
-    let last_reply = match &record.last_reply {
-        None => DiskLastReply::None,
-        Some(reply) => match (0..requests.len()).find(|&p| answer_of(requests, p) == Some(reply)) {
-            Some(p) => DiskLastReply::AnswerOf(p as u32),
-            None => DiskLastReply::Own(DiskReply::new(reply)),
-        },
+    let last_reply = match (&record.last_reply, record.customer_data_dropped_at_ms) {
+        (_, Some(at_ms)) => DiskLastReply::DroppedAt(at_ms),
+        (None, None) => DiskLastReply::None,
+        (Some(reply), None) => {
+            match (0..requests.len()).find(|&p| answer_of(requests, p) == Some(reply)) {
+                Some(p) => DiskLastReply::AnswerOf(p as u32),
+                None => DiskLastReply::Own(DiskReply::new(reply)),
+            }
+        }
     };
     let history = record
         .history
@@ -269,6 +277,10 @@ pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreEr
             let request = entry.request_ref.as_deref().and_then(position);
             let message = if entry.message == RECEIVED {
                 DiskText::Received
+            } else if entry.message == DROPPED_MESSAGE
+                && record.customer_data_dropped_at_ms.is_some()
+            {
+                DiskText::Dropped
             } else {
                 match request.filter(|&p| {
                     answer_of(requests, p as usize).is_some_and(|r| r.message == entry.message)
@@ -378,6 +390,7 @@ pub fn decode_transaction(
                 message: match entry.message {
                     DiskText::Own(text) => text,
                     DiskText::Received => RECEIVED.to_owned(),
+                    DiskText::Dropped => DROPPED_MESSAGE.to_owned(),
                     DiskText::AnswerOf(p) => answer_of(&requests, p as usize)
                         .ok_or_else(|| dangling(p))?
                         .message
@@ -386,8 +399,13 @@ pub fn decode_transaction(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut dropped_at_ms = None;
     let last_reply = match disk.last_reply {
         DiskLastReply::None => None,
+        DiskLastReply::DroppedAt(at_ms) => {
+            dropped_at_ms = Some(at_ms);
+            None
+        }
         DiskLastReply::AnswerOf(p) => Some(
             answer_of(&requests, p as usize)
                 .ok_or_else(|| dangling(p))?
@@ -416,6 +434,7 @@ pub fn decode_transaction(
             None => None,
         },
         requests,
+        customer_data_dropped_at_ms: dropped_at_ms,
     })
 }
 
@@ -533,6 +552,7 @@ mod tests {
                 at_ms: 1_700_000_000_900,
                 reply: None,
             }),
+            customer_data_dropped_at_ms: None,
             requests: vec![
                 RequestEntry {
                     request_ref: "r-1".into(),
@@ -572,6 +592,32 @@ mod tests {
         queried.last_reply = Some(reply(Status::Pending, "from a query"));
         let bytes = encode_transaction(&queried).unwrap();
         assert_eq!(decode_transaction("app", "t-1", &bytes).unwrap(), queried);
+    }
+
+    #[test]
+    fn a_record_whose_customer_data_was_dropped_reads_back_without_it() {
+        let mut record = sample();
+        record.reversal = None;
+        let before = encode_transaction(&record).unwrap();
+        record.drop_customer_data(1_800_000_000_000);
+        let bytes = encode_transaction(&record).unwrap();
+        let decoded = decode_transaction("app", "t-1", &bytes).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.customer_data_dropped_at_ms, Some(1_800_000_000_000));
+        assert_eq!(decoded.last_reply, None);
+        assert_eq!(decoded.status, Status::Successful);
+        let contains =
+            |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        for text in [
+            &b"balance"[..],
+            b"Approved",
+            b"Enter the code",
+            b"still waiting",
+        ] {
+            assert!(contains(&before, text));
+            assert!(!contains(&bytes, text), "{}", String::from_utf8_lossy(text));
+        }
+        assert!(bytes.len() < before.len());
     }
 
     #[test]

@@ -31,6 +31,7 @@
 
 mod codec;
 mod journal;
+mod sealing;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ use dashmap::DashMap;
 use manifold_provider::GroupCommit;
 
 use journal::{Change as Write, Journal};
+use manifold_crypto::DataKeys;
+use sealing::Sealing;
 
 use super::{
     Begin, Change, Claim, ClaimsLiveIn, Durable, Fingerprint, ImportedTransaction, KnownRequest,
@@ -57,24 +60,31 @@ use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 /// What the store's tree says it holds; a store without it is refused.
 /// Format 3 is format 2's records with the journal in front: a version that
 /// reads format 2 only would ignore `journal/` and lose what it holds, so it
-/// must refuse a store this version has opened.
-pub const FORMAT: &str = "manifold-switch-store/3";
-/// Format 2 is taken over as it is: the same records, and no journal yet.
+/// must refuse a store this version has opened. Format 4 is format 3 with
+/// records that may be sealed (`sealing.rs`) or have had their customer data
+/// dropped, which a format-3 version would misread as damage.
+pub const FORMAT: &str = "manifold-switch-store/4";
+/// Formats 2 and 3 are taken over as they are: their records are format 4
+/// records in clear (sealed as they are written again, or by `reseal`).
 const FORMAT_2: &str = "manifold-switch-store/2";
+const FORMAT_3: &str = "manifold-switch-store/3";
 const TREE: &str = "switch/v2";
 /// The trees of the first store format, which this version does not read.
 const FORMAT_1_TREES: [&str; 3] = ["switch/transactions", "switch/requests", "switch/metering"];
 const LOCK_STRIPES: usize = 1024;
 const MINUTE_MS: u64 = 60_000;
 
-/// How the store uses memory and time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the store uses memory and time, and the key it seals records under.
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// sled's page cache. sled's own default is 1 GiB, which a busy switch
     /// fills; this bounds the store's share of the process's memory.
     pub cache_capacity_bytes: u64,
     /// How long a metered call may wait in memory when no commit comes.
     pub metering_interval: Duration,
+    /// The keys transaction records are sealed under (see `sealing.rs`);
+    /// `None` keeps them in clear, for tests only.
+    pub data_keys: Option<Arc<DataKeys>>,
 }
 
 impl Default for StoreOptions {
@@ -82,6 +92,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity_bytes: 32 * 1024 * 1024,
             metering_interval: Duration::from_millis(200),
+            data_keys: None,
         }
     }
 }
@@ -118,6 +129,7 @@ pub struct SledStore {
     /// Enquiries in flight, by transaction key: the record as begun.
     enquiries: DashMap<Vec<u8>, TransactionRecord>,
     metering: Arc<Metering>,
+    sealing: Sealing,
 }
 
 /// Striped locks over keys. Every write holds the stripes of the keys it
@@ -294,10 +306,17 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     }
     match tree.get(codec::FORMAT_KEY)? {
         Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(()),
-        Some(found) if found.as_ref() == FORMAT_2.as_bytes() => {
+        Some(found)
+            if [FORMAT_2, FORMAT_3]
+                .iter()
+                .any(|f| found.as_ref() == f.as_bytes()) =>
+        {
             tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
             db.flush()?;
-            tracing::info!("the store is now format 3 (format 2 with a journal)");
+            tracing::info!(
+                "the store is now format 4 (a journal, and records sealed as they are written; \
+                 `manifold --reseal` seals the rest)"
+            );
             Ok(())
         }
         Some(found) => Err(StoreError::UnsupportedFormat(format!(
@@ -390,7 +409,29 @@ impl SledStore {
             running: DashMap::new(),
             enquiries: DashMap::new(),
             metering,
+            sealing: Sealing::new(options.data_keys.clone()),
         })
+    }
+
+    /// A record as written: encoded, then sealed for its key.
+    fn encode_record(
+        &self,
+        transaction_key: &[u8],
+        record: &TransactionRecord,
+    ) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .sealing
+            .seal(transaction_key, codec::encode_transaction(record)?))
+    }
+
+    fn decode_record(
+        &self,
+        transaction_key: &[u8],
+        stored: &[u8],
+    ) -> Result<TransactionRecord, StoreError> {
+        let (app_id, transaction_ref) = split_key(transaction_key)?;
+        let encoded = self.sealing.open(transaction_key, stored)?;
+        codec::decode_transaction(&app_id, &transaction_ref, &encoded)
     }
 
     fn stored_transaction(
@@ -398,14 +439,7 @@ impl SledStore {
         transaction_key: &[u8],
     ) -> Result<Option<TransactionRecord>, StoreError> {
         match self.journal.get(transaction_key)? {
-            Some(bytes) => {
-                let (app_id, transaction_ref) = split_key(transaction_key)?;
-                Ok(Some(codec::decode_transaction(
-                    &app_id,
-                    &transaction_ref,
-                    &bytes,
-                )?))
-            }
+            Some(bytes) => Ok(Some(self.decode_record(transaction_key, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -490,10 +524,9 @@ impl SledStore {
                     codec::encode_pointer(&record.transaction_ref)?,
                 );
             }
-            batch.insert(
-                key(TRANSACTION, &record.app_id, &record.transaction_ref),
-                codec::encode_transaction(record)?,
-            );
+            let transaction_key = key(TRANSACTION, &record.app_id, &record.transaction_ref);
+            let encoded = self.encode_record(&transaction_key, record)?;
+            batch.insert(transaction_key, encoded);
         }
         for ((app_id, minute), batched) in by_app_and_minute(transactions.iter().map(|t| &t.call)) {
             batch.insert(
@@ -529,13 +562,66 @@ impl SledStore {
         })
     }
 
-    /// Dumps the store in `path` ([`SledStore::dump`]) and closes it. sled is
-    /// one process, so the switch must be stopped (`manifold --dump`).
-    pub fn dump_directory(
+    /// Rewrites, one at a time under its lock, every record under the
+    /// transaction key `key` for which `rewrite` returns a new record
+    /// (given the record as stored now). Scans sled, so a record changed in
+    /// the journal since is read again under the lock.
+    fn rewrite_records(
+        &self,
+        wanted: impl Fn(&[u8], &[u8]) -> bool,
+        rewrite: impl Fn(TransactionRecord) -> Option<TransactionRecord>,
+    ) -> Result<usize, StoreError> {
+        let mut rewritten = 0;
+        for entry in self.tree.scan_prefix([TRANSACTION]) {
+            let (transaction_key, stored) = entry?;
+            if !wanted(&transaction_key, &stored) {
+                continue;
+            }
+            let _held = self.locks.hold(&[&transaction_key]);
+            let Some(record) = self.stored_transaction(&transaction_key)? else {
+                continue;
+            };
+            let Some(record) = rewrite(record) else {
+                continue;
+            };
+            let bytes = self.encode_record(&transaction_key, &record)?;
+            self.journal
+                .write(vec![Write::Insert(transaction_key.to_vec(), bytes)])?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
+    /// Seals every record not sealed under the current data key (records
+    /// written before the store had a key, or under a previous key), so the
+    /// previous keys can be removed from the configuration. Returns how many
+    /// it rewrote; they are durable when it returns.
+    pub async fn reseal(&self) -> Result<usize, StoreError> {
+        if self.sealing.current_key_id().is_none() {
+            return Err(StoreError::Sealed(
+                "resealing needs a data key: the store was opened without one".into(),
+            ));
+        }
+        self.journal.in_sled().await?;
+        let resealed = self.rewrite_records(
+            |_, stored| self.sealing.needs_reseal(stored),
+            |record| Some(record),
+        )?;
+        self.durable().await?;
+        Ok(resealed)
+    }
+
+    /// [`SledStore::reseal`] of the store in `path`, which is then closed
+    /// (`manifold --reseal`, on a stopped switch).
+    pub async fn reseal_directory(
         path: &Path,
         options: &StoreOptions,
-        out: &mut impl std::io::Write,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<usize, StoreError> {
+        let store = Self::open_existing(path, options)?;
+        store.reseal().await
+    }
+
+    fn open_existing(path: &Path, options: &StoreOptions) -> Result<SledStore, StoreError> {
         if !path.join("db").is_file() {
             return Err(StoreError::Database(format!(
                 "no store in {}",
@@ -545,7 +631,17 @@ impl SledStore {
         let db = Self::open_db(path, options)?;
         let commit =
             GroupCommit::start(db.clone()).map_err(|e| StoreError::Database(e.to_string()))?;
-        Self::open(path, &db, commit, options)?.dump(out)
+        Self::open(path, &db, commit, options)
+    }
+
+    /// Dumps the store in `path` ([`SledStore::dump`]) and closes it. sled is
+    /// one process, so the switch must be stopped (`manifold --dump`).
+    pub fn dump_directory(
+        path: &Path,
+        options: &StoreOptions,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, StoreError> {
+        Self::open_existing(path, options)?.dump(out)
     }
 
     /// The stored records as JSON lines, for people: one object per
@@ -554,8 +650,7 @@ impl SledStore {
         let mut written = 0;
         for entry in self.tree.scan_prefix([TRANSACTION]) {
             let (key, bytes) = entry?;
-            let (app_id, transaction_ref) = split_key(&key)?;
-            let record = codec::decode_transaction(&app_id, &transaction_ref, &bytes)?;
+            let record = self.decode_record(&key, &bytes)?;
             serde_json::to_writer(&mut *out, &dump::transaction(&record))
                 .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
                 .map_err(|e| StoreError::Database(e.to_string()))?;
@@ -612,7 +707,7 @@ impl Store for SledStore {
     ) -> Result<Begin, StoreError> {
         let (_, request_key, transaction_key) = begin_keys(transaction)?;
         let pointer = codec::encode_pointer(&transaction.transaction_ref)?;
-        let record = codec::encode_transaction(transaction)?;
+        let record = self.encode_record(&transaction_key, transaction)?;
         let _held = self.locks.hold(&[&request_key, &transaction_key]);
         if let Some(found) = self.check_free(&request_key, &transaction_key)? {
             return Ok(found);
@@ -781,7 +876,7 @@ impl Store for SledStore {
             return Ok(Some(record));
         }
         change(&mut record);
-        let bytes = codec::encode_transaction(&record)?;
+        let bytes = self.encode_record(&transaction_key, &record)?;
         let mut writes = Vec::with_capacity(2);
         if let (true, Some(answer_key)) = (answer_is_new, &answer_key) {
             writes.push(Write::Insert(
@@ -840,6 +935,34 @@ impl Store for SledStore {
         })
         .await?;
         Ok(count)
+    }
+
+    async fn drop_customer_data(
+        &self,
+        settled_before_ms: u64,
+        now_ms: u64,
+    ) -> Result<usize, StoreError> {
+        self.journal.in_sled().await?;
+        let eligible = |record: &TransactionRecord| {
+            record.customer_data_dropped_at_ms.is_none()
+                && record.is_settled()
+                && record.updated_at_ms <= settled_before_ms
+        };
+        self.rewrite_records(
+            // Every record is opened to be looked at: its times are sealed
+            // with the rest.
+            |key, stored| {
+                self.decode_record(key, stored)
+                    .map(|record| eligible(&record))
+                    .unwrap_or(true)
+            },
+            |mut record| {
+                eligible(&record).then(|| {
+                    record.drop_customer_data(now_ms);
+                    record
+                })
+            },
+        )
     }
 
     async fn transaction_count(&self) -> Result<usize, StoreError> {
