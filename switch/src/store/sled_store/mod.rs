@@ -385,6 +385,8 @@ impl SledStore {
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(TREE)?;
         check_format(db, &tree)?;
+        let sealing = Sealing::new(options.data_keys.clone());
+        sealing.check_key_ids(&tree)?;
         let (journal, replayed) = Journal::open(&Self::journal_dir(path), db, &tree, commit)?;
         if replayed.entries > 0 {
             tracing::info!(
@@ -409,7 +411,7 @@ impl SledStore {
             running: DashMap::new(),
             enquiries: DashMap::new(),
             metering,
-            sealing: Sealing::new(options.data_keys.clone()),
+            sealing,
         })
     }
 
@@ -608,6 +610,9 @@ impl SledStore {
             |record| Some(record),
         )?;
         self.durable().await?;
+        // Every record is under the current key now: the previous ones may go.
+        self.journal.in_sled().await?;
+        self.sealing.forget_previous_key_ids(&self.tree)?;
         Ok(resealed)
     }
 

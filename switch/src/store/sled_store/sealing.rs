@@ -13,6 +13,13 @@
 //!
 //! A record written before the store had a key is read as it is and sealed
 //! when it is next written, or by [`super::SledStore::reseal`].
+//!
+//! The tree keeps, in clear under [`KEY_IDS`], the ids of every key records
+//! may be sealed under: the current key's id is added (durably) when the
+//! store is opened with it, before it seals anything, and a reseal leaves
+//! only the current one. Opening with a configuration that lacks one of
+//! them is refused at once, naming the missing ids, rather than failing
+//! call by call on the records they sealed.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,6 +28,10 @@ use manifold_crypto::at_rest::{self, AtRestError};
 use manifold_crypto::DataKeys;
 
 use crate::store::StoreError;
+
+/// The key (in the store's tree) of the ids of the data keys records may be
+/// sealed under; no record key starts with 0.
+pub(super) const KEY_IDS: &[u8] = b"\0data-key-ids";
 
 /// What seals and opens records; without keys, records are kept in clear
 /// (tests and embedders only: the configuration requires a key).
@@ -82,8 +93,72 @@ impl Sealing {
         }
     }
 
+    /// Refuses a store that holds records sealed under a key the
+    /// configuration does not give, and records the current key's id before
+    /// anything is sealed under it.
+    pub(super) fn check_key_ids(&self, tree: &sled::Tree) -> Result<(), StoreError> {
+        let recorded = recorded_ids(tree)?;
+        let Some(keys) = &self.keys else {
+            if recorded.is_empty() {
+                return Ok(());
+            }
+            return Err(StoreError::Sealed(format!(
+                "the store holds records sealed under the data key(s) {}, and no data key was given",
+                quoted(&recorded)
+            )));
+        };
+        let missing: Vec<String> = recorded
+            .iter()
+            .filter(|id| !keys.ids().any(|known| known == id.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::Sealed(format!(
+                "the store holds records sealed under the data key(s) {}, which the configuration \
+                 does not give (it gives {}): list them under [[data_at_rest.previous_keys]]; once \
+                 `manifold --reseal` has run with them, they can be removed",
+                quoted(&missing),
+                quoted(&keys.ids().map(str::to_owned).collect::<Vec<_>>())
+            )));
+        }
+        if !recorded.iter().any(|id| id == keys.current_id()) {
+            let mut ids = recorded;
+            ids.push(keys.current_id().to_owned());
+            tree.insert(KEY_IDS, ids.join(",").as_bytes())?;
+            tree.flush()?;
+        }
+        Ok(())
+    }
+
+    /// After a reseal: only the current key seals anything now.
+    pub(super) fn forget_previous_key_ids(&self, tree: &sled::Tree) -> Result<(), StoreError> {
+        if let Some(current) = self.current_key_id() {
+            tree.insert(KEY_IDS, current.as_bytes())?;
+            tree.flush()?;
+        }
+        Ok(())
+    }
+
     /// The id of the key that seals, if any.
     pub(super) fn current_key_id(&self) -> Option<&str> {
         self.keys.as_deref().map(DataKeys::current_id)
     }
+}
+
+fn recorded_ids(tree: &sled::Tree) -> Result<Vec<String>, StoreError> {
+    Ok(match tree.get(KEY_IDS)? {
+        Some(ids) => String::from_utf8_lossy(&ids)
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
