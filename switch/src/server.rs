@@ -143,6 +143,19 @@ impl Switch {
                         }
                         RouteProvider::Fixed(provider)
                     } else if implementation == DEMO_IMPLEMENTATION {
+                        // Its ledger is one database, `<storage.path>/demo-bank-ledger`,
+                        // which sled lets one bank open.
+                        if routes
+                            .iter()
+                            .any(|(_, provider, _)| matches!(provider, RouteProvider::Demo(_)))
+                        {
+                            return Err(ConfigError::single(
+                                &config.source,
+                                &format!("providers[{index}].implementation"),
+                                format!("only one provider may be the compiled-in `{DEMO_IMPLEMENTATION}` bank: its ledger is one database, in the store's directory"),
+                            )
+                            .into());
+                        }
                         // Opened on the store's database, with each generation.
                         let settings = DemoSettings {
                             // The engine flushes before answering the app.

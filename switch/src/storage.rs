@@ -121,9 +121,14 @@ impl Opener {
                 RouteProvider::Fixed(provider) => provider.clone(),
                 RouteProvider::Demo(settings) => {
                     let demo = Arc::new(
+                        // Its ledger, the stand-in upstream's own database,
+                        // opens and closes with the generation too.
                         manifold_demo_provider::open(
                             &db,
                             commit.clone(),
+                            &self
+                                .path
+                                .join(manifold_demo_provider::IN_PROCESS_LEDGER_DIR),
                             self.notifier.clone(),
                             settings.clone(),
                         )

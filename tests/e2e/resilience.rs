@@ -80,6 +80,7 @@ fn open_demo(dir: &std::path::Path) -> Arc<DemoProvider> {
         manifold_demo_provider::open(
             &db,
             GroupCommit::start(db.clone()).unwrap(),
+            &dir.join("upstream-ledger"),
             Arc::new(OutboxNotifier::new(dir.join("outbox.jsonl"))),
             DemoSettings::default(),
         )

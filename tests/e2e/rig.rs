@@ -69,6 +69,8 @@ impl Rig {
                 let demo = manifold_demo_provider::open(
                     &db,
                     GroupCommit::start(db.clone()).unwrap(),
+                    // Where the `demo-provider` binary keeps it by default.
+                    &provider_dir.join("upstream-ledger"),
                     Arc::new(OutboxNotifier::new(outbox.clone())),
                     settings.clone(),
                 )

@@ -1,7 +1,11 @@
 //! The demo bank as a [`Connector`]: what it answers, in SDK steps.
 //!
-//! Its "upstream" is the [`Ledger`] in the same sled database. Everything
+//! Its "upstream" is the [`Ledger`], in a database of its own. Everything
 //! around it — idempotency, OTPs, pending state, expiry — is the SDK's.
+//!
+//! Every `provider_response` it gives carries [`MARKER_FIELD`] with
+//! [`ANSWER_MARKER`], so that a test can look for the bank's answers in the
+//! raw bytes of whatever stores them.
 
 use async_trait::async_trait;
 use manifold_crypto::SecretString;
@@ -9,8 +13,7 @@ use manifold_crypto::SourceDetails;
 use manifold_provider::TransactRequest;
 use manifold_provider_sdk::state::transaction_key;
 use manifold_provider_sdk::{
-    Confirmation, Connector, ConnectorError, OtpRecipient, Outcome, ServiceError, Step,
-    TransactionContext,
+    Confirmation, Connector, ConnectorError, OtpRecipient, Outcome, Step, TransactionContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -28,6 +31,13 @@ pub mod codes {
 
 pub const GET_BALANCE: &str = "get_balance";
 pub const TRANSFER: &str = "transfer";
+
+/// A distinctive string in every `provider_response` of the demo bank, under
+/// [`MARKER_FIELD`]: a check that the switch's store and the SDK's state
+/// hold no answer in clear looks for it in their raw bytes.
+pub const ANSWER_MARKER: &str = "manifold-demo-bank-answer-7f3c";
+/// The field of a `provider_response` that holds [`ANSWER_MARKER`].
+pub const MARKER_FIELD: &str = "bank_marker";
 
 /// What the bank keeps between steps (seed 003: the upstream's answer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,17 +60,12 @@ pub struct DemoBank {
 }
 
 impl DemoBank {
-    pub fn open(
-        db: &sled::Db,
-        opening_balance: u64,
-        step_up_amount: u64,
-        customers: Customers,
-    ) -> Result<Self, ServiceError> {
-        Ok(DemoBank {
-            ledger: Ledger::open(db, opening_balance)?,
+    pub fn new(ledger: Ledger, step_up_amount: u64, customers: Customers) -> Self {
+        DemoBank {
+            ledger,
             step_up_amount,
             customers,
-        })
+        }
     }
 
     /// Where the code for a transaction on the ledger account `source`
@@ -95,23 +100,30 @@ impl DemoBank {
             "currency": "NGN",
             "reference": format!("DEMO-{transaction_ref}"),
             "meta": {},
+            MARKER_FIELD: ANSWER_MARKER,
         })
     }
 
-    fn post_transfer(
+    /// Posts a confirmed transfer. The ledger has it on disk before this
+    /// answers, and the SDK records the outcome only after that, so no
+    /// outcome reported `Successful` can outlive its posting in a crash (one
+    /// cut short between the two is polled, and posting again under the same
+    /// key finds it done).
+    async fn post_transfer(
         &self,
         transaction: TransactionContext<'_>,
         posting: Posting,
     ) -> Result<Step, ConnectorError> {
         let key = transaction_key(transaction.app_id, transaction.transaction_ref);
         // Funds are checked again: time has passed since the transfer was accepted.
-        match self.ledger.post(&posting, &key) {
+        match self.ledger.post(&posting, &key).await {
             Ok(()) => {
                 let response = json!({
                     "amount": posting.amount,
                     "currency": "NGN",
                     "reference": format!("DEMO-{}", transaction.transaction_ref),
                     "destination_account": posting.destination_masked,
+                    MARKER_FIELD: ANSWER_MARKER,
                 });
                 let reversal = serde_json::to_value(&posting).map_err(internal)?;
                 Ok(Step::Done(
@@ -124,13 +136,23 @@ impl DemoBank {
                 codes::INSUFFICIENT_FUNDS,
                 "Insufficient funds",
             ))),
-            Err(error) => Err(internal(error)),
+            Err(error) => Err(posting_unknown(error)),
         }
     }
 }
 
 fn internal(error: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Internal(error.to_string())
+}
+
+/// A posting whose ledger failed may or may not have been applied (it may
+/// be written and not yet on disk): the SDK keeps the transaction `Pending`
+/// and polls it, and posting again under the same key settles it.
+fn posting_unknown(error: LedgerError) -> ConnectorError {
+    match error {
+        LedgerError::Corrupt(_) => internal(error),
+        _ => ConnectorError::Indeterminate(error.to_string()),
+    }
 }
 
 fn deferred(value: &Deferred) -> Result<Value, ConnectorError> {
@@ -155,8 +177,9 @@ impl Connector for DemoBank {
         matches!(request_type, GET_BALANCE | TRANSFER)
     }
 
-    // Postings are keyed by transaction in the same database, so starting a
-    // transaction twice can never move money twice.
+    // `start` moves no money (postings happen in `complete`, keyed by
+    // transaction in the ledger), so starting a transaction twice can never
+    // move money twice.
     fn upstream_is_idempotent(&self) -> bool {
         true
     }
@@ -180,10 +203,15 @@ impl Connector for DemoBank {
                 )))
             }
         };
+        // Nothing has moved yet: a ledger that cannot open the account did
+        // nothing, and the call may be made again.
         let account = self
             .ledger
             .open_account(&number, &request.source.masked())
-            .map_err(internal)?;
+            .map_err(|error| match error {
+                LedgerError::Corrupt(_) => internal(error),
+                _ => ConnectorError::Unavailable(error.to_string()),
+            })?;
         match request.request_type.as_str() {
             GET_BALANCE => Ok(Step::ConfirmWithOtp {
                 deferred: deferred(&Deferred::Balance {
@@ -238,7 +266,7 @@ impl Connector for DemoBank {
                     .with_response(response),
             )),
             (Deferred::Transfer { posting }, Confirmation::OtpVerified) => {
-                self.post_transfer(transaction, posting)
+                self.post_transfer(transaction, posting).await
             }
             (Deferred::ConfirmBeneficiary { posting, account }, Confirmation::Answer(answer)) => {
                 if typed_account_matches(&answer, &account) {
@@ -268,7 +296,7 @@ impl Connector for DemoBank {
         stored: Value,
     ) -> Result<Step, ConnectorError> {
         match serde_json::from_value::<Deferred>(stored.clone()) {
-            Ok(Deferred::Transfer { posting }) => self.post_transfer(transaction, posting),
+            Ok(Deferred::Transfer { posting }) => self.post_transfer(transaction, posting).await,
             Ok(Deferred::Balance { response }) => Ok(Step::Done(
                 Outcome::successful(codes::APPROVED, "Transaction processed successfully")
                     .with_response(response),
@@ -290,17 +318,18 @@ impl Connector for DemoBank {
         let posting: Posting = serde_json::from_value(reversal).map_err(internal)?;
         let mut key = transaction_key(transaction.app_id, transaction.transaction_ref);
         key.extend_from_slice(b"\x1freversal");
-        match self.ledger.post(&posting.reversed(), &key) {
-            Ok(()) => Ok(
-                Outcome::successful(codes::APPROVED, "Transaction reversed").with_response(
-                    json!({ "reversal_reference": format!("DEMO-REV-{}", transaction.transaction_ref) }),
-                ),
-            ),
+        // On disk before the SDK records the reversal, as for a transfer.
+        match self.ledger.post(&posting.reversed(), &key).await {
+            Ok(()) => Ok(Outcome::successful(codes::APPROVED, "Transaction reversed")
+                .with_response(json!({
+                    "reversal_reference": format!("DEMO-REV-{}", transaction.transaction_ref),
+                    MARKER_FIELD: ANSWER_MARKER,
+                }))),
             Err(LedgerError::InsufficientFunds) => Ok(Outcome::failed(
                 codes::NOT_REVERSIBLE,
                 "The destination account no longer holds the funds",
             )),
-            Err(error) => Err(internal(error)),
+            Err(error) => Err(posting_unknown(error)),
         }
     }
 }
@@ -340,6 +369,7 @@ fn transfer_posting(
     Ok((
         Posting {
             source: source.number.clone(),
+            source_masked: source.number_masked.clone(),
             destination,
             destination_masked: format!("******{}", &account[6..]),
             amount,

@@ -3,8 +3,9 @@
 //!
 //! It serves `get_balance` (answered with seed 003's response shape) and
 //! `transfer` (moves money between accounts and can be reversed), over a
-//! ledger kept in sled. All of the protocol — idempotency, `otp_override`,
-//! OTPs and their delivery, pending state, expiry — comes from
+//! ledger kept in a sled database of its own. All of the protocol —
+//! idempotency, `otp_override`, OTPs and their delivery, pending state,
+//! expiry — comes from
 //! [`manifold_provider_sdk`]; this crate only says what the bank does, in
 //! [`bank::DemoBank`], a [`Connector`](manifold_provider_sdk::Connector).
 //!
@@ -15,9 +16,28 @@
 //! It runs compiled into the switch (`mode = "in_process"`) or as its own
 //! microservice (the `demo-provider` binary); both are the same [`DemoProvider`].
 //!
+//! # Where its data lives
+//! The bank stands for an upstream bank, whose books are its own: the
+//! [`ledger::Ledger`] (accounts, with their numbers, and applied postings) is
+//! a database of its own in the directory [`open`] is given — in-process, the
+//! switch puts it in `<storage.path>/demo-bank-ledger`
+//! ([`IN_PROCESS_LEDGER_DIR`]); the `demo-provider` binary in `--ledger-data`
+//! (default `<data>/upstream-ledger`). The SDK's
+//! state (pending confirmations, outcomes) is where the SDK keeps it: the
+//! switch's database in-process, the binary's `--data` otherwise. So
+//! everything but the ledger can be checked for customer data in clear.
+//!
+//! # Its answers
+//! Every `provider_response` it gives (a balance snapshot, a transfer, a
+//! reversal) carries `"bank_marker": "manifold-demo-bank-answer-7f3c"`
+//! ([`MARKER_FIELD`], [`ANSWER_MARKER`]), beside seed 003's fields: a
+//! distinctive string a test looks for in the raw bytes of the stores that
+//! keep answers.
+//!
 //! # Layout
-//! - [`ledger`]: accounts and the atomic, once-only posting of transfers and
-//!   reversals — the "upstream" of this provider.
+//! - [`ledger`]: accounts and the atomic, once-only, durable posting of
+//!   transfers and reversals, in a database of its own — the "upstream" of
+//!   this provider.
 //! - [`bank`]: the connector: the bank's answers as SDK steps.
 //! - [`customers`]: each account's holder on record, where its OTPs go,
 //!   and [`DemoConfig`], the bank's settings as a host writes them.
@@ -27,6 +47,7 @@ pub mod bank;
 pub mod customers;
 pub mod ledger;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,14 +57,21 @@ use manifold_provider_sdk::{
 };
 use serde::Deserialize;
 
-pub use bank::{codes, DemoBank, GET_BALANCE, TRANSFER};
+pub use bank::{codes, DemoBank, ANSWER_MARKER, GET_BALANCE, MARKER_FIELD, TRANSFER};
 pub use customers::{Customers, DemoConfig, Holder};
+pub use ledger::{Ledger, LedgerError};
 
 /// The demo bank wrapped by the SDK: a complete [`manifold_provider::Provider`].
 pub type DemoProvider = ProviderService<DemoBank>;
 
-/// The prefix of the demo bank's sled trees.
+/// The prefix of the SDK's sled trees for the demo bank, in the database
+/// given to [`open`].
 pub const NAMESPACE: &str = "demo";
+
+/// The ledger's directory inside the switch's data directory
+/// (`storage.path`) when the bank runs in-process: the stand-in upstream's
+/// own database, beside the switch's.
+pub const IN_PROCESS_LEDGER_DIR: &str = "demo-bank-ledger";
 
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
@@ -114,23 +142,45 @@ impl DemoSettings {
     }
 }
 
-/// Opens the demo bank in `db` (its own database, or the switch's when it
-/// runs in-process); `commit` must flush `db`.
+/// Why the demo bank could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the demo bank's ledger in {dir} could not be opened: {source}")]
+    Ledger { dir: PathBuf, source: LedgerError },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Opens the demo bank: the SDK's state in `db` (the provider's own
+/// database, or the switch's when it runs in-process; `commit` must flush
+/// `db`), and the ledger in a database of its own in `ledger_dir`, which
+/// only this bank may have open (sled locks it).
+///
+/// A `db` that kept the ledger itself, as before the ledger had its own,
+/// hands it over ([`Ledger::take_over`]).
 pub fn open(
     db: &sled::Db,
     commit: GroupCommit,
+    ledger_dir: &Path,
     notifier: Arc<dyn Notifier>,
     settings: DemoSettings,
-) -> Result<DemoProvider, ServiceError> {
-    let bank = DemoBank::open(
-        db,
-        settings.opening_balance,
-        settings.step_up_amount,
-        settings.customers,
-    )?;
+) -> Result<DemoProvider, OpenError> {
+    let ledger_error = |source| OpenError::Ledger {
+        dir: ledger_dir.to_owned(),
+        source,
+    };
+    let ledger = Ledger::open(ledger_dir, settings.opening_balance).map_err(ledger_error)?;
+    let moved = ledger.take_over(db).map_err(ledger_error)?;
+    if moved > 0 {
+        tracing::info!(
+            accounts = moved,
+            "the demo bank's ledger moved to a database of its own"
+        );
+    }
+    let bank = DemoBank::new(ledger, settings.step_up_amount, settings.customers);
     let mut service = ServiceSettings::new(NAMESPACE, "Manifold demo bank");
     service.otp = settings.otp;
     service.sweep_interval = settings.sweep_interval;
     service.answer_durability = settings.answer_durability;
-    ProviderService::open(db, commit, notifier, bank, service)
+    Ok(ProviderService::open(db, commit, notifier, bank, service)?)
 }

@@ -21,9 +21,14 @@ struct Args {
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, default_value = "127.0.0.1:9100")]
     listen: String,
-    /// sled directory for the ledger, pending confirmations and outcomes.
+    /// sled directory for the provider's state: pending confirmations and
+    /// outcomes.
     #[arg(long, default_value = "data/demo-provider")]
     data: PathBuf,
+    /// sled directory for the bank's ledger (accounts and postings), the
+    /// stand-in upstream's own database [default: <data>/upstream-ledger].
+    #[arg(long, value_name = "DIR")]
+    ledger_data: Option<PathBuf>,
     /// Where OTP messages are delivered (JSON lines), in place of SMS/e-mail,
     /// unless `--notify-switch-url` is given.
     #[arg(long, default_value = "data/outbox.jsonl")]
@@ -114,7 +119,11 @@ async fn main() -> anyhow::Result<()> {
         )?),
         None => Arc::new(OutboxNotifier::new(args.outbox)),
     };
-    let provider = manifold_demo_provider::open(&db, commit.clone(), notifier, settings)?;
+    let ledger_dir = args
+        .ledger_data
+        .unwrap_or_else(|| args.data.join("upstream-ledger"));
+    let provider =
+        manifold_demo_provider::open(&db, commit.clone(), &ledger_dir, notifier, settings)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

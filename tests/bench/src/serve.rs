@@ -158,6 +158,7 @@ pub async fn provider(data: &Path, outbox: &Path) -> Result<(), ServeError> {
     let provider = manifold_demo_provider::open(
         &db,
         commit.clone(),
+        &data.join("upstream-ledger"),
         notifier,
         crate::config::demo_settings(),
     )
