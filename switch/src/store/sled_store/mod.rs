@@ -607,7 +607,7 @@ impl SledStore {
         self.journal.in_sled().await?;
         let resealed = self.rewrite_records(
             |_, stored| self.sealing.needs_reseal(stored),
-            |record| Some(record),
+            Some,
         )?;
         self.durable().await?;
         // Every record is under the current key now: the previous ones may go.
