@@ -160,6 +160,10 @@ impl Switch {
                         let settings = DemoSettings {
                             // The engine flushes before answering the app.
                             answer_durability: AnswerDurability::ByCaller,
+                            // Its state is in the switch's database: sealed
+                            // under the switch's keys, kept as long.
+                            data_keys: Some(config.data_at_rest.keys.clone()),
+                            retention: Some(config.data_at_rest.retention),
                             ..DemoSettings::default()
                         }
                         .with_settings(settings.value())

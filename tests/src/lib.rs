@@ -72,8 +72,11 @@ pub enum ProviderSpec {
 /// tests of the rate limit itself (which set their own) meet it.
 pub const TEST_APP_RATE: u32 = 100_000;
 
-/// The `[data_at_rest]` table of test configurations: a fixed, public key
-/// (tests that look at the data at rest bring keys of their own).
+/// The data key of the tests' switches and provider processes: fixed and
+/// public (tests that look at the data at rest bring keys of their own).
+pub const TEST_DATA_KEY: &str = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87";
+
+/// The `[data_at_rest]` table of test configurations, with [`TEST_DATA_KEY`].
 pub const TEST_DATA_AT_REST: &str = "[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n";
 
 /// Writes a configuration for the test apps with the given providers; each
@@ -260,6 +263,9 @@ fn spawn_listening(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Child,
     let mut child = Command::new(binaries().join(binary))
         .args(args)
         .env("MANIFOLD_PROVIDER_SECRET", PROVIDER_SECRET)
+        // Provider binaries need a data key; a test's own flags win.
+        .env("MANIFOLD_PROVIDER_DATA_KEY_ID", "test")
+        .env("MANIFOLD_PROVIDER_DATA_KEY", TEST_DATA_KEY)
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -820,6 +826,9 @@ fn try_spawn_listening(
     let mut child = Command::new(binaries().join(binary))
         .args(args)
         .env("MANIFOLD_PROVIDER_SECRET", PROVIDER_SECRET)
+        // Provider binaries need a data key; a test's own flags win.
+        .env("MANIFOLD_PROVIDER_DATA_KEY_ID", "test")
+        .env("MANIFOLD_PROVIDER_DATA_KEY", TEST_DATA_KEY)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

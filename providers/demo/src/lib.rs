@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use manifold_crypto::DataKeys;
 use manifold_provider::{GroupCommit, Notifier};
 use manifold_provider_sdk::{
     AnswerDurability, OtpPolicy, ProviderService, ServiceError, ServiceSettings,
@@ -86,6 +87,11 @@ pub struct DemoSettings {
     pub answer_durability: AnswerDurability,
     /// Each account's holder: where its codes go.
     pub customers: Customers,
+    /// The keys the bank's SDK state is sealed under at rest (the switch's
+    /// `[data_at_rest]` in-process, `--data-key-*` as a microservice).
+    pub data_keys: Option<Arc<DataKeys>>,
+    /// How long a final outcome keeps its customer data.
+    pub retention: Option<Duration>,
 }
 
 impl Default for DemoSettings {
@@ -97,6 +103,8 @@ impl Default for DemoSettings {
             sweep_interval: Duration::from_secs(5),
             answer_durability: AnswerDurability::BeforeAnswering,
             customers: Customers::default(),
+            data_keys: None,
+            retention: None,
         }
     }
 }
@@ -182,5 +190,7 @@ pub fn open(
     service.otp = settings.otp;
     service.sweep_interval = settings.sweep_interval;
     service.answer_durability = settings.answer_durability;
+    service.data_keys = settings.data_keys;
+    service.retention = settings.retention;
     Ok(ProviderService::open(db, commit, notifier, bank, service)?)
 }

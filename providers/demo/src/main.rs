@@ -87,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
         opening_balance: args.opening_balance,
         step_up_amount: args.step_up_amount,
         sweep_interval: Duration::from_millis(args.sweep_interval_ms.max(10)),
+        data_keys: Some(args.serve.data_keys()?),
+        retention: Some(args.serve.retention()?),
         ..DemoSettings::default()
     };
     settings.otp.ttl = Duration::from_secs(args.otp_ttl_secs);
@@ -124,6 +126,14 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| args.data.join("upstream-ledger"));
     let provider =
         manifold_demo_provider::open(&db, commit.clone(), &ledger_dir, notifier, settings)?;
+    if args.serve.reseal {
+        let resealed = provider.reseal().await?;
+        eprintln!(
+            "{resealed} values sealed under data key `{}`",
+            args.serve.data_key_id
+        );
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -11,7 +11,8 @@
 //!
 //! [`ServeArgs`] is the part of a provider binary's command line that every
 //! provider shares — the secret and key id it shares with the switch, the
-//! signature window, TLS — so the demo, the template and every provider
+//! signature window, TLS, the data key its state is sealed under and the
+//! retention period — so the demo, the template and every provider
 //! copied from it start the same way and cannot forget to verify.
 
 use std::future::Future;
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use manifold_crypto::SecretString;
+use manifold_crypto::{DataKey, DataKeys, SecretString};
 use manifold_edge::AuthFailureLimits;
 use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::server::{serve_provider, ProviderServer};
@@ -64,6 +65,10 @@ pub async fn run<C: Connector>(
 /// when `--secret-file` is not given.
 pub const SECRET_ENV: &str = "MANIFOLD_PROVIDER_SECRET";
 
+/// The environment variable a provider binary reads its data key from when
+/// `--data-key-file` is not given.
+pub const DATA_KEY_ENV: &str = "MANIFOLD_PROVIDER_DATA_KEY";
+
 /// The shortest shared secret accepted, as in the switch's configuration.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -102,6 +107,27 @@ pub struct ServeArgs {
     /// switch is the one client, and its address may be shared).
     #[arg(long, default_value_t = 0)]
     pub auth_failure_limit: u32,
+    /// The id of the data key this provider's state is sealed under at rest
+    /// (named in every sealed value, so keys can be rotated).
+    #[arg(long, env = "MANIFOLD_PROVIDER_DATA_KEY_ID")]
+    pub data_key_id: String,
+    /// A file holding the data key: 64 hexadecimal digits (`openssl rand
+    /// -hex 32`), kept outside the data directory. Without it, the key is
+    /// read from MANIFOLD_PROVIDER_DATA_KEY; never from the command line.
+    #[arg(long)]
+    pub data_key_file: Option<PathBuf>,
+    /// A previous data key, `ID=FILE`, which opens what it sealed and seals
+    /// nothing (repeat for several). After `--reseal`, it can go.
+    #[arg(long, value_name = "ID=FILE")]
+    pub previous_data_key: Vec<String>,
+    /// Days a final transaction keeps its customer data (the upstream's
+    /// answer, what a reversal needs); its status and code stay.
+    #[arg(long, default_value_t = 365)]
+    pub retention_days: u64,
+    /// Seal every stored value not sealed under the current data key, print
+    /// how many, and exit (on a stopped provider); then previous keys can go.
+    #[arg(long)]
+    pub reseal: bool,
 }
 
 /// Why a provider cannot start serving.
@@ -117,6 +143,14 @@ pub enum ServeArgsError {
     BadKeyId,
     #[error("--signature-max-skew-secs must be between 1 and 3600")]
     BadSkew,
+    #[error("the data key is missing: give --data-key-file or set {DATA_KEY_ENV}")]
+    NoDataKey,
+    #[error("the data key file {path} cannot be read: {reason}")]
+    DataKeyFile { path: String, reason: String },
+    #[error("{flag}: {problem}")]
+    BadDataKey { flag: String, problem: String },
+    #[error("--retention-days must be between 1 and 36500")]
+    BadRetention,
     #[error(transparent)]
     Tls(#[from] manifold_edge::TlsError),
 }
@@ -195,6 +229,54 @@ impl ServeArgs {
             server.edge.tls = Some(manifold_edge::tls::server_config(cert, key)?);
         }
         Ok(server)
+    }
+
+    /// The data keys: `--data-key-id` with the key from `--data-key-file`
+    /// or the environment, and every `--previous-data-key`.
+    pub fn data_keys(&self) -> Result<Arc<DataKeys>, ServeArgsError> {
+        let read_file = |path: &Path| -> Result<SecretString, ServeArgsError> {
+            warn_if_others_may_read(path);
+            std::fs::read_to_string(path)
+                .map(SecretString::new)
+                .map_err(|error| ServeArgsError::DataKeyFile {
+                    path: path.display().to_string(),
+                    reason: error.to_string(),
+                })
+        };
+        let bad = |flag: &str, problem: String| ServeArgsError::BadDataKey {
+            flag: flag.to_owned(),
+            problem,
+        };
+        let text = match &self.data_key_file {
+            Some(path) => read_file(path)?,
+            None => SecretString::new(
+                std::env::var(DATA_KEY_ENV).map_err(|_| ServeArgsError::NoDataKey)?,
+            ),
+        };
+        let current = DataKey::from_hex(&self.data_key_id, &text)
+            .map_err(|error| bad("--data-key-id/--data-key-file", error.to_string()))?;
+        let mut previous = Vec::new();
+        for given in &self.previous_data_key {
+            let Some((id, path)) = given.split_once('=') else {
+                return Err(bad("--previous-data-key", "must be ID=FILE".into()));
+            };
+            let text = read_file(Path::new(path))?;
+            previous.push(
+                DataKey::from_hex(id, &text)
+                    .map_err(|error| bad("--previous-data-key", error.to_string()))?,
+            );
+        }
+        DataKeys::new(current, previous)
+            .map(Arc::new)
+            .map_err(|error| bad("--previous-data-key", error.to_string()))
+    }
+
+    /// `--retention-days` as a period.
+    pub fn retention(&self) -> Result<Duration, ServeArgsError> {
+        if !(1..=36_500).contains(&self.retention_days) {
+            return Err(ServeArgsError::BadRetention);
+        }
+        Ok(Duration::from_secs(self.retention_days * 86_400))
     }
 
     /// A signer for this provider's own calls to the switch (`/notify/*`).

@@ -4,15 +4,17 @@
 //! HMAC-SHA256 under a key kept in the provider's own store (so codes issued
 //! before a restart still verify, and a copy of the pending tree alone cannot
 //! be brute-forced offline). The hash binds the transaction key, so a code
-//! for one transaction never matches another's.
+//! for one transaction never matches another's. With a data key the hash key
+//! itself is stored sealed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use manifold_provider::hourly::{destination_key, HourlyLimit};
 use manifold_provider::notify::{mask_destination, Channel};
 
 use hmac::{Hmac, Mac};
-use manifold_crypto::SecretString;
+use manifold_crypto::{DataKeys, SecretString};
 use rand::rngs::OsRng;
 use rand::{Rng, RngCore};
 use sha2::Sha256;
@@ -63,19 +65,57 @@ impl Default for OtpPolicy {
 pub struct OtpKeeper {
     hash_key: Zeroizing<[u8; 32]>,
     digits: u32,
+    /// Where the key is kept, to seal it again under a new data key.
+    meta: sled::Tree,
+    keys: Option<Arc<DataKeys>>,
+}
+
+/// The context the hash key is sealed for: its tree and name.
+fn hash_key_context(meta: &sled::Tree) -> Vec<u8> {
+    [&meta.name()[..], b"\0", HASH_KEY_NAME.as_bytes()].concat()
 }
 
 impl OtpKeeper {
     /// Loads the hash key from `<namespace>/meta`, creating it on first use.
-    pub fn open(db: &sled::Db, namespace: &str, digits: u32) -> Result<Self, ServiceError> {
+    /// With `keys`, the hash key is a secret at rest like the codes' data:
+    /// it is stored sealed (a key stored before in clear, exactly 32 bytes,
+    /// is read and sealed in place).
+    pub fn open(
+        db: &sled::Db,
+        namespace: &str,
+        digits: u32,
+        keys: Option<&Arc<DataKeys>>,
+    ) -> Result<Self, ServiceError> {
         let meta = db.open_tree(format!("{namespace}/meta"))?;
+        let context = hash_key_context(&meta);
         let mut fresh = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(fresh.as_mut());
-        let stored =
-            match meta.compare_and_swap(HASH_KEY_NAME, None as Option<&[u8]>, Some(&fresh[..]))? {
-                Ok(()) => fresh.to_vec(),
-                Err(conflict) => conflict.current.map(|v| v.to_vec()).unwrap_or_default(),
-            };
+        let stored_fresh = match keys {
+            Some(keys) => keys.seal(&context, &fresh[..]),
+            None => fresh.to_vec(),
+        };
+        let stored = match meta.compare_and_swap(
+            HASH_KEY_NAME,
+            None as Option<&[u8]>,
+            Some(stored_fresh),
+        )? {
+            Ok(()) => fresh.to_vec(),
+            Err(conflict) => {
+                let current = conflict.current.map(|v| v.to_vec()).unwrap_or_default();
+                match (current.len(), keys) {
+                    // In clear: written before the key (a sealed one is longer).
+                    (32, _) => current,
+                    (_, Some(keys)) => keys.open(&context, &current).map_err(|error| {
+                        ServiceError::Sealed(format!("the OTP hash key: {error}"))
+                    })?,
+                    (_, None) => {
+                        return Err(ServiceError::Sealed(
+                            "the OTP hash key is sealed, and no data key was given".into(),
+                        ))
+                    }
+                }
+            }
+        };
         let mut hash_key = Zeroizing::new([0u8; 32]);
         if stored.len() != 32 {
             return Err(ServiceError::Corrupt(
@@ -83,10 +123,29 @@ impl OtpKeeper {
             ));
         }
         hash_key.copy_from_slice(&stored);
-        Ok(OtpKeeper {
+        let keeper = OtpKeeper {
             hash_key,
             digits: digits.clamp(4, 10),
-        })
+            meta,
+            keys: keys.cloned(),
+        };
+        keeper.reseal()?;
+        Ok(keeper)
+    }
+
+    /// Stores the hash key sealed under the current data key if it is not
+    /// already; returns 1 if it wrote it. Durable with the next flush.
+    pub fn reseal(&self) -> Result<usize, ServiceError> {
+        let Some(keys) = &self.keys else {
+            return Ok(0);
+        };
+        let current = self.meta.get(HASH_KEY_NAME)?.unwrap_or_default();
+        if !keys.needs_reseal(&current) {
+            return Ok(0);
+        }
+        let sealed = keys.seal(&hash_key_context(&self.meta), &self.hash_key[..]);
+        self.meta.insert(HASH_KEY_NAME, sealed)?;
+        Ok(1)
     }
 
     /// A fresh code and the hash to store for `key`.
@@ -165,13 +224,13 @@ mod tests {
     fn codes_verify_only_for_their_transaction_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let keeper = OtpKeeper::open(&db, "t", 6).unwrap();
+        let keeper = OtpKeeper::open(&db, "t", 6, None).unwrap();
         let (code, hash) = keeper.issue(b"app\x1ftx-1");
         assert_eq!(code.expose().len(), 6);
         assert!(code.expose().bytes().all(|b| b.is_ascii_digit()));
         assert!(keeper.matches(b"app\x1ftx-1", &code, &hash));
         assert!(!keeper.matches(b"app\x1ftx-2", &code, &hash));
-        let reopened = OtpKeeper::open(&db, "t", 6).unwrap();
+        let reopened = OtpKeeper::open(&db, "t", 6, None).unwrap();
         assert!(reopened.matches(b"app\x1ftx-1", &code, &hash));
         assert!(!hash.contains(code.expose()));
     }
@@ -180,7 +239,7 @@ mod tests {
     fn codes_are_not_constant() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let keeper = OtpKeeper::open(&db, "t", 6).unwrap();
+        let keeper = OtpKeeper::open(&db, "t", 6, None).unwrap();
         let codes: std::collections::HashSet<String> = (0..50)
             .map(|_| keeper.issue(b"k").0.expose().to_owned())
             .collect();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use manifold_crypto::{SecretString, SourceDetails, ValidationInput};
+use manifold_crypto::{DataKeys, SecretString, SourceDetails, ValidationInput};
 use manifold_provider::durable::DurabilityError;
 use manifold_provider::notify::{mask_destination, Channel, OneTimeCode};
 use manifold_provider::{
@@ -36,6 +36,7 @@ use crate::connector::{
 use crate::otp::{OtpKeeper, OtpPolicy, SendLimits};
 use crate::state::{
     transaction_key, Awaiting, Contact, FinalRecord, PendingEntry, ReversalRecord, StateStore,
+    ToReseal,
 };
 
 /// What a [`ProviderService::ask`] puts to the customer.
@@ -56,6 +57,9 @@ pub enum ServiceError {
     Store(#[from] sled::Error),
     #[error("a stored record could not be read: {0}")]
     Corrupt(String),
+    /// A value is sealed under a data key the service was not given.
+    #[error("{0}")]
+    Sealed(String),
     #[error(transparent)]
     Durability(#[from] DurabilityError),
     /// State that must be on disk before the service acts could not be
@@ -93,6 +97,13 @@ pub struct ServiceSettings {
     /// How often expired codes and prompts are swept into `Failed`.
     pub sweep_interval: Duration,
     pub answer_durability: AnswerDurability,
+    /// The keys pending entries and final records are sealed under at rest
+    /// (see `state.rs`); `None` keeps them in clear, for tests and
+    /// embedders only: every provider binary requires one
+    /// ([`crate::microservice::ServeArgs`]).
+    pub data_keys: Option<Arc<DataKeys>>,
+    /// How long a final record keeps its customer data; `None` keeps it.
+    pub retention: Option<Duration>,
 }
 
 /// Who makes the state behind an answer durable before anyone relies on it.
@@ -122,6 +133,8 @@ impl ServiceSettings {
             otp: OtpPolicy::default(),
             sweep_interval: Duration::from_secs(5),
             answer_durability: AnswerDurability::BeforeAnswering,
+            data_keys: None,
+            retention: None,
         }
     }
 }
@@ -150,9 +163,14 @@ impl<C: Connector> ProviderService<C> {
         settings: ServiceSettings,
     ) -> Result<Self, ServiceError> {
         Ok(ProviderService {
-            otps: OtpKeeper::open(db, &settings.namespace, settings.otp.digits)?,
+            otps: OtpKeeper::open(
+                db,
+                &settings.namespace,
+                settings.otp.digits,
+                settings.data_keys.as_ref(),
+            )?,
             send_limits: SendLimits::new(&settings.otp),
-            state: StateStore::open(db, &settings.namespace)?,
+            state: StateStore::open(db, &settings.namespace, settings.data_keys.clone())?,
             connector,
             commit,
             notifier,
@@ -196,6 +214,11 @@ impl<C: Connector> ProviderService<C> {
         self.clock.now_ms()
     }
 
+    /// The service's clock, for the background sweeps.
+    pub(crate) fn now_ms_for_sweeps(&self) -> u64 {
+        self.now_ms()
+    }
+
     fn deadline(&self) -> Option<u64> {
         Some(self.now_ms() + self.settings.otp.ttl.as_millis() as u64)
     }
@@ -224,6 +247,8 @@ impl<C: Connector> ProviderService<C> {
                 request_type: request_type.to_owned(),
                 outcome,
                 reversal: None,
+                finished_at_ms: Some(self.now_ms()),
+                dropped_at_ms: None,
             },
         )?;
         self.durable_answer().await?;
@@ -828,6 +853,71 @@ impl<C: Connector> ProviderService<C> {
         Ok(swept)
     }
 
+    /// Drops the customer data of final records older than
+    /// `ServiceSettings::retention` at `now_ms` (stamping records that do
+    /// not say when they became final, so they age from now), durably;
+    /// returns how many were dropped. Nothing without a retention period.
+    pub async fn sweep_retention(&self, now_ms: u64) -> Result<usize, ServiceError> {
+        let Some(retention) = self.settings.retention else {
+            return Ok(0);
+        };
+        let cutoff = now_ms.saturating_sub(retention.as_millis() as u64);
+        let mut dropped = 0;
+        let mut written = false;
+        for key in self.state.final_keys() {
+            let key = key?;
+            let _guard = self.lock(&key).await;
+            let Some(mut record) = self.state.final_record(&key)? else {
+                continue;
+            };
+            match record.finished_at_ms {
+                _ if record.dropped_at_ms.is_some() => continue,
+                None => record.finished_at_ms = Some(now_ms),
+                Some(at) if at <= cutoff => {
+                    record.drop_customer_data(now_ms);
+                    dropped += 1;
+                }
+                Some(_) => continue,
+            }
+            self.state.store_final(&key, &record)?;
+            written = true;
+        }
+        if written {
+            self.commit.durable().await?;
+        }
+        Ok(dropped)
+    }
+
+    /// Seals every pending entry and final record not sealed under the
+    /// current data key (written before a key was given, or under a previous
+    /// one), durably, so previous keys can be dropped; returns how many.
+    pub async fn reseal(&self) -> Result<usize, ServiceError> {
+        if self.settings.data_keys.is_none() {
+            return Err(ServiceError::Sealed(
+                "resealing needs a data key; none was given".into(),
+            ));
+        }
+        let ToReseal { pending, finals } = self.state.keys_to_reseal()?;
+        let mut resealed = 0;
+        for key in pending {
+            let _guard = self.lock(&key).await;
+            if let Some(entry) = self.state.pending(&key)? {
+                self.state.put_pending(&key, &entry)?;
+                resealed += 1;
+            }
+        }
+        for key in finals {
+            let _guard = self.lock(&key).await;
+            if let Some(record) = self.state.final_record(&key)? {
+                self.state.store_final(&key, &record)?;
+                resealed += 1;
+            }
+        }
+        resealed += self.otps.reseal()?;
+        self.commit.durable().await?;
+        Ok(resealed)
+    }
+
     async fn reverse_transaction(
         &self,
         key: &[u8],
@@ -850,6 +940,12 @@ impl<C: Connector> ProviderService<C> {
                 message,
             ))
         };
+        if record.dropped_at_ms.is_some() {
+            return refuse(
+                "The transaction is older than the provider's retention period; \
+                 its details were dropped and it cannot be reversed here",
+            );
+        }
         if let Some(reversal) = &record.reversal {
             // A repeat of the reversal that succeeded answers the same; any other is refused.
             return if reversal.request_ref == request.request_ref {

@@ -12,7 +12,26 @@
 //! The service changes a transaction's entries only while holding that
 //! transaction's lock, so two concurrent validates cannot both spend the same
 //! attempt or both complete a transfer.
+//!
+//! **Sealed at rest.** Both hold customer data — the upstream's answers,
+//! account numbers, where codes go — so with `ServiceSettings::data_keys`
+//! every value is sealed ([`manifold_crypto::at_rest`], XAES-256-GCM) before
+//! it is written, bound to its tree and key, and opened when read; sled's
+//! files (which keep old versions of values until they compact) never hold
+//! one in clear. A value in clear, written before a key was given, is still
+//! read, and sealed when written again or by
+//! [`crate::ProviderService::reseal`].
+//!
+//! **Retention.** A final record keeps when it became final
+//! (`finished_at_ms`); once older than `ServiceSettings::retention`, its
+//! customer data is dropped ([`FinalRecord::drop_customer_data`]): status
+//! and code stay, so a repeat still gets the same status, never a
+//! different body.
 
+use std::sync::Arc;
+
+use manifold_crypto::at_rest::{self, AtRestError};
+use manifold_crypto::DataKeys;
 use manifold_provider::notify::Channel;
 use manifold_provider::ProviderReply;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -125,14 +144,96 @@ pub struct FinalRecord {
     pub request_type: String,
     pub outcome: Outcome,
     pub reversal: Option<ReversalRecord>,
+    /// When it became final; records written before this was kept have none
+    /// until the retention pass stamps them.
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+    /// When its customer data was dropped after the retention period.
+    #[serde(default)]
+    pub dropped_at_ms: Option<u64>,
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
-    serde_json::from_slice(bytes).map_err(|error| ServiceError::Corrupt(error.to_string()))
+/// The message of an outcome whose details were dropped.
+pub const DROPPED_MESSAGE: &str =
+    "The details of this transaction were dropped after the provider's retention period";
+
+impl FinalRecord {
+    /// Drops the customer data: the outcome's message and response, what a
+    /// reversal would need, and the reversal's reply beyond its status and
+    /// code. Status and codes stay.
+    pub fn drop_customer_data(&mut self, at_ms: u64) {
+        self.outcome.message = DROPPED_MESSAGE.to_owned();
+        self.outcome.response = None;
+        self.outcome.reversal = None;
+        if let Some(reversal) = &mut self.reversal {
+            reversal.reply.message = DROPPED_MESSAGE.to_owned();
+            reversal.reply.provider_response = None;
+        }
+        self.dropped_at_ms = Some(at_ms);
+    }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ServiceError> {
-    serde_json::to_vec(value).map_err(|error| ServiceError::Corrupt(error.to_string()))
+/// Seals and opens the values of one tree.
+#[derive(Clone)]
+struct Sealer {
+    keys: Option<Arc<DataKeys>>,
+    /// The tree's name and a 0: the context's prefix.
+    tree: Vec<u8>,
+}
+
+impl Sealer {
+    fn new(keys: Option<Arc<DataKeys>>, tree: &str) -> Sealer {
+        let mut prefix = tree.as_bytes().to_vec();
+        prefix.push(0);
+        Sealer { keys, tree: prefix }
+    }
+
+    fn context(&self, key: &[u8]) -> Vec<u8> {
+        [&self.tree[..], key].concat()
+    }
+
+    fn encode<T: Serialize>(&self, key: &[u8], value: &T) -> Result<Vec<u8>, ServiceError> {
+        let json =
+            serde_json::to_vec(value).map_err(|error| ServiceError::Corrupt(error.to_string()))?;
+        Ok(match &self.keys {
+            Some(keys) => keys.seal(&self.context(key), &json),
+            None => json,
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &[u8], stored: &[u8]) -> Result<T, ServiceError> {
+        let opened;
+        let json = if at_rest::is_sealed(stored) {
+            let keys = self.keys.as_ref().ok_or_else(|| {
+                ServiceError::Sealed("a value is sealed, and no data key was given".into())
+            })?;
+            opened = keys
+                .open(&self.context(key), stored)
+                .map_err(|error| match error {
+                    AtRestError::UnknownKey(_) => ServiceError::Sealed(format!(
+                        "{error}; the data keys given are {}",
+                        keys.ids().collect::<Vec<_>>().join(", ")
+                    )),
+                    other => ServiceError::Corrupt(format!("a sealed value: {other}")),
+                })?;
+            &opened[..]
+        } else {
+            stored
+        };
+        serde_json::from_slice(json).map_err(|error| ServiceError::Corrupt(error.to_string()))
+    }
+
+    fn needs_reseal(&self, stored: &[u8]) -> bool {
+        self.keys
+            .as_ref()
+            .is_some_and(|keys| keys.needs_reseal(stored))
+    }
+}
+
+/// What [`StateStore::keys_to_reseal`] found, by tree.
+pub struct ToReseal {
+    pub pending: Vec<Vec<u8>>,
+    pub finals: Vec<Vec<u8>>,
 }
 
 /// The two trees, with typed access. Callers hold the transaction's lock
@@ -141,33 +242,70 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ServiceError> {
 pub struct StateStore {
     pending: sled::Tree,
     outcomes: sled::Tree,
+    pending_sealer: Sealer,
+    outcomes_sealer: Sealer,
 }
 
 impl StateStore {
-    pub fn open(db: &sled::Db, namespace: &str) -> Result<Self, ServiceError> {
+    /// The trees of `namespace` in `db`, their values sealed under `keys`
+    /// (in clear without).
+    pub fn open(
+        db: &sled::Db,
+        namespace: &str,
+        keys: Option<Arc<DataKeys>>,
+    ) -> Result<Self, ServiceError> {
+        let pending = format!("{namespace}/pending");
+        let outcomes = format!("{namespace}/outcomes");
         Ok(StateStore {
-            pending: db.open_tree(format!("{namespace}/pending"))?,
-            outcomes: db.open_tree(format!("{namespace}/outcomes"))?,
+            pending: db.open_tree(&pending)?,
+            outcomes: db.open_tree(&outcomes)?,
+            pending_sealer: Sealer::new(keys.clone(), &pending),
+            outcomes_sealer: Sealer::new(keys, &outcomes),
         })
     }
 
     pub fn pending(&self, key: &[u8]) -> Result<Option<PendingEntry>, ServiceError> {
         match self.pending.get(key)? {
-            Some(raw) => Ok(Some(decode(&raw)?)),
+            Some(raw) => Ok(Some(self.pending_sealer.decode(key, &raw)?)),
             None => Ok(None),
         }
     }
 
     pub fn final_record(&self, key: &[u8]) -> Result<Option<FinalRecord>, ServiceError> {
         match self.outcomes.get(key)? {
-            Some(raw) => Ok(Some(decode(&raw)?)),
+            Some(raw) => Ok(Some(self.outcomes_sealer.decode(key, &raw)?)),
             None => Ok(None),
         }
     }
 
     pub fn put_pending(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
-        self.pending.insert(key, encode(entry)?)?;
+        self.pending
+            .insert(key, self.pending_sealer.encode(key, entry)?)?;
         Ok(())
+    }
+
+    /// The keys of final records, for the retention pass.
+    pub fn final_keys(&self) -> impl Iterator<Item = Result<Vec<u8>, ServiceError>> + '_ {
+        self.outcomes.iter().keys().map(|key| Ok(key?.to_vec()))
+    }
+
+    /// The keys of pending entries and final records not sealed under the
+    /// current data key.
+    pub fn keys_to_reseal(&self) -> Result<ToReseal, ServiceError> {
+        let collect = |tree: &sled::Tree, sealer: &Sealer| -> Result<Vec<Vec<u8>>, ServiceError> {
+            let mut keys = Vec::new();
+            for item in tree.iter() {
+                let (key, raw) = item?;
+                if sealer.needs_reseal(&raw) {
+                    keys.push(key.to_vec());
+                }
+            }
+            Ok(keys)
+        };
+        Ok(ToReseal {
+            pending: collect(&self.pending, &self.pending_sealer)?,
+            finals: collect(&self.outcomes, &self.outcomes_sealer)?,
+        })
     }
 
     pub fn remove_pending(&self, key: &[u8]) -> Result<(), ServiceError> {
@@ -181,13 +319,15 @@ impl StateStore {
     /// at the final record first, so the leftover pending entry is inert
     /// until [`StateStore::expired`] hands it to the sweep to erase.
     pub fn finish(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
-        self.outcomes.insert(key, encode(record)?)?;
+        self.outcomes
+            .insert(key, self.outcomes_sealer.encode(key, record)?)?;
         self.pending.remove(key)?;
         Ok(())
     }
 
     pub fn store_final(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
-        self.outcomes.insert(key, encode(record)?)?;
+        self.outcomes
+            .insert(key, self.outcomes_sealer.encode(key, record)?)?;
         Ok(())
     }
 
@@ -198,7 +338,7 @@ impl StateStore {
         for item in self.pending.iter() {
             let (key, raw) = item?;
             // One unreadable entry must not stop the others from expiring.
-            match decode::<PendingEntry>(&raw) {
+            match self.pending_sealer.decode::<PendingEntry>(&key, &raw) {
                 Ok(entry) if entry.is_expired(now_ms) => expired.push(key.to_vec()),
                 Ok(_) if self.outcomes.contains_key(&key)? => expired.push(key.to_vec()),
                 Ok(_) => {}

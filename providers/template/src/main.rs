@@ -112,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
     settings.otp.attempts = args.code_attempts.max(1);
     settings.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
+    settings.data_keys = Some(args.serve.data_keys()?);
+    settings.retention = Some(args.serve.retention()?);
     let provider = manifold_provider_template::open(
         &db,
         commit.clone(),
@@ -119,6 +121,14 @@ async fn main() -> anyhow::Result<()> {
         connector,
         settings,
     )?;
+    if args.serve.reseal {
+        let resealed = provider.reseal().await?;
+        eprintln!(
+            "{resealed} values sealed under data key `{}`",
+            args.serve.data_key_id
+        );
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

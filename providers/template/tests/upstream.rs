@@ -900,6 +900,8 @@ async fn sca_upstream() -> MockServer {
 
 /// The secret the switch and the provider share in these tests.
 const HOP_SECRET: &str = "template-hop-secret-for-tests-0123456789";
+/// The provider's data key (public, for tests).
+const DATA_KEY: &str = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87";
 const HOP_KEY_ID: &str = "template-bank";
 
 fn hop_signer() -> manifold_provider::HopSigner {
@@ -956,6 +958,8 @@ async fn the_binary_runs_the_provider_and_logs_no_secret() {
         .env("TEMPLATE_CLIENT_SECRET", CLIENT_SECRET)
         .env("MANIFOLD_PROVIDER_SECRET", HOP_SECRET)
         .args(["--key-id", HOP_KEY_ID])
+        .env("MANIFOLD_PROVIDER_DATA_KEY_ID", "test")
+        .env("MANIFOLD_PROVIDER_DATA_KEY", DATA_KEY)
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1006,6 +1010,8 @@ async fn the_binary_refuses_to_start_without_a_client_secret() {
         .arg(dir.path().join("db"))
         .args(["--key-id", HOP_KEY_ID])
         .env("MANIFOLD_PROVIDER_SECRET", HOP_SECRET)
+        .env("MANIFOLD_PROVIDER_DATA_KEY_ID", "test")
+        .env("MANIFOLD_PROVIDER_DATA_KEY", DATA_KEY)
         .env_remove("TEMPLATE_CLIENT_SECRET")
         .output();
     let output = tokio::time::timeout(LIMIT, output).await.unwrap().unwrap();
@@ -1033,7 +1039,9 @@ async fn the_binary_refuses_to_start_without_the_switchs_secret() {
             .args(["--client-id", CLIENT_ID, "--key-id", HOP_KEY_ID, "--data"])
             .arg(dir.path().join("db"))
             .env("TEMPLATE_CLIENT_SECRET", CLIENT_SECRET)
-            .env_remove("MANIFOLD_PROVIDER_SECRET");
+            .env_remove("MANIFOLD_PROVIDER_SECRET")
+            .env("MANIFOLD_PROVIDER_DATA_KEY_ID", "test")
+            .env("MANIFOLD_PROVIDER_DATA_KEY", DATA_KEY);
         if let Some(secret) = secret {
             command.env("MANIFOLD_PROVIDER_SECRET", secret);
         }

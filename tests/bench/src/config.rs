@@ -46,10 +46,26 @@ const UNLIMITED_SENDS: &str =
 pub fn demo_settings() -> manifold_demo_provider::DemoSettings {
     let config: manifold_demo_provider::DemoConfig =
         toml::from_str(UNLIMITED_SENDS).expect("the bench's demo settings parse");
-    manifold_demo_provider::DemoSettings::default()
-        .with_config(&config)
-        .expect("the bench's demo settings are valid")
+    let key = manifold_crypto::DataKey::from_hex(
+        "bench",
+        &manifold_crypto::SecretString::from(BENCH_DATA_KEY),
+    )
+    .expect("the bench's data key is valid");
+    manifold_demo_provider::DemoSettings {
+        // Sealed and kept as the `demo-provider` binary does.
+        data_keys: Some(std::sync::Arc::new(
+            manifold_crypto::DataKeys::new(key, Vec::new()).expect("one key"),
+        )),
+        retention: Some(std::time::Duration::from_secs(365 * 86_400)),
+        ..manifold_demo_provider::DemoSettings::default()
+    }
+    .with_config(&config)
+    .expect("the bench's demo settings are valid")
 }
+
+/// The data key of every benchmark server (a public, fixed key: the bench
+/// measures the sealing, not the secrecy).
+const BENCH_DATA_KEY: &str = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87";
 
 fn quoted(path: &Path) -> String {
     // TOML basic strings use JSON's escapes for the characters a path can hold.
@@ -78,7 +94,7 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
         }
     };
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
+        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"{BENCH_DATA_KEY}\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
          timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n{settings}",
         settings = match provider {

@@ -508,6 +508,11 @@ impl Rig {
         }
     }
 
+    /// The provider's database directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Flushes so far (a `durable()` with nothing else queued is one flush).
     pub fn flushes(&self) -> u64 {
         self.commit.stats().flushes
@@ -546,6 +551,36 @@ impl Rig {
             settings,
             service,
             commit,
+        }
+    }
+
+    /// As [`Rig::restart`], for settings the service must refuse to open
+    /// with: its error.
+    pub fn restart_expecting_error(self) -> String {
+        let Rig {
+            dir,
+            db,
+            notifier,
+            connector,
+            settings,
+            service,
+            commit,
+            ..
+        } = self;
+        drop(service);
+        drop(commit);
+        drop(db);
+        let db = reopen(dir.path());
+        let commit = GroupCommit::start(db.clone()).expect("the group-commit thread starts");
+        match ProviderService::open(
+            &db,
+            commit,
+            notifier as Arc<dyn Notifier>,
+            connector,
+            settings,
+        ) {
+            Ok(_) => panic!("the service opened"),
+            Err(error) => error.to_string(),
         }
     }
 

@@ -605,10 +605,7 @@ impl SledStore {
             ));
         }
         self.journal.in_sled().await?;
-        let resealed = self.rewrite_records(
-            |_, stored| self.sealing.needs_reseal(stored),
-            Some,
-        )?;
+        let resealed = self.rewrite_records(|_, stored| self.sealing.needs_reseal(stored), Some)?;
         self.durable().await?;
         // Every record is under the current key now: the previous ones may go.
         self.journal.in_sled().await?;
