@@ -68,12 +68,12 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     if args.reseal {
-        let resealed =
-            manifold_switch::store::SledStore::reseal_directory(&config.storage.path, &options)
-                .await
-                .with_context(|| {
-                    format!("resealing the store in {}", config.storage.path.display())
-                })?;
+        // Opened whole (not served), so the in-process providers' state on
+        // the same database is resealed too.
+        let resealed = Switch::open(&config)?
+            .reseal()
+            .await
+            .with_context(|| format!("resealing the store in {}", config.storage.path.display()))?;
         eprintln!(
             "{resealed} records sealed under data key `{}`",
             config.data_at_rest.keys.current_id()

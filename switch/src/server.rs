@@ -22,6 +22,7 @@ use manifold_provider_sdk::AnswerDurability;
 use tokio::net::TcpListener;
 
 use crate::apps::AppRegistry;
+use crate::error::SwitchError;
 use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
 use crate::retention::Retention;
@@ -243,6 +244,18 @@ impl Switch {
     /// reopen it after a write error (see [`crate::storage`]).
     pub fn store(&self) -> &Arc<SledStore> {
         &self.store
+    }
+
+    /// Seals every value of the store and of the in-process providers that
+    /// is not sealed under the current data key (`manifold --reseal`, on a
+    /// switch that is not serving); returns how many it rewrote.
+    pub async fn reseal(&self) -> Result<usize, SwitchError> {
+        let generation = self
+            .state
+            .storage
+            .current()
+            .ok_or(SwitchError::StorageUnavailable)?;
+        generation.reseal().await
     }
 
     /// The retention pass over this switch's store ([`Retention::apply_at`]

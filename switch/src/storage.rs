@@ -202,6 +202,19 @@ impl Generation {
         &self.store
     }
 
+    /// Seals everything on this generation's database that is not sealed
+    /// under the current data key: the switch's records and the in-process
+    /// providers' state. Returns how many values it rewrote.
+    pub async fn reseal(&self) -> Result<usize, SwitchError> {
+        let mut resealed = self.store.reseal().await?;
+        for demo in &self.demos {
+            resealed += demo.reseal().await.map_err(|error| {
+                SwitchError::Internal(format!("the demo bank's state: {error}"))
+            })?;
+        }
+        Ok(resealed)
+    }
+
     fn start_sweeping(&self) {
         let mut sweepers = self.sweepers.lock().unwrap_or_else(|e| e.into_inner());
         if sweepers.is_empty() {

@@ -613,16 +613,6 @@ impl SledStore {
         Ok(resealed)
     }
 
-    /// [`SledStore::reseal`] of the store in `path`, which is then closed
-    /// (`manifold --reseal`, on a stopped switch).
-    pub async fn reseal_directory(
-        path: &Path,
-        options: &StoreOptions,
-    ) -> Result<usize, StoreError> {
-        let store = Self::open_existing(path, options)?;
-        store.reseal().await
-    }
-
     fn open_existing(path: &Path, options: &StoreOptions) -> Result<SledStore, StoreError> {
         if !path.join("db").is_file() {
             return Err(StoreError::Database(format!(
