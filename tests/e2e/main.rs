@@ -4,6 +4,7 @@
 
 mod conversations;
 mod crash;
+mod data_at_rest;
 mod disk_full;
 mod enquiries;
 mod flood;

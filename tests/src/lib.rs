@@ -171,6 +171,7 @@ pub fn parse_config(text: &str) -> SwitchConfig {
 pub struct InProcessSwitch {
     pub addr: SocketAddr,
     pub store: Arc<SledStore>,
+    retention: manifold_switch::retention::Retention,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -193,6 +194,7 @@ impl InProcessSwitch {
     ) -> InProcessSwitch {
         let switch = Switch::open_with(config, implementations).expect("switch opens");
         let store = switch.store().clone();
+        let retention = switch.retention();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(switch.serve(listener, async move {
@@ -201,6 +203,7 @@ impl InProcessSwitch {
         InProcessSwitch {
             addr,
             store,
+            retention,
             shutdown: Some(shutdown),
             task: Some(task),
         }
@@ -208,6 +211,11 @@ impl InProcessSwitch {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The switch's retention pass, to run for a chosen time.
+    pub fn retention(&self) -> &manifold_switch::retention::Retention {
+        &self.retention
     }
 
     /// Stops accepting, lets in-flight calls finish and waits for the task.
@@ -256,6 +264,20 @@ fn binaries() -> &'static Path {
         let exe = std::env::current_exe().unwrap();
         exe.parent().and_then(Path::parent).unwrap().to_owned()
     })
+}
+
+/// Runs the `manifold` binary with `args` to its end (a command such as
+/// `--reseal`, or a start-up that must fail), within a minute.
+pub async fn run_manifold(args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(binaries().join("manifold"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("manifold ends within a minute")
+        .expect("manifold runs")
 }
 
 /// Spawns `binary` and waits for the line `<name> listening on <addr>`.
