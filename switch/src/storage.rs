@@ -42,7 +42,7 @@ use manifold_config::ProviderConfig;
 use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_edge::private_files::secure_data_dir;
 use manifold_provider::{GroupCommit, Notifier, Provider};
-use manifold_provider_sdk::Sweeper;
+use manifold_provider_sdk::{StateDurability, Sweeper};
 
 use crate::engine::Engine;
 use crate::error::SwitchError;
@@ -125,7 +125,9 @@ impl Opener {
                         // opens and closes with the generation too.
                         manifold_demo_provider::open(
                             &db,
-                            commit.clone(),
+                            // Its state goes through the store's journal:
+                            // durable in the switch's own commits.
+                            StateDurability::SwitchLog(store.provider_log()),
                             &self
                                 .path
                                 .join(manifold_demo_provider::IN_PROCESS_LEDGER_DIR),

@@ -52,9 +52,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manifold_crypto::DataKeys;
-use manifold_provider::{GroupCommit, Notifier};
+use manifold_provider::Notifier;
 use manifold_provider_sdk::{
-    AnswerDurability, OtpPolicy, ProviderService, ServiceError, ServiceSettings,
+    AnswerDurability, OtpPolicy, ProviderService, ServiceError, ServiceSettings, StateDurability,
 };
 use serde::Deserialize;
 
@@ -83,7 +83,8 @@ pub struct DemoSettings {
     pub step_up_amount: u64,
     pub otp: OtpPolicy,
     pub sweep_interval: Duration,
-    /// `ByCaller` only in-process, where the switch flushes the shared database.
+    /// `ByCaller` only in-process, where the switch's next commit carries the
+    /// bank's state with its own.
     pub answer_durability: AnswerDurability,
     /// Each account's holder: where its codes go.
     pub customers: Customers,
@@ -160,15 +161,15 @@ pub enum OpenError {
 }
 
 /// Opens the demo bank: the SDK's state in `db` (the provider's own
-/// database, or the switch's when it runs in-process; `commit` must flush
-/// `db`), and the ledger in a database of its own in `ledger_dir`, which
+/// database, or the switch's when it runs in-process; `commit` flushes
+/// `db`, or is the switch's log in front of it), and the ledger in a database of its own in `ledger_dir`, which
 /// only this bank may have open (sled locks it).
 ///
 /// A `db` that kept the ledger itself, as before the ledger had its own,
 /// hands it over ([`Ledger::take_over`]).
 pub fn open(
     db: &sled::Db,
-    commit: GroupCommit,
+    commit: impl Into<StateDurability>,
     ledger_dir: &Path,
     notifier: Arc<dyn Notifier>,
     settings: DemoSettings,

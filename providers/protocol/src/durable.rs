@@ -6,6 +6,12 @@
 //! it takes every waiter queued so far, flushes once, and wakes them all.
 //! A waiter queues *after* its write, and the flush it joins starts after it
 //! queued, so that flush covers the write.
+//!
+//! A provider running in-process on the switch's database does better than
+//! share its flushes: through [`SharedLog`] it writes into the switch's own
+//! write-ahead log, so its state and the switch's record of the answer reach
+//! disk in one commit, in the order they were written, and sled is never
+//! flushed on an answer's path.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +28,27 @@ pub enum DurabilityError {
     FlushFailed(String),
     #[error("the flusher has stopped")]
     Stopped,
+    /// The switch's log refused a read or a write (it failed, or stopped).
+    #[error("the switch's log failed: {0}")]
+    Log(String),
+}
+
+/// The switch's write-ahead log, lent to a provider that runs in-process on
+/// the switch's database. The provider's trees stay its own (named, in that
+/// database); what changes is the path of a write: into the log, visible to
+/// [`SharedLog::get`] at once, on disk at the next commit — the provider's
+/// own [`SharedLog::durable`] or the switch's next one, whichever comes
+/// first, since one log keeps every writer's order — and in sled after that.
+#[async_trait::async_trait]
+pub trait SharedLog: Send + Sync + 'static {
+    /// The value of `key` in `tree`: written and not yet in sled, or sled's.
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DurabilityError>;
+    fn insert(&self, tree: &str, key: &[u8], value: Vec<u8>) -> Result<(), DurabilityError>;
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<(), DurabilityError>;
+    /// Every entry of `tree` as of the call, in key order.
+    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DurabilityError>;
+    /// Resolves once everything written to the log before the call is on disk.
+    async fn durable(&self) -> Result<(), DurabilityError>;
 }
 
 /// What a [`GroupCommit`] has done so far: how well flushes are shared.

@@ -41,7 +41,7 @@ pub mod server;
 pub mod wire;
 
 pub use client::RemoteProvider;
-pub use durable::GroupCommit;
+pub use durable::{GroupCommit, SharedLog};
 pub use error_id::ErrorId;
 pub use hop::{HopSigner, HopVerifier};
 pub use notify::{Notification, Notifier, NotifyError};

@@ -51,5 +51,7 @@ pub use connector::{
     TransactionContext,
 };
 pub use otp::OtpPolicy;
-pub use service::{AnswerDurability, ProviderService, ServiceError, ServiceSettings};
+pub use service::{
+    AnswerDurability, ProviderService, ServiceError, ServiceSettings, StateDurability,
+};
 pub use sweeper::Sweeper;

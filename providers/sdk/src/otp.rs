@@ -99,7 +99,12 @@ impl OtpKeeper {
             None as Option<&[u8]>,
             Some(stored_fresh),
         )? {
-            Ok(()) => fresh.to_vec(),
+            Ok(()) => {
+                // On disk before any code is hashed under it: written
+                // directly, not through a log a later commit would flush.
+                meta.flush()?;
+                fresh.to_vec()
+            }
             Err(conflict) => {
                 let current = conflict.current.map(|v| v.to_vec()).unwrap_or_default();
                 match (current.len(), keys) {
@@ -134,7 +139,7 @@ impl OtpKeeper {
     }
 
     /// Stores the hash key sealed under the current data key if it is not
-    /// already; returns 1 if it wrote it. Durable with the next flush.
+    /// already, durably; returns 1 if it wrote it.
     pub fn reseal(&self) -> Result<usize, ServiceError> {
         let Some(keys) = &self.keys else {
             return Ok(0);
@@ -145,6 +150,7 @@ impl OtpKeeper {
         }
         let sealed = keys.seal(&hash_key_context(&self.meta), &self.hash_key[..]);
         self.meta.insert(HASH_KEY_NAME, sealed)?;
+        self.meta.flush()?;
         Ok(1)
     }
 

@@ -3,8 +3,9 @@
 //! The service runs the conversation of seed 003 around the connector's
 //! upstream calls: it answers repeats and queries from what it stored, sends
 //! and checks OTPs, carries prompts and pending upstream work, and makes every
-//! new state durable (group commit) before it answers — or, in-process, leaves
-//! that to the switch ([`AnswerDurability`]) — and always before anything
+//! new state durable (group commit, or in-process the switch's journal:
+//! [`StateDurability`]) before it answers — or, in-process, leaves that to
+//! the switch ([`AnswerDurability`]) — and always before anything
 //! leaves the process because of it. The same value serves in-process inside
 //! the switch or as a microservice ([`crate::microservice`]).
 //!
@@ -23,7 +24,7 @@ use manifold_provider::durable::DurabilityError;
 use manifold_provider::notify::{mask_destination, Channel, OneTimeCode};
 use manifold_provider::{
     GroupCommit, Notification, Notifier, NotifyError, Provider, ProviderError, ProviderReply,
-    QueryRequest, ReverseRequest, Status, TransactRequest, ValidateRequest,
+    QueryRequest, ReverseRequest, SharedLog, Status, TransactRequest, ValidateRequest,
 };
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
@@ -117,11 +118,14 @@ pub enum AnswerDurability {
     /// leaves the process (a microservice).
     BeforeAnswering,
     /// The caller does. Only for a provider running in-process on the
-    /// switch's own `sled::Db` and `GroupCommit`: the service marks its writes
-    /// with [`GroupCommit::leave_flush_to_caller`], and the switch flushes
-    /// them before its own commit, which comes before the app hears of the
-    /// answer, so waiting here as well would cost a second flush round for
-    /// nothing.
+    /// switch's own database: with [`StateDurability::SwitchLog`] its writes
+    /// are entries of the switch's journal, which the switch's next commit
+    /// makes durable with its own record of the answer; with a
+    /// [`StateDurability::GroupCommit`] of that database, the service marks
+    /// its writes with [`GroupCommit::leave_flush_to_caller`] and the switch
+    /// flushes them before its own commit. Either way that commit comes
+    /// before the app hears of the answer, so waiting here as well would cost
+    /// a second round for nothing.
     ByCaller,
 }
 
@@ -139,13 +143,57 @@ impl ServiceSettings {
     }
 }
 
+/// How a provider's state reaches disk.
+#[derive(Clone)]
+pub enum StateDurability {
+    /// Its trees are written to sled, and this group commit flushes the
+    /// database they are in: a microservice's own database.
+    GroupCommit(GroupCommit),
+    /// In-process on the switch's database: its trees are written through
+    /// the switch's write-ahead log, so they reach disk in the switch's own
+    /// commits, and sled is not flushed on an answer's path.
+    SwitchLog(Arc<dyn SharedLog>),
+}
+
+impl From<GroupCommit> for StateDurability {
+    fn from(commit: GroupCommit) -> Self {
+        StateDurability::GroupCommit(commit)
+    }
+}
+
+impl StateDurability {
+    /// Resolves once every state write made before the call is on disk.
+    async fn durable(&self) -> Result<(), DurabilityError> {
+        match self {
+            StateDurability::GroupCommit(commit) => commit.durable().await,
+            StateDurability::SwitchLog(log) => log.durable().await,
+        }
+    }
+
+    /// Leaves the writes made so far to the caller's next commit.
+    fn leave_to_caller(&self) {
+        match self {
+            StateDurability::GroupCommit(commit) => commit.leave_flush_to_caller(),
+            // One log: the switch's next commit carries them, in order.
+            StateDurability::SwitchLog(_) => {}
+        }
+    }
+
+    fn log(&self) -> Option<&Arc<dyn SharedLog>> {
+        match self {
+            StateDurability::GroupCommit(_) => None,
+            StateDurability::SwitchLog(log) => Some(log),
+        }
+    }
+}
+
 /// A connector with everything a provider needs around it.
 pub struct ProviderService<C> {
     connector: C,
     state: StateStore,
     otps: OtpKeeper,
     send_limits: SendLimits,
-    commit: GroupCommit,
+    commit: StateDurability,
     notifier: Arc<dyn Notifier>,
     clock: Arc<dyn Clock>,
     settings: ServiceSettings,
@@ -154,14 +202,16 @@ pub struct ProviderService<C> {
 
 impl<C: Connector> ProviderService<C> {
     /// Opens the provider's trees in `db` (its own database, or the switch's
-    /// when it runs in-process). `commit` must flush that same `db`.
+    /// when it runs in-process). `commit` must flush that same `db`, or be
+    /// the switch's log in front of it.
     pub fn open(
         db: &sled::Db,
-        commit: GroupCommit,
+        commit: impl Into<StateDurability>,
         notifier: Arc<dyn Notifier>,
         connector: C,
         settings: ServiceSettings,
     ) -> Result<Self, ServiceError> {
+        let commit = commit.into();
         Ok(ProviderService {
             otps: OtpKeeper::open(
                 db,
@@ -170,7 +220,12 @@ impl<C: Connector> ProviderService<C> {
                 settings.data_keys.as_ref(),
             )?,
             send_limits: SendLimits::new(&settings.otp),
-            state: StateStore::open(db, &settings.namespace, settings.data_keys.clone())?,
+            state: StateStore::open(
+                db,
+                &settings.namespace,
+                settings.data_keys.clone(),
+                commit.log(),
+            )?,
             connector,
             commit,
             notifier,
@@ -228,7 +283,7 @@ impl<C: Connector> ProviderService<C> {
     async fn durable_answer(&self) -> Result<(), ServiceError> {
         match self.settings.answer_durability {
             AnswerDurability::BeforeAnswering => self.commit.durable().await?,
-            AnswerDurability::ByCaller => self.commit.leave_flush_to_caller(),
+            AnswerDurability::ByCaller => self.commit.leave_to_caller(),
         }
         Ok(())
     }
@@ -864,8 +919,7 @@ impl<C: Connector> ProviderService<C> {
         let cutoff = now_ms.saturating_sub(retention.as_millis() as u64);
         let mut dropped = 0;
         let mut written = false;
-        for key in self.state.final_keys() {
-            let key = key?;
+        for key in self.state.final_keys()? {
             let _guard = self.lock(&key).await;
             let Some(mut record) = self.state.final_record(&key)? else {
                 continue;

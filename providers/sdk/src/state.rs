@@ -1,4 +1,5 @@
-//! What the SDK keeps between calls, in sled.
+//! What the SDK keeps between calls, in sled (in-process: through the
+//! switch's write-ahead log, into the same database).
 //!
 //! Two trees per provider, named `<namespace>/pending` and
 //! `<namespace>/outcomes`, both keyed by `(app_id, transaction_ref)`:
@@ -34,6 +35,7 @@ use manifold_crypto::at_rest::{self, AtRestError};
 use manifold_crypto::DataKeys;
 use manifold_provider::notify::Channel;
 use manifold_provider::ProviderReply;
+use manifold_provider::SharedLog;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
@@ -236,31 +238,106 @@ pub struct ToReseal {
     pub finals: Vec<Vec<u8>>,
 }
 
+/// One of the provider's trees: in sled directly (a microservice's own
+/// database), or behind the switch's write-ahead log (in-process: see
+/// [`crate::StateDurability`]). Both are the same sled tree on disk.
+#[derive(Clone)]
+enum Tree {
+    Sled(sled::Tree),
+    Logged {
+        log: Arc<dyn SharedLog>,
+        name: String,
+    },
+}
+
+impl Tree {
+    fn open(
+        db: &sled::Db,
+        name: String,
+        log: Option<&Arc<dyn SharedLog>>,
+    ) -> Result<Tree, ServiceError> {
+        Ok(match log {
+            Some(log) => Tree::Logged {
+                log: log.clone(),
+                name,
+            },
+            None => Tree::Sled(db.open_tree(name)?),
+        })
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ServiceError> {
+        Ok(match self {
+            Tree::Sled(tree) => tree.get(key)?.map(|value| value.to_vec()),
+            Tree::Logged { log, name } => log.get(name, key)?,
+        })
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), ServiceError> {
+        match self {
+            Tree::Sled(tree) => drop(tree.insert(key, value)?),
+            Tree::Logged { log, name } => log.insert(name, key, value)?,
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), ServiceError> {
+        match self {
+            Tree::Sled(tree) => drop(tree.remove(key)?),
+            Tree::Logged { log, name } => log.remove(name, key)?,
+        }
+        Ok(())
+    }
+
+    /// Every entry as of the call. The trees scanned (pending entries, final
+    /// records for the hourly retention pass) are read whole only by sweeps.
+    fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ServiceError> {
+        match self {
+            Tree::Sled(tree) => tree
+                .iter()
+                .map(|item| {
+                    let (key, value) = item?;
+                    Ok((key.to_vec(), value.to_vec()))
+                })
+                .collect(),
+            Tree::Logged { log, name } => Ok(log.scan(name)?),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Tree::Sled(tree) => tree.len(),
+            Tree::Logged { log, name } => log.scan(name).map_or(0, |entries| entries.len()),
+        }
+    }
+}
+
 /// The two trees, with typed access. Callers hold the transaction's lock
 /// (see [`crate::service`]) around every read-modify-write.
 #[derive(Clone)]
 pub struct StateStore {
-    pending: sled::Tree,
-    outcomes: sled::Tree,
+    pending: Tree,
+    outcomes: Tree,
     pending_sealer: Sealer,
     outcomes_sealer: Sealer,
 }
 
 impl StateStore {
     /// The trees of `namespace` in `db`, their values sealed under `keys`
-    /// (in clear without).
+    /// (in clear without); written through `log` when the provider runs
+    /// in-process on the switch's database.
     pub fn open(
         db: &sled::Db,
         namespace: &str,
         keys: Option<Arc<DataKeys>>,
+        log: Option<&Arc<dyn SharedLog>>,
     ) -> Result<Self, ServiceError> {
         let pending = format!("{namespace}/pending");
         let outcomes = format!("{namespace}/outcomes");
         Ok(StateStore {
-            pending: db.open_tree(&pending)?,
-            outcomes: db.open_tree(&outcomes)?,
             pending_sealer: Sealer::new(keys.clone(), &pending),
             outcomes_sealer: Sealer::new(keys, &outcomes),
+            pending: Tree::open(db, pending, log)?,
+            outcomes: Tree::open(db, outcomes, log)?,
         })
     }
 
@@ -280,27 +357,29 @@ impl StateStore {
 
     pub fn put_pending(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
         self.pending
-            .insert(key, self.pending_sealer.encode(key, entry)?)?;
-        Ok(())
+            .insert(key, self.pending_sealer.encode(key, entry)?)
     }
 
     /// The keys of final records, for the retention pass.
-    pub fn final_keys(&self) -> impl Iterator<Item = Result<Vec<u8>, ServiceError>> + '_ {
-        self.outcomes.iter().keys().map(|key| Ok(key?.to_vec()))
+    pub fn final_keys(&self) -> Result<Vec<Vec<u8>>, ServiceError> {
+        Ok(self
+            .outcomes
+            .entries()?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
     }
 
     /// The keys of pending entries and final records not sealed under the
     /// current data key.
     pub fn keys_to_reseal(&self) -> Result<ToReseal, ServiceError> {
-        let collect = |tree: &sled::Tree, sealer: &Sealer| -> Result<Vec<Vec<u8>>, ServiceError> {
-            let mut keys = Vec::new();
-            for item in tree.iter() {
-                let (key, raw) = item?;
-                if sealer.needs_reseal(&raw) {
-                    keys.push(key.to_vec());
-                }
-            }
-            Ok(keys)
+        let collect = |tree: &Tree, sealer: &Sealer| -> Result<Vec<Vec<u8>>, ServiceError> {
+            Ok(tree
+                .entries()?
+                .into_iter()
+                .filter(|(_, raw)| sealer.needs_reseal(raw))
+                .map(|(key, _)| key)
+                .collect())
         };
         Ok(ToReseal {
             pending: collect(&self.pending, &self.pending_sealer)?,
@@ -309,8 +388,7 @@ impl StateStore {
     }
 
     pub fn remove_pending(&self, key: &[u8]) -> Result<(), ServiceError> {
-        self.pending.remove(key)?;
-        Ok(())
+        self.pending.remove(key)
     }
 
     /// Writes the final record, then erases the pending entry. Two single-key
@@ -319,28 +397,24 @@ impl StateStore {
     /// at the final record first, so the leftover pending entry is inert
     /// until [`StateStore::expired`] hands it to the sweep to erase.
     pub fn finish(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
-        self.outcomes
-            .insert(key, self.outcomes_sealer.encode(key, record)?)?;
-        self.pending.remove(key)?;
-        Ok(())
+        self.store_final(key, record)?;
+        self.pending.remove(key)
     }
 
     pub fn store_final(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
         self.outcomes
-            .insert(key, self.outcomes_sealer.encode(key, record)?)?;
-        Ok(())
+            .insert(key, self.outcomes_sealer.encode(key, record)?)
     }
 
     /// The keys of pending entries whose customer deadline is at or before
     /// `now_ms`, and of entries a crash left beside a final record.
     pub fn expired(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
         let mut expired = Vec::new();
-        for item in self.pending.iter() {
-            let (key, raw) = item?;
+        for (key, raw) in self.pending.entries()? {
             // One unreadable entry must not stop the others from expiring.
             match self.pending_sealer.decode::<PendingEntry>(&key, &raw) {
-                Ok(entry) if entry.is_expired(now_ms) => expired.push(key.to_vec()),
-                Ok(_) if self.outcomes.contains_key(&key)? => expired.push(key.to_vec()),
+                Ok(entry) if entry.is_expired(now_ms) => expired.push(key),
+                Ok(_) if self.outcomes.get(&key)?.is_some() => expired.push(key),
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "skipping an unreadable pending entry"),
             }

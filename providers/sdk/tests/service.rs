@@ -1440,7 +1440,8 @@ async fn a_pending_entry_a_crash_left_beside_a_final_record_is_inert_and_swept()
         rig.transact(transfer("tx-1")).await.status,
         Status::WaitingForOtp
     );
-    let state = manifold_provider_sdk::state::StateStore::open(&rig.db, NAMESPACE, None).unwrap();
+    let state =
+        manifold_provider_sdk::state::StateStore::open(&rig.db, NAMESPACE, None, None).unwrap();
     let key = manifold_provider_sdk::state::transaction_key(APP, "tx-1");
     let leftover = state.pending(&key).unwrap().expect("the OTP is pending");
     let code = rig.last_code();

@@ -28,15 +28,21 @@
 //! flushes sled, and deletes the segments replayed.
 //!
 //! **Entry format.** `len: u32 LE`, `crc32: u32 LE` of the payload, then the
-//! payload: changes, each `1` (insert) or `2` (remove), the key's length
-//! (`u32 LE`) and bytes, and for an insert the value's length and bytes. A
+//! payload: changes, each `1` (insert) or `2` (remove) in the switch's tree,
+//! or `3` (insert) or `4` (remove) in another tree of the database, whose
+//! name (length `u32 LE` and bytes) follows; then the key's length (`u32 LE`)
+//! and bytes, and for an insert the value's length and bytes. A
 //! torn or damaged entry ends the last segment (it was never acknowledged:
 //! acknowledged entries precede the last sync); one in an earlier
 //! segment is refused as damage.
 //!
-//! **Writes by in-process providers** (the demo bank's ledger, the SDK's
-//! state) go to sled directly, on the same database. A provider that leaves
-//! its durability to the switch says so through
+//! **Writes by in-process providers.** The SDK's state (an in-process
+//! provider's pending entries and outcomes) is journaled too, in its own
+//! trees, through [`ProviderLog`], the journal lent as a
+//! [`manifold_provider::SharedLog`]: one commit makes a provider's state and
+//! the switch's record of the answer durable together, in the order they
+//! were written. Whatever else an in-process provider writes to sled
+//! directly, it flushes itself, or leaves to the switch through
 //! [`GroupCommit::leave_flush_to_caller`]; the committer then flushes sled
 //! *before* it writes the journal entries that follow those writes, so the
 //! switch never records on disk an outcome whose provider state is not.
@@ -57,7 +63,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 
 use dashmap::DashMap;
-use manifold_provider::GroupCommit;
+use manifold_provider::durable::DurabilityError;
+use manifold_provider::{GroupCommit, SharedLog};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
@@ -71,20 +78,81 @@ const APPLY_QUEUE_COMMITS: usize = 1024;
 const MAX_ENTRY_BYTES: u32 = 64 * 1024 * 1024;
 const INSERT: u8 = 1;
 const REMOVE: u8 = 2;
+const INSERT_IN: u8 = 3;
+const REMOVE_IN: u8 = 4;
+/// Starts the overlay's keys of trees other than the switch's, which no key
+/// of the switch's tree starts with (its kinds are ASCII letters and `\0`).
+const OTHER_TREE: u8 = 0xFF;
 const SUFFIX: &str = ".journal";
 
-/// One change to the tree.
+/// One change to the switch's tree, or to another tree of its database
+/// (an in-process provider's, named).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Insert(Vec<u8>, Vec<u8>),
     Remove(Vec<u8>),
+    InsertIn(Arc<str>, Vec<u8>, Vec<u8>),
+    RemoveIn(Arc<str>, Vec<u8>),
 }
 
 impl Change {
-    fn key(&self) -> &[u8] {
+    /// The key of this change in the overlay, which holds every tree's.
+    fn overlay_key(&self) -> Vec<u8> {
         match self {
-            Change::Insert(key, _) | Change::Remove(key) => key,
+            Change::Insert(key, _) | Change::Remove(key) => key.clone(),
+            Change::InsertIn(tree, key, _) | Change::RemoveIn(tree, key) => {
+                [&other_tree_prefix(tree)[..], key].concat()
+            }
         }
+    }
+
+    fn value(&self) -> Option<&Vec<u8>> {
+        match self {
+            Change::Insert(_, value) | Change::InsertIn(_, _, value) => Some(value),
+            Change::Remove(_) | Change::RemoveIn(..) => None,
+        }
+    }
+
+    /// Makes this change in `tree` (the switch's) or the named tree of `db`.
+    fn apply_to(&self, tree: &sled::Tree, trees: &Trees) -> Result<(), sled::Error> {
+        match self {
+            Change::Insert(key, value) => drop(tree.insert(key.as_slice(), value.as_slice())?),
+            Change::Remove(key) => drop(tree.remove(key.as_slice())?),
+            Change::InsertIn(name, key, value) => drop(
+                trees
+                    .named(name)?
+                    .insert(key.as_slice(), value.as_slice())?,
+            ),
+            Change::RemoveIn(name, key) => drop(trees.named(name)?.remove(key.as_slice())?),
+        }
+        Ok(())
+    }
+}
+
+/// The overlay's prefix for the keys of tree `name`: a marker no key of the
+/// switch's tree starts with, and the name's length and bytes.
+fn other_tree_prefix(name: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(5 + name.len());
+    prefix.push(OTHER_TREE);
+    prefix.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    prefix.extend_from_slice(name.as_bytes());
+    prefix
+}
+
+/// The database's other trees by name, opened once.
+struct Trees {
+    db: sled::Db,
+    open: DashMap<Arc<str>, sled::Tree>,
+}
+
+impl Trees {
+    fn named(&self, name: &str) -> Result<sled::Tree, sled::Error> {
+        if let Some(tree) = self.open.get(name) {
+            return Ok(tree.clone());
+        }
+        let tree = self.db.open_tree(name)?;
+        self.open.insert(Arc::from(name), tree.clone());
+        Ok(tree)
     }
 }
 
@@ -109,6 +177,8 @@ struct Unwritten {
 
 struct Shared {
     tree: sled::Tree,
+    /// The database's other trees that in-process providers journal into.
+    trees: Trees,
     unwritten: Mutex<Unwritten>,
     /// Journaled values not yet in sled (`None`: removed), with the sequence
     /// number of the change that set them.
@@ -162,7 +232,11 @@ impl Journal {
         manifold_edge::private_files::secure_data_dir(dir)
             .map_err(|e| io_error("create the journal directory", dir, e))?;
         let segments = segments_in(dir)?;
-        let replayed = replay(&segments, tree)?;
+        let trees = Trees {
+            db: db.clone(),
+            open: DashMap::new(),
+        };
+        let replayed = replay(&segments, tree, &trees)?;
         if !segments.is_empty() {
             db.flush()?;
             for (_, path) in &segments {
@@ -173,6 +247,7 @@ impl Journal {
         let segment = Segment::create(dir, next_number).map_err(StoreError::Database)?;
         let shared = Arc::new(Shared {
             tree: tree.clone(),
+            trees,
             unwritten: Mutex::new(Unwritten::default()),
             overlay: DashMap::new(),
             next_sequence: AtomicU64::new(0),
@@ -253,13 +328,9 @@ impl Journal {
         unwritten.bytes.extend_from_slice(&payload);
         for change in changes {
             let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
-            let value = match &change {
-                Change::Insert(_, value) => Some(value.clone()),
-                Change::Remove(_) => None,
-            };
             self.shared
                 .overlay
-                .insert(change.key().to_vec(), (sequence, value));
+                .insert(change.overlay_key(), (sequence, change.value().cloned()));
             unwritten.changes.push((sequence, change));
         }
         Ok(())
@@ -271,6 +342,51 @@ impl Journal {
             return Ok(entry.1.as_deref().map(sled::IVec::from));
         }
         Ok(self.shared.tree.get(key)?)
+    }
+
+    /// The value of `key` in the database's tree `name`: journaled and not
+    /// yet applied, or sled's.
+    pub fn get_in(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let overlay_key = [&other_tree_prefix(name)[..], key].concat();
+        if let Some(entry) = self.shared.overlay.get(&overlay_key) {
+            return Ok(entry.1.clone());
+        }
+        Ok(self
+            .shared
+            .trees
+            .named(name)?
+            .get(key)?
+            .map(|value| value.to_vec()))
+    }
+
+    /// Every entry of the database's tree `name` as of the call, journaled
+    /// or in sled, in key order (a value changed during the call may show
+    /// its previous version). For sweeps: it copies the tree.
+    pub fn scan_in(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let prefix = other_tree_prefix(name);
+        // The overlay before sled: a change leaves the overlay only once it
+        // is in sled, so nothing written before the call is missed.
+        let journaled: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .shared
+            .overlay
+            .iter()
+            .filter_map(|entry| {
+                let key = entry.key().strip_prefix(&prefix[..])?;
+                Some((key.to_vec(), entry.value().1.clone()))
+            })
+            .collect();
+        let mut entries = std::collections::BTreeMap::new();
+        for item in self.shared.trees.named(name)?.iter() {
+            let (key, value) = item?;
+            entries.insert(key.to_vec(), value.to_vec());
+        }
+        for (key, value) in journaled {
+            match value {
+                Some(value) => entries.insert(key, value),
+                None => entries.remove(&key),
+            };
+        }
+        Ok(entries.into_iter().collect())
     }
 
     pub fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
@@ -309,6 +425,49 @@ impl Journal {
     pub fn nudge(&self) {
         let (done, _) = oneshot::channel();
         let _ = self.waiters.send(Waiter::OnDisk(done));
+    }
+}
+
+/// The journal lent to in-process providers as their [`SharedLog`]: their
+/// trees' writes become journal entries, durable with the switch's own.
+pub struct ProviderLog {
+    journal: Arc<Journal>,
+}
+
+impl ProviderLog {
+    pub fn new(journal: Arc<Journal>) -> ProviderLog {
+        ProviderLog { journal }
+    }
+}
+
+fn log_error(error: StoreError) -> DurabilityError {
+    DurabilityError::Log(error.to_string())
+}
+
+#[async_trait::async_trait]
+impl SharedLog for ProviderLog {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DurabilityError> {
+        self.journal.get_in(tree, key).map_err(log_error)
+    }
+
+    fn insert(&self, tree: &str, key: &[u8], value: Vec<u8>) -> Result<(), DurabilityError> {
+        self.journal
+            .write(vec![Change::InsertIn(Arc::from(tree), key.to_vec(), value)])
+            .map_err(log_error)
+    }
+
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<(), DurabilityError> {
+        self.journal
+            .write(vec![Change::RemoveIn(Arc::from(tree), key.to_vec())])
+            .map_err(log_error)
+    }
+
+    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DurabilityError> {
+        self.journal.scan_in(tree).map_err(log_error)
+    }
+
+    async fn durable(&self) -> Result<(), DurabilityError> {
+        self.journal.durable().await.map_err(log_error)
     }
 }
 
@@ -472,15 +631,13 @@ fn apply_all(
 
 fn apply(shared: &Shared, changes: Vec<(u64, Change)>) -> Result<(), String> {
     for (sequence, change) in changes {
-        let applied = match &change {
-            Change::Insert(key, value) => shared.tree.insert(key.as_slice(), value.as_slice()),
-            Change::Remove(key) => shared.tree.remove(key.as_slice()),
-        };
-        applied.map_err(|e| format!("applying the journal to sled: {e}"))?;
+        change
+            .apply_to(&shared.tree, &shared.trees)
+            .map_err(|e| format!("applying the journal to sled: {e}"))?;
         // A later change to the key stays until it is applied itself.
         shared
             .overlay
-            .remove_if(change.key(), |_, (newest, _)| *newest == sequence);
+            .remove_if(&change.overlay_key(), |_, (newest, _)| *newest == sequence);
     }
     Ok(())
 }
@@ -597,22 +754,36 @@ fn encode(changes: &[Change]) -> Vec<u8> {
             .map(|change| match change {
                 Change::Insert(key, value) => 9 + key.len() + value.len(),
                 Change::Remove(key) => 5 + key.len(),
+                Change::InsertIn(tree, key, value) => 13 + tree.len() + key.len() + value.len(),
+                Change::RemoveIn(tree, key) => 9 + tree.len() + key.len(),
             })
             .sum(),
     );
+    fn put(payload: &mut Vec<u8>, bytes: &[u8]) {
+        payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        payload.extend_from_slice(bytes);
+    }
     for change in changes {
         match change {
             Change::Insert(key, value) => {
                 payload.push(INSERT);
-                payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                payload.extend_from_slice(key);
-                payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                payload.extend_from_slice(value);
+                put(&mut payload, key);
+                put(&mut payload, value);
             }
             Change::Remove(key) => {
                 payload.push(REMOVE);
-                payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                payload.extend_from_slice(key);
+                put(&mut payload, key);
+            }
+            Change::InsertIn(tree, key, value) => {
+                payload.push(INSERT_IN);
+                put(&mut payload, tree.as_bytes());
+                put(&mut payload, key);
+                put(&mut payload, value);
+            }
+            Change::RemoveIn(tree, key) => {
+                payload.push(REMOVE_IN);
+                put(&mut payload, tree.as_bytes());
+                put(&mut payload, key);
             }
         }
     }
@@ -634,12 +805,21 @@ fn decode(mut payload: &[u8]) -> Option<Vec<Change>> {
         let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
         Some(take(input, len)?.to_vec())
     }
+    fn tree_name(input: &mut &[u8]) -> Option<Arc<str>> {
+        String::from_utf8(bytes(input)?).ok().map(Arc::from)
+    }
     let mut changes = Vec::new();
     while !payload.is_empty() {
         let kind = take(&mut payload, 1)?[0];
         let change = match kind {
             INSERT => Change::Insert(bytes(&mut payload)?, bytes(&mut payload)?),
             REMOVE => Change::Remove(bytes(&mut payload)?),
+            INSERT_IN => Change::InsertIn(
+                tree_name(&mut payload)?,
+                bytes(&mut payload)?,
+                bytes(&mut payload)?,
+            ),
+            REMOVE_IN => Change::RemoveIn(tree_name(&mut payload)?, bytes(&mut payload)?),
             _ => return None,
         };
         changes.push(change);
@@ -672,7 +852,11 @@ fn entries(contents: &[u8]) -> (Vec<Vec<Change>>, bool) {
     (found, !rest.is_empty())
 }
 
-fn replay(segments: &[(u64, PathBuf)], tree: &sled::Tree) -> Result<Replayed, StoreError> {
+fn replay(
+    segments: &[(u64, PathBuf)],
+    tree: &sled::Tree,
+    trees: &Trees,
+) -> Result<Replayed, StoreError> {
     let mut replayed = Replayed::default();
     for (index, (_, path)) in segments.iter().enumerate() {
         let mut contents = Vec::new();
@@ -693,10 +877,7 @@ fn replay(segments: &[(u64, PathBuf)], tree: &sled::Tree) -> Result<Replayed, St
         }
         for changes in found {
             for change in changes {
-                match change {
-                    Change::Insert(key, value) => tree.insert(key, value)?,
-                    Change::Remove(key) => tree.remove(key)?,
-                };
+                change.apply_to(tree, trees)?;
             }
             replayed.entries += 1;
         }
@@ -729,7 +910,12 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_a_torn_tail_is_cut() {
-        let changes = vec![insert("a", "1"), Change::Remove(b"b".to_vec())];
+        let changes = vec![
+            insert("a", "1"),
+            Change::Remove(b"b".to_vec()),
+            Change::InsertIn(Arc::from("p/pending"), b"c".to_vec(), b"3".to_vec()),
+            Change::RemoveIn(Arc::from("p/outcomes"), b"d".to_vec()),
+        ];
         let payload = encode(&changes);
         let mut file = Vec::new();
         for _ in 0..2 {
@@ -841,6 +1027,68 @@ mod tests {
             !commit.take_flush_left_to_caller(),
             "the commit took the flush it was left"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_providers_trees_are_journaled_read_at_once_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        {
+            let (db, tree, journal, _) = open(dir.path());
+            let log = ProviderLog::new(Arc::new(journal));
+            // Already in sled before this run, then changed through the log.
+            db.open_tree("p/pending")
+                .unwrap()
+                .insert("old", "0")
+                .unwrap();
+            log.insert("p/pending", b"k1", b"v1".to_vec()).unwrap();
+            log.insert("p/pending", b"k2", b"v2".to_vec()).unwrap();
+            log.remove("p/pending", b"old").unwrap();
+            log.insert("p/outcomes", b"k1", b"done".to_vec()).unwrap();
+            assert_eq!(log.get("p/pending", b"k1").unwrap(), Some(b"v1".to_vec()));
+            assert_eq!(log.get("p/pending", b"old").unwrap(), None);
+            let scanned = |name| log.scan(name).unwrap();
+            assert_eq!(
+                scanned("p/pending"),
+                vec![
+                    (b"k1".to_vec(), b"v1".to_vec()),
+                    (b"k2".to_vec(), b"v2".to_vec())
+                ]
+            );
+            assert_eq!(
+                scanned("p/outcomes"),
+                vec![(b"k1".to_vec(), b"done".to_vec())]
+            );
+            // Nothing of it is the switch's.
+            assert!(tree.get(b"k1").unwrap().is_none());
+            log.durable().await.unwrap();
+            log.journal.in_sled().await.unwrap();
+            assert!(log.journal.shared.overlay.is_empty());
+            let pending = db.open_tree("p/pending").unwrap();
+            assert_eq!(pending.get(b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
+            assert!(pending.get(b"old").unwrap().is_none());
+            // A crash before sled's own flush: the provider's tree lost it.
+            drop(log);
+            pending.clear().unwrap();
+            db.flush().unwrap();
+        }
+        let db = (0..250)
+            .find_map(|_| {
+                sled::Config::new()
+                    .path(dir.path().join("db"))
+                    .open()
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the database reopens");
+        let tree = db.open_tree("t").unwrap();
+        let commit = GroupCommit::start(db.clone()).unwrap();
+        let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit).unwrap();
+        assert_eq!(replayed.entries, 4);
+        let pending = db.open_tree("p/pending").unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.get(b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
+        assert!(tree.is_empty());
     }
 
     #[test]

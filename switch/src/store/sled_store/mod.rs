@@ -44,7 +44,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use manifold_provider::GroupCommit;
 
-use journal::{Change as Write, Journal};
+use journal::{Change as Write, Journal, ProviderLog};
 use manifold_crypto::DataKeys;
 use sealing::Sealing;
 
@@ -62,12 +62,18 @@ use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 /// reads format 2 only would ignore `journal/` and lose what it holds, so it
 /// must refuse a store this version has opened. Format 4 is format 3 with
 /// records that may be sealed (`sealing.rs`) or have had their customer data
-/// dropped, which a format-3 version would misread as damage.
-pub const FORMAT: &str = "manifold-switch-store/4";
-/// Formats 2 and 3 are taken over as they are: their records are format 4
-/// records in clear (sealed as they are written again, or by `reseal`).
-const FORMAT_2: &str = "manifold-switch-store/2";
-const FORMAT_3: &str = "manifold-switch-store/3";
+/// dropped, which a format-3 version would misread as damage. Format 5 is
+/// format 4 with in-process providers' state journaled too (entries naming
+/// another tree), which a format-4 version would read as a torn tail.
+pub const FORMAT: &str = "manifold-switch-store/5";
+/// Formats 2 to 4 are taken over as they are: their records are format 5
+/// records in clear (sealed as they are written again, or by `reseal`), and
+/// their journals hold no entry format 5 would read otherwise.
+const TAKEN_OVER: [&str; 3] = [
+    "manifold-switch-store/2",
+    "manifold-switch-store/3",
+    "manifold-switch-store/4",
+];
 const TREE: &str = "switch/v2";
 /// The trees of the first store format, which this version does not read.
 const FORMAT_1_TREES: [&str; 3] = ["switch/transactions", "switch/requests", "switch/metering"];
@@ -306,16 +312,12 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     }
     match tree.get(codec::FORMAT_KEY)? {
         Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(()),
-        Some(found)
-            if [FORMAT_2, FORMAT_3]
-                .iter()
-                .any(|f| found.as_ref() == f.as_bytes()) =>
-        {
+        Some(found) if TAKEN_OVER.iter().any(|f| found.as_ref() == f.as_bytes()) => {
             tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
             db.flush()?;
             tracing::info!(
-                "the store is now format 4 (a journal, and records sealed as they are written; \
-                 `manifold --reseal` seals the rest)"
+                "the store is now format 5 (a journal that carries in-process providers' state \
+                 too, and records sealed as they are written; `manifold --reseal` seals the rest)"
             );
             Ok(())
         }
@@ -508,6 +510,13 @@ impl SledStore {
     }
 
     /// Bytes the database occupies on disk.
+    /// The store's journal, lent to a provider running in-process on this
+    /// database, which writes its state through it
+    /// (`StateDurability::SwitchLog` of the provider SDK).
+    pub fn provider_log(&self) -> Arc<dyn manifold_provider::SharedLog> {
+        Arc::new(ProviderLog::new(self.journal.clone()))
+    }
+
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }

@@ -412,41 +412,47 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
 
     let tree = db.open_tree(TREE).unwrap();
     db.drop_tree("switch/transactions").unwrap();
-    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/5")
+    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/6")
         .unwrap();
     let error = open_on(dir.path(), &db)
         .err()
         .expect("a later format is refused");
     assert!(
-        error.to_string().contains("manifold-switch-store/5"),
+        error.to_string().contains("manifold-switch-store/6"),
         "{error}"
     );
 }
 
 #[tokio::test]
-async fn a_format_2_store_is_taken_over_as_format_3_which_format_2_code_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open_store(dir.path());
-        store.begin_transaction(&in_flight(1)).await.unwrap();
-        store.durable().await.unwrap();
-        store.journal.in_sled().await.unwrap();
-        // As the previous version left it: the same records, marked 2.
-        store
-            .tree
-            .insert(codec::FORMAT_KEY, "manifold-switch-store/2")
-            .unwrap();
-        store.db.flush().unwrap();
+async fn earlier_formats_are_taken_over_as_the_current_one_which_their_code_refuses() {
+    for earlier in 2..=4 {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path());
+            store.begin_transaction(&in_flight(1)).await.unwrap();
+            store.durable().await.unwrap();
+            store.journal.in_sled().await.unwrap();
+            // As the previous version left it: the same records, marked so.
+            store
+                .tree
+                .insert(
+                    codec::FORMAT_KEY,
+                    format!("manifold-switch-store/{earlier}").as_bytes(),
+                )
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = reopen(dir.path());
+        let (request, _) = recorded(store.request("app", "r-1").await.unwrap());
+        assert_eq!(request.state, RequestState::InFlight { started_at_ms: 1 });
+        assert_eq!(
+            store.tree.get(codec::FORMAT_KEY).unwrap().as_deref(),
+            Some(FORMAT.as_bytes()),
+            "format {earlier} is re-marked, so that its code refuses the store \
+             rather than misread its journal"
+        );
     }
-    let store = reopen(dir.path());
-    let (request, _) = recorded(store.request("app", "r-1").await.unwrap());
-    assert_eq!(request.state, RequestState::InFlight { started_at_ms: 1 });
-    assert_eq!(
-        store.tree.get(codec::FORMAT_KEY).unwrap().as_deref(),
-        Some(FORMAT.as_bytes()),
-        "marked 4, which format 2 code refuses rather than ignore the journal"
-    );
-    assert_eq!(FORMAT, "manifold-switch-store/4");
+    assert_eq!(FORMAT, "manifold-switch-store/5");
 }
 
 #[tokio::test]
