@@ -45,8 +45,14 @@ pub trait SharedLog: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, DurabilityError>;
     fn insert(&self, tree: &str, key: &[u8], value: Vec<u8>) -> Result<(), DurabilityError>;
     fn remove(&self, tree: &str, key: &[u8]) -> Result<(), DurabilityError>;
-    /// Every entry of `tree` as of the call, in key order.
-    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DurabilityError>;
+    /// Visits every entry of `tree` once, in no particular order, without
+    /// copying the tree (sweeps read trees of any size); an entry changed
+    /// during the visit may show its previous value.
+    fn for_each(
+        &self,
+        tree: &str,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), DurabilityError>;
     /// Resolves once everything written to the log before the call is on disk.
     async fn durable(&self) -> Result<(), DurabilityError>;
 }

@@ -253,7 +253,7 @@ impl<C: Connector> ProviderService<C> {
     /// pending data is erased once a transaction is final, so this returns
     /// to zero when every conversation has ended (after a crash, at the
     /// next sweep: see `StateStore::finish`).
-    pub fn pending_count(&self) -> usize {
+    pub fn pending_count(&self) -> Result<usize, ServiceError> {
         self.state.pending_len()
     }
 

@@ -288,25 +288,37 @@ impl Tree {
         Ok(())
     }
 
-    /// Every entry as of the call. The trees scanned (pending entries, final
-    /// records for the hourly retention pass) are read whole only by sweeps.
-    fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ServiceError> {
+    /// Visits every entry once, in no particular order, without copying
+    /// the tree; for the sweeps (expiry, retention, reseal).
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), ServiceError> {
         match self {
-            Tree::Sled(tree) => tree
-                .iter()
-                .map(|item| {
+            Tree::Sled(tree) => {
+                for item in tree.iter() {
                     let (key, value) = item?;
-                    Ok((key.to_vec(), value.to_vec()))
-                })
-                .collect(),
-            Tree::Logged { log, name } => Ok(log.scan(name)?),
+                    visit(&key, &value);
+                }
+            }
+            Tree::Logged { log, name } => log.for_each(name, visit)?,
         }
+        Ok(())
     }
 
-    fn len(&self) -> usize {
+    /// The keys of the entries `keep` accepts.
+    fn keys_where(&self, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let mut keys = Vec::new();
+        self.for_each(&mut |key, value| {
+            if keep(value) {
+                keys.push(key.to_vec());
+            }
+        })?;
+        Ok(keys)
+    }
+
+    /// How many entries; for tests and diagnostics (it visits them all).
+    fn len(&self) -> Result<usize, ServiceError> {
         match self {
-            Tree::Sled(tree) => tree.len(),
-            Tree::Logged { log, name } => log.scan(name).map_or(0, |entries| entries.len()),
+            Tree::Sled(tree) => Ok(tree.len()),
+            Tree::Logged { .. } => Ok(self.keys_where(|_| true)?.len()),
         }
     }
 }
@@ -362,28 +374,19 @@ impl StateStore {
 
     /// The keys of final records, for the retention pass.
     pub fn final_keys(&self) -> Result<Vec<Vec<u8>>, ServiceError> {
-        Ok(self
-            .outcomes
-            .entries()?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect())
+        self.outcomes.keys_where(|_| true)
     }
 
     /// The keys of pending entries and final records not sealed under the
     /// current data key.
     pub fn keys_to_reseal(&self) -> Result<ToReseal, ServiceError> {
-        let collect = |tree: &Tree, sealer: &Sealer| -> Result<Vec<Vec<u8>>, ServiceError> {
-            Ok(tree
-                .entries()?
-                .into_iter()
-                .filter(|(_, raw)| sealer.needs_reseal(raw))
-                .map(|(key, _)| key)
-                .collect())
-        };
         Ok(ToReseal {
-            pending: collect(&self.pending, &self.pending_sealer)?,
-            finals: collect(&self.outcomes, &self.outcomes_sealer)?,
+            pending: self
+                .pending
+                .keys_where(|raw| self.pending_sealer.needs_reseal(raw))?,
+            finals: self
+                .outcomes
+                .keys_where(|raw| self.outcomes_sealer.needs_reseal(raw))?,
         })
     }
 
@@ -409,8 +412,13 @@ impl StateStore {
     /// The keys of pending entries whose customer deadline is at or before
     /// `now_ms`, and of entries a crash left beside a final record.
     pub fn expired(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
+        // Pending entries are few (conversations in progress): copied, so
+        // that the final records can be read for each.
+        let mut entries = Vec::new();
+        self.pending
+            .for_each(&mut |key, raw| entries.push((key.to_vec(), raw.to_vec())))?;
         let mut expired = Vec::new();
-        for (key, raw) in self.pending.entries()? {
+        for (key, raw) in entries {
             // One unreadable entry must not stop the others from expiring.
             match self.pending_sealer.decode::<PendingEntry>(&key, &raw) {
                 Ok(entry) if entry.is_expired(now_ms) => expired.push(key),
@@ -422,7 +430,7 @@ impl StateStore {
         Ok(expired)
     }
 
-    pub fn pending_len(&self) -> usize {
+    pub fn pending_len(&self) -> Result<usize, ServiceError> {
         self.pending.len()
     }
 }

@@ -55,6 +55,7 @@
 //! every later write and acknowledgement fails, and the storage generation
 //! that owns this journal is replaced (`crate::storage`).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -359,14 +360,18 @@ impl Journal {
             .map(|value| value.to_vec()))
     }
 
-    /// Every entry of the database's tree `name` as of the call, journaled
-    /// or in sled, in key order (a value changed during the call may show
-    /// its previous version). For sweeps: it copies the tree.
-    pub fn scan_in(&self, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    /// Visits every entry of the database's tree `name`, journaled or in
+    /// sled, once, in no particular order (an entry changed during the visit
+    /// may show its previous value). Only the overlay's part is copied.
+    pub fn for_each_in(
+        &self,
+        name: &str,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
         let prefix = other_tree_prefix(name);
         // The overlay before sled: a change leaves the overlay only once it
         // is in sled, so nothing written before the call is missed.
-        let journaled: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+        let journaled: HashMap<Vec<u8>, Option<Vec<u8>>> = self
             .shared
             .overlay
             .iter()
@@ -375,18 +380,18 @@ impl Journal {
                 Some((key.to_vec(), entry.value().1.clone()))
             })
             .collect();
-        let mut entries = std::collections::BTreeMap::new();
         for item in self.shared.trees.named(name)?.iter() {
             let (key, value) = item?;
-            entries.insert(key.to_vec(), value.to_vec());
+            if !journaled.contains_key(key.as_ref()) {
+                visit(&key, &value);
+            }
         }
-        for (key, value) in journaled {
-            match value {
-                Some(value) => entries.insert(key, value),
-                None => entries.remove(&key),
-            };
+        for (key, value) in &journaled {
+            if let Some(value) = value {
+                visit(key, value);
+            }
         }
-        Ok(entries.into_iter().collect())
+        Ok(())
     }
 
     pub fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
@@ -462,8 +467,12 @@ impl SharedLog for ProviderLog {
             .map_err(log_error)
     }
 
-    fn scan(&self, tree: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DurabilityError> {
-        self.journal.scan_in(tree).map_err(log_error)
+    fn for_each(
+        &self,
+        tree: &str,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), DurabilityError> {
+        self.journal.for_each_in(tree, visit).map_err(log_error)
     }
 
     async fn durable(&self) -> Result<(), DurabilityError> {
@@ -1047,7 +1056,15 @@ mod tests {
             log.insert("p/outcomes", b"k1", b"done".to_vec()).unwrap();
             assert_eq!(log.get("p/pending", b"k1").unwrap(), Some(b"v1".to_vec()));
             assert_eq!(log.get("p/pending", b"old").unwrap(), None);
-            let scanned = |name| log.scan(name).unwrap();
+            let scanned = |name| {
+                let mut entries = Vec::new();
+                log.for_each(name, &mut |key, value| {
+                    entries.push((key.to_vec(), value.to_vec()))
+                })
+                .unwrap();
+                entries.sort();
+                entries
+            };
             assert_eq!(
                 scanned("p/pending"),
                 vec![
