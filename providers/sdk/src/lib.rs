@@ -33,6 +33,8 @@
 //! - [`microservice`]: serving a connector over HTTP, the switch's signature
 //!   checked on every call, and [`microservice::ServeArgs`], the command-line
 //!   options every provider binary shares.
+//! - [`tokens`]: [`tokens::TokenCache`], upstream access tokens fetched once
+//!   for many callers and refreshed before they expire.
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`codes`]: the response codes the SDK answers with.
 
@@ -44,6 +46,7 @@ pub mod otp;
 pub mod service;
 pub mod state;
 pub mod sweeper;
+pub mod tokens;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{

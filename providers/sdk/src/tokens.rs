@@ -1,0 +1,232 @@
+//! [`TokenCache`]: upstream access tokens, fetched once for many callers.
+//!
+//! Most upstreams a connector wraps want a bearer token: a service user's
+//! (one per provider), or a customer's (one per consenting user), that lives
+//! from 30 seconds to an hour. Fetching one per call doubles every call and
+//! trips the upstream's own limits; fetching one when it expires, from fifty
+//! callers at once, makes fifty token requests. The cache does neither:
+//! - a token is used until it is within [`TokenCache::new`]'s `margin` of
+//!   expiring (a call that starts just before expiry must not arrive just
+//!   after it), then replaced;
+//! - one refresh per key at a time: callers that find the token stale wait
+//!   for the one refresh in progress and use its result (single flight);
+//! - an upstream that answers `401` to a token the cache still holds says the
+//!   token is dead before its time: [`TokenCache::reject`] drops it, but only
+//!   if it is still the one cached, so fifty callers rejected together cause
+//!   one refresh, not fifty;
+//! - a failed fetch is not cached: the next caller tries again.
+//!
+//! Keys are whatever identifies whose token it is: `()` for a service user,
+//! an app and a customer reference for a customer's. Tokens are
+//! [`SecretString`]s (redacted in `Debug`, zeroized on drop). Time is tokio's
+//! clock, so tests pause it and move it instead of sleeping.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use manifold_crypto::SecretString;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// A token as the upstream issued it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub value: SecretString,
+    /// How long the upstream said it lives, from when it was issued.
+    pub lifetime: Duration,
+}
+
+#[derive(Debug)]
+struct Held {
+    value: SecretString,
+    /// When the cache stops handing it out (its expiry less the margin).
+    use_until: Instant,
+}
+
+/// Access tokens by key; see the module documentation.
+pub struct TokenCache<K> {
+    margin: Duration,
+    slots: DashMap<K, Arc<Mutex<Option<Held>>>>,
+}
+
+impl<K: Eq + Hash> std::fmt::Debug for TokenCache<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("margin", &self.margin)
+            .field("keys", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Eq + Hash + Clone> TokenCache<K> {
+    /// A cache that stops using a token `margin` before the upstream said it
+    /// expires (for a 30-second token, a few seconds).
+    pub fn new(margin: Duration) -> Self {
+        TokenCache {
+            margin,
+            slots: DashMap::new(),
+        }
+    }
+
+    fn slot(&self, key: &K) -> Arc<Mutex<Option<Held>>> {
+        if let Some(slot) = self.slots.get(key) {
+            return slot.clone();
+        }
+        self.slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// The token for `key`: the cached one while it is fresh, else the one
+    /// `fetch` gets (called by one caller at a time per key; the others wait
+    /// for it and use what it got). A fetch error is returned to the caller
+    /// that fetched, and the next caller fetches again.
+    pub async fn get<F, Fut, E>(&self, key: &K, fetch: F) -> Result<SecretString, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Token, E>>,
+    {
+        let slot = self.slot(key);
+        // Held across the fetch: that is what makes the refresh single.
+        let mut held = slot.lock().await;
+        if let Some(token) = held.as_ref() {
+            if Instant::now() < token.use_until {
+                return Ok(token.value.clone());
+            }
+        }
+        *held = None;
+        let fetched_at = Instant::now();
+        let token = fetch().await?;
+        let use_until = fetched_at + token.lifetime.saturating_sub(self.margin);
+        *held = Some(Held {
+            value: token.value.clone(),
+            use_until,
+        });
+        Ok(token.value)
+    }
+
+    /// Says the upstream refused `stale` (a `401`): it is dropped if it is
+    /// still the token cached for `key`, so the next [`TokenCache::get`]
+    /// fetches a new one. A token already replaced is left alone.
+    pub async fn reject(&self, key: &K, stale: &SecretString) {
+        let slot = self.slot(key);
+        let mut held = slot.lock().await;
+        if held.as_ref().is_some_and(|token| &token.value == stale) {
+            *held = None;
+        }
+    }
+
+    /// Forgets `key`'s token (a customer who withdrew consent).
+    pub fn forget(&self, key: &K) {
+        self.slots.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn issuer(
+        fetches: &Arc<AtomicUsize>,
+        lifetime: Duration,
+    ) -> impl Fn() -> std::future::Ready<Result<Token, String>> + '_ {
+        move || {
+            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            std::future::ready(Ok(Token {
+                value: SecretString::new(format!("token-{n}")),
+                lifetime,
+            }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_used_until_its_margin_then_replaced() {
+        let cache = TokenCache::new(Duration::from_secs(5));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let fetch = issuer(&fetches, Duration::from_secs(30));
+        assert_eq!(cache.get(&(), &fetch).await.unwrap().expose(), "token-1");
+        tokio::time::advance(Duration::from_secs(24)).await;
+        assert_eq!(cache.get(&(), &fetch).await.unwrap().expose(), "token-1");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(cache.get(&(), &fetch).await.unwrap().expose(), "token-2");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_have_tokens_of_their_own_and_a_failed_fetch_is_not_kept() {
+        let cache = TokenCache::new(Duration::ZERO);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let fetch = issuer(&fetches, Duration::from_secs(60));
+        let alice = cache.get(&"alice", &fetch).await.unwrap();
+        let bob = cache.get(&"bob", &fetch).await.unwrap();
+        assert_ne!(alice, bob);
+        cache.forget(&"alice");
+        let failed: Result<SecretString, String> = cache
+            .get(&"alice", || async { Err("upstream down".to_owned()) })
+            .await;
+        assert_eq!(failed.unwrap_err(), "upstream down");
+        assert_eq!(
+            cache.get(&"alice", &fetch).await.unwrap().expose(),
+            "token-3"
+        );
+        assert_eq!(cache.get(&"bob", &fetch).await.unwrap(), bob);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_token_is_dropped_once_and_a_replaced_one_is_kept() {
+        let cache = TokenCache::new(Duration::ZERO);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let fetch = issuer(&fetches, Duration::from_secs(60));
+        let first = cache.get(&(), &fetch).await.unwrap();
+        cache.reject(&(), &first).await;
+        let second = cache.get(&(), &fetch).await.unwrap();
+        assert_eq!(second.expose(), "token-2");
+        // A caller that was refused with the first token, late: no effect.
+        cache.reject(&(), &first).await;
+        assert_eq!(cache.get(&(), &fetch).await.unwrap(), second);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifty_callers_with_a_stale_token_cause_one_fetch() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(5)));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let fetch = |fetches: Arc<AtomicUsize>| async move {
+            // The token request takes a while, long enough for every caller
+            // to arrive while it is in flight.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok::<_, String>(Token {
+                value: SecretString::new(format!("token-{n}")),
+                lifetime: Duration::from_secs(30),
+            })
+        };
+        cache.get(&(), || fetch(fetches.clone())).await.unwrap();
+        tokio::time::advance(Duration::from_secs(26)).await;
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = cache.clone();
+                let fetches = fetches.clone();
+                tokio::spawn(async move { cache.get(&(), || fetch(fetches)).await })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap().expose(), "token-2");
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn tokens_are_not_printed() {
+        let token = Token {
+            value: SecretString::new("very-secret-bearer"),
+            lifetime: Duration::from_secs(30),
+        };
+        let cache: TokenCache<()> = TokenCache::new(Duration::ZERO);
+        let printed = format!("{token:?} {cache:?}");
+        assert!(!printed.contains("very-secret-bearer"), "{printed}");
+    }
+}
