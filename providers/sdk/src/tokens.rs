@@ -11,10 +11,11 @@
 //! - one refresh per key at a time: callers that find the token stale wait
 //!   for the one refresh in progress and use its result (single flight);
 //! - an upstream that answers `401` to a token the cache still holds says the
-//!   token is dead before its time: [`TokenCache::reject`] drops it, but only
-//!   if it is still the one cached, so fifty callers rejected together cause
-//!   one refresh, not fifty;
-//! - a failed fetch is not cached: the next caller tries again.
+//!   token is dead before its time: [`TokenCache::reject`] marks it stale,
+//!   but only if it is still the one cached, so fifty callers rejected
+//!   together cause one refresh, not fifty;
+//! - the fetch is handed the stale token, if any, so it can use its refresh
+//!   token; a failed fetch replaces nothing, and the next caller tries again.
 //!
 //! Keys are whatever identifies whose token it is: `()` for a service user,
 //! an app and a customer reference for a customer's. Tokens are
@@ -35,13 +36,16 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Token {
     pub value: SecretString,
+    /// What renews it without the original credentials, where the upstream
+    /// issues one (OAuth's `refresh_token`).
+    pub refresh: Option<SecretString>,
     /// How long the upstream said it lives, from when it was issued.
     pub lifetime: Duration,
 }
 
 #[derive(Debug)]
 struct Held {
-    value: SecretString,
+    token: Token,
     /// When the cache stops handing it out (its expiry less the margin).
     use_until: Instant,
 }
@@ -79,41 +83,42 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
     }
 
     /// The token for `key`: the cached one while it is fresh, else the one
-    /// `fetch` gets (called by one caller at a time per key; the others wait
-    /// for it and use what it got). A fetch error is returned to the caller
-    /// that fetched, and the next caller fetches again.
+    /// `fetch` gets, given the stale token if there is one (called by one
+    /// caller at a time per key; the others wait for it and use what it got).
+    /// A fetch error is returned to the caller that fetched; the stale token
+    /// stays for the next caller's fetch.
     pub async fn get<F, Fut, E>(&self, key: &K, fetch: F) -> Result<SecretString, E>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Token>) -> Fut,
         Fut: Future<Output = Result<Token, E>>,
     {
         let slot = self.slot(key);
         // Held across the fetch: that is what makes the refresh single.
         let mut held = slot.lock().await;
-        if let Some(token) = held.as_ref() {
-            if Instant::now() < token.use_until {
-                return Ok(token.value.clone());
+        if let Some(current) = held.as_ref() {
+            if Instant::now() < current.use_until {
+                return Ok(current.token.value.clone());
             }
         }
-        *held = None;
         let fetched_at = Instant::now();
-        let token = fetch().await?;
-        let use_until = fetched_at + token.lifetime.saturating_sub(self.margin);
+        let token = fetch(held.as_ref().map(|stale| stale.token.clone())).await?;
+        let value = token.value.clone();
         *held = Some(Held {
-            value: token.value.clone(),
-            use_until,
+            use_until: fetched_at + token.lifetime.saturating_sub(self.margin),
+            token,
         });
-        Ok(token.value)
+        Ok(value)
     }
 
-    /// Says the upstream refused `stale` (a `401`): it is dropped if it is
-    /// still the token cached for `key`, so the next [`TokenCache::get`]
-    /// fetches a new one. A token already replaced is left alone.
-    pub async fn reject(&self, key: &K, stale: &SecretString) {
+    /// Says the upstream refused `refused` (a `401`): it is stale from now
+    /// if it is still the token cached for `key`, so the next
+    /// [`TokenCache::get`] fetches a new one (and may use its refresh
+    /// token). A token already replaced is left alone.
+    pub async fn reject(&self, key: &K, refused: &SecretString) {
         let slot = self.slot(key);
         let mut held = slot.lock().await;
-        if held.as_ref().is_some_and(|token| &token.value == stale) {
-            *held = None;
+        if let Some(current) = held.as_mut().filter(|h| &h.token.value == refused) {
+            current.use_until = Instant::now();
         }
     }
 
@@ -129,14 +134,20 @@ mod tests {
 
     use super::*;
 
+    type Fetched = std::future::Ready<Result<Token, String>>;
+
+    /// Issues `token-1`, `token-2`, … each with a refresh token naming the
+    /// stale token its fetch was handed (`refresh-of-none` for the first).
     fn issuer(
         fetches: &Arc<AtomicUsize>,
         lifetime: Duration,
-    ) -> impl Fn() -> std::future::Ready<Result<Token, String>> + '_ {
-        move || {
+    ) -> impl Fn(Option<Token>) -> Fetched + '_ {
+        move |stale| {
             let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            let previous = stale.map_or("none".to_owned(), |t| t.value.expose().to_owned());
             std::future::ready(Ok(Token {
                 value: SecretString::new(format!("token-{n}")),
+                refresh: Some(SecretString::new(format!("refresh-of-{previous}"))),
                 lifetime,
             }))
         }
@@ -165,7 +176,7 @@ mod tests {
         assert_ne!(alice, bob);
         cache.forget(&"alice");
         let failed: Result<SecretString, String> = cache
-            .get(&"alice", || async { Err("upstream down".to_owned()) })
+            .get(&"alice", |_| async { Err("upstream down".to_owned()) })
             .await;
         assert_eq!(failed.unwrap_err(), "upstream down");
         assert_eq!(
@@ -176,13 +187,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rejected_token_is_dropped_once_and_a_replaced_one_is_kept() {
+    async fn a_rejected_token_is_refreshed_once_and_a_replaced_one_is_kept() {
         let cache = TokenCache::new(Duration::ZERO);
         let fetches = Arc::new(AtomicUsize::new(0));
         let fetch = issuer(&fetches, Duration::from_secs(60));
         let first = cache.get(&(), &fetch).await.unwrap();
         cache.reject(&(), &first).await;
-        let second = cache.get(&(), &fetch).await.unwrap();
+        // The fetch is handed the rejected token, for its refresh token.
+        let second = cache
+            .get(&(), |stale: Option<Token>| {
+                let stale = stale.expect("the rejected token is handed over");
+                assert_eq!(stale.value, first);
+                assert_eq!(stale.refresh.as_ref().unwrap().expose(), "refresh-of-none");
+                fetch(Some(stale))
+            })
+            .await
+            .unwrap();
         assert_eq!(second.expose(), "token-2");
         // A caller that was refused with the first token, late: no effect.
         cache.reject(&(), &first).await;
@@ -201,16 +221,17 @@ mod tests {
             let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
             Ok::<_, String>(Token {
                 value: SecretString::new(format!("token-{n}")),
+                refresh: None,
                 lifetime: Duration::from_secs(30),
             })
         };
-        cache.get(&(), || fetch(fetches.clone())).await.unwrap();
+        cache.get(&(), |_| fetch(fetches.clone())).await.unwrap();
         tokio::time::advance(Duration::from_secs(26)).await;
         let callers: Vec<_> = (0..50)
             .map(|_| {
                 let cache = cache.clone();
                 let fetches = fetches.clone();
-                tokio::spawn(async move { cache.get(&(), || fetch(fetches)).await })
+                tokio::spawn(async move { cache.get(&(), |_| fetch(fetches)).await })
             })
             .collect();
         for caller in callers {
@@ -223,10 +244,11 @@ mod tests {
     fn tokens_are_not_printed() {
         let token = Token {
             value: SecretString::new("very-secret-bearer"),
+            refresh: Some(SecretString::new("very-secret-refresh")),
             lifetime: Duration::from_secs(30),
         };
         let cache: TokenCache<()> = TokenCache::new(Duration::ZERO);
         let printed = format!("{token:?} {cache:?}");
-        assert!(!printed.contains("very-secret-bearer"), "{printed}");
+        assert!(!printed.contains("very-secret"), "{printed}");
     }
 }

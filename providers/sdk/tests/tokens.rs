@@ -51,6 +51,7 @@ async fn fetch_token(client: &reqwest::Client, base: &str) -> Result<Token, Stri
         .map_err(|e| e.to_string())?;
     Ok(Token {
         value: SecretString::new(answer["token"].as_str().ok_or("no token")?),
+        refresh: None,
         lifetime: Duration::from_secs(answer["expires_in"].as_u64().ok_or("no lifetime")?),
     })
 }
@@ -63,7 +64,7 @@ async fn balance(
     base: &str,
 ) -> Result<u16, String> {
     for _ in 0..2 {
-        let token = cache.get(&(), || fetch_token(client, base)).await?;
+        let token = cache.get(&(), |_| fetch_token(client, base)).await?;
         let status = client
             .get(format!("{base}/balance"))
             .bearer_auth(token.expose())
@@ -98,7 +99,7 @@ async fn fifty_calls_refused_with_a_revoked_token_cost_one_token_request() {
     let cache = Arc::new(TokenCache::new(Duration::from_secs(30)));
     // The first token, which the upstream then revokes.
     let first = cache
-        .get(&(), || fetch_token(&client, &base))
+        .get(&(), |_| fetch_token(&client, &base))
         .await
         .unwrap();
     assert_eq!(first.expose(), "tok-1");

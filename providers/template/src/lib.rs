@@ -39,7 +39,7 @@ pub mod config;
 pub mod transformers;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use manifold_crypto::SecretString;
@@ -47,6 +47,7 @@ use manifold_provider::outbound::{
     self, read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
 };
 use manifold_provider::{GroupCommit, Notifier, TransactRequest};
+use manifold_provider_sdk::tokens::{Token, TokenCache};
 use manifold_provider_sdk::{
     Confirmation, Connector, ConnectorError, Outcome, ProviderService, ServiceError,
     ServiceSettings, Step, TransactionContext,
@@ -54,7 +55,6 @@ use manifold_provider_sdk::{
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 
 pub use config::{ConfigError, UpstreamConfig};
 use transformers::{
@@ -107,16 +107,9 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct TemplateConnector {
     config: UpstreamConfig,
     http: reqwest::Client,
-    /// One token for every call. The lock is held while a token is fetched,
-    /// so concurrent calls wait for that one fetch instead of each asking.
-    token: Mutex<Option<AccessToken>>,
-}
-
-struct AccessToken {
-    value: SecretString,
-    refresh: Option<SecretString>,
-    /// From here on the token is replaced before use.
-    stale_at: Instant,
+    /// One token for every call (the SDK's cache: concurrent calls wait for
+    /// one fetch instead of each asking).
+    tokens: TokenCache<()>,
 }
 
 /// What an upstream call answered, when it answered at all.
@@ -149,9 +142,9 @@ impl TemplateConnector {
         let http = outbound::client(&options)
             .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
         Ok(TemplateConnector {
+            tokens: TokenCache::new(config.token_refresh_margin),
             config,
             http,
-            token: Mutex::new(None),
         })
     }
 
@@ -176,36 +169,31 @@ impl TemplateConnector {
     /// one from the client credentials. Any failure here is `Unavailable`:
     /// no money moves before a token is in hand.
     async fn access_token(&self) -> Result<SecretString, ConnectorError> {
-        let mut current = self.token.lock().await;
-        if let Some(token) = current.as_ref().filter(|t| Instant::now() < t.stale_at) {
-            return Ok(token.value.clone());
-        }
-        let refresh = current.as_ref().and_then(|token| token.refresh.clone());
-        let mut fresh = None;
-        if let Some(refresh) = &refresh {
+        self.tokens.get(&(), |stale| self.fetch_token(stale)).await
+    }
+
+    /// A new token: by the stale one's refresh token if it has one, else
+    /// (or if the upstream refuses that) from the client credentials.
+    async fn fetch_token(&self, stale: Option<Token>) -> Result<Token, ConnectorError> {
+        if let Some(refresh) = stale.and_then(|token| token.refresh) {
             // A refused refresh token is not fatal: the client credentials
             // get a new token.
-            fresh = self.request_token(Grant::Refresh(refresh)).await?;
+            if let Some(token) = self.request_token(Grant::Refresh(&refresh)).await? {
+                return Ok(token);
+            }
         }
-        let fresh = match fresh {
-            Some(token) => token,
-            None => self
-                .request_token(Grant::ClientCredentials)
-                .await?
-                .ok_or_else(|| {
-                    tracing::error!("the upstream refused the OAuth client credentials");
-                    ConnectorError::Unavailable(
-                        "the upstream refused the OAuth client credentials".into(),
-                    )
-                })?,
-        };
-        let value = fresh.value.clone();
-        *current = Some(fresh);
-        Ok(value)
+        self.request_token(Grant::ClientCredentials)
+            .await?
+            .ok_or_else(|| {
+                tracing::error!("the upstream refused the OAuth client credentials");
+                ConnectorError::Unavailable(
+                    "the upstream refused the OAuth client credentials".into(),
+                )
+            })
     }
 
     /// Asks the token endpoint; `Ok(None)` when it refused the grant.
-    async fn request_token(&self, grant: Grant<'_>) -> Result<Option<AccessToken>, ConnectorError> {
+    async fn request_token(&self, grant: Grant<'_>) -> Result<Option<Token>, ConnectorError> {
         let unavailable = |why: String| ConnectorError::Unavailable(format!("token: {why}"));
         let form: Vec<(&str, &str)> = match &grant {
             Grant::ClientCredentials => vec![("grant_type", "client_credentials")],
@@ -254,21 +242,17 @@ impl TemplateConnector {
         );
         // Capped, so an absurd `expires_in` cannot overflow the clock; a
         // token that claims to live longer is simply replaced daily.
-        let lifetime = Duration::from_secs(token.expires_in).min(MAX_TOKEN_LIFETIME);
-        Ok(Some(AccessToken {
+        Ok(Some(Token {
             value: token.access_token,
             refresh: token.refresh_token,
-            stale_at: Instant::now() + lifetime.saturating_sub(self.config.token_refresh_margin),
+            lifetime: Duration::from_secs(token.expires_in).min(MAX_TOKEN_LIFETIME),
         }))
     }
 
     /// After a `401`: the token died early (revoked, clock skew). Marks it
     /// stale unless another call already replaced it.
     async fn forget_token(&self, refused: &SecretString) {
-        let mut current = self.token.lock().await;
-        if let Some(token) = current.as_mut().filter(|t| &t.value == refused) {
-            token.stale_at = Instant::now();
-        }
+        self.tokens.reject(&(), refused).await;
     }
 
     // ------------------------------------------------------------ HTTP rules
