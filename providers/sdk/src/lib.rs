@@ -35,6 +35,9 @@
 //!   options every provider binary shares.
 //! - [`tokens`]: [`tokens::TokenCache`], upstream access tokens fetched once
 //!   for many callers and refreshed before they expire.
+//! - [`upstream`]: [`upstream::HttpUpstream`], the HTTP rules a REST
+//!   connector follows (what failure means nothing was done, what leaves the
+//!   outcome unknown).
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`codes`]: the response codes the SDK answers with.
 
@@ -47,6 +50,7 @@ pub mod service;
 pub mod state;
 pub mod sweeper;
 pub mod tokens;
+pub mod upstream;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{

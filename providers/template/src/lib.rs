@@ -19,9 +19,10 @@
 //! 1. Rewrite [`transformers`]: your upstream's JSON, and its statuses mapped
 //!    to [`Step`]s in one `match` (unknown → [`Step::Processing`]).
 //! 2. Adjust the four methods of `impl Connector for TemplateConnector` below
-//!    to your upstream's paths; keep the error rules of `TemplateConnector::call`
-//!    (connect failure → [`ConnectorError::Unavailable`], anything after the
-//!    request left → [`ConnectorError::Indeterminate`]).
+//!    to your upstream's paths; keep calling through the SDK's
+//!    [`HttpUpstream`] (its error rules: connect failure →
+//!    [`ConnectorError::Unavailable`], anything after the request left →
+//!    [`ConnectorError::Indeterminate`]).
 //! 3. Replace the OAuth section if your upstream authenticates differently,
 //!    and [`config`] with what it needs.
 //! 4. Rename the crate, [`NAMESPACE`] and [`DISPLAY_NAME`], and run
@@ -30,8 +31,8 @@
 //! # Layout
 //! - [`config`]: [`UpstreamConfig`], the upstream's URL and credentials.
 //! - [`transformers`]: the upstream's wire structs and the conversions to ours.
-//! - this file: the connector — the upstream calls, one method per flow, the
-//!   access token, and the HTTP error rules; and [`open`].
+//! - this file: the connector — the upstream calls, one method per flow, and
+//!   the access token (the SDK's [`TokenCache`]); and [`open`].
 //! - `main.rs`: the `template-provider` binary (flags → [`open`] →
 //!   [`microservice::run`](manifold_provider_sdk::microservice::run)).
 
@@ -44,10 +45,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use manifold_crypto::SecretString;
 use manifold_provider::outbound::{
-    self, read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
+    read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
 };
 use manifold_provider::{GroupCommit, Notifier, TransactRequest};
 use manifold_provider_sdk::tokens::{Token, TokenCache};
+use manifold_provider_sdk::upstream::{describe_send_error, Answer, BearerTokens, HttpUpstream};
 use manifold_provider_sdk::{
     Confirmation, Connector, ConnectorError, Outcome, ProviderService, ServiceError,
     ServiceSettings, Step, TransactionContext,
@@ -106,21 +108,11 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// The upstream bank, as a [`Connector`].
 pub struct TemplateConnector {
     config: UpstreamConfig,
-    http: reqwest::Client,
+    /// The bank's base URL and the SDK's HTTP rules.
+    upstream: HttpUpstream,
     /// One token for every call (the SDK's cache: concurrent calls wait for
     /// one fetch instead of each asking).
     tokens: TokenCache<()>,
-}
-
-/// What an upstream call answered, when it answered at all.
-enum Answer<T> {
-    Found(T),
-    NotFound,
-    /// The upstream refused the request and did nothing (`400`, `409`, `422`).
-    Refused {
-        status: StatusCode,
-        code: Option<String>,
-    },
 }
 
 enum Grant<'a> {
@@ -139,28 +131,18 @@ impl TemplateConnector {
             connect_timeout: config.connect_timeout,
             ..OutboundOptions::with_timeout(config.timeout)
         };
-        let http = outbound::client(&options)
-            .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
+        let upstream =
+            HttpUpstream::new(config.base_url.clone(), &options, transformers::fault_code)
+                .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
         Ok(TemplateConnector {
             tokens: TokenCache::new(config.token_refresh_margin),
             config,
-            http,
+            upstream,
         })
     }
 
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
-    }
-
-    /// `<base URL>/<segments…>`, each segment percent-encoded (a
-    /// `transaction_ref` may hold `/` or `?`).
-    fn endpoint(&self, segments: &[&str]) -> Result<Url, ConnectorError> {
-        let mut url = self.config.base_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| ConnectorError::Internal("the upstream URL cannot take a path".into()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
     }
 
     // ------------------------------------------------------------ OAuth
@@ -203,8 +185,9 @@ impl TemplateConnector {
             ],
         };
         let response = self
-            .http
-            .post(self.endpoint(&["oauth", "token"])?)
+            .upstream
+            .http()
+            .post(self.upstream.endpoint(&["oauth", "token"])?)
             .basic_auth(
                 self.config.client_id.expose(),
                 Some(self.config.client_secret.expose()),
@@ -255,80 +238,17 @@ impl TemplateConnector {
         self.tokens.reject(&(), refused).await;
     }
 
-    // ------------------------------------------------------------ HTTP rules
+    // ------------------------------------------------------------ HTTP
 
-    /// Sends one authorized upstream request built by `build` and sorts the
-    /// answer. A `401` is retried once with a new token: the upstream did
-    /// nothing with a request it could not authenticate.
-    ///
-    /// The rules every connector needs, whatever its upstream:
-    /// - could not connect → [`ConnectorError::Unavailable`] (nothing was sent);
-    /// - `429`, `503` → `Unavailable` (the upstream says it did not process it);
-    /// - a timeout or a broken connection after sending, a `5xx`, an
-    ///   unreadable `2xx` → [`ConnectorError::Indeterminate`] (it may have
-    ///   acted; the SDK keeps the transaction `Pending` and polls);
-    /// - `404` → [`Answer::NotFound`]; `400`/`409`/`422` → [`Answer::Refused`];
-    ///   each caller decides what those mean for its flow.
+    /// One authorized call under the SDK's HTTP rules
+    /// ([`manifold_provider_sdk::upstream`]: which failures mean nothing was
+    /// done, which leave the outcome unknown, a `401` retried once).
     async fn call<T: DeserializeOwned>(
         &self,
         what: &'static str,
         build: impl Fn(&SecretString) -> RequestBuilder,
     ) -> Result<Answer<T>, ConnectorError> {
-        let mut token = self.access_token().await?;
-        let mut retried = false;
-        loop {
-            let response = build(&token)
-                .send()
-                .await
-                .map_err(|error| sent_error(what, &error))?;
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !retried {
-                tracing::warn!(
-                    what,
-                    "the upstream refused the access token; fetching a new one"
-                );
-                self.forget_token(&token).await;
-                token = self.access_token().await?;
-                retried = true;
-                continue;
-            }
-            // After the request was sent, an unreadable or oversized answer
-            // leaves the outcome unknown.
-            let body = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
-                .await
-                .map_err(|error| match error {
-                    ReadError::Http(error) => sent_error(what, &error),
-                    too_large => ConnectorError::Indeterminate(format!("{what}: {too_large}")),
-                })?;
-            return match status {
-                status if status.is_success() => serde_json::from_slice(&body)
-                    .map(Answer::Found)
-                    // serde's message may quote the body: not repeated.
-                    .map_err(|_| {
-                        ConnectorError::Indeterminate(format!(
-                            "{what}: the upstream's answer could not be read"
-                        ))
-                    }),
-                StatusCode::NOT_FOUND => Ok(Answer::NotFound),
-                StatusCode::BAD_REQUEST
-                | StatusCode::CONFLICT
-                | StatusCode::UNPROCESSABLE_ENTITY => Ok(Answer::Refused {
-                    status,
-                    code: transformers::fault_code(&body),
-                }),
-                StatusCode::UNAUTHORIZED => Err(ConnectorError::Unavailable(format!(
-                    "{what}: the upstream refused a fresh access token"
-                ))),
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    Err(ConnectorError::Unavailable(format!(
-                        "{what}: the upstream is not taking requests (HTTP {status})"
-                    )))
-                }
-                status => Err(ConnectorError::Indeterminate(format!(
-                    "{what}: the upstream answered HTTP {status}"
-                ))),
-            };
-        }
+        self.upstream.call(what, self, build).await
     }
 
     async fn get<T: DeserializeOwned>(
@@ -337,7 +257,10 @@ impl TemplateConnector {
         url: Url,
     ) -> Result<Answer<T>, ConnectorError> {
         self.call(what, |token| {
-            self.http.get(url.clone()).bearer_auth(token.expose())
+            self.upstream
+                .http()
+                .get(url.clone())
+                .bearer_auth(token.expose())
         })
         .await
     }
@@ -348,13 +271,26 @@ impl TemplateConnector {
         transaction: TransactionContext<'_>,
     ) -> Result<Answer<Transfer>, ConnectorError> {
         let key = client_transfer_id(transaction.app_id, transaction.transaction_ref);
-        let url = self.endpoint(&["v1", "transfers", "by-client-id", &key])?;
+        let url = self
+            .upstream
+            .endpoint(&["v1", "transfers", "by-client-id", &key])?;
         self.get("look up transfer", url).await
     }
 
     async fn transfer_by_id(&self, transfer_id: &str) -> Result<Answer<Transfer>, ConnectorError> {
-        let url = self.endpoint(&["v1", "transfers", transfer_id])?;
+        let url = self.upstream.endpoint(&["v1", "transfers", transfer_id])?;
         self.get("get transfer", url).await
+    }
+}
+
+#[async_trait]
+impl BearerTokens for TemplateConnector {
+    async fn token(&self) -> Result<SecretString, ConnectorError> {
+        self.access_token().await
+    }
+
+    async fn refused(&self, token: &SecretString) {
+        self.forget_token(token).await;
     }
 }
 
@@ -377,10 +313,11 @@ impl Connector for TemplateConnector {
             Ok(body) => body,
             Err(invalid) => return Ok(Step::Done(invalid)),
         };
-        let url = self.endpoint(&["v1", "transfers"])?;
+        let url = self.upstream.endpoint(&["v1", "transfers"])?;
         let answer = self
             .call::<Transfer>("create transfer", |token| {
-                self.http
+                self.upstream
+                    .http()
                     .post(url.clone())
                     .bearer_auth(token.expose())
                     .json(&body)
@@ -438,14 +375,17 @@ impl Connector for TemplateConnector {
                 "no SCA challenge is stored for this transaction".into(),
             ));
         };
-        let url = self.endpoint(&["v1", "transfers", &transfer_id, "confirm"])?;
+        let url = self
+            .upstream
+            .endpoint(&["v1", "transfers", &transfer_id, "confirm"])?;
         let body = ConfirmTransfer {
             authentication_id: &authentication_id,
             code: &code,
         };
         let answer = self
             .call::<Transfer>("confirm transfer", |token| {
-                self.http
+                self.upstream
+                    .http()
                     .post(url.clone())
                     .bearer_auth(token.expose())
                     .json(&body)
@@ -502,10 +442,13 @@ impl Connector for TemplateConnector {
         let handle: ReversalHandle = serde_json::from_value(reversal).map_err(|error| {
             ConnectorError::Internal(format!("stored reversal handle: {error}"))
         })?;
-        let url = self.endpoint(&["v1", "transfers", &handle.transfer_id, "reversal"])?;
+        let url = self
+            .upstream
+            .endpoint(&["v1", "transfers", &handle.transfer_id, "reversal"])?;
         let answer = self
             .call::<Reversal>("reverse transfer", |token| {
-                self.http
+                self.upstream
+                    .http()
                     .post(url.clone())
                     .bearer_auth(token.expose())
                     .json(&json!({}))
@@ -525,59 +468,5 @@ impl Connector for TemplateConnector {
                 "The bank has no such transfer to reverse",
             )),
         }
-    }
-}
-
-/// A request that got no answer. Only a failed connect proves nothing was
-/// sent; anything later (a timeout, a reset) may have reached the upstream.
-fn sent_error(what: &str, error: &reqwest::Error) -> ConnectorError {
-    let why = describe_send_error(error);
-    if error.is_connect() {
-        ConnectorError::Unavailable(format!("{what}: {why}"))
-    } else {
-        ConnectorError::Indeterminate(format!("{what}: {why}"))
-    }
-}
-
-/// What went wrong on the way, in our words: reqwest's own text carries the
-/// URL, which holds our transaction references.
-fn describe_send_error(error: &reqwest::Error) -> String {
-    if error.is_connect() {
-        "could not connect to the upstream".into()
-    } else if error.is_timeout() {
-        "the upstream did not answer in time".into()
-    } else {
-        "the connection failed after the request was sent".into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_keep_the_base_path_and_encode_references() {
-        fn check(base: &str, segments: &[&str], expected: &str) {
-            let config =
-                UpstreamConfig::new(base, SecretString::from("id"), SecretString::from("secret"))
-                    .unwrap();
-            let connector = TemplateConnector::new(config).unwrap();
-            assert_eq!(connector.endpoint(segments).unwrap().as_str(), expected);
-        }
-        check(
-            "http://127.0.0.1:9300",
-            &["v1", "transfers"],
-            "http://127.0.0.1:9300/v1/transfers",
-        );
-        check(
-            "https://bank.example.com/api/",
-            &["oauth", "token"],
-            "https://bank.example.com/api/oauth/token",
-        );
-        check(
-            "https://bank.example.com/api",
-            &["v1", "transfers", "by-client-id", "app:a/b?c#d e"],
-            "https://bank.example.com/api/v1/transfers/by-client-id/app:a%2Fb%3Fc%23d%20e",
-        );
     }
 }
