@@ -212,6 +212,14 @@ impl<C: Connector> ProviderService<C> {
         settings: ServiceSettings,
     ) -> Result<Self, ServiceError> {
         let commit = commit.into();
+        // First: a state sealed under a key not given is refused here,
+        // naming the key, before the OTP hash key fails to open.
+        let state = StateStore::open(
+            db,
+            &settings.namespace,
+            settings.data_keys.clone(),
+            commit.log(),
+        )?;
         Ok(ProviderService {
             otps: OtpKeeper::open(
                 db,
@@ -220,12 +228,7 @@ impl<C: Connector> ProviderService<C> {
                 settings.data_keys.as_ref(),
             )?,
             send_limits: SendLimits::new(&settings.otp),
-            state: StateStore::open(
-                db,
-                &settings.namespace,
-                settings.data_keys.clone(),
-                commit.log(),
-            )?,
+            state,
             connector,
             commit,
             notifier,
@@ -969,6 +972,7 @@ impl<C: Connector> ProviderService<C> {
         }
         resealed += self.otps.reseal()?;
         self.commit.durable().await?;
+        self.state.forget_previous_key_ids()?;
         Ok(resealed)
     }
 

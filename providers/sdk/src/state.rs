@@ -323,6 +323,10 @@ impl Tree {
     }
 }
 
+/// Where, in `<namespace>/meta`, the ids of the data keys the state may be
+/// sealed under are kept (in clear: ids are not secret).
+const KEY_IDS: &[u8] = b"data-key-ids";
+
 /// The two trees, with typed access. Callers hold the transaction's lock
 /// (see [`crate::service`]) around every read-modify-write.
 #[derive(Clone)]
@@ -331,6 +335,10 @@ pub struct StateStore {
     outcomes: Tree,
     pending_sealer: Sealer,
     outcomes_sealer: Sealer,
+    /// `<namespace>/meta`, written directly and flushed (it changes only
+    /// at start and after a reseal).
+    meta: sled::Tree,
+    keys: Option<Arc<DataKeys>>,
 }
 
 impl StateStore {
@@ -345,11 +353,75 @@ impl StateStore {
     ) -> Result<Self, ServiceError> {
         let pending = format!("{namespace}/pending");
         let outcomes = format!("{namespace}/outcomes");
-        Ok(StateStore {
+        let store = StateStore {
             pending_sealer: Sealer::new(keys.clone(), &pending),
-            outcomes_sealer: Sealer::new(keys, &outcomes),
+            outcomes_sealer: Sealer::new(keys.clone(), &outcomes),
             pending: Tree::open(db, pending, log)?,
             outcomes: Tree::open(db, outcomes, log)?,
+            meta: db.open_tree(format!("{namespace}/meta"))?,
+            keys,
+        };
+        store.check_key_ids()?;
+        Ok(store)
+    }
+
+    /// Refuses to open a state that holds values sealed under a data key
+    /// not given — at start, naming it, rather than call by call — and
+    /// records the current key's id before anything is sealed under it.
+    fn check_key_ids(&self) -> Result<(), ServiceError> {
+        let recorded = self.recorded_key_ids()?;
+        let Some(keys) = &self.keys else {
+            if recorded.is_empty() {
+                return Ok(());
+            }
+            return Err(ServiceError::Sealed(format!(
+                "the provider's state holds values sealed under the data key(s) {}, and no data \
+                 key was given",
+                quoted(&recorded)
+            )));
+        };
+        let missing: Vec<String> = recorded
+            .iter()
+            .filter(|id| !keys.ids().any(|given| given == id.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(ServiceError::Sealed(format!(
+                "the provider's state holds values sealed under the data key(s) {}, which were not \
+                 given (given: {}): give them as previous keys (`--previous-data-key ID=FILE`, or \
+                 the switch's `[[data_at_rest.previous_keys]]` for a provider compiled into it); \
+                 once a reseal has run with them, they can go",
+                quoted(&missing),
+                quoted(&keys.ids().map(str::to_owned).collect::<Vec<_>>())
+            )));
+        }
+        if !recorded.iter().any(|id| id == keys.current_id()) {
+            let mut ids = recorded;
+            ids.push(keys.current_id().to_owned());
+            self.meta.insert(KEY_IDS, ids.join(",").as_bytes())?;
+            self.meta.flush()?;
+        }
+        Ok(())
+    }
+
+    /// After a reseal, only the current key seals anything: the others'
+    /// ids are dropped, so a start without them is no longer refused.
+    pub fn forget_previous_key_ids(&self) -> Result<(), ServiceError> {
+        if let Some(keys) = &self.keys {
+            self.meta.insert(KEY_IDS, keys.current_id().as_bytes())?;
+            self.meta.flush()?;
+        }
+        Ok(())
+    }
+
+    fn recorded_key_ids(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(match self.meta.get(KEY_IDS)? {
+            Some(ids) => String::from_utf8_lossy(&ids)
+                .split(',')
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
         })
     }
 
@@ -433,4 +505,11 @@ impl StateStore {
     pub fn pending_len(&self) -> Result<usize, ServiceError> {
         self.pending.len()
     }
+}
+
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

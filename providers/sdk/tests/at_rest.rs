@@ -133,6 +133,20 @@ async fn a_sealed_state_answers_after_a_restart_and_reseals_under_a_new_key() {
 }
 
 #[tokio::test]
+async fn a_state_sealed_under_a_key_not_given_is_refused_at_start_naming_it() {
+    let rig = Rig::with_settings(connector(), settings_with(Some(keys(("old", 1), &[]))));
+    converse(&rig).await;
+    // Rotated, but the old key left out: refused before any call.
+    let mut rig = rig;
+    rig.settings = settings_with(Some(keys(("new", 2), &[])));
+    let error = rig.restart_expecting_error();
+    assert!(
+        error.contains("`old`") && error.contains("--previous-data-key"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn retention_drops_customer_data_of_old_outcomes_only() {
     let rig = Rig::with_settings(connector(), settings_with(Some(keys(("k", 1), &[]))));
     converse(&rig).await;
