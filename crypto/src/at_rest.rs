@@ -277,6 +277,98 @@ pub fn sealed_key_id(value: &[u8]) -> Option<&str> {
     Sealed::parse(value).ok().map(|sealed| sealed.key_id)
 }
 
+/// The ids of the data keys a store's values may be sealed under, as the
+/// store keeps them (in clear: an id is not secret), so that opening it
+/// without one of them is refused at once, naming it, rather than value by
+/// value. The switch's store and every provider's state keep one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedKeyIds(Vec<String>);
+
+/// Why a store's recorded key ids refuse the keys it was opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyIdsRefusal {
+    /// Values are sealed, and no key was given at all.
+    NoKeyGiven {
+        /// The ids the store records.
+        recorded: Vec<String>,
+    },
+    /// Values are sealed under keys that were not given.
+    Missing {
+        /// The recorded ids not given.
+        missing: Vec<String>,
+        /// The ids given.
+        given: Vec<String>,
+    },
+}
+
+impl RecordedKeyIds {
+    /// The ids as stored (comma-separated), or none.
+    pub fn parse(stored: Option<&[u8]>) -> RecordedKeyIds {
+        RecordedKeyIds(
+            stored
+                .map(|ids| {
+                    String::from_utf8_lossy(ids)
+                        .split(',')
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Only the current key's id: what to store after a reseal.
+    pub fn current_only(keys: &DataKeys) -> RecordedKeyIds {
+        RecordedKeyIds(vec![keys.current_id().to_owned()])
+    }
+
+    /// The ids as the store keeps them.
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.join(",").into_bytes()
+    }
+
+    /// Checks the ids against `keys` (the keys a store was opened with):
+    /// refused if a recorded one is not given; otherwise the ids to store
+    /// when the current key is new to them (store them before sealing
+    /// anything under it), or `None` when nothing changes.
+    pub fn check(&self, keys: Option<&DataKeys>) -> Result<Option<RecordedKeyIds>, KeyIdsRefusal> {
+        let Some(keys) = keys else {
+            return match self.0.is_empty() {
+                true => Ok(None),
+                false => Err(KeyIdsRefusal::NoKeyGiven {
+                    recorded: self.0.clone(),
+                }),
+            };
+        };
+        let missing: Vec<String> = self
+            .0
+            .iter()
+            .filter(|id| !keys.ids().any(|given| given == id.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(KeyIdsRefusal::Missing {
+                missing,
+                given: keys.ids().map(str::to_owned).collect(),
+            });
+        }
+        if self.0.iter().any(|id| id == keys.current_id()) {
+            return Ok(None);
+        }
+        let mut ids = self.0.clone();
+        ids.push(keys.current_id().to_owned());
+        Ok(Some(RecordedKeyIds(ids)))
+    }
+}
+
+/// Key ids for a message: `` `a`, `b` ``.
+pub fn quoted_ids(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn header(key_id: &str) -> Vec<u8> {
     let mut header = Vec::with_capacity(3 + key_id.len());
     header.extend_from_slice(&[SEALED_MAGIC, LAYOUT_VERSION, key_id.len() as u8]);
@@ -403,6 +495,39 @@ mod tests {
             impostor.open(b"ctx", &sealed_old),
             Err(AtRestError::Rejected)
         );
+    }
+
+    #[test]
+    fn recorded_key_ids_refuse_a_missing_key_and_learn_a_new_current_one() {
+        let key = |id: &str, byte: u8| {
+            DataKey::from_hex(id, &SecretString::new(hex::encode([byte; 32]))).unwrap()
+        };
+        let old_and_new = DataKeys::new(key("new", 2), vec![key("old", 1)]).unwrap();
+        let new_only = DataKeys::new(key("new", 2), vec![]).unwrap();
+        let none = RecordedKeyIds::parse(None);
+        assert_eq!(none.check(None), Ok(None));
+        let first = none.check(Some(&new_only)).unwrap().unwrap();
+        assert_eq!(first.encode(), b"new");
+
+        let recorded = RecordedKeyIds::parse(Some(b"old"));
+        assert_eq!(
+            recorded.check(None),
+            Err(KeyIdsRefusal::NoKeyGiven {
+                recorded: vec!["old".into()]
+            })
+        );
+        assert_eq!(
+            recorded.check(Some(&new_only)),
+            Err(KeyIdsRefusal::Missing {
+                missing: vec!["old".into()],
+                given: vec!["new".into()]
+            })
+        );
+        let rotated = recorded.check(Some(&old_and_new)).unwrap().unwrap();
+        assert_eq!(rotated.encode(), b"old,new");
+        assert_eq!(rotated.check(Some(&old_and_new)), Ok(None));
+        assert_eq!(RecordedKeyIds::current_only(&old_and_new).encode(), b"new");
+        assert_eq!(quoted_ids(&["a".into(), "b".into()]), "`a`, `b`");
     }
 
     #[test]

@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use manifold_crypto::at_rest::{self, AtRestError};
+use manifold_crypto::at_rest::{self, quoted_ids, AtRestError, KeyIdsRefusal, RecordedKeyIds};
 use manifold_crypto::DataKeys;
 use manifold_provider::notify::Channel;
 use manifold_provider::ProviderReply;
@@ -369,60 +369,39 @@ impl StateStore {
     /// not given — at start, naming it, rather than call by call — and
     /// records the current key's id before anything is sealed under it.
     fn check_key_ids(&self) -> Result<(), ServiceError> {
-        let recorded = self.recorded_key_ids()?;
-        let Some(keys) = &self.keys else {
-            if recorded.is_empty() {
-                return Ok(());
+        let recorded = RecordedKeyIds::parse(self.meta.get(KEY_IDS)?.as_deref());
+        match recorded.check(self.keys.as_deref()) {
+            Ok(None) => Ok(()),
+            Ok(Some(ids)) => {
+                self.meta.insert(KEY_IDS, ids.encode())?;
+                self.meta.flush()?;
+                Ok(())
             }
-            return Err(ServiceError::Sealed(format!(
+            Err(KeyIdsRefusal::NoKeyGiven { recorded }) => Err(ServiceError::Sealed(format!(
                 "the provider's state holds values sealed under the data key(s) {}, and no data \
                  key was given",
-                quoted(&recorded)
-            )));
-        };
-        let missing: Vec<String> = recorded
-            .iter()
-            .filter(|id| !keys.ids().any(|given| given == id.as_str()))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Err(ServiceError::Sealed(format!(
+                quoted_ids(&recorded)
+            ))),
+            Err(KeyIdsRefusal::Missing { missing, given }) => Err(ServiceError::Sealed(format!(
                 "the provider's state holds values sealed under the data key(s) {}, which were not \
                  given (given: {}): give them as previous keys (`--previous-data-key ID=FILE`, or \
                  the switch's `[[data_at_rest.previous_keys]]` for a provider compiled into it); \
                  once a reseal has run with them, they can go",
-                quoted(&missing),
-                quoted(&keys.ids().map(str::to_owned).collect::<Vec<_>>())
-            )));
+                quoted_ids(&missing),
+                quoted_ids(&given)
+            ))),
         }
-        if !recorded.iter().any(|id| id == keys.current_id()) {
-            let mut ids = recorded;
-            ids.push(keys.current_id().to_owned());
-            self.meta.insert(KEY_IDS, ids.join(",").as_bytes())?;
-            self.meta.flush()?;
-        }
-        Ok(())
     }
 
     /// After a reseal, only the current key seals anything: the others'
     /// ids are dropped, so a start without them is no longer refused.
     pub fn forget_previous_key_ids(&self) -> Result<(), ServiceError> {
         if let Some(keys) = &self.keys {
-            self.meta.insert(KEY_IDS, keys.current_id().as_bytes())?;
+            self.meta
+                .insert(KEY_IDS, RecordedKeyIds::current_only(keys).encode())?;
             self.meta.flush()?;
         }
         Ok(())
-    }
-
-    fn recorded_key_ids(&self) -> Result<Vec<String>, ServiceError> {
-        Ok(match self.meta.get(KEY_IDS)? {
-            Some(ids) => String::from_utf8_lossy(&ids)
-                .split(',')
-                .filter(|id| !id.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            None => Vec::new(),
-        })
     }
 
     pub fn pending(&self, key: &[u8]) -> Result<Option<PendingEntry>, ServiceError> {
@@ -505,11 +484,4 @@ impl StateStore {
     pub fn pending_len(&self) -> Result<usize, ServiceError> {
         self.pending.len()
     }
-}
-
-fn quoted(ids: &[String]) -> String {
-    ids.iter()
-        .map(|id| format!("`{id}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -923,6 +923,20 @@ mod tests {
         (db, tree, journal, replayed)
     }
 
+    /// The database in `dir/db` again, once the journal's threads have let
+    /// go of sled's file lock (they end shortly after the journal drops).
+    fn reopen_database(dir: &Path) -> sled::Db {
+        (0..250)
+            .find_map(|_| {
+                sled::Config::new()
+                    .path(dir.join("db"))
+                    .open()
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the database reopens")
+    }
+
     fn insert(key: &str, value: &str) -> Change {
         Change::Insert(key.as_bytes().to_vec(), value.as_bytes().to_vec())
     }
@@ -999,15 +1013,7 @@ mod tests {
             db.flush().unwrap();
             assert_eq!(segments_in(&journal_dir).unwrap().len(), 1);
         }
-        let db = (0..250)
-            .find_map(|_| {
-                sled::Config::new()
-                    .path(dir.path().join("db"))
-                    .open()
-                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
-                    .ok()
-            })
-            .expect("the database reopens");
+        let db = reopen_database(dir.path());
         let tree = db.open_tree("t").unwrap();
         assert!(tree.is_empty());
         let commit = GroupCommit::start(db.clone()).unwrap();
@@ -1099,15 +1105,7 @@ mod tests {
             pending.clear().unwrap();
             db.flush().unwrap();
         }
-        let db = (0..250)
-            .find_map(|_| {
-                sled::Config::new()
-                    .path(dir.path().join("db"))
-                    .open()
-                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
-                    .ok()
-            })
-            .expect("the database reopens");
+        let db = reopen_database(dir.path());
         let tree = db.open_tree("t").unwrap();
         let commit = GroupCommit::start(db.clone()).unwrap();
         let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit).unwrap();

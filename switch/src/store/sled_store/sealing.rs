@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use manifold_crypto::at_rest::{self, AtRestError};
+use manifold_crypto::at_rest::{self, quoted_ids, AtRestError, KeyIdsRefusal, RecordedKeyIds};
 use manifold_crypto::DataKeys;
 
 use crate::store::StoreError;
@@ -97,43 +97,32 @@ impl Sealing {
     /// configuration does not give, and records the current key's id before
     /// anything is sealed under it.
     pub(super) fn check_key_ids(&self, tree: &sled::Tree) -> Result<(), StoreError> {
-        let recorded = recorded_ids(tree)?;
-        let Some(keys) = &self.keys else {
-            if recorded.is_empty() {
-                return Ok(());
+        let recorded = RecordedKeyIds::parse(tree.get(KEY_IDS)?.as_deref());
+        match recorded.check(self.keys.as_deref()) {
+            Ok(None) => Ok(()),
+            Ok(Some(ids)) => {
+                tree.insert(KEY_IDS, ids.encode())?;
+                tree.flush()?;
+                Ok(())
             }
-            return Err(StoreError::Sealed(format!(
+            Err(KeyIdsRefusal::NoKeyGiven { recorded }) => Err(StoreError::Sealed(format!(
                 "the store holds records sealed under the data key(s) {}, and no data key was given",
-                quoted(&recorded)
-            )));
-        };
-        let missing: Vec<String> = recorded
-            .iter()
-            .filter(|id| !keys.ids().any(|known| known == id.as_str()))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Err(StoreError::Sealed(format!(
+                quoted_ids(&recorded)
+            ))),
+            Err(KeyIdsRefusal::Missing { missing, given }) => Err(StoreError::Sealed(format!(
                 "the store holds records sealed under the data key(s) {}, which the configuration \
                  does not give (it gives {}): list them under [[data_at_rest.previous_keys]]; once \
                  `manifold --reseal` has run with them, they can be removed",
-                quoted(&missing),
-                quoted(&keys.ids().map(str::to_owned).collect::<Vec<_>>())
-            )));
+                quoted_ids(&missing),
+                quoted_ids(&given)
+            ))),
         }
-        if !recorded.iter().any(|id| id == keys.current_id()) {
-            let mut ids = recorded;
-            ids.push(keys.current_id().to_owned());
-            tree.insert(KEY_IDS, ids.join(",").as_bytes())?;
-            tree.flush()?;
-        }
-        Ok(())
     }
 
     /// After a reseal: only the current key seals anything now.
     pub(super) fn forget_previous_key_ids(&self, tree: &sled::Tree) -> Result<(), StoreError> {
-        if let Some(current) = self.current_key_id() {
-            tree.insert(KEY_IDS, current.as_bytes())?;
+        if let Some(keys) = &self.keys {
+            tree.insert(KEY_IDS, RecordedKeyIds::current_only(keys).encode())?;
             tree.flush()?;
         }
         Ok(())
@@ -143,22 +132,4 @@ impl Sealing {
     pub(super) fn current_key_id(&self) -> Option<&str> {
         self.keys.as_deref().map(DataKeys::current_id)
     }
-}
-
-fn recorded_ids(tree: &sled::Tree) -> Result<Vec<String>, StoreError> {
-    Ok(match tree.get(KEY_IDS)? {
-        Some(ids) => String::from_utf8_lossy(&ids)
-            .split(',')
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => Vec::new(),
-    })
-}
-
-fn quoted(ids: &[String]) -> String {
-    ids.iter()
-        .map(|id| format!("`{id}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
