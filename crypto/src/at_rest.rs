@@ -330,7 +330,9 @@ impl RecordedKeyIds {
     /// Checks the ids against `keys` (the keys a store was opened with):
     /// refused if a recorded one is not given; otherwise the ids to store
     /// when the current key is new to them (store them before sealing
-    /// anything under it), or `None` when nothing changes.
+    /// anything under it), or `None` when nothing changes. A store that
+    /// records none yet (written before it kept them) records every key
+    /// given: values may be sealed under any of them.
     pub fn check(&self, keys: Option<&DataKeys>) -> Result<Option<RecordedKeyIds>, KeyIdsRefusal> {
         let Some(keys) = keys else {
             return match self.0.is_empty() {
@@ -351,6 +353,11 @@ impl RecordedKeyIds {
                 missing,
                 given: keys.ids().map(str::to_owned).collect(),
             });
+        }
+        if self.0.is_empty() {
+            return Ok(Some(RecordedKeyIds(
+                keys.ids().map(str::to_owned).collect(),
+            )));
         }
         if self.0.iter().any(|id| id == keys.current_id()) {
             return Ok(None);
@@ -508,6 +515,11 @@ mod tests {
         assert_eq!(none.check(None), Ok(None));
         let first = none.check(Some(&new_only)).unwrap().unwrap();
         assert_eq!(first.encode(), b"new");
+        // Nothing recorded yet, opened while rotating: any key given may
+        // have sealed something.
+        let legacy = none.check(Some(&old_and_new)).unwrap().unwrap();
+        assert_eq!(legacy.encode(), b"new,old");
+        assert!(legacy.check(Some(&new_only)).is_err());
 
         let recorded = RecordedKeyIds::parse(Some(b"old"));
         assert_eq!(

@@ -152,7 +152,7 @@ pub struct TransactionContext<'a> {
 }
 
 /// Why a connector could not say what happened.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectorError {
     /// The upstream was not reached, or refused before doing anything:
     /// nothing happened and the call may be made again.

@@ -922,7 +922,7 @@ impl<C: Connector> ProviderService<C> {
         let cutoff = now_ms.saturating_sub(retention.as_millis() as u64);
         let mut dropped = 0;
         let mut written = false;
-        for key in self.state.final_keys()? {
+        for key in self.state.finals_to_age(cutoff)? {
             let _guard = self.lock(&key).await;
             let Some(mut record) = self.state.final_record(&key)? else {
                 continue;

@@ -423,9 +423,25 @@ impl StateStore {
             .insert(key, self.pending_sealer.encode(key, entry)?)
     }
 
-    /// The keys of final records, for the retention pass.
-    pub fn final_keys(&self) -> Result<Vec<Vec<u8>>, ServiceError> {
-        self.outcomes.keys_where(|_| true)
+    /// The keys of final records the retention pass must write: those
+    /// whose customer data is still there and that became final at or
+    /// before `cutoff_ms` or do not say when (so they age from now). Only
+    /// those are copied, not every key of the tree; an unreadable record is
+    /// logged and passed over.
+    pub fn finals_to_age(&self, cutoff_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let mut keys = Vec::new();
+        self.outcomes.for_each(&mut |key, raw| match self
+            .outcomes_sealer
+            .decode::<FinalRecord>(key, raw)
+        {
+            Ok(record) if record.dropped_at_ms.is_some() => {}
+            Ok(record) if record.finished_at_ms.is_none_or(|at| at <= cutoff_ms) => {
+                keys.push(key.to_vec())
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "skipping an unreadable final record"),
+        })?;
+        Ok(keys)
     }
 
     /// The keys of pending entries and final records not sealed under the

@@ -15,7 +15,14 @@
 //!   but only if it is still the one cached, so fifty callers rejected
 //!   together cause one refresh, not fifty;
 //! - the fetch is handed the stale token, if any, so it can use its refresh
-//!   token; a failed fetch replaces nothing, and the next caller tries again.
+//!   token; a failed fetch replaces nothing: the callers that were waiting
+//!   for it get its error (not a fetch each, one after another, during an
+//!   outage of the token endpoint), and the next caller to arrive tries
+//!   again;
+//! - a caller cancelled while it fetches (its call timed out) abandons that
+//!   fetch, and the next waiting caller starts another: a connector whose
+//!   refresh tokens are single-use must be able to fall back to its
+//!   original credentials, as the template's does.
 //!
 //! Keys are whatever identifies whose token it is: `()` for a service user,
 //! an app and a customer reference for a customer's. Tokens are
@@ -24,6 +31,7 @@
 
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,13 +58,41 @@ struct Held {
     use_until: Instant,
 }
 
-/// Access tokens by key; see the module documentation.
-pub struct TokenCache<K> {
-    margin: Duration,
-    slots: DashMap<K, Arc<Mutex<Option<Held>>>>,
+/// One key's token, and what its fetches came to.
+struct Slot<E> {
+    /// Locked across a fetch: that is what makes the refresh single.
+    state: Mutex<State<E>>,
+    /// Fetches finished so far, read before waiting for the lock: a caller
+    /// that finds it moved while it waited knows a fetch ended meanwhile.
+    finished: AtomicU64,
 }
 
-impl<K: Eq + Hash> std::fmt::Debug for TokenCache<K> {
+struct State<E> {
+    held: Option<Held>,
+    /// The last fetch's error, with its number among the finished ones.
+    failure: Option<(u64, E)>,
+}
+
+impl<E> Default for Slot<E> {
+    fn default() -> Self {
+        Slot {
+            state: Mutex::new(State {
+                held: None,
+                failure: None,
+            }),
+            finished: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Access tokens by key, with the fetch's error type `E`; see the module
+/// documentation.
+pub struct TokenCache<K, E> {
+    margin: Duration,
+    slots: DashMap<K, Arc<Slot<E>>>,
+}
+
+impl<K: Eq + Hash, E> std::fmt::Debug for TokenCache<K, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
             .field("margin", &self.margin)
@@ -65,7 +101,7 @@ impl<K: Eq + Hash> std::fmt::Debug for TokenCache<K> {
     }
 }
 
-impl<K: Eq + Hash + Clone> TokenCache<K> {
+impl<K: Eq + Hash + Clone, E: Clone> TokenCache<K, E> {
     /// A cache that stops using a token `margin` before the upstream said it
     /// expires (for a 30-second token, a few seconds).
     pub fn new(margin: Duration) -> Self {
@@ -75,7 +111,7 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
         }
     }
 
-    fn slot(&self, key: &K) -> Arc<Mutex<Option<Held>>> {
+    fn slot(&self, key: &K) -> Arc<Slot<E>> {
         if let Some(slot) = self.slots.get(key) {
             return slot.clone();
         }
@@ -85,29 +121,45 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
     /// The token for `key`: the cached one while it is fresh, else the one
     /// `fetch` gets, given the stale token if there is one (called by one
     /// caller at a time per key; the others wait for it and use what it got).
-    /// A fetch error is returned to the caller that fetched; the stale token
-    /// stays for the next caller's fetch.
-    pub async fn get<F, Fut, E>(&self, key: &K, fetch: F) -> Result<SecretString, E>
+    /// A fetch error is returned to the caller that fetched and to those
+    /// that waited for it; the stale token stays for the next fetch.
+    pub async fn get<F, Fut>(&self, key: &K, fetch: F) -> Result<SecretString, E>
     where
         F: FnOnce(Option<Token>) -> Fut,
         Fut: Future<Output = Result<Token, E>>,
     {
         let slot = self.slot(key);
-        // Held across the fetch: that is what makes the refresh single.
-        let mut held = slot.lock().await;
-        if let Some(current) = held.as_ref() {
+        let seen = slot.finished.load(Ordering::Acquire);
+        let mut state = slot.state.lock().await;
+        if let Some(current) = state.held.as_ref() {
             if Instant::now() < current.use_until {
                 return Ok(current.token.value.clone());
             }
         }
+        if let Some((number, error)) = &state.failure {
+            if *number > seen {
+                return Err(error.clone());
+            }
+        }
         let fetched_at = Instant::now();
-        let token = fetch(held.as_ref().map(|stale| stale.token.clone())).await?;
-        let value = token.value.clone();
-        *held = Some(Held {
-            use_until: fetched_at + token.lifetime.saturating_sub(self.margin),
-            token,
-        });
-        Ok(value)
+        let fetched = fetch(state.held.as_ref().map(|stale| stale.token.clone())).await;
+        let number = slot.finished.load(Ordering::Relaxed) + 1;
+        slot.finished.store(number, Ordering::Release);
+        match fetched {
+            Ok(token) => {
+                let value = token.value.clone();
+                state.held = Some(Held {
+                    use_until: fetched_at + token.lifetime.saturating_sub(self.margin),
+                    token,
+                });
+                state.failure = None;
+                Ok(value)
+            }
+            Err(error) => {
+                state.failure = Some((number, error.clone()));
+                Err(error)
+            }
+        }
     }
 
     /// Says the upstream refused `refused` (a `401`): it is stale from now
@@ -116,8 +168,8 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
     /// token). A token already replaced is left alone.
     pub async fn reject(&self, key: &K, refused: &SecretString) {
         let slot = self.slot(key);
-        let mut held = slot.lock().await;
-        if let Some(current) = held.as_mut().filter(|h| &h.token.value == refused) {
+        let mut state = slot.state.lock().await;
+        if let Some(current) = state.held.as_mut().filter(|h| &h.token.value == refused) {
             current.use_until = Instant::now();
         }
     }
@@ -155,7 +207,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_token_is_used_until_its_margin_then_replaced() {
-        let cache = TokenCache::new(Duration::from_secs(5));
+        let cache: TokenCache<(), String> = TokenCache::new(Duration::from_secs(5));
         let fetches = Arc::new(AtomicUsize::new(0));
         let fetch = issuer(&fetches, Duration::from_secs(30));
         assert_eq!(cache.get(&(), &fetch).await.unwrap().expose(), "token-1");
@@ -168,7 +220,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn keys_have_tokens_of_their_own_and_a_failed_fetch_is_not_kept() {
-        let cache = TokenCache::new(Duration::ZERO);
+        let cache: TokenCache<_, String> = TokenCache::new(Duration::ZERO);
         let fetches = Arc::new(AtomicUsize::new(0));
         let fetch = issuer(&fetches, Duration::from_secs(60));
         let alice = cache.get(&"alice", &fetch).await.unwrap();
@@ -188,7 +240,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rejected_token_is_refreshed_once_and_a_replaced_one_is_kept() {
-        let cache = TokenCache::new(Duration::ZERO);
+        let cache: TokenCache<_, String> = TokenCache::new(Duration::ZERO);
         let fetches = Arc::new(AtomicUsize::new(0));
         let fetch = issuer(&fetches, Duration::from_secs(60));
         let first = cache.get(&(), &fetch).await.unwrap();
@@ -212,7 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fifty_callers_with_a_stale_token_cause_one_fetch() {
-        let cache = Arc::new(TokenCache::new(Duration::from_secs(5)));
+        let cache: Arc<TokenCache<(), String>> = Arc::new(TokenCache::new(Duration::from_secs(5)));
         let fetches = Arc::new(AtomicUsize::new(0));
         let fetch = |fetches: Arc<AtomicUsize>| async move {
             // The token request takes a while, long enough for every caller
@@ -240,6 +292,35 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn callers_waiting_for_a_failed_fetch_share_its_error() {
+        let cache: Arc<TokenCache<(), String>> = Arc::new(TokenCache::new(Duration::ZERO));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let failing = |fetches: Arc<AtomicUsize>| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            fetches.fetch_add(1, Ordering::SeqCst);
+            Err::<Token, _>("the token endpoint is down".to_owned())
+        };
+        let started = Instant::now();
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let (cache, fetches) = (cache.clone(), fetches.clone());
+                tokio::spawn(async move { cache.get(&(), |_| failing(fetches)).await })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(
+                caller.await.unwrap().unwrap_err(),
+                "the token endpoint is down"
+            );
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one fetch for all ten");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // A caller that comes later tries again.
+        let fetch = issuer(&fetches, Duration::from_secs(60));
+        assert_eq!(cache.get(&(), &fetch).await.unwrap().expose(), "token-2");
+    }
+
     #[test]
     fn tokens_are_not_printed() {
         let token = Token {
@@ -247,7 +328,7 @@ mod tests {
             refresh: Some(SecretString::new("very-secret-refresh")),
             lifetime: Duration::from_secs(30),
         };
-        let cache: TokenCache<()> = TokenCache::new(Duration::ZERO);
+        let cache: TokenCache<(), String> = TokenCache::new(Duration::ZERO);
         let printed = format!("{token:?} {cache:?}");
         assert!(!printed.contains("very-secret"), "{printed}");
     }

@@ -59,7 +59,7 @@ async fn fetch_token(client: &reqwest::Client, base: &str) -> Result<Token, Stri
 /// One upstream call as a connector makes it: with the cached token, and
 /// once more with a fresh one if the upstream refuses it.
 async fn balance(
-    cache: &TokenCache<()>,
+    cache: &TokenCache<(), String>,
     client: &reqwest::Client,
     base: &str,
 ) -> Result<u16, String> {
@@ -96,7 +96,7 @@ async fn fifty_calls_refused_with_a_revoked_token_cost_one_token_request() {
         .await;
     let base = upstream.uri();
     let client = reqwest::Client::new();
-    let cache = Arc::new(TokenCache::new(Duration::from_secs(30)));
+    let cache: Arc<TokenCache<(), String>> = Arc::new(TokenCache::new(Duration::from_secs(30)));
     // The first token, which the upstream then revokes.
     let first = cache
         .get(&(), |_| fetch_token(&client, &base))

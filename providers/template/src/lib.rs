@@ -112,7 +112,7 @@ pub struct TemplateConnector {
     upstream: HttpUpstream,
     /// One token for every call (the SDK's cache: concurrent calls wait for
     /// one fetch instead of each asking).
-    tokens: TokenCache<()>,
+    tokens: TokenCache<(), ConnectorError>,
 }
 
 enum Grant<'a> {

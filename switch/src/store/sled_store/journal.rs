@@ -76,8 +76,9 @@ pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// committer waits for the applier.
 const APPLY_QUEUE_COMMITS: usize = 1024;
 /// The applier's `fdatasync`s are at least this far apart: each is a device
-/// cache flush whose cost does not depend on how much it covers, and nothing
-/// waits on it but sled's copy (reads see the overlay meanwhile).
+/// cache flush whose cost does not depend on how much it covers, and no
+/// acknowledgement waits on it (reads see the overlay meanwhile; only
+/// `in_sled()`, for scans, waits up to this much longer).
 const MIN_APPLY_SYNC_GAP: std::time::Duration = std::time::Duration::from_millis(5);
 /// No entry is larger (a record is a few KB): a larger length is damage.
 const MAX_ENTRY_BYTES: u32 = 64 * 1024 * 1024;
@@ -596,15 +597,19 @@ fn apply_all(
 ) {
     let mut last_sync: Option<std::time::Instant> = None;
     while let Ok(first) = queue.recv() {
-        // Let commits gather for one sync rather than sync each.
-        if let Some(wait) = last_sync.and_then(|at| MIN_APPLY_SYNC_GAP.checked_sub(at.elapsed())) {
-            thread::sleep(wait);
+        // Let commits gather for one sync rather than sync each; a commit
+        // with nothing to apply (a scan waiting for sled) needs no sync.
+        if !first.changes.is_empty() {
+            if let Some(wait) =
+                last_sync.and_then(|at| MIN_APPLY_SYNC_GAP.checked_sub(at.elapsed()))
+            {
+                thread::sleep(wait);
+            }
         }
         let mut batch = vec![first];
         while let Ok(next) = queue.try_recv() {
             batch.push(next);
         }
-        last_sync = Some(std::time::Instant::now());
         // sled fsyncs on its own (its periodic flusher), so whatever it is
         // given must already be in the journal by the strongest promise
         // there is, or a power cut could leave sled ahead of the journal and
@@ -626,6 +631,9 @@ fn apply_all(
                     .map_err(|e| format!("syncing the journal: {e}"));
                 synced.push(&to_apply.segment);
             }
+        }
+        if !synced.is_empty() {
+            last_sync = Some(std::time::Instant::now());
         }
         if let Err(error) = sync {
             shared.fail(error);
