@@ -162,8 +162,9 @@ pub enum OpenError {
 
 /// Opens the demo bank: the SDK's state in `db` (the provider's own
 /// database, or the switch's when it runs in-process; `commit` flushes
-/// `db`, or is the switch's log in front of it), and the ledger in a database of its own in `ledger_dir`, which
-/// only this bank may have open (sled locks it).
+/// `db`, or is the switch's log in front of it), and the ledger in a
+/// database of its own in `ledger_dir`, which only this bank may have open
+/// (sled locks it).
 ///
 /// A `db` that kept the ledger itself, as before the ledger had its own,
 /// hands it over ([`Ledger::take_over`]).

@@ -318,7 +318,11 @@ impl Tree {
     fn len(&self) -> Result<usize, ServiceError> {
         match self {
             Tree::Sled(tree) => Ok(tree.len()),
-            Tree::Logged { .. } => Ok(self.keys_where(|_| true)?.len()),
+            Tree::Logged { .. } => {
+                let mut entries = 0;
+                self.for_each(&mut |_, _| entries += 1)?;
+                Ok(entries)
+            }
         }
     }
 }

@@ -232,12 +232,6 @@ impl TemplateConnector {
         }))
     }
 
-    /// After a `401`: the token died early (revoked, clock skew). Marks it
-    /// stale unless another call already replaced it.
-    async fn forget_token(&self, refused: &SecretString) {
-        self.tokens.reject(&(), refused).await;
-    }
-
     // ------------------------------------------------------------ HTTP
 
     /// One authorized call under the SDK's HTTP rules
@@ -289,8 +283,10 @@ impl BearerTokens for TemplateConnector {
         self.access_token().await
     }
 
+    /// After a `401`: the token died early (revoked, clock skew); stale
+    /// unless another call already replaced it.
     async fn refused(&self, token: &SecretString) {
-        self.forget_token(token).await;
+        self.tokens.reject(&(), token).await;
     }
 }
 

@@ -55,6 +55,7 @@
 //! every later write and acknowledgement fails, and the storage generation
 //! that owns this journal is replaced (`crate::storage`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -102,12 +103,13 @@ pub enum Change {
 }
 
 impl Change {
-    /// The key of this change in the overlay, which holds every tree's.
-    fn overlay_key(&self) -> Vec<u8> {
+    /// The key of this change in the overlay, which holds every tree's
+    /// (borrowed for the switch's tree: the applier looks every change up).
+    fn overlay_key(&self) -> Cow<'_, [u8]> {
         match self {
-            Change::Insert(key, _) | Change::Remove(key) => key.clone(),
+            Change::Insert(key, _) | Change::Remove(key) => Cow::Borrowed(key),
             Change::InsertIn(tree, key, _) | Change::RemoveIn(tree, key) => {
-                [&other_tree_prefix(tree)[..], key].concat()
+                Cow::Owned([&other_tree_prefix(tree)[..], key].concat())
             }
         }
     }
@@ -334,9 +336,10 @@ impl Journal {
         unwritten.bytes.extend_from_slice(&payload);
         for change in changes {
             let sequence = self.shared.next_sequence.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .overlay
-                .insert(change.overlay_key(), (sequence, change.value().cloned()));
+            self.shared.overlay.insert(
+                change.overlay_key().into_owned(),
+                (sequence, change.value().cloned()),
+            );
             unwritten.changes.push((sequence, change));
         }
         Ok(())
@@ -664,7 +667,7 @@ fn apply(shared: &Shared, changes: Vec<(u64, Change)>) -> Result<(), String> {
         // A later change to the key stays until it is applied itself.
         shared
             .overlay
-            .remove_if(&change.overlay_key(), |_, (newest, _)| *newest == sequence);
+            .remove_if(&*change.overlay_key(), |_, (newest, _)| *newest == sequence);
     }
     Ok(())
 }
