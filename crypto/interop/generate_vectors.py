@@ -32,6 +32,8 @@ POSITIVE = [
     ("validate-answer", SECRET_B, "req-0007", "validate", '{"answer": "Èkó, my first school"}'),
     ("request-ref-with-separator-and-unicode", SECRET_B, "order|ü|42", "bank.account",
      '{"account_number": "9876543210", "bank_code": "000014"}'),
+    # Last, so the nonces of the vectors above stay as they were.
+    ("token", SECRET_A, "req-0009", "token", '{"token": "rt_8f14e45fceea167a5a36dedd4bea2543"}'),
 ]
 
 

@@ -36,7 +36,7 @@ SALT = b"manifold.secure.v1"
 INFO_ENCRYPTION = b"aes-256-gcm"
 NONCE_LEN = 12
 TAG_LEN = 16
-KINDS = ("bank.account", "card", "wallet", "msisdn", "validate")
+KINDS = ("bank.account", "card", "wallet", "msisdn", "token", "validate")
 
 
 class SecureError(Exception):

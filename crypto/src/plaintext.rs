@@ -8,6 +8,7 @@
 //! | `card` | `pan` (12 to 19 digits, Luhn), `expiry_month` (`01`..`12`), `expiry_year` (4 digits), `cvv` (3 or 4 digits), optional `pin` (4 digits) |
 //! | `wallet` | `wallet_id` (1 to 64 of `A-Z a-z 0-9 . _ -`) |
 //! | `msisdn` | `msisdn` (7 to 15 digits, no `+`) |
+//! | `token` | `token` (16 to 4096 visible ASCII characters: the customer's credential at the upstream) |
 //! | `validate` | exactly one of `otp` (4 to 12 digits) or `answer` (1 to 256 characters) |
 //!
 //! Unknown, duplicated, missing and non-string fields are refused with the field named. The parser
@@ -44,6 +45,9 @@ pub enum SourceDetails {
     /// `auth.type` `msisdn`.
     #[serde(rename = "msisdn")]
     Msisdn(Msisdn),
+    /// `auth.type` `token`.
+    #[serde(rename = "token")]
+    Token(CustomerToken),
 }
 
 /// A Nigerian bank account.
@@ -87,6 +91,18 @@ pub struct Wallet {
 pub struct Msisdn {
     /// 7 to 15 digits in international format without `+` (`2348022000008`).
     pub msisdn: SecretString,
+}
+
+/// A credential the customer gave the calling app for the provider's
+/// upstream — a refresh token, an API key — so that the provider acts for
+/// that customer alone. What it is, and how the provider turns it into an
+/// access token, is the provider's to document; the switch only carries it,
+/// sealed, and never stores it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerToken {
+    /// 16 to 4096 visible ASCII characters (no spaces).
+    pub token: SecretString,
 }
 
 /// The decrypted `secure` of a `/transact/validate`.
@@ -158,9 +174,15 @@ impl SourceDetails {
                 check_rule("msisdn", &msisdn, rule_msisdn)?;
                 Ok(SourceDetails::Msisdn(Msisdn { msisdn }))
             }
+            SecureKind::Token => {
+                let mut fields = Fields::read(kind, plaintext, &["token"])?;
+                let token = fields.required("token")?;
+                check_rule("token", &token, rule_token)?;
+                Ok(SourceDetails::Token(CustomerToken { token }))
+            }
             SecureKind::Validate => Err(CryptoError::invalid(
                 "auth.type",
-                "must be one of bank.account, card, wallet, msisdn",
+                "must be one of bank.account, card, wallet, msisdn, token",
             )),
         }
     }
@@ -172,17 +194,20 @@ impl SourceDetails {
             SourceDetails::Card(_) => SecureKind::Card,
             SourceDetails::Wallet(_) => SecureKind::Wallet,
             SourceDetails::Msisdn(_) => SecureKind::Msisdn,
+            SourceDetails::Token(_) => SecureKind::Token,
         }
     }
 
     /// A form safe for logs, receipts and responses: `******6789`, `539983******1234`,
-    /// `2348022****08`, `*******7890`.
+    /// `2348022****08`, `*******7890`; a token shows nothing of itself (`token ********`).
     pub fn masked(&self) -> String {
         match self {
             SourceDetails::BankAccount(account) => mask(account.account_number.expose(), 0, 4),
             SourceDetails::Card(card) => mask(card.pan.expose(), 6, 4),
             SourceDetails::Wallet(wallet) => mask_wallet_id(wallet.wallet_id.expose()),
             SourceDetails::Msisdn(msisdn) => mask_msisdn(msisdn.msisdn.expose()),
+            // A bearer credential: even its length stays hidden.
+            SourceDetails::Token(_) => "token ********".to_owned(),
         }
     }
 
@@ -194,6 +219,7 @@ impl SourceDetails {
             SourceDetails::Card(card) => serde_json::to_vec(card),
             SourceDetails::Wallet(wallet) => serde_json::to_vec(wallet),
             SourceDetails::Msisdn(msisdn) => serde_json::to_vec(msisdn),
+            SourceDetails::Token(token) => serde_json::to_vec(token),
         };
         json.expect("structs of strings always serialize to JSON")
     }
@@ -424,6 +450,12 @@ fn rule_wallet_id(value: &str) -> Result<(), &'static str> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     ok.then_some(())
         .ok_or("must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
+}
+
+fn rule_token(value: &str) -> Result<(), &'static str> {
+    let ok = (16..=4096).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(())
+        .ok_or("must be 16 to 4096 visible ASCII characters, without spaces")
 }
 
 fn rule_msisdn(value: &str) -> Result<(), &'static str> {
@@ -1213,6 +1245,41 @@ mod tests {
             r#"{"wallet_id": "w-123456"}"#,
             "****3456",
         );
+        check(
+            SecureKind::Token,
+            r#"{"token": "rt_8f14e45fceea167a5a36dedd4bea2543"}"#,
+            "token ********",
+        );
+    }
+
+    #[test]
+    fn customer_tokens_are_checked_and_never_quoted() {
+        let parse = |input: &str| SourceDetails::parse(SecureKind::Token, input.as_bytes());
+        let long = format!(r#"{{"token": "{}"}}"#, "x".repeat(4096));
+        match parse(&long).unwrap() {
+            SourceDetails::Token(token) => assert_eq!(token.token.expose().len(), 4096),
+            other => panic!("parsed as {other:?}"),
+        }
+        for bad in [
+            r#"{"token": "short-token-15ch"}"#.replace("15ch", "15c"),
+            r#"{"token": "has a space in the middle"}"#.to_owned(),
+            r#"{"token": "tab\there-and-long-enough"}"#.to_owned(),
+            format!(r#"{{"token": "{}"}}"#, "x".repeat(4097)),
+        ] {
+            let error = parse(&bad).unwrap_err();
+            assert!(
+                matches!(&error, CryptoError::InvalidField { field, .. } if field == "token"),
+                "{bad}: {error:?}"
+            );
+            for quoted in ["short-token", "middle", "long-enough", "xxxx"] {
+                assert!(!error.to_string().contains(quoted), "{error}");
+            }
+        }
+        let error = parse(r#"{"token": "rt_8f14e45fceea167a5a36", "user": "alice"}"#).unwrap_err();
+        assert!(error.to_string().contains("user"), "{error}");
+        assert!(!error.to_string().contains("rt_8f14"), "{error}");
+        let error = parse("{}").unwrap_err();
+        assert!(error.to_string().contains("token"), "{error}");
     }
 
     #[test]

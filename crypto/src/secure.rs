@@ -41,13 +41,17 @@ pub enum SecureKind {
     Wallet,
     /// `auth.type` `msisdn`: a phone number.
     Msisdn,
+    /// `auth.type` `token`: a credential the customer gave the app for the
+    /// provider's upstream (a refresh token, an API key), with which the
+    /// provider acts for that customer and nobody else.
+    Token,
     /// The `secure` of a `/transact/validate`: an OTP or an answer.
     Validate,
 }
 
 impl SecureKind {
     /// The `auth.type` values a `/transact` may carry, in the order of the protocol notes.
-    pub const AUTH_TYPES: [&'static str; 4] = ["bank.account", "card", "wallet", "msisdn"];
+    pub const AUTH_TYPES: [&'static str; 5] = ["bank.account", "card", "wallet", "msisdn", "token"];
 
     /// The kind's wire name, as used in the associated data (`bank.account`, ..., `validate`).
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl SecureKind {
             SecureKind::Card => "card",
             SecureKind::Wallet => "wallet",
             SecureKind::Msisdn => "msisdn",
+            SecureKind::Token => "token",
             SecureKind::Validate => "validate",
         }
     }
@@ -68,6 +73,7 @@ impl SecureKind {
             "card" => Some(SecureKind::Card),
             "wallet" => Some(SecureKind::Wallet),
             "msisdn" => Some(SecureKind::Msisdn),
+            "token" => Some(SecureKind::Token),
             _ => None,
         }
     }

@@ -152,7 +152,7 @@ fn refuses_an_unknown_kind() {
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("bank.account, card, wallet, msisdn or validate"));
+        .contains("bank.account, card, wallet, msisdn, token or validate"));
 }
 
 /// Parses `sign-request`'s output: exactly the three `Name: value` lines, in order.

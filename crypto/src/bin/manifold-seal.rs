@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, required = true)]
     request_ref: Option<String>,
 
-    /// What the plaintext is: bank.account, card, wallet, msisdn (the auth.type) or validate.
+    /// What the plaintext is: bank.account, card, wallet, msisdn, token (the auth.type) or validate.
     #[arg(long, value_parser = parse_kind, required = true)]
     kind: Option<SecureKind>,
 
@@ -107,8 +107,9 @@ const EXAMPLES: &str =
 fn parse_kind(s: &str) -> Result<SecureKind, String> {
     match s {
         "validate" => Ok(SecureKind::Validate),
-        _ => SecureKind::from_auth_type(s)
-            .ok_or_else(|| "expected bank.account, card, wallet, msisdn or validate".to_owned()),
+        _ => SecureKind::from_auth_type(s).ok_or_else(|| {
+            "expected bank.account, card, wallet, msisdn, token or validate".to_owned()
+        }),
     }
 }
 
