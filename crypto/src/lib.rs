@@ -84,6 +84,8 @@ pub use at_rest::{AtRestError, DataKey, DataKeys};
 pub use error::CryptoError;
 pub use key::AppKey;
 pub use message_signature::{SignatureError, SigningKey};
-pub use plaintext::{BankAccount, Card, Msisdn, SourceDetails, ValidationInput, Wallet};
+pub use plaintext::{
+    BankAccount, Card, CustomerToken, Msisdn, SourceDetails, ValidationInput, Wallet,
+};
 pub use secret::SecretString;
 pub use secure::SecureKind;

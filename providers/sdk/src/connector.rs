@@ -132,6 +132,38 @@ impl Outcome {
     }
 }
 
+/// What the app is told about a transaction that waits on the upstream
+/// (`Pending`): see [`Connector::pending_note`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingNote {
+    /// `provider_response_code`; empty when the upstream gave none.
+    pub code: String,
+    pub message: String,
+    /// `provider_response`: what the upstream answered so far, if anything.
+    pub response: Option<Value>,
+}
+
+impl PendingNote {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        PendingNote {
+            code: code.to_owned(),
+            message: message.into(),
+            response: None,
+        }
+    }
+
+    pub fn with_response(mut self, response: Value) -> Self {
+        self.response = Some(response);
+        self
+    }
+}
+
+impl Default for PendingNote {
+    fn default() -> Self {
+        PendingNote::new("", "The upstream is still processing this transaction")
+    }
+}
+
 /// How the customer confirmed a transaction that was waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Confirmation {
@@ -231,6 +263,19 @@ pub trait Connector: Send + Sync + 'static {
     ) -> Result<Step, ConnectorError> {
         let _ = transaction;
         Ok(Step::Processing { deferred })
+    }
+
+    /// What the app is told while a transaction is `Pending` on the upstream:
+    /// `deferred` is what the last [`Step::Processing`] stored, or `null`
+    /// when a call was sent and its outcome is unknown (a timeout, a crash
+    /// before its answer was stored). Say exactly what is known: an upstream
+    /// that cannot be asked (no status look-up) leaves a transaction
+    /// `Pending` for good, and the app must learn that from this message,
+    /// never from a settlement the upstream did not report. The default says
+    /// the upstream is still processing it.
+    fn pending_note(&self, transaction: TransactionContext<'_>, deferred: &Value) -> PendingNote {
+        let _ = (transaction, deferred);
+        PendingNote::default()
     }
 
     /// Undoes a successful transaction with the value given to

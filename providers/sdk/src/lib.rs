@@ -54,7 +54,7 @@ pub mod upstream;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{
-    Confirmation, Connector, ConnectorError, Contact, OtpRecipient, Outcome, Step,
+    Confirmation, Connector, ConnectorError, Contact, OtpRecipient, Outcome, PendingNote, Step,
     TransactionContext,
 };
 pub use otp::OtpPolicy;

@@ -412,7 +412,7 @@ impl<C: Connector> ProviderService<C> {
                     entry.expires_at_ms = None;
                     entry.awaiting = Awaiting::Processing;
                     self.park(key, &entry).await?;
-                    return Ok(waiting_reply(&entry));
+                    return Ok(self.waiting_reply(&entry));
                 }
             }
         }
@@ -471,7 +471,7 @@ impl<C: Connector> ProviderService<C> {
             },
         };
         self.park(key, &entry).await?;
-        let mut reply = waiting_reply(&entry);
+        let mut reply = self.waiting_reply(&entry);
         if asked_before.is_some() {
             // Say the answer was refused, not "code sent" or a fresh prompt.
             reply.provider_response_code = match question {
@@ -515,7 +515,7 @@ impl<C: Connector> ProviderService<C> {
             .send_code(key, &mut entry, &contact, attempts, 1)
             .await?
         {
-            Delivery::Sent => Ok(waiting_reply(&entry)),
+            Delivery::Sent => Ok(self.waiting_reply(&entry)),
             Delivery::Limited(limit) => self.finish(key, &entry.request_type, limited(limit)).await,
             Delivery::Failed => {
                 self.finish(key, &entry.request_type, undelivered(&contact))
@@ -675,7 +675,7 @@ impl<C: Connector> ProviderService<C> {
             }
             // Not knowing more is not a new state: keep answering Pending.
             Err(ConnectorError::Unavailable(_)) | Err(ConnectorError::Indeterminate(_)) => {
-                Ok(Some(pending_reply()))
+                Ok(Some(self.pending_reply(&entry)))
             }
             Err(error) => Err(error.into()),
         }
@@ -714,7 +714,7 @@ impl<C: Connector> ProviderService<C> {
             last_sent_ms,
         } = entry.awaiting.clone()
         else {
-            return Ok(waiting_reply(&entry));
+            return Ok(self.waiting_reply(&entry));
         };
         if self.otps.matches(key, code, &otp_hash) {
             return self.confirm(key, entry, Confirmation::OtpVerified).await;
@@ -818,7 +818,7 @@ impl<C: Connector> ProviderService<C> {
             ));
         };
         let Some(contact) = entry.contact.clone() else {
-            return Ok(waiting_reply(&entry));
+            return Ok(self.waiting_reply(&entry));
         };
         let policy = &self.settings.otp;
         if sends >= policy.max_sends {
@@ -1073,7 +1073,7 @@ impl<C: Connector> Provider for ProviderService<C> {
                 Awaiting::Starting | Awaiting::Processing => self.poll(&key, entry).await?,
                 // Expired but not swept yet: the current state is Failed, as query answers.
                 _ if entry.is_expired(self.now_ms()) => Some(self.expire(&key, &entry).await?),
-                _ => Some(waiting_reply(&entry)),
+                _ => Some(self.waiting_reply(&entry)),
             };
             // `None`: the upstream never received it, so starting it is safe.
             if let Some(reply) = known {
@@ -1110,7 +1110,7 @@ impl<C: Connector> Provider for ProviderService<C> {
             return Ok(self.expire(&key, &entry).await?);
         }
         let reply = match (&entry.awaiting, &request.input) {
-            (Awaiting::Starting | Awaiting::Processing, _) => pending_reply(),
+            (Awaiting::Starting | Awaiting::Processing, _) => self.pending_reply(&entry),
             (Awaiting::Otp { .. }, ValidationInput::Otp(code)) => {
                 self.check_otp(&key, entry, code).await?
             }
@@ -1132,7 +1132,7 @@ impl<C: Connector> Provider for ProviderService<C> {
                 codes::RESEND_REFUSED,
                 format!(
                     "Nothing can be sent again here. {}",
-                    waiting_reply(&entry).message
+                    self.waiting_reply(&entry).message
                 ),
             ),
             (Awaiting::Otp { .. }, ValidationInput::Answer(_)) => ProviderReply::new(
@@ -1165,7 +1165,7 @@ impl<C: Connector> Provider for ProviderService<C> {
                 .await?
                 .ok_or(ProviderError::UnknownTransaction)?,
             _ if entry.is_expired(self.now_ms()) => self.expire(&key, &entry).await?,
-            _ => waiting_reply(&entry),
+            _ => self.waiting_reply(&entry),
         })
     }
 
@@ -1190,6 +1190,37 @@ enum Kept {
     /// pending entry was written.
     Nothing,
     Something,
+}
+
+impl<C: Connector> ProviderService<C> {
+    /// The answer for a transaction that waits, as stored.
+    fn waiting_reply(&self, entry: &PendingEntry) -> ProviderReply {
+        match &entry.awaiting {
+            Awaiting::Otp { .. } => ProviderReply::new(
+                Status::WaitingForOtp,
+                codes::OTP_SENT,
+                format!("Please enter the OTP sent to {}", shown(entry)),
+            ),
+            Awaiting::UpstreamOtp { prompt, .. } => {
+                ProviderReply::new(Status::WaitingForOtp, codes::OTP_SENT, prompt.clone())
+            }
+            Awaiting::Answer { prompt, .. } => {
+                ProviderReply::new(Status::PendingValidation, "", prompt.clone())
+            }
+            Awaiting::Starting | Awaiting::Processing => self.pending_reply(entry),
+        }
+    }
+
+    /// The answer for a transaction waiting on the upstream (`Pending`), in
+    /// the connector's words ([`Connector::pending_note`]).
+    fn pending_reply(&self, entry: &PendingEntry) -> ProviderReply {
+        let note = self.connector.pending_note(context(entry), &entry.deferred);
+        let reply = ProviderReply::new(Status::Pending, &note.code, note.message);
+        match note.response {
+            Some(response) => reply.with_response(response),
+            None => reply,
+        }
+    }
 }
 
 fn context(entry: &PendingEntry) -> TransactionContext<'_> {
@@ -1222,14 +1253,6 @@ fn final_reply(outcome: &Outcome) -> ProviderReply {
     }
 }
 
-fn pending_reply() -> ProviderReply {
-    ProviderReply::new(
-        Status::Pending,
-        "",
-        "The upstream is still processing this transaction",
-    )
-}
-
 fn shown(entry: &PendingEntry) -> String {
     entry
         .contact
@@ -1243,24 +1266,6 @@ fn entry_status(entry: &PendingEntry) -> Status {
         Awaiting::Otp { .. } | Awaiting::UpstreamOtp { .. } => Status::WaitingForOtp,
         Awaiting::Answer { .. } => Status::PendingValidation,
         Awaiting::Starting | Awaiting::Processing => Status::Pending,
-    }
-}
-
-/// The answer for a transaction that waits, as stored.
-fn waiting_reply(entry: &PendingEntry) -> ProviderReply {
-    match &entry.awaiting {
-        Awaiting::Otp { .. } => ProviderReply::new(
-            Status::WaitingForOtp,
-            codes::OTP_SENT,
-            format!("Please enter the OTP sent to {}", shown(entry)),
-        ),
-        Awaiting::UpstreamOtp { prompt, .. } => {
-            ProviderReply::new(Status::WaitingForOtp, codes::OTP_SENT, prompt.clone())
-        }
-        Awaiting::Answer { prompt, .. } => {
-            ProviderReply::new(Status::PendingValidation, "", prompt.clone())
-        }
-        Awaiting::Starting | Awaiting::Processing => pending_reply(),
     }
 }
 

@@ -13,7 +13,7 @@
 //! - `401` → the bearer token is refused before anything was done: the call
 //!   is retried once with a fresh token ([`BearerTokens::refused`] first),
 //!   and a second `401` is `Unavailable`;
-//! - `404` → [`Answer::NotFound`]; `400`, `409`, `422` → [`Answer::Refused`]
+//! - `404` → [`Answer::NotFound`]; `400`, `403`, `409`, `422` → [`Answer::Refused`]
 //!   with the upstream's own code: each caller decides what those mean for
 //!   its flow.
 //!
@@ -35,8 +35,8 @@ use crate::ConnectorError;
 pub enum Answer<T> {
     Found(T),
     NotFound,
-    /// The upstream refused the request and did nothing (`400`, `409`,
-    /// `422`), with its own error code when its body carried one.
+    /// The upstream refused the request and did nothing (`400`, `403`,
+    /// `409`, `422`), with its own error code when its body carried one.
     Refused {
         status: StatusCode,
         code: Option<String>,
@@ -141,6 +141,7 @@ impl HttpUpstream {
                     }),
                 StatusCode::NOT_FOUND => Ok(Answer::NotFound),
                 StatusCode::BAD_REQUEST
+                | StatusCode::FORBIDDEN
                 | StatusCode::CONFLICT
                 | StatusCode::UNPROCESSABLE_ENTITY => Ok(Answer::Refused {
                     status,

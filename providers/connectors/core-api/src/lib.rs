@@ -1,0 +1,306 @@
+//! Connector for seed 002, core-api: a charge API whose tokens live 30
+//! seconds, whose work happens later in a queue, and which can be asked
+//! nothing afterwards.
+//!
+//! The worked example of the hardest kind of upstream to wrap honestly: no
+//! transaction id, no status look-up, no idempotency key. What it shows:
+//! - **a customer's token, not the provider's.** core-api charges the user
+//!   its token names, so the app sends the customer's own long-lived
+//!   credential in `auth.secure` (`auth.type = "token"`); the connector
+//!   trades it at the auth service for a 30-second token, cached per
+//!   customer in the SDK's [`TokenCache`] (one request for fifty concurrent
+//!   calls), renewed before it expires and after a `401`. There is no
+//!   provider-wide token that could charge whoever asks.
+//! - **at most once.** The SDK durably marks the charge as started before
+//!   it is sent ([`Connector::upstream_is_idempotent`] is false), so after a
+//!   timeout, a `5xx` or a crash between core-api's acceptance and our
+//!   answer the charge is never sent again: it stays `Pending` with a message
+//!   that says so, for an operator.
+//! - **never a settlement the upstream did not report.** A `200` means
+//!   "queued": the transaction is `Pending` for good, with core-api's answer
+//!   ([`transformers`] has the table).
+//!
+//! # Layout
+//! - [`config`]: [`CoreApiConfig`], the two base URLs and the currency.
+//! - [`transformers`]: the wire structs, amounts in major units, and what
+//!   each answer means for the app.
+//! - this file: the connector and the customer tokens; [`open`].
+//! - `main.rs`: the `core-api-provider` binary.
+
+pub mod config;
+pub mod transformers;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use manifold_crypto::{SecretString, SourceDetails};
+use manifold_provider::outbound::{
+    read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
+};
+use manifold_provider::{Notifier, TransactRequest};
+use manifold_provider_sdk::tokens::{Token, TokenCache};
+use manifold_provider_sdk::upstream::{describe_send_error, Answer, BearerTokens, HttpUpstream};
+use manifold_provider_sdk::{
+    Confirmation, Connector, ConnectorError, Outcome, PendingNote, ProviderService, ServiceError,
+    ServiceSettings, StateDurability, Step, TransactionContext,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use config::{ConfigError, CoreApiConfig};
+use transformers::{codes, Accepted, ChargeRequest, TokenRequest, TokenResponse, COLLECT};
+
+/// The prefix of this provider's sled trees.
+pub const NAMESPACE: &str = "core-api";
+
+/// How the provider names itself in messages.
+pub const DISPLAY_NAME: &str = "core-api";
+
+/// The connector wrapped by the SDK: a complete provider.
+pub type CoreApiProvider = ProviderService<CoreApiConnector>;
+
+/// The SDK settings this provider starts from. It sends no OTP of its own.
+pub fn service_settings() -> ServiceSettings {
+    ServiceSettings::new(NAMESPACE, DISPLAY_NAME)
+}
+
+/// Opens the provider in `db`; the binary, the switch and the tests all come
+/// through here.
+pub fn open(
+    db: &sled::Db,
+    durability: impl Into<StateDurability>,
+    notifier: Arc<dyn Notifier>,
+    connector: CoreApiConnector,
+    settings: ServiceSettings,
+) -> Result<CoreApiProvider, ServiceError> {
+    ProviderService::open(db, durability, notifier, connector, settings)
+}
+
+/// Whose token a cached token is: the SHA-256 of the customer's credential,
+/// so that the cache's keys are not credentials themselves.
+type CustomerKey = [u8; 32];
+
+/// Why no token could be had.
+#[derive(Debug, Clone)]
+enum TokenError {
+    /// The auth service refused the customer's credential: nothing can be
+    /// charged with it, now or on a retry.
+    Refused,
+    Unavailable(String),
+}
+
+/// core-api, as a [`Connector`].
+pub struct CoreApiConnector {
+    config: CoreApiConfig,
+    /// core-api's base URL and the SDK's HTTP rules.
+    core: HttpUpstream,
+    tokens: TokenCache<CustomerKey, TokenError>,
+}
+
+impl CoreApiConnector {
+    pub fn new(config: CoreApiConfig) -> Result<Self, ConfigError> {
+        config.check()?;
+        let options = OutboundOptions {
+            connect_timeout: config.connect_timeout,
+            ..OutboundOptions::with_timeout(config.timeout)
+        };
+        let core = HttpUpstream::new(config.core_url.clone(), &options, transformers::fault_code)
+            .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
+        Ok(CoreApiConnector {
+            tokens: TokenCache::new(config.token_refresh_margin),
+            config,
+            core,
+        })
+    }
+
+    pub fn config(&self) -> &CoreApiConfig {
+        &self.config
+    }
+
+    /// A token for the customer whose credential this is.
+    async fn token(
+        &self,
+        key: &CustomerKey,
+        credential: &SecretString,
+    ) -> Result<SecretString, TokenError> {
+        self.tokens
+            .get(key, |_stale| self.fetch_token(credential))
+            .await
+    }
+
+    /// Asks the auth service for a new token. A refused credential is final;
+    /// anything else means nothing was charged and the call may be repeated.
+    async fn fetch_token(&self, credential: &SecretString) -> Result<Token, TokenError> {
+        let unavailable = |why: String| TokenError::Unavailable(format!("token: {why}"));
+        let mut url = self.config.auth_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| unavailable("the auth URL cannot take a path".into()))?
+            .pop_if_empty()
+            .push("token");
+        let response = self
+            .core
+            .http()
+            .post(url)
+            .json(&TokenRequest {
+                refresh_token: credential.expose(),
+            })
+            .send()
+            .await
+            .map_err(|error| unavailable(describe_send_error(&error)))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(TokenError::Refused);
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!(
+                "the auth service answered HTTP {status}"
+            )));
+        }
+        let body = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|error| match error {
+                ReadError::Http(error) => unavailable(describe_send_error(&error)),
+                too_large => unavailable(too_large.to_string()),
+            })?;
+        // The body holds the token: its parse error is not quoted.
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| unavailable("the auth service's answer could not be read".into()))?;
+        Ok(Token {
+            value: token.token,
+            refresh: None,
+            lifetime: self.config.token_lifetime,
+        })
+    }
+
+    /// Sends one charge for the customer whose credential this is.
+    async fn charge(
+        &self,
+        request: &TransactRequest,
+        credential: &SecretString,
+    ) -> Result<Step, ConnectorError> {
+        let key: CustomerKey = Sha256::digest(credential.expose().as_bytes()).into();
+        // The first token is asked for here, so that a refused credential is
+        // a `Failed` answer rather than an outage.
+        match self.token(&key, credential).await {
+            Ok(_) => {}
+            Err(TokenError::Refused) => return Ok(Step::Done(transformers::credential_refused())),
+            Err(TokenError::Unavailable(why)) => return Err(ConnectorError::Unavailable(why)),
+        }
+        let tokens = CustomerTokens {
+            connector: self,
+            key,
+            credential,
+        };
+        let url = self.core.endpoint(&["transaction"])?;
+        let amount =
+            transformers::major_units(request.transaction.amount, self.config.minor_unit_digits);
+        let answer: Answer<Accepted> = self
+            .core
+            .call("charge", &tokens, |token| {
+                self.core.http().post(url.clone()).json(&ChargeRequest {
+                    token: token.expose(),
+                    amount: amount.clone(),
+                    currency: &self.config.currency,
+                })
+            })
+            .await?;
+        Ok(match answer {
+            Answer::Found(accepted) => {
+                tracing::info!(
+                    transaction_ref = %request.transaction_ref,
+                    user_id = accepted.user_id,
+                    "core-api queued the charge"
+                );
+                Step::Processing {
+                    deferred: transformers::queued(&accepted),
+                }
+            }
+            Answer::Refused { status, code } => {
+                Step::Done(transformers::refused(status.as_u16(), code.as_deref()))
+            }
+            // A 404 to a POST is a wrong base URL: no charge was made.
+            Answer::NotFound => {
+                return Err(ConnectorError::Unavailable(
+                    "core-api has no /transaction at the configured URL".into(),
+                ))
+            }
+        })
+    }
+}
+
+/// One customer's tokens, for [`HttpUpstream::call`]'s retry after a `401`.
+struct CustomerTokens<'a> {
+    connector: &'a CoreApiConnector,
+    key: CustomerKey,
+    credential: &'a SecretString,
+}
+
+#[async_trait]
+impl BearerTokens for CustomerTokens<'_> {
+    async fn token(&self) -> Result<SecretString, ConnectorError> {
+        // A credential refused now (it was accepted a moment ago) leaves
+        // nothing charged: unavailable, and the app may try again.
+        self.connector
+            .token(&self.key, self.credential)
+            .await
+            .map_err(|error| match error {
+                TokenError::Refused => ConnectorError::Unavailable(
+                    "the auth service refused the customer's token".into(),
+                ),
+                TokenError::Unavailable(why) => ConnectorError::Unavailable(why),
+            })
+    }
+
+    async fn refused(&self, token: &SecretString) {
+        self.connector.tokens.reject(&self.key, token).await;
+    }
+}
+
+#[async_trait]
+impl Connector for CoreApiConnector {
+    fn serves(&self, request_type: &str) -> bool {
+        request_type == COLLECT
+    }
+
+    // core-api takes no idempotency key: the SDK marks every charge durably
+    // before it is sent and, after a crash, polls instead of sending again.
+    fn upstream_is_idempotent(&self) -> bool {
+        false
+    }
+
+    async fn start(&self, request: &TransactRequest) -> Result<Step, ConnectorError> {
+        let SourceDetails::Token(customer) = &request.source else {
+            return Ok(Step::Done(Outcome::failed(
+                codes::INVALID_TRANSACTION,
+                "core-api charges the customer whose token the app sends: auth.type must be token",
+            )));
+        };
+        if request.transaction.amount == 0 {
+            return Ok(Step::Done(Outcome::failed(
+                codes::INVALID_TRANSACTION,
+                "core-api charges a positive amount: transaction.amount must be above 0",
+            )));
+        }
+        self.charge(request, &customer.token).await
+    }
+
+    async fn complete(
+        &self,
+        _transaction: TransactionContext<'_>,
+        _deferred: Value,
+        _confirmation: Confirmation,
+    ) -> Result<Step, ConnectorError> {
+        // No step of this connector waits for the customer.
+        Err(ConnectorError::Internal(
+            "core-api charges ask the customer nothing".into(),
+        ))
+    }
+
+    // `poll` keeps the default: core-api cannot be asked, so what is
+    // pending stays pending, in the words of `pending_note`.
+
+    fn pending_note(&self, _transaction: TransactionContext<'_>, deferred: &Value) -> PendingNote {
+        transformers::pending_note(deferred)
+    }
+}

@@ -1,0 +1,107 @@
+//! `core-api-provider`: the core-api connector as its own provider
+//! microservice. Thin on purpose: flags → [`CoreApiConfig`] → sled and group
+//! commit → [`manifold_connector_core_api::open`] → [`microservice::run`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use manifold_connector_core_api::{CoreApiConfig, CoreApiConnector};
+use manifold_provider::notify::OutboxNotifier;
+use manifold_provider::GroupCommit;
+use manifold_provider_sdk::microservice::{self, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    about = "Run the Manifold connector for core-api (seed 002: 30-second customer tokens, queued charges, at most once) as a provider microservice",
+    after_help = "Example:\n  MANIFOLD_PROVIDER_SECRET=... MANIFOLD_PROVIDER_DATA_KEY=... core-api-provider \\\n      --auth-url http://127.0.0.1:5001 --core-url http://127.0.0.1:5000 --currency USD \\\n      --key-id core-api --data-key-id k1"
+)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed on start).
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    listen: String,
+    /// sled directory for charges in flight and their outcomes.
+    #[arg(long, default_value = "data/core-api-provider")]
+    data: PathBuf,
+    /// Where messages the SDK sends are delivered (JSON lines); this
+    /// provider sends none.
+    #[arg(long, default_value = "data/outbox.jsonl")]
+    outbox: PathBuf,
+    /// The auth service's base URL (it issues the 30-second tokens).
+    #[arg(long)]
+    auth_url: String,
+    /// core-api's base URL.
+    #[arg(long)]
+    core_url: String,
+    /// ISO 4217 currency of the charges; the switch's amounts are its minor units.
+    #[arg(long)]
+    currency: String,
+    /// Digits after the decimal point of the currency (core-api takes major units).
+    #[arg(long, default_value_t = 2)]
+    minor_unit_digits: u32,
+    /// How long one upstream call may take; keep it below the switch's
+    /// `timeout_ms` for this provider.
+    #[arg(long, default_value_t = 6_000)]
+    upstream_timeout_ms: u64,
+    /// The secret and key id shared with the switch, the signature window,
+    /// TLS, the data key.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    manifold_edge::private_files::restrict_new_files();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    // Checked first: a provider that cannot verify the switch must not start.
+    let server = args.serve.server()?;
+    let mut config = CoreApiConfig::new(&args.auth_url, &args.core_url, &args.currency)
+        .context("--auth-url / --core-url / --currency")?;
+    config.minor_unit_digits = args.minor_unit_digits;
+    config.timeout = Duration::from_millis(args.upstream_timeout_ms);
+    let connector = CoreApiConnector::new(config).context("upstream configuration")?;
+
+    let db = microservice::open_state_db(&args.data)
+        .with_context(|| format!("opening {}", args.data.display()))?;
+    let commit = GroupCommit::start(db.clone())?;
+    let mut settings = manifold_connector_core_api::service_settings();
+    settings.data_keys = Some(args.serve.data_keys()?);
+    settings.retention = Some(args.serve.retention()?);
+    let provider = manifold_connector_core_api::open(
+        &db,
+        commit.clone(),
+        Arc::new(OutboxNotifier::new(args.outbox)),
+        connector,
+        settings,
+    )?;
+    if args.serve.reseal {
+        let resealed = provider.reseal().await?;
+        eprintln!(
+            "{resealed} values sealed under data key `{}`",
+            args.serve.data_key_id
+        );
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    // Tests and scripts read this line to learn the port.
+    println!("core-api-provider listening on {}", listener.local_addr()?);
+    microservice::run(
+        listener,
+        Arc::new(provider),
+        commit,
+        server,
+        manifold_edge::shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
