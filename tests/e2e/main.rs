@@ -3,6 +3,7 @@
 //! mocked; the only stand-ins are upstreams a test needs to misbehave.
 
 mod conversations;
+mod core_api;
 mod crash;
 mod data_at_rest;
 mod disk_full;

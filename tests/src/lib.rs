@@ -256,6 +256,10 @@ fn binaries() -> &'static Path {
                 "manifold-demo-provider",
                 "--bin",
                 "demo-provider",
+                "-p",
+                "manifold-connector-core-api",
+                "--bin",
+                "core-api-provider",
             ])
             .status()
             .expect("cargo runs");
@@ -392,6 +396,31 @@ impl ProviderProcess {
         ];
         args.extend(extra.iter().map(String::as_str));
         let (child, addr) = spawn_listening("demo-provider", &args, &[]);
+        ProviderProcess { addr, child }
+    }
+
+    /// A connector's provider binary (`core-api-provider`, …) on `listen`,
+    /// its state in `data`, verifying the tests' switch, with its own
+    /// flags (`--core-url …`).
+    pub fn start_connector(
+        binary: &str,
+        data: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> ProviderProcess {
+        let outbox = data.with_file_name(format!("{binary}-outbox.jsonl"));
+        let mut args = vec![
+            "--listen",
+            listen,
+            "--data",
+            data.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+            "--key-id",
+            PROVIDER_KEY_ID,
+        ];
+        args.extend(extra);
+        let (child, addr) = spawn_listening(binary, &args, &[]);
         ProviderProcess { addr, child }
     }
 

@@ -57,7 +57,11 @@ impl Engine {
         // next query asks about again.
         let reply = match Self::call(&route, route.provider.query(call)).await {
             Ok(reply) if reply.status.is_final() || record.status == Status::Pending => {
-                if reply.status == record.status {
+                // Nothing new. A `Pending` reply in new words is news,
+                // though: the provider may have learnt why it cannot settle
+                // (an answer lost upstream, a charge queued for good), and
+                // the app is owed its words rather than our "not answered".
+                if reply.status == record.status && record.last_reply.as_ref() == Some(&reply) {
                     return Ok(self.describe(&record, durable));
                 }
                 reply
