@@ -46,4 +46,4 @@ pub mod storage;
 pub mod store;
 
 pub use error::SwitchError;
-pub use server::{run, Switch};
+pub use server::{run, Registry, Switch};

@@ -3,13 +3,23 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use manifold_config::SwitchConfig;
-use manifold_switch::Switch;
+use manifold_switch::{Registry, Switch};
+
+/// The providers this binary carries compiled in: `implementation = "<name>"`.
+fn registry() -> Registry {
+    Registry::builtin().with(
+        "core-api",
+        Arc::new(manifold_connector_core_api::compiled()),
+    )
+}
 
 #[derive(Parser)]
 #[command(about = "Run the Manifold payment switch")]
@@ -70,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     if args.reseal {
         // Opened whole (not served), so the in-process providers' state on
         // the same database is resealed too.
-        let resealed = Switch::open(&config)?
+        let resealed = Switch::open_with_registry(&config, &registry(), HashMap::new())?
             .reseal()
             .await
             .with_context(|| format!("resealing the store in {}", config.storage.path.display()))?;
@@ -92,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("{dumped} transactions");
         return Ok(());
     }
-    let switch = Switch::open(&config)?;
+    let switch = Switch::open_with_registry(&config, &registry(), HashMap::new())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

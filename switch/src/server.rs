@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
-use manifold_demo_provider::DemoSettings;
 use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
 use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::{HopSigner, Provider, RemoteProvider};
-use manifold_provider_sdk::AnswerDurability;
+use manifold_provider_sdk::compiled::{CompiledProvider, HostSettings};
 use tokio::net::TcpListener;
 
 use crate::apps::AppRegistry;
@@ -34,6 +33,40 @@ use tokio_util::task::TaskTracker;
 
 /// The name of the compiled-in demo provider in `implementation = "..."`.
 pub const DEMO_IMPLEMENTATION: &str = "demo";
+
+/// The providers compiled into the switch: what `implementation = "<name>"`
+/// may name. The binary fills it with the demo bank and the connectors it
+/// was built with; [`Registry::builtin`] has the demo bank alone.
+#[derive(Clone)]
+pub struct Registry {
+    compiled: HashMap<String, Arc<dyn CompiledProvider>>,
+}
+
+impl Registry {
+    /// The demo bank, as `demo`.
+    pub fn builtin() -> Registry {
+        Registry {
+            compiled: HashMap::new(),
+        }
+        .with(
+            DEMO_IMPLEMENTATION,
+            Arc::new(manifold_demo_provider::CompiledDemo),
+        )
+    }
+
+    /// This registry and `provider` as `name`.
+    pub fn with(mut self, name: &str, provider: Arc<dyn CompiledProvider>) -> Registry {
+        self.compiled.insert(name.to_owned(), provider);
+        self
+    }
+
+    /// The names, sorted, for messages.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.compiled.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -92,6 +125,15 @@ impl Switch {
     /// that `implementation = "<name>"` may refer to (tests and embedders).
     pub fn open_with(
         config: &SwitchConfig,
+        implementations: HashMap<String, Arc<dyn Provider>>,
+    ) -> Result<Switch, StartError> {
+        Switch::open_with_registry(config, &Registry::builtin(), implementations)
+    }
+
+    /// As [`Switch::open_with`], with the compiled-in providers of `registry`.
+    pub fn open_with_registry(
+        config: &SwitchConfig,
+        registry: &Registry,
         mut implementations: HashMap<String, Arc<dyn Provider>>,
     ) -> Result<Switch, StartError> {
         let path = config.storage.path.display().to_string();
@@ -110,6 +152,12 @@ impl Switch {
             Arc::new(Dispatcher::from_config(&config.notifications).map_err(|e| {
                 ConfigError::single(&config.source, "notifications", e.to_string())
             })?);
+        // What every in-process provider is opened with.
+        let host = HostSettings {
+            data_keys: config.data_at_rest.keys.clone(),
+            retention: config.data_at_rest.retention,
+        };
+        let mut own_dirs = std::collections::HashSet::new();
         let mut routes = Vec::new();
         for (index, provider_config) in config.providers.iter().enumerate() {
             let setup_error = |reason: String| StartError::Provider {
@@ -143,44 +191,37 @@ impl Switch {
                             .into());
                         }
                         RouteProvider::Fixed(provider)
-                    } else if implementation == DEMO_IMPLEMENTATION {
-                        // Its ledger is one database, `<storage.path>/demo-bank-ledger`,
-                        // which sled lets one bank open.
-                        if routes
-                            .iter()
-                            .any(|(_, provider, _)| matches!(provider, RouteProvider::Demo(_)))
-                        {
-                            return Err(ConfigError::single(
-                                &config.source,
-                                &format!("providers[{index}].implementation"),
-                                format!("only one provider may be the compiled-in `{DEMO_IMPLEMENTATION}` bank: its ledger is one database, in the store's directory"),
-                            )
-                            .into());
+                    } else if let Some(compiled) = registry.compiled.get(implementation) {
+                        let configured =
+                            compiled
+                                .configure(settings.value(), &host)
+                                .map_err(|problem| {
+                                    ConfigError::single(
+                                        &config.source,
+                                        &format!("providers[{index}].settings"),
+                                        problem,
+                                    )
+                                })?;
+                        // A directory sled locks can be opened by one route only.
+                        if let Some(dir) = configured.own_dir() {
+                            if !own_dirs.insert(dir.clone()) {
+                                return Err(ConfigError::single(
+                                    &config.source,
+                                    &format!("providers[{index}].implementation"),
+                                    format!("only one provider may be the compiled-in `{implementation}`: it keeps a database of its own in {}", config.storage.path.join(&dir).display()),
+                                )
+                                .into());
+                            }
                         }
-                        // Opened on the store's database, with each generation.
-                        let settings = DemoSettings {
-                            // The engine flushes before answering the app.
-                            answer_durability: AnswerDurability::ByCaller,
-                            // Its state is in the switch's database: sealed
-                            // under the switch's keys, kept as long.
-                            data_keys: Some(config.data_at_rest.keys.clone()),
-                            retention: Some(config.data_at_rest.retention),
-                            ..DemoSettings::default()
-                        }
-                        .with_settings(settings.value())
-                        .map_err(|problem| {
-                            ConfigError::single(
-                                &config.source,
-                                &format!("providers[{index}].settings"),
-                                problem,
-                            )
-                        })?;
-                        RouteProvider::Demo(settings)
+                        RouteProvider::Compiled(configured)
                     } else {
                         return Err(ConfigError::single(
                             &config.source,
                             &format!("providers[{index}].implementation"),
-                            format!("no in-process provider is called `{implementation}` (built in: {DEMO_IMPLEMENTATION})"),
+                            format!(
+                                "no in-process provider is called `{implementation}` (compiled in: {})",
+                                registry.names().join(", ")
+                            ),
                         )
                         .into());
                     }

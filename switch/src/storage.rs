@@ -39,9 +39,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use manifold_config::ProviderConfig;
-use manifold_demo_provider::{DemoProvider, DemoSettings};
 use manifold_edge::private_files::secure_data_dir;
 use manifold_provider::{GroupCommit, Notifier, Provider};
+use manifold_provider_sdk::compiled::{ConfiguredProvider, Host, HostedProvider};
 use manifold_provider_sdk::{StateDurability, Sweeper};
 
 use crate::engine::Engine;
@@ -63,9 +63,9 @@ const MAX_UNMETERED: usize = 100_000;
 pub(crate) enum RouteProvider {
     /// The same for every generation (remote, or given by the embedder).
     Fixed(Arc<dyn Provider>),
-    /// The compiled-in demo bank, opened on each generation's database
-    /// with these settings.
-    Demo(DemoSettings),
+    /// Compiled in (the demo bank, a connector), opened on each
+    /// generation's database with the settings it was configured with.
+    Compiled(Box<dyn ConfiguredProvider>),
 }
 
 /// Why a generation could not be opened.
@@ -114,33 +114,28 @@ impl Opener {
             SledStore::open(&self.path, &db, commit.clone(), &self.options)
                 .map_err(|e| store_error(&e))?,
         );
-        let mut demos = Vec::new();
+        let mut hosted = Vec::new();
         let mut routes = Vec::new();
         for (config, provider, limits) in &self.routes {
             let provider: Arc<dyn Provider> = match provider {
                 RouteProvider::Fixed(provider) => provider.clone(),
-                RouteProvider::Demo(settings) => {
-                    let demo = Arc::new(
-                        // Its ledger, the stand-in upstream's own database,
-                        // opens and closes with the generation too.
-                        manifold_demo_provider::open(
-                            &db,
-                            // Its state goes through the store's journal:
-                            // durable in the switch's own commits.
-                            StateDurability::SwitchLog(store.provider_log()),
-                            &self
-                                .path
-                                .join(manifold_demo_provider::IN_PROCESS_LEDGER_DIR),
-                            self.notifier.clone(),
-                            settings.clone(),
-                        )
-                        .map_err(|e| OpenError::Provider {
+                RouteProvider::Compiled(configured) => {
+                    let host = Host {
+                        db: &db,
+                        // Its state goes through the store's journal:
+                        // durable in the switch's own commits.
+                        durability: StateDurability::SwitchLog(store.provider_log()),
+                        data_dir: &self.path,
+                        notifier: self.notifier.clone(),
+                    };
+                    let opened = configured
+                        .open(&host)
+                        .map_err(|reason| OpenError::Provider {
                             provider: config.name.clone(),
-                            reason: e.to_string(),
-                        })?,
-                    );
-                    demos.push(demo.clone());
-                    demo
+                            reason,
+                        })?;
+                    hosted.push(opened.clone());
+                    opened.provider()
                 }
             };
             let route = Route {
@@ -161,7 +156,7 @@ impl Opener {
             engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
             store,
             db,
-            demos,
+            hosted,
             sweepers: Mutex::new(Vec::new()),
         })
     }
@@ -186,8 +181,9 @@ pub struct Generation {
     engine: Engine,
     store: Arc<SledStore>,
     db: sled::Db,
-    demos: Vec<Arc<DemoProvider>>,
-    /// The demo providers' expiry sweeps, while the switch serves.
+    /// The in-process providers opened on its database.
+    hosted: Vec<Arc<dyn HostedProvider>>,
+    /// The in-process providers' expiry sweeps, while the switch serves.
     sweepers: Mutex<Vec<Sweeper>>,
 }
 
@@ -209,9 +205,9 @@ impl Generation {
     /// providers' state. Returns how many values it rewrote.
     pub async fn reseal(&self) -> Result<usize, SwitchError> {
         let mut resealed = self.store.reseal().await?;
-        for demo in &self.demos {
-            resealed += demo.reseal().await.map_err(|error| {
-                SwitchError::Internal(format!("the demo bank's state: {error}"))
+        for provider in &self.hosted {
+            resealed += provider.reseal().await.map_err(|error| {
+                SwitchError::Internal(format!("an in-process provider's state: {error}"))
             })?;
         }
         Ok(resealed)
@@ -220,7 +216,7 @@ impl Generation {
     fn start_sweeping(&self) {
         let mut sweepers = self.sweepers.lock().unwrap_or_else(|e| e.into_inner());
         if sweepers.is_empty() {
-            sweepers.extend(self.demos.iter().map(|demo| Sweeper::start(demo.clone())));
+            sweepers.extend(self.hosted.iter().map(|provider| provider.clone().sweep()));
         }
     }
 

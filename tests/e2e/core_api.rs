@@ -42,13 +42,14 @@ async fn sim() -> CoreApiSim {
 }
 
 /// A switch whose one provider, `core-api`, serves `collect` to the quick
-/// app; `endpoint` is the provider's `mode` and its keys.
+/// app; `endpoint` is the provider's `mode` and its keys (last, so that it
+/// may end with a `[providers.settings]` table).
 fn config(data: &Path, endpoint: &str) -> String {
     let (id, key, secret) = QUICK_APP;
     format!(
         "listen = \"127.0.0.1:0\"\n{TEST_DATA_AT_REST}[storage]\npath = {:?}\n\
          [notifications]\noutbox = {:?}\n\
-         [[providers]]\nname = \"core-api\"\n{endpoint}\nservices = [\"collect\"]\ntimeout_ms = 5000\nquery_interval_ms = 0\n\
+         [[providers]]\nname = \"core-api\"\nservices = [\"collect\"]\ntimeout_ms = 5000\nquery_interval_ms = 0\n{endpoint}\n\
          [[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\n\
          [apps.limits]\nrequests_per_second = {TEST_APP_RATE}\n\
          [apps.services.collect]\nproviders = [\"core-api\"]\notp_override = true\nmax_amount = 10000000\n",
@@ -174,6 +175,57 @@ async fn core_api_compiled_in_charges_once_per_transaction_and_never_reports_a_s
     );
     assert_eq!(sim.accepted().len(), 3);
     switch.stop().await;
+}
+
+/// The `manifold` binary's own compiled-in core-api, configured by its
+/// `[providers.settings]`.
+#[tokio::test]
+async fn the_manifold_binary_runs_core_api_compiled_in_from_its_settings() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |currency: &str| {
+        format!(
+            "mode = \"in_process\"\nimplementation = \"core-api\"\n[providers.settings]\n\
+             auth_url = \"{}\"\ncore_url = \"{}\"\ncurrency = \"{currency}\"",
+            sim.auth_url(),
+            sim.core_url()
+        )
+    };
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, config(dir.path(), &settings("usd"))).unwrap();
+    let refused = run_manifold(&["--config", path.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("providers[0].settings") && stderr.contains("currency"),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, config(dir.path(), &settings("USD"))).unwrap();
+    let switch = SwitchProcess::start(&path);
+    let app = AppClient::new(&switch.url(), QUICK_APP, "core-api");
+    let reply = collect(&app, "r-1", "t-1", ALICE, 990).await;
+    assert_eq!(
+        (reply.http, reply.status()),
+        (202, "Pending"),
+        "{}",
+        reply.raw
+    );
+    assert_eq!(reply.body["data"]["provider_response_code"], "09");
+    // Killed and restarted: the provider's state was in the switch's
+    // database, so the repeat is answered and nothing is charged again.
+    switch.kill();
+    let switch = SwitchProcess::start(&path);
+    let app = AppClient::new(&switch.url(), QUICK_APP, "core-api");
+    assert_eq!(
+        collect(&app, "r-1", "t-1", ALICE, 990).await.status(),
+        "Pending"
+    );
+    assert_eq!(
+        app.query("q-1", "t-1").await.body["data"]["provider_response_code"],
+        "09"
+    );
+    assert_eq!(sim.accepted().len(), 1);
 }
 
 #[tokio::test]

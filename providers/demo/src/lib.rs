@@ -41,7 +41,8 @@
 //! - [`bank`]: the connector: the bank's answers as SDK steps.
 //! - [`customers`]: each account's holder on record, where its OTPs go,
 //!   and [`DemoConfig`], the bank's settings as a host writes them.
-//! - this file: settings and [`open`].
+//! - this file: settings, [`open`], and [`CompiledDemo`], what the switch
+//!   registers to run the bank in-process.
 
 pub mod bank;
 pub mod customers;
@@ -53,6 +54,9 @@ use std::time::Duration;
 
 use manifold_crypto::DataKeys;
 use manifold_provider::Notifier;
+use manifold_provider_sdk::compiled::{
+    CompiledProvider, ConfiguredProvider, Host, HostSettings, HostedProvider,
+};
 use manifold_provider_sdk::{
     AnswerDurability, OtpPolicy, ProviderService, ServiceError, ServiceSettings, StateDurability,
 };
@@ -195,4 +199,49 @@ pub fn open(
     service.data_keys = settings.data_keys;
     service.retention = settings.retention;
     Ok(ProviderService::open(db, commit, notifier, bank, service)?)
+}
+
+/// The demo bank as the switch runs it in-process
+/// (`implementation = "demo"`): its SDK state in the switch's database
+/// through the switch's log, its ledger in
+/// `<storage.path>/`[`IN_PROCESS_LEDGER_DIR`].
+pub struct CompiledDemo;
+
+impl CompiledProvider for CompiledDemo {
+    fn configure(
+        &self,
+        settings: &serde_json::Value,
+        host: &HostSettings,
+    ) -> Result<Box<dyn ConfiguredProvider>, String> {
+        let settings = DemoSettings {
+            // The switch's next commit carries the bank's state.
+            answer_durability: AnswerDurability::ByCaller,
+            data_keys: Some(host.data_keys.clone()),
+            retention: Some(host.retention),
+            ..DemoSettings::default()
+        }
+        .with_settings(settings)?;
+        Ok(Box::new(ConfiguredDemo(settings)))
+    }
+}
+
+struct ConfiguredDemo(DemoSettings);
+
+impl ConfiguredProvider for ConfiguredDemo {
+    fn open(&self, host: &Host<'_>) -> Result<Arc<dyn HostedProvider>, String> {
+        let bank = open(
+            host.db,
+            host.durability.clone(),
+            &host.data_dir.join(IN_PROCESS_LEDGER_DIR),
+            host.notifier.clone(),
+            self.0.clone(),
+        )
+        .map_err(|error| error.to_string())?;
+        Ok(Arc::new(bank))
+    }
+
+    /// The ledger is one database, which sled lets one bank open.
+    fn own_dir(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(IN_PROCESS_LEDGER_DIR))
+    }
 }

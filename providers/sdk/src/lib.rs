@@ -38,11 +38,14 @@
 //! - [`upstream`]: [`upstream::HttpUpstream`], the HTTP rules a REST
 //!   connector follows (what failure means nothing was done, what leaves the
 //!   outcome unknown).
+//! - [`compiled`]: what a connector crate offers to run inside the switch
+//!   (`implementation = "<name>"`), on the switch's database and log.
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`codes`]: the response codes the SDK answers with.
 
 pub mod clock;
 pub mod codes;
+pub mod compiled;
 pub mod connector;
 pub mod microservice;
 pub mod otp;

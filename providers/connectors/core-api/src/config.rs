@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use reqwest::Url;
+use serde::Deserialize;
 
 /// How long one upstream call may take, by default: below the switch's
 /// default `timeout_ms` (10 s) less a token request.
@@ -102,6 +103,52 @@ impl CoreApiConfig {
     }
 }
 
+/// The `[providers.settings]` table of a switch running this connector
+/// in-process (`implementation = "core-api"`):
+///
+/// ```toml
+/// [providers.settings]
+/// auth_url = "http://127.0.0.1:5001"
+/// core_url = "http://127.0.0.1:5000"
+/// currency = "USD"
+/// # minor_unit_digits = 2
+/// # timeout_ms = 6000
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub auth_url: String,
+    pub core_url: String,
+    pub currency: String,
+    #[serde(default)]
+    pub minor_unit_digits: Option<u32>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl CoreApiConfig {
+    /// The configuration a switch's `[providers.settings]` table describes.
+    /// The message names the setting, never its value.
+    pub fn from_settings(settings: &serde_json::Value) -> Result<Self, String> {
+        if settings.is_null() {
+            return Err("core-api needs auth_url, core_url and currency in its settings".into());
+        }
+        let settings = Settings::deserialize(settings)
+            .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))?;
+        let mut config =
+            CoreApiConfig::new(&settings.auth_url, &settings.core_url, &settings.currency)
+                .map_err(|error| error.to_string())?;
+        if let Some(digits) = settings.minor_unit_digits {
+            config.minor_unit_digits = digits;
+        }
+        if let Some(timeout) = settings.timeout_ms {
+            config.timeout = Duration::from_millis(timeout);
+        }
+        config.check().map_err(|error| error.to_string())?;
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +169,34 @@ mod tests {
             CoreApiConfig::new("http://127.0.0.1:1", "http://127.0.0.1:2", "usd"),
             Err(ConfigError::Currency)
         ));
+        let from = |value: serde_json::Value| CoreApiConfig::from_settings(&value);
+        let good = from(serde_json::json!({
+            "auth_url": "http://127.0.0.1:1", "core_url": "http://127.0.0.1:2",
+            "currency": "GBP", "timeout_ms": 2500
+        }))
+        .unwrap();
+        assert_eq!(
+            (good.currency.as_str(), good.timeout),
+            ("GBP", Duration::from_millis(2500))
+        );
+        assert!(from(serde_json::Value::Null)
+            .unwrap_err()
+            .contains("auth_url"));
+        let unknown = from(serde_json::json!({
+            "auth_url": "http://127.0.0.1:1", "core_url": "http://127.0.0.1:2",
+            "currency": "GBP", "client_secret": "s3cr3t-value"
+        }))
+        .unwrap_err();
+        assert!(
+            unknown.contains("client_secret") && !unknown.contains("s3cr3t"),
+            "{unknown}"
+        );
+        let zero = from(serde_json::json!({
+            "auth_url": "http://127.0.0.1:1", "core_url": "http://127.0.0.1:2",
+            "currency": "GBP", "timeout_ms": 0
+        }))
+        .unwrap_err();
+        assert!(zero.contains("timeout"), "{zero}");
         let mut margin = ok.clone();
         margin.token_refresh_margin = Duration::from_secs(30);
         assert!(matches!(margin.check(), Err(ConfigError::Margin)));

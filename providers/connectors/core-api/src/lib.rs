@@ -24,7 +24,8 @@
 //! - [`config`]: [`CoreApiConfig`], the two base URLs and the currency.
 //! - [`transformers`]: the wire structs, amounts in major units, and what
 //!   each answer means for the app.
-//! - this file: the connector and the customer tokens; [`open`].
+//! - this file: the connector and the customer tokens; [`open`], and
+//!   [`compiled`], what the switch registers to run it in-process.
 //! - `main.rs`: the `core-api-provider` binary.
 
 pub mod config;
@@ -38,6 +39,7 @@ use manifold_provider::outbound::{
     read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
 };
 use manifold_provider::{Notifier, TransactRequest};
+use manifold_provider_sdk::compiled::SdkProvider;
 use manifold_provider_sdk::tokens::{Token, TokenCache};
 use manifold_provider_sdk::upstream::{describe_send_error, Answer, BearerTokens, HttpUpstream};
 use manifold_provider_sdk::{
@@ -75,6 +77,17 @@ pub fn open(
     settings: ServiceSettings,
 ) -> Result<CoreApiProvider, ServiceError> {
     ProviderService::open(db, durability, notifier, connector, settings)
+}
+
+/// The connector as the switch runs it in-process (`implementation =
+/// "core-api"`), configured by the route's `[providers.settings]`
+/// ([`config::Settings`]).
+pub fn compiled() -> SdkProvider<CoreApiConnector> {
+    SdkProvider::new(|settings| {
+        let config = CoreApiConfig::from_settings(settings)?;
+        let connector = CoreApiConnector::new(config).map_err(|error| error.to_string())?;
+        Ok((connector, service_settings()))
+    })
 }
 
 /// Whose token a cached token is: the SHA-256 of the customer's credential,
