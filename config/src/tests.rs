@@ -29,7 +29,9 @@ fn check_problem(error: &ConfigError, key: &str, needle: &str) {
 fn the_sample_file_is_valid_and_complete() {
     let config = load(SAMPLE).unwrap();
     assert_eq!(config.listen.port(), 8080);
-    assert_eq!(config.providers.len(), 1);
+    // The demo bank, and the sandbox's two connectors.
+    assert_eq!(config.providers.len(), 3);
+    assert!(config.provider("core-api").is_some() && config.provider("sdk-finance").is_some());
     let demo = config.provider("demo").unwrap();
     assert!(demo.reversible.contains("transfer"));
     assert!(demo.read_only.contains("get_balance") && !demo.read_only.contains("transfer"));
@@ -306,7 +308,7 @@ fn secrets_are_never_shared_or_sent() {
             "other-app-secret-0123456789-abcdefghijk",
             "other-app-secret-0123456789-abcdefghijk",
         ),
-        "apps[2].secret",
+        "apps[3].secret",
         "is also an api_key",
     );
     // Another app's api_key as this app's secret.
@@ -315,7 +317,7 @@ fn secrets_are_never_shared_or_sent() {
             "demo-otp-app-key-0123456789abcdef",
             "other-app-key-0123456789abcdef",
         ),
-        "apps[2].secret",
+        "apps[3].secret",
         "is also an api_key",
     );
     // Providers: one secret each, one key id each, none an app's.
@@ -337,7 +339,7 @@ fn secrets_are_never_shared_or_sent() {
     );
     check_rejected(
         &with_providers(&remote("a", "demo-app-key-0123456789abcdef", "a")),
-        "providers[1].secret",
+        "providers[3].secret",
         "also an app's secret or api_key",
     );
 }

@@ -15,10 +15,15 @@ use manifold_switch::{Registry, Switch};
 
 /// The providers this binary carries compiled in: `implementation = "<name>"`.
 fn registry() -> Registry {
-    Registry::builtin().with(
-        "core-api",
-        Arc::new(manifold_connector_core_api::compiled()),
-    )
+    Registry::builtin()
+        .with(
+            "core-api",
+            Arc::new(manifold_connector_core_api::compiled()),
+        )
+        .with(
+            "sdk-finance",
+            Arc::new(manifold_connector_sdk_finance::compiled()),
+        )
 }
 
 #[derive(Parser)]

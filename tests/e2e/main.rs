@@ -15,6 +15,7 @@ mod otp_destinations;
 mod rejections;
 mod resilience;
 mod rig;
+mod sdk_finance;
 mod secrets;
 mod signatures;
 mod tls;

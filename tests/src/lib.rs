@@ -260,6 +260,10 @@ fn binaries() -> &'static Path {
                 "manifold-connector-core-api",
                 "--bin",
                 "core-api-provider",
+                "-p",
+                "manifold-connector-sdk-finance",
+                "--bin",
+                "sdk-finance-provider",
             ])
             .status()
             .expect("cargo runs");

@@ -16,8 +16,11 @@
 //! # Layout
 //! - [`core_api`]: seed 002, a payment API that takes a 30-second token and
 //!   queues the charge, with its authentication service.
+//! - [`sdk_finance`]: seed 001, a wallet platform whose top-ups and
+//!   withdrawals its operator accepts or declines, with transfer templates.
 //! - [`serve`]: the shared plumbing — a listener served by the project's edge
 //!   and JSON answers.
 
 pub mod core_api;
+pub mod sdk_finance;
 pub mod serve;

@@ -7,12 +7,13 @@
 use anyhow::Context;
 use clap::Parser;
 use manifold_upstreams::core_api::{CoreApiSim, User};
+use manifold_upstreams::sdk_finance::{Coin, SdkFinanceSim, ServiceUser, Template};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(
-    about = "Simulated upstreams of the seeds (core-api and its auth service so far) on loopback ports",
-    after_help = "Example:\n  manifold-sandbox --core-api-auth 127.0.0.1:5001 --core-api 127.0.0.1:5000"
+    about = "Simulated upstreams of the seeds (core-api with its auth service, SDK.finance) on loopback ports",
+    after_help = "Example:\n  manifold-sandbox --core-api-auth 127.0.0.1:5001 --core-api 127.0.0.1:5000 --sdk-finance 127.0.0.1:5100"
 )]
 struct Args {
     /// core-api's auth service (issues 30-second tokens).
@@ -21,6 +22,13 @@ struct Args {
     /// core-api (charges, queued).
     #[arg(long, default_value = "127.0.0.1:5000")]
     core_api: String,
+    /// SDK.finance (wallets, top-ups and withdrawals, transfer templates).
+    #[arg(long, default_value = "127.0.0.1:5100")]
+    sdk_finance: String,
+    /// The SDK.finance service user's password (its login is
+    /// `manifold-sandbox@example.com`).
+    #[arg(long, default_value = "Sandbox-service-user#1")]
+    sdk_finance_password: String,
     /// The secret both core-api services sign and check tokens with.
     #[arg(long, default_value = "manifold-sandbox-jwt-secret")]
     jwt_secret: String,
@@ -72,14 +80,50 @@ async fn main() -> anyhow::Result<()> {
         users.clone(),
         &args.jwt_secret,
     )?;
-    println!("core-api-auth listening on {}", core_api.auth_url());
-    println!("core-api listening on {}", core_api.core_url());
+    println!(
+        "core-api-auth listening on {}",
+        core_api.auth_url().trim_start_matches("http://")
+    );
+    println!(
+        "core-api listening on {}",
+        core_api.core_url().trim_start_matches("http://")
+    );
     for user in &users {
         println!(
             "core-api customer {} (enabled: {}): auth.type token, {{\"token\": \"{}\"}}",
             user.username, user.enabled, user.refresh_token
         );
     }
+    let sdk_finance = SdkFinanceSim::start_on(
+        bind(&args.sdk_finance).await?,
+        ServiceUser {
+            login: "manifold-sandbox@example.com",
+            password: &args.sdk_finance_password,
+        },
+        vec![
+            Coin {
+                serial: "coin-alice-0001".into(),
+                currency: "USD".into(),
+                balance: 10_000, // 100.00
+            },
+            Coin {
+                serial: "coin-bob-0002".into(),
+                currency: "USD".into(),
+                balance: 0,
+            },
+        ],
+        vec![Template {
+            id: "tpl-alice-to-bob".into(),
+            source: "coin-alice-0001".into(),
+            destination: "coin-bob-0002".into(),
+        }],
+    )?;
+    println!(
+        "sdk-finance listening on {}",
+        sdk_finance.url().trim_start_matches("http://")
+    );
+    println!("sdk-finance wallets: coin-alice-0001 (100.00 USD), coin-bob-0002 (0.00 USD); template tpl-alice-to-bob");
+    println!("sdk-finance operator: POST {}/bank-top-ups/<requestIdentifier>/accept (or /decline), with the service user's token", sdk_finance.url());
     manifold_edge::shutdown_signal().await;
     Ok(())
 }
