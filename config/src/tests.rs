@@ -29,8 +29,8 @@ fn check_problem(error: &ConfigError, key: &str, needle: &str) {
 fn the_sample_file_is_valid_and_complete() {
     let config = load(SAMPLE).unwrap();
     assert_eq!(config.listen.port(), 8080);
-    // The demo bank, and the sandbox's two connectors.
-    assert_eq!(config.providers.len(), 3);
+    // The demo bank, and the sandbox's three connectors.
+    assert_eq!(config.providers.len(), 4);
     assert!(config.provider("core-api").is_some() && config.provider("sdk-finance").is_some());
     let demo = config.provider("demo").unwrap();
     assert!(demo.reversible.contains("transfer"));
@@ -339,7 +339,7 @@ fn secrets_are_never_shared_or_sent() {
     );
     check_rejected(
         &with_providers(&remote("a", "demo-app-key-0123456789abcdef", "a")),
-        "providers[3].secret",
+        "providers[4].secret",
         "also an app's secret or api_key",
     );
 }

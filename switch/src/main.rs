@@ -24,6 +24,7 @@ fn registry() -> Registry {
             "sdk-finance",
             Arc::new(manifold_connector_sdk_finance::compiled()),
         )
+        .with("skopa", Arc::new(manifold_connector_skopa::compiled()))
 }
 
 #[derive(Parser)]

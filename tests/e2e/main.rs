@@ -18,4 +18,5 @@ mod rig;
 mod sdk_finance;
 mod secrets;
 mod signatures;
+mod skopa;
 mod tls;

@@ -264,6 +264,10 @@ fn binaries() -> &'static Path {
                 "manifold-connector-sdk-finance",
                 "--bin",
                 "sdk-finance-provider",
+                "-p",
+                "manifold-connector-skopa",
+                "--bin",
+                "skopa-provider",
             ])
             .status()
             .expect("cargo runs");

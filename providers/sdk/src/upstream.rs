@@ -13,9 +13,10 @@
 //! - `401` → the bearer token is refused before anything was done: the call
 //!   is retried once with a fresh token ([`BearerTokens::refused`] first),
 //!   and a second `401` is `Unavailable`;
-//! - `404` → [`Answer::NotFound`]; `400`, `403`, `409`, `422` → [`Answer::Refused`]
-//!   with the upstream's own code: each caller decides what those mean for
-//!   its flow.
+//! - `404` → [`Answer::NotFound`]; `400`, `403`, `409`, `422`, `428` →
+//!   [`Answer::Refused`] with the upstream's own code and its JSON body: each
+//!   caller decides what those mean for its flow (a `428 Precondition
+//!   Required` is how some upstreams ask for a second factor first).
 //!
 //! Replies are read under a size cap, and error texts never quote reqwest's
 //! own (it carries the URL, which holds our transaction references).
@@ -36,10 +37,12 @@ pub enum Answer<T> {
     Found(T),
     NotFound,
     /// The upstream refused the request and did nothing (`400`, `403`,
-    /// `409`, `422`), with its own error code when its body carried one.
+    /// `409`, `422`, `428`), with its own error code when its body carried
+    /// one, and the body itself when it is JSON (what a `428` asks for).
     Refused {
         status: StatusCode,
         code: Option<String>,
+        body: Option<serde_json::Value>,
     },
 }
 
@@ -143,9 +146,11 @@ impl HttpUpstream {
                 StatusCode::BAD_REQUEST
                 | StatusCode::FORBIDDEN
                 | StatusCode::CONFLICT
-                | StatusCode::UNPROCESSABLE_ENTITY => Ok(Answer::Refused {
+                | StatusCode::UNPROCESSABLE_ENTITY
+                | StatusCode::PRECONDITION_REQUIRED => Ok(Answer::Refused {
                     status,
                     code: (self.fault_code)(&body),
+                    body: serde_json::from_slice(&body).ok(),
                 }),
                 StatusCode::UNAUTHORIZED => Err(ConnectorError::Unavailable(format!(
                     "{what}: the upstream refused a fresh access token"

@@ -18,9 +18,12 @@
 //!   queues the charge, with its authentication service.
 //! - [`sdk_finance`]: seed 001, a wallet platform whose top-ups and
 //!   withdrawals its operator accepts or declines, with transfer templates.
+//! - [`skopa`]: seed 000, a neobank whose users' token pairs act for them
+//!   and whose money-moving calls ask for a second factor first (`428`).
 //! - [`serve`]: the shared plumbing — a listener served by the project's edge
 //!   and JSON answers.
 
 pub mod core_api;
 pub mod sdk_finance;
 pub mod serve;
+pub mod skopa;

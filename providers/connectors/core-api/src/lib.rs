@@ -229,7 +229,7 @@ impl CoreApiConnector {
                     deferred: transformers::queued(&accepted),
                 }
             }
-            Answer::Refused { status, code } => {
+            Answer::Refused { status, code, .. } => {
                 Step::Done(transformers::refused(status.as_u16(), code.as_deref()))
             }
             // A 404 to a POST is a wrong base URL: no charge was made.
