@@ -359,18 +359,30 @@ impl SdkFinanceConnector {
         context: TransactionContext<'_>,
     ) -> Result<Step, ConnectorError> {
         let mut url = self.upstream.endpoint(&[kind.path()])?;
-        url.query_pairs_mut().append_pair(
-            "externalId",
-            &external_id(context.app_id, context.transaction_ref),
-        );
+        let reference = external_id(context.app_id, context.transaction_ref);
+        url.query_pairs_mut().append_pair("externalId", &reference);
         match self
             .call::<Records>("search", Method::GET, url, None)
             .await?
         {
-            Answer::Found(records) => match records.records.into_iter().next() {
-                Some(found) => Ok(transformers::request_step(kind, found)),
-                None => Err(ConnectorError::NotFound),
-            },
+            // Only a record that names our reference is ours, and only one.
+            Answer::Found(records) => {
+                let mut ours = records
+                    .records
+                    .into_iter()
+                    .filter(|r| r.external_id.as_deref() == Some(reference.as_str()));
+                match (ours.next(), ours.next()) {
+                    (Some(found), None) => Ok(transformers::request_step(kind, found)),
+                    (Some(_), Some(_)) => Err(ConnectorError::Indeterminate(
+                        "the platform lists more than one request under our reference".into(),
+                    )),
+                    // Absence is not proof: the platform may not list it
+                    // yet. It stays Pending and is never created again.
+                    (None, _) => Ok(Step::Processing {
+                        deferred: Value::Null,
+                    }),
+                }
+            }
             _ => Err(ConnectorError::Indeterminate(
                 "the platform's request search did not answer".into(),
             )),

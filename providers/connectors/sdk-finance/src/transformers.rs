@@ -146,6 +146,13 @@ pub struct RequestView {
     pub amount: Option<String>,
     #[serde(default)]
     pub commission: Option<String>,
+    /// Our reference, as the platform lists it (absent in older answers).
+    #[serde(
+        rename = "externalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +293,7 @@ mod tests {
             status: status.into(),
             amount: Some("12.00".into()),
             commission: Some("0.12".into()),
+            external_id: None,
         }
     }
 
