@@ -168,6 +168,22 @@ impl HttpUpstream {
     }
 }
 
+/// `minor` units as a decimal string of major units with `digits` places
+/// (`1234`, 2 → `"12.34"`; `100`, 0 → `"100"`): what upstreams that take
+/// major units are sent, written without floats.
+pub fn major_units(minor: u64, digits: u32) -> String {
+    if digits == 0 {
+        return minor.to_string();
+    }
+    let scale = 10u64.pow(digits);
+    format!(
+        "{}.{:0width$}",
+        minor / scale,
+        minor % scale,
+        width = digits as usize
+    )
+}
+
 /// A failed send: `Unavailable` if it never connected (nothing was sent),
 /// else `Indeterminate`.
 pub fn sent_error(what: &str, error: &reqwest::Error) -> ConnectorError {

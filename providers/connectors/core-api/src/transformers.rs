@@ -92,19 +92,7 @@ pub fn fault_code(body: &[u8]) -> Option<String> {
         })
 }
 
-/// `minor` units as a decimal string of major units: `1234`, 2 → `"12.34"`.
-pub fn major_units(minor: u64, digits: u32) -> String {
-    if digits == 0 {
-        return minor.to_string();
-    }
-    let scale = 10u64.pow(digits);
-    format!(
-        "{}.{:0width$}",
-        minor / scale,
-        minor % scale,
-        width = digits as usize
-    )
-}
+pub use manifold_provider_sdk::upstream::major_units;
 
 /// What the SDK keeps for a queued charge: core-api's answer.
 pub fn queued(accepted: &Accepted) -> Value {

@@ -186,19 +186,7 @@ pub fn fault_code(body: &[u8]) -> Option<String> {
         })
 }
 
-/// `minor` units as a decimal string of major units.
-pub fn major_units(minor: u64, digits: u32) -> String {
-    if digits == 0 {
-        return minor.to_string();
-    }
-    let scale = 10u64.pow(digits);
-    format!(
-        "{}.{:0width$}",
-        minor / scale,
-        minor % scale,
-        width = digits as usize
-    )
-}
+pub use manifold_provider_sdk::upstream::major_units;
 
 /// What the SDK keeps while the operator decides.
 pub fn awaiting(kind: Kind, view: &RequestView) -> Value {

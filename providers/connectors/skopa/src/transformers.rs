@@ -108,18 +108,7 @@ pub fn fault_code(body: &[u8]) -> Option<String> {
         })
 }
 
-pub fn major_units(minor: u64, digits: u32) -> String {
-    if digits == 0 {
-        return minor.to_string();
-    }
-    let scale = 10u64.pow(digits);
-    format!(
-        "{}.{:0width$}",
-        minor / scale,
-        minor % scale,
-        width = digits as usize
-    )
-}
+pub use manifold_provider_sdk::upstream::major_units;
 
 pub fn reference(app_id: &str, transaction_ref: &str) -> String {
     format!("{app_id}:{transaction_ref}")
