@@ -25,6 +25,7 @@ fn registry() -> Registry {
             Arc::new(manifold_connector_sdk_finance::compiled()),
         )
         .with("skopa", Arc::new(manifold_connector_skopa::compiled()))
+        .with("joompay", Arc::new(manifold_connector_joompay::compiled()))
 }
 
 #[derive(Parser)]

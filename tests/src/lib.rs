@@ -268,6 +268,10 @@ fn binaries() -> &'static Path {
                 "manifold-connector-skopa",
                 "--bin",
                 "skopa-provider",
+                "-p",
+                "manifold-connector-joompay",
+                "--bin",
+                "joompay-provider",
             ])
             .status()
             .expect("cargo runs");

@@ -14,6 +14,8 @@
 //! - **server certificates verified** against the public roots or, when the
 //!   host gives a CA file, against that file alone (a private PKI between
 //!   switch and providers: no public CA can then vouch for a provider);
+//! - **a client certificate** where the peer asks for mutual TLS
+//!   ([`ClientIdentity`]: an open-banking upstream knows its TPPs by theirs);
 //! - [`read_capped`]: a response body larger than the caller expects is not
 //!   read into memory.
 
@@ -40,6 +42,15 @@ pub struct OutboundOptions {
     /// Whether `http://` to a host other than this machine is accepted where
     /// the caller checks it ([`check_transport`]); the host said so knowingly.
     pub insecure_http: bool,
+    /// The certificate this client presents (mutual TLS), if any.
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl OutboundOptions {
@@ -52,6 +63,7 @@ impl OutboundOptions {
             ca_file: None,
             pool_max_idle_per_host: 32,
             insecure_http: false,
+            identity: None,
         }
     }
 
@@ -93,6 +105,13 @@ pub enum OutboundError {
     CaFileUnreadable { path: String, reason: String },
     #[error("the CA file {path} holds no usable PEM certificate: {reason}")]
     CaFileInvalid { path: String, reason: String },
+    /// Never quotes the file: a key file's bytes are a secret.
+    #[error("the client certificate {cert} or its key {key} cannot be used: {reason}")]
+    IdentityUnusable {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     #[error("the HTTP client cannot be built: {0}")]
     Client(String),
     #[error("the URL is http:// to another host: use https://, or accept plain HTTP knowingly (insecure_http)")]
@@ -134,9 +153,36 @@ pub fn client(options: &OutboundOptions) -> Result<reqwest::Client, OutboundErro
             builder = builder.add_root_certificate(certificate);
         }
     }
+    if let Some(identity) = &options.identity {
+        builder = builder.identity(read_identity(identity)?);
+    }
     builder
         .build()
         .map_err(|error| OutboundError::Client(error.to_string()))
+}
+
+fn read_identity(identity: &ClientIdentity) -> Result<reqwest::Identity, OutboundError> {
+    let unusable = |reason: String| OutboundError::IdentityUnusable {
+        cert: identity.cert_file.display().to_string(),
+        key: identity.key_file.display().to_string(),
+        reason,
+    };
+    let mut pem = std::fs::read(&identity.key_file)
+        .map_err(|error| unusable(format!("the key cannot be read: {error}")))?;
+    pem.push(b'\n');
+    let cert = std::fs::read(&identity.cert_file);
+    let parsed = cert
+        .map_err(|error| unusable(format!("the certificate cannot be read: {error}")))
+        .and_then(|cert| {
+            pem.extend(cert);
+            // reqwest's message names what is missing; ours never quotes bytes.
+            reqwest::Identity::from_pem(&pem).map_err(|_| {
+                unusable("they are not a PEM certificate chain and its private key".into())
+            })
+        });
+    // The PEM held a key: this copy is wiped whatever happened.
+    zeroize::Zeroize::zeroize(&mut pem);
+    parsed
 }
 
 /// Why a response body could not be read.
@@ -173,6 +219,43 @@ pub async fn read_capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unusable_client_identity_is_named_without_its_bytes() {
+        let dir = std::env::temp_dir().join(format!("outbound-identity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("tpp.key");
+        let cert = dir.join("tpp.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nS3CRETKEYBYTES\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(&cert, "not a certificate").unwrap();
+        let options = OutboundOptions {
+            identity: Some(ClientIdentity {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            }),
+            ..OutboundOptions::with_timeout(Duration::from_secs(1))
+        };
+        let error = client(&options).unwrap_err().to_string();
+        assert!(
+            error.contains("tpp.pem") && error.contains("tpp.key"),
+            "{error}"
+        );
+        assert!(!error.contains("S3CRET"), "{error}");
+        let missing = OutboundOptions {
+            identity: Some(ClientIdentity {
+                cert_file: dir.join("absent.pem"),
+                key_file: key,
+            }),
+            ..OutboundOptions::with_timeout(Duration::from_secs(1))
+        };
+        let error = client(&missing).unwrap_err().to_string();
+        assert!(error.contains("cannot be read"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn plain_http_goes_only_to_this_machine_unless_accepted() {

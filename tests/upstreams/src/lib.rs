@@ -20,10 +20,16 @@
 //!   withdrawals its operator accepts or declines, with transfer templates.
 //! - [`skopa`]: seed 000, a neobank whose users' token pairs act for them
 //!   and whose money-moving calls ask for a second factor first (`428`).
+//! - [`joompay`]: seed 004, an open-banking API over gRPC and mutual TLS,
+//!   with its OAuth consent page and token endpoint, whose transfers ask
+//!   for SCA and are idempotent by `client_operation_uuid`.
+//! - [`browser`]: a customer's browser going through a consent.
 //! - [`serve`]: the shared plumbing — a listener served by the project's edge
 //!   and JSON answers.
 
+pub mod browser;
 pub mod core_api;
+pub mod joompay;
 pub mod sdk_finance;
 pub mod serve;
 pub mod skopa;

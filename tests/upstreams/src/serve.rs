@@ -27,12 +27,25 @@ impl Running {
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
+        Self::start_with(listener, handler, EdgeOptions::default())
+    }
+
+    /// As [`Running::start`], with the edge's `options` (TLS, say).
+    pub fn start_with<H, F>(
+        listener: TcpListener,
+        handler: H,
+        options: EdgeOptions,
+    ) -> std::io::Result<Running>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
             listener,
             move |request: Request<Incoming>, _peer: Peer| handler(request),
-            EdgeOptions::default(),
+            options,
             async move {
                 let _ = stopped.await;
             },
