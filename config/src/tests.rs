@@ -29,9 +29,17 @@ fn check_problem(error: &ConfigError, key: &str, needle: &str) {
 fn the_sample_file_is_valid_and_complete() {
     let config = load(SAMPLE).unwrap();
     assert_eq!(config.listen.port(), 8080);
-    // The demo bank, and the sandbox's three connectors.
-    assert_eq!(config.providers.len(), 4);
-    assert!(config.provider("core-api").is_some() && config.provider("sdk-finance").is_some());
+    // The demo bank, and the sandbox's four connectors.
+    assert_eq!(config.providers.len(), 5);
+    for connector in ["core-api", "sdk-finance", "skopa", "joompay"] {
+        assert!(config.provider(connector).is_some(), "{connector}");
+    }
+    let joompay = config.provider("joompay").unwrap();
+    assert!(
+        joompay.read_only.contains("get_balance") && !joompay.read_only.contains("transfer_funds")
+    );
+    let sandbox = config.app_by_id("sandbox-app").unwrap();
+    assert_eq!(sandbox.services["link_account"].providers, ["joompay"]);
     let demo = config.provider("demo").unwrap();
     assert!(demo.reversible.contains("transfer"));
     assert!(demo.read_only.contains("get_balance") && !demo.read_only.contains("transfer"));
@@ -339,7 +347,7 @@ fn secrets_are_never_shared_or_sent() {
     );
     check_rejected(
         &with_providers(&remote("a", "demo-app-key-0123456789abcdef", "a")),
-        "providers[4].secret",
+        "providers[5].secret",
         "also an app's secret or api_key",
     );
 }

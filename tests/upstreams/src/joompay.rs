@@ -689,21 +689,13 @@ impl State {
                 if let Err(why) = self.check_consent_request(&query) {
                     return page(StatusCode::BAD_REQUEST, why);
                 }
-                let hidden = |name: &str| {
-                    format!(
-                        "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-                        html_escape(query.get(name).map(String::as_str).unwrap_or(""))
-                    )
-                };
                 let html = format!(
                     "<!doctype html><html><body><h1>Joompay</h1><p>{} asks to see your account and initiate payments.</p>\
-                     <form method=\"post\" action=\"/consent\">{}{}{}\
+                     <form method=\"post\" action=\"/consent?{}\">\
                      <label>Username <input name=\"username\"></label><label>Password <input type=\"password\" name=\"password\"></label>\
                      <button name=\"decision\" value=\"allow\">Allow</button><button name=\"decision\" value=\"deny\">Deny</button></form></body></html>",
                     html_escape(&self.tpp_id),
-                    hidden("state"),
-                    hidden("redirectUri"),
-                    hidden("clientId"),
+                    html_escape(request.uri().query().unwrap_or("")),
                 );
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
@@ -711,9 +703,13 @@ impl State {
                     .unwrap_or_else(|_| Response::new(Body::default()))
             }
             (&Method::POST, "/consent") => {
-                let Some(fields) = form(request).await else {
+                // The form posts back to the page's own query (state,
+                // redirectUri, clientId), so a script can post to it too.
+                let mut fields = query_of(&request);
+                let Some(posted) = form(request).await else {
                     return page(StatusCode::BAD_REQUEST, "The form could not be read.");
                 };
+                fields.extend(posted);
                 if let Err(why) = self.check_consent_request(&fields) {
                     return page(StatusCode::BAD_REQUEST, why);
                 }
