@@ -41,13 +41,13 @@ fn the_sample_file_is_valid_and_complete() {
     let sandbox = config.app_by_id("sandbox-app").unwrap();
     assert_eq!(sandbox.services["link_account"].providers, ["joompay"]);
     let demo = config.provider("demo").unwrap();
-    assert!(demo.reversible.contains("transfer"));
-    assert!(demo.read_only.contains("get_balance") && !demo.read_only.contains("transfer"));
+    assert!(demo.reversible.contains("transfer_funds"));
+    assert!(demo.read_only.contains("get_balance") && !demo.read_only.contains("transfer_funds"));
     assert_eq!(demo.timeout, Duration::from_secs(10));
     let app = config.app_by_id("demo-app").unwrap();
     assert!(app.services["get_balance"].otp_override);
     assert!(!config.app_by_id("demo-app-otp").unwrap().services["get_balance"].otp_override);
-    assert_eq!(app.services["transfer"].max_amount, Some(50_000_000));
+    assert_eq!(app.services["transfer_funds"].max_amount, Some(50_000_000));
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn each_bad_value_is_named_by_its_key() {
             "between 1 and",
         ),
         (
-            "reversible = [\"transfer\"]",
+            "reversible = [\"transfer_funds\"]",
             "reversible = [\"refund\"]",
             "providers[0].reversible",
             "`refund`",
@@ -87,7 +87,7 @@ fn each_bad_value_is_named_by_its_key() {
         ),
         (
             "read_only = [\"get_balance\"]",
-            "read_only = [\"transfer\"]",
+            "read_only = [\"transfer_funds\"]",
             "providers[0].read_only",
             "reversible",
         ),
@@ -112,7 +112,7 @@ fn each_bad_value_is_named_by_its_key() {
         (
             "max_amount = 50000000\n\n[[apps]]",
             "max_amount = 0\n\n[[apps]]",
-            "apps[0].services.transfer.max_amount",
+            "apps[0].services.transfer_funds.max_amount",
             "greater than 0",
         ),
         (
@@ -142,8 +142,8 @@ fn grants_must_name_configured_providers_that_serve_the_service() {
     );
 
     let text = SAMPLE.replace(
-        "services = [\"get_balance\", \"transfer\"]\nreversible",
-        "services = [\"transfer\"]\nreversible",
+        "services = [\"get_balance\", \"transfer_funds\"]\nreversible",
+        "services = [\"transfer_funds\"]\nreversible",
     );
     check_rejected(
         &text,
@@ -1125,7 +1125,7 @@ fn limits_have_safe_defaults_and_bounds() {
     // The sample's commented daily quota is valid.
     let examples = load(&sample_with_examples()).unwrap();
     assert_eq!(
-        examples.app_by_id("demo-app").unwrap().limits.daily["transfer"],
+        examples.app_by_id("demo-app").unwrap().limits.daily["transfer_funds"],
         10_000
     );
 
@@ -1143,13 +1143,13 @@ fn limits_have_safe_defaults_and_bounds() {
             "between 1 and",
         ),
         (
-            "# [apps.limits.daily]\n# transfer = 10000",
-            "[apps.limits.daily]\ntransfer = 0",
-            "apps[0].limits.daily.transfer",
+            "# [apps.limits.daily]\n# transfer_funds = 10000",
+            "[apps.limits.daily]\ntransfer_funds = 0",
+            "apps[0].limits.daily.transfer_funds",
             "greater than 0",
         ),
         (
-            "# [apps.limits.daily]\n# transfer = 10000",
+            "# [apps.limits.daily]\n# transfer_funds = 10000",
             "[apps.limits.daily]\nwithdraw = 5",
             "apps[0].limits.daily.withdraw",
             "not one of this app's services",

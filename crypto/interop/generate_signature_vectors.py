@@ -27,7 +27,7 @@ PROVIDER_SECRET = "demo-remote-hop-secret-please-change-me-0123"
 # (name, key derivation, secret, method, path, body, keyid, created, nonce)
 VECTORS = [
     ("app-transact", "app", APP_SECRET_A, "POST", "/transact",
-     '{"request_ref": "req-0001", "request_type": "transfer", "amount": 150000, '
+     '{"request_ref": "req-0001", "request_type": "transfer_funds", "amount": 150000, '
      '"auth": {"type": "bank.account", "secure": "AQABAgMEBQYHCAkKCz8y"}}',
      "demo-app", 1735689600, "req-0001"),
     ("app-validate-unicode-secret-and-body", "app", APP_SECRET_B, "POST", "/transact/validate",

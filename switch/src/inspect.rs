@@ -29,7 +29,7 @@ fn sample_response(request_type: &str, transaction_ref: &str, amount: u64) -> Va
             "reference": format!("INSPECT-{transaction_ref}"),
             "meta": {}
         }),
-        "transfer" => json!({
+        "transfer_funds" => json!({
             "amount": amount,
             "currency": "NGN",
             "reference": format!("INSPECT-{transaction_ref}"),

@@ -41,7 +41,7 @@ path = "unused"
 name = "bank"
 mode = "remote"
 url = "http://127.0.0.1:9"
-services = ["transfer"]
+services = ["transfer_funds"]
 timeout_ms = 5000
 secret = "race-provider-hop-secret-0123456789abcdef"
 [[apps]]
@@ -49,7 +49,7 @@ id = "race"
 api_key = "race-app-key-0123456789abcdef"
 secret = "race-app-secret-0123456789abcdef0123456789"
 require_signature = false
-[apps.services.transfer]
+[apps.services.transfer_funds]
 providers = ["bank"]
 otp_override = true
 "#;
@@ -190,7 +190,7 @@ async fn a_query_never_reports_pending_for_a_call_abandoned_while_it_looked() {
     let record = TransactionRecord {
         app_id: "race".into(),
         transaction_ref: "t-1".into(),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         provider: "bank".into(),
         amount: 5_000,
         status: Status::Pending,

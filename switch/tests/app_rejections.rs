@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 /// The app `otp` may use `get_balance` on `demo` only. The host also runs
 /// `bank-remote` (serving both services, and allowed to use `/notify/*`) and
-/// grants it, and `transfer`, to another app: what `otp` must not learn of.
+/// grants it, and `transfer_funds`, to another app: what `otp` must not learn of.
 fn config(data: &Path) -> SwitchConfig {
     let text = format!(
         r#"
@@ -30,13 +30,13 @@ outbox = {outbox:?}
 name = "demo"
 mode = "in_process"
 implementation = "demo"
-services = ["get_balance", "transfer"]
+services = ["get_balance", "transfer_funds"]
 
 [[providers]]
 name = "bank-remote"
 mode = "remote"
 url = "http://127.0.0.1:9"
-services = ["get_balance", "transfer"]
+services = ["get_balance", "transfer_funds"]
 secret = "{PROVIDER_SECRET}"
 notify = true
 
@@ -55,7 +55,7 @@ secret = "other-app-secret-0123456789abcdef0123456789"
 [apps.services.get_balance]
 providers = ["bank-remote"]
 otp_override = true
-[apps.services.transfer]
+[apps.services.transfer_funds]
 providers = ["bank-remote", "demo"]
 otp_override = true
 "#,
@@ -91,18 +91,18 @@ async fn a_request_type_outside_the_grants_is_refused_alike_whether_or_not_it_ex
     let dir = tempfile::tempdir().unwrap();
     let switch = RunningSwitch::start(&config(dir.path())).await;
 
-    // `transfer` is configured (for another app); `buy_airtime` nowhere.
-    let (status, elsewhere) = transact(&switch, "transfer", "demo").await;
+    // `transfer_funds` is configured (for another app); `buy_airtime` nowhere.
+    let (status, elsewhere) = transact(&switch, "transfer_funds", "demo").await;
     assert_eq!(status, 403, "{elsewhere}");
     assert_eq!(elsewhere["data"]["error"], "service_not_allowed");
     assert_eq!(
         elsewhere["data"]["errors"],
-        json!([{"field": "request_type", "message": "this app may not use request_type `transfer`"}])
+        json!([{"field": "request_type", "message": "this app may not use request_type `transfer_funds`"}])
     );
     let (status, nowhere) = transact(&switch, "buy_airtime", "demo").await;
     assert_eq!(status, 403, "{nowhere}");
     assert_eq!(
-        without(&elsewhere, "transfer"),
+        without(&elsewhere, "transfer_funds"),
         without(&nowhere, "buy_airtime")
     );
 

@@ -39,16 +39,16 @@ async fn three_wrong_codes_fail_the_transaction_and_erase_its_pending_data() {
         let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
         let wrong = wrong_otp(&code);
 
-        let first = app.validate("v-1", "t-1", "transfer", &wrong).await;
+        let first = app.validate("v-1", "t-1", "transfer_funds", &wrong).await;
         assert!(first.message().starts_with("Wrong OTP. 2 attempts left"));
-        let second = app.validate("v-2", "t-1", "transfer", &wrong).await;
+        let second = app.validate("v-2", "t-1", "transfer_funds", &wrong).await;
         assert!(second.message().starts_with("Wrong OTP. 1 attempt left"));
-        let third = app.validate("v-3", "t-1", "transfer", &wrong).await;
+        let third = app.validate("v-3", "t-1", "transfer_funds", &wrong).await;
         assert_eq!(third.status(), "Failed", "{mode:?}: {}", third.raw);
         assert_eq!(third.body["data"]["provider_response_code"], "900T2");
 
         // Even the right code cannot revive it.
-        let late = app.validate("v-4", "t-1", "transfer", &code).await;
+        let late = app.validate("v-4", "t-1", "transfer_funds", &code).await;
         assert_eq!(
             (late.http, late.error()),
             (409, "not_awaiting_validation"),
@@ -165,7 +165,12 @@ async fn a_large_transfer_asks_for_the_destination_then_for_an_otp() {
         assert_eq!(outbox_len(&rig.outbox), 0, "no OTP before the answer");
 
         let wrong = app
-            .validate_with("v-1", "t-1", "transfer", &json!({"answer": "1111111111"}))
+            .validate_with(
+                "v-1",
+                "t-1",
+                "transfer_funds",
+                &json!({"answer": "1111111111"}),
+            )
             .await;
         assert_eq!(wrong.status(), "PendingValidation", "{}", wrong.raw);
         assert_eq!(wrong.body["data"]["provider_response_code"], "900V1");
@@ -174,11 +179,16 @@ async fn a_large_transfer_asks_for_the_destination_then_for_an_otp() {
             .starts_with("That is not the destination account"));
 
         let right = app
-            .validate_with("v-2", "t-1", "transfer", &json!({"answer": "98765 43210"}))
+            .validate_with(
+                "v-2",
+                "t-1",
+                "transfer_funds",
+                &json!({"answer": "98765 43210"}),
+            )
             .await;
         assert_eq!(right.status(), "WaitingForOTP", "{mode:?}: {}", right.raw);
         let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
-        let done = app.validate("v-3", "t-1", "transfer", &code).await;
+        let done = app.validate("v-3", "t-1", "transfer_funds", &code).await;
         assert_eq!(done.status(), "Successful", "{mode:?}: {}", done.raw);
         assert_eq!(
             rig.balance("0123456789", "source").await,
@@ -190,7 +200,12 @@ async fn a_large_transfer_asks_for_the_destination_then_for_an_otp() {
         let asked = quick.transfer("r-2", "t-2", "0123456780", amount).await;
         assert_eq!(asked.status(), "PendingValidation", "{}", asked.raw);
         let done = quick
-            .validate_with("v-4", "t-2", "transfer", &json!({"answer": "9876543210"}))
+            .validate_with(
+                "v-4",
+                "t-2",
+                "transfer_funds",
+                &json!({"answer": "9876543210"}),
+            )
             .await;
         assert_eq!(done.status(), "Successful", "{mode:?}: {}", done.raw);
         assert_eq!(outbox_len(&rig.outbox), 1);
@@ -211,15 +226,20 @@ async fn a_provider_restarted_between_transact_and_validate_still_completes() {
     rig.restart_provider();
 
     assert_eq!(app.query("q-1", "t-1").await.status(), "WaitingForOTP");
-    let done = app.validate("v-1", "t-1", "transfer", &code).await;
+    let done = app.validate("v-1", "t-1", "transfer_funds", &code).await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
     let next = app
-        .validate_with("v-2", "t-2", "transfer", &json!({"answer": "9876543210"}))
+        .validate_with(
+            "v-2",
+            "t-2",
+            "transfer_funds",
+            &json!({"answer": "9876543210"}),
+        )
         .await;
     assert_eq!(next.status(), "WaitingForOTP", "{}", next.raw);
     rig.restart_provider();
     let code = latest_otp(&rig.outbox, CUSTOMER_MOBILE);
-    let done = app.validate("v-3", "t-2", "transfer", &code).await;
+    let done = app.validate("v-3", "t-2", "transfer_funds", &code).await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
     assert_eq!(rig.balance("0123456789", "a").await, 2_077_099 - 7_000);
     assert_eq!(rig.balance("0123456780", "b").await, 2_077_099 - 2_000_000);

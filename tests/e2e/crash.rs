@@ -1,6 +1,6 @@
 //! The kill -9 crash test (issue 5 §3): acknowledged means durable.
 //!
-//! Concurrent calling apps drive `transfer` and `get_balance` through a real
+//! Concurrent calling apps drive `transfer_funds` and `get_balance` through a real
 //! `manifold` process and the demo bank, with the `quick` app (no OTP) and
 //! the `otp` app (`WaitingForOTP`, then validate with the code from the
 //! outbox); large transfers first ask for the destination account
@@ -105,7 +105,7 @@ const DESTINATIONS: [&str; 6] = [
     "2000000005",
     "2000000006",
 ];
-const TRANSFER: &str = "transfer";
+const TRANSFER: &str = "transfer_funds";
 const GET_BALANCE: &str = "get_balance";
 /// The demo bank's code for insufficient funds: the one business reason an
 /// acknowledged `WaitingForOTP` transfer may end `Failed`.

@@ -121,13 +121,13 @@ async fn run_flows(app: &AppClient, account: &str, holder: &str, outbox: &Path) 
     assert!(reply.raw.contains("balance"), "{}", reply.raw);
 
     // A transfer, confirmed by OTP, then reversed.
-    let body = app.transact_body(&r("t-1"), &r("tt-1"), "transfer", account, 1_000);
+    let body = app.transact_body(&r("t-1"), &r("tt-1"), "transfer_funds", account, 1_000);
     let reply = app.post("/transact", &body).await;
     call("/transact", body, &reply, "WaitingForOTP");
     let body = app.validate_body(
         &r("tv-1"),
         &r("tt-1"),
-        "transfer",
+        "transfer_funds",
         &latest_otp(outbox, holder),
     );
     let reply = app.post("/transact/validate", &body).await;
@@ -137,14 +137,14 @@ async fn run_flows(app: &AppClient, account: &str, holder: &str, outbox: &Path) 
 
     // A large transfer: the customer types the destination, then the OTP.
     let amount = manifold_demo_provider::DemoSettings::default().step_up_amount;
-    let body = app.transact_body(&r("s-1"), &r("ts-1"), "transfer", account, amount);
+    let body = app.transact_body(&r("s-1"), &r("ts-1"), "transfer_funds", account, amount);
     let reply = app.post("/transact", &body).await;
     call("/transact", body, &reply, "PendingValidation");
     let confirmed = app
         .validate_with(
             &r("sa-1"),
             &r("ts-1"),
-            "transfer",
+            "transfer_funds",
             &json!({ "answer": DESTINATION }),
         )
         .await;
@@ -152,14 +152,14 @@ async fn run_flows(app: &AppClient, account: &str, holder: &str, outbox: &Path) 
     let body = app.validate_body(
         &r("sv-1"),
         &r("ts-1"),
-        "transfer",
+        "transfer_funds",
         &latest_otp(outbox, holder),
     );
     let reply = app.post("/transact/validate", &body).await;
     call("/transact/validate", body, &reply, "Successful");
 
     // One left waiting: its pending data stays in the provider's state.
-    let body = app.transact_body(&r("w-1"), &r("tw-1"), "transfer", account, 2_000);
+    let body = app.transact_body(&r("w-1"), &r("tw-1"), "transfer_funds", account, 2_000);
     let reply = app.post("/transact", &body).await;
     call("/transact", body, &reply, "WaitingForOTP");
     let queried = app.query(&r("q-1"), &r("tt-1")).await;
@@ -237,7 +237,7 @@ async fn the_data_directories_hold_no_customer_data_and_answer_again_with_the_ke
         .validate(
             "w-v",
             "remote-tw-1",
-            "transfer",
+            "transfer_funds",
             &latest_otp(&outbox, REMOTE_HOLDER),
         )
         .await;
@@ -316,14 +316,15 @@ async fn past_retention_a_repeat_is_told_the_answer_was_dropped() {
     let retention = config.data_at_rest.retention;
     let switch = InProcessSwitch::start(&config, HashMap::new()).await;
     let app = AppClient::new(&switch.url(), OTP_APP, "demo");
-    let settled_body = app.transact_body("t-1", "tt-1", "transfer", IN_PROCESS_ACCOUNT, 1_000);
+    let settled_body =
+        app.transact_body("t-1", "tt-1", "transfer_funds", IN_PROCESS_ACCOUNT, 1_000);
     let waiting = app.post("/transact", &settled_body).await;
     assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
     let done = app
         .validate(
             "tv-1",
             "tt-1",
-            "transfer",
+            "transfer_funds",
             &latest_otp(&outbox, APP_SENT_MOBILE),
         )
         .await;
@@ -342,7 +343,7 @@ async fn past_retention_a_repeat_is_told_the_answer_was_dropped() {
         repeat.raw
     );
     assert!(repeat.message().contains("Successful"), "{}", repeat.raw);
-    let other = app.transact_body("t-1", "tt-1", "transfer", IN_PROCESS_ACCOUNT, 9_999);
+    let other = app.transact_body("t-1", "tt-1", "transfer_funds", IN_PROCESS_ACCOUNT, 9_999);
     let conflict = app.post("/transact", &other).await;
     assert_eq!(
         (conflict.http, conflict.error()),
@@ -376,7 +377,7 @@ async fn past_retention_a_repeat_is_told_the_answer_was_dropped() {
         .validate(
             "wv-1",
             "tw-1",
-            "transfer",
+            "transfer_funds",
             &latest_otp(&outbox, APP_SENT_MOBILE),
         )
         .await;

@@ -201,7 +201,7 @@ impl Caller {
         }
     }
 
-    /// A new `transfer` (odd calls) or `get_balance` (even ones), whose
+    /// A new `transfer_funds` (odd calls) or `get_balance` (even ones), whose
     /// 2xx answer is remembered.
     async fn call(&mut self) -> (Value, Reply) {
         self.next += 1;
@@ -209,7 +209,7 @@ impl Caller {
         let request_ref = format!("{}-req-{n}", self.prefix);
         let transaction_ref = format!("{}-txn-{n}", self.prefix);
         let (request_type, amount) = if n % 2 == 1 {
-            ("transfer", 1_000)
+            ("transfer_funds", 1_000)
         } else {
             ("get_balance", 0)
         };

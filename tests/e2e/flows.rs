@@ -102,13 +102,13 @@ async fn a_repeated_request_ref_is_answered_from_the_record_and_reaches_the_prov
     for mode in MODES {
         let rig = Rig::start(mode).await;
         let app = rig.app(QUICK_APP);
-        let body = app.transact_body("r-1", "t-1", "transfer", "0123456789", 10_000);
+        let body = app.transact_body("r-1", "t-1", "transfer_funds", "0123456789", 10_000);
         let first = app.post("/transact", &body).await;
         assert_eq!(first.status(), "Successful", "{}", first.raw);
         let second = app.post("/transact", &body).await;
         assert_eq!((second.http, &second.raw), (first.http, &first.raw));
         // A retry re-seals `secure` with a fresh nonce: still the same request.
-        let resealed = app.transact_body("r-1", "t-1", "transfer", "0123456789", 10_000);
+        let resealed = app.transact_body("r-1", "t-1", "transfer_funds", "0123456789", 10_000);
         assert_ne!(resealed["auth"]["secure"], body["auth"]["secure"]);
         assert_eq!(app.post("/transact", &resealed).await.raw, first.raw);
         assert_eq!(rig.provider_transact_calls().await, 1, "{mode:?}");
@@ -199,7 +199,7 @@ async fn a_successful_transfer_can_be_reversed_once() {
         assert_eq!(app.query("q-0", "t-1").await.status(), "WaitingForOTP");
 
         let code = latest_otp(&rig.outbox, "2348022000008");
-        let done = app.validate("v-1", "t-1", "transfer", &code).await;
+        let done = app.validate("v-1", "t-1", "transfer_funds", &code).await;
         assert_eq!(done.status(), "Successful", "{}", done.raw);
         assert_eq!(rig.balance("0123456789", "a").await, 2_077_099 - 250_000);
 

@@ -97,7 +97,7 @@ async fn a_daily_quota_counts_new_transactions_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let text = with_quick_app_limits(
         &in_process_demo_config(dir.path()),
-        &format!("requests_per_second = {TEST_APP_RATE}\n[apps.limits.daily]\ntransfer = 2"),
+        &format!("requests_per_second = {TEST_APP_RATE}\n[apps.limits.daily]\ntransfer_funds = 2"),
     );
     let config_path = dir.path().join("manifold.toml");
     std::fs::write(&config_path, &text).unwrap();
@@ -119,7 +119,7 @@ async fn a_daily_quota_counts_new_transactions_and_survives_a_restart() {
         "Successful"
     );
     let refused = quick.transfer("r-3", "t-3", "0123456789", 100).await;
-    let retry_after = assert_limited(&refused, "daily_quota_exceeded", "2 new `transfer`");
+    let retry_after = assert_limited(&refused, "daily_quota_exceeded", "2 new `transfer_funds`");
     assert!(retry_after <= 86_400);
     // With the quota used up, a repeat is still answered: it begins nothing.
     assert_eq!(
@@ -141,7 +141,7 @@ async fn a_daily_quota_counts_new_transactions_and_survives_a_restart() {
         eprintln!("the UTC day changed during the test; the count rightly started again");
         return;
     }
-    assert_limited(&refused, "daily_quota_exceeded", "2 new `transfer`");
+    assert_limited(&refused, "daily_quota_exceeded", "2 new `transfer_funds`");
     assert_eq!(quick.query("q-1", "t-2").await.status(), "Successful");
 }
 

@@ -87,7 +87,7 @@ async fn after_a_confirmed_destination_the_code_still_goes_to_the_holder() {
     let outbox = dir.path().join("outbox.jsonl");
     let app = AppClient::new(&switch.url(), OTP_APP, "demo");
     let amount = manifold_demo_provider::DemoSettings::default().step_up_amount;
-    let mut body = app.transact_body("r-1", "t-1", "transfer", "0123456789", amount);
+    let mut body = app.transact_body("r-1", "t-1", "transfer_funds", "0123456789", amount);
     address_transact_body(&mut body, Some("9876543210"), APP_CHOSEN);
     let asked = app.post("/transact", &body).await;
     assert_eq!(asked.status(), "PendingValidation", "{}", asked.raw);
@@ -95,7 +95,7 @@ async fn after_a_confirmed_destination_the_code_still_goes_to_the_holder() {
         .validate_with(
             "v-1",
             "t-1",
-            "transfer",
+            "transfer_funds",
             &serde_json::json!({"answer": "9876543210"}),
         )
         .await;
@@ -109,7 +109,7 @@ async fn after_a_confirmed_destination_the_code_still_goes_to_the_holder() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].to, HOLDER);
     let done = app
-        .validate("v-2", "t-1", "transfer", &latest_otp(&outbox, HOLDER))
+        .validate("v-2", "t-1", "transfer_funds", &latest_otp(&outbox, HOLDER))
         .await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
     switch.stop().await;

@@ -199,7 +199,7 @@ const CASES: &[Case] = &[
     Case {
         name: "amount over the app's limit",
         edit: |_, b| {
-            b["request_type"] = json!("transfer");
+            b["request_type"] = json!("transfer_funds");
             b["transaction"]["amount"] = json!(10_000_001u64);
         },
         http: 422,
@@ -361,7 +361,7 @@ async fn a_validate_is_checked_against_the_transaction_it_names() {
     );
     let code = latest_otp(&rig.outbox, "2348022000008");
 
-    let mismatch = app.validate("v-1", "t-1", "transfer", &code).await;
+    let mismatch = app.validate("v-1", "t-1", "transfer_funds", &code).await;
     assert_eq!(
         (mismatch.http, mismatch.error()),
         (400, "transaction_mismatch")
@@ -390,12 +390,12 @@ async fn a_validate_is_checked_against_the_transaction_it_names() {
     assert_eq!(done.status(), "Successful", "{}", done.raw);
 }
 
-/// The host's configuration with `transfer` listed as `read_only`, which the
+/// The host's configuration with `transfer_funds` listed as `read_only`, which the
 /// demo bank moves money for: the switch would call it with nothing on disk.
 fn transfer_listed_read_only(text: &str) -> String {
-    let reversible = "reversible = [\"transfer\"]\n";
+    let reversible = "reversible = [\"transfer_funds\"]\n";
     assert!(text.contains(reversible), "config_text changed shape");
-    text.replace(reversible, "read_only = [\"transfer\"]\n")
+    text.replace(reversible, "read_only = [\"transfer_funds\"]\n")
 }
 
 #[tokio::test]
@@ -409,7 +409,7 @@ async fn a_read_only_list_naming_a_service_that_moves_money_stops_start_up() {
         .expect("the switch refuses to start")
         .to_string();
     assert!(
-        refused.contains("read_only") && refused.contains("`transfer`"),
+        refused.contains("read_only") && refused.contains("`transfer_funds`"),
         "{refused}"
     );
 }

@@ -242,7 +242,9 @@ async fn a_killed_switch_restarts_with_every_acknowledged_transaction_and_pendin
             .status(),
         "Successful"
     );
-    let done = otp.validate("v-1", "waiting", "transfer", &code).await;
+    let done = otp
+        .validate("v-1", "waiting", "transfer_funds", &code)
+        .await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
     let balance = quick.get_balance("r-3", "bal", "1111111111").await;
     assert_eq!(
@@ -444,7 +446,7 @@ async fn a_client_that_disconnects_mid_call_does_not_cancel_it() {
 
     // The call, on a socket of our own so that we decide when it closes.
     let body = app
-        .transact_body("dc-1", "t-dc-1", "transfer", "0123456789", 5_000)
+        .transact_body("dc-1", "t-dc-1", "transfer_funds", "0123456789", 5_000)
         .to_string();
     let mut head = format!(
         "POST /transact HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",

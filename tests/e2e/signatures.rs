@@ -37,7 +37,7 @@ async fn a_captured_app_signature_is_good_for_its_own_request_only() {
     let app = rig.app(QUICK_APP);
 
     // The captured request: a signed transfer, executed once.
-    let transfer = app.transact_body("cap-1", "t-cap-1", "transfer", "0123456789", 150_000);
+    let transfer = app.transact_body("cap-1", "t-cap-1", "transfer_funds", "0123456789", 150_000);
     let transfer_headers = app.auth_headers("/transact", &bytes(&transfer));
     let first = app
         .post_raw("/transact", bytes(&transfer), &transfer_headers)
@@ -59,7 +59,8 @@ async fn a_captured_app_signature_is_good_for_its_own_request_only() {
     other["transaction"]["amount"] = json!(9_000_000);
     other["transaction"]["details"]["destination_account"] = json!("1111111111");
     other["transaction"]["customer"]["mobile_no"] = json!("2348099999999");
-    let mut other_ref = app.transact_body("cap-2", "t-cap-2", "transfer", "0123456789", 150_000);
+    let mut other_ref =
+        app.transact_body("cap-2", "t-cap-2", "transfer_funds", "0123456789", 150_000);
     other_ref["request_ref"] = json!("cap-2");
     let reverse = json!({"request_ref": "cap-1", "auth": {"auth_provider": "demo"},
         "transaction": {"transaction_ref": "t-cap-1"}});
@@ -321,7 +322,7 @@ fn provider_transfer(transaction_ref: &str) -> Vec<u8> {
     json!({
         "app_id": "quick",
         "request_ref": format!("direct-{transaction_ref}"),
-        "request_type": "transfer",
+        "request_type": "transfer_funds",
         "transaction_ref": transaction_ref,
         "otp_override": true,
         "source": {"type": "bank.account", "account_number": "0123456789", "bank_code": "058"},
@@ -372,12 +373,12 @@ async fn a_provider_microservice_takes_calls_from_the_switch_only() {
 
     let stranger = "stranger-hop-secret-0123456789-abcdefgh";
     let reverse =
-        json!({"app_id": "quick", "request_ref": "direct-rev", "request_type": "transfer",
+        json!({"app_id": "quick", "request_ref": "direct-rev", "request_type": "transfer_funds",
         "transaction_ref": "t-hop-1"})
         .to_string()
         .into_bytes();
     let query =
-        json!({"app_id": "quick", "request_type": "transfer", "transaction_ref": "t-hop-1"})
+        json!({"app_id": "quick", "request_type": "transfer_funds", "transaction_ref": "t-hop-1"})
             .to_string()
             .into_bytes();
     let cases: Vec<(&str, &str, Vec<u8>, Headers)> = vec![
@@ -491,7 +492,13 @@ async fn a_captured_call_that_did_nothing_cannot_be_replayed_once_the_provider_i
     ));
     let switch = InProcessSwitch::start(&config, Default::default()).await;
     let app = AppClient::new(&switch.url(), QUICK_APP, "flaky");
-    let transfer = app.transact_body("spent-1", "t-spent-1", "transfer", "0123456789", 150_000);
+    let transfer = app.transact_body(
+        "spent-1",
+        "t-spent-1",
+        "transfer_funds",
+        "0123456789",
+        150_000,
+    );
     let now = unix_now();
     let mut captured = app.signature_headers_with("/transact", &bytes(&transfer), "spent-1", now);
     captured.push(("authorization", format!("Bearer {}", QUICK_APP.1)));

@@ -80,7 +80,7 @@ pub const TEST_DATA_KEY: &str = "5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91
 pub const TEST_DATA_AT_REST: &str = "[data_at_rest]\nkey_id = \"test\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n";
 
 /// Writes a configuration for the test apps with the given providers; each
-/// app may use every provider for `get_balance` and `transfer`.
+/// app may use every provider for `get_balance` and `transfer_funds`.
 pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> String {
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\n{TEST_DATA_AT_REST}[storage]\npath = {:?}\n[notifications]\noutbox = {:?}\n",
@@ -112,7 +112,7 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
         };
         names.push(format!("\"{name}\""));
         text.push_str(&format!(
-            "[[providers]]\nname = \"{name}\"\n{endpoint}\nservices = [\"get_balance\", \"transfer\"]\nreversible = [\"transfer\"]\ntimeout_ms = {timeout_ms}\n"
+            "[[providers]]\nname = \"{name}\"\n{endpoint}\nservices = [\"get_balance\", \"transfer_funds\"]\nreversible = [\"transfer_funds\"]\ntimeout_ms = {timeout_ms}\n"
         ));
     }
     let names = names.join(", ");
@@ -126,7 +126,7 @@ pub fn config_text(data: &Path, providers: &[ProviderSpec], timeout_ms: u64) -> 
             "[[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\nrequire_signature = {signed}\n\
              [apps.limits]\nrequests_per_second = {TEST_APP_RATE}\n\
              [apps.services.get_balance]\nproviders = [{names}]\notp_override = {otp_override}\n\
-             [apps.services.transfer]\nproviders = [{names}]\notp_override = {otp_override}\nmax_amount = 10000000\n"
+             [apps.services.transfer_funds]\nproviders = [{names}]\notp_override = {otp_override}\nmax_amount = 10000000\n"
         ));
     }
     text
@@ -154,7 +154,7 @@ pub fn with_server_settings(text: &str, settings: &str) -> String {
 /// `text` (from [`config_text`]) with `services` declared `read_only` for
 /// every provider, as the sample configuration declares `get_balance`.
 pub fn declare_read_only(text: &str, services: &[&str]) -> String {
-    let anchor = "reversible = [\"transfer\"]\n";
+    let anchor = "reversible = [\"transfer_funds\"]\n";
     assert!(text.contains(anchor), "config_text changed shape");
     let listed: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
     text.replace(
@@ -664,7 +664,7 @@ impl AppClient {
                 "customer": {"customer_ref": "c-1", "firstname": "Uju", "surname": "Usmanu",
                     "email": "uju@example.com", "mobile_no": "2348022000008"},
                 "meta": {"a_key": "a_meta_value_1"},
-                "details": if request_type == "transfer" {
+                "details": if request_type == "transfer_funds" {
                     json!({"destination_account": "9876543210", "destination_bank_code": "044"})
                 } else { Value::Null }
             }
@@ -693,7 +693,13 @@ impl AppClient {
     ) -> Reply {
         self.post(
             "/transact",
-            &self.transact_body(request_ref, transaction_ref, "transfer", account, amount),
+            &self.transact_body(
+                request_ref,
+                transaction_ref,
+                "transfer_funds",
+                account,
+                amount,
+            ),
         )
         .await
     }

@@ -488,7 +488,8 @@ fn signing_keys_never_print() {
 
 const NOW: u64 = 1_700_000_000;
 const APP_SECRET: &str = "manifold-demo-app-secret-0001-abcdefgh";
-const BODY: &[u8] = br#"{"request_ref": "req-0001", "request_type": "transfer", "amount": 1000}"#;
+const BODY: &[u8] =
+    br#"{"request_ref": "req-0001", "request_type": "transfer_funds", "amount": 1000}"#;
 
 fn app_key(secret: &str) -> SigningKey {
     SigningKey::for_app(&AppKey::derive(&SecretString::from(secret)))

@@ -30,7 +30,7 @@ pub mod codes {
 }
 
 pub const GET_BALANCE: &str = "get_balance";
-pub const TRANSFER: &str = "transfer";
+pub const TRANSFER: &str = "transfer_funds";
 
 /// A distinctive string in every `provider_response` of the demo bank, under
 /// [`MARKER_FIELD`]: a check that the switch's store and the SDK's state

@@ -2,7 +2,7 @@
 //! and the worked example of the provider SDK.
 //!
 //! It serves `get_balance` (answered with seed 003's response shape) and
-//! `transfer` (moves money between accounts and can be reversed), over a
+//! `transfer_funds` (moves money between accounts and can be reversed), over a
 //! ledger kept in a sled database of its own. All of the protocol —
 //! idempotency, `otp_override`, OTPs and their delivery, pending state,
 //! expiry — comes from

@@ -72,7 +72,7 @@ async fn every_answer_carries_the_marker_beside_its_fields() {
     assert_eq!(response["account_number"], "******6789");
 
     let transfer = bank
-        .transact(request("transfer", "t-trf", 1_000))
+        .transact(request("transfer_funds", "t-trf", 1_000))
         .await
         .unwrap();
     assert_eq!(transfer.status, Status::Successful, "{transfer:?}");
@@ -85,7 +85,7 @@ async fn every_answer_carries_the_marker_beside_its_fields() {
         .reverse(ReverseRequest {
             app_id: "app".into(),
             request_ref: "req-rev".into(),
-            request_type: "transfer".into(),
+            request_type: "transfer_funds".into(),
             transaction_ref: "t-trf".into(),
         })
         .await
@@ -124,7 +124,7 @@ async fn the_ledger_lives_in_its_own_directory() {
     {
         let bank = open(dir.path());
         let transfer = bank
-            .transact(request("transfer", "t-1", 5_000))
+            .transact(request("transfer_funds", "t-1", 5_000))
             .await
             .unwrap();
         assert_eq!(transfer.status, Status::Successful, "{transfer:?}");

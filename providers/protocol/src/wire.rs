@@ -185,7 +185,7 @@ pub mod fault {
 mod tests {
     use super::*;
 
-    const TRANSACT: &str = r#"{"app_id":"a","request_ref":"r","request_type":"transfer",
+    const TRANSACT: &str = r#"{"app_id":"a","request_ref":"r","request_type":"transfer_funds",
         "transaction_ref":"t","otp_override":true,
         "source":{"type":"bank.account","account_number":"0123456789","bank_code":"058"},
         "transaction":{"amount":150000,"customer":{"mobile_no":"2348022000008"},

@@ -60,7 +60,7 @@ async fn a_provider_that_did_nothing_says_so_and_one_that_failed_part_way_does_n
     .unwrap();
     let query = |transaction_ref: &str| QueryRequest {
         app_id: "app".into(),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         transaction_ref: transaction_ref.into(),
     };
 

@@ -1212,7 +1212,7 @@ async fn concurrent_validates_complete_the_transaction_once() {
                 .validate(manifold_provider::ValidateRequest {
                     app_id: APP.into(),
                     request_ref: "val-tx-1".into(),
-                    request_type: "transfer".into(),
+                    request_type: "transfer_funds".into(),
                     transaction_ref: "tx-1".into(),
                     input: otp(&code),
                 })
@@ -1403,7 +1403,7 @@ async fn a_completion_cut_off_by_a_crash_is_finished_by_poll_with_what_complete_
             let call = manifold_provider::ValidateRequest {
                 app_id: APP.into(),
                 request_ref: "val-tx-1".into(),
-                request_type: "transfer".into(),
+                request_type: "transfer_funds".into(),
                 transaction_ref: "tx-1".into(),
                 input: ValidationInput::Otp(code.as_str().into()),
             };
@@ -1490,7 +1490,10 @@ async fn a_transaction_ref_known_under_another_request_type_is_refused() {
     done.otp_override = true;
     assert_eq!(rig.transact(done).await.status, Status::Successful);
 
-    for (transaction_ref, known_as) in [("tx-waiting", "transfer"), ("tx-done", "transfer")] {
+    for (transaction_ref, known_as) in [
+        ("tx-waiting", "transfer_funds"),
+        ("tx-done", "transfer_funds"),
+    ] {
         let refused = rig.transact(enquiry(transaction_ref)).await;
         assert_eq!(
             status_and_code(&refused),
@@ -1543,13 +1546,13 @@ async fn a_transaction_ref_known_under_another_request_type_is_refused() {
 async fn flush_rounds_follow_answer_durability_and_read_only_request_types() {
     use manifold_provider_sdk::AnswerDurability::{BeforeAnswering, ByCaller};
     let cases = [
-        (BeforeAnswering, "transfer", true, 2),
+        (BeforeAnswering, "transfer_funds", true, 2),
         // A read-only answer given within the call is not kept at all.
         (BeforeAnswering, "get_balance", true, 0),
-        (ByCaller, "transfer", true, 1),
+        (ByCaller, "transfer_funds", true, 1),
         (ByCaller, "get_balance", true, 0),
         // The code is made durable before it is sent, whoever flushes answers.
-        (ByCaller, "transfer", false, 1),
+        (ByCaller, "transfer_funds", false, 1),
         (ByCaller, "get_balance", false, 1),
     ];
     for idempotent in [true, false] {
@@ -1649,7 +1652,7 @@ async fn a_call_the_switch_believes_read_only_is_refused_unless_it_is() {
     believed.read_only = true;
     let refused = rig.service.transact(believed).await;
     assert!(
-        matches!(&refused, Err(ProviderError::Rejected(message)) if message.contains("`transfer`")),
+        matches!(&refused, Err(ProviderError::Rejected(message)) if message.contains("`transfer_funds`")),
         "{refused:?}"
     );
     assert_eq!(
@@ -1664,7 +1667,7 @@ async fn a_call_the_switch_believes_read_only_is_refused_unless_it_is() {
     assert_eq!(rig.transact(enquiry).await.status, Status::Successful);
 
     assert_eq!(rig.service.read_only("get_balance"), Some(true));
-    assert_eq!(rig.service.read_only("transfer"), Some(false));
+    assert_eq!(rig.service.read_only("transfer_funds"), Some(false));
 }
 
 /// State the service must store before it acts (a marker, a parked code)

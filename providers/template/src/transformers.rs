@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 use crate::codes;
 
 /// The one `request_type` this provider serves.
-pub const TRANSFER: &str = "transfer";
+pub const TRANSFER: &str = "transfer_funds";
 
 /// The upstream's idempotency key for one of our transactions.
 ///
@@ -112,7 +112,7 @@ pub struct ConfirmTransfer<'a> {
 }
 
 impl<'a> CreateTransfer<'a> {
-    /// The upstream request for a switch `transfer`, or the `Failed` outcome
+    /// The upstream request for a switch `transfer_funds`, or the `Failed` outcome
     /// when the request cannot be one (the upstream is not called then).
     ///
     /// `transaction.details` carries the destination as in the demo bank:

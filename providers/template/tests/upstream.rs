@@ -83,7 +83,7 @@ fn transfer(transaction_ref: &str) -> TransactRequest {
     TransactRequest {
         app_id: APP.into(),
         request_ref: format!("req-{transaction_ref}"),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         transaction_ref: transaction_ref.into(),
         otp_override: false,
         read_only: false,
@@ -111,7 +111,7 @@ fn validate(code: &str) -> ValidateRequest {
     ValidateRequest {
         app_id: APP.into(),
         request_ref: format!("val-{code}"),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         transaction_ref: TXN.into(),
         input: ValidationInput::Otp(SecretString::from(code)),
     }
@@ -120,7 +120,7 @@ fn validate(code: &str) -> ValidateRequest {
 fn query() -> QueryRequest {
     QueryRequest {
         app_id: APP.into(),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         transaction_ref: TXN.into(),
     }
 }
@@ -129,7 +129,7 @@ fn reverse(request_ref: &str) -> ReverseRequest {
     ReverseRequest {
         app_id: APP.into(),
         request_ref: request_ref.into(),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         transaction_ref: TXN.into(),
     }
 }
@@ -1085,10 +1085,10 @@ fn the_guides_switch_configuration_is_valid() {
     // The binary's default --listen.
     assert_eq!(remote.url, "http://127.0.0.1:9200");
     assert_eq!(remote.key_id, "template-bank");
-    assert!(provider.services.contains("transfer"));
-    assert!(provider.reversible.contains("transfer"));
+    assert!(provider.services.contains("transfer_funds"));
+    assert!(provider.reversible.contains("transfer_funds"));
     let app = config.apps.iter().find(|app| app.id == "bank-app").unwrap();
-    let grant = &app.services["transfer"];
+    let grant = &app.services["transfer_funds"];
     assert_eq!(grant.providers, ["template-bank"]);
     assert!(!grant.otp_override);
 }

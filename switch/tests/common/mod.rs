@@ -73,7 +73,7 @@ subject = "Manifold: {{subject}}"
 name = "demo"
 mode = "in_process"
 implementation = "demo"
-services = ["get_balance", "transfer"]
+services = ["get_balance", "transfer_funds"]
 [providers.settings]
 {settings}
 

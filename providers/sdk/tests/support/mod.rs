@@ -110,7 +110,7 @@ impl ScriptedConnector {
         self
     }
 
-    /// Declares `get_balance` read-only (`transfer` never is).
+    /// Declares `get_balance` read-only (`transfer_funds` never is).
     pub fn read_only_enquiries(self) -> Self {
         self.0.enquiries_read_only.store(true, Ordering::SeqCst);
         self
@@ -197,7 +197,7 @@ impl ScriptedConnector {
 #[async_trait]
 impl Connector for ScriptedConnector {
     fn serves(&self, request_type: &str) -> bool {
-        matches!(request_type, "transfer" | "get_balance")
+        matches!(request_type, "transfer_funds" | "get_balance")
     }
 
     fn upstream_is_idempotent(&self) -> bool {
@@ -442,13 +442,13 @@ pub fn card_source() -> SourceDetails {
     })
 }
 
-/// A `transfer` from a bank account by a customer with a phone and an
+/// A `transfer_funds` from a bank account by a customer with a phone and an
 /// e-mail address, OTP required.
 pub fn transfer(transaction_ref: &str) -> TransactRequest {
     TransactRequest {
         app_id: APP.into(),
         request_ref: format!("req-{transaction_ref}"),
-        request_type: "transfer".into(),
+        request_type: "transfer_funds".into(),
         transaction_ref: transaction_ref.into(),
         otp_override: false,
         read_only: false,
@@ -611,7 +611,7 @@ impl Rig {
             .validate(ValidateRequest {
                 app_id: APP.into(),
                 request_ref: format!("val-{transaction_ref}"),
-                request_type: "transfer".into(),
+                request_type: "transfer_funds".into(),
                 transaction_ref: transaction_ref.into(),
                 input,
             })
@@ -628,7 +628,7 @@ impl Rig {
         self.service
             .query(QueryRequest {
                 app_id: APP.into(),
-                request_type: "transfer".into(),
+                request_type: "transfer_funds".into(),
                 transaction_ref: transaction_ref.into(),
             })
             .await
@@ -649,7 +649,7 @@ impl Rig {
             .reverse(ReverseRequest {
                 app_id: APP.into(),
                 request_ref: request_ref.into(),
-                request_type: "transfer".into(),
+                request_type: "transfer_funds".into(),
                 transaction_ref: transaction_ref.into(),
             })
             .await

@@ -505,7 +505,7 @@ mod tests {
         TransactionRecord {
             app_id: "app".into(),
             transaction_ref: "t-1".into(),
-            request_type: "transfer".into(),
+            request_type: "transfer_funds".into(),
             provider: "bank".into(),
             amount: 12_345,
             status: Status::Successful,
