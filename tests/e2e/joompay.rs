@@ -174,6 +174,25 @@ async fn link(app: &AppClient, request_ref: &str, customer_ref: &str, username: 
         .as_str()
         .unwrap_or_else(|| panic!("no consent_url: {}", pending.raw))
         .to_owned();
+    // Asked while the customer is away, the provider says the same thing
+    // each time: the switch writes nothing new.
+    for round in 0..3 {
+        let waiting = app
+            .query(
+                &format!("w-{request_ref}-{round}"),
+                &format!("t-{request_ref}"),
+            )
+            .await;
+        assert_eq!(waiting.status(), "Pending", "{}", waiting.raw);
+        let history = waiting.body["data"]["transaction"]["history"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(
+            history, 2,
+            "received, then the consent's words: {}",
+            waiting.raw
+        );
+    }
     let answer = joompay_consent(
         &consent_url,
         username,

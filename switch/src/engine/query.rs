@@ -9,6 +9,10 @@ use crate::error::SwitchError;
 use crate::signed::VerifiedCall;
 use crate::store::{Operation, TransactionRecord};
 
+/// The most history entries a transaction gathers while it is `Pending`
+/// (a first answer, then queries that brought new words).
+pub const MAX_PENDING_HISTORY: usize = 32;
+
 impl Engine {
     pub async fn query(&self, signed: &VerifiedCall) -> Result<Answer, SwitchError> {
         let app = signed.app();
@@ -61,7 +65,13 @@ impl Engine {
                 // though: the provider may have learnt why it cannot settle
                 // (an answer lost upstream, a charge queued for good), and
                 // the app is owed its words rather than our "not answered".
-                if reply.status == record.status && record.last_reply.as_ref() == Some(&reply) {
+                let same_words = |last: &ProviderReply| {
+                    last.provider_response_code == reply.provider_response_code
+                        && last.message == reply.message
+                };
+                if reply.status == record.status
+                    && record.last_reply.as_ref().is_some_and(same_words)
+                {
                     return Ok(self.describe(&record, durable));
                 }
                 reply
@@ -96,7 +106,13 @@ impl Engine {
             if !record.status.is_final() {
                 advance(record, reply.status, Some(&reply));
                 record.updated_at_ms = entry.at_ms;
-                record.history.push(entry.clone());
+                // A provider whose `Pending` words keep changing must not
+                // grow the record without end: past the cap only the latest
+                // words are kept (in `last_reply`), and the final answer
+                // is always written down.
+                if reply.status.is_final() || record.history.len() < MAX_PENDING_HISTORY {
+                    record.history.push(entry.clone());
+                }
             }
         };
         let updated = self
