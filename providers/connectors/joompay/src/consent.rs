@@ -35,6 +35,7 @@ use crate::config::JoompayConfig;
 use crate::links::{ConsentSession, ConsentState, Links};
 use crate::oauth::{OAuthClient, OAuthError};
 use crate::transformers::codes;
+use crate::CustomerTokenCache;
 
 /// The cookie that ties a session to the browser that opened its link.
 const COOKIE: &str = "manifold_joompay_consent";
@@ -49,10 +50,18 @@ pub struct ConsentPages {
     tpp_id: String,
     redirect_uri: String,
     secure_cookie: bool,
+    /// A customer linked again must not be served the previous consent's
+    /// access token from memory.
+    tokens: Arc<CustomerTokenCache>,
 }
 
 impl ConsentPages {
-    pub fn new(config: &JoompayConfig, links: Links, oauth: OAuthClient) -> ConsentPages {
+    pub(crate) fn new(
+        config: &JoompayConfig,
+        links: Links,
+        oauth: OAuthClient,
+        tokens: Arc<CustomerTokenCache>,
+    ) -> ConsentPages {
         ConsentPages {
             links,
             oauth,
@@ -60,6 +69,7 @@ impl ConsentPages {
             tpp_id: config.tpp_id.clone(),
             redirect_uri: config.redirect_uri.to_string(),
             secure_cookie: config.redirect_uri.scheme() == "https",
+            tokens,
         }
     }
 
@@ -258,6 +268,8 @@ impl ConsentPages {
                     .await;
                 match saved {
                     Ok(()) => {
+                        self.tokens
+                            .forget(&(session.app_id.clone(), session.customer_ref.clone()));
                         if let Err(error) = self
                             .links
                             .move_session(id, &exchanging, ConsentState::Linked)

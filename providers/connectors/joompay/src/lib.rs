@@ -108,10 +108,15 @@ pub fn open(
 }
 
 /// Whose tokens: the app and its `customer_ref`.
-type CustomerKey = (String, String);
+pub(crate) type CustomerKey = (String, String);
+
+/// The customers' access tokens in memory, shared by the connector (of
+/// every storage generation) and the consent pages, which drop a customer's
+/// cached token when they link the customer again.
+pub(crate) type CustomerTokenCache = TokenCache<CustomerKey, TokenError>;
 
 #[derive(Debug, Clone)]
-enum TokenError {
+pub(crate) enum TokenError {
     NotLinked,
     Revoked,
     Unavailable(String),
@@ -122,7 +127,7 @@ pub struct JoompayConnector {
     channel: Channel,
     oauth: OAuthClient,
     links: Links,
-    tokens: TokenCache<CustomerKey, TokenError>,
+    tokens: Arc<CustomerTokenCache>,
 }
 
 /// Why a call could not be made for the customer.
@@ -135,11 +140,20 @@ impl JoompayConnector {
     /// Builds the clients (the TPP's certificate and key are read now). Must
     /// run inside a tokio runtime: the gRPC channel connects lazily on it.
     pub fn new(config: JoompayConfig, links: Links) -> Result<Self, ConfigError> {
+        let tokens = Arc::new(TokenCache::new(config.token_refresh_margin));
+        Self::with_tokens(config, links, tokens)
+    }
+
+    fn with_tokens(
+        config: JoompayConfig,
+        links: Links,
+        tokens: Arc<CustomerTokenCache>,
+    ) -> Result<Self, ConfigError> {
         config.check()?;
         let oauth = OAuthClient::new(&config)?;
         let channel = grpc_channel(&config)?;
         Ok(JoompayConnector {
-            tokens: TokenCache::new(config.token_refresh_margin),
+            tokens,
             config,
             channel,
             oauth,
@@ -150,7 +164,12 @@ impl JoompayConnector {
     /// The pages of the customer's consent, to serve on
     /// [`JoompayConfig::consent_listen`].
     pub fn consent_pages(&self) -> ConsentPages {
-        ConsentPages::new(&self.config, self.links.clone(), self.oauth.clone())
+        ConsentPages::new(
+            &self.config,
+            self.links.clone(),
+            self.oauth.clone(),
+            self.tokens.clone(),
+        )
     }
 
     pub fn links(&self) -> &Links {
@@ -832,19 +851,20 @@ impl CompiledProvider for CompiledJoompay {
 struct ConfiguredJoompay {
     config: JoompayConfig,
     host: HostSettings,
-    /// The links and the consent server outlive the switch's storage
-    /// generations: opened on the first open, reused by the next.
-    shared: Mutex<Option<Links>>,
+    /// The links, the token cache and the consent server outlive the
+    /// switch's storage generations: made on the first open, reused by the
+    /// next.
+    shared: Mutex<Option<(Links, Arc<CustomerTokenCache>)>>,
 }
 
 impl ConfiguredJoompay {
-    fn links(&self, data_dir: &Path) -> Result<Links, String> {
+    fn shared(&self, data_dir: &Path) -> Result<(Links, Arc<CustomerTokenCache>), String> {
         let mut shared = self
             .shared
             .lock()
             .map_err(|_| "a previous open failed midway".to_owned())?;
-        if let Some(links) = shared.as_ref() {
-            return Ok(links.clone());
+        if let Some(both) = shared.as_ref() {
+            return Ok(both.clone());
         }
         let dir: PathBuf = data_dir.join(IN_PROCESS_DIR);
         let db = sled::Config::new()
@@ -861,25 +881,27 @@ impl ConfiguredJoompay {
         let listener = std::net::TcpListener::bind(self.config.consent_listen)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|error| format!("consent_listen {}: {error}", self.config.consent_listen))?;
+        let tokens = Arc::new(TokenCache::new(self.config.token_refresh_margin));
         let pages = ConsentPages::new(
             &self.config,
             links.clone(),
             OAuthClient::new(&self.config).map_err(|error| error.to_string())?,
+            tokens.clone(),
         );
         let _guard = runtime.enter();
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|error| format!("consent_listen: {error}"))?;
         tracing::info!(address = %self.config.consent_listen, "Joompay consent pages listening");
         runtime.spawn(pages.serve(listener, std::future::pending()));
-        *shared = Some(links.clone());
-        Ok(links)
+        *shared = Some((links.clone(), tokens.clone()));
+        Ok((links, tokens))
     }
 }
 
 impl ConfiguredProvider for ConfiguredJoompay {
     fn open(&self, host: &Host<'_>) -> Result<Arc<dyn HostedProvider>, String> {
-        let links = self.links(host.data_dir)?;
-        let connector = JoompayConnector::new(self.config.clone(), links.clone())
+        let (links, tokens) = self.shared(host.data_dir)?;
+        let connector = JoompayConnector::with_tokens(self.config.clone(), links.clone(), tokens)
             .map_err(|error| error.to_string())?;
         let mut settings = service_settings();
         settings.answer_durability = AnswerDurability::ByCaller;

@@ -507,3 +507,31 @@ async fn a_transfer_whose_answer_was_lost_is_asked_again_and_executed_once() {
     assert_eq!(rig.sim.executions().len(), 1, "asked again, executed once");
     assert_eq!(rig.sim.balance_cents("alice"), Some(99_000));
 }
+
+#[tokio::test]
+async fn a_customer_linked_again_is_served_with_the_new_consent_at_once() {
+    let rig = rig().await;
+    link(&rig, APP, "link-1", "cust-x", "alice").await;
+    let before = transact(
+        &rig,
+        request(APP, "lookup_account", "l-1", "cust-x", 0, json!({})),
+    )
+    .await;
+    assert_eq!(
+        before.provider_response.as_ref().unwrap()["holder_name"],
+        "Alice Example"
+    );
+    // The customer links a different Joompay account: the access token
+    // still cached for the first one must not be used for it.
+    link(&rig, APP, "link-2", "cust-x", "bob").await;
+    let after = transact(
+        &rig,
+        request(APP, "lookup_account", "l-2", "cust-x", 0, json!({})),
+    )
+    .await;
+    assert_eq!(
+        after.provider_response.as_ref().unwrap()["holder_name"],
+        "Bob Example",
+        "{after:?}"
+    );
+}
