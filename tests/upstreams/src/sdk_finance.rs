@@ -57,6 +57,9 @@ pub enum Fault {
     Unavailable,
     /// The request is created, then the answer is `500`.
     FailAfterCreating,
+    /// The answer is `500` and nothing is created (an internal error
+    /// before the platform took the request).
+    FailBeforeCreating,
 }
 
 /// Whether a bank request adds to the coin or takes from it.
@@ -391,6 +394,9 @@ impl State {
         let current = *lock(&self.fault);
         if current == Fault::Unavailable {
             return fault(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "try later");
+        }
+        if current == Fault::FailBeforeCreating {
+            return fault(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "try later");
         }
         let commission = commission(amount);
         {

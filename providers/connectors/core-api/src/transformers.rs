@@ -112,9 +112,10 @@ pub fn pending_note(deferred: &Value) -> PendingNote {
         .with_response(accepted.clone()),
         None => PendingNote::new(
             codes::OUTCOME_UNKNOWN,
-            "The charge was sent to core-api but its answer was lost. core-api has no idempotency \
-             key and no status look-up, so the charge is never sent again: an operator must ask \
-             core-api whether it was taken",
+            "The charge was being sent to core-api when its answer was lost (a timeout, an error, \
+             a restart): it may or may not have been taken. core-api has no idempotency key and no \
+             status look-up, so the charge is never sent again: an operator must ask core-api \
+             whether it was taken",
         ),
     }
 }

@@ -280,11 +280,19 @@ impl SdkFinanceConnector {
             .as_ref()
             .and_then(|details| details.get("template_id"))
             .and_then(Value::as_str)
-            .filter(|id| !id.is_empty() && id.len() <= 128)
+            // It becomes a path segment of the platform's URL: nothing that
+            // could reach another endpoint (`/`, `..`, `?`, `%`).
+            .filter(|id| {
+                !id.is_empty()
+                    && id.len() <= 128
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
         else {
             return Ok(Step::Done(Outcome::failed(
                 codes::INVALID_TRANSACTION,
-                "transfer_funds needs transaction.details.template_id: the platform's saved transfer template",
+                "transfer_funds needs transaction.details.template_id: the platform's saved transfer template (1 to 128 letters, digits, - or _)",
             )));
         };
         let amount = self.amount(request);
@@ -459,7 +467,8 @@ impl Connector for SdkFinanceConnector {
         }
     }
 
-    fn pending_note(&self, _transaction: TransactionContext<'_>, deferred: &Value) -> PendingNote {
-        transformers::pending_note(deferred)
+    fn pending_note(&self, transaction: TransactionContext<'_>, deferred: &Value) -> PendingNote {
+        let reference = external_id(transaction.app_id, transaction.transaction_ref);
+        transformers::pending_note(transaction.request_type, &reference, deferred)
     }
 }

@@ -37,6 +37,9 @@ pub mod codes {
     pub const AWAITING_OPERATOR: &str = "09";
     /// ISO 8583 `05`, "do not honour": the operator declined.
     pub const DECLINED: &str = "05";
+    /// ISO 8583 `68`, "response received too late": a request was sent and
+    /// its answer lost.
+    pub const OUTCOME_UNKNOWN: &str = "68";
 }
 
 pub const COLLECT: &str = "collect";
@@ -226,7 +229,30 @@ pub fn request_step(kind: Kind, view: RequestView) -> Step {
 }
 
 /// The `Pending` answer while a request waits for the operator.
-pub fn pending_note(deferred: &Value) -> PendingNote {
+pub fn pending_note(request_type: &str, reference: &str, deferred: &Value) -> PendingNote {
+    if let Some(transfer) = deferred.get("transfer") {
+        let status = transfer
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return PendingNote::new(
+            "",
+            format!(
+                "The platform answered the transfer with status {status}; it offers no look-up of transfers, so this transaction stays Pending: the platform's operator confirms its outcome"
+            ),
+        )
+        .with_response(transfer.clone());
+    }
+    if deferred.is_null() {
+        let message = match Kind::of(request_type) {
+            Some(kind) => format!(
+                "The {} request was sent to the platform and its answer was lost. Each query looks for it by its reference (externalId {reference}); it is never created twice, and stays Pending until it is found",
+                kind.noun()
+            ),
+            None => "The transfer was sent to the platform and its answer was lost. The platform offers no look-up of transfers, so it is never sent again: an operator must ask the platform whether it was executed".to_owned(),
+        };
+        return PendingNote::new(codes::OUTCOME_UNKNOWN, message);
+    }
     match awaited(deferred) {
         Some((kind, view)) => PendingNote::new(
             codes::AWAITING_OPERATOR,
@@ -306,7 +332,7 @@ mod tests {
                         (kind, kept.request_identifier.as_str()),
                         (Kind::TopUp, "req-000007")
                     );
-                    let note = pending_note(&deferred);
+                    let note = pending_note(COLLECT, "app:t-1", &deferred);
                     assert_eq!(note.code, codes::AWAITING_OPERATOR);
                     assert!(note.message.contains("req-000007"));
                 }

@@ -268,6 +268,8 @@ async fn a_request_whose_answer_was_lost_is_found_by_our_reference_and_never_cre
     rig.sim.set_fault(Fault::FailAfterCreating);
     let reply = transact(&rig, request("collect", "t-1", ALICE, 5_00)).await;
     assert_eq!(reply.status, Status::Pending, "{reply:?}");
+    assert_eq!(reply.provider_response_code, codes::OUTCOME_UNKNOWN);
+    assert!(reply.message.contains("externalId"), "{}", reply.message);
     rig.sim.set_fault(Fault::None);
     // The query finds it by externalId, and from then on follows it.
     let found = query(&rig, "collect", "t-1").await;
@@ -308,5 +310,52 @@ async fn a_platform_that_refuses_to_work_leaves_nothing_behind() {
             .await,
         Err(ProviderError::UnknownTransaction)
     ));
+    assert!(rig.sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_request_the_platform_never_created_stays_pending_and_is_looked_for_again() {
+    let rig = rig().await;
+    rig.sim.set_fault(Fault::FailBeforeCreating);
+    let reply = transact(&rig, request("disburse", "w-1", ALICE, 2_00)).await;
+    assert_eq!(reply.status, Status::Pending, "{reply:?}");
+    rig.sim.set_fault(Fault::None);
+    // The search by externalId finds nothing: still Pending, with why, and
+    // asked again on the next query rather than forgotten.
+    for _ in 0..2 {
+        let searched = query(&rig, "disburse", "w-1").await;
+        assert_eq!(searched.status, Status::Pending, "{searched:?}");
+        assert_eq!(searched.provider_response_code, codes::OUTCOME_UNKNOWN);
+        assert!(
+            searched.message.contains("never created twice"),
+            "{}",
+            searched.message
+        );
+    }
+    assert!(
+        rig.sim.requests().is_empty(),
+        "nothing was created, nothing sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_template_id_that_is_not_a_plain_name_is_refused_before_any_call() {
+    let rig = rig().await;
+    for (i, bad) in ["../bank-top-ups", "tpl/1", "tpl?x=1", "tpl%2F1", ""]
+        .into_iter()
+        .enumerate()
+    {
+        let reply = transact(
+            &rig,
+            transfer(&format!("x-{i}"), ALICE, 1_00, json!({"template_id": bad})),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.provider_response_code.as_str()),
+            (Status::Failed, codes::INVALID_TRANSACTION),
+            "{bad}: {reply:?}"
+        );
+        assert!(reply.message.contains("template_id"), "{}", reply.message);
+    }
     assert!(rig.sim.requests().is_empty());
 }

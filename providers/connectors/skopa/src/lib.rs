@@ -538,7 +538,7 @@ impl Connector for SkopaConnector {
         if deferred.is_null() {
             PendingNote::new(
                 "68",
-                "The call was sent to Skopa but its answer was lost; it is never sent again. The customer's Skopa transactions show whether it was made",
+                "The call was being sent to Skopa when its answer was lost: it may or may not have been made, and it is never sent again. The customer's Skopa transactions show whether it was made",
             )
         } else {
             PendingNote::new(
