@@ -25,13 +25,18 @@
 //!   original credentials, as the template's does.
 //!
 //! Keys are whatever identifies whose token it is: `()` for a service user,
-//! an app and a customer reference for a customer's. Tokens are
+//! an app and a customer reference for a customer's. A cache keyed per
+//! customer would grow with every customer ever seen, so once it holds
+//! [`PRUNE_AT`] keys, adding one first drops every key whose token has gone
+//! stale and that no caller is using (the next caller for it fetches afresh,
+//! with no stale token: its original credentials, as above); the bound then
+//! doubles from what is left, so pruning costs little per key. Tokens are
 //! [`SecretString`]s (redacted in `Debug`, zeroized on drop). Time is tokio's
 //! clock, so tests pause it and move it instead of sleeping.
 
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,11 +90,16 @@ impl<E> Default for Slot<E> {
     }
 }
 
+/// How many keys a cache holds before it first drops the stale ones.
+pub const PRUNE_AT: usize = 1024;
+
 /// Access tokens by key, with the fetch's error type `E`; see the module
 /// documentation.
 pub struct TokenCache<K, E> {
     margin: Duration,
     slots: DashMap<K, Arc<Slot<E>>>,
+    /// The number of keys at which the next new key prunes first.
+    prune_at: AtomicUsize,
 }
 
 impl<K: Eq + Hash, E> std::fmt::Debug for TokenCache<K, E> {
@@ -108,14 +118,44 @@ impl<K: Eq + Hash + Clone, E: Clone> TokenCache<K, E> {
         TokenCache {
             margin,
             slots: DashMap::new(),
+            prune_at: AtomicUsize::new(PRUNE_AT),
         }
+    }
+
+    /// How many keys the cache holds now.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     fn slot(&self, key: &K) -> Arc<Slot<E>> {
         if let Some(slot) = self.slots.get(key) {
             return slot.clone();
         }
+        if self.slots.len() >= self.prune_at.load(Ordering::Relaxed) {
+            self.prune();
+        }
         self.slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// Drops the keys whose token is stale (or that hold none) and that no
+    /// caller holds or is fetching for.
+    fn prune(&self) {
+        let now = Instant::now();
+        self.slots.retain(|_, slot| {
+            if Arc::strong_count(slot) > 1 {
+                return true;
+            }
+            match slot.state.try_lock() {
+                Ok(state) => state.held.as_ref().is_some_and(|held| now < held.use_until),
+                Err(_) => true,
+            }
+        });
+        self.prune_at
+            .store((self.slots.len() * 2).max(PRUNE_AT), Ordering::Relaxed);
     }
 
     /// The token for `key`: the cached one while it is fresh, else the one
@@ -216,6 +256,38 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(cache.get(&(), &fetch).await.unwrap().expose(), "token-2");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_keys_are_dropped_once_the_cache_is_large_and_live_ones_kept() {
+        let cache: TokenCache<usize, String> = TokenCache::new(Duration::ZERO);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let short = issuer(&fetches, Duration::from_secs(10));
+        for customer in 0..PRUNE_AT {
+            cache.get(&customer, &short).await.unwrap();
+        }
+        assert_eq!(cache.len(), PRUNE_AT);
+        // Every token so far goes stale; one customer gets a long-lived one.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let long = issuer(&fetches, Duration::from_secs(3600));
+        let kept = cache.get(&0, &long).await.unwrap();
+        // A new customer: the stale ones go, the live one stays.
+        cache.get(&PRUNE_AT, &long).await.unwrap();
+        assert_eq!(cache.len(), 2);
+        let before = fetches.load(Ordering::SeqCst);
+        assert_eq!(cache.get(&0, &long).await.unwrap(), kept);
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            before,
+            "no fetch for a kept key"
+        );
+        // Pruning does not run again until the cache has grown back.
+        for customer in PRUNE_AT + 1..PRUNE_AT + 100 {
+            cache.get(&customer, &short).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        cache.get(&(PRUNE_AT + 100), &short).await.unwrap();
+        assert_eq!(cache.len(), 102, "below the bound: nothing dropped");
     }
 
     #[tokio::test(start_paused = true)]
