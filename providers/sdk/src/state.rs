@@ -71,7 +71,7 @@ pub enum Awaiting {
 }
 
 /// A transaction that is not final yet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingEntry {
     pub app_id: String,
     pub transaction_ref: String,
@@ -86,6 +86,24 @@ pub struct PendingEntry {
     pub otp_override: bool,
     /// Where an OTP for this transaction goes, if anywhere.
     pub contact: Option<Contact>,
+}
+
+/// `deferred` is the connector's own data, which may hold a customer's
+/// credential (Skopa keeps the customer's refresh token there) or account
+/// details: never printed.
+impl std::fmt::Debug for PendingEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingEntry")
+            .field("app_id", &self.app_id)
+            .field("transaction_ref", &self.transaction_ref)
+            .field("request_type", &self.request_type)
+            .field("awaiting", &self.awaiting)
+            .field("deferred", &"[withheld]")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("otp_override", &self.otp_override)
+            .field("contact", &self.contact)
+            .finish()
+    }
 }
 
 impl PendingEntry {
@@ -503,5 +521,27 @@ impl StateStore {
 
     pub fn pending_len(&self) -> Result<usize, ServiceError> {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_entry_never_prints_what_the_connector_keeps() {
+        let entry = PendingEntry {
+            app_id: "app".into(),
+            transaction_ref: "t-1".into(),
+            request_type: "transfer_funds".into(),
+            awaiting: Awaiting::Processing,
+            deferred: serde_json::json!({"credential": "customer-refresh-token-0001"}),
+            expires_at_ms: None,
+            otp_override: false,
+            contact: None,
+        };
+        let printed = format!("{entry:?}");
+        assert!(printed.contains("t-1"), "{printed}");
+        assert!(!printed.contains("customer-refresh-token"), "{printed}");
     }
 }
