@@ -352,12 +352,27 @@ impl Switch {
     }
 }
 
-/// Opens a switch for `config` and serves it on `listener` until `shutdown`.
+/// Opens a switch for `config`, with only the built-in compiled providers
+/// (the demo bank), and serves it on `listener` until `shutdown`.
 pub async fn run(
     config: &SwitchConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    Switch::open(config)?.serve(listener, shutdown).await;
+    run_with_registry(config, &Registry::builtin(), listener, shutdown).await
+}
+
+/// As [`run`], with the compiled providers of `registry`: what a program
+/// embedding the switch calls to serve with its own connectors, exactly as
+/// the `manifold` binary does.
+pub async fn run_with_registry(
+    config: &SwitchConfig,
+    registry: &Registry,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    Switch::open_with_registry(config, registry, HashMap::new())?
+        .serve(listener, shutdown)
+        .await;
     Ok(())
 }
