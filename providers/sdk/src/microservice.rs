@@ -157,7 +157,9 @@ pub enum ServeArgsError {
 
 /// A secret file should be its user's alone; the provider still starts,
 /// as the switch does (the host may have reasons), but says so.
-fn warn_if_others_may_read(path: &Path) {
+/// Logs a warning when users other than the owner may read `path` (a file
+/// holding a secret).
+pub fn warn_if_others_may_read(path: &Path) {
     #[cfg(unix)]
     if let Some(mode) = std::fs::metadata(path)
         .ok()

@@ -137,14 +137,19 @@ impl SdkFinanceConfig {
             (Some(var), None) => env(var)
                 .filter(|value| !value.is_empty())
                 .ok_or_else(|| format!("password_env: the environment variable {var} is not set"))?,
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|error| {
-                    format!("password_file: {} cannot be read: {}", path.display(), error.kind())
-                })?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
+            (None, Some(path)) => {
+                // Relative to the directory the process runs in.
+                let path = std::path::PathBuf::from(path.to_string_lossy().trim());
+                manifold_provider_sdk::microservice::warn_if_others_may_read(&path);
+                std::fs::read_to_string(&path)
+                    .map_err(|error| {
+                        format!("password_file: {} cannot be read: {}", path.display(), error.kind())
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            }
             _ => {
                 return Err("give exactly one of password_env and password_file (a password written in the settings would sit on disk in clear)".into())
             }
@@ -175,6 +180,8 @@ impl SdkFinanceConfig {
 /// base_url = "https://sandbox.sdk.finance/api/v1"
 /// login = "manifold-service@example.com"
 /// password_env = "SDK_FINANCE_PASSWORD"   # or password_file = "/etc/manifold/sdkf-password"
+/// # (a relative password_file is read from the directory the process runs in;
+/// #  a file others may read is warned about)
 /// bank_id = "settlement-bank"
 /// # minor_unit_digits = 2
 /// # timeout_ms = 6000
@@ -226,6 +233,15 @@ mod tests {
             SdkFinanceConfig::from_settings(&settings(json!({"password_file": file})), |_| None)
                 .unwrap();
         assert_eq!(config.password.expose(), "pw-from-file");
+        let padded = format!("  {}\n", file.display());
+        let config =
+            SdkFinanceConfig::from_settings(&settings(json!({"password_file": padded})), |_| None)
+                .unwrap();
+        assert_eq!(
+            config.password.expose(),
+            "pw-from-file",
+            "the path is trimmed"
+        );
 
         let clear = SdkFinanceConfig::from_settings(
             &settings(json!({"password": "hunter2-clear"})),

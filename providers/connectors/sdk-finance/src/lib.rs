@@ -77,6 +77,10 @@ pub fn open(
 /// "sdk-finance"`), configured by the route's `[providers.settings]`
 /// ([`config::Settings`]; the password from the environment or a file).
 pub fn compiled() -> SdkProvider<SdkFinanceConnector> {
+    // Run at start-up and again for each storage generation (a reopen after
+    // a disk error): the password is read from its file or variable each
+    // time, on purpose, so a password rotated there since start-up is the
+    // one a reopened switch uses.
     SdkProvider::new(|settings| {
         let config = SdkFinanceConfig::from_settings(settings, |var| std::env::var(var).ok())?;
         let connector = SdkFinanceConnector::new(config).map_err(|error| error.to_string())?;
