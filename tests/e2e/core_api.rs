@@ -355,3 +355,69 @@ async fn a_connector_killed_after_core_api_took_the_charge_never_sends_it_again(
     assert_eq!(sim.accepted().len(), 1, "core-api charged at most once");
     switch.stop().await;
 }
+
+/// The `manifold` binary with core-api compiled in, SIGKILLed while core-api
+/// holds its answer to a charge it took: the switch and the provider share
+/// one database, and after the restart the charge is `Pending` with `68`
+/// and is never sent again.
+#[tokio::test]
+async fn the_manifold_binary_killed_while_core_api_holds_a_charge_never_sends_it_again() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!(
+        "mode = \"in_process\"\nimplementation = \"core-api\"\n[providers.settings]\n\
+         auth_url = \"{}\"\ncore_url = \"{}\"\ncurrency = \"USD\"",
+        sim.auth_url(),
+        sim.core_url()
+    );
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, config(dir.path(), &settings)).unwrap();
+    let switch = SwitchProcess::start(&path);
+    let app = Arc::new(AppClient::new(&switch.url(), QUICK_APP, "core-api"));
+
+    sim.set_fault(Fault::HoldAfterAccepting);
+    let first = {
+        let app = app.clone();
+        tokio::spawn(async move { collect(&app, "r-1", "t-1", ALICE, 300).await })
+    };
+    tokio::time::timeout(LIMIT, async {
+        while sim.accepted().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("core-api receives the charge");
+    switch.kill();
+    // The call to the killed switch has no answer to wait for.
+    first.abort();
+    sim.release_held();
+    sim.set_fault(Fault::None);
+
+    // Restarted on the same data: the provider's marker says the charge may
+    // have gone, so it is Pending with 68, and nothing sends it again.
+    let switch = SwitchProcess::start(&path);
+    let app = AppClient::new(&switch.url(), QUICK_APP, "core-api");
+    let settled = tokio::time::timeout(LIMIT, async {
+        let mut round = 0;
+        loop {
+            round += 1;
+            let query = app.query(&format!("q-{round}"), "t-1").await;
+            if query.body["data"]["provider_response_code"] == "68" {
+                return query;
+            }
+            assert_ne!(query.status(), "Successful", "{}", query.raw);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the restarted switch reports the charge's fate");
+    assert_eq!(settled.status(), "Pending", "{}", settled.raw);
+    assert!(
+        settled.message().contains("never sent again"),
+        "{}",
+        settled.raw
+    );
+    let repeat = collect(&app, "r-1", "t-1", ALICE, 300).await;
+    assert_eq!(repeat.status(), "Pending", "{}", repeat.raw);
+    assert_eq!(sim.accepted().len(), 1, "charged at most once");
+}

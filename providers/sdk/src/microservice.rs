@@ -44,6 +44,31 @@ pub fn open_state_db(dir: &Path) -> std::io::Result<sled::Db> {
     Ok(db)
 }
 
+/// What every provider binary ends with: binds `listen`, prints
+/// `<name> listening on <address>` on stdout (scripts and tests read that
+/// line to learn the port), and [`run`]s until SIGINT or SIGTERM.
+pub async fn listen_and_run<C: Connector>(
+    name: &str,
+    listen: &str,
+    service: Arc<ProviderService<C>>,
+    commit: GroupCommit,
+    server: ProviderServer,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|error| std::io::Error::new(error.kind(), format!("binding {listen}: {error}")))?;
+    println!("{name} listening on {}", listener.local_addr()?);
+    run(
+        listener,
+        service,
+        commit,
+        server,
+        manifold_edge::shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
 /// Serves `service` on `listener` until `shutdown` completes, verifying every
 /// call with `server.hop`.
 pub async fn run<C: Connector>(
@@ -155,10 +180,9 @@ pub enum ServeArgsError {
     Tls(#[from] manifold_edge::TlsError),
 }
 
-/// A secret file should be its user's alone; the provider still starts,
-/// as the switch does (the host may have reasons), but says so.
-/// Logs a warning when users other than the owner may read `path` (a file
-/// holding a secret).
+/// Logs a warning when users other than the owner may read `path`, a file
+/// holding a secret: it should be its user's alone, but the provider still
+/// starts, as the switch does (the host may have reasons).
 pub fn warn_if_others_may_read(path: &Path) {
     #[cfg(unix)]
     if let Some(mode) = std::fs::metadata(path)
@@ -173,6 +197,17 @@ pub fn warn_if_others_may_read(path: &Path) {
 }
 
 impl ServeArgs {
+    /// `settings` with this command line's data keys and retention: the
+    /// provider's state sealed and kept as the host says.
+    pub fn apply_to(
+        &self,
+        mut settings: crate::ServiceSettings,
+    ) -> Result<crate::ServiceSettings, ServeArgsError> {
+        settings.data_keys = Some(self.data_keys()?);
+        settings.retention = Some(self.retention()?);
+        Ok(settings)
+    }
+
     /// The shared secret, from the file or the environment.
     pub fn secret(&self) -> Result<SecretString, ServeArgsError> {
         let mut raw = match &self.secret_file {

@@ -108,12 +108,12 @@ async fn main() -> anyhow::Result<()> {
     let db = microservice::open_state_db(&args.data)
         .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
-    let mut settings = manifold_provider_template::service_settings();
+    let mut settings = args
+        .serve
+        .apply_to(manifold_provider_template::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
     settings.otp.attempts = args.code_attempts.max(1);
     settings.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
-    settings.data_keys = Some(args.serve.data_keys()?);
-    settings.retention = Some(args.serve.retention()?);
     let provider = manifold_provider_template::open(
         &db,
         commit.clone(),
@@ -129,18 +129,13 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    // Tests and scripts read this line to learn the port.
-    println!("template-provider listening on {}", listener.local_addr()?);
-    microservice::run(
-        listener,
+    microservice::listen_and_run(
+        "template-provider",
+        &args.listen,
         Arc::new(provider),
         commit,
         server,
-        manifold_edge::shutdown_signal(),
     )
-    .await;
+    .await?;
     Ok(())
 }

@@ -72,9 +72,9 @@ async fn main() -> anyhow::Result<()> {
     let db = microservice::open_state_db(&args.data)
         .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
-    let mut settings = manifold_connector_core_api::service_settings();
-    settings.data_keys = Some(args.serve.data_keys()?);
-    settings.retention = Some(args.serve.retention()?);
+    let settings = args
+        .serve
+        .apply_to(manifold_connector_core_api::service_settings())?;
     let provider = manifold_connector_core_api::open(
         &db,
         commit.clone(),
@@ -90,18 +90,13 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    // Tests and scripts read this line to learn the port.
-    println!("core-api-provider listening on {}", listener.local_addr()?);
-    microservice::run(
-        listener,
+    microservice::listen_and_run(
+        "core-api-provider",
+        &args.listen,
         Arc::new(provider),
         commit,
         server,
-        manifold_edge::shutdown_signal(),
     )
-    .await;
+    .await?;
     Ok(())
 }

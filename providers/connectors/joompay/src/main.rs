@@ -122,15 +122,15 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
     let keys = args.serve.data_keys()?;
-    let connector = manifold_connector_joompay::connector(config, &db, keys.clone())
+    let connector = manifold_connector_joompay::connector(config, &db, keys)
         .map_err(anyhow::Error::msg)
         .context("upstream configuration")?;
     let links = connector.links().clone();
     let pages = connector.consent_pages();
-    let mut settings = manifold_connector_joompay::service_settings();
+    let mut settings = args
+        .serve
+        .apply_to(manifold_connector_joompay::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
-    settings.data_keys = Some(keys);
-    settings.retention = Some(args.serve.retention()?);
     let provider = manifold_connector_joompay::open(
         &db,
         commit.clone(),
@@ -146,20 +146,16 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    println!("joompay-provider listening on {}", listener.local_addr()?);
-    println!("joompay-provider consent pages on {consent_address}");
+    eprintln!("joompay-provider consent pages on {consent_address}");
     let consent = tokio::spawn(pages.serve(consent_listener, manifold_edge::shutdown_signal()));
-    microservice::run(
-        listener,
+    let served = microservice::listen_and_run(
+        "joompay-provider",
+        &args.listen,
         Arc::new(provider),
         commit,
         server,
-        manifold_edge::shutdown_signal(),
     )
     .await;
     consent.abort();
-    Ok(())
+    Ok(served?)
 }

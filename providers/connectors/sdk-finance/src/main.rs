@@ -97,9 +97,9 @@ async fn main() -> anyhow::Result<()> {
     let db = microservice::open_state_db(&args.data)
         .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
-    let mut settings = manifold_connector_sdk_finance::service_settings();
-    settings.data_keys = Some(args.serve.data_keys()?);
-    settings.retention = Some(args.serve.retention()?);
+    let settings = args
+        .serve
+        .apply_to(manifold_connector_sdk_finance::service_settings())?;
     let provider = manifold_connector_sdk_finance::open(
         &db,
         commit.clone(),
@@ -115,20 +115,13 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    println!(
-        "sdk-finance-provider listening on {}",
-        listener.local_addr()?
-    );
-    microservice::run(
-        listener,
+    microservice::listen_and_run(
+        "sdk-finance-provider",
+        &args.listen,
         Arc::new(provider),
         commit,
         server,
-        manifold_edge::shutdown_signal(),
     )
-    .await;
+    .await?;
     Ok(())
 }

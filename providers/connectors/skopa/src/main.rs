@@ -64,10 +64,10 @@ async fn main() -> anyhow::Result<()> {
     let db = microservice::open_state_db(&args.data)
         .with_context(|| format!("opening {}", args.data.display()))?;
     let commit = GroupCommit::start(db.clone())?;
-    let mut settings = manifold_connector_skopa::service_settings();
+    let mut settings = args
+        .serve
+        .apply_to(manifold_connector_skopa::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
-    settings.data_keys = Some(args.serve.data_keys()?);
-    settings.retention = Some(args.serve.retention()?);
     let provider = manifold_connector_skopa::open(
         &db,
         commit.clone(),
@@ -83,17 +83,13 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    println!("skopa-provider listening on {}", listener.local_addr()?);
-    microservice::run(
-        listener,
+    microservice::listen_and_run(
+        "skopa-provider",
+        &args.listen,
         Arc::new(provider),
         commit,
         server,
-        manifold_edge::shutdown_signal(),
     )
-    .await;
+    .await?;
     Ok(())
 }
