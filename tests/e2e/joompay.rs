@@ -265,6 +265,27 @@ async fn exercise(app: &AppClient, upstream: &Upstream) {
         bad_iban.body["data"]["provider_response_code"],
         "invalid_iban"
     );
+    let mismatch = call(
+        app,
+        "transfer_funds",
+        "x-3",
+        "cust-alice",
+        1_00,
+        json!({"iban": RECIPIENT_IBAN, "recipient_name": "Jane Doe"}),
+    )
+    .await;
+    assert_eq!(mismatch.status(), "Failed", "{}", mismatch.raw);
+    assert_eq!(
+        mismatch.body["data"]["provider_response_code"],
+        "recipient_name_mismatch"
+    );
+    // An access token Joompay expired early is renewed with the refresh
+    // token, once, and the call goes through.
+    let refreshes = sim.refreshes();
+    sim.expire_access_tokens();
+    let renewed = call(app, "get_balance", "b-4", "cust-alice", 0, json!({})).await;
+    assert_eq!(renewed.status(), "Successful", "{}", renewed.raw);
+    assert_eq!(sim.refreshes(), refreshes + 1);
     let stranger = call(app, "get_balance", "b-2", "cust-nobody", 0, json!({})).await;
     assert_eq!(stranger.status(), "Failed", "{}", stranger.raw);
     assert_eq!(
