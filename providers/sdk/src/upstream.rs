@@ -168,6 +168,28 @@ impl HttpUpstream {
     }
 }
 
+/// Whether `code` is a plain machine code (1 to 64 ASCII letters, digits
+/// or `_`) that may be relayed to the app as `provider_response_code`:
+/// free text might quote what was sent (an account number).
+pub fn is_plain_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The code a JSON error body names in its top-level string `field`
+/// (`{"code": "insufficient_funds"}`), if it is a plain one
+/// ([`is_plain_code`]); the body's other members, free text among them,
+/// are never read.
+pub fn error_code_in(body: &[u8], field: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .get(field)?
+        .as_str()
+        .filter(|code| is_plain_code(code))
+        .map(str::to_owned)
+}
+
 /// `minor` units as a decimal string of major units with `digits` places
 /// (`1234`, 2 → `"12.34"`; `100`, 0 → `"100"`): what upstreams that take
 /// major units are sent, written without floats.
@@ -210,6 +232,33 @@ pub fn describe_send_error(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_plain_code_is_taken_from_an_error_body() {
+        let code = |body: &str, field: &str| error_code_in(body.as_bytes(), field);
+        assert_eq!(
+            code(
+                r#"{"code": "insufficient_funds", "message": "acct 0123456789"}"#,
+                "code"
+            ),
+            Some("insufficient_funds".into())
+        );
+        assert_eq!(
+            code(r#"{"error": "invalid_token"}"#, "error"),
+            Some("invalid_token".into())
+        );
+        assert_eq!(
+            code(r#"{"code": "no such account 0123456789"}"#, "code"),
+            None
+        );
+        assert_eq!(code(r#"{"code": ""}"#, "code"), None);
+        assert_eq!(code(r#"{"code": 42}"#, "code"), None);
+        assert_eq!(code("<html>", "code"), None);
+        assert_eq!(
+            code(&format!(r#"{{"code": "{}"}}"#, "x".repeat(65)), "code"),
+            None
+        );
+    }
 
     #[test]
     fn endpoints_keep_the_base_path_and_encode_references() {

@@ -80,16 +80,10 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// The error code of a refusal's body, if it names a plausible one.
+/// The error code of a refusal's body (`{"error": …}`), if it names a
+/// plain one.
 pub fn fault_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .map(|body| body.error)
-        .filter(|code| {
-            !code.is_empty()
-                && code.len() <= 64
-                && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        })
+    manifold_provider_sdk::upstream::error_code_in(body, "error")
 }
 
 pub use manifold_provider_sdk::upstream::major_units;

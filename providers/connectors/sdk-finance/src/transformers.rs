@@ -172,21 +172,10 @@ pub struct TransferDone {
     pub commission: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-}
-
-/// The platform's error code of a refusal, if its body names a plausible one.
+/// The platform's error code of a refusal (`{"code": …}`), if its body
+/// names a plain one.
 pub fn fault_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .map(|body| body.code)
-        .filter(|code| {
-            !code.is_empty()
-                && code.len() <= 64
-                && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        })
+    manifold_provider_sdk::upstream::error_code_in(body, "code")
 }
 
 pub use manifold_provider_sdk::upstream::major_units;
