@@ -35,6 +35,8 @@
 //!   options every provider binary shares.
 //! - [`tokens`]: [`tokens::TokenCache`], upstream access tokens fetched once
 //!   for many callers and refreshed before they expire.
+//! - [`customer`]: a customer's own credential traded for tokens that act
+//!   for that customer alone, cached per customer.
 //! - [`upstream`]: [`upstream::HttpUpstream`], the HTTP rules a REST
 //!   connector follows (what failure means nothing was done, what leaves the
 //!   outcome unknown).
@@ -47,6 +49,7 @@ pub mod clock;
 pub mod codes;
 pub mod compiled;
 pub mod connector;
+pub mod customer;
 pub mod microservice;
 pub mod otp;
 pub mod service;

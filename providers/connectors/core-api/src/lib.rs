@@ -35,20 +35,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use manifold_crypto::{SecretString, SourceDetails};
-use manifold_provider::outbound::{
-    read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
-};
+use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::{Notifier, TransactRequest};
 use manifold_provider_sdk::compiled::SdkProvider;
-use manifold_provider_sdk::tokens::{Token, TokenCache};
-use manifold_provider_sdk::upstream::{describe_send_error, Answer, BearerTokens, HttpUpstream};
+use manifold_provider_sdk::customer::{
+    request_token, CredentialError, CredentialExchange, CustomerTokenCache,
+};
+use manifold_provider_sdk::tokens::Token;
+use manifold_provider_sdk::upstream::{Answer, HttpUpstream};
 use manifold_provider_sdk::{
     Confirmation, Connector, ConnectorError, Outcome, PendingNote, ProviderService, ServiceError,
     ServiceSettings, StateDurability, Step, TransactionContext,
 };
-use reqwest::StatusCode;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub use config::{ConfigError, CoreApiConfig};
 use transformers::{codes, Accepted, ChargeRequest, TokenRequest, TokenResponse, COLLECT};
@@ -90,25 +89,12 @@ pub fn compiled() -> SdkProvider<CoreApiConnector> {
     })
 }
 
-/// Whose token a cached token is: the SHA-256 of the customer's credential,
-/// so that the cache's keys are not credentials themselves.
-type CustomerKey = [u8; 32];
-
-/// Why no token could be had.
-#[derive(Debug, Clone)]
-enum TokenError {
-    /// The auth service refused the customer's credential: nothing can be
-    /// charged with it, now or on a retry.
-    Refused,
-    Unavailable(String),
-}
-
 /// core-api, as a [`Connector`].
 pub struct CoreApiConnector {
     config: CoreApiConfig,
     /// core-api's base URL and the SDK's HTTP rules.
     core: HttpUpstream,
-    tokens: TokenCache<CustomerKey, TokenError>,
+    tokens: CustomerTokenCache,
 }
 
 impl CoreApiConnector {
@@ -121,7 +107,7 @@ impl CoreApiConnector {
         let core = HttpUpstream::new(config.core_url.clone(), &options, transformers::fault_code)
             .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
         Ok(CoreApiConnector {
-            tokens: TokenCache::new(config.token_refresh_margin),
+            tokens: CustomerTokenCache::new(config.token_refresh_margin),
             config,
             core,
         })
@@ -131,80 +117,18 @@ impl CoreApiConnector {
         &self.config
     }
 
-    /// A token for the customer whose credential this is.
-    async fn token(
-        &self,
-        key: &CustomerKey,
-        credential: &SecretString,
-    ) -> Result<SecretString, TokenError> {
-        self.tokens
-            .get(key, |_stale| self.fetch_token(credential))
-            .await
-    }
-
-    /// Asks the auth service for a new token. A refused credential is final;
-    /// anything else means nothing was charged and the call may be repeated.
-    async fn fetch_token(&self, credential: &SecretString) -> Result<Token, TokenError> {
-        let unavailable = |why: String| TokenError::Unavailable(format!("token: {why}"));
-        let mut url = self.config.auth_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| unavailable("the auth URL cannot take a path".into()))?
-            .pop_if_empty()
-            .push("token");
-        let response = self
-            .core
-            .http()
-            .post(url)
-            .json(&TokenRequest {
-                refresh_token: credential.expose(),
-            })
-            .send()
-            .await
-            .map_err(|error| unavailable(describe_send_error(&error)))?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(TokenError::Refused);
-        }
-        if !status.is_success() {
-            return Err(unavailable(format!(
-                "the auth service answered HTTP {status}"
-            )));
-        }
-        let body = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|error| match error {
-                ReadError::Http(error) => unavailable(describe_send_error(&error)),
-                too_large => unavailable(too_large.to_string()),
-            })?;
-        // The body holds the token: its parse error is not quoted.
-        let token: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| unavailable("the auth service's answer could not be read".into()))?;
-        Ok(Token {
-            value: token.token,
-            refresh: None,
-            lifetime: self.config.token_lifetime,
-        })
-    }
-
     /// Sends one charge for the customer whose credential this is.
     async fn charge(
         &self,
         request: &TransactRequest,
         credential: &SecretString,
     ) -> Result<Step, ConnectorError> {
-        let key: CustomerKey = Sha256::digest(credential.expose().as_bytes()).into();
+        let tokens = self.tokens.customer(self, credential);
         // The first token is asked for here, so that a refused credential is
         // a `Failed` answer rather than an outage.
-        match self.token(&key, credential).await {
-            Ok(_) => {}
-            Err(TokenError::Refused) => return Ok(Step::Done(transformers::credential_refused())),
-            Err(TokenError::Unavailable(why)) => return Err(ConnectorError::Unavailable(why)),
+        if !tokens.accepted().await? {
+            return Ok(Step::Done(transformers::credential_refused()));
         }
-        let tokens = CustomerTokens {
-            connector: self,
-            key,
-            credential,
-        };
         let url = self.core.endpoint(&["transaction"])?;
         let amount =
             transformers::major_units(request.transaction.amount, self.config.minor_unit_digits);
@@ -242,31 +166,36 @@ impl CoreApiConnector {
     }
 }
 
-/// One customer's tokens, for [`HttpUpstream::call`]'s retry after a `401`.
-struct CustomerTokens<'a> {
-    connector: &'a CoreApiConnector,
-    key: CustomerKey,
-    credential: &'a SecretString,
-}
-
+/// The auth service's tokens: `POST <auth_url>/token` with the customer's
+/// credential. A refused credential is final; anything else means nothing
+/// was charged and the call may be repeated.
 #[async_trait]
-impl BearerTokens for CustomerTokens<'_> {
-    async fn token(&self) -> Result<SecretString, ConnectorError> {
-        // A credential refused now (it was accepted a moment ago) leaves
-        // nothing charged: unavailable, and the app may try again.
-        self.connector
-            .token(&self.key, self.credential)
-            .await
-            .map_err(|error| match error {
-                TokenError::Refused => ConnectorError::Unavailable(
-                    "the auth service refused the customer's token".into(),
-                ),
-                TokenError::Unavailable(why) => ConnectorError::Unavailable(why),
-            })
+impl CredentialExchange for CoreApiConnector {
+    fn issuer(&self) -> &str {
+        "the auth service"
     }
 
-    async fn refused(&self, token: &SecretString) {
-        self.connector.tokens.reject(&self.key, token).await;
+    async fn exchange(
+        &self,
+        credential: &SecretString,
+        _stale: Option<Token>,
+    ) -> Result<Token, CredentialError> {
+        let mut url = self.config.auth_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| {
+                CredentialError::Unavailable("token: the auth URL cannot take a path".into())
+            })?
+            .pop_if_empty()
+            .push("token");
+        let request = self.core.http().post(url).json(&TokenRequest {
+            refresh_token: credential.expose(),
+        });
+        let token: TokenResponse = request_token(request, self.issuer()).await?;
+        Ok(Token {
+            value: token.token,
+            refresh: None,
+            lifetime: self.config.token_lifetime,
+        })
     }
 }
 

@@ -35,20 +35,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use manifold_crypto::{SecretString, SourceDetails};
-use manifold_provider::outbound::{
-    read_capped, OutboundOptions, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
-};
+use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::{Notifier, TransactRequest};
 use manifold_provider_sdk::compiled::SdkProvider;
-use manifold_provider_sdk::tokens::{Token, TokenCache};
-use manifold_provider_sdk::upstream::{describe_send_error, Answer, BearerTokens, HttpUpstream};
+use manifold_provider_sdk::customer::{
+    request_token, CredentialError, CredentialExchange, CustomerTokenCache,
+};
+use manifold_provider_sdk::tokens::Token;
+use manifold_provider_sdk::upstream::{Answer, HttpUpstream};
 use manifold_provider_sdk::{
     Confirmation, Connector, ConnectorError, Outcome, PendingNote, ProviderService, ServiceError,
     ServiceSettings, StateDurability, Step, TransactionContext,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub use config::{ConfigError, SkopaConfig};
 use transformers::{
@@ -85,19 +85,10 @@ pub fn compiled() -> SdkProvider<SkopaConnector> {
     })
 }
 
-/// The SHA-256 of the customer's refresh token: whose access token it is.
-type CustomerKey = [u8; 32];
-
-#[derive(Debug, Clone)]
-enum TokenError {
-    Refused,
-    Unavailable(String),
-}
-
 pub struct SkopaConnector {
     config: SkopaConfig,
     upstream: HttpUpstream,
-    tokens: TokenCache<CustomerKey, TokenError>,
+    tokens: CustomerTokenCache,
 }
 
 impl SkopaConnector {
@@ -111,65 +102,14 @@ impl SkopaConnector {
             HttpUpstream::new(config.base_url.clone(), &options, transformers::fault_code)
                 .map_err(|error| ConfigError::HttpClient(error.to_string()))?;
         Ok(SkopaConnector {
-            tokens: TokenCache::new(config.token_refresh_margin),
+            tokens: CustomerTokenCache::new(config.token_refresh_margin),
             config,
             upstream,
         })
     }
 
-    /// `POST /auth/refresh` with the customer's refresh token, or the newer
-    /// one a previous refresh gave.
-    async fn fetch_token(
-        &self,
-        credential: &SecretString,
-        stale: Option<Token>,
-    ) -> Result<Token, TokenError> {
-        let unavailable = |why: String| TokenError::Unavailable(format!("token: {why}"));
-        let refresh = stale
-            .and_then(|token| token.refresh)
-            .unwrap_or_else(|| credential.clone());
-        let url = self
-            .upstream
-            .endpoint(&["auth", "refresh"])
-            .map_err(|error| unavailable(error.to_string()))?;
-        let response = self
-            .upstream
-            .http()
-            .post(url)
-            .json(&RefreshRequest {
-                refresh_token: refresh.expose(),
-            })
-            .send()
-            .await
-            .map_err(|error| unavailable(describe_send_error(&error)))?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(TokenError::Refused);
-        }
-        if !status.is_success() {
-            return Err(unavailable(format!("Skopa answered HTTP {status}")));
-        }
-        let body = read_capped(response, DEFAULT_MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|error| match error {
-                ReadError::Http(error) => unavailable(describe_send_error(&error)),
-                too_large => unavailable(too_large.to_string()),
-            })?;
-        let pair: TokenPair = serde_json::from_slice(&body)
-            .map_err(|_| unavailable("Skopa's answer could not be read".into()))?;
-        Ok(Token {
-            value: pair.access_token,
-            refresh: pair.refresh_token,
-            lifetime: self.config.token_lifetime,
-        })
-    }
-
     fn customer<'a>(&'a self, credential: &'a SecretString) -> CustomerTokens<'a> {
-        CustomerTokens {
-            connector: self,
-            key: Sha256::digest(credential.expose().as_bytes()).into(),
-            credential,
-        }
+        self.tokens.customer(self, credential)
     }
 
     /// Sends a transfer or withdrawal (again, with a verification).
@@ -342,44 +282,37 @@ impl SkopaConnector {
 }
 
 /// One customer's tokens, for [`HttpUpstream::call`].
-struct CustomerTokens<'a> {
-    connector: &'a SkopaConnector,
-    key: CustomerKey,
-    credential: &'a SecretString,
-}
+type CustomerTokens<'a> = manifold_provider_sdk::customer::CustomerTokens<'a, SkopaConnector>;
 
-impl CustomerTokens<'_> {
-    async fn first(&self) -> Result<Option<Outcome>, ConnectorError> {
-        match self.fetch().await {
-            Ok(_) => Ok(None),
-            Err(TokenError::Refused) => Ok(Some(transformers::credential_refused())),
-            Err(TokenError::Unavailable(why)) => Err(ConnectorError::Unavailable(why)),
-        }
-    }
-
-    async fn fetch(&self) -> Result<SecretString, TokenError> {
-        self.connector
-            .tokens
-            .get(&self.key, |stale| {
-                self.connector.fetch_token(self.credential, stale)
-            })
-            .await
-    }
-}
-
+/// `POST /auth/refresh` with the customer's refresh token, or the newer one
+/// a previous refresh gave.
 #[async_trait]
-impl BearerTokens for CustomerTokens<'_> {
-    async fn token(&self) -> Result<SecretString, ConnectorError> {
-        self.fetch().await.map_err(|error| match error {
-            TokenError::Refused => {
-                ConnectorError::Unavailable("Skopa refused the customer's token".into())
-            }
-            TokenError::Unavailable(why) => ConnectorError::Unavailable(why),
-        })
+impl CredentialExchange for SkopaConnector {
+    fn issuer(&self) -> &str {
+        "Skopa"
     }
 
-    async fn refused(&self, token: &SecretString) {
-        self.connector.tokens.reject(&self.key, token).await;
+    async fn exchange(
+        &self,
+        credential: &SecretString,
+        stale: Option<Token>,
+    ) -> Result<Token, CredentialError> {
+        let refresh = stale
+            .and_then(|token| token.refresh)
+            .unwrap_or_else(|| credential.clone());
+        let url = self
+            .upstream
+            .endpoint(&["auth", "refresh"])
+            .map_err(|error| CredentialError::Unavailable(format!("token: {error}")))?;
+        let request = self.upstream.http().post(url).json(&RefreshRequest {
+            refresh_token: refresh.expose(),
+        });
+        let pair: TokenPair = request_token(request, self.issuer()).await?;
+        Ok(Token {
+            value: pair.access_token,
+            refresh: pair.refresh_token,
+            lifetime: self.config.token_lifetime,
+        })
     }
 }
 
@@ -401,8 +334,8 @@ impl Connector for SkopaConnector {
             )));
         };
         let tokens = self.customer(&customer.token);
-        if let Some(refused) = tokens.first().await? {
-            return Ok(Step::Done(refused));
+        if !tokens.accepted().await? {
+            return Ok(Step::Done(transformers::credential_refused()));
         }
         if request.request_type == GET_STATEMENT {
             return self.statement(request, &tokens).await;
