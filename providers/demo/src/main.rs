@@ -70,15 +70,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Pending confirmations and the ledger are this user's alone.
-    manifold_edge::private_files::restrict_new_files();
-    // Logs go to stderr: stdout carries only the "listening on" line that
-    // scripts and tests read.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    manifold_provider_sdk::microservice::start_process();
     let args = Args::parse();
     let db = microservice::open_state_db(&args.data)
         .with_context(|| format!("opening {}", args.data.display()))?;

@@ -32,6 +32,19 @@ use crate::connector::Connector;
 use crate::service::ProviderService;
 use crate::sweeper::Sweeper;
 
+/// What a provider binary does first: the files it creates from now on are
+/// its user's alone, and logs go to stderr (`RUST_LOG`, `info` by default),
+/// so stdout carries only the `listening on` line scripts and tests read.
+pub fn start_process() {
+    manifold_edge::private_files::restrict_new_files();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
 /// Opens (or creates) the provider's state database in `dir`, private to
 /// this user: the directory 0700 and its files 0600, with a warning when the
 /// host made the directory looser. Call

@@ -84,14 +84,7 @@ fn client_secret(args: &Args) -> anyhow::Result<SecretString> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Pending confirmations and the ledger are this user's alone.
-    manifold_edge::private_files::restrict_new_files();
-    // Logs go to stderr: stdout carries only the `listening on` line.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    manifold_provider_sdk::microservice::start_process();
     let args = Args::parse();
     // Checked first: a provider that cannot verify the switch must not start.
     let server = args.serve.server()?;

@@ -79,13 +79,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    manifold_edge::private_files::restrict_new_files();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    manifold_provider_sdk::microservice::start_process();
     let args = Args::parse();
     let server = args.serve.server()?;
     let consent_listener = tokio::net::TcpListener::bind(&args.consent_listen)

@@ -74,13 +74,7 @@ fn password(args: &Args) -> anyhow::Result<SecretString> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    manifold_edge::private_files::restrict_new_files();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    manifold_provider_sdk::microservice::start_process();
     let args = Args::parse();
     let server = args.serve.server()?;
     let mut config = SdkFinanceConfig::new(
