@@ -52,6 +52,7 @@ pub mod proto {
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,7 +129,12 @@ pub struct JoompayConnector {
     oauth: OAuthClient,
     links: Links,
     tokens: Arc<CustomerTokenCache>,
+    /// When `link_account` last swept old consent sessions.
+    last_sweep_ms: AtomicU64,
 }
+
+/// How often old consent sessions are swept, at most.
+const SWEEP_EVERY_MS: u64 = 60_000;
 
 /// Why a call could not be made for the customer.
 enum CallError {
@@ -154,6 +160,7 @@ impl JoompayConnector {
         let channel = grpc_channel(&config)?;
         Ok(JoompayConnector {
             tokens,
+            last_sweep_ms: AtomicU64::new(0),
             config,
             channel,
             oauth,
@@ -366,10 +373,20 @@ impl JoompayConnector {
             .start_session(&id, &session)
             .await
             .map_err(|error| ConnectorError::Unavailable(error.to_string()))?;
-        // Sessions of customers who never came back, long after their time.
-        let grace = 4 * self.config.consent_ttl.as_millis() as u64;
-        if let Err(error) = self.links.sweep_sessions(grace).await {
-            tracing::warn!(%error, "sweeping old consent sessions");
+        // Sessions of customers who never came back, long after their
+        // time: swept at most once a minute, as a scan costs every session.
+        let now = links::now_ms();
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= SWEEP_EVERY_MS
+            && self
+                .last_sweep_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let grace = 4 * self.config.consent_ttl.as_millis() as u64;
+            if let Err(error) = self.links.sweep_sessions(grace).await {
+                tracing::warn!(%error, "sweeping old consent sessions");
+            }
         }
         Ok(Step::Processing {
             deferred: Deferred::Consent { session: id }.to_value(),

@@ -260,6 +260,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sessions_long_expired_are_swept_and_live_ones_kept() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let links = Links::new(db.open_tree("links").unwrap(), keys());
+        let session = |expires_unix_ms| ConsentSession {
+            app_id: "app".into(),
+            customer_ref: "c".into(),
+            transaction_ref: "t".into(),
+            expires_unix_ms,
+            state: ConsentState::Started,
+        };
+        links.start_session("old", &session(1)).await.unwrap();
+        links
+            .start_session("recent", &session(now_ms() - 1_000))
+            .await
+            .unwrap();
+        links
+            .start_session("live", &session(now_ms() + 60_000))
+            .await
+            .unwrap();
+        assert_eq!(links.sweep_sessions(60_000).await.unwrap(), 1);
+        assert!(links.session("old").unwrap().is_none());
+        assert!(
+            links.session("recent").unwrap().is_some(),
+            "within the grace"
+        );
+        assert!(links.session("live").unwrap().is_some());
+    }
+
+    #[tokio::test]
     async fn tokens_are_sealed_per_app_and_customer_and_a_session_is_used_once() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let links = Links::new(db.open_tree("links").unwrap(), keys());
