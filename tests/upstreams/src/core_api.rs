@@ -332,21 +332,7 @@ impl State {
 
 /// A positive amount of at most two decimals, as a string or a number.
 fn amount_text(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        _ => return None,
-    };
-    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    let valid = !whole.is_empty()
-        && whole.len() <= 12
-        && digits(whole)
-        && fraction.len() <= 2
-        && digits(fraction)
-        && text.contains('.') != fraction.is_empty()
-        && text.bytes().any(|b| (b'1'..=b'9').contains(&b));
-    valid.then_some(text)
+    crate::amounts::text_of(value, true).filter(|text| crate::amounts::hundredths(text).is_some())
 }
 
 fn health() -> Response<Body> {

@@ -24,9 +24,11 @@
 //!   with its OAuth consent page and token endpoint, whose transfers ask
 //!   for SCA and are idempotent by `client_operation_uuid`.
 //! - [`browser`]: a customer's browser going through a consent.
+//! - [`amounts`]: decimal amounts as the REST simulations read them.
 //! - [`serve`]: the shared plumbing — a listener served by the project's edge
 //!   and JSON answers.
 
+pub mod amounts;
 pub mod browser;
 pub mod core_api;
 pub mod joompay;

@@ -28,6 +28,7 @@ use hyper::Request;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::amounts::decimal;
 use crate::serve::{json, Body, Running};
 
 /// A coin (wallet) at the platform.
@@ -210,26 +211,7 @@ async fn json_body(request: Request<Incoming>) -> Option<Value> {
 
 /// A positive decimal of at most two places, in hundredths.
 fn hundredths(value: Option<&Value>) -> Option<u64> {
-    let text = match value? {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        _ => return None,
-    };
-    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || whole.len() > 12 || fraction.len() > 2 {
-        return None;
-    }
-    if text.contains('.') && !digits(fraction) {
-        return None;
-    }
-    let cents: u64 = format!("{fraction:0<2}").parse().ok()?;
-    let total = whole.parse::<u64>().ok()? * 100 + cents;
-    (total > 0).then_some(total)
-}
-
-fn decimal(hundredths: u64) -> String {
-    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+    crate::amounts::hundredths(&crate::amounts::text_of(value?, true)?)
 }
 
 /// 1 % of the amount, at least 0.10.

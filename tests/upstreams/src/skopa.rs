@@ -26,6 +26,7 @@ use hyper::Request;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::amounts::decimal;
 use crate::serve::{json, Body, Running};
 
 /// A Skopa user.
@@ -97,21 +98,7 @@ async fn json_body(request: Request<Incoming>) -> Value {
 
 /// A positive decimal of at most two places, in hundredths.
 fn hundredths(value: &Value) -> Option<u64> {
-    let text = value.as_str()?;
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || whole.len() > 12 || fraction.len() > 2 {
-        return None;
-    }
-    if text.contains('.') && !digits(fraction) {
-        return None;
-    }
-    let total = whole.parse::<u64>().ok()? * 100 + format!("{fraction:0<2}").parse::<u64>().ok()?;
-    (total > 0).then_some(total)
-}
-
-fn decimal(hundredths: u64) -> String {
-    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+    crate::amounts::hundredths(value.as_str()?)
 }
 
 impl SkopaSim {
