@@ -31,6 +31,21 @@ use crate::service::{AnswerDurability, ProviderService, ServiceError, ServiceSet
 use crate::sweeper::Sweeper;
 use crate::StateDurability;
 
+/// A route's `[providers.settings]` table read as `T`. `missing` is the
+/// message when the host gave no table (say which settings are needed); a
+/// table that does not fit is refused with serde's message, its values
+/// withheld (a value in the wrong place may be a secret).
+pub fn read_settings<T: serde::de::DeserializeOwned>(
+    settings: &Value,
+    missing: &str,
+) -> Result<T, String> {
+    if settings.is_null() {
+        return Err(missing.to_owned());
+    }
+    T::deserialize(settings)
+        .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))
+}
+
 /// What the host's configuration says about every in-process provider.
 #[derive(Clone)]
 pub struct HostSettings {

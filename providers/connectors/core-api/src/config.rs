@@ -130,11 +130,10 @@ impl CoreApiConfig {
     /// The configuration a switch's `[providers.settings]` table describes.
     /// The message names the setting, never its value.
     pub fn from_settings(settings: &serde_json::Value) -> Result<Self, String> {
-        if settings.is_null() {
-            return Err("core-api needs auth_url, core_url and currency in its settings".into());
-        }
-        let settings = Settings::deserialize(settings)
-            .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))?;
+        let settings: Settings = manifold_provider_sdk::compiled::read_settings(
+            settings,
+            "core-api needs auth_url, core_url and currency in its settings",
+        )?;
         let mut config =
             CoreApiConfig::new(&settings.auth_url, &settings.core_url, &settings.currency)
                 .map_err(|error| error.to_string())?;

@@ -118,11 +118,8 @@ impl JoompayConfig {
     /// The configuration a switch's `[providers.settings]` table describes
     /// ([`Settings`]). The message names the setting, never its value.
     pub fn from_settings(settings: &serde_json::Value) -> Result<Self, String> {
-        if settings.is_null() {
-            return Err("Joompay needs grpc_url, consent_url, token_url, tpp_id, cert_file, key_file, consent_listen and redirect_uri in its settings".into());
-        }
-        let settings = Settings::deserialize(settings)
-            .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))?;
+        let settings: Settings =
+            manifold_provider_sdk::compiled::read_settings(settings, "Joompay needs grpc_url, consent_url, token_url, tpp_id, cert_file, key_file, consent_listen and redirect_uri in its settings")?;
         let url = |text: &str, what: &'static str| {
             Url::parse(text.trim()).map_err(|_| ConfigError::Url(what).to_string())
         };

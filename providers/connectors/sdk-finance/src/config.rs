@@ -125,14 +125,8 @@ impl SdkFinanceConfig {
         settings: &serde_json::Value,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        if settings.is_null() {
-            return Err(
-                "SDK.finance needs base_url, login, password_env or password_file, and bank_id in its settings"
-                    .into(),
-            );
-        }
-        let settings = Settings::deserialize(settings)
-            .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))?;
+        let settings: Settings =
+            manifold_provider_sdk::compiled::read_settings(settings, "SDK.finance needs base_url, login, password_env or password_file, and bank_id in its settings")?;
         let password = match (&settings.password_env, &settings.password_file) {
             (Some(var), None) => env(var)
                 .filter(|value| !value.is_empty())

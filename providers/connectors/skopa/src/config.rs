@@ -79,11 +79,10 @@ impl SkopaConfig {
     /// The configuration a switch's `[providers.settings]` table describes
     /// ([`Settings`]). The message names the setting, never its value.
     pub fn from_settings(settings: &serde_json::Value) -> Result<Self, String> {
-        if settings.is_null() {
-            return Err("Skopa needs base_url in its settings".into());
-        }
-        let settings = Settings::deserialize(settings)
-            .map_err(|error| manifold_crypto::secret::withhold_values(&error.to_string()))?;
+        let settings: Settings = manifold_provider_sdk::compiled::read_settings(
+            settings,
+            "Skopa needs base_url in its settings",
+        )?;
         let mut config = SkopaConfig::new(&settings.base_url).map_err(|e| e.to_string())?;
         if let Some(digits) = settings.minor_unit_digits {
             config.minor_unit_digits = digits;
