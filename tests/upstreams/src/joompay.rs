@@ -962,7 +962,9 @@ impl State {
                 .get(username)
                 .map(|account| account.user.phone.clone())
                 .unwrap_or_default();
-            let operation = ledger.operations.get_mut(&key).expect("inserted above");
+            let Some(operation) = ledger.operations.get_mut(&key) else {
+                return Err(Status::internal("operation_lost"));
+            };
             let id = match live {
                 Some(id) => id,
                 None => {
@@ -1000,8 +1002,12 @@ impl State {
         let code = confirmation
             .map(|c| c.authentication_code.as_str())
             .unwrap_or("");
-        let operation = ledger.operations.get_mut(&key).expect("inserted above");
-        let challenge = operation.challenge.as_mut().expect("live above");
+        let Some(operation) = ledger.operations.get_mut(&key) else {
+            return Err(Status::internal("operation_lost"));
+        };
+        let Some(challenge) = operation.challenge.as_mut() else {
+            return Err(Status::internal("operation_lost"));
+        };
         if challenge.code != code {
             challenge.attempts_left = challenge.attempts_left.saturating_sub(1);
             if challenge.attempts_left == 0 {
