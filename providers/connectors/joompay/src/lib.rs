@@ -603,6 +603,7 @@ fn grpc_channel(config: &JoompayConfig) -> Result<Channel, ConfigError> {
         })
     };
     let certificate = read(&config.cert_file, "TPP certificate")?;
+    manifold_provider_sdk::microservice::warn_if_others_may_read(&config.key_file);
     let mut key = read(&config.key_file, "TPP key")?;
     let identity = Identity::from_pem(certificate, &key);
     zeroize::Zeroize::zeroize(&mut key);
