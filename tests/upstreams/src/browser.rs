@@ -51,6 +51,29 @@ pub async fn joompay_consent(
     decision: Decision,
     same_browser: bool,
 ) -> reqwest::Response {
+    let (callback, cookie) =
+        joompay_consent_until_callback(consent_url, username, password, decision).await;
+    back_to(&callback, same_browser.then_some(cookie.as_str())).await
+}
+
+/// The browser's way back: the callback, with the cookie if given (a
+/// reload is the same request again).
+pub async fn back_to(callback: &Url, cookie: Option<&str>) -> reqwest::Response {
+    let mut back = browser().get(callback.clone());
+    if let Some(cookie) = cookie {
+        back = back.header(header::COOKIE, cookie);
+    }
+    back.send().await.expect("the callback answers")
+}
+
+/// As [`joompay_consent`], up to the redirect back: where Joompay sends
+/// the browser, and the connector's cookie (`name=value`) it carries.
+pub async fn joompay_consent_until_callback(
+    consent_url: &str,
+    username: &str,
+    password: &str,
+    decision: Decision,
+) -> (Url, String) {
     let browser = browser();
     let start = browser
         .get(consent_url)
@@ -101,9 +124,5 @@ pub async fn joompay_consent(
         StatusCode::FOUND,
         "Joompay redirects back"
     );
-    let mut back = browser.get(location(&decided));
-    if same_browser {
-        back = back.header(header::COOKIE, cookie);
-    }
-    back.send().await.expect("the callback answers")
+    (location(&decided), cookie)
 }

@@ -253,6 +253,9 @@ pub enum Fault {
     /// A confirmed transfer is executed and recorded, then its answer waits
     /// until [`JoompaySim::release_held`].
     HoldAfterExecuting,
+    /// The token endpoint answers `503` before reading the request (codes
+    /// and refresh tokens stay as they were); gRPC is unaffected.
+    TokenEndpointDown,
 }
 
 /// The sandbox's users: Alice (1,000.00 EUR), Bob (50.00 EUR).
@@ -753,6 +756,9 @@ impl State {
     async fn token_endpoint(&self, request: Request<Incoming>) -> Response<Body> {
         if request.method() != Method::POST || request.uri().path() != "/api/v1/oauth/token" {
             return error(StatusCode::NOT_FOUND, "not_found");
+        }
+        if *lock(&self.fault) == Fault::TokenEndpointDown {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
         }
         let form_encoded = request
             .headers()

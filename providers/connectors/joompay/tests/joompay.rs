@@ -22,7 +22,9 @@ use manifold_provider::{
     Customer, GroupCommit, Provider, ProviderReply, QueryRequest, Status, TransactRequest,
     TransactionDetails, ValidateRequest,
 };
-use manifold_upstreams::browser::{browser, joompay_consent, Decision};
+use manifold_upstreams::browser::{
+    back_to, browser, joompay_consent, joompay_consent_until_callback, Decision,
+};
 use manifold_upstreams::joompay::{
     sample_recipients, Fault, JoompayCerts, JoompayOptions, JoompaySim, User,
 };
@@ -533,5 +535,42 @@ async fn a_customer_linked_again_is_served_with_the_new_consent_at_once() {
         after.provider_response.as_ref().unwrap()["holder_name"],
         "Bob Example",
         "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_endpoint_outage_during_the_callback_lets_the_customer_reload() {
+    let rig = rig().await;
+    let pending = transact(
+        &rig,
+        request(APP, "link_account", "link-1", "cust-alice", 0, json!({})),
+    )
+    .await;
+    let consent_url = pending.provider_response.as_ref().unwrap()["consent_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (callback, cookie) =
+        joompay_consent_until_callback(&consent_url, "alice", "alice-password", Decision::Allow)
+            .await;
+    rig.sim.set_fault(Fault::TokenEndpointDown);
+    let down = back_to(&callback, Some(&cookie)).await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        query(&rig, APP, "link_account", "link-1").await.status,
+        Status::Pending,
+        "not failed: the code may still be good"
+    );
+    rig.sim.set_fault(Fault::None);
+    let reloaded = back_to(&callback, Some(&cookie)).await;
+    assert_eq!(reloaded.status(), StatusCode::OK);
+    assert_eq!(
+        query(&rig, APP, "link_account", "link-1").await.status,
+        Status::Successful
+    );
+    // The same callback a third time: the session was used.
+    assert_eq!(
+        back_to(&callback, Some(&cookie)).await.status(),
+        StatusCode::GONE
     );
 }
