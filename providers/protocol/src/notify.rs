@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use manifold_crypto::SecretString;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
+use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -144,18 +143,55 @@ pub trait Notifier: Send + Sync + 'static {
 
 /// Appends each notification as one JSON line to a file. For development and
 /// tests only: the file holds OTPs in clear, as a phone's inbox would.
+///
+/// The file stays open between sends (opening it per send cost an OTP flow
+/// three hops to tokio's blocking pool); a send reopens it when the path no
+/// longer names the file held, so an outbox a developer deletes or rotates
+/// is created again.
 #[derive(Debug)]
 pub struct OutboxNotifier {
     path: PathBuf,
-    // Lines from concurrent sends must not interleave.
-    write_lock: Mutex<()>,
+    // Lines from concurrent sends must not interleave, and the file is
+    // written with one `write` of a short line to the page cache: brief
+    // enough to hold a plain mutex on a runtime worker.
+    open: std::sync::Mutex<Option<OpenOutbox>>,
+}
+
+#[derive(Debug)]
+struct OpenOutbox {
+    file: std::fs::File,
+    identity: Option<FileIdentity>,
+}
+
+/// What tells one file from another that later takes its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(metadata: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    // Without inode numbers every send opens the file again.
+    #[cfg(not(unix))]
+    fn of(_metadata: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
 }
 
 impl OutboxNotifier {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         OutboxNotifier {
             path: path.into(),
-            write_lock: Mutex::new(()),
+            open: std::sync::Mutex::new(None),
         }
     }
 
@@ -178,6 +214,30 @@ impl OutboxNotifier {
             })
             .collect()
     }
+
+    fn append(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let on_disk = match std::fs::metadata(&self.path) {
+            Ok(metadata) => FileIdentity::of(&metadata),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
+        let mut held = match open.take() {
+            Some(held) if on_disk.is_some() && held.identity == on_disk => held,
+            _ => {
+                // The outbox holds codes in clear: readable by this user only.
+                let file = manifold_edge::private_files::open_private_append(&self.path)?;
+                let identity = FileIdentity::of(&file.metadata()?);
+                OpenOutbox { file, identity }
+            }
+        };
+        // A failed write drops the file, so the next send opens it afresh.
+        held.file.write_all(line)?;
+        if held.identity.is_some() {
+            *open = Some(held);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -191,24 +251,58 @@ impl Notifier for OutboxNotifier {
         let mut line =
             serde_json::to_vec(notification).map_err(|e| undeliverable(e.to_string()))?;
         line.push(b'\n');
-        let _guard = self.write_lock.lock().await;
-        // The outbox holds codes in clear: readable by this user only.
-        let mut file = manifold_edge::private_files::open_private_append(&self.path)
-            .await
-            .map_err(|e| undeliverable(e.to_string()))?;
-        file.write_all(&line)
-            .await
-            .map_err(|e| undeliverable(e.to_string()))?;
-        file.flush()
-            .await
-            .map_err(|e| undeliverable(e.to_string()))?;
-        Ok(())
+        self.append(&line).map_err(|e| undeliverable(e.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sms(to: &str, body: &str) -> Notification {
+        Notification {
+            channel: Channel::Sms,
+            to: to.into(),
+            subject: None,
+            body: SecretString::from(body.to_owned()),
+            transaction_ref: None,
+            one_time_code: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_follows_its_path_when_the_file_is_deleted_or_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox").join("messages.jsonl");
+        let outbox = OutboxNotifier::new(&path);
+        outbox.send(&sms("2348022000001", "first")).await.unwrap();
+        outbox.send(&sms("2348022000002", "second")).await.unwrap();
+        let bodies = |path: &Path| -> Vec<String> {
+            OutboxNotifier::read_all(path)
+                .unwrap()
+                .into_iter()
+                .map(|n| n.body.expose().to_owned())
+                .collect()
+        };
+        assert_eq!(bodies(&path), ["first", "second"]);
+
+        std::fs::remove_file(&path).unwrap();
+        outbox.send(&sms("2348022000003", "third")).await.unwrap();
+        assert_eq!(bodies(&path), ["third"]);
+
+        let rotated = dir.path().join("outbox").join("messages.old");
+        std::fs::rename(&path, &rotated).unwrap();
+        outbox.send(&sms("2348022000004", "fourth")).await.unwrap();
+        assert_eq!(bodies(&rotated), ["third"]);
+        assert_eq!(bodies(&path), ["fourth"]);
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 
     #[test]
     fn destinations_are_masked() {

@@ -118,24 +118,27 @@ fn tighten_below(dir: &Path) -> io::Result<()> {
 }
 
 /// Opens `path` for appending, creating it 0600 (and its directory 0700)
-/// if it does not exist, and tightening it to 0600 if it does.
-pub async fn open_private_append(path: &Path) -> io::Result<tokio::fs::File> {
+/// if it does not exist, and tightening it to 0600 if it does. It blocks,
+/// for the few system calls on a local file that takes.
+pub fn open_private_append(path: &Path) -> io::Result<std::fs::File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             secure_data_dir(parent)?;
         }
     }
-    let mut options = tokio::fs::OpenOptions::new();
+    let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
-    options.mode(PRIVATE_FILE_MODE);
-    let file = options.open(path).await?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(PRIVATE_FILE_MODE);
+    }
+    let file = options.open(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Some(mode) = loose_mode(&file.metadata().await?) {
-            file.set_permissions(std::fs::Permissions::from_mode(mode & PRIVATE_FILE_MODE))
-                .await?;
+        if let Some(mode) = loose_mode(&file.metadata()?) {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & PRIVATE_FILE_MODE))?;
         }
     }
     Ok(file)
@@ -189,17 +192,17 @@ mod tests {
         assert_eq!(mode(&dir.join("read-only")), 0o400);
     }
 
-    #[tokio::test]
-    async fn an_appended_file_is_created_private_or_made_so() {
+    #[test]
+    fn an_appended_file_is_created_private_or_made_so() {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("out/outbox.jsonl");
-        drop(open_private_append(&path).await.unwrap());
+        drop(open_private_append(&path).unwrap());
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&root.path().join("out")), 0o700);
         let old = root.path().join("old.jsonl");
         std::fs::write(&old, b"{}\n").unwrap();
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
-        drop(open_private_append(&old).await.unwrap());
+        drop(open_private_append(&old).unwrap());
         assert_eq!(mode(&old), 0o600);
     }
 }
