@@ -1,7 +1,7 @@
 //! `manifold`: run the switch.
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: manifold_alloc::ServerAllocator = manifold_alloc::ServerAllocator;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

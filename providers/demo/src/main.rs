@@ -1,7 +1,7 @@
 //! `demo-provider`: the demo bank as its own provider microservice.
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: manifold_alloc::ServerAllocator = manifold_alloc::ServerAllocator;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -41,9 +41,9 @@ pub mod workload;
 /// The global allocator of the `manifold-bench` binary (`src/main.rs`), and
 /// so of every server process it starts: `serve-switch`, the switch the
 /// benchmark measures, included. The report names it beside peak RSS.
-pub type Allocator = mimalloc::MiMalloc;
+pub type Allocator = manifold_alloc::ServerAllocator;
 
 /// [`Allocator`]'s name, for the report.
 pub fn allocator_name() -> &'static str {
-    std::any::type_name::<Allocator>()
+    manifold_alloc::DESCRIPTION
 }

@@ -4,7 +4,7 @@
 // The report names this allocator (`manifold_bench::allocator_name`): the
 // switch it measures runs in this binary (`serve-switch`).
 #[global_allocator]
-static ALLOCATOR: manifold_bench::Allocator = mimalloc::MiMalloc;
+static ALLOCATOR: manifold_bench::Allocator = manifold_alloc::ServerAllocator;
 
 use std::path::PathBuf;
 use std::time::Duration;
