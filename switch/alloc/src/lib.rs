@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mimalloc::MiMalloc;
 
 /// What [`ServerAllocator`] is, for reports that state the allocator.
-pub const DESCRIPTION: &str = "mimalloc, arenas committed on demand (manifold_alloc::ServerAllocator)";
+pub const DESCRIPTION: &str =
+    "mimalloc, arenas committed on demand (manifold_alloc::ServerAllocator)";
 
 /// mimalloc, with its arenas committed on demand. Declare it with
 /// `#[global_allocator] static ALLOCATOR: ServerAllocator = ServerAllocator;`.
