@@ -21,3 +21,4 @@ mod secrets;
 mod signatures;
 mod skopa;
 mod tls;
+mod toolchain;
