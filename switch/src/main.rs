@@ -6,6 +6,7 @@ static ALLOCATOR: manifold_alloc::ServerAllocator = manifold_alloc::ServerAlloca
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -29,7 +30,7 @@ fn registry() -> Registry {
 }
 
 #[derive(Parser)]
-#[command(about = "Run the Manifold payment switch")]
+#[command(version, about = "Run the Manifold payment switch")]
 struct Args {
     /// The host configuration file (TOML).
     #[arg(long, default_value = "fixtures/manifold.toml")]
@@ -51,8 +52,21 @@ struct Args {
     reseal: bool,
 }
 
+/// Exits 1 with the error and its causes on one line: a host's mistake (a
+/// bad configuration, a data directory in use) is a sentence, never a stack
+/// trace, whatever `RUST_BACKTRACE` says.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("manifold: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     // Whatever the switch writes (its store, the outbox) is its user's alone.
     manifold_edge::private_files::restrict_new_files();
     // Logs go to stderr: stdout carries only the "listening on" line that

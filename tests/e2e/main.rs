@@ -10,6 +10,7 @@ mod disk_full;
 mod enquiries;
 mod flood;
 mod flows;
+mod host_start;
 mod joompay;
 mod limits;
 mod otp_destinations;

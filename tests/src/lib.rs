@@ -285,9 +285,15 @@ fn binaries() -> &'static Path {
 /// Runs the `manifold` binary with `args` to its end (a command such as
 /// `--reseal`, or a start-up that must fail), within a minute.
 pub async fn run_manifold(args: &[&str]) -> std::process::Output {
+    run_manifold_with_env(args, &[]).await
+}
+
+/// [`run_manifold`] with these environment variables set.
+pub async fn run_manifold_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let run = tokio::process::Command::new(binaries().join("manifold"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(std::time::Duration::from_secs(60), run)

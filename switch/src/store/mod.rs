@@ -29,6 +29,11 @@ pub use space::{FreeSpace, SpaceShort};
 pub enum StoreError {
     #[error("the database failed: {0}")]
     Database(String),
+    /// sled lets one process open a database: another holds this one.
+    #[error(
+        "another process holds the data directory {0}: a second switch, or `manifold --dump` or `--reseal`, cannot open it while a switch runs on it"
+    )]
+    InUse(String),
     #[error("a stored record could not be read: {0}")]
     Corrupt(String),
     #[error("the write could not be made durable: {0}")]

@@ -336,13 +336,28 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     }
 }
 
+/// Whether sled could not open its database because another process holds
+/// the lock on its `db` file. sled 0.34 reports it only in words, as an
+/// `Other` error whose text starts with these (src/config.rs, `open_file`).
+fn held_by_another_process(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || (error.kind() == std::io::ErrorKind::Other
+            && error.to_string().starts_with("could not acquire lock on"))
+}
+
 impl SledStore {
     /// Opens the sled database at `path` with `options`' cache.
     pub fn open_db(path: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
-        Ok(sled::Config::new()
+        sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
-            .open()?)
+            .open()
+            .map_err(|error| match error {
+                sled::Error::Io(io) if held_by_another_process(&io) => {
+                    StoreError::InUse(path.display().to_string())
+                }
+                other => other.into(),
+            })
     }
 
     /// The journal's directory in the store's directory `path`.

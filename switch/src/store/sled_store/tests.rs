@@ -703,3 +703,14 @@ async fn retention_drops_customer_data_of_settled_transactions_only() {
     let pending = store.transaction("app", "t-2").await.unwrap().unwrap();
     assert_eq!(pending.customer_data_dropped_at_ms, None);
 }
+
+#[test]
+fn a_database_held_open_is_refused_in_words_that_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = SledStore::open_db(dir.path(), &StoreOptions::default()).unwrap();
+    match SledStore::open_db(dir.path(), &StoreOptions::default()) {
+        Err(StoreError::InUse(path)) => assert_eq!(path, dir.path().display().to_string()),
+        Err(other) => panic!("not named as held: {other}"),
+        Ok(_) => panic!("sled opened a database another handle holds"),
+    }
+}
