@@ -36,7 +36,7 @@ pub use secrets::{ApiKeyDigest, Environment, ProcessEnvironment};
 
 /// The minimum length of an app secret; it is the input to HKDF, so short
 /// secrets would make `auth.secure` guessable.
-pub const MIN_SECRET_LEN: usize = 32;
+pub const MIN_SECRET_LEN: usize = manifold_crypto::MIN_APP_SECRET_LEN;
 /// The minimum length of an API key.
 pub const MIN_API_KEY_LEN: usize = 24;
 /// The longest a provider may be given to answer.
@@ -589,15 +589,33 @@ impl SwitchConfig {
         environment: &dyn Environment,
     ) -> Result<SwitchConfig, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|error| {
-            let key = error
-                .span()
-                .map(|span| locate(text, span.start))
-                .unwrap_or_default();
-            ConfigError::single(
-                source,
-                &key,
-                manifold_crypto::secret::withhold_values(error.message()),
-            )
+            let line = error.span().map(|span| locate(text, span.start));
+            let message = manifold_crypto::secret::withhold_values(error.message());
+            // serde stops at the first problem; every part is read again on
+            // its own so the host sees them all. The file-wide error adds
+            // the line of the first.
+            let mut problems: Vec<ConfigProblem> = raw::shape_problems(text)
+                .into_iter()
+                .map(|(key, problem)| ConfigProblem { key, problem })
+                .collect();
+            match problems.iter_mut().find(|p| p.problem == message) {
+                Some(first) => {
+                    if let Some(line) = &line {
+                        first.problem = format!("{} ({line})", first.problem);
+                    }
+                }
+                None => problems.insert(
+                    0,
+                    ConfigProblem {
+                        key: line.unwrap_or_default(),
+                        problem: message,
+                    },
+                ),
+            }
+            ConfigError {
+                file: source.to_owned(),
+                problems,
+            }
         })?;
         raw.validate(source, environment)
     }

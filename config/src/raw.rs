@@ -26,6 +26,71 @@ const DEFAULT_NOTIFY_TIMEOUT_MS: u64 = 10_000;
 /// Longest SMS sender id accepted; gateways allow 11 letters or 15 digits.
 const MAX_SENDER_LEN: usize = 15;
 
+/// Every part of a file that does not fit its shape, not only the first:
+/// each top-level table, and each `[[providers]]` and `[[apps]]` entry, read
+/// on its own (serde stops at the first problem within one of them). The
+/// key names the part (`server`, `apps[1]`); values are withheld from the
+/// messages, which may be about secrets.
+pub(crate) fn shape_problems(text: &str) -> Vec<(String, String)> {
+    fn check<T: serde::de::DeserializeOwned>(
+        key: String,
+        value: toml::Value,
+        problems: &mut Vec<(String, String)>,
+    ) {
+        if let Err(error) = T::deserialize(value) {
+            problems.push((
+                key,
+                manifold_crypto::secret::withhold_values(error.message()),
+            ));
+        }
+    }
+    fn each<T: serde::de::DeserializeOwned>(
+        name: &str,
+        value: toml::Value,
+        problems: &mut Vec<(String, String)>,
+    ) {
+        match value {
+            toml::Value::Array(entries) => {
+                for (index, entry) in entries.into_iter().enumerate() {
+                    check::<T>(format!("{name}[{index}]"), entry, problems);
+                }
+            }
+            _ => problems.push((
+                name.to_owned(),
+                format!("must be an array of tables (`[[{name}]]`)"),
+            )),
+        }
+    }
+
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        // Not TOML at all: the whole-file error says where.
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for required in ["listen", "storage"] {
+        if !table.contains_key(required) {
+            problems.push((required.to_owned(), format!("missing field `{required}`")));
+        }
+    }
+    for (key, value) in table {
+        match key.as_str() {
+            "listen" => check::<String>(key, value, &mut problems),
+            "server" => check::<RawServer>(key, value, &mut problems),
+            "storage" => check::<RawStorage>(key, value, &mut problems),
+            "data_at_rest" => check::<RawDataAtRest>(key, value, &mut problems),
+            "notifications" => check::<RawNotifications>(key, value, &mut problems),
+            "providers" => each::<RawProvider>(&key, value, &mut problems),
+            "apps" => each::<RawApp>(&key, value, &mut problems),
+            // In serde's words, so the file-wide error's line joins it.
+            _ => {
+                let problem = format!("unknown field `{key}`, expected one of `listen`, `server`, `storage`, `data_at_rest`, `notifications`, `providers`, `apps`");
+                problems.push((key, problem));
+            }
+        }
+    }
+    problems
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {

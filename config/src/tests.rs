@@ -159,7 +159,11 @@ fn unknown_keys_and_syntax_errors_are_reported_with_a_location() {
         error.to_string().contains("unknown field `colour`"),
         "{error}"
     );
-    assert!(error.to_string().starts_with("test.toml: line"), "{error}");
+    assert!(
+        error.to_string().starts_with("test.toml: storage: "),
+        "{error}"
+    );
+    assert!(error.to_string().contains("(line "), "{error}");
 
     let error = load("listen = ").unwrap_err();
     assert!(error.to_string().starts_with("test.toml"), "{error}");
@@ -501,9 +505,41 @@ fn bad_server_limits_are_named() {
             "max_connections = 4096\nmax_requests = 1",
             1,
         ),
-        &format!("line {line}"),
-        "unknown field",
+        "server",
+        "unknown field `max_requests`",
     );
+    let error = load(&SAMPLE.replacen(
+        "max_connections = 4096",
+        "max_connections = 4096\nmax_requests = 1",
+        1,
+    ))
+    .unwrap_err();
+    check_problem(&error, "server", &format!("(line {line})"));
+}
+
+#[test]
+fn every_part_that_does_not_fit_its_shape_is_listed_at_once() {
+    assert!(SAMPLE.contains("max_connections = 4096"));
+    let text = format!(
+        "colour = \"blue\"\n{}",
+        SAMPLE.replacen(
+            "max_connections = 4096",
+            "max_connections = 4096\nmax_requests = 1",
+            1
+        )
+    );
+    // One more app, whose id is of the wrong type.
+    let apps = SAMPLE.matches("[[apps]]").count();
+    let text = format!("{text}\n[[apps]]\nid = 4242\n");
+    let error = load(&text).unwrap_err();
+    check_problem(&error, "colour", "unknown field `colour`");
+    check_problem(&error, "server", "unknown field `max_requests`");
+    check_problem(&error, &format!("apps[{apps}]"), "invalid type: integer");
+    assert!(
+        !error.to_string().contains("4242"),
+        "values are withheld: {error}"
+    );
+    assert_eq!(error.problems.len(), 3, "{error}");
 }
 
 #[test]
@@ -712,7 +748,11 @@ fn a_bad_tls_mode_is_reported_with_a_location() {
         error.to_string().contains("unknown variant `ssl`"),
         "{error}"
     );
-    assert!(error.to_string().starts_with("test.toml: line"), "{error}");
+    assert!(
+        error.to_string().starts_with("test.toml: notifications: "),
+        "{error}"
+    );
+    assert!(error.to_string().contains("(line "), "{error}");
 }
 
 #[test]
