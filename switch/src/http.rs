@@ -34,6 +34,7 @@ use crate::signed::{SpentSignatures, VerifiedCall};
 use crate::storage::Storage;
 use crate::store::{MeteredCall, Operation, StoreError};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct SwitchState {
@@ -349,10 +350,73 @@ fn header_str<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str>
         .and_then(|value| value.to_str().ok())
 }
 
+/// The header that carries the id of the request's log line and span.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// One line per request at `info` (`/health` at `debug`), written when the
+/// answer goes out or, if the client leaves first, when its wait is dropped:
+/// method, path, app, status, latency and the request id, which every other
+/// line about the request carries too (its span) and the answer repeats in
+/// [`REQUEST_ID_HEADER`]. Rejections are logged like successes, so a host
+/// can see what an app is doing wrong.
+struct RequestLog {
+    id: ErrorId,
+    method: Method,
+    path: String,
+    started: std::time::Instant,
+    app: Option<String>,
+    status: Option<StatusCode>,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let latency_us = self.started.elapsed().as_micros() as u64;
+        let app = self.app.as_deref().unwrap_or("-");
+        let status = self.status.map(|status| status.as_u16());
+        let outcome = if status.is_some() {
+            "answered"
+        } else {
+            "the client left before the answer"
+        };
+        if self.path == "/health" {
+            tracing::debug!(request_id = %self.id, method = %self.method, path = %self.path, app, status, latency_us, "{outcome}");
+        } else {
+            tracing::info!(request_id = %self.id, method = %self.method, path = %self.path, app, status, latency_us, "{outcome}");
+        }
+    }
+}
+
 pub async fn handle(
     state: Arc<SwitchState>,
     request: Request<Incoming>,
     peer: Peer,
+) -> Response<Body> {
+    let mut log = RequestLog {
+        id: ErrorId::new(),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        started: std::time::Instant::now(),
+        app: None,
+        status: None,
+    };
+    let span = tracing::info_span!("request", id = %log.id);
+    let mut response = route(state, request, peer, &mut log.app)
+        .instrument(span)
+        .await;
+    log.status = Some(response.status());
+    // Sixteen hex digits are always a valid header value.
+    if let Ok(value) = header::HeaderValue::from_str(&log.id.to_string()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Answers one request; `app` is set once the caller is known to be an app.
+async fn route(
+    state: Arc<SwitchState>,
+    request: Request<Incoming>,
+    peer: Peer,
+    app_id: &mut Option<String>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let operation = match path.as_str() {
@@ -391,6 +455,7 @@ pub async fn handle(
         state.auth_failures.record_failure(peer.address.ip());
         return respond(&error_answer(&SwitchError::Unauthenticated, None));
     };
+    *app_id = Some(app.id().to_owned());
     let limits = BodyLimits::of(&request);
     let (parts, body) = request.into_parts();
     let verified = match read_body(body, limits).await {
@@ -417,36 +482,40 @@ pub async fn handle(
             // a call between its claim and its recorded answer. Shutdown
             // waits for these tasks (`SwitchState::engine_tasks`).
             let task_state = state.clone();
-            let work = state.engine_tasks.spawn(async move {
-                // The call runs on one storage generation from start to end;
-                // none is taken while the disk is (nearly) full.
-                let storage = &task_state.storage;
-                // The rate is taken once the call is proven the app's, so
-                // nobody without its secret can spend it.
-                let admitted = call
-                    .app()
-                    .limits
-                    .check_rate()
-                    .map_err(SwitchError::LimitExceeded)
-                    .and_then(|()| storage.admit());
-                let answer = match admitted {
-                    Ok(generation) => {
-                        let result = dispatch(generation.engine(), operation, &call).await;
-                        storage.settle(&generation, result)
+            let span = tracing::Span::current();
+            let work = state.engine_tasks.spawn(
+                async move {
+                    // The call runs on one storage generation from start to end;
+                    // none is taken while the disk is (nearly) full.
+                    let storage = &task_state.storage;
+                    // The rate is taken once the call is proven the app's, so
+                    // nobody without its secret can spend it.
+                    let admitted = call
+                        .app()
+                        .limits
+                        .check_rate()
+                        .map_err(SwitchError::LimitExceeded)
+                        .and_then(|()| storage.admit());
+                    let answer = match admitted {
+                        Ok(generation) => {
+                            let result = dispatch(generation.engine(), operation, &call).await;
+                            storage.settle(&generation, result)
+                        }
+                        Err(refused) => Err(refused),
                     }
-                    Err(refused) => Err(refused),
+                    .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
+                    // Only a call proven to be the app's is billed to it: a
+                    // leaked bearer key is enough to send one whose body or
+                    // signature then fails. A call over the app's rate is not
+                    // recorded either: the rate bounds what the switch does for
+                    // an app, its disk included, however fast the app sends.
+                    if answer.error.as_deref() != Some("rate_limited") {
+                        meter(storage, call.app(), operation, &answer).await;
+                    }
+                    answer
                 }
-                .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
-                // Only a call proven to be the app's is billed to it: a
-                // leaked bearer key is enough to send one whose body or
-                // signature then fails. A call over the app's rate is not
-                // recorded either: the rate bounds what the switch does for
-                // an app, its disk included, however fast the app sends.
-                if answer.error.as_deref() != Some("rate_limited") {
-                    meter(storage, call.app(), operation, &answer).await;
-                }
-                answer
-            });
+                .instrument(span),
+            );
             match work.await {
                 Ok(answer) => answer,
                 // Logged once, with its error id, by `error_answer`.
