@@ -41,6 +41,10 @@ pub struct AppKey {
     signature: [u8; 32],
 }
 
+/// The shortest app secret the switch accepts: it is the input to HKDF, so
+/// a short one would make `auth.secure` and the signatures guessable.
+pub const MIN_APP_SECRET_LEN: usize = 32;
+
 impl AppKey {
     /// Derives both keys from the app secret. Cheap enough to call per request, but the switch
     /// may keep one per app.

@@ -82,7 +82,7 @@ mod error;
 
 pub use at_rest::{AtRestError, DataKey, DataKeys};
 pub use error::CryptoError;
-pub use key::AppKey;
+pub use key::{AppKey, MIN_APP_SECRET_LEN};
 pub use message_signature::{SignatureError, SigningKey};
 pub use plaintext::{
     BankAccount, Card, CustomerToken, Msisdn, SourceDetails, ValidationInput, Wallet,

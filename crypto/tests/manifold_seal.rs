@@ -350,3 +350,37 @@ fn sign_request_takes_an_explicit_nonce_and_needs_one_otherwise() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_secret_shorter_than_any_app_secret_is_refused_without_quoting_it() {
+    let short = "short-secret-xyz";
+    for args in [
+        vec![
+            "--secret",
+            short,
+            "--request-ref",
+            "ref-1",
+            "--kind",
+            "msisdn",
+            "{\"msisdn\":\"2348022000008\"}",
+        ],
+        vec![
+            "sign-request",
+            "--secret",
+            short,
+            "--key-id",
+            "app",
+            "--path",
+            "/transact",
+            "--nonce",
+            "ref-1",
+        ],
+    ] {
+        let output = manifold_seal(&args, Some("{\"request_ref\":\"ref-1\"}"));
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("at least 32"), "{stderr}");
+        assert!(!stderr.contains(short), "{stderr}");
+    }
+}

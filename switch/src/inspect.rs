@@ -19,7 +19,9 @@ fn sample_response(request_type: &str, transaction_ref: &str, amount: u64) -> Va
         "get_balance" => json!({
             "account_id": "50617644717007",
             "account_type": "Current",
-            "account_number": "6200000766",
+            // Masked as a live answer's account numbers should be: an app
+            // building against the sample must not learn to expect them whole.
+            "account_number": "******0766",
             "avialable_balance": 2077099,
             "ledger_balance": 2077099,
             "minimum_balance": 0,
@@ -61,4 +63,20 @@ pub fn sample(
     let mut envelope = ResponseEnvelope::from_reply(provider, &reply);
     envelope.data.mock_mode = Some("inspect".into());
     envelope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_sample_shows_an_account_number_whole() {
+        for request_type in ["get_balance", "transfer_funds", "anything_else"] {
+            let text = sample_response(request_type, "ref-1", 100).to_string();
+            let digit_runs = text
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|run| run.len() == 10);
+            assert_eq!(digit_runs.count(), 0, "a NUBAN in {text}");
+        }
+    }
 }

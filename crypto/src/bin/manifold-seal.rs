@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use manifold_crypto::message_signature::{sign_request, SignatureParams};
-use manifold_crypto::{plaintext, secure, AppKey, SecretString, SecureKind, SigningKey};
+use manifold_crypto::{
+    plaintext, secure, AppKey, SecretString, SecureKind, SigningKey, MIN_APP_SECRET_LEN,
+};
 
 /// Seal an auth.secure for Manifold, or sign a request (sign-request).
 #[derive(Parser)]
@@ -120,6 +122,20 @@ fn parse_nonce(s: &str) -> Result<[u8; 12], String> {
         .map_err(|_| "expected 24 hex digits (12 bytes)".to_owned())
 }
 
+/// The app secret, refused (exit 2) when it is shorter than any app's can be;
+/// the message never quotes it.
+fn app_key(secret: String) -> Result<AppKey, ExitCode> {
+    let secret = SecretString::new(secret);
+    let length = secret.expose().len();
+    if length < MIN_APP_SECRET_LEN {
+        eprintln!(
+            "manifold-seal: the secret has {length} characters; an app secret has at least {MIN_APP_SECRET_LEN} (the host's configuration refuses shorter ones)"
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(AppKey::derive(&secret))
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::SignRequest(request)) = args.command {
@@ -131,7 +147,10 @@ fn main() -> ExitCode {
     let request_ref = args
         .request_ref
         .expect("clap requires --request-ref without a subcommand");
-    let key = AppKey::derive(&SecretString::new(secret));
+    let key = match app_key(secret) {
+        Ok(key) => key,
+        Err(refused) => return refused,
+    };
     let kind = args
         .kind
         .expect("clap requires --kind without a subcommand");
@@ -201,7 +220,10 @@ fn sign_request_headers(args: SignRequest) -> ExitCode {
             .expect("the clock is after 1970")
             .as_secs()
     });
-    let key = SigningKey::for_app(&AppKey::derive(&SecretString::new(args.secret)));
+    let key = match app_key(args.secret) {
+        Ok(key) => SigningKey::for_app(&key),
+        Err(refused) => return refused,
+    };
     let params = SignatureParams {
         key_id: &args.key_id,
         created,

@@ -16,7 +16,10 @@ use manifold_provider::{GroupCommit, Notifier};
 use manifold_provider_sdk::microservice::{self, ServeArgs};
 
 #[derive(Parser)]
-#[command(about = "Run the Manifold demo bank as a provider microservice")]
+#[command(
+    version,
+    about = "Run the Manifold demo bank as a provider microservice"
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, default_value = "127.0.0.1:9100")]
@@ -41,6 +44,8 @@ struct Args {
     /// The secret and key id shared with the switch, the signature window, TLS.
     #[command(flatten)]
     serve: ServeArgs,
+    /// The balance, in minor units (kobo), of an account the bank sees for
+    /// the first time.
     #[arg(long, default_value_t = DemoSettings::default().opening_balance)]
     opening_balance: u64,
     /// Transfers of this amount (minor units) or more ask the customer to

@@ -23,6 +23,7 @@ const CLIENT_SECRET_VAR: &str = "TEMPLATE_CLIENT_SECRET";
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Run the Manifold template provider (an OAuth bank transfer API with SCA codes) as a provider microservice"
 )]
 struct Args {

@@ -15,6 +15,7 @@ use manifold_bench::{preload, report, run, serve};
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Benchmark the Manifold switch against baselines on 127.0.0.1 and write BENCHMARKS.md",
     args_conflicts_with_subcommands = true
 )]

@@ -15,6 +15,7 @@ use manifold_provider_sdk::microservice::{self, ServeArgs};
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Run the Manifold connector for core-api (seed 002: 30-second customer tokens, queued charges, at most once) as a provider microservice",
     after_help = "Example:\n  MANIFOLD_PROVIDER_SECRET=... MANIFOLD_PROVIDER_DATA_KEY=... core-api-provider \\\n      --auth-url http://127.0.0.1:5001 --core-url http://127.0.0.1:5000 --currency USD \\\n      --key-id core-api --data-key-id k1"
 )]

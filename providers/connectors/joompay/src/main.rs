@@ -21,6 +21,7 @@ use reqwest::Url;
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Run the Manifold connector for Joompay (seed 004: gRPC over mutual TLS, the customer's OAuth consent, transfers behind Joompay's SCA) as a provider microservice",
     after_help = "Example:\n  MANIFOLD_PROVIDER_SECRET=... MANIFOLD_PROVIDER_DATA_KEY=... joompay-provider \\\n      --grpc-url https://localhost:5300 --consent-url http://127.0.0.1:5301/ \\\n      --token-url https://localhost:5302/api/v1/oauth/token --tpp-id manifold-sandbox-tpp \\\n      --cert-file fixtures/sandbox/joompay/tpp.pem --key-file fixtures/sandbox/joompay/tpp.key \\\n      --ca-file fixtures/sandbox/joompay/ca.pem --consent-listen 127.0.0.1:5310 \\\n      --redirect-uri http://127.0.0.1:5310/consent/callback --key-id joompay --data-key-id k1"
 )]

@@ -21,6 +21,7 @@ const PASSWORD_VAR: &str = "SDK_FINANCE_PASSWORD";
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Run the Manifold connector for SDK.finance (seed 001: wallet top-ups and withdrawals an operator decides, transfers from templates) as a provider microservice",
     after_help = "Example:\n  SDK_FINANCE_PASSWORD=... MANIFOLD_PROVIDER_SECRET=... MANIFOLD_PROVIDER_DATA_KEY=... \\\n  sdk-finance-provider --base-url http://127.0.0.1:5100 --login svc@example.com \\\n      --bank-id settlement-bank --key-id sdk-finance --data-key-id k1"
 )]

@@ -15,6 +15,7 @@ use manifold_provider_sdk::microservice::{self, ServeArgs};
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Run the Manifold connector for Skopa (seed 000: customer token pairs, transfers and withdrawals behind Skopa's own 2FA, paginated statements) as a provider microservice",
     after_help = "Example:\n  MANIFOLD_PROVIDER_SECRET=... MANIFOLD_PROVIDER_DATA_KEY=... skopa-provider \\\n      --base-url http://127.0.0.1:5200 --key-id skopa --data-key-id k1"
 )]

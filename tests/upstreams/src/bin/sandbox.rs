@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Simulated upstreams of the seeds (core-api with its auth service, SDK.finance, Skopa, Joompay) on loopback ports",
     after_help = "Example:\n  manifold-sandbox --core-api-auth 127.0.0.1:5001 --core-api 127.0.0.1:5000 --sdk-finance 127.0.0.1:5100 --skopa 127.0.0.1:5200 \\\n      --joompay-grpc 127.0.0.1:5300 --joompay-consent 127.0.0.1:5301 --joompay-token 127.0.0.1:5302\n\nNew Joompay certificates (CA, servers, TPP):\n  manifold-sandbox --write-joompay-certs fixtures/sandbox/joompay"
 )]
