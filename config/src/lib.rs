@@ -723,7 +723,9 @@ impl Problems {
 }
 
 /// Names of apps, providers and services: short, and safe in URLs, logs and keys.
-pub(crate) fn is_identifier(name: &str) -> bool {
+/// An id as the configuration accepts it (an app's, a provider's name): 1 to
+/// 64 letters, digits, `_`, `-` or `.`.
+pub fn is_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -65,8 +65,9 @@
 //! # Ok::<(), manifold_crypto::CryptoError>(())
 //! ```
 //!
-//! The `manifold-seal` binary (`src/bin/manifold-seal.rs`) is a thin command line over
-//! [`plaintext::seal_checked`] and [`message_signature::sign_request`] for app developers.
+//! `manifold seal`, `open` and `sign` (the switch's command line) are thin shells over
+//! [`plaintext::seal_checked`], [`secure::open`] and [`message_signature::sign_request`] for app
+//! developers; this library has no command line of its own.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

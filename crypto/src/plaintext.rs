@@ -331,7 +331,7 @@ pub fn check_layout(kind: SecureKind, plaintext: &[u8]) -> Result<(), CryptoErro
 
 /// Checks `plaintext` against the layout of `kind`, then seals it with a random nonce.
 ///
-/// This is what `manifold-seal` runs, so an app developer learns about a wrong layout (with the
+/// This is what `manifold seal` runs, so an app developer learns about a wrong layout (with the
 /// field named) before the switch refuses it. The bytes are sealed as given, not re-serialized.
 pub fn seal_checked(
     key: &AppKey,

@@ -1,4 +1,4 @@
-//! The `manifold-seal` binary as an app developer runs it.
+//! `manifold seal`, `open` and `sign` as an app developer runs them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,9 +20,20 @@ fn first_vector() -> Value {
     fixture["vectors"][0].clone()
 }
 
+/// `manifold seal ARGS`, or `manifold sign ARGS` when `args` start with
+/// `sign-request` (the tests' own name for it).
 fn manifold_seal(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_manifold-seal"))
-        .args(args)
+    let full: Vec<&str> = match args.split_first() {
+        Some((&"sign-request", rest)) => std::iter::once("sign")
+            .chain(rest.iter().copied())
+            .collect(),
+        Some((&"open", _)) => args.to_vec(),
+        _ => std::iter::once("seal")
+            .chain(args.iter().copied())
+            .collect(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_manifold"))
+        .args(&full)
         .env_remove("MANIFOLD_APP_SECRET")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -155,6 +166,55 @@ fn refuses_an_unknown_kind() {
         .contains("bank.account, card, wallet, msisdn, token or validate"));
 }
 
+#[test]
+fn open_prints_what_seal_sealed_and_refuses_another_request_ref() {
+    let secret = "manifold-demo-app-secret-0001-abcdefgh";
+    let plaintext = r#"{"account_number":"0123456789","bank_code":"058"}"#;
+    let sealed = stdout(&manifold_seal(
+        &[
+            "--secret",
+            secret,
+            "--request-ref",
+            "req-7",
+            "--kind",
+            "bank.account",
+            plaintext,
+        ],
+        None,
+    ));
+    let opened = manifold_seal(
+        &[
+            "open",
+            "--secret",
+            secret,
+            "--request-ref",
+            "req-7",
+            "--kind",
+            "bank.account",
+        ],
+        Some(&sealed),
+    );
+    assert_eq!(stdout(&opened).trim_end(), plaintext);
+
+    let refused = manifold_seal(
+        &[
+            "open",
+            "--secret",
+            secret,
+            "--request-ref",
+            "req-8",
+            "--kind",
+            "bank.account",
+            sealed.trim(),
+        ],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.starts_with("manifold: cannot open it"), "{stderr}");
+}
+
 /// Parses `sign-request`'s output: exactly the three `Name: value` lines, in order.
 fn parse_headers(output: &str) -> HeaderMap {
     let lines: Vec<&str> = output.lines().collect();
@@ -274,9 +334,9 @@ fn sign_request_reads_a_body_file_and_signs_now_by_default() {
     let body = br#"{"request_ref":"req-0043","transaction_ref":"txn-1"}"#;
     let file = std::env::temp_dir().join(format!("manifold-seal-body-{}.json", std::process::id()));
     std::fs::write(&file, body).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_manifold-seal"))
+    let output = Command::new(env!("CARGO_BIN_EXE_manifold"))
         .args([
-            "sign-request",
+            "sign",
             "--key-id",
             "demo-app",
             "--path",
@@ -377,7 +437,7 @@ fn a_secret_shorter_than_any_app_secret_is_refused_without_quoting_it() {
         ],
     ] {
         let output = manifold_seal(&args, Some("{\"request_ref\":\"ref-1\"}"));
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(output.stdout.is_empty());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("at least 32"), "{stderr}");

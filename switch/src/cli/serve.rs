@@ -1,0 +1,128 @@
+//! `manifold [serve]`: run the switch, or (`--dump`, `--reseal`) work on its
+//! stopped store.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use manifold_config::SwitchConfig;
+use manifold_switch::{Registry, Switch};
+
+use super::Failure;
+
+/// The providers this binary carries compiled in: `implementation = "<name>"`.
+fn registry() -> Registry {
+    Registry::builtin()
+        .with(
+            "core-api",
+            Arc::new(manifold_connector_core_api::compiled()),
+        )
+        .with(
+            "sdk-finance",
+            Arc::new(manifold_connector_sdk_finance::compiled()),
+        )
+        .with("skopa", Arc::new(manifold_connector_skopa::compiled()))
+        .with("joompay", Arc::new(manifold_connector_joompay::compiled()))
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The host configuration file (TOML).
+    #[arg(long, default_value = "fixtures/manifold.toml")]
+    config: PathBuf,
+    /// Listen here instead of the configured address; port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keep the store here instead of the configured `storage.path`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Print every stored transaction as one JSON line on stdout, then exit.
+    /// Run it on a stopped switch: sled lets one process open a store.
+    #[arg(long)]
+    dump: bool,
+    /// Seal every stored record not sealed under the current data key
+    /// (`[data_at_rest] key_id`), then exit; afterwards the previous keys can
+    /// be removed from the configuration. Run it on a stopped switch.
+    #[arg(long, conflicts_with = "dump")]
+    reseal: bool,
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
+    // Whatever the switch writes (its store, the outbox) is its user's alone.
+    manifold_edge::private_files::restrict_new_files();
+    // Logs go to stderr: stdout carries only the "listening on" line that
+    // scripts and tests read.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let mut config = SwitchConfig::load(&args.config)?;
+    for warning in &config.warnings {
+        tracing::warn!(
+            "{}: {}: {}",
+            config.source.display(),
+            warning.key,
+            warning.problem
+        );
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data) = args.data {
+        config.storage.path = data;
+    }
+    let options = manifold_switch::store::StoreOptions {
+        cache_capacity_bytes: config.storage.cache_capacity_bytes,
+        data_keys: Some(config.data_at_rest.keys.clone()),
+        ..Default::default()
+    };
+    if args.reseal {
+        // Opened whole (not served), so the in-process providers' state on
+        // the same database is resealed too.
+        let resealed = Switch::open_with_registry(&config, &registry(), HashMap::new())?
+            .reseal()
+            .await
+            .with_context(|| format!("resealing the store in {}", config.storage.path.display()))?;
+        eprintln!(
+            "{resealed} records sealed under data key `{}`",
+            config.data_at_rest.keys.current_id()
+        );
+        return Ok(());
+    }
+    if args.dump {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let dumped = manifold_switch::store::SledStore::dump_directory(
+            &config.storage.path,
+            &options,
+            &mut out,
+        )
+        .with_context(|| format!("dumping the store in {}", config.storage.path.display()))?;
+        std::io::Write::flush(&mut out)?;
+        eprintln!("{dumped} transactions");
+        return Ok(());
+    }
+    let switch = Switch::open_with_registry(&config, &registry(), HashMap::new())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    // Scripts and tests read this line to learn the port.
+    println!("manifold listening on {}", listener.local_addr()?);
+    switch
+        .serve(listener, manifold_edge::shutdown_signal())
+        .await;
+    Ok(())
+}
