@@ -419,7 +419,7 @@ impl MessageTemplate {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     pub name: String,
     pub endpoint: ProviderEndpoint,
@@ -521,7 +521,7 @@ pub struct RemoteEndpoint {
     pub insecure_http: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
     pub id: String,
     pub name: String,

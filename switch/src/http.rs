@@ -25,7 +25,7 @@ use manifold_edge::{read_body, AuthFailureLimiter, Body, BodyError, BodyLimits, 
 use manifold_provider::notify::{mask_destination, Channel};
 use manifold_provider::{ErrorId, NotifyError, Status};
 
-use crate::apps::{App, AppRegistry};
+use crate::apps::{App, Apps};
 use crate::engine::{now_ms, Answer, Engine};
 use crate::envelope::{ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct SwitchState {
-    pub apps: AppRegistry,
+    pub apps: Apps,
     /// The engine and store of the current storage generation.
     pub storage: Arc<Storage>,
     /// `/notify/*`: provider keys and the switch's notifier (its `Dispatcher`).

@@ -46,4 +46,4 @@ pub mod storage;
 pub mod store;
 
 pub use error::SwitchError;
-pub use server::{run, run_with_registry, Registry, Switch};
+pub use server::{run, run_with_registry, Registry, ReloadRefused, Reloader, Switch};

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use manifold_config::{ConfigError, ProviderEndpoint, SwitchConfig};
+use manifold_config::{ConfigError, ProviderConfig, ProviderEndpoint, SwitchConfig};
 use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
@@ -20,7 +20,7 @@ use manifold_provider::{HopSigner, Provider, RemoteProvider};
 use manifold_provider_sdk::compiled::{CompiledProvider, HostSettings};
 use tokio::net::TcpListener;
 
-use crate::apps::AppRegistry;
+use crate::apps::{AppChanges, Apps};
 use crate::error::SwitchError;
 use crate::http::{handle, SwitchState};
 use crate::notify::NotifyService;
@@ -89,6 +89,36 @@ pub struct Switch {
     edge: EdgeOptions,
     /// `[data_at_rest] retention_days`.
     retention: Duration,
+    /// The providers it was opened with: a reload may not change them.
+    providers: Vec<ProviderConfig>,
+}
+
+/// Applies a new configuration's `[[apps]]` to a running switch (`SIGHUP`):
+/// keys, secrets, grants and limits, without a restart. Everything else
+/// (providers, storage, the edge, notifications, data keys) is what the
+/// switch opened with, and a file that changes its providers is refused.
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<SwitchState>,
+    providers: Vec<ProviderConfig>,
+}
+
+/// Why a reload was refused; the apps of before still serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    #[error("its [[providers]] differ from those the switch runs; restart the switch to change providers")]
+    ProvidersChanged,
+}
+
+impl Reloader {
+    pub fn reload(&self, config: &SwitchConfig) -> Result<AppChanges, ReloadRefused> {
+        // The new grants were checked against the new file's providers:
+        // they hold for the running ones only if those are the same.
+        if config.providers != self.providers {
+            return Err(ReloadRefused::ProvidersChanged);
+        }
+        Ok(self.state.apps.replace(&config.apps))
+    }
 }
 
 /// The edge as the host's `[server]` table describes it, its TLS files
@@ -263,7 +293,7 @@ impl Switch {
             spent_signatures: Arc::new(SpentSignatures::new(&signatures)),
             engine_tasks: TaskTracker::new(),
             signatures,
-            apps: AppRegistry::new(&config.apps),
+            apps: Apps::new(&config.apps),
             storage,
             notify: NotifyService::new(
                 &config.providers,
@@ -277,7 +307,16 @@ impl Switch {
             store,
             edge,
             retention: config.data_at_rest.retention,
+            providers: config.providers.clone(),
         })
+    }
+
+    /// What reloads the apps of this switch once it serves.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: self.state.clone(),
+            providers: self.providers.clone(),
+        }
     }
 
     /// The store as opened. Serving drops the switch's own handle; a caller

@@ -174,3 +174,128 @@ async fn an_app_made_by_app_add_calls_the_switch_and_its_key_rotates() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("already has two keys"));
 }
+
+/// Waits, at most `limit`, for `done` to hold.
+async fn eventually<F, Fut>(limit: std::time::Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_applies_new_apps_and_keys_and_a_broken_file_changes_nothing() {
+    use manifold_e2e::QUICK_APP;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let config = in_process_demo_config(&dir.path().join("data"));
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, &config).unwrap();
+    let log = dir.path().join("switch.log");
+    let switch = SwitchProcess::start_at(&path, "127.0.0.1:0".parse().unwrap(), &log).unwrap();
+    let url = switch.url();
+    let quick = AppClient::new(&url, QUICK_APP, "demo");
+    assert_eq!(
+        quick
+            .get_balance("hup-0", "hup-txn-0", "0123456789")
+            .await
+            .status(),
+        "Successful"
+    );
+
+    // A new app, and a new key for `quick` in place of its old one.
+    let made = run_manifold(&["app", "add", "beta"]).await;
+    let output = stdout(&made);
+    let (api_key, secret) = (value_of(&output, "api_key"), value_of(&output, "secret"));
+    let new_quick_key = "quick-app-key-after-the-reload-0123456789";
+    assert!(config.contains(QUICK_APP.1));
+    let reloaded = format!(
+        "{}[[apps]]\nid = \"beta\"\napi_key = \"{api_key}\"\nsecret = \"{secret}\"\n\
+         [apps.services.get_balance]\nproviders = [\"demo\"]\notp_override = true\n",
+        config.replacen(QUICK_APP.1, new_quick_key, 1)
+    );
+    std::fs::write(&path, &reloaded).unwrap();
+    switch.signal("HUP");
+    let beta = AppClient::new(&url, ("beta", &api_key, &secret), "demo");
+    let mut n = 0;
+    eventually(Duration::from_secs(10), "the new app is served", || {
+        n += 1;
+        let beta = beta.clone();
+        async move {
+            beta.get_balance(&format!("hup-b{n}"), &format!("hup-btxn-{n}"), "0123456789")
+                .await
+                .status()
+                == "Successful"
+        }
+    })
+    .await;
+    let old_key = quick.get_balance("hup-1", "hup-txn-1", "0123456789").await;
+    assert_eq!(old_key.http, 401, "{}", old_key.raw);
+    let quick_now = AppClient::new(&url, (QUICK_APP.0, new_quick_key, QUICK_APP.2), "demo");
+    assert_eq!(
+        quick_now
+            .get_balance("hup-2", "hup-txn-2", "0123456789")
+            .await
+            .status(),
+        "Successful"
+    );
+
+    // A file with a problem is refused, and what served before still serves.
+    std::fs::write(
+        &path,
+        reloaded.replacen("otp_override = true", "otp_override = 1", 1),
+    )
+    .unwrap();
+    switch.signal("HUP");
+    eventually(Duration::from_secs(10), "the refusal is logged", || {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reload refused")
+        }
+    })
+    .await;
+    assert_eq!(
+        beta.get_balance("hup-3", "hup-txn-3", "0123456789")
+            .await
+            .status(),
+        "Successful"
+    );
+    assert_eq!(
+        quick_now
+            .get_balance("hup-4", "hup-txn-4", "0123456789")
+            .await
+            .status(),
+        "Successful"
+    );
+
+    // So is one that changes the providers.
+    std::fs::write(
+        &path,
+        reloaded.replacen("timeout_ms = 5000", "timeout_ms = 6000", 1),
+    )
+    .unwrap();
+    switch.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the providers' change is refused",
+        || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("differ from those the switch runs")
+            }
+        },
+    )
+    .await;
+}

@@ -375,14 +375,19 @@ impl SwitchProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends the signal `name` (`HUP`, `TERM`) to the switch.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIG{name} was not delivered");
+    }
+
     /// Sends SIGTERM, as a service manager stops the switch, and returns how
     /// it exited; killed if it has not within `limit`.
     pub fn terminate(mut self, limit: std::time::Duration) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "SIGTERM was not delivered");
+        self.signal("TERM");
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("the switch can be waited for") {

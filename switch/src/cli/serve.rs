@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use manifold_config::SwitchConfig;
-use manifold_switch::{Registry, Switch};
+use manifold_switch::{Registry, Reloader, Switch};
 
 use super::Failure;
 
@@ -116,6 +116,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let switch = Switch::open_with_registry(&config, &registry(), HashMap::new())?;
+    reload_on_sighup(switch.reloader(), args.config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -124,5 +125,48 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     switch
         .serve(listener, manifold_edge::shutdown_signal())
         .await;
+    Ok(())
+}
+
+/// On every SIGHUP, reads the configuration file again and applies its apps
+/// (keys, secrets, grants, limits). A file with any problem, or one that
+/// changes the providers, is refused with its errors in the log, and the
+/// apps of before keep serving.
+#[cfg(unix)]
+fn reload_on_sighup(reloader: Reloader, path: PathBuf) -> Result<(), Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let config = match SwitchConfig::load(&path) {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::error!(
+                        "reload refused, the configuration of before still serves:\n{error}"
+                    );
+                    continue;
+                }
+            };
+            match reloader.reload(&config) {
+                Ok(changes) => tracing::info!(
+                    added = ?changes.added,
+                    changed = ?changes.changed,
+                    removed = ?changes.removed,
+                    unchanged = changes.unchanged,
+                    "reloaded the apps of {}; other settings take effect at a restart",
+                    path.display()
+                ),
+                Err(refused) => tracing::error!(
+                    "reload of {} refused, the configuration of before still serves: {refused}",
+                    path.display()
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_reloader: Reloader, _path: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
