@@ -37,12 +37,7 @@ use crate::sweeper::Sweeper;
 /// so stdout carries only the `listening on` line scripts and tests read.
 pub fn start_process() {
     manifold_edge::private_files::restrict_new_files();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    manifold_edge::init_logs();
 }
 
 /// Opens (or creates) the provider's state database in `dir`, private to

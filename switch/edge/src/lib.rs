@@ -31,10 +31,13 @@
 //! - [`response`]: [`json_response`], the one way handlers build JSON answers.
 //! - [`shutdown`]: [`shutdown_signal`], SIGINT or SIGTERM, for binaries.
 //! - [`private_files`]: data directories and files only this user can read.
+//! - [`logs`]: [`init_logs`], where and how every server binary logs (text
+//!   on a terminal, JSON lines otherwise).
 
 pub mod auth_limit;
 pub mod body;
 mod limits;
+pub mod logs;
 pub mod options;
 pub mod private_files;
 pub mod response;
@@ -47,6 +50,7 @@ mod watchdog;
 pub use auth_limit::{AuthFailureLimiter, AuthFailureLimits, Locked};
 pub use body::{read_body, read_request_body, BodyError, BodyLimits};
 pub use limits::client_key;
+pub use logs::init_logs;
 pub use options::EdgeOptions;
 pub use response::json_response;
 pub use serve::{serve, Body, Peer};

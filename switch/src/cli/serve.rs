@@ -55,12 +55,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Failure> {
     manifold_edge::private_files::restrict_new_files();
     // Logs go to stderr: stdout carries only the "listening on" line that
     // scripts and tests read.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    manifold_edge::init_logs();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
