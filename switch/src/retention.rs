@@ -8,7 +8,7 @@
 //! the amount, the metered calls, and each request's fingerprint, so a
 //! repeat of one of its `request_ref`s is still recognised and answered
 //! `410 answer_dropped` rather than executed again or answered with a
-//! different body. [`Retention::start`] runs the pass every hour while the
+//! different body. `Retention::start` runs the pass every hour while the
 //! switch serves; [`Retention::apply_at`] runs it once for a given time.
 
 use std::sync::Arc;

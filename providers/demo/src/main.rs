@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value = "data/demo-provider")]
     data: PathBuf,
     /// sled directory for the bank's ledger (accounts and postings), the
-    /// stand-in upstream's own database [default: <data>/upstream-ledger].
+    /// stand-in upstream's own database [default: upstream-ledger inside --data].
     #[arg(long, value_name = "DIR")]
     ledger_data: Option<PathBuf>,
     /// Where OTP messages are delivered (JSON lines), in place of SMS/e-mail,

@@ -1,7 +1,7 @@
 //! The provider side of the switch→provider protocol over HTTP.
 //!
 //! [`serve_provider`] mounts any [`Provider`] as a provider microservice on
-//! the shared HTTP edge ([`manifold_edge::serve`], which owns the accept
+//! the shared HTTP edge ([`manifold_edge::serve()`], which owns the accept
 //! loop, connection caps, timeouts, TLS and body limits): the four
 //! operations, `GET /health` and `GET /stats`. Every operation must be signed
 //! by the switch ([`HopVerifier`]): the signature is checked against the

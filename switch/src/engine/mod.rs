@@ -14,13 +14,13 @@
 //!    to the same transaction being sent twice; a service the host declared
 //!    `read_only` (harmless to call twice) is recorded once, with its answer;
 //! 4. call the provider, bounded by its timeout; no answer means `Pending`;
-//! 5. record the new state together with the answer ([`Engine::record_answer`]),
+//! 5. record the new state together with the answer (`Engine::record_answer`),
 //!    make it durable, and only then answer: an [`Answer`] that reports
 //!    state is built from the [`Durable`] proof that only
-//!    [`Store::durable`](crate::store::Store::durable) returns.
+//!    [`Store::durable`] returns.
 //!
-//! The operations live one per module ([`transact`], [`validate`], [`query`],
-//! [`reverse`]); the steps they share (claim, settle, record, replay) are
+//! The operations live one per module (`transact`, `validate`, `query`,
+//! `reverse`); the steps they share (claim, settle, record, replay) are
 //! here.
 
 mod answer;

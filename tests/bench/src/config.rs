@@ -42,7 +42,7 @@ const UNLIMITED_SENDS: &str =
     "otp_sends_per_destination_per_hour = 4000000000\notp_sends_per_app_per_hour = 4000000000\n";
 
 /// The demo bank's settings for the benchmark's own provider process: its
-/// defaults, with [`UNLIMITED_SENDS`].
+/// defaults, with `UNLIMITED_SENDS`.
 pub fn demo_settings() -> manifold_demo_provider::DemoSettings {
     let config: manifold_demo_provider::DemoConfig =
         toml::from_str(UNLIMITED_SENDS).expect("the bench's demo settings parse");

@@ -8,7 +8,7 @@
 //!   its token names, so the app sends the customer's own long-lived
 //!   credential in `auth.secure` (`auth.type = "token"`); the connector
 //!   trades it at the auth service for a 30-second token, cached per
-//!   customer in the SDK's [`TokenCache`] (one request for fifty concurrent
+//!   customer in the SDK's [`TokenCache`](manifold_provider_sdk::tokens::TokenCache) (one request for fifty concurrent
 //!   calls), renewed before it expires and after a `401`. There is no
 //!   provider-wide token that could charge whoever asks.
 //! - **at most once.** The SDK durably marks the charge as started before

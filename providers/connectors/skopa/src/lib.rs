@@ -4,7 +4,7 @@
 //! The worked example of an upstream's **own 2FA**:
 //! - the app sends the customer's Skopa refresh token (`auth.type =
 //!   "token"`); the connector trades it for an access token, cached per
-//!   customer in the SDK's [`TokenCache`] and renewed after a `401`;
+//!   customer in the SDK's [`TokenCache`](manifold_provider_sdk::tokens::TokenCache) and renewed after a `401`;
 //! - `transfer_funds` (`details.receiver_id`, another Skopa user) and
 //!   `disburse` (`details.bank_account_id`, one of the customer's banks) may
 //!   be answered `428 Precondition Required`: Skopa has sent its codes, the
