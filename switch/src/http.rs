@@ -400,7 +400,8 @@ pub async fn handle(
         status: None,
     };
     let span = tracing::info_span!("request", id = %log.id);
-    let mut response = route(state, request, peer, &mut log.app)
+    let routed = route(state, request, peer, &mut log.app);
+    let mut response = manifold_provider::request_id::scope(log.id.to_string(), routed)
         .instrument(span)
         .await;
     log.status = Some(response.status());
@@ -482,40 +483,46 @@ async fn route(
             // a call between its claim and its recorded answer. Shutdown
             // waits for these tasks (`SwitchState::engine_tasks`).
             let task_state = state.clone();
+            // A spawned task inherits neither the span nor the request id:
+            // both are handed over, so the provider is sent the id.
             let span = tracing::Span::current();
-            let work = state.engine_tasks.spawn(
-                async move {
-                    // The call runs on one storage generation from start to end;
-                    // none is taken while the disk is (nearly) full.
-                    let storage = &task_state.storage;
-                    // The rate is taken once the call is proven the app's, so
-                    // nobody without its secret can spend it.
-                    let admitted = call
-                        .app()
-                        .limits
-                        .check_rate()
-                        .map_err(SwitchError::LimitExceeded)
-                        .and_then(|()| storage.admit());
-                    let answer = match admitted {
-                        Ok(generation) => {
-                            let result = dispatch(generation.engine(), operation, &call).await;
-                            storage.settle(&generation, result)
+            let request_id = manifold_provider::request_id::current().unwrap_or_default();
+            let work = state
+                .engine_tasks
+                .spawn(manifold_provider::request_id::scope(
+                    request_id,
+                    async move {
+                        // The call runs on one storage generation from start to end;
+                        // none is taken while the disk is (nearly) full.
+                        let storage = &task_state.storage;
+                        // The rate is taken once the call is proven the app's, so
+                        // nobody without its secret can spend it.
+                        let admitted = call
+                            .app()
+                            .limits
+                            .check_rate()
+                            .map_err(SwitchError::LimitExceeded)
+                            .and_then(|()| storage.admit());
+                        let answer = match admitted {
+                            Ok(generation) => {
+                                let result = dispatch(generation.engine(), operation, &call).await;
+                                storage.settle(&generation, result)
+                            }
+                            Err(refused) => Err(refused),
                         }
-                        Err(refused) => Err(refused),
+                        .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
+                        // Only a call proven to be the app's is billed to it: a
+                        // leaked bearer key is enough to send one whose body or
+                        // signature then fails. A call over the app's rate is not
+                        // recorded either: the rate bounds what the switch does for
+                        // an app, its disk included, however fast the app sends.
+                        if answer.error.as_deref() != Some("rate_limited") {
+                            meter(storage, call.app(), operation, &answer).await;
+                        }
+                        answer
                     }
-                    .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
-                    // Only a call proven to be the app's is billed to it: a
-                    // leaked bearer key is enough to send one whose body or
-                    // signature then fails. A call over the app's rate is not
-                    // recorded either: the rate bounds what the switch does for
-                    // an app, its disk included, however fast the app sends.
-                    if answer.error.as_deref() != Some("rate_limited") {
-                        meter(storage, call.app(), operation, &answer).await;
-                    }
-                    answer
-                }
-                .instrument(span),
-            );
+                    .instrument(span),
+                ));
             match work.await {
                 Ok(answer) => answer,
                 // Logged once, with its error id, by `error_answer`.

@@ -489,3 +489,47 @@ async fn a_client_that_disconnects_mid_call_does_not_cancel_it() {
     assert_eq!(query.status(), "Successful", "{}", query.raw);
     switch.stop().await;
 }
+
+#[tokio::test]
+async fn the_provider_is_sent_the_id_the_app_is_answered_with() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/transact"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "Successful", "message": "ok", "provider_response_code": "00",
+            "provider_response": null
+        })))
+        .expect(2)
+        .mount(&upstream)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse_config(&config_text(
+        dir.path(),
+        &[ProviderSpec::Remote {
+            name: "labelled",
+            url: upstream.uri(),
+        }],
+        5_000,
+    ));
+    let switch = InProcessSwitch::start(&config, HashMap::new()).await;
+    let app = AppClient::new(&switch.url(), QUICK_APP, "labelled");
+    let mut answered = Vec::new();
+    for n in 0..2 {
+        let reply = app
+            .get_balance(&format!("id-{n}"), &format!("id-txn-{n}"), "0123456789")
+            .await;
+        assert_eq!(reply.status(), "Successful", "{}", reply.raw);
+        let id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+        answered.push(id);
+    }
+    let sent: Vec<String> = upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| request.headers["x-request-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, answered);
+    assert_ne!(answered[0], answered[1]);
+    switch.stop().await;
+}

@@ -87,6 +87,13 @@ impl RemoteProvider {
             .build()
             .map_err(|error| ProviderError::Internal(format!("{path}: {error}")))?;
         signed.apply(request.headers_mut());
+        if let Some(id) = crate::request_id::current() {
+            if let Ok(value) = http::HeaderValue::from_str(&id) {
+                request
+                    .headers_mut()
+                    .insert(crate::request_id::REQUEST_ID_HEADER, value);
+            }
+        }
         let response = self
             .client
             .execute(request)

@@ -37,6 +37,7 @@ pub mod json;
 pub mod notify;
 pub mod outbound;
 pub mod provider;
+pub mod request_id;
 pub mod server;
 pub mod wire;
 

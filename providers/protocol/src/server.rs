@@ -27,11 +27,13 @@ use manifold_edge::{
 };
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use manifold_edge::signature::SignatureRejected;
 
 use crate::hop::HopVerifier;
 use crate::provider::{Provider, ProviderError};
+use crate::request_id;
 use crate::wire::{fault, ProviderFault};
 
 /// The edge options a provider microservice starts from: the defaults,
@@ -127,7 +129,26 @@ pub async fn serve_provider(
     });
     let handler = move |request: Request<Incoming>, peer: Peer| {
         let shared = shared.clone();
-        async move { route_provider_request(&shared, request, peer).await }
+        // The switch's id for the app request this call serves: the
+        // provider's log lines about it carry it, and so does whatever
+        // the provider sends on its behalf.
+        let request_id = request
+            .headers()
+            .get(request_id::REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| request_id::is_valid(id))
+            .map(str::to_owned);
+        async move {
+            match request_id {
+                Some(id) => {
+                    let span = tracing::info_span!("request", id = %id);
+                    request_id::scope(id, route_provider_request(&shared, request, peer))
+                        .instrument(span)
+                        .await
+                }
+                None => route_provider_request(&shared, request, peer).await,
+            }
+        }
     };
     serve(listener, handler, server.edge, shutdown).await
 }
