@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use common::*;
@@ -26,19 +25,6 @@ use manifold_switch::Switch;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Every log line of this process so far, once the capture is installed.
 fn logs() -> String {
     static LOGS: OnceLock<Captured> = OnceLock::new();
@@ -52,7 +38,7 @@ fn logs() -> String {
             .init();
         logs
     });
-    String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned()
+    logs.text()
 }
 
 /// What the panicking provider says as it fails: detail for the log only.

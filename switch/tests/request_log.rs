@@ -6,34 +6,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use manifold_smtp_sink::SmtpSink;
 use serde_json::json;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|line| line.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
+/// The captured lines holding `needle`.
+fn lines_with(logs: &Captured, needle: &str) -> Vec<String> {
+    logs.text()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
@@ -69,7 +52,7 @@ async fn every_request_is_logged_once_with_the_id_its_answer_carries() {
         .to_owned();
     assert_eq!(id.len(), 16);
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
-    let lines = logs.lines_with(&format!("request_id={id}"));
+    let lines = lines_with(&logs, &format!("request_id={id}"));
     assert_eq!(lines.len(), 1, "{lines:#?}");
     let line = &lines[0];
     for part in [
@@ -87,7 +70,7 @@ async fn every_request_is_logged_once_with_the_id_its_answer_carries() {
     let body = transact_body("log-ref-1", "log-txn-1", json!({ "mobile_no": MSISDN }));
     let (status, _) = post(&format!("{}/transact", switch.url()), Some(APP_KEY), &body).await;
     assert!(status < 500, "{status}");
-    let lines = logs.lines_with("app=\"otp\"");
+    let lines = lines_with(&logs, "app=\"otp\"");
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(
         lines[0].contains(&format!("status={status}")),
@@ -102,6 +85,6 @@ async fn every_request_is_logged_once_with_the_id_its_answer_carries() {
         .await
         .unwrap();
     assert!(health.status().is_success());
-    assert!(logs.lines_with("path=/health").is_empty());
+    assert!(lines_with(&logs, "path=/health").is_empty());
     switch.stop().await;
 }

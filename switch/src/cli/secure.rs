@@ -44,10 +44,9 @@ impl Secret {
     }
 }
 
+/// What a `secure` is bound to: the call it is for, and what it holds.
 #[derive(clap::Args)]
-pub struct SealArgs {
-    #[command(flatten)]
-    secret: Secret,
+pub struct Binding {
     /// The request_ref of the call the secure is for.
     #[arg(long)]
     request_ref: String,
@@ -55,6 +54,14 @@ pub struct SealArgs {
     /// validate.
     #[arg(long, value_parser = parse_kind)]
     kind: SecureKind,
+}
+
+#[derive(clap::Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    secret: Secret,
+    #[command(flatten)]
+    binding: Binding,
     /// Use this 12-byte nonce (24 hex digits) instead of a random one. Only to reproduce test
     /// vectors: a repeated nonce under one secret breaks the encryption.
     #[arg(long, value_parser = parse_nonce)]
@@ -68,12 +75,8 @@ pub struct SealArgs {
 pub struct OpenArgs {
     #[command(flatten)]
     secret: Secret,
-    /// The request_ref the secure was sealed for.
-    #[arg(long)]
-    request_ref: String,
-    /// The kind it was sealed as (the auth.type, or validate).
-    #[arg(long, value_parser = parse_kind)]
-    kind: SecureKind,
+    #[command(flatten)]
+    binding: Binding,
     /// The base64 `secure`; `-` or nothing reads it from standard input.
     secure: Option<String>,
 }
@@ -140,10 +143,11 @@ pub fn seal(args: SealArgs) -> Result<ExitCode, Failure> {
     let key = args.secret.key()?;
     let json = argument_or_stdin(args.plaintext, "plaintext")?;
     let bytes = json.expose().as_bytes();
+    let Binding { request_ref, kind } = &args.binding;
     let sealed = match args.nonce_hex {
-        Some(nonce) => plaintext::check_layout(args.kind, bytes)
-            .map(|()| secure::seal_with_nonce(&key, &args.request_ref, args.kind, bytes, nonce)),
-        None => plaintext::seal_checked(&key, &args.request_ref, args.kind, bytes),
+        Some(nonce) => plaintext::check_layout(*kind, bytes)
+            .map(|()| secure::seal_with_nonce(&key, request_ref, *kind, bytes, nonce)),
+        None => plaintext::seal_checked(&key, request_ref, *kind, bytes),
     }?;
     println!("{sealed}");
     Ok(ExitCode::SUCCESS)
@@ -152,7 +156,8 @@ pub fn seal(args: SealArgs) -> Result<ExitCode, Failure> {
 pub fn open(args: OpenArgs) -> Result<ExitCode, Failure> {
     let key = args.secret.key()?;
     let sealed = argument_or_stdin(args.secure, "secure")?;
-    let opened = secure::open(&key, &args.request_ref, args.kind, sealed.expose().trim())
+    let Binding { request_ref, kind } = &args.binding;
+    let opened = secure::open(&key, request_ref, *kind, sealed.expose().trim())
         .context("cannot open it with this secret, request_ref and kind")?;
     // The caller asked for the plaintext: it is theirs, sealed with their secret.
     let text = String::from_utf8_lossy(&opened);

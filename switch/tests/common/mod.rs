@@ -300,3 +300,28 @@ pub fn code_in(text: &str) -> String {
         .unwrap_or_else(|| panic!("no 6-digit code in the message"))
         .to_owned()
 }
+
+/// Log output kept in memory, for tests that read what the switch logged:
+/// `tracing_subscriber::fmt().with_writer(move || captured.clone())`.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
