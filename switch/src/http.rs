@@ -360,6 +360,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// [`REQUEST_ID_HEADER`]. Rejections are logged like successes, so a host
 /// can see what an app is doing wrong.
 struct RequestLog {
+    /// 64 random bits, the same kind of opaque id as an error's.
     id: ErrorId,
     method: Method,
     path: String,
@@ -394,7 +395,7 @@ pub async fn handle(
     let mut log = RequestLog {
         id: ErrorId::new(),
         method: request.method().clone(),
-        path: request.uri().path().to_owned(),
+        path: logged_path(request.uri().path()),
         started: std::time::Instant::now(),
         app: None,
         status: None,
@@ -410,6 +411,16 @@ pub async fn handle(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// A request's path as the request log shows it: any path a client sends is
+/// logged (a 404's too), so a long one is cut rather than copied whole.
+fn logged_path(path: &str) -> String {
+    const LONGEST: usize = 128;
+    match path.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &path[..cut]),
+        None => path.to_owned(),
+    }
 }
 
 /// Answers one request; `app` is set once the caller is known to be an app.
@@ -667,6 +678,15 @@ async fn meter(storage: &Storage, app: &App, operation: Operation, answer: &Answ
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_path_is_cut_in_the_request_log() {
+        assert_eq!(logged_path("/transact"), "/transact");
+        let long = format!("/{}", "a".repeat(500));
+        let logged = logged_path(&long);
+        assert_eq!(logged.chars().count(), 129);
+        assert!(logged.ends_with('…'));
+    }
     use manifold_provider::notify::Channel;
     use serde_json::Value;
 
