@@ -14,6 +14,7 @@
 //! - [`ServerConfig`]: the HTTP edge's limits, timeouts and TLS files.
 //! - [`NotificationsConfig`], [`SmsGatewayConfig`], [`SmtpConfig`] and
 //!   [`MessageTemplate`]: how customers are reached (outbox, SMS gateway, SMTP).
+//! - [`FeeSchedule`] (`[billing]`, in `billing`): what calls cost.
 //! - [`secrets`](self): secrets from the environment or files instead of
 //!   the file itself, and API keys known by digest only.
 //! - [`ConfigError`]: every problem found, each naming its key.
@@ -29,8 +30,11 @@ use manifold_crypto::DataKeys;
 
 use manifold_crypto::SecretString;
 
+mod billing;
 mod raw;
 mod secrets;
+
+pub use manifold_billing::{Fee, FeeSchedule};
 
 pub use secrets::{ApiKeyDigest, Environment, ProcessEnvironment};
 
@@ -59,6 +63,9 @@ pub struct SwitchConfig {
     /// long it is kept.
     pub data_at_rest: DataAtRestConfig,
     pub notifications: NotificationsConfig,
+    /// `[billing]`: the fee schedule invoices are priced from; without one
+    /// every call is counted and none priced.
+    pub billing: FeeSchedule,
     pub providers: Vec<ProviderConfig>,
     pub apps: Vec<AppConfig>,
     /// What is allowed but unwise (a secret file others can read); the

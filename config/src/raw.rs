@@ -11,6 +11,7 @@ use std::sync::Arc;
 use manifold_crypto::{AtRestError, DataKey, DataKeys, SecretString};
 use serde::Deserialize;
 
+use crate::billing::RawBilling;
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
     duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, DataAtRestConfig,
@@ -20,6 +21,7 @@ use crate::{
     MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN,
     MIN_SECRET_LEN,
 };
+use manifold_billing::FeeSchedule;
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_NOTIFY_TIMEOUT_MS: u64 = 10_000;
@@ -79,11 +81,12 @@ pub(crate) fn shape_problems(text: &str) -> Vec<(String, String)> {
             "storage" => check::<RawStorage>(key, value, &mut problems),
             "data_at_rest" => check::<RawDataAtRest>(key, value, &mut problems),
             "notifications" => check::<RawNotifications>(key, value, &mut problems),
+            "billing" => check::<RawBilling>(key, value, &mut problems),
             "providers" => each::<RawProvider>(&key, value, &mut problems),
             "apps" => each::<RawApp>(&key, value, &mut problems),
             // In serde's words, so the file-wide error's line joins it.
             _ => {
-                let problem = format!("unknown field `{key}`, expected one of `listen`, `server`, `storage`, `data_at_rest`, `notifications`, `providers`, `apps`");
+                let problem = format!("unknown field `{key}`, expected one of `listen`, `server`, `storage`, `data_at_rest`, `notifications`, `billing`, `providers`, `apps`");
                 problems.push((key, problem));
             }
         }
@@ -102,6 +105,8 @@ pub(crate) struct RawConfig {
     data_at_rest: Option<RawDataAtRest>,
     #[serde(default)]
     notifications: Option<RawNotifications>,
+    #[serde(default)]
+    billing: Option<RawBilling>,
     #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
@@ -449,6 +454,16 @@ impl RawConfig {
             }
         }
         check_provider_secrets(&providers, &apps, &mut problems);
+        let billing = match self.billing {
+            Some(raw) => {
+                let services = providers
+                    .iter()
+                    .flat_map(|p| p.services.iter().cloned())
+                    .collect();
+                raw.validate(&services, &mut problems)
+            }
+            None => FeeSchedule::default(),
+        };
 
         // A problem was recorded wherever the keys could not be had.
         let Some(data_at_rest) = data_at_rest else {
@@ -467,6 +482,7 @@ impl RawConfig {
                 },
                 data_at_rest,
                 notifications,
+                billing,
                 providers,
                 apps,
                 warnings: secrets.warnings,

@@ -51,6 +51,74 @@ fn the_sample_file_is_valid_and_complete() {
 }
 
 #[test]
+fn the_sample_prices_transfers_and_counts_everything_else() {
+    let billing = load(SAMPLE).unwrap().billing;
+    let d = |text: &str| manifold_billing::Decimal::from_str_exact(text).unwrap();
+    assert_eq!((billing.currency.as_str(), billing.minor_units), ("NGN", 2));
+    assert!(billing.bill_failed && billing.bill_repeats);
+    assert_eq!(billing.default_fee.per_call, d("1.00"));
+    let transfer = &billing.fees["transfer_funds"];
+    assert_eq!(
+        (
+            transfer.per_call,
+            transfer.percent,
+            transfer.minimum,
+            transfer.cap
+        ),
+        (d("5.00"), d("0.5"), d("10.00"), Some(d("2000.00")))
+    );
+    let without = SAMPLE.replace("[billing]", "[ignored_billing]");
+    let without = without
+        .split("[ignored_billing]")
+        .next()
+        .unwrap()
+        .to_owned()
+        + &SAMPLE[SAMPLE.find("\n[[providers]]").unwrap()..];
+    assert_eq!(load(&without).unwrap().billing, FeeSchedule::default());
+}
+
+#[test]
+fn every_bad_fee_is_named_by_its_key() {
+    let text = SAMPLE.replace(
+        "[billing.fees.transfer_funds]",
+        r#"[billing.fees.transfer_fund]
+per_call = 0.5
+[billing.fees.get_balance]
+per_call = "0.005"
+percent = "101"
+[billing.fees.collect]
+minimum = "1.00"
+[billing.fees.disburse]
+per_call = "-1"
+percent = "1"
+minimum = "5.00"
+cap = "4.00"
+[billing.fees.unused]"#,
+    );
+    let text = text.replace("currency = \"NGN\"", "currency = \"naira\"");
+    let error = load(&text).unwrap_err();
+    check_problem(&error, "billing.currency", "ISO 4217");
+    check_problem(&error, "billing.fees.transfer_fund", "no provider offers");
+    check_problem(&error, "billing.fees.transfer_fund.per_call", "TOML float");
+    check_problem(
+        &error,
+        "billing.fees.get_balance.per_call",
+        "more than 2 decimal places",
+    );
+    check_problem(&error, "billing.fees.get_balance.percent", "at most 100");
+    check_problem(&error, "billing.fees.collect", "set `percent` too");
+    check_problem(&error, "billing.fees.disburse.per_call", "negative");
+    check_problem(&error, "billing.fees.disburse.cap", "below `minimum`");
+    // Every one of them at once; the untouched transfer_funds fee is fine.
+    assert!(error.problems.len() >= 9, "{error}");
+    check_rejected(
+        &SAMPLE.replace("minor_units = 2", "minor_units = 9"),
+        "billing.minor_units",
+        "between 0 and 4",
+    );
+}
+
+#[test]
 fn secrets_never_print() {
     let config = load(SAMPLE).unwrap();
     let printed = format!("{config:?}");

@@ -267,6 +267,26 @@ pub fn parse_json(body: &[u8]) -> Result<Value, SwitchError> {
     }
 }
 
+/// The service and provider a body names, for metering a call the switch
+/// refused before it knew them: read leniently (nothing else is checked),
+/// and each kept only when it is a plain name (letters, digits, `_-.`, at
+/// most 64), since the app's invoice groups its calls by them.
+pub fn named_service(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(root) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let name = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .filter(|name| manifold_config::is_identifier(name))
+            .map(str::to_owned)
+    };
+    (
+        name(root.get("request_type")),
+        name(root.pointer("/auth/auth_provider")),
+    )
+}
+
 pub fn parse_transact(root: &Value) -> Result<TransactEnvelope, SwitchError> {
     let mut f = Fields::new(root);
     let request_ref = f.reference("request_ref");

@@ -27,7 +27,7 @@ use manifold_provider::{ErrorId, NotifyError, Status};
 
 use crate::apps::{App, Apps};
 use crate::engine::{now_ms, Answer, Engine};
-use crate::envelope::{ResponseData, ResponseEnvelope};
+use crate::envelope::{self, ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
 use crate::notify::{NotifyService, NotifyServiceError};
 use crate::signed::{SpentSignatures, VerifiedCall};
@@ -521,7 +521,14 @@ async fn route(
                             }
                             Err(refused) => Err(refused),
                         }
-                        .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
+                        .unwrap_or_else(|error| {
+                            let mut answer = error_answer(&error, Some(call.app()));
+                            // Metered under the service the app asked for.
+                            let (request_type, provider) = envelope::named_service(call.body());
+                            answer.request_type = answer.request_type.or(request_type);
+                            answer.provider = answer.provider.or(provider);
+                            answer
+                        });
                         // Only a call proven to be the app's is billed to it: a
                         // leaked bearer key is enough to send one whose body or
                         // signature then fails. A call over the app's rate is not
@@ -669,6 +676,10 @@ async fn meter(storage: &Storage, app: &App, operation: Operation, answer: &Answ
         http_status: answer.http_status,
         error: answer.error.clone(),
         inspect: answer.inspect,
+        transaction_ref: answer.billing.transaction_ref.clone(),
+        amount: answer.billing.amount,
+        repeat: answer.billing.repeat,
+        completed: answer.billing.completed,
     };
     if let Err(error) = storage.meter(&call).await {
         tracing::error!(%error, app = app.id(), "metering failed");

@@ -36,6 +36,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod inspect;
+pub mod invoice;
 pub mod limits;
 pub mod notify;
 pub mod retention;

@@ -6,6 +6,7 @@
 
 mod app;
 mod config;
+mod invoice;
 mod secure;
 mod serve;
 
@@ -20,6 +21,8 @@ const EXAMPLES: &str = "Examples:
   manifold app add acme --config /etc/manifold.toml
                                              an app's key and secret, and its config block
   export MANIFOLD_APP_SECRET=...             (an app's secret, out of the process list)
+  manifold invoice --app acme --from 2026-11-01 --to 2026-12-01 --format json
+                                             what acme owes for November (a stopped switch)
   manifold seal --request-ref req-0001 --kind bank.account \\
       '{\"account_number\": \"0123456789\", \"bank_code\": \"058\"}'
   manifold sign --key-id demo-app --path /transact --body-file body.json";
@@ -50,6 +53,8 @@ enum Command {
     /// Make an app's credentials.
     #[command(subcommand)]
     App(app::AppCommand),
+    /// What an app owes for a period (CSV or JSON), from a stopped switch's store.
+    Invoice(invoice::InvoiceArgs),
     /// Seal an `auth.secure` for a request, as an app does (docs/secure.md).
     Seal(secure::SealArgs),
     /// Open an `auth.secure` with the app's secret and print its plaintext, to check one's own
@@ -73,6 +78,7 @@ impl Cli {
             Some(Command::Serve(args)) => serve::run(args),
             Some(Command::Config(command)) => command.run(),
             Some(Command::App(command)) => command.run(),
+            Some(Command::Invoice(args)) => invoice::run(args),
             Some(Command::Seal(args)) => secure::seal(args),
             Some(Command::Open(args)) => secure::open(args),
             Some(Command::Sign(args)) => secure::sign(args),

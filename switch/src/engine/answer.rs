@@ -29,9 +29,33 @@ pub struct Answer {
     pub error_id: Option<String>,
     /// `Retry-After` (seconds) when a limit refused the call.
     pub retry_after_secs: Option<u64>,
+    /// What billing needs to know of the call beyond its outcome.
+    pub billing: BillingFacts,
     /// Why this answer may be sent.
     #[allow(dead_code)]
     basis: Basis,
+}
+
+/// The facts a metered call carries for billing (see [`MeteredCall`]).
+///
+/// [`MeteredCall`]: crate::store::MeteredCall
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BillingFacts {
+    pub transaction_ref: Option<String>,
+    pub amount: Option<u64>,
+    pub repeat: bool,
+    pub completed: bool,
+}
+
+impl BillingFacts {
+    fn of(record: &TransactionRecord) -> BillingFacts {
+        BillingFacts {
+            transaction_ref: Some(record.transaction_ref.clone()),
+            amount: Some(record.amount),
+            repeat: false,
+            completed: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +101,7 @@ impl Answer {
             error: None,
             error_id: None,
             retry_after_secs: None,
+            billing: BillingFacts::of(record),
             basis: Basis::Durable(durable),
         }
     }
@@ -97,6 +122,7 @@ impl Answer {
             error: None,
             error_id: None,
             retry_after_secs: None,
+            billing: BillingFacts::of(record),
             basis: Basis::Durable(durable),
         }
     }
@@ -119,6 +145,7 @@ impl Answer {
             error: envelope.data.error.clone(),
             error_id: envelope.data.error_id.clone(),
             retry_after_secs: None,
+            billing: BillingFacts::default(),
             basis: Basis::NoState,
         }
     }
@@ -135,6 +162,7 @@ impl Answer {
             error: None,
             error_id: None,
             retry_after_secs: None,
+            billing: BillingFacts::default(),
             basis: Basis::NoState,
         }
     }

@@ -45,7 +45,7 @@ use crate::store::{
     Store, StoredAnswer, TransactionRecord,
 };
 
-pub use answer::{http_status_for, Answer};
+pub use answer::{http_status_for, Answer, BillingFacts};
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -82,6 +82,29 @@ fn advance(record: &mut TransactionRecord, status: Status, reply: Option<&Provid
     record.status = status;
     if let Some(reply) = reply {
         record.last_reply = Some(reply.clone());
+    }
+}
+
+/// Whether the change a call applied to its transaction moved it to
+/// `Successful`: that call completed the transaction, and a value fee is
+/// charged on it (once, as only one change can make the move).
+#[derive(Default)]
+struct Completion(std::sync::atomic::AtomicBool);
+
+impl Completion {
+    /// Applies `change` to `record`, noting whether it completed it. A store
+    /// may run a change more than once (retrying on a conflict); the last
+    /// run is the one stored, so each run overwrites what the last noted.
+    fn watch(&self, record: &mut TransactionRecord, change: impl FnOnce(&mut TransactionRecord)) {
+        let before = record.status;
+        change(record);
+        let completed = before != Status::Successful && record.status == Status::Successful;
+        self.0
+            .store(completed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn happened(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -184,8 +207,22 @@ impl Engine {
         }
     }
 
-    /// The answer to a repeated `request_ref`.
+    /// The answer to a repeated `request_ref`, metered as a repeat.
     async fn replay(
+        &self,
+        app: &App,
+        request_ref: &str,
+        known: KnownRequest,
+        fingerprint: &Fingerprint,
+    ) -> Result<Answer, SwitchError> {
+        let mut answer = self
+            .answer_again(app, request_ref, known, fingerprint)
+            .await?;
+        answer.billing.repeat = true;
+        Ok(answer)
+    }
+
+    async fn answer_again(
         &self,
         app: &App,
         request_ref: &str,
@@ -345,10 +382,13 @@ impl Engine {
             reply,
         };
         let heard_reply = heard.then_some(&stored.reply);
+        let completion = Completion::default();
         let change = |record: &mut TransactionRecord| {
-            apply(record, status, heard_reply);
-            record.updated_at_ms = entry.at_ms;
-            record.history.push(entry.clone());
+            completion.watch(record, |record| {
+                apply(record, status, heard_reply);
+                record.updated_at_ms = entry.at_ms;
+                record.history.push(entry.clone());
+            });
         };
         self.store
             .update_transaction(
@@ -359,7 +399,9 @@ impl Engine {
             )
             .await?;
         let durable = self.store.durable().await?;
-        Ok(Answer::relaying(record, &stored, durable))
+        let mut answer = Answer::relaying(record, &stored, durable);
+        answer.billing.completed = completion.happened();
+        Ok(answer)
     }
 
     /// Loads the app's transaction and checks the optional fields that must match it.

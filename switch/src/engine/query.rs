@@ -3,7 +3,7 @@
 
 use manifold_provider::{ProviderError, ProviderReply, QueryRequest, Status};
 
-use super::{advance, history, no_record_grace, now_ms, Answer, Engine};
+use super::{advance, history, no_record_grace, now_ms, Answer, Completion, Engine};
 use crate::envelope;
 use crate::error::SwitchError;
 use crate::signed::VerifiedCall;
@@ -102,18 +102,21 @@ impl Engine {
             Some(&reply),
             &reply.message,
         );
-        let change = move |record: &mut TransactionRecord| {
-            if !record.status.is_final() {
-                advance(record, reply.status, Some(&reply));
-                record.updated_at_ms = entry.at_ms;
-                // A provider whose `Pending` words keep changing must not
-                // grow the record without end: past the cap only the latest
-                // words are kept (in `last_reply`), and the final answer
-                // is always written down.
-                if reply.status.is_final() || record.history.len() < MAX_PENDING_HISTORY {
-                    record.history.push(entry.clone());
+        let completion = Completion::default();
+        let change = |record: &mut TransactionRecord| {
+            completion.watch(record, |record| {
+                if !record.status.is_final() {
+                    advance(record, reply.status, Some(&reply));
+                    record.updated_at_ms = entry.at_ms;
+                    // A provider whose `Pending` words keep changing must not
+                    // grow the record without end: past the cap only the latest
+                    // words are kept (in `last_reply`), and the final answer
+                    // is always written down.
+                    if reply.status.is_final() || record.history.len() < MAX_PENDING_HISTORY {
+                        record.history.push(entry.clone());
+                    }
                 }
-            }
+            });
         };
         let updated = self
             .store
@@ -124,6 +127,8 @@ impl Engine {
         if updated.status.is_final() {
             pacer.forget(app.id(), &updated.transaction_ref);
         }
-        Ok(self.describe(&updated, durable))
+        let mut answer = self.describe(&updated, durable);
+        answer.billing.completed = completion.happened();
+        Ok(answer)
     }
 }

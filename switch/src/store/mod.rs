@@ -58,6 +58,19 @@ pub enum Operation {
     Reverse,
 }
 
+impl Operation {
+    /// The name billing and the admin API use: `transact`, `validate`,
+    /// `query`, `reverse` (as in serde).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Transact => "transact",
+            Operation::Validate => "validate",
+            Operation::Query => "query",
+            Operation::Reverse => "reverse",
+        }
+    }
+}
+
 /// A digest of a request body: a repeat of its `request_ref` must match it.
 pub type Fingerprint = [u8; 32];
 
@@ -201,6 +214,15 @@ pub struct MeteredCall {
     /// `data.error` when the switch rejected the call.
     pub error: Option<String>,
     pub inspect: bool,
+    /// The transaction the call acted on, when it reached one.
+    pub transaction_ref: Option<String>,
+    /// That transaction's amount in minor units, for value-based fees.
+    pub amount: Option<u64>,
+    /// Answered again from what a repeated `request_ref` was first answered.
+    pub repeat: bool,
+    /// This call's answer first moved its transaction to `Successful`: one
+    /// call per successful transaction, the one a value fee is charged on.
+    pub completed: bool,
 }
 
 /// An answered transaction as [`SledStore::import`] loads it, with the call
@@ -358,6 +380,21 @@ pub trait Store: Send + Sync + 'static {
         from_ms: u64,
         until_ms: u64,
     ) -> Result<Vec<MeteredCall>, StoreError>;
+    /// Hands `each` every call of `app_id` metered in `[from_ms, until_ms)`,
+    /// a batch at a time, so a long period is never all in memory; oldest
+    /// batch first, not sorted within one.
+    async fn each_metered(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+        each: &mut (dyn for<'c> FnMut(&'c MeteredCall) + Send),
+    ) -> Result<(), StoreError> {
+        for call in self.metered_calls(app_id, from_ms, until_ms).await? {
+            each(&call);
+        }
+        Ok(())
+    }
     /// How many calls of `app_id` metered in `[from_ms, until_ms)` match
     /// `filter`; a store may count without collecting them.
     async fn count_metered(

@@ -102,6 +102,9 @@ pub fn copy_of(template: &ImportedTransaction, n: u64, age_ms: u64) -> ImportedT
         rekey(reply);
     }
     copy.call.at_ms = shift(copy.call.at_ms);
+    if copy.call.transaction_ref.is_some() {
+        copy.call.transaction_ref = Some(transaction_ref);
+    }
     copy
 }
 
@@ -289,6 +292,10 @@ mod tests {
                 http_status: 200,
                 error: None,
                 inspect: false,
+                transaction_ref: None,
+                amount: None,
+                repeat: false,
+                completed: false,
             },
         }
     }

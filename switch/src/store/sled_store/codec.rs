@@ -7,7 +7,9 @@
 //! - `M app 0x1f minute_ms id`: a batch of metered calls of one app whose
 //!   times fall in that minute (both big-endian, so a period is one range).
 //!
-//! Values are postcard-encoded structs behind a version byte; the app id and
+//! Values are postcard-encoded structs behind a version byte (1; metering
+//! batches 2, since they carry what billing needs, and version 1 batches are
+//! still read); the app id and
 //! the reference are in the key, not again in the value. Statuses and
 //! operations are written as fixed numbers (below), never as serde's variant
 //! index, so reordering an enum cannot change what a stored byte means. A
@@ -28,8 +30,12 @@ pub const METERING: u8 = b'M';
 /// The key of the format marker; no record key starts with 0.
 pub const FORMAT_KEY: &[u8] = b"\0format";
 
-/// The version byte in front of every value written by this code.
+/// The version byte in front of every value written by this code, except
+/// metering batches.
 const VERSION: u8 = 1;
+/// The version byte of metering batches since they carry what billing needs
+/// (transaction, amount, repeat, completion); version 1 batches are still read.
+const CALLS_VERSION: u8 = 2;
 
 pub fn key(kind: u8, app_id: &str, reference: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + app_id.len() + reference.len());
@@ -215,8 +221,10 @@ struct DiskPointer {
     transaction_ref: String,
 }
 
+/// A metered call as version 1 wrote it, before billing needed its
+/// transaction and amount; still read, never written.
 #[derive(Serialize, Deserialize)]
-struct DiskCall {
+struct DiskCallV1 {
     at_ms: u64,
     operation: u8,
     request_type: Option<String>,
@@ -227,8 +235,31 @@ struct DiskCall {
     inspect: bool,
 }
 
+#[derive(Serialize, Deserialize)]
+struct DiskCall {
+    at_ms: u64,
+    operation: u8,
+    request_type: Option<String>,
+    provider: Option<String>,
+    status: u8,
+    http_status: u16,
+    error: Option<String>,
+    /// Bit 0: inspect; bit 1: repeat; bit 2: completed.
+    flags: u8,
+    transaction_ref: Option<String>,
+    amount: Option<u64>,
+}
+
+const INSPECT: u8 = 1;
+const REPEAT: u8 = 2;
+const COMPLETED: u8 = 4;
+
 fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![VERSION];
+    to_bytes_as(VERSION, value)
+}
+
+fn to_bytes_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![version];
     postcard::to_io(value, &mut out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(out)
 }
@@ -463,14 +494,39 @@ pub fn encode_calls<'a>(
             status: status_code(call.status),
             http_status: call.http_status,
             error: call.error.clone(),
-            inspect: call.inspect,
+            flags: (if call.inspect { INSPECT } else { 0 })
+                | (if call.repeat { REPEAT } else { 0 })
+                | (if call.completed { COMPLETED } else { 0 }),
+            transaction_ref: call.transaction_ref.clone(),
+            amount: call.amount,
         })
         .collect();
-    to_bytes(&calls)
+    to_bytes_as(CALLS_VERSION, &calls)
 }
 
 pub fn decode_calls(app_id: &str, bytes: &[u8]) -> Result<Vec<MeteredCall>, StoreError> {
-    let calls: Vec<DiskCall> = from_bytes(bytes, "a metering batch")?;
+    const WHAT: &str = "a metering batch";
+    let calls: Vec<DiskCall> = match bytes.first() {
+        Some(&CALLS_VERSION) => postcard::from_bytes(&bytes[1..])
+            .map_err(|e| StoreError::Corrupt(format!("{WHAT}: {e}")))?,
+        // Written before billing: no transaction, no amount, never a repeat
+        // or a completion known.
+        _ => from_bytes::<Vec<DiskCallV1>>(bytes, WHAT)?
+            .into_iter()
+            .map(|old| DiskCall {
+                at_ms: old.at_ms,
+                operation: old.operation,
+                request_type: old.request_type,
+                provider: old.provider,
+                status: old.status,
+                http_status: old.http_status,
+                error: old.error,
+                flags: if old.inspect { INSPECT } else { 0 },
+                transaction_ref: None,
+                amount: None,
+            })
+            .collect(),
+    };
     calls
         .into_iter()
         .map(|call| {
@@ -483,7 +539,11 @@ pub fn decode_calls(app_id: &str, bytes: &[u8]) -> Result<Vec<MeteredCall>, Stor
                 status: status_from(call.status)?,
                 http_status: call.http_status,
                 error: call.error,
-                inspect: call.inspect,
+                inspect: call.flags & INSPECT != 0,
+                transaction_ref: call.transaction_ref,
+                amount: call.amount,
+                repeat: call.flags & REPEAT != 0,
+                completed: call.flags & COMPLETED != 0,
             })
         })
         .collect()
@@ -667,6 +727,56 @@ mod tests {
             assert_eq!(operation_code(operation), code as u8);
             assert_eq!(operation_from(code as u8).unwrap(), operation);
         }
+    }
+
+    fn metered(repeat: bool, completed: bool) -> MeteredCall {
+        MeteredCall {
+            at_ms: 1_700_000_000_000,
+            app_id: "app".into(),
+            operation: Operation::Validate,
+            request_type: Some("transfer_funds".into()),
+            provider: Some("bank".into()),
+            status: Status::Successful,
+            http_status: 200,
+            error: None,
+            inspect: false,
+            transaction_ref: Some("t-1".into()),
+            amount: Some(12_345),
+            repeat,
+            completed,
+        }
+    }
+
+    #[test]
+    fn metered_calls_read_back_with_what_billing_needs() {
+        let calls = [metered(false, true), metered(true, false)];
+        let bytes = encode_calls(calls.iter()).unwrap();
+        assert_eq!(bytes[0], CALLS_VERSION);
+        assert_eq!(decode_calls("app", &bytes).unwrap(), calls);
+    }
+
+    /// Batches written before billing (version 1) are still read, with no
+    /// transaction, amount, repeat or completion.
+    #[test]
+    fn a_version_1_metering_batch_is_still_read() {
+        let old = vec![DiskCallV1 {
+            at_ms: 1_700_000_000_000,
+            operation: operation_code(Operation::Validate),
+            request_type: Some("transfer_funds".into()),
+            provider: Some("bank".into()),
+            status: status_code(Status::Successful),
+            http_status: 200,
+            error: None,
+            inspect: true,
+        }];
+        let bytes = to_bytes(&old).unwrap();
+        assert_eq!(bytes[0], 1);
+        let mut expected = metered(false, false);
+        expected.transaction_ref = None;
+        expected.amount = None;
+        expected.inspect = true;
+        assert_eq!(decode_calls("app", &bytes).unwrap(), vec![expected]);
+        assert!(decode_calls("app", &[9, 0]).is_err());
     }
 
     #[test]

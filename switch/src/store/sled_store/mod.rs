@@ -637,7 +637,9 @@ impl SledStore {
         Ok(resealed)
     }
 
-    fn open_existing(path: &Path, options: &StoreOptions) -> Result<SledStore, StoreError> {
+    /// Opens the store already in `path` (never creates one), for the
+    /// commands that work on a stopped switch's store.
+    pub fn open_existing(path: &Path, options: &StoreOptions) -> Result<SledStore, StoreError> {
         if !path.join("db").is_file() {
             return Err(StoreError::Database(format!(
                 "no store in {}",
@@ -934,6 +936,19 @@ impl Store for SledStore {
         .await?;
         calls.sort_by_key(|call| call.at_ms);
         Ok(calls)
+    }
+
+    async fn each_metered(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+        each: &mut (dyn for<'c> FnMut(&'c MeteredCall) + Send),
+    ) -> Result<(), StoreError> {
+        self.for_each_minute_metered(app_id, from_ms, until_ms, |bucket| {
+            bucket.for_each(|call| each(&call));
+        })
+        .await
     }
 
     async fn count_metered(

@@ -56,6 +56,10 @@ fn call(at_ms: u64) -> MeteredCall {
         http_status: 200,
         error: None,
         inspect: false,
+        transaction_ref: None,
+        amount: None,
+        repeat: false,
+        completed: false,
     }
 }
 
