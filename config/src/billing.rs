@@ -11,6 +11,9 @@ use crate::{is_identifier, Problems};
 
 /// The most minor units a currency has (ISO 4217 has none above 4).
 const MAX_MINOR_UNITS: u32 = 4;
+/// The largest fee, minimum or cap (in units): far above any real one, and
+/// small enough that every fee fits a count of minor units.
+const MAX_MONEY: u64 = 1_000_000_000_000;
 /// The most decimal places a percentage may have.
 const MAX_PERCENT_PLACES: u32 = 6;
 
@@ -101,6 +104,10 @@ impl RawFee {
                 }
                 Ok(amount) if amount.is_sign_negative() && !amount.is_zero() => {
                     problems.add(key, "must not be negative");
+                    None
+                }
+                Ok(amount) if amount > Decimal::from(MAX_MONEY) => {
+                    problems.add(key, format!("must be at most {MAX_MONEY}"));
                     None
                 }
                 Ok(amount) if amount.normalize().scale() > places => {

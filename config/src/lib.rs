@@ -15,6 +15,7 @@
 //! - [`NotificationsConfig`], [`SmsGatewayConfig`], [`SmtpConfig`] and
 //!   [`MessageTemplate`]: how customers are reached (outbox, SMS gateway, SMTP).
 //! - [`FeeSchedule`] (`[billing]`, in `billing`): what calls cost.
+//! - [`AdminConfig`] (`[admin]`, in `admin`): the host's listener and operators.
 //! - [`secrets`](self): secrets from the environment or files instead of
 //!   the file itself, and API keys known by digest only.
 //! - [`ConfigError`]: every problem found, each naming its key.
@@ -30,10 +31,12 @@ use manifold_crypto::DataKeys;
 
 use manifold_crypto::SecretString;
 
+mod admin;
 mod billing;
 mod raw;
 mod secrets;
 
+pub use admin::{AdminConfig, Operator, DEFAULT_ADMIN_LISTEN};
 pub use manifold_billing::{Fee, FeeSchedule};
 
 pub use secrets::{ApiKeyDigest, Environment, ProcessEnvironment};
@@ -66,6 +69,8 @@ pub struct SwitchConfig {
     /// `[billing]`: the fee schedule invoices are priced from; without one
     /// every call is counted and none priced.
     pub billing: FeeSchedule,
+    /// `[admin]`: the host's listener; none without the table.
+    pub admin: Option<AdminConfig>,
     pub providers: Vec<ProviderConfig>,
     pub apps: Vec<AppConfig>,
     /// What is allowed but unwise (a secret file others can read); the

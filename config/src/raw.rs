@@ -11,6 +11,7 @@ use std::sync::Arc;
 use manifold_crypto::{AtRestError, DataKey, DataKeys, SecretString};
 use serde::Deserialize;
 
+use crate::admin::RawAdmin;
 use crate::billing::RawBilling;
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
@@ -82,11 +83,12 @@ pub(crate) fn shape_problems(text: &str) -> Vec<(String, String)> {
             "data_at_rest" => check::<RawDataAtRest>(key, value, &mut problems),
             "notifications" => check::<RawNotifications>(key, value, &mut problems),
             "billing" => check::<RawBilling>(key, value, &mut problems),
+            "admin" => check::<RawAdmin>(key, value, &mut problems),
             "providers" => each::<RawProvider>(&key, value, &mut problems),
             "apps" => each::<RawApp>(&key, value, &mut problems),
             // In serde's words, so the file-wide error's line joins it.
             _ => {
-                let problem = format!("unknown field `{key}`, expected one of `listen`, `server`, `storage`, `data_at_rest`, `notifications`, `billing`, `providers`, `apps`");
+                let problem = format!("unknown field `{key}`, expected one of `listen`, `server`, `storage`, `data_at_rest`, `notifications`, `billing`, `admin`, `providers`, `apps`");
                 problems.push((key, problem));
             }
         }
@@ -107,6 +109,8 @@ pub(crate) struct RawConfig {
     notifications: Option<RawNotifications>,
     #[serde(default)]
     billing: Option<RawBilling>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
     #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
@@ -464,6 +468,22 @@ impl RawConfig {
             }
             None => FeeSchedule::default(),
         };
+        let admin = self
+            .admin
+            .and_then(|raw| raw.validate(&self.storage.path, &mut problems));
+        if let Some(admin) = &admin {
+            for (i, operator) in admin.operators.iter().enumerate() {
+                if apps
+                    .iter()
+                    .any(|app| app.api_keys.contains(&operator.token))
+                {
+                    problems.add(
+                        format!("admin.operators[{i}].token_sha256"),
+                        "is also an app's api_key; an operator token must be its own",
+                    );
+                }
+            }
+        }
 
         // A problem was recorded wherever the keys could not be had.
         let Some(data_at_rest) = data_at_rest else {
@@ -483,6 +503,7 @@ impl RawConfig {
                 data_at_rest,
                 notifications,
                 billing,
+                admin,
                 providers,
                 apps,
                 warnings: secrets.warnings,

@@ -119,6 +119,61 @@ cap = "4.00"
 }
 
 #[test]
+fn the_admin_listener_is_loopback_with_named_operators() {
+    let config = load(&sample_with_examples()).unwrap();
+    let admin = config.admin.expect("the commented example");
+    assert_eq!(admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(admin.audit_log, Path::new("data/admin-audit.jsonl"));
+    assert_eq!(admin.operators[0].name, "ops");
+    assert!(
+        load(SAMPLE).unwrap().admin.is_none(),
+        "off unless configured"
+    );
+
+    let digest = "4f3a2e0fd4b9c1b79d4f4c2c8e5a6b1d0c9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a";
+    let with_admin = |table: &str| format!("{SAMPLE}\n[admin]\n{table}");
+    let operator = |name: &str, hex: &str| {
+        format!("[[admin.operators]]\nname = \"{name}\"\ntoken_sha256 = \"{hex}\"\n")
+    };
+    let defaulted = load(&with_admin(&operator("ops", digest)))
+        .unwrap()
+        .admin
+        .unwrap();
+    assert_eq!(defaulted.listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+    assert_eq!(
+        defaulted.audit_log,
+        Path::new("data/switch/admin-audit.jsonl"),
+        "beside the store by default"
+    );
+
+    check_rejected(
+        &with_admin(&format!(
+            "listen = \"0.0.0.0:9090\"\n{}",
+            operator("ops", digest)
+        )),
+        "admin.listen",
+        "loopback",
+    );
+    check_rejected(&with_admin(""), "admin.operators", "at least one");
+    check_rejected(
+        &with_admin(&operator("ops", "abc")),
+        "admin.operators[0].token_sha256",
+        "64 hexadecimal digits",
+    );
+    let twice = with_admin(&(operator("ops", digest) + &operator("ops", digest)));
+    let error = load(&twice).unwrap_err();
+    check_problem(&error, "admin.operators", "named more than once");
+    check_problem(&error, "admin.operators", "share one token");
+    // The sample's demo app key as an operator token: refused.
+    let app_key = hex::encode(ApiKeyDigest::of("demo-app-key-0123456789abcdef").as_bytes());
+    check_rejected(
+        &with_admin(&operator("ops", &app_key)),
+        "admin.operators[0].token_sha256",
+        "also an app's api_key",
+    );
+}
+
+#[test]
 fn secrets_never_print() {
     let config = load(SAMPLE).unwrap();
     let printed = format!("{config:?}");

@@ -29,6 +29,7 @@ use crate::apps::{App, Apps};
 use crate::engine::{now_ms, Answer, Engine};
 use crate::envelope::{self, ResponseData, ResponseEnvelope};
 use crate::error::{FieldError, SwitchError};
+use crate::metrics::Metrics;
 use crate::notify::{NotifyService, NotifyServiceError};
 use crate::signed::{SpentSignatures, VerifiedCall};
 use crate::storage::Storage;
@@ -51,6 +52,10 @@ pub struct SwitchState {
     pub spent_signatures: Arc<SpentSignatures>,
     /// The engine's work for each call, run apart from its connection.
     pub engine_tasks: TaskTracker,
+    /// What `/metrics` on the admin listener reports.
+    pub metrics: Metrics,
+    /// `[billing]`, replaced by a reload.
+    pub fees: std::sync::RwLock<Arc<manifold_billing::FeeSchedule>>,
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -261,6 +266,12 @@ fn error_answer(error: &SwitchError, app: Option<&App>) -> Answer {
         failure_answer(status, code, error.to_string(), errors, None)
     };
     answer.retry_after_secs = retry_after_secs(error, code);
+    answer.provider_failure = match error {
+        SwitchError::ProviderUnavailable(_) => Some("unreachable"),
+        SwitchError::ProviderRefusedSwitch(_) => Some("unauthenticated"),
+        SwitchError::ProviderRejected(_) => Some("rejected"),
+        _ => None,
+    };
     answer
 }
 
@@ -487,6 +498,7 @@ async fn route(
         }),
         Err(error) => Err(body_error(error)),
     };
+    let started = std::time::Instant::now();
     let answer = match verified {
         Ok(call) => {
             // The engine's work runs to its end on a task of its own: a
@@ -535,7 +547,16 @@ async fn route(
                         // recorded either: the rate bounds what the switch does for
                         // an app, its disk included, however fast the app sends.
                         if answer.error.as_deref() != Some("rate_limited") {
-                            meter(storage, call.app(), operation, &answer).await;
+                            let call =
+                                meter(&task_state, storage, call.app(), operation, &answer).await;
+                            task_state
+                                .metrics
+                                .observe_call(&call, started.elapsed().as_secs_f64());
+                            if let (Some(kind), Some(provider)) =
+                                (answer.provider_failure, &answer.provider)
+                            {
+                                task_state.metrics.provider_failed(provider, kind);
+                            }
                         }
                         answer
                     }
@@ -665,8 +686,14 @@ async fn dispatch(
 /// per call. (Authenticated: the bearer key, the whole body read, and the
 /// signature checked where one is sent or required.) A metering failure is
 /// logged but never fails the call whose outcome is already decided.
-async fn meter(storage: &Storage, app: &App, operation: Operation, answer: &Answer) {
-    let call = MeteredCall {
+async fn meter(
+    state: &SwitchState,
+    storage: &Storage,
+    app: &App,
+    operation: Operation,
+    answer: &Answer,
+) -> MeteredCall {
+    let mut call = MeteredCall {
         at_ms: now_ms(),
         app_id: app.id().to_owned(),
         operation,
@@ -680,10 +707,20 @@ async fn meter(storage: &Storage, app: &App, operation: Operation, answer: &Answ
         amount: answer.billing.amount,
         repeat: answer.billing.repeat,
         completed: answer.billing.completed,
+        price: None,
     };
+    // Priced now, by the fees in force now: a later change of fees never
+    // reprices a call already made.
+    let fees = state
+        .fees
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    call.price = Some(fees.price(&crate::invoice::billed(&call)));
     if let Err(error) = storage.meter(&call).await {
         tracing::error!(%error, app = app.id(), "metering failed");
     }
+    call
 }
 
 #[cfg(test)]

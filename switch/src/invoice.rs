@@ -50,5 +50,6 @@ pub fn billed(call: &MeteredCall) -> Call<'_> {
         amount: call.amount,
         repeat: call.repeat,
         completed: call.completed,
+        price: call.price.as_ref(),
     }
 }

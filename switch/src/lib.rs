@@ -30,6 +30,7 @@
 //!   engine) as one generation, reopened after a write error.
 //! - [`error`]: [`SwitchError`], everything that can go wrong, in domain words.
 
+pub mod admin;
 pub mod apps;
 pub mod engine;
 pub mod envelope;
@@ -38,6 +39,7 @@ pub mod http;
 pub mod inspect;
 pub mod invoice;
 pub mod limits;
+pub mod metrics;
 pub mod notify;
 pub mod retention;
 pub mod routing;
@@ -47,4 +49,4 @@ pub mod storage;
 pub mod store;
 
 pub use error::SwitchError;
-pub use server::{run, run_with_registry, Registry, ReloadRefused, Reloader, Switch};
+pub use server::{run, run_with_registry, Registry, ReloadError, ReloadRefused, Reloader, Switch};

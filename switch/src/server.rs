@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use crate::apps::{AppChanges, Apps};
 use crate::error::SwitchError;
 use crate::http::{handle, SwitchState};
+use crate::metrics::Metrics;
 use crate::notify::NotifyService;
 use crate::retention::Retention;
 use crate::routing::ProviderLimits;
@@ -78,6 +79,8 @@ pub enum StartError {
     Provider { provider: String, reason: String },
     #[error("[server.tls]: {0}")]
     Tls(String),
+    #[error("[admin]: {reason}")]
+    Admin { reason: String },
 }
 
 pub struct Switch {
@@ -103,6 +106,15 @@ pub struct Reloader {
     providers: Vec<ProviderConfig>,
 }
 
+/// Why a reload of the configuration file was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Refused(#[from] ReloadRefused),
+}
+
 /// Why a reload was refused; the apps of before still serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadRefused {
@@ -111,12 +123,26 @@ pub enum ReloadRefused {
 }
 
 impl Reloader {
+    /// Reads `path` again and applies it ([`Reloader::reload`]): what
+    /// SIGHUP and the admin API's reload do.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<AppChanges, ReloadError> {
+        let config = SwitchConfig::load(path)?;
+        Ok(self.reload(&config)?)
+    }
+
+    /// Applies the apps (keys, secrets, grants, limits) and fees of
+    /// `config`; refused if its providers differ from the running ones.
     pub fn reload(&self, config: &SwitchConfig) -> Result<AppChanges, ReloadRefused> {
         // The new grants were checked against the new file's providers:
         // they hold for the running ones only if those are the same.
         if config.providers != self.providers {
             return Err(ReloadRefused::ProvidersChanged);
         }
+        *self
+            .state
+            .fees
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config.billing.clone());
         Ok(self.state.apps.replace(&config.apps))
     }
 }
@@ -292,6 +318,8 @@ impl Switch {
             }),
             spent_signatures: Arc::new(SpentSignatures::new(&signatures)),
             engine_tasks: TaskTracker::new(),
+            metrics: Metrics::new(storage.clone()),
+            fees: std::sync::RwLock::new(Arc::new(config.billing.clone())),
             signatures,
             apps: Apps::new(&config.apps),
             storage,
@@ -309,6 +337,10 @@ impl Switch {
             retention: config.data_at_rest.retention,
             providers: config.providers.clone(),
         })
+    }
+
+    pub(crate) fn state(&self) -> &Arc<SwitchState> {
+        &self.state
     }
 
     /// What reloads the apps of this switch once it serves.

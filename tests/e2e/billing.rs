@@ -9,6 +9,34 @@ use serde_json::{json, Value};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// An operator of the admin API, and the digest its `[admin]` table holds.
+pub const OPERATOR_TOKEN: &str = "mo_test-operator-token-0123456789abcdef";
+
+/// `[admin]` on an ephemeral loopback port, with one operator `ops`.
+pub fn admin_table(audit_log: &std::path::Path) -> String {
+    let digest = manifold_config::ApiKeyDigest::of(OPERATOR_TOKEN);
+    let hex: String = digest
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\naudit_log = {:?}\n[[admin.operators]]\nname = \"ops\"\ntoken_sha256 = \"{hex}\"\n",
+        audit_log.display().to_string()
+    )
+}
+
+/// `GET` on the admin API as the operator; `(status, body)`.
+pub async fn admin_get(base: &str, path_and_query: &str) -> (u16, String) {
+    let response = manifold_e2e::http_client()
+        .get(format!("{base}{path_and_query}"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 const BILLING: &str = r#"
 [billing]
 currency = "NGN"
@@ -43,28 +71,30 @@ async fn boundary() -> u64 {
 
 /// RFC 3339 in UTC to the millisecond, as `--from` and `--to` take it.
 fn rfc3339(ms: u64) -> String {
-    let from = manifold_billing::Period {
-        from_ms: ms,
-        until_ms: ms + 1,
-    };
-    from.from_text()
+    manifold_billing::format_ms(ms)
 }
 
-async fn invoice(config: &str, app: &str, from: u64, to: u64, format: &str) -> String {
-    let output = run_manifold(&[
-        "invoice",
-        "--config",
-        config,
-        "--app",
-        app,
-        "--from",
-        &rfc3339(from),
-        "--to",
-        &rfc3339(to),
-        "--format",
+/// `manifold invoice`, on the stopped store of `config`, or through the
+/// admin API at `admin`.
+async fn invoice(
+    config: &str,
+    admin: Option<&str>,
+    app: &str,
+    from: u64,
+    to: u64,
+    format: &str,
+) -> String {
+    let (from, to) = (rfc3339(from), rfc3339(to));
+    let mut args = vec![
+        "invoice", "--config", config, "--app", app, "--from", &from, "--to", &to, "--format",
         format,
-    ])
-    .await;
+    ];
+    if let Some(admin) = admin {
+        args.extend(["--admin", admin]);
+    }
+    let output =
+        manifold_e2e::run_manifold_with_env(&args, &[("MANIFOLD_ADMIN_TOKEN", OPERATOR_TOKEN)])
+            .await;
     assert!(
         output.status.success(),
         "{}",
@@ -76,11 +106,14 @@ async fn invoice(config: &str, app: &str, from: u64, to: u64, format: &str) -> S
 #[tokio::test]
 async fn an_invoice_prices_exactly_the_calls_of_its_period() {
     let dir = tempfile::tempdir().unwrap();
-    let config = in_process_demo_config(&dir.path().join("data")) + BILLING;
+    let config = in_process_demo_config(&dir.path().join("data"))
+        + BILLING
+        + &admin_table(&dir.path().join("audit.jsonl"));
     let path = dir.path().join("manifold.toml");
     std::fs::write(&path, &config).unwrap();
     let path = path.to_str().unwrap();
     let switch = SwitchProcess::start(std::path::Path::new(path));
+    let admin = switch.admin_url();
     let quick = AppClient::new(&switch.url(), QUICK_APP, "demo");
     let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
 
@@ -129,11 +162,35 @@ async fn an_invoice_prices_exactly_the_calls_of_its_period() {
     assert_eq!(validated.status(), "Successful", "{validated:?}");
     let end = boundary().await;
 
-    // sled is one process: the invoice command reads a stopped switch's store.
+    // While the switch runs: the admin API, asked directly and by the CLI.
+    let query = |app: &str, from: u64, to: u64, format: &str| {
+        format!(
+            "/admin/invoice?app={app}&from={}&to={}&format={format}",
+            rfc3339(from).replace('+', "%2B"),
+            rfc3339(to).replace('+', "%2B")
+        )
+    };
+    let mut served = Vec::new();
+    for (app, from, to, format) in [
+        (QUICK_APP.0, start, middle, "csv"),
+        (QUICK_APP.0, middle, end, "json"),
+        (QUICK_APP.0, start, end, "json"),
+        (OTP_APP.0, start, end, "json"),
+    ] {
+        let (status, body) = admin_get(&admin, &query(app, from, to, format)).await;
+        assert_eq!(status, 200, "{body}");
+        let by_cli = invoice(path, Some(&admin), app, from, to, format).await;
+        assert_eq!(by_cli, body, "the CLI prints what the admin API answers");
+        served.push(body);
+    }
+
+    // sled is one process: without --admin the command reads a stopped
+    // switch's store, and finds the same.
     let status = switch.terminate(Duration::from_secs(30));
     assert!(status.success());
 
-    let first = invoice(path, QUICK_APP.0, start, middle, "csv").await;
+    let first = invoice(path, None, QUICK_APP.0, start, middle, "csv").await;
+    assert_eq!(first, served[0]);
     let (from, to) = (rfc3339(start), rfc3339(middle));
     let row = |rest: &str| format!("quick,{from},{to},{rest},NGN\n");
     let expected = String::from("app_id,from,to,line,request_type,operation,provider,status,calls,billed_calls,completed,completed_value,call_fees,value_fees,total,currency\n")
@@ -145,7 +202,8 @@ async fn an_invoice_prices_exactly_the_calls_of_its_period() {
     assert_eq!(first, expected);
 
     let second: Value =
-        serde_json::from_str(&invoice(path, QUICK_APP.0, middle, end, "json").await).unwrap();
+        serde_json::from_str(&invoice(path, None, QUICK_APP.0, middle, end, "json").await).unwrap();
+    assert_eq!(second, serde_json::from_str::<Value>(&served[1]).unwrap());
     assert_eq!(
         second,
         json!({
@@ -170,7 +228,8 @@ async fn an_invoice_prices_exactly_the_calls_of_its_period() {
 
     // Both periods at once are the sum of the two.
     let both: Value =
-        serde_json::from_str(&invoice(path, QUICK_APP.0, start, end, "json").await).unwrap();
+        serde_json::from_str(&invoice(path, None, QUICK_APP.0, start, end, "json").await).unwrap();
+    assert_eq!(both, serde_json::from_str::<Value>(&served[2]).unwrap());
     assert_eq!(
         both["totals"],
         json!({
@@ -181,7 +240,8 @@ async fn an_invoice_prices_exactly_the_calls_of_its_period() {
 
     // The other app's OTP transfer: the validation completed it.
     let other: Value =
-        serde_json::from_str(&invoice(path, OTP_APP.0, start, end, "json").await).unwrap();
+        serde_json::from_str(&invoice(path, None, OTP_APP.0, start, end, "json").await).unwrap();
+    assert_eq!(other, serde_json::from_str::<Value>(&served[3]).unwrap());
     let lines: Vec<(String, String, String)> = other["lines"]
         .as_array()
         .unwrap()
@@ -234,6 +294,6 @@ async fn a_bad_period_or_a_store_in_use_is_a_clear_error() {
         text.contains("another process holds the data directory"),
         "{text}"
     );
-    assert!(text.contains("admin API"), "{text}");
+    assert!(text.contains("--admin"), "{text}");
     drop(switch);
 }

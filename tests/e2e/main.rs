@@ -2,6 +2,7 @@
 //! over HTTP the way a calling app drives them. Nothing inside the switch is
 //! mocked; the only stand-ins are upstreams a test needs to misbehave.
 
+mod admin;
 mod billing;
 mod cli;
 mod conversations;

@@ -304,6 +304,17 @@ pub async fn run_manifold_with_env(args: &[&str], env: &[(&str, &str)]) -> std::
 
 /// Spawns `binary` and waits for the line `<name> listening on <addr>`.
 fn spawn_listening(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let (child, addr, _) = spawn_listening_with_admin(binary, args, env);
+    (child, addr)
+}
+
+/// As [`spawn_listening`], with the admin listener's address when the
+/// binary printed `<binary> admin listening on <addr>` before its own line.
+fn spawn_listening_with_admin(
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(binaries().join(binary))
         .args(args)
         .env("MANIFOLD_PROVIDER_SECRET", PROVIDER_SECRET)
@@ -319,13 +330,20 @@ fn spawn_listening(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Child,
         .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let line = match lines.next() {
-        Some(Ok(line)) => line,
-        other => {
-            // Never leave the child running behind a failed test.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{binary} exited before listening: {other:?}");
+    let admin_marker = format!("{binary} admin listening on ");
+    let mut admin = None;
+    let line = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.strip_prefix(&admin_marker) {
+                Some(rest) => admin = rest.trim().parse::<SocketAddr>().ok(),
+                None => break line,
+            },
+            other => {
+                // Never leave the child running behind a failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{binary} exited before listening: {other:?}");
+            }
         }
     };
     let addr = line
@@ -335,12 +353,14 @@ fn spawn_listening(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Child,
         .unwrap_or_else(|| panic!("unexpected first line from {binary}: {line}"));
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, admin)
 }
 
 /// The `manifold` binary in its own process.
 pub struct SwitchProcess {
     pub addr: SocketAddr,
+    /// The admin listener, when the configuration has `[admin]`.
+    pub admin: Option<SocketAddr>,
     child: Child,
 }
 
@@ -352,7 +372,7 @@ impl SwitchProcess {
     /// As [`SwitchProcess::start`], with these environment variables set
     /// (secrets a configuration names with `*_env`).
     pub fn start_with_env(config_path: &Path, env: &[(&str, &str)]) -> SwitchProcess {
-        let (child, addr) = spawn_listening(
+        let (child, addr, admin) = spawn_listening_with_admin(
             "manifold",
             &[
                 "--config",
@@ -362,11 +382,19 @@ impl SwitchProcess {
             ],
             env,
         );
-        SwitchProcess { addr, child }
+        SwitchProcess { addr, admin, child }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The admin listener's base URL; panics without `[admin]`.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.admin.expect("the configuration has [admin]")
+        )
     }
 
     /// SIGKILL: no shutdown, no final flush.
@@ -990,7 +1018,11 @@ impl SwitchProcess {
         let listen = listen.to_string();
         let (child, addr) =
             try_spawn_listening("manifold", &["--config", config, "--listen", &listen], log)?;
-        Ok(SwitchProcess { addr, child })
+        Ok(SwitchProcess {
+            addr,
+            admin: None,
+            child,
+        })
     }
 }
 

@@ -55,6 +55,19 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// A short name for the kind of failure, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Unreachable(_) => "unreachable",
+            ProviderError::TimedOut(_) => "timeout",
+            ProviderError::BadReply(_) => "bad_reply",
+            ProviderError::UnknownTransaction => "unknown_transaction",
+            ProviderError::Rejected(_) => "rejected",
+            ProviderError::Unauthenticated(_) => "unauthenticated",
+            ProviderError::Internal(_) => "internal",
+        }
+    }
+
     /// Whether the provider may have acted on the request even though no
     /// answer came back. When true the switch must record the transaction as
     /// `Pending` and settle it by query later, never by calling again blindly.

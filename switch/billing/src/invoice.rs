@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
 
-use crate::schedule::{Charge, FeeSchedule};
+use crate::schedule::{Charge, FeeSchedule, Price};
 use crate::{BillingError, Period};
 
 /// One metered call as billing sees it (names as on the wire: operations
@@ -24,6 +24,9 @@ pub struct Call<'a> {
     pub repeat: bool,
     /// Its answer first made its transaction `Successful`.
     pub completed: bool,
+    /// What it was priced at when it was made; a call metered before
+    /// billing stored prices is priced by the invoice's schedule.
+    pub price: Option<&'a Price>,
 }
 
 /// Which calls share an invoice line.
@@ -96,7 +99,16 @@ impl<'s> InvoiceBuilder<'s> {
     }
 
     pub fn add(&mut self, call: &Call<'_>) -> Result<(), BillingError> {
-        let charge = self.schedule.charge(call);
+        let charge = match call.price {
+            Some(price) if price.currency != self.schedule.currency => {
+                return Err(BillingError::CurrencyChanged {
+                    was: price.currency.clone(),
+                    now: self.schedule.currency.clone(),
+                })
+            }
+            Some(price) => price.charge(call),
+            None => self.schedule.charge(call),
+        };
         let key = LineKey {
             request_type: call.request_type.map(str::to_owned),
             operation: call.operation.to_owned(),
@@ -359,6 +371,7 @@ mod tests {
             amount,
             repeat: false,
             completed,
+            price: None,
         }
     }
 
@@ -440,6 +453,53 @@ app_id,from,to,line,request_type,operation,provider,status,calls,billed_calls,co
                 "calls": 7, "billed_calls": 5, "completed": 3,
                 "completed_value": "5010.00", "call_fees": "20.50",
                 "value_fees": "35.00", "total": "55.50"
+            })
+        );
+    }
+
+    /// A call is priced as it was when made, whatever the fees are now; a
+    /// price in another currency cannot be added up.
+    #[test]
+    fn a_stored_price_wins_over_todays_fees() {
+        let then = schedule();
+        let mut now = schedule();
+        now.fees.get_mut("transfer_funds").unwrap().per_call = d("7.00");
+        let made = call(
+            Some("transfer_funds"),
+            "transact",
+            "Successful",
+            Some(500_000),
+            true,
+        );
+        let price = then.price(&made);
+        let period = Period::parse("2026-11-01", "2026-12-01").unwrap();
+        let mut builder = InvoiceBuilder::new(&now, "shop", period);
+        builder
+            .add(&Call {
+                price: Some(&price),
+                ..made
+            })
+            .unwrap();
+        builder.add(&made).unwrap();
+        let invoice = builder.finish().unwrap();
+        // 5.00 + 25.00 as priced then; 7.00 + 25.00 for the unpriced call.
+        assert_eq!(invoice.totals.call_fees.to_string(), "12.00");
+        assert_eq!(invoice.totals.value_fees.to_string(), "50.00");
+        assert_eq!(invoice.totals.completed_value.to_string(), "10000.00");
+
+        let dollars = FeeSchedule {
+            currency: "USD".into(),
+            ..schedule()
+        };
+        let mut builder = InvoiceBuilder::new(&dollars, "shop", period);
+        assert_eq!(
+            builder.add(&Call {
+                price: Some(&price),
+                ..made
+            }),
+            Err(BillingError::CurrencyChanged {
+                was: "NGN".into(),
+                now: "USD".into()
             })
         );
     }

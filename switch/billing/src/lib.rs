@@ -24,6 +24,11 @@
 //! `request_ref` and [`FeeSchedule::bill_repeats`] is off. Every call is
 //! counted on the invoice, billed or not.
 //!
+//! Each call is priced when it is metered, by the fees in force then, and
+//! its [`Price`] is stored with it: changing the fees (a reload) never
+//! reprices calls already made. (Calls metered before prices were stored
+//! are priced by the invoice's schedule.)
+//!
 //! Money is [`Decimal`], never a float. Amounts arrive in minor units
 //! (kobo, cents: [`FeeSchedule::minor_units`] of them to the unit); each
 //! value fee is rounded to a minor unit, half away from zero, before it is
@@ -42,9 +47,9 @@ mod period;
 mod schedule;
 
 pub use invoice::{Call, Invoice, InvoiceBuilder, InvoiceLine, Totals};
-pub use period::Period;
+pub use period::{format_ms, Period};
 pub use rust_decimal::Decimal;
-pub use schedule::{Fee, FeeSchedule, UNPRICED_CURRENCY};
+pub use schedule::{Fee, FeeSchedule, Price, UNPRICED_CURRENCY};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BillingError {
@@ -62,4 +67,8 @@ pub enum BillingError {
     Overflow { what: &'static str },
     #[error("the invoice could not be written as CSV: {0}")]
     Csv(String),
+    /// A call of the period was priced in another currency than the
+    /// schedule's now: the period spans a change of `[billing] currency`.
+    #[error("the period holds calls priced in {was}, and fees are now in {now}: invoice the periods before and after the currency changed apart")]
+    CurrencyChanged { was: String, now: String },
 }

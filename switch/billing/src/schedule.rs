@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::invoice::Call;
@@ -66,7 +67,51 @@ pub(crate) struct Charge {
     pub value: Decimal,
 }
 
+/// What a call was priced at when it was made, in the currency's minor
+/// units: stored with the call, so an invoice is priced by the fees in force
+/// when each call was made, not by those in force when the invoice is asked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Price {
+    pub currency: String,
+    pub minor_units: u32,
+    pub billed: bool,
+    pub call_fee: u64,
+    pub value_fee: u64,
+}
+
+impl Price {
+    pub(crate) fn charge(&self, call: &Call<'_>) -> Charge {
+        let units = |minor: u64| Decimal::from_i128_with_scale(i128::from(minor), self.minor_units);
+        Charge {
+            billed: self.billed,
+            call_fee: units(self.call_fee),
+            value_fee: units(self.value_fee),
+            value: match (call.completed, call.repeat, call.amount) {
+                (true, false, Some(amount)) if self.billed => units(amount),
+                _ => Decimal::ZERO,
+            },
+        }
+    }
+}
+
 impl FeeSchedule {
+    /// What `call` costs under this schedule, to store with it.
+    pub fn price(&self, call: &Call<'_>) -> Price {
+        let charge = self.charge(call);
+        let scale = Decimal::from(10u64.pow(self.minor_units));
+        // Every fee is a whole number of minor units (the config allows no
+        // finer `per_call`, `minimum` or `cap`, and value fees are rounded);
+        // one past u64 is out of any real range and saturates.
+        let minor = |fee: Decimal| (fee * scale).trunc().to_u64().unwrap_or(u64::MAX);
+        Price {
+            currency: self.currency.clone(),
+            minor_units: self.minor_units,
+            billed: charge.billed,
+            call_fee: minor(charge.call_fee),
+            value_fee: minor(charge.value_fee),
+        }
+    }
+
     pub fn fee_for(&self, request_type: Option<&str>) -> &Fee {
         request_type
             .and_then(|service| self.fees.get(service))
@@ -158,6 +203,7 @@ mod tests {
             amount: Some(amount),
             repeat: false,
             completed: true,
+            price: None,
         }
     }
 
@@ -246,6 +292,30 @@ mod tests {
             ..transfer(0)
         };
         assert_eq!(schedule.charge(&rejected).call_fee, Decimal::ZERO);
+    }
+
+    #[test]
+    fn a_price_is_the_charge_in_minor_units() {
+        let schedule = schedule();
+        let price = schedule.price(&transfer(234_567));
+        assert_eq!(
+            price,
+            Price {
+                currency: "NGN".into(),
+                minor_units: 2,
+                billed: true,
+                call_fee: 500,
+                value_fee: 1_173,
+            }
+        );
+        let charge = price.charge(&transfer(234_567));
+        assert_eq!(charge, schedule.charge(&transfer(234_567)));
+        let declined = Call {
+            status: "Failed",
+            completed: false,
+            ..transfer(500_000)
+        };
+        assert!(!schedule.price(&declined).billed);
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl AppCommand {
 
 /// 32 random bytes, base64url without padding: 43 characters, more than an
 /// API key's 24 and an app secret's 32.
-fn random_token(prefix: &str) -> String {
+pub fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))

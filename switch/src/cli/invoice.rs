@@ -1,19 +1,20 @@
 //! `manifold invoice`: what an app owes for a period, as CSV or JSON on
 //! stdout, priced by the configuration's `[billing]`.
 //!
-//! sled lets one process open a store: on a running switch, ask its admin
-//! API (`GET /admin/invoice`, the same invoice); this command opens a
-//! stopped switch's store directly.
+//! sled lets one process open a store: with `--admin` the command asks a
+//! running switch's admin API (`GET /admin/invoice`, the same invoice, priced
+//! with the fees that switch runs with); without, it opens a stopped
+//! switch's store and prices with the file's `[billing]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::admin::AdminTarget;
+use super::store::open_stopped;
+use super::Failure;
 use anyhow::Context;
 use manifold_billing::Period;
 use manifold_config::SwitchConfig;
-use manifold_switch::store::{SledStore, StoreError, StoreOptions};
-
-use super::Failure;
 
 #[derive(clap::Args)]
 pub struct InvoiceArgs {
@@ -35,6 +36,8 @@ pub struct InvoiceArgs {
     /// Read the store here instead of the configured `storage.path`.
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    admin: AdminTarget,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -45,34 +48,40 @@ pub enum Format {
 
 pub fn run(args: InvoiceArgs) -> Result<ExitCode, Failure> {
     let period = Period::parse(&args.from, &args.to)?;
-    let config = SwitchConfig::load(&args.config)?;
-    let path = args.data.unwrap_or(config.storage.path);
-    let options = StoreOptions {
-        cache_capacity_bytes: config.storage.cache_capacity_bytes,
-        data_keys: Some(config.data_at_rest.keys.clone()),
-        ..Default::default()
+    let format = match args.format {
+        Format::Csv => "csv",
+        Format::Json => "json",
     };
-    let store = SledStore::open_existing(&path, &options).map_err(|error| match error {
-        StoreError::InUse(_) => anyhow::anyhow!(
-            "{error}; while it runs, ask its admin API for the invoice (GET /admin/invoice)"
-        ),
-        error => {
-            anyhow::Error::new(error).context(format!("opening the store in {}", path.display()))
+    let text = match &args.admin.admin {
+        // The running switch prices with the fees it runs with.
+        Some(base) => args.admin.get(
+            base,
+            "/admin/invoice",
+            &[
+                ("app", &args.app),
+                ("from", &args.from),
+                ("to", &args.to),
+                ("format", format),
+            ],
+        )?,
+        None => {
+            let config = SwitchConfig::load(&args.config)?;
+            let store = open_stopped(&args.config, args.data.as_deref())?;
+            let invoice = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(manifold_switch::invoice::invoice(
+                    &store,
+                    &config.billing,
+                    &args.app,
+                    period,
+                ))?;
+            match args.format {
+                Format::Csv => invoice.to_csv()?,
+                Format::Json => invoice.to_json(),
+            }
         }
-    })?;
-    let invoice = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(manifold_switch::invoice::invoice(
-            &store,
-            &config.billing,
-            &args.app,
-            period,
-        ))?;
-    let text = match args.format {
-        Format::Csv => invoice.to_csv()?,
-        Format::Json => invoice.to_json(),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -4,11 +4,14 @@
 //! Every command reports a failure as one `manifold:` line on stderr, never
 //! a stack trace, and exits 1 (2 for a usage error, as clap does).
 
+mod admin;
 mod app;
 mod config;
 mod invoice;
 mod secure;
 mod serve;
+mod store;
+mod tx;
 
 use std::process::ExitCode;
 
@@ -23,6 +26,11 @@ const EXAMPLES: &str = "Examples:
   export MANIFOLD_APP_SECRET=...             (an app's secret, out of the process list)
   manifold invoice --app acme --from 2026-11-01 --to 2026-12-01 --format json
                                              what acme owes for November (a stopped switch)
+  manifold admin token alice                 an admin API operator's token and config block
+  export MANIFOLD_ADMIN_TOKEN=...            (the operator's token, for --admin)
+  manifold tx list --app acme --from 2026-11-01 --to 2026-12-01 --admin http://127.0.0.1:9090
+                                             acme's November transactions, from a running switch
+  manifold tx show acme-txn-1 --app acme --admin http://127.0.0.1:9090
   manifold seal --request-ref req-0001 --kind bank.account \\
       '{\"account_number\": \"0123456789\", \"bank_code\": \"058\"}'
   manifold sign --key-id demo-app --path /transact --body-file body.json";
@@ -53,8 +61,15 @@ enum Command {
     /// Make an app's credentials.
     #[command(subcommand)]
     App(app::AppCommand),
-    /// What an app owes for a period (CSV or JSON), from a stopped switch's store.
+    /// What an app owes for a period (CSV or JSON), from a running switch's admin API or a
+    /// stopped switch's store.
     Invoice(invoice::InvoiceArgs),
+    /// Look up an app's transactions.
+    #[command(subcommand)]
+    Tx(tx::TxCommand),
+    /// Make credentials for the admin API.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Seal an `auth.secure` for a request, as an app does (docs/secure.md).
     Seal(secure::SealArgs),
     /// Open an `auth.secure` with the app's secret and print its plaintext, to check one's own
@@ -79,6 +94,8 @@ impl Cli {
             Some(Command::Config(command)) => command.run(),
             Some(Command::App(command)) => command.run(),
             Some(Command::Invoice(args)) => invoice::run(args),
+            Some(Command::Tx(command)) => command.run(),
+            Some(Command::Admin(command)) => command.run(),
             Some(Command::Seal(args)) => secure::seal(args),
             Some(Command::Open(args)) => secure::open(args),
             Some(Command::Sign(args)) => secure::sign(args),

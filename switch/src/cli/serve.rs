@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use manifold_config::SwitchConfig;
-use manifold_switch::{Registry, Reloader, Switch};
+use manifold_switch::admin::Admin;
+use manifold_switch::{Registry, ReloadError, Reloader, Switch};
 
 use super::Failure;
 
@@ -112,6 +113,24 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     let switch = Switch::open_with_registry(&config, &registry(), HashMap::new())?;
     reload_on_sighup(switch.reloader(), args.config.clone())?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = match &config.admin {
+        Some(admin_config) => {
+            let admin = Admin::new(&switch, admin_config, args.config.clone())?;
+            let listener = tokio::net::TcpListener::bind(admin_config.listen)
+                .await
+                .with_context(|| format!("binding the admin listener {}", admin_config.listen))?;
+            // Before the app listener's line, which scripts wait for.
+            println!("manifold admin listening on {}", listener.local_addr()?);
+            Some(tokio::spawn(admin.serve(listener, async move {
+                let _ = admin_stopped.await;
+            })))
+        }
+        None => {
+            tracing::info!("no [admin] table: the admin API (invoices, /metrics, reload) is off");
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -120,6 +139,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     switch
         .serve(listener, manifold_edge::shutdown_signal())
         .await;
+    let _ = stop_admin.send(());
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     Ok(())
 }
 
@@ -133,25 +156,21 @@ fn reload_on_sighup(reloader: Reloader, path: PathBuf) -> Result<(), Failure> {
     let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let config = match SwitchConfig::load(&path) {
-                Ok(config) => config,
-                Err(error) => {
-                    tracing::error!(
-                        "reload refused, the configuration of before still serves:\n{error}"
-                    );
-                    continue;
-                }
-            };
-            match reloader.reload(&config) {
+            match reloader.reload_file(&path) {
                 Ok(changes) => tracing::info!(
                     added = ?changes.added,
                     changed = ?changes.changed,
                     removed = ?changes.removed,
                     unchanged = changes.unchanged,
-                    "reloaded the apps of {}; other settings take effect at a restart",
+                    "reloaded the apps and fees of {}; other settings take effect at a restart",
                     path.display()
                 ),
-                Err(refused) => tracing::error!(
+                Err(ReloadError::Config(error)) => {
+                    tracing::error!(
+                        "reload refused, the configuration of before still serves:\n{error}"
+                    )
+                }
+                Err(ReloadError::Refused(refused)) => tracing::error!(
                     "reload of {} refused, the configuration of before still serves: {refused}",
                     path.display()
                 ),

@@ -31,6 +31,9 @@ pub struct Answer {
     pub retry_after_secs: Option<u64>,
     /// What billing needs to know of the call beyond its outcome.
     pub billing: BillingFacts,
+    /// Why the provider brought no answer, when it did not
+    /// ([`manifold_provider::ProviderError::kind`]), for metrics.
+    pub provider_failure: Option<&'static str>,
     /// Why this answer may be sent.
     #[allow(dead_code)]
     basis: Basis,
@@ -102,6 +105,7 @@ impl Answer {
             error_id: None,
             retry_after_secs: None,
             billing: BillingFacts::of(record),
+            provider_failure: None,
             basis: Basis::Durable(durable),
         }
     }
@@ -123,6 +127,7 @@ impl Answer {
             error_id: None,
             retry_after_secs: None,
             billing: BillingFacts::of(record),
+            provider_failure: None,
             basis: Basis::Durable(durable),
         }
     }
@@ -146,6 +151,7 @@ impl Answer {
             error_id: envelope.data.error_id.clone(),
             retry_after_secs: None,
             billing: BillingFacts::default(),
+            provider_failure: None,
             basis: Basis::NoState,
         }
     }
@@ -163,6 +169,7 @@ impl Answer {
             error_id: None,
             retry_after_secs: None,
             billing: BillingFacts::default(),
+            provider_failure: None,
             basis: Basis::NoState,
         }
     }

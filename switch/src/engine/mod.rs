@@ -359,6 +359,10 @@ impl Engine {
         settled: Settled,
         apply: impl Fn(&mut TransactionRecord, Status, Option<&ProviderReply>) + Send + Sync,
     ) -> Result<Answer, SwitchError> {
+        let failure = match &settled {
+            Settled::Unknown(error) => Some(error.kind()),
+            Settled::Reply(_) => None,
+        };
         let (reply, heard) = match settled {
             Settled::Reply(reply) => (reply, true),
             Settled::Unknown(error) => {
@@ -401,6 +405,7 @@ impl Engine {
         let durable = self.store.durable().await?;
         let mut answer = Answer::relaying(record, &stored, durable);
         answer.billing.completed = completion.happened();
+        answer.provider_failure = failure;
         Ok(answer)
     }
 

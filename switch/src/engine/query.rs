@@ -92,7 +92,9 @@ impl Engine {
             }
             Err(error) => {
                 tracing::debug!(transaction_ref = %record.transaction_ref, %error, "query could not settle a pending transaction");
-                return Ok(self.describe(&record, durable));
+                let mut answer = self.describe(&record, durable);
+                answer.provider_failure = Some(error.kind());
+                return Ok(answer);
             }
         };
         let entry = history(

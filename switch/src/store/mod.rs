@@ -22,7 +22,10 @@ use async_trait::async_trait;
 use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
-pub use sled_store::{EncodedSizes, SledStore, StoreOptions, FORMAT};
+pub use sled_store::{
+    transaction_json, CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH,
+    COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,
+};
 pub use space::{FreeSpace, SpaceShort};
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +226,8 @@ pub struct MeteredCall {
     /// This call's answer first moved its transaction to `Successful`: one
     /// call per successful transaction, the one a value fee is charged on.
     pub completed: bool,
+    /// What the fees in force when it was made priced it at.
+    pub price: Option<manifold_billing::Price>,
 }
 
 /// An answered transaction as [`SledStore::import`] loads it, with the call

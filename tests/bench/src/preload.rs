@@ -296,6 +296,7 @@ mod tests {
                 amount: None,
                 repeat: false,
                 completed: false,
+                price: None,
             },
         }
     }

@@ -34,7 +34,8 @@ pub const FORMAT_KEY: &[u8] = b"\0format";
 /// metering batches.
 const VERSION: u8 = 1;
 /// The version byte of metering batches since they carry what billing needs
-/// (transaction, amount, repeat, completion); version 1 batches are still read.
+/// (transaction, amount, repeat, completion, price); version 1 batches are
+/// still read.
 const CALLS_VERSION: u8 = 2;
 
 pub fn key(kind: u8, app_id: &str, reference: &str) -> Vec<u8> {
@@ -248,6 +249,17 @@ struct DiskCall {
     flags: u8,
     transaction_ref: Option<String>,
     amount: Option<u64>,
+    price: Option<DiskPrice>,
+}
+
+/// [`manifold_billing::Price`]: fees in minor units.
+#[derive(Serialize, Deserialize)]
+struct DiskPrice {
+    currency: String,
+    minor_units: u8,
+    billed: bool,
+    call_fee: u64,
+    value_fee: u64,
 }
 
 const INSPECT: u8 = 1;
@@ -499,6 +511,14 @@ pub fn encode_calls<'a>(
                 | (if call.completed { COMPLETED } else { 0 }),
             transaction_ref: call.transaction_ref.clone(),
             amount: call.amount,
+            price: call.price.as_ref().map(|price| DiskPrice {
+                currency: price.currency.clone(),
+                // At most 4 (the configuration's limit).
+                minor_units: price.minor_units.min(u32::from(u8::MAX)) as u8,
+                billed: price.billed,
+                call_fee: price.call_fee,
+                value_fee: price.value_fee,
+            }),
         })
         .collect();
     to_bytes_as(CALLS_VERSION, &calls)
@@ -524,6 +544,7 @@ pub fn decode_calls(app_id: &str, bytes: &[u8]) -> Result<Vec<MeteredCall>, Stor
                 flags: if old.inspect { INSPECT } else { 0 },
                 transaction_ref: None,
                 amount: None,
+                price: None,
             })
             .collect(),
     };
@@ -544,6 +565,13 @@ pub fn decode_calls(app_id: &str, bytes: &[u8]) -> Result<Vec<MeteredCall>, Stor
                 amount: call.amount,
                 repeat: call.flags & REPEAT != 0,
                 completed: call.flags & COMPLETED != 0,
+                price: call.price.map(|price| manifold_billing::Price {
+                    currency: price.currency,
+                    minor_units: u32::from(price.minor_units),
+                    billed: price.billed,
+                    call_fee: price.call_fee,
+                    value_fee: price.value_fee,
+                }),
             })
         })
         .collect()
@@ -744,6 +772,13 @@ mod tests {
             amount: Some(12_345),
             repeat,
             completed,
+            price: Some(manifold_billing::Price {
+                currency: "NGN".into(),
+                minor_units: 2,
+                billed: true,
+                call_fee: 500,
+                value_fee: u64::from(completed) * 6_172,
+            }),
         }
     }
 
@@ -774,6 +809,7 @@ mod tests {
         let mut expected = metered(false, false);
         expected.transaction_ref = None;
         expected.amount = None;
+        expected.price = None;
         expected.inspect = true;
         assert_eq!(decode_calls("app", &bytes).unwrap(), vec![expected]);
         assert!(decode_calls("app", &[9, 0]).is_err());

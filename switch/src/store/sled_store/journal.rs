@@ -194,6 +194,46 @@ struct Shared {
     next_sequence: AtomicU64,
     /// The first error, after which nothing is acknowledged.
     failed: OnceLock<String>,
+    stats: CommitStats,
+}
+
+pub const COMMIT_BATCH: &str = "manifold_store_commit_batch_size";
+pub const COMMIT_BATCH_HELP: &str =
+    "Calls and flushes answered by one group commit of the store's journal";
+pub const COMMIT_SECONDS: &str = "manifold_store_commit_seconds";
+pub const COMMIT_SECONDS_HELP: &str =
+    "Time one group commit took to write and sync the store's journal";
+
+/// What the group commits look like, for `/metrics`.
+#[derive(Clone)]
+pub struct CommitStats {
+    /// Waiters (calls, flushes) one commit answered.
+    pub batch_size: prometheus::Histogram,
+    /// How long one commit's write and sync took.
+    pub seconds: prometheus::Histogram,
+}
+
+impl CommitStats {
+    fn new() -> CommitStats {
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(name, help).buckets(buckets),
+            )
+            .expect("a valid, constant histogram definition")
+        };
+        CommitStats {
+            batch_size: histogram(
+                COMMIT_BATCH,
+                COMMIT_BATCH_HELP,
+                prometheus::exponential_buckets(1.0, 2.0, 11).expect("constant buckets"),
+            ),
+            seconds: histogram(
+                COMMIT_SECONDS,
+                COMMIT_SECONDS_HELP,
+                prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("constant buckets"),
+            ),
+        }
+    }
 }
 
 impl Shared {
@@ -227,6 +267,10 @@ pub struct Replayed {
 }
 
 impl Journal {
+    pub fn stats(&self) -> &CommitStats {
+        &self.shared.stats
+    }
+
     /// Replays what `dir` holds into `tree`, makes it durable in sled, and
     /// starts journaling there. `commit` is the database's group commit,
     /// through which in-process providers leave their flush to the switch.
@@ -260,6 +304,7 @@ impl Journal {
             overlay: DashMap::new(),
             next_sequence: AtomicU64::new(0),
             failed: OnceLock::new(),
+            stats: CommitStats::new(),
         });
         let (checkpoints, checkpoint_queue) = std::sync::mpsc::channel::<PathBuf>();
         let checkpoint_db = db.clone();
@@ -525,10 +570,16 @@ impl Committer {
                 // The store is gone: write what it appended, then stop.
                 None => false,
             };
+            let started = std::time::Instant::now();
             let written = match self.shared.failure() {
                 Some(error) => Err(error),
                 None => self.write().map_err(|error| self.shared.fail(error)),
             };
+            self.shared
+                .stats
+                .seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.shared.stats.batch_size.observe(batch.len() as f64);
             let mut in_sled = Vec::new();
             for waiter in batch.drain(..) {
                 // A waiter whose call was cancelled no longer listens.

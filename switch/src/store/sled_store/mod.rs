@@ -44,7 +44,12 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use manifold_provider::GroupCommit;
 
+/// A record as JSON for a person (`--dump`, the admin API).
+pub use dump::transaction as transaction_json;
 use journal::{Change as Write, Journal, ProviderLog};
+pub use journal::{
+    CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP,
+};
 use manifold_crypto::DataKeys;
 use sealing::Sealing;
 
@@ -530,6 +535,11 @@ impl SledStore {
     /// (`StateDurability::SwitchLog` of the provider SDK).
     pub fn provider_log(&self) -> Arc<dyn manifold_provider::SharedLog> {
         Arc::new(ProviderLog::new(self.journal.clone()))
+    }
+
+    /// The group commits of its journal so far, for `/metrics`.
+    pub fn commit_stats(&self) -> &CommitStats {
+        self.journal.stats()
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {

@@ -60,6 +60,7 @@ fn call(at_ms: u64) -> MeteredCall {
         amount: None,
         repeat: false,
         completed: false,
+        price: None,
     }
 }
 
