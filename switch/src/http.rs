@@ -434,6 +434,10 @@ fn logged_path(path: &str) -> String {
     }
 }
 
+/// The app-facing API as OpenAPI 3.1, served at `/openapi.json`: the file
+/// committed as `docs/openapi.json`, so the two cannot differ.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 /// Answers one request; `app` is set once the caller is known to be an app.
 async fn route(
     state: Arc<SwitchState>,
@@ -445,6 +449,9 @@ async fn route(
     let operation = match path.as_str() {
         "/health" if request.method() == Method::GET => {
             return respond(&Answer::plain(200, r#"{"status":"ok"}"#));
+        }
+        "/openapi.json" if request.method() == Method::GET => {
+            return respond(&Answer::plain(200, OPENAPI));
         }
         "/notify/sms" => return notify(&state, Channel::Sms, request, peer).await,
         "/notify/email" => return notify(&state, Channel::Email, request, peer).await,

@@ -16,6 +16,7 @@ mod flows;
 mod host_start;
 mod joompay;
 mod limits;
+mod openapi;
 mod otp_destinations;
 mod rejections;
 mod resilience;

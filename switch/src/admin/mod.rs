@@ -40,7 +40,7 @@ use crate::store::{transaction_json, Operation, Store, StoreError};
 use audit::{AuditEntry, AuditLog};
 
 /// The most transactions one listing returns.
-const MAX_LISTED: usize = 1_000;
+pub const MAX_LISTED: usize = 1_000;
 /// The most transaction references a listing collects from the period's
 /// metering before it stops (and says it was cut short).
 const MAX_SCANNED: usize = 100_000;
