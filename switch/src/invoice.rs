@@ -22,10 +22,24 @@ pub async fn invoice(
     app_id: &str,
     period: Period,
 ) -> Result<Invoice, InvoiceError> {
+    invoice_with_progress(store, schedule, app_id, period, &mut |_| {}).await
+}
+
+/// As [`invoice`], telling `progress` the time of each call read (calls are
+/// read oldest first, a minute at a time), so a long invoice can show how
+/// far through its period it is.
+pub async fn invoice_with_progress(
+    store: &dyn Store,
+    schedule: &FeeSchedule,
+    app_id: &str,
+    period: Period,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<Invoice, InvoiceError> {
     let mut builder = InvoiceBuilder::new(schedule, app_id, period);
     let mut failed = None;
     store
         .each_metered(app_id, period.from_ms, period.until_ms, &mut |call| {
+            progress(call.at_ms);
             if failed.is_none() {
                 if let Err(error) = builder.add(&billed(call)) {
                     failed = Some(error);

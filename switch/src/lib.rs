@@ -49,4 +49,6 @@ pub mod storage;
 pub mod store;
 
 pub use error::SwitchError;
-pub use server::{run, run_with_registry, Registry, ReloadError, ReloadRefused, Reloader, Switch};
+pub use server::{
+    run_with_registry, Registry, ReloadError, ReloadRefused, Reloader, Switch, DEMO_IMPLEMENTATION,
+};

@@ -32,27 +32,22 @@ use crate::storage::{OpenError, Opener, RouteProvider, Storage};
 use crate::store::{FreeSpace, SledStore, StoreOptions};
 use tokio_util::task::TaskTracker;
 
-/// The name of the compiled-in demo provider in `implementation = "..."`.
+/// The name the `manifold` binary gives the demo bank in `implementation = "..."`.
 pub const DEMO_IMPLEMENTATION: &str = "demo";
 
 /// The providers compiled into the switch: what `implementation = "<name>"`
-/// may name. The binary fills it with the demo bank and the connectors it
-/// was built with; [`Registry::builtin`] has the demo bank alone.
-#[derive(Clone)]
+/// may name. The library knows none: the binary (`manifold-cli`'s
+/// `compiled_providers`) fills it with the demo bank and the connectors it
+/// was built with, and a test or an embedding program with its own.
+#[derive(Clone, Default)]
 pub struct Registry {
     compiled: HashMap<String, Arc<dyn CompiledProvider>>,
 }
 
 impl Registry {
-    /// The demo bank, as `demo`.
-    pub fn builtin() -> Registry {
-        Registry {
-            compiled: HashMap::new(),
-        }
-        .with(
-            DEMO_IMPLEMENTATION,
-            Arc::new(manifold_demo_provider::CompiledDemo),
-        )
+    /// No compiled providers: only remote ones can be configured.
+    pub fn new() -> Registry {
+        Registry::default()
     }
 
     /// This registry and `provider` as `name`.
@@ -172,21 +167,10 @@ fn edge_options(config: &SwitchConfig) -> Result<EdgeOptions, StartError> {
 }
 
 impl Switch {
-    /// Opens the store and builds every provider named in `config`.
-    pub fn open(config: &SwitchConfig) -> Result<Switch, StartError> {
-        Switch::open_with(config, HashMap::new())
-    }
-
-    /// As [`Switch::open`], with extra in-process provider implementations
-    /// that `implementation = "<name>"` may refer to (tests and embedders).
-    pub fn open_with(
-        config: &SwitchConfig,
-        implementations: HashMap<String, Arc<dyn Provider>>,
-    ) -> Result<Switch, StartError> {
-        Switch::open_with_registry(config, &Registry::builtin(), implementations)
-    }
-
-    /// As [`Switch::open_with`], with the compiled-in providers of `registry`.
+    /// Opens the store and builds every provider named in `config`: remote
+    /// ones, the compiled-in ones of `registry`, and `implementations`
+    /// (further in-process providers, for tests and embedders), which
+    /// `implementation = "<name>"` may refer to.
     pub fn open_with_registry(
         config: &SwitchConfig,
         registry: &Registry,
@@ -423,19 +407,10 @@ impl Switch {
     }
 }
 
-/// Opens a switch for `config`, with only the built-in compiled providers
-/// (the demo bank), and serves it on `listener` until `shutdown`.
-pub async fn run(
-    config: &SwitchConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    run_with_registry(config, &Registry::builtin(), listener, shutdown).await
-}
-
-/// As [`run`], with the compiled providers of `registry`: what a program
-/// embedding the switch calls to serve with its own connectors, exactly as
-/// the `manifold` binary does.
+/// Opens a switch for `config` with the compiled providers of `registry`
+/// and serves it on `listener` until `shutdown`: what a program embedding
+/// the switch calls to serve with its own connectors, as the `manifold`
+/// binary does.
 pub async fn run_with_registry(
     config: &SwitchConfig,
     registry: &Registry,

@@ -109,7 +109,8 @@ async fn serve(
     config: &SwitchConfig,
     implementations: HashMap<String, Arc<dyn Provider>>,
 ) -> Served {
-    let switch = Switch::open_with(config, implementations).expect("switch opens");
+    let switch = Switch::open_with_registry(config, &demo_registry(), implementations)
+        .expect("switch opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (shutdown, stop) = oneshot::channel::<()>();

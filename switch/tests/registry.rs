@@ -1,12 +1,13 @@
 //! A program embedding the switch serves its own compiled-in connectors
-//! through `run_with_registry`, as the `manifold` binary does; `run` knows
-//! only the demo bank and says so.
+//! through `run_with_registry`, as the `manifold` binary does; a registry
+//! without the one a provider names is refused at start-up, naming those
+//! it has.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use manifold_switch::server::StartError;
-use manifold_switch::{run, run_with_registry, Registry};
+use manifold_switch::{run_with_registry, Registry, DEMO_IMPLEMENTATION};
 
 fn config(data: &std::path::Path) -> manifold_config::SwitchConfig {
     let text = format!(
@@ -42,7 +43,11 @@ async fn an_embedding_program_serves_the_connectors_it_registers() {
     let config = config(&dir.path().join("data"));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = run(&config, listener, async {}).await;
+    let demo_only = Registry::new().with(
+        DEMO_IMPLEMENTATION,
+        Arc::new(manifold_demo_provider::CompiledDemo),
+    );
+    let refused = run_with_registry(&config, &demo_only, listener, async {}).await;
     let message = match refused {
         Err(error @ StartError::Config(_)) => error.to_string(),
         other => panic!("{other:?}"),
@@ -52,8 +57,7 @@ async fn an_embedding_program_serves_the_connectors_it_registers() {
         "{message}"
     );
 
-    let registry =
-        Registry::builtin().with("skopa", Arc::new(manifold_connector_skopa::compiled()));
+    let registry = demo_only.with("skopa", Arc::new(manifold_connector_skopa::compiled()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

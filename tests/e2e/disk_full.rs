@@ -143,8 +143,12 @@ impl Running {
             &format!("[storage]\nmin_free_mb = {min_free_mb}\n"),
             1,
         );
-        let switch =
-            Switch::open_with(&parse_config(&text), implementations).expect("switch opens");
+        let switch = Switch::open_with_registry(
+            &parse_config(&text),
+            &manifold_cli::compiled_providers(),
+            implementations,
+        )
+        .expect("switch opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();

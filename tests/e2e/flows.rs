@@ -310,9 +310,17 @@ async fn every_authenticated_call_is_metered() {
         [
             ("Transact".into(), Some("demo".into()), 200),
             ("Query".into(), Some("demo".into()), 200),
-            ("Query".into(), None, 404),
+            // Refused before any transaction was found: metered under the
+            // provider the body named, as the app's invoice groups it.
+            ("Query".into(), Some("demo".into()), 404),
         ]
     );
     assert_eq!(calls[0].request_type.as_deref(), Some("get_balance"));
     assert_eq!(calls[2].error.as_deref(), Some("transaction_not_found"));
+    // What billing needs: the transaction and its amount where one was
+    // reached, a price on every call, and the enquiry completed once.
+    assert_eq!(calls[0].transaction_ref, calls[1].transaction_ref);
+    assert!(calls[0].transaction_ref.is_some() && calls[2].transaction_ref.is_none());
+    assert_eq!((calls[0].completed, calls[1].completed), (true, false));
+    assert!(calls.iter().all(|c| c.price.is_some() && !c.repeat));
 }

@@ -404,10 +404,14 @@ async fn a_read_only_list_naming_a_service_that_moves_money_stops_start_up() {
     let config = parse_config(&transfer_listed_read_only(&in_process_demo_config(
         dir.path(),
     )));
-    let refused = manifold_switch::Switch::open(&config)
-        .err()
-        .expect("the switch refuses to start")
-        .to_string();
+    let refused = manifold_switch::Switch::open_with_registry(
+        &config,
+        &manifold_cli::compiled_providers(),
+        Default::default(),
+    )
+    .err()
+    .expect("the switch refuses to start")
+    .to_string();
     assert!(
         refused.contains("read_only") && refused.contains("`transfer_funds`"),
         "{refused}"

@@ -192,7 +192,12 @@ impl InProcessSwitch {
         implementations: HashMap<String, Arc<dyn Provider>>,
         listener: tokio::net::TcpListener,
     ) -> InProcessSwitch {
-        let switch = Switch::open_with(config, implementations).expect("switch opens");
+        let switch = Switch::open_with_registry(
+            config,
+            &manifold_cli::compiled_providers(),
+            implementations,
+        )
+        .expect("switch opens");
         let store = switch.store().clone();
         let retention = switch.retention();
         let addr = listener.local_addr().unwrap();
@@ -249,7 +254,7 @@ fn binaries() -> &'static Path {
                 "build",
                 "--quiet",
                 "-p",
-                "manifold-switch",
+                "manifold-cli",
                 "--bin",
                 "manifold",
                 "-p",

@@ -106,60 +106,63 @@ pub const DATA_KEY_ENV: &str = "MANIFOLD_PROVIDER_DATA_KEY";
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// The command-line options every provider microservice shares.
-#[derive(Debug, Clone, clap::Args)]
+/// (Parsed with clap when the `cli` feature is on, as provider binaries
+/// turn it on; the library itself needs no command-line parser.)
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeArgs {
     /// A file holding the secret this provider shares with the switch (the
     /// switch's `[[providers]] secret`). Without it, the secret is read from
     /// the MANIFOLD_PROVIDER_SECRET environment variable; it is never taken
     /// from the command line, where other users could read it.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub secret_file: Option<PathBuf>,
     /// The key id both sides sign with (the switch's `[[providers]] key_id`,
     /// by default the provider's name there).
-    #[arg(long, env = "MANIFOLD_PROVIDER_KEY_ID")]
+    #[cfg_attr(feature = "cli", arg(long, env = "MANIFOLD_PROVIDER_KEY_ID"))]
     pub key_id: String,
     /// How far the switch's signature time may be from this clock.
-    #[arg(long, default_value_t = 60)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 60))]
     pub signature_max_skew_secs: u64,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
-    #[arg(long, requires = "tls_key")]
+    #[cfg_attr(feature = "cli", arg(long, requires = "tls_key"))]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[cfg_attr(feature = "cli", arg(long, requires = "tls_cert"))]
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) to trust, instead of the public roots, for the
     /// switch's certificate when this provider calls it (`/notify/*`).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub switch_ca_file: Option<PathBuf>,
     /// Accept an `http://` switch URL to a host other than this machine
     /// (OTP texts then travel unencrypted; logged as a warning).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub insecure_http: bool,
     /// Lock out (HTTP 429, 60 s) a client address after this many refused
     /// signatures within 60 s; 0, the default, never locks anyone out (the
     /// switch is the one client, and its address may be shared).
-    #[arg(long, default_value_t = 0)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub auth_failure_limit: u32,
     /// The id of the data key this provider's state is sealed under at rest
     /// (named in every sealed value, so keys can be rotated).
-    #[arg(long, env = "MANIFOLD_PROVIDER_DATA_KEY_ID")]
+    #[cfg_attr(feature = "cli", arg(long, env = "MANIFOLD_PROVIDER_DATA_KEY_ID"))]
     pub data_key_id: String,
     /// A file holding the data key: 64 hexadecimal digits (`openssl rand
     /// -hex 32`), kept outside the data directory. Without it, the key is
     /// read from MANIFOLD_PROVIDER_DATA_KEY; never from the command line.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub data_key_file: Option<PathBuf>,
     /// A previous data key, `ID=FILE`, which opens what it sealed and seals
     /// nothing (repeat for several). After `--reseal`, it can go.
-    #[arg(long, value_name = "ID=FILE")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ID=FILE"))]
     pub previous_data_key: Vec<String>,
     /// Days a final transaction keeps its customer data (the upstream's
     /// answer, what a reversal needs); its status and code stay.
-    #[arg(long, default_value_t = 365)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 365))]
     pub retention_days: u64,
     /// Seal every stored value not sealed under the current data key, print
     /// how many, and exit (on a stopped provider); then previous keys can go.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub reseal: bool,
 }
 

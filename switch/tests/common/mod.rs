@@ -132,6 +132,14 @@ pub async fn gateway_messages(server: &MockServer) -> Vec<Value> {
         .collect()
 }
 
+/// The demo bank compiled in as `demo`, as the `manifold` binary has it.
+pub fn demo_registry() -> manifold_switch::Registry {
+    manifold_switch::Registry::new().with(
+        manifold_switch::DEMO_IMPLEMENTATION,
+        std::sync::Arc::new(manifold_demo_provider::CompiledDemo),
+    )
+}
+
 pub struct RunningSwitch {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -140,7 +148,8 @@ pub struct RunningSwitch {
 
 impl RunningSwitch {
     pub async fn start(config: &SwitchConfig) -> RunningSwitch {
-        let switch = Switch::open_with(config, HashMap::new()).expect("switch opens");
+        let switch = Switch::open_with_registry(config, &demo_registry(), HashMap::new())
+            .expect("switch opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -169,7 +169,11 @@ async fn template(switch: Switch) -> Result<ImportedTransaction, ServeError> {
 /// configured in `config_path`; the switch must not be running.
 pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, ServeError> {
     let config = SwitchConfig::load(config_path)?;
-    let switch = Switch::open(&config)?;
+    let switch = Switch::open_with_registry(
+        &config,
+        &manifold_cli::compiled_providers(),
+        Default::default(),
+    )?;
     let store: Arc<SledStore> = switch.store().clone();
     let template = template(switch).await?;
     store.durable().await.map_err(store_error)?;

@@ -2,7 +2,7 @@
 //! serve-…` child processes.
 //!
 //! - [`switch`]: the real switch, opened from a TOML file with
-//!   `Switch::open(&config)?.serve_with(listener, options, shutdown)`, as the
+//!   `Switch::open_with_registry(&config, &compiled_providers(), …)?.serve_with(listener, options, shutdown)`, as the
 //!   `manifold` binary does (with no per-address cap: see
 //!   `bench_edge_options`).
 //! - [`json`]: baseline (a), a bare hyper server on the same accept loop
@@ -101,7 +101,11 @@ async fn bind(name: &str) -> Result<TcpListener, ServeError> {
 /// Runs the switch configured in `config_path` until stop is requested.
 pub async fn switch(config_path: &Path) -> Result<(), ServeError> {
     let config = SwitchConfig::load(config_path)?;
-    let switch = Switch::open(&config)?;
+    let switch = Switch::open_with_registry(
+        &config,
+        &manifold_cli::compiled_providers(),
+        Default::default(),
+    )?;
     let listener = bind("switch").await?;
     switch
         .serve_with(listener, bench_edge_options(), stop_requested())

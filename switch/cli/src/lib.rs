@@ -3,6 +3,9 @@
 //!
 //! Every command reports a failure as one `manifold:` line on stderr, never
 //! a stack trace, and exits 1 (2 for a usage error, as clap does).
+//!
+//! The providers compiled into the binary are this crate's to choose
+//! ([`compiled_providers`]): the switch library knows none of them.
 
 mod admin;
 mod app;
@@ -14,8 +17,31 @@ mod store;
 mod tx;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use manifold_switch::Registry;
+
+/// The providers this binary carries compiled in, for `implementation =
+/// "<name>"`: the demo bank (`demo`) and the connectors to the seeds'
+/// upstreams.
+pub fn compiled_providers() -> Registry {
+    Registry::new()
+        .with(
+            manifold_switch::DEMO_IMPLEMENTATION,
+            Arc::new(manifold_demo_provider::CompiledDemo),
+        )
+        .with(
+            "core-api",
+            Arc::new(manifold_connector_core_api::compiled()),
+        )
+        .with(
+            "sdk-finance",
+            Arc::new(manifold_connector_sdk_finance::compiled()),
+        )
+        .with("skopa", Arc::new(manifold_connector_skopa::compiled()))
+        .with("joompay", Arc::new(manifold_connector_joompay::compiled()))
+}
 
 const EXAMPLES: &str = "Examples:
   manifold                                   run the switch on fixtures/manifold.toml

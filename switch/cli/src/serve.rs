@@ -5,29 +5,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use manifold_config::SwitchConfig;
 use manifold_switch::admin::Admin;
-use manifold_switch::{Registry, ReloadError, Reloader, Switch};
+use manifold_switch::{ReloadError, Reloader, Switch};
 
 use super::Failure;
-
-/// The providers this binary carries compiled in: `implementation = "<name>"`.
-fn registry() -> Registry {
-    Registry::builtin()
-        .with(
-            "core-api",
-            Arc::new(manifold_connector_core_api::compiled()),
-        )
-        .with(
-            "sdk-finance",
-            Arc::new(manifold_connector_sdk_finance::compiled()),
-        )
-        .with("skopa", Arc::new(manifold_connector_skopa::compiled()))
-        .with("joompay", Arc::new(manifold_connector_joompay::compiled()))
-}
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -89,10 +73,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.reseal {
         // Opened whole (not served), so the in-process providers' state on
         // the same database is resealed too.
-        let resealed = Switch::open_with_registry(&config, &registry(), HashMap::new())?
-            .reseal()
-            .await
-            .with_context(|| format!("resealing the store in {}", config.storage.path.display()))?;
+        let resealed =
+            Switch::open_with_registry(&config, &super::compiled_providers(), HashMap::new())?
+                .reseal()
+                .await
+                .with_context(|| {
+                    format!("resealing the store in {}", config.storage.path.display())
+                })?;
         eprintln!(
             "{resealed} records sealed under data key `{}`",
             config.data_at_rest.keys.current_id()
@@ -111,7 +98,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         eprintln!("{dumped} transactions");
         return Ok(());
     }
-    let switch = Switch::open_with_registry(&config, &registry(), HashMap::new())?;
+    let switch = Switch::open_with_registry(&config, &super::compiled_providers(), HashMap::new())?;
     reload_on_sighup(switch.reloader(), args.config.clone())?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = match &config.admin {

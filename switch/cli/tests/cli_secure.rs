@@ -15,7 +15,7 @@ use manifold_crypto::{AppKey, SecretString, SignatureError, SigningKey};
 use serde_json::Value;
 
 fn first_vector() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/secure/vectors.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/secure/vectors.json");
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     fixture["vectors"][0].clone()
 }
