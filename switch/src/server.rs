@@ -1,6 +1,6 @@
 //! Assembling a switch from configuration and running it.
 //!
-//! [`Switch::open`] turns a validated [`SwitchConfig`] into a running set of
+//! [`Switch::open_with_registry`] turns a validated [`SwitchConfig`] into a running set of
 //! parts — the sled store and its group-commit flusher, the app registry, one
 //! route per provider — and [`Switch::serve`] answers HTTP on a listener until
 //! the shutdown future completes. The binary passes SIGINT/SIGTERM; tests pass
