@@ -299,3 +299,82 @@ async fn sighup_applies_new_apps_and_keys_and_a_broken_file_changes_nothing() {
     )
     .await;
 }
+
+/// The README's way for an app developer in any language: `manifold seal`
+/// makes `auth.secure`, `manifold sign` the headers, and curl sends the body
+/// byte for byte. (curl is a system tool; `.ci/run` installs it if missing.)
+#[tokio::test]
+async fn a_request_sealed_and_signed_by_the_cli_and_sent_by_curl_succeeds() {
+    use manifold_e2e::QUICK_APP;
+    let dir = tempfile::tempdir().unwrap();
+    let config = in_process_demo_config(&dir.path().join("data"));
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, &config).unwrap();
+    let switch = SwitchProcess::start(&path);
+    let (app_id, api_key, secret) = QUICK_APP;
+    let secret_env = [("MANIFOLD_APP_SECRET", secret)];
+
+    let sealed = run_manifold_with_env(
+        &[
+            "seal",
+            "--request-ref",
+            "curl-0001",
+            "--kind",
+            "bank.account",
+            r#"{"account_number": "0123456789", "bank_code": "058"}"#,
+        ],
+        &secret_env,
+    )
+    .await;
+    assert!(sealed.status.success(), "{}", stderr(&sealed));
+    let secure = stdout(&sealed).trim().to_owned();
+    let body = format!(
+        r#"{{"request_ref": "curl-0001", "request_type": "get_balance",
+  "auth": {{"type": "bank.account", "secure": "{secure}", "auth_provider": "demo"}},
+  "transaction": {{"mock_mode": "live", "transaction_ref": "curl-txn-0001", "amount": 0}}}}
+"#
+    );
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let signed = run_manifold_with_env(
+        &[
+            "sign",
+            "--key-id",
+            app_id,
+            "--path",
+            "/transact",
+            "--body-file",
+            body_file.to_str().unwrap(),
+        ],
+        &secret_env,
+    )
+    .await;
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let mut curl = tokio::process::Command::new("curl");
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "30",
+    ])
+    .args(["-H", &format!("Authorization: Bearer {api_key}")])
+    .args(["-H", "Content-Type: application/json"]);
+    let headers = stdout(&signed);
+    assert_eq!(headers.lines().count(), 3, "{headers}");
+    for header in headers.lines() {
+        curl.args(["-H", header]);
+    }
+    let sent = curl
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!("{}/transact", switch.url()))
+        .output()
+        .await
+        .expect("curl runs (install it: apt-get install curl)");
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let answer: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(answer["status"], "Successful", "{answer}");
+    assert_eq!(answer["data"]["provider"], "demo");
+}
