@@ -23,6 +23,7 @@ pub(crate) struct RawBilling {
     currency: String,
     minor_units: Option<u32>,
     bill_failed: Option<bool>,
+    bill_rejected: Option<bool>,
     bill_repeats: Option<bool>,
     default: Option<RawFee>,
     #[serde(default)]
@@ -85,6 +86,7 @@ impl RawBilling {
             currency: self.currency,
             minor_units,
             bill_failed: self.bill_failed.unwrap_or(true),
+            bill_rejected: self.bill_rejected.unwrap_or(true),
             bill_repeats: self.bill_repeats.unwrap_or(true),
             fees,
             default_fee,

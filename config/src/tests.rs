@@ -55,7 +55,7 @@ fn the_sample_prices_transfers_and_counts_everything_else() {
     let billing = load(SAMPLE).unwrap().billing;
     let d = |text: &str| manifold_billing::Decimal::from_str_exact(text).unwrap();
     assert_eq!((billing.currency.as_str(), billing.minor_units), ("NGN", 2));
-    assert!(billing.bill_failed && billing.bill_repeats);
+    assert!(billing.bill_failed && billing.bill_rejected && billing.bill_repeats);
     assert_eq!(billing.default_fee.per_call, d("1.00"));
     let transfer = &billing.fees["transfer_funds"];
     assert_eq!(

@@ -133,6 +133,23 @@ async fn only_operators_reach_the_admin_api_and_every_action_is_audited() {
     .await;
     assert!(ok, "{stderr}");
     assert_eq!(serde_json::from_str::<Value>(&by_cli).unwrap(), shown);
+    let (ok, by_cli, stderr) = tx(&[
+        "tx",
+        "list",
+        "--app",
+        "quick",
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2100-01-01",
+        "--admin",
+        &admin,
+        "--config",
+        config_arg,
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&by_cli).unwrap(), listed);
     let (ok, _, stderr) = tx(&[
         "tx", "show", "adm-t9", "--app", "quick", "--config", config_arg,
     ])
@@ -156,6 +173,14 @@ async fn only_operators_reach_the_admin_api_and_every_action_is_audited() {
         .collect();
     // Three look-ups here and the CLI's one, each a begin and an end line.
     assert_eq!(shows.len(), 8, "{lines:#?}");
+    let listings = lines
+        .iter()
+        .filter(|l| l["action"] == "transactions")
+        .count();
+    assert_eq!(
+        listings, 6,
+        "two listings here and the CLI's one: {lines:#?}"
+    );
     assert!(shows[0]["outcome"].is_null());
     assert_eq!(shows[1]["outcome"], 200);
     assert_eq!(shows[1]["request_id"], shows[0]["request_id"]);

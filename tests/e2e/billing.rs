@@ -41,6 +41,7 @@ const BILLING: &str = r#"
 [billing]
 currency = "NGN"
 bill_failed = false
+bill_rejected = false
 [billing.default]
 per_call = "1.00"
 [billing.fees.transfer_funds]

@@ -333,6 +333,7 @@ mod tests {
             currency: "NGN".into(),
             minor_units: 2,
             bill_failed: false,
+            bill_rejected: false,
             bill_repeats: true,
             fees: [(
                 "transfer_funds".to_owned(),

@@ -19,9 +19,11 @@
 //!   `/transact/query` that learnt it). A reversal does not refund it.
 //!
 //! A call is billable unless it was answered with a 5xx (the switch or the
-//! provider could not serve it: never the app's doing), or it was answered
-//! `Failed` and [`FeeSchedule::bill_failed`] is off, or it was a repeat of a
-//! `request_ref` and [`FeeSchedule::bill_repeats`] is off. Every call is
+//! provider could not serve it: never the app's doing), or the provider
+//! declined it (`Failed`, HTTP 200) and [`FeeSchedule::bill_failed`] is off,
+//! or the switch refused it (a 4xx) and [`FeeSchedule::bill_rejected`] is
+//! off, or it was a repeat of a `request_ref` and
+//! [`FeeSchedule::bill_repeats`] is off. Every call is
 //! counted on the invoice, billed or not.
 //!
 //! Each call is priced when it is metered, by the fees in force then, and

@@ -31,9 +31,12 @@ pub struct FeeSchedule {
     /// How many minor units (as `amount` is given in) make one unit: 2 for
     /// kobo and cents, 0 for yen.
     pub minor_units: u32,
-    /// Whether calls answered `Failed` with a 2xx or 4xx (a provider's
-    /// decline, a request the switch refused) pay `per_call`.
+    /// Whether calls the provider answered `Failed` (a decline: HTTP 200)
+    /// pay `per_call`.
     pub bill_failed: bool,
+    /// Whether calls the switch refused with a 4xx (a bad field, a limit, an
+    /// unknown transaction) pay `per_call`.
+    pub bill_rejected: bool,
     /// Whether a repeat of a `request_ref` (answered again from the store)
     /// pays `per_call`. Never a value fee: the value moved once.
     pub bill_repeats: bool,
@@ -50,6 +53,7 @@ impl Default for FeeSchedule {
             currency: UNPRICED_CURRENCY.to_owned(),
             minor_units: 2,
             bill_failed: true,
+            bill_rejected: true,
             bill_repeats: true,
             fees: BTreeMap::new(),
             default_fee: Fee::default(),
@@ -120,8 +124,11 @@ impl FeeSchedule {
 
     /// Whether `call` pays anything at all (see the crate's fee model).
     pub fn is_billable(&self, call: &Call<'_>) -> bool {
+        let refused = (400..500).contains(&call.http_status);
+        let declined = !refused && call.status == "Failed";
         call.http_status < 500
-            && (call.status != "Failed" || self.bill_failed)
+            && (!refused || self.bill_rejected)
+            && (!declined || self.bill_failed)
             && (!call.repeat || self.bill_repeats)
     }
 
@@ -176,6 +183,7 @@ mod tests {
             currency: "NGN".into(),
             minor_units: 2,
             bill_failed: false,
+            bill_rejected: true,
             bill_repeats: true,
             fees: BTreeMap::from([(
                 "transfer_funds".to_owned(),
@@ -263,9 +271,17 @@ mod tests {
             completed: false,
             ..transfer(500_000)
         };
+        let refused = Call {
+            http_status: 422,
+            ..declined
+        };
         assert!(!schedule.is_billable(&declined));
+        assert!(schedule.is_billable(&refused), "a refusal is not a decline");
+        schedule.bill_rejected = false;
+        assert!(!schedule.is_billable(&refused));
         schedule.bill_failed = true;
         assert!(schedule.is_billable(&declined));
+        assert!(!schedule.is_billable(&refused));
         let unavailable = Call {
             http_status: 503,
             ..declined
@@ -291,7 +307,8 @@ mod tests {
             completed: false,
             ..transfer(0)
         };
-        assert_eq!(schedule.charge(&rejected).call_fee, Decimal::ZERO);
+        // Refused before its service was known: the default fee.
+        assert_eq!(schedule.charge(&rejected).call_fee, d("1.00"));
     }
 
     #[test]
