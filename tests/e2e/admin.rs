@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use manifold_e2e::{
-    config_text, http_client, in_process_demo_config, latest_otp, run_manifold_with_env, AppClient,
-    ProviderSpec, SwitchProcess, OTP_APP, QUICK_APP,
+    demo_and_unreachable_config, http_client, in_process_demo_config, latest_otp,
+    run_manifold_with_env, AppClient, SwitchProcess, OTP_APP, QUICK_APP,
 };
 use serde_json::Value;
 
@@ -266,25 +266,8 @@ async fn scrape(admin: &str) -> prometheus_parse::Scrape {
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    // The demo bank in-process, and a remote provider nobody listens for.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let data = dir.path().join("data");
-    let config = config_text(
-        &data,
-        &[
-            ProviderSpec::InProcess {
-                name: "demo",
-                implementation: "demo",
-            },
-            ProviderSpec::Remote {
-                name: "gone",
-                url: gone,
-            },
-        ],
-        5_000,
-    ) + &admin_table(&dir.path().join("audit.jsonl"));
+    let config = demo_and_unreachable_config(&data) + &admin_table(&dir.path().join("audit.jsonl"));
     let path = dir.path().join("manifold.toml");
     std::fs::write(&path, &config).unwrap();
     let switch = SwitchProcess::start(&path);

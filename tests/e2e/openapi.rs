@@ -5,7 +5,7 @@
 //! schemathesis, in `.ci/run`, does the same with generated requests.
 
 use manifold_e2e::{
-    config_text, http_client, latest_otp, AppClient, ProviderSpec, Reply, SwitchProcess, OTP_APP,
+    demo_and_unreachable_config, http_client, latest_otp, AppClient, Reply, SwitchProcess, OTP_APP,
     QUICK_APP,
 };
 use serde_json::{json, Value};
@@ -64,24 +64,8 @@ impl Contract {
 async fn every_answer_matches_the_openapi_document() {
     let contract = Contract(serde_json::from_str(OPENAPI).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
     let data = dir.path().join("data");
-    let config = config_text(
-        &data,
-        &[
-            ProviderSpec::InProcess {
-                name: "demo",
-                implementation: "demo",
-            },
-            ProviderSpec::Remote {
-                name: "gone",
-                url: gone,
-            },
-        ],
-        5_000,
-    );
+    let config = demo_and_unreachable_config(&data);
     let path = dir.path().join("manifold.toml");
     std::fs::write(&path, &config).unwrap();
     let switch = SwitchProcess::start(&path);

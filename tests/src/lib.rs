@@ -144,6 +144,29 @@ pub fn in_process_demo_config(data: &Path) -> String {
     )
 }
 
+/// [`config_text`] for the compiled-in demo bank, `demo`, and a remote
+/// provider, `gone`, at a loopback port nobody listens on: every call to it
+/// is `provider_unavailable`.
+pub fn demo_and_unreachable_config(data: &Path) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    config_text(
+        data,
+        &[
+            ProviderSpec::InProcess {
+                name: "demo",
+                implementation: "demo",
+            },
+            ProviderSpec::Remote {
+                name: "gone",
+                url: gone,
+            },
+        ],
+        5_000,
+    )
+}
+
 /// `text` (from [`config_text`]) with a `[server]` table of `settings`
 /// (TOML lines such as `auth_failure_limit = 3`).
 pub fn with_server_settings(text: &str, settings: &str) -> String {

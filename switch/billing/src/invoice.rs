@@ -49,17 +49,16 @@ struct Sums {
 }
 
 impl Sums {
-    fn add(&mut self, charge: &Charge, completed: bool) -> Result<(), BillingError> {
-        let add = |sum: Decimal, more: Decimal, what| {
-            sum.checked_add(more).ok_or(BillingError::Overflow { what })
-        };
-        self.calls += 1;
-        self.billed_calls += u64::from(charge.billed);
-        self.completed += u64::from(completed);
-        self.completed_value = add(self.completed_value, charge.value, "completed value")?;
-        self.call_fees = add(self.call_fees, charge.call_fee, "call fees")?;
-        self.value_fees = add(self.value_fees, charge.value_fee, "value fees")?;
-        Ok(())
+    /// One call's share.
+    fn of(charge: &Charge, completed: bool) -> Sums {
+        Sums {
+            calls: 1,
+            billed_calls: u64::from(charge.billed),
+            completed: u64::from(completed),
+            completed_value: charge.value,
+            call_fees: charge.call_fee,
+            value_fees: charge.value_fee,
+        }
     }
 
     fn merge(&mut self, other: &Sums) -> Result<(), BillingError> {
@@ -77,6 +76,24 @@ impl Sums {
         self.call_fees = add(self.call_fees, other.call_fees, "call fees")?;
         self.value_fees = add(self.value_fees, other.value_fees, "value fees")?;
         Ok(())
+    }
+
+    /// As written on the invoice, with the currency's minor units.
+    fn totals(&self, minor_units: u32) -> Result<Totals, BillingError> {
+        let money = |value: Decimal| Money::new(value, minor_units);
+        let total = self
+            .call_fees
+            .checked_add(self.value_fees)
+            .ok_or(BillingError::Overflow { what: "total" })?;
+        Ok(Totals {
+            calls: self.calls,
+            billed_calls: self.billed_calls,
+            completed: self.completed,
+            completed_value: money(self.completed_value),
+            call_fees: money(self.call_fees),
+            value_fees: money(self.value_fees),
+            total: money(total),
+        })
     }
 }
 
@@ -116,53 +133,33 @@ impl<'s> InvoiceBuilder<'s> {
             status: call.status.to_owned(),
         };
         let completed = call.completed && !call.repeat;
-        self.lines.entry(key).or_default().add(&charge, completed)
+        self.lines
+            .entry(key)
+            .or_default()
+            .merge(&Sums::of(&charge, completed))
     }
 
     pub fn finish(self) -> Result<Invoice, BillingError> {
         let minor_units = self.schedule.minor_units;
-        let money = |value: Decimal| Money::new(value, minor_units);
         let mut totals = Sums::default();
         let mut lines = Vec::with_capacity(self.lines.len());
         for (key, sums) in self.lines {
             totals.merge(&sums)?;
-            let total = sums
-                .call_fees
-                .checked_add(sums.value_fees)
-                .ok_or(BillingError::Overflow { what: "total" })?;
             lines.push(InvoiceLine {
                 request_type: key.request_type,
                 operation: key.operation,
                 provider: key.provider,
                 status: key.status,
-                calls: sums.calls,
-                billed_calls: sums.billed_calls,
-                completed: sums.completed,
-                completed_value: money(sums.completed_value),
-                call_fees: money(sums.call_fees),
-                value_fees: money(sums.value_fees),
-                total: money(total),
+                sums: sums.totals(minor_units)?,
             });
         }
-        let total = totals
-            .call_fees
-            .checked_add(totals.value_fees)
-            .ok_or(BillingError::Overflow { what: "total" })?;
         Ok(Invoice {
             app_id: self.app_id,
             from: self.period.from_text(),
             to: self.period.to_text(),
             currency: self.schedule.currency.clone(),
             lines,
-            totals: Totals {
-                calls: totals.calls,
-                billed_calls: totals.billed_calls,
-                completed: totals.completed,
-                completed_value: money(totals.completed_value),
-                call_fees: money(totals.call_fees),
-                value_fees: money(totals.value_fees),
-                total: money(total),
-            },
+            totals: totals.totals(minor_units)?,
         })
     }
 }
@@ -197,28 +194,25 @@ impl Serialize for Money {
     }
 }
 
+/// The calls of one service, endpoint, provider and status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InvoiceLine {
     pub request_type: Option<String>,
     pub operation: String,
     pub provider: Option<String>,
     pub status: String,
-    pub calls: u64,
-    pub billed_calls: u64,
-    /// Transactions this line's calls completed.
-    pub completed: u64,
-    /// Their amounts, in units.
-    pub completed_value: Money,
-    pub call_fees: Money,
-    pub value_fees: Money,
-    pub total: Money,
+    #[serde(flatten)]
+    pub sums: Totals,
 }
 
+/// What a line, or the whole invoice, adds up to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub calls: u64,
     pub billed_calls: u64,
+    /// Transactions these calls completed.
     pub completed: u64,
+    /// Their amounts, in units.
     pub completed_value: Money,
     pub call_fees: Money,
     pub value_fees: Money,
@@ -272,45 +266,38 @@ impl Invoice {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record(CSV_HEADER).map_err(csv_error)?;
         let head = [self.app_id.as_str(), &self.from, &self.to];
+        let numbers = |sums: &Totals| {
+            [
+                sums.calls.to_string(),
+                sums.billed_calls.to_string(),
+                sums.completed.to_string(),
+                sums.completed_value.to_string(),
+                sums.call_fees.to_string(),
+                sums.value_fees.to_string(),
+                sums.total.to_string(),
+            ]
+        };
+        let mut write = |names: [&str; 5], sums: &Totals| {
+            let numbers = numbers(sums);
+            let row = head
+                .iter()
+                .copied()
+                .chain(names)
+                .chain(numbers.iter().map(String::as_str))
+                .chain([self.currency.as_str()]);
+            writer.write_record(row).map_err(csv_error)
+        };
         for line in &self.lines {
-            let row = [
+            let names = [
                 "item",
                 line.request_type.as_deref().unwrap_or(""),
                 &line.operation,
                 line.provider.as_deref().unwrap_or(""),
                 &line.status,
-                &line.calls.to_string(),
-                &line.billed_calls.to_string(),
-                &line.completed.to_string(),
-                &line.completed_value.to_string(),
-                &line.call_fees.to_string(),
-                &line.value_fees.to_string(),
-                &line.total.to_string(),
-                &self.currency,
             ];
-            writer
-                .write_record(head.iter().copied().chain(row))
-                .map_err(csv_error)?;
+            write(names, &line.sums)?;
         }
-        let totals = &self.totals;
-        let row = [
-            "total",
-            "",
-            "",
-            "",
-            "",
-            &totals.calls.to_string(),
-            &totals.billed_calls.to_string(),
-            &totals.completed.to_string(),
-            &totals.completed_value.to_string(),
-            &totals.call_fees.to_string(),
-            &totals.value_fees.to_string(),
-            &totals.total.to_string(),
-            &self.currency,
-        ];
-        writer
-            .write_record(head.iter().copied().chain(row))
-            .map_err(csv_error)?;
+        write(["total", "", "", "", ""], &self.totals)?;
         let bytes = writer
             .into_inner()
             .map_err(|e| BillingError::Csv(e.to_string()))?;
