@@ -266,12 +266,15 @@ fn error_answer(error: &SwitchError, app: Option<&App>) -> Answer {
         failure_answer(status, code, error.to_string(), errors, None)
     };
     answer.retry_after_secs = retry_after_secs(error, code);
-    answer.provider_failure = match error {
-        SwitchError::ProviderUnavailable(_) => Some("unreachable"),
-        SwitchError::ProviderRefusedSwitch(_) => Some("unauthenticated"),
-        SwitchError::ProviderRejected(_) => Some("rejected"),
-        _ => None,
+    // The provider was resolved from the configuration: named for metrics.
+    let (failure, provider) = match error {
+        SwitchError::ProviderUnavailable(provider) => (Some("unreachable"), Some(provider)),
+        SwitchError::ProviderRefusedSwitch(provider) => (Some("unauthenticated"), Some(provider)),
+        SwitchError::ProviderRejected(provider) => (Some("rejected"), Some(provider)),
+        _ => (None, None),
     };
+    answer.provider_failure = failure;
+    answer.provider = answer.provider.or_else(|| provider.cloned());
     answer
 }
 
@@ -540,25 +543,30 @@ async fn route(
                             }
                             Err(refused) => Err(refused),
                         }
-                        .unwrap_or_else(|error| {
-                            let mut answer = error_answer(&error, Some(call.app()));
-                            // Metered under the service the app asked for.
-                            let (request_type, provider) = envelope::named_service(call.body());
-                            answer.request_type = answer.request_type.or(request_type);
-                            answer.provider = answer.provider.or(provider);
-                            answer
-                        });
+                        .unwrap_or_else(|error| error_answer(&error, Some(call.app())));
                         // Only a call proven to be the app's is billed to it: a
                         // leaked bearer key is enough to send one whose body or
                         // signature then fails. A call over the app's rate is not
                         // recorded either: the rate bounds what the switch does for
                         // an app, its disk included, however fast the app sends.
                         if answer.error.as_deref() != Some("rate_limited") {
-                            let call =
-                                meter(&task_state, storage, call.app(), operation, &answer).await;
-                            task_state
-                                .metrics
-                                .observe_call(&call, started.elapsed().as_secs_f64());
+                            // A call refused before the switch knew its service
+                            // is metered (and billed) under the one its body
+                            // names; /metrics counts it only under names the
+                            // switch resolved, so no app can mint new series.
+                            let named = match answer.error {
+                                Some(_) => envelope::named_service(call.body()),
+                                None => (None, None),
+                            };
+                            let metered =
+                                meter(&task_state, storage, call.app(), operation, &answer, named)
+                                    .await;
+                            task_state.metrics.observe_call(
+                                &metered,
+                                answer.request_type.as_deref(),
+                                answer.provider.as_deref(),
+                                started.elapsed().as_secs_f64(),
+                            );
                             if let (Some(kind), Some(provider)) =
                                 (answer.provider_failure, &answer.provider)
                             {
@@ -699,13 +707,14 @@ async fn meter(
     app: &App,
     operation: Operation,
     answer: &Answer,
+    (named_request_type, named_provider): (Option<String>, Option<String>),
 ) -> MeteredCall {
     let mut call = MeteredCall {
         at_ms: now_ms(),
         app_id: app.id().to_owned(),
         operation,
-        request_type: answer.request_type.clone(),
-        provider: answer.provider.clone(),
+        request_type: answer.request_type.clone().or(named_request_type),
+        provider: answer.provider.clone().or(named_provider),
         status: answer.status,
         http_status: answer.http_status,
         error: answer.error.clone(),

@@ -141,16 +141,24 @@ impl Metrics {
         }
     }
 
-    /// Counts an app call as it was metered, `seconds` after its head came.
-    pub fn observe_call(&self, call: &MeteredCall, seconds: f64) {
+    /// Counts an app call as it was metered, `seconds` after its head came,
+    /// under the `request_type` and provider the switch resolved (configured
+    /// names only, so the series stay bounded; "" when it resolved none).
+    pub fn observe_call(
+        &self,
+        call: &MeteredCall,
+        request_type: Option<&str>,
+        provider: Option<&str>,
+        seconds: f64,
+    ) {
         let endpoint = call.operation.as_str();
         let http_status = call.http_status.to_string();
         self.requests
             .with_label_values(&[
                 endpoint,
                 &call.app_id,
-                call.request_type.as_deref().unwrap_or(""),
-                call.provider.as_deref().unwrap_or(""),
+                request_type.unwrap_or(""),
+                provider.unwrap_or(""),
                 call.status.as_str(),
                 &http_status,
             ])

@@ -299,7 +299,27 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         .await;
     assert_eq!(unreachable.http, 503, "{unreachable:?}");
 
+    // A refused call naming a service nobody configured is counted, but
+    // under no label of its own: an app cannot mint new series.
+    let made_up = quick.transact_body("met-x1", "met-xt1", "made_up_service", "0123456789", 0);
+    assert_eq!(quick.post("/transact", &made_up).await.http, 403);
+
     let during = scrape(&admin).await;
+    assert!(
+        during
+            .samples
+            .iter()
+            .all(|s| s.labels.get("request_type") != Some("made_up_service")),
+        "no series for a name the switch did not resolve"
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "manifold_requests_total",
+            &[("request_type", ""), ("http_status", "403")]
+        ),
+        1.0
+    );
     assert_eq!(sample(&during, "manifold_requests_total", &balances), 3.0);
     assert_eq!(
         sample(
@@ -319,7 +339,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
             "manifold_request_duration_seconds_count",
             &[("endpoint", "transact")]
         ),
-        5.0
+        6.0
     );
     assert!(sample(&during, "manifold_store_commit_batch_size_count", &[]) >= 3.0);
     assert!(sample(&during, "manifold_store_commit_seconds_count", &[]) >= 3.0);
