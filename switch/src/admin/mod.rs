@@ -286,6 +286,25 @@ impl Query {
     }
 }
 
+/// Runs a long read of the store on a blocking thread: sled's scans are
+/// synchronous, and an invoice over a busy year would otherwise hold a
+/// runtime worker, and the app calls queued behind it, until it ended.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(work))
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "an admin read of the store failed");
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the read failed inside the switch; see its log",
+            )
+        })
+}
+
 fn store_failure(error: impl std::fmt::Display) -> Failure {
     tracing::error!(%error, "an admin request could not read the store");
     fail(
@@ -320,16 +339,19 @@ async fn invoice(admin: &Admin, query: &str) -> Result<Response<Body>, Failure> 
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
-    let invoice = crate::invoice::invoice(store.as_ref(), &fees, app, period)
-        .await
-        .map_err(|error| match error {
-            crate::invoice::InvoiceError::Store(error) => store_failure(error),
-            crate::invoice::InvoiceError::Billing(error) => fail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invoice_failed",
-                error.to_string(),
-            ),
-        })?;
+    let app_id = app.to_owned();
+    let invoice = off_the_runtime(async move {
+        crate::invoice::invoice(store.as_ref(), &fees, &app_id, period).await
+    })
+    .await?
+    .map_err(|error| match error {
+        crate::invoice::InvoiceError::Store(error) => store_failure(error),
+        crate::invoice::InvoiceError::Billing(error) => fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invoice_failed",
+            error.to_string(),
+        ),
+    })?;
     Ok(if csv {
         let text = invoice.to_csv().map_err(|error| {
             fail(
@@ -369,9 +391,12 @@ async fn transactions(admin: &Admin, query: &str) -> Result<Response<Body>, Fail
         Some(text) => parse_limit(text).map_err(bad_request)?,
     };
     let store = current_store(admin)?;
-    let listing = list_transactions(store.as_ref(), app, period, query.optional("status"), limit)
-        .await
-        .map_err(store_failure)?;
+    let (app_id, status) = (app.to_owned(), query.optional("status").map(str::to_owned));
+    let listing = off_the_runtime(async move {
+        list_transactions(store.as_ref(), &app_id, period, status.as_deref(), limit).await
+    })
+    .await?
+    .map_err(store_failure)?;
     Ok(json_reply(StatusCode::OK, &listing))
 }
 
