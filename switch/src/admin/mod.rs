@@ -465,15 +465,7 @@ pub async fn list_transactions(
         if status.is_some_and(|wanted| wanted != record.status.as_str()) {
             continue;
         }
-        listed.push(json!({
-            "transaction_ref": record.transaction_ref,
-            "request_type": record.request_type,
-            "provider": record.provider,
-            "amount": record.amount,
-            "status": record.status,
-            "created_at_ms": record.created_at_ms,
-            "updated_at_ms": record.updated_at_ms,
-        }));
+        listed.push(Value::Object(record.summary_json()));
     }
     Ok(json!({
         "app_id": app, "from": period.from_text(), "to": period.to_text(),

@@ -35,31 +35,20 @@ impl Engine {
             .as_ref()
             .map(|r| r.provider_response_code.clone())
             .filter(|code| !code.is_empty());
-        envelope.data.transaction = Some(json!({
-            "transaction_ref": record.transaction_ref,
-            "request_type": record.request_type,
-            "provider": record.provider,
-            "amount": record.amount,
-            "status": record.status,
-            "created_at_ms": record.created_at_ms,
-            "updated_at_ms": record.updated_at_ms,
-            "reversal": record.reversal.as_ref().map(|r| json!({
+        let mut transaction = record.summary_json();
+        transaction.insert(
+            "reversal".into(),
+            json!(record.reversal.as_ref().map(|r| json!({
                 "status": r.status,
                 "at_ms": r.at_ms,
                 "message": r.reply.as_ref().map(|reply| reply.message.clone()),
-            })),
-            "history": record.history,
-        }));
-        if let (Some(at_ms), Some(transaction)) = (
-            record.customer_data_dropped_at_ms,
-            envelope
-                .data
-                .transaction
-                .as_mut()
-                .and_then(|t| t.as_object_mut()),
-        ) {
+            }))),
+        );
+        transaction.insert("history".into(), json!(record.history));
+        if let Some(at_ms) = record.customer_data_dropped_at_ms {
             transaction.insert("customer_data_dropped_at_ms".into(), at_ms.into());
         }
+        envelope.data.transaction = Some(transaction.into());
         Answer::describing(&envelope, record, durable)
     }
 }

@@ -191,6 +191,24 @@ impl TransactionRecord {
             && self.reversal.as_ref().is_none_or(|r| r.status.is_final())
     }
 
+    /// What identifies it and where it stands, as JSON: the part every
+    /// report of a transaction shares (a query's answer, the admin API's
+    /// listing, `--dump`), each adding its own members.
+    pub fn summary_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::from_iter([
+            (
+                "transaction_ref".into(),
+                self.transaction_ref.clone().into(),
+            ),
+            ("request_type".into(), self.request_type.clone().into()),
+            ("provider".into(), self.provider.clone().into()),
+            ("amount".into(), self.amount.into()),
+            ("status".into(), self.status.as_str().into()),
+            ("created_at_ms".into(), self.created_at_ms.into()),
+            ("updated_at_ms".into(), self.updated_at_ms.into()),
+        ])
+    }
+
     pub fn request(&self, request_ref: &str) -> Option<&RequestEntry> {
         self.requests.iter().find(|r| r.request_ref == request_ref)
     }

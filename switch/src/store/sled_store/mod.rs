@@ -695,31 +695,31 @@ mod dump {
     use crate::store::{RequestState, TransactionRecord};
 
     pub fn transaction(record: &TransactionRecord) -> Value {
-        json!({
-            "app_id": record.app_id,
-            "transaction_ref": record.transaction_ref,
-            "request_type": record.request_type,
-            "provider": record.provider,
-            "amount": record.amount,
-            "status": record.status,
-            "created_at_ms": record.created_at_ms,
-            "updated_at_ms": record.updated_at_ms,
-            "last_reply": record.last_reply,
-            "history": record.history,
-            "reversal": record.reversal,
-            "requests": record.requests.iter().map(|r| json!({
-                "request_ref": r.request_ref,
-                "operation": r.operation,
-                "fingerprint": hex::encode(r.fingerprint),
-                "state": match &r.state {
-                    RequestState::InFlight { started_at_ms } => json!({"in_flight_since_ms": started_at_ms}),
-                    RequestState::Answered(answer) => json!({
-                        "http_status": answer.http_status,
-                        "reply": answer.reply,
-                    }),
-                },
-            })).collect::<Vec<_>>(),
-        })
+        let requests: Vec<Value> = record
+            .requests
+            .iter()
+            .map(|r| {
+                json!({
+                    "request_ref": r.request_ref,
+                    "operation": r.operation,
+                    "fingerprint": hex::encode(r.fingerprint),
+                    "state": match &r.state {
+                        RequestState::InFlight { started_at_ms } => json!({"in_flight_since_ms": started_at_ms}),
+                        RequestState::Answered(answer) => json!({
+                            "http_status": answer.http_status,
+                            "reply": answer.reply,
+                        }),
+                    },
+                })
+            })
+            .collect();
+        let mut dumped = record.summary_json();
+        dumped.insert("app_id".into(), record.app_id.clone().into());
+        dumped.insert("last_reply".into(), json!(record.last_reply));
+        dumped.insert("history".into(), json!(record.history));
+        dumped.insert("reversal".into(), json!(record.reversal));
+        dumped.insert("requests".into(), requests.into());
+        Value::Object(dumped)
     }
 }
 
