@@ -54,8 +54,18 @@ pub struct SwitchState {
     pub engine_tasks: TaskTracker,
     /// What `/metrics` on the admin listener reports.
     pub metrics: Metrics,
-    /// `[billing]`, replaced by a reload.
+    /// `[billing]`, replaced by a reload ([`SwitchState::fees`] reads it).
     pub fees: std::sync::RwLock<Arc<manifold_billing::FeeSchedule>>,
+}
+
+impl SwitchState {
+    /// The fee schedule in force now.
+    pub fn fees(&self) -> Arc<manifold_billing::FeeSchedule> {
+        self.fees
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
 }
 
 /// `(HTTP status, data.error, field errors)` for every error: the one mapping.
@@ -727,12 +737,7 @@ async fn meter(
     };
     // Priced now, by the fees in force now: a later change of fees never
     // reprices a call already made.
-    let fees = state
-        .fees
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    call.price = Some(fees.price(&crate::invoice::billed(&call)));
+    call.price = Some(state.fees().price(&crate::invoice::billed(&call)));
     if let Err(error) = storage.meter(&call).await {
         tracing::error!(%error, app = app.id(), "metering failed");
     }

@@ -67,7 +67,7 @@ pub fn run(args: InvoiceArgs) -> Result<ExitCode, Failure> {
         )?,
         None => {
             let config = SwitchConfig::load(&args.config)?;
-            let store = open_stopped(&args.config, args.data.as_deref())?;
+            let store = open_stopped(&config, args.data.as_deref())?;
             let mut progress = Progress::new(period);
             let invoice = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

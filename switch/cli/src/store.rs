@@ -7,12 +7,11 @@ use manifold_switch::store::{SledStore, StoreError, StoreOptions};
 
 use super::Failure;
 
-/// The store of the switch `config_path` configures (or the one in `data`),
+/// The store of the switch `config` configures (or the one in `data`),
 /// which must not be running: sled lets one process open a store. A store
 /// in use is refused with the way round it (`--admin`).
-pub fn open_stopped(config_path: &Path, data: Option<&Path>) -> Result<SledStore, Failure> {
-    let config = SwitchConfig::load(config_path)?;
-    let path = data.map_or(config.storage.path, Path::to_owned);
+pub fn open_stopped(config: &SwitchConfig, data: Option<&Path>) -> Result<SledStore, Failure> {
+    let path = data.map_or_else(|| config.storage.path.clone(), Path::to_owned);
     let options = StoreOptions {
         cache_capacity_bytes: config.storage.cache_capacity_bytes,
         data_keys: Some(config.data_at_rest.keys.clone()),

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use manifold_billing::Period;
+use manifold_config::SwitchConfig;
 use manifold_switch::admin::{list_transactions, parse_limit, show_transaction, DEFAULT_LISTED};
 
 use super::admin::AdminTarget;
@@ -72,7 +73,8 @@ impl TxCommand {
                     &[("app", &app), ("transaction_ref", &transaction_ref)],
                 )?,
                 None => {
-                    let store = open_stopped(&source.config, source.data.as_deref())?;
+                    let store =
+                        open_stopped(&SwitchConfig::load(&source.config)?, source.data.as_deref())?;
                     let shown = runtime()?
                         .block_on(show_transaction(&store, &app, &transaction_ref))?
                         .with_context(|| {
@@ -106,7 +108,10 @@ impl TxCommand {
                     }
                     None => {
                         let period = Period::parse(&from, &to)?;
-                        let store = open_stopped(&source.config, source.data.as_deref())?;
+                        let store = open_stopped(
+                            &SwitchConfig::load(&source.config)?,
+                            source.data.as_deref(),
+                        )?;
                         let listed = runtime()?.block_on(list_transactions(
                             &store,
                             &app,

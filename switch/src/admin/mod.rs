@@ -333,12 +333,7 @@ async fn invoice(admin: &Admin, query: &str) -> Result<Response<Body>, Failure> 
         _ => return Err(bad_request("`format` must be json or csv")),
     };
     let store = current_store(admin)?;
-    let fees = admin
-        .state
-        .fees
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
+    let fees = admin.state.fees();
     let app_id = app.to_owned();
     let invoice = off_the_runtime(async move {
         crate::invoice::invoice(store.as_ref(), &fees, &app_id, period).await
