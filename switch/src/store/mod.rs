@@ -419,7 +419,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
     /// How many calls of `app_id` metered in `[from_ms, until_ms)` match
-    /// `filter`; a store may count without collecting them.
+    /// `filter`, counted as [`Store::each_metered`] hands them over (never
+    /// all in memory at once).
     async fn count_metered(
         &self,
         app_id: &str,
@@ -427,8 +428,12 @@ pub trait Store: Send + Sync + 'static {
         until_ms: u64,
         filter: &(dyn for<'c> Fn(&'c MeteredCall) -> bool + Sync),
     ) -> Result<u64, StoreError> {
-        let calls = self.metered_calls(app_id, from_ms, until_ms).await?;
-        Ok(calls.iter().filter(|call| filter(call)).count() as u64)
+        let mut count = 0;
+        self.each_metered(app_id, from_ms, until_ms, &mut |call| {
+            count += u64::from(filter(call));
+        })
+        .await?;
+        Ok(count)
     }
     /// Drops the customer data ([`TransactionRecord::drop_customer_data`])
     /// of every settled transaction last updated at or before

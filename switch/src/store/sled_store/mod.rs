@@ -961,23 +961,6 @@ impl Store for SledStore {
         .await
     }
 
-    async fn count_metered(
-        &self,
-        app_id: &str,
-        from_ms: u64,
-        until_ms: u64,
-        filter: &(dyn for<'c> Fn(&'c MeteredCall) -> bool + Sync),
-    ) -> Result<u64, StoreError> {
-        // One minute's bucket at a time: a busy day's calls are never all
-        // in memory at once.
-        let mut count = 0;
-        self.for_each_minute_metered(app_id, from_ms, until_ms, |bucket| {
-            count += bucket.filter(|call| filter(call)).count() as u64;
-        })
-        .await?;
-        Ok(count)
-    }
-
     async fn drop_customer_data(
         &self,
         settled_before_ms: u64,
