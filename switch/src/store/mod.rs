@@ -15,13 +15,19 @@
 //! which is the only source of a [`Durable`] proof; the engine cannot build
 //! an answer that reports a new state without one.
 
+mod codec;
+mod postgres;
+mod sealing;
 mod sled_store;
 pub mod space;
+#[cfg(test)]
+mod suite;
 
 use async_trait::async_trait;
 use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::{PgStore, PostgresOptions};
 pub use sled_store::{
     transaction_json, CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH,
     COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,

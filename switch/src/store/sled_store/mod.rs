@@ -29,9 +29,7 @@
 //! The locks and claims live in the [`SledStore`], so open at most one per
 //! database (sled itself allows one process per database).
 
-mod codec;
 mod journal;
-mod sealing;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -51,8 +49,9 @@ pub use journal::{
     CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP,
 };
 use manifold_crypto::DataKeys;
-use sealing::Sealing;
 
+use super::codec;
+use super::sealing::{self, Sealing};
 use super::{
     Begin, Change, Claim, ClaimsLiveIn, Durable, Fingerprint, ImportedTransaction, KnownRequest,
     MeteredCall, Operation, RequestEntry, RequestState, Store, StoreError, StoredAnswer,
@@ -408,7 +407,10 @@ impl SledStore {
         let tree = db.open_tree(TREE)?;
         check_format(db, &tree)?;
         let sealing = Sealing::new(options.data_keys.clone());
-        sealing.check_key_ids(&tree)?;
+        if let Some(ids) = sealing.check_key_ids(tree.get(sealing::KEY_IDS)?.as_deref())? {
+            tree.insert(sealing::KEY_IDS, ids)?;
+            tree.flush()?;
+        }
         let (journal, replayed) = Journal::open(&Self::journal_dir(path), db, &tree, commit)?;
         if replayed.entries > 0 {
             tracing::info!(
@@ -643,7 +645,10 @@ impl SledStore {
         self.durable().await?;
         // Every record is under the current key now: the previous ones may go.
         self.journal.in_sled().await?;
-        self.sealing.forget_previous_key_ids(&self.tree)?;
+        if let Some(ids) = self.sealing.current_key_id_only() {
+            self.tree.insert(sealing::KEY_IDS, ids)?;
+            self.tree.flush()?;
+        }
         Ok(resealed)
     }
 
@@ -879,7 +884,11 @@ impl Store for SledStore {
                     .requests
                     .iter_mut()
                     .find(|r| r.request_ref == *request_ref);
-                match (listed, self.running.get(answer_key.as_slice())) {
+                let claimed = self
+                    .running
+                    .get(answer_key.as_slice())
+                    .filter(|running| running.transaction_ref == transaction_ref);
+                match (listed, claimed) {
                     (Some(entry), _) => {
                         entry.state = RequestState::Answered(stored.clone());
                         first_write
@@ -893,7 +902,8 @@ impl Store for SledStore {
                         });
                         true
                     }
-                    // Not claimed by this process: nothing to answer.
+                    // Not claimed by this process for this transaction:
+                    // nothing to answer.
                     (None, None) => false,
                 }
             }
@@ -915,7 +925,7 @@ impl Store for SledStore {
         writes.push(Write::Insert(transaction_key.clone(), bytes));
         self.journal.write(writes)?;
         // Only now may look-ups stop finding the claims.
-        if let Some(answer_key) = &answer_key {
+        if let (true, Some(answer_key)) = (answer_is_new, &answer_key) {
             self.running.remove(answer_key);
         }
         if first_write {

@@ -1,68 +1,9 @@
 use super::*;
-use crate::store::{HistoryEntry, RECEIVED};
-use manifold_provider::{ProviderReply, Status};
-use std::sync::Arc;
-
-fn answer(n: u64) -> StoredAnswer {
-    StoredAnswer {
-        http_status: 200,
-        reply: ProviderReply::new(Status::Successful, "00", format!("answer {n}")),
-    }
-}
-
-fn transaction(n: u64, state: RequestState) -> TransactionRecord {
-    let request_ref = format!("r-{n}");
-    TransactionRecord {
-        app_id: "app".into(),
-        transaction_ref: format!("t-{n}"),
-        request_type: "get_balance".into(),
-        provider: "demo".into(),
-        amount: 0,
-        status: Status::Pending,
-        created_at_ms: 1_000 + n,
-        updated_at_ms: 1_000 + n,
-        last_reply: None,
-        history: vec![HistoryEntry {
-            at_ms: 1_000 + n,
-            operation: Operation::Transact,
-            request_ref: Some(request_ref.clone()),
-            status: Status::Pending,
-            provider_response_code: None,
-            message: RECEIVED.into(),
-        }],
-        reversal: None,
-        customer_data_dropped_at_ms: None,
-        requests: vec![RequestEntry {
-            request_ref,
-            operation: Operation::Transact,
-            fingerprint: [n as u8; 32],
-            state,
-        }],
-    }
-}
-
-fn in_flight(n: u64) -> TransactionRecord {
-    transaction(n, RequestState::InFlight { started_at_ms: 1 })
-}
-
-fn call(at_ms: u64) -> MeteredCall {
-    MeteredCall {
-        at_ms,
-        app_id: "app".into(),
-        operation: Operation::Transact,
-        request_type: Some("get_balance".into()),
-        provider: Some("demo".into()),
-        status: Status::Successful,
-        http_status: 200,
-        error: None,
-        inspect: false,
-        transaction_ref: None,
-        amount: None,
-        repeat: false,
-        completed: false,
-        price: None,
-    }
-}
+use crate::store::suite::{
+    answer, call, data_keys, in_flight, record_settled, recorded, settled_with_customer_data,
+    transaction,
+};
+use manifold_provider::Status;
 
 fn imported(n: u64) -> ImportedTransaction {
     let mut record = transaction(n, RequestState::Answered(answer(n)));
@@ -95,16 +36,6 @@ fn reopen(dir: &Path) -> SledStore {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("the database did not reopen within 5 s");
-}
-
-fn recorded(known: Option<KnownRequest>) -> (RequestEntry, TransactionRecord) {
-    match known {
-        Some(KnownRequest::Recorded {
-            request,
-            transaction,
-        }) => (request, transaction),
-        other => panic!("expected a recorded request, found {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -248,79 +179,6 @@ async fn an_enquiry_is_claimed_in_memory_and_written_once_with_its_answer() {
         store.begin_enquiry(&in_flight(4)).await.unwrap(),
         Begin::Started
     );
-}
-
-#[tokio::test]
-async fn a_validation_is_recorded_in_its_transaction_when_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
-    store.begin_transaction(&in_flight(1)).await.unwrap();
-    let validation = RequestEntry {
-        request_ref: "v-1".into(),
-        operation: Operation::Validate,
-        fingerprint: [9; 32],
-        state: RequestState::InFlight { started_at_ms: 2 },
-    };
-    assert_eq!(
-        store
-            .claim_request("app", "t-1", &validation)
-            .await
-            .unwrap(),
-        Claim::Started
-    );
-    assert!(matches!(
-        store.claim_request("app", "t-1", &validation).await.unwrap(),
-        Claim::Repeat(known) if matches!(*known, KnownRequest::Running { operation: Operation::Validate, .. })
-    ));
-    let unchanged = |_: &mut TransactionRecord| {};
-    store
-        .update_transaction("app", "t-1", &unchanged, Some(("v-1", answer(7))))
-        .await
-        .unwrap();
-    let (request, transaction) = recorded(store.request("app", "v-1").await.unwrap());
-    assert_eq!(request.operation, Operation::Validate);
-    assert_eq!(request.fingerprint, [9; 32]);
-    assert_eq!(request.state, RequestState::Answered(answer(7)));
-    assert_eq!(transaction.requests.len(), 2);
-
-    // Abandoned before an answer, a validation leaves no trace.
-    let again = RequestEntry {
-        request_ref: "v-2".into(),
-        ..validation
-    };
-    store.claim_request("app", "t-1", &again).await.unwrap();
-    store.abandon("app", "v-2", "t-1", false).await.unwrap();
-    assert_eq!(store.request("app", "v-2").await.unwrap(), None);
-    assert!(store.transaction("app", "t-1").await.unwrap().is_some());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_begins_of_one_transaction_ref_start_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_store(dir.path()));
-    let tasks: Vec<_> = (0..16)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut attempt = in_flight(n);
-                attempt.transaction_ref = "t-contested".into();
-                if n % 2 == 0 {
-                    store.begin_transaction(&attempt).await.unwrap()
-                } else {
-                    store.begin_enquiry(&attempt).await.unwrap()
-                }
-            })
-        })
-        .collect();
-    let mut started = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Begin::Started => started += 1,
-            Begin::TransactionRefTaken => {}
-            Begin::Repeat(_) => panic!("every request_ref differs"),
-        }
-    }
-    assert_eq!(started, 1);
 }
 
 #[tokio::test]
@@ -509,17 +367,6 @@ async fn a_stopped_store_is_dumped_from_its_directory_and_a_missing_one_is_not_m
     assert!(String::from_utf8(out).unwrap().contains("\"t-1\""));
 }
 
-fn data_keys(current: (&str, u8), previous: &[(&str, u8)]) -> Arc<DataKeys> {
-    let key = |(id, byte): (&str, u8)| {
-        manifold_crypto::DataKey::from_hex(
-            id,
-            &manifold_crypto::SecretString::new(hex::encode([byte; 32])),
-        )
-        .unwrap()
-    };
-    Arc::new(DataKeys::new(key(current), previous.iter().copied().map(key).collect()).unwrap())
-}
-
 fn options_with(keys: Option<Arc<DataKeys>>) -> StoreOptions {
     StoreOptions {
         data_keys: keys,
@@ -552,47 +399,6 @@ fn files_hold(dir: &Path, needle: &[u8]) -> bool {
         }
     }
     found
-}
-
-/// A settled transaction whose answer carries customer data.
-fn settled_with_customer_data(n: u64) -> TransactionRecord {
-    let mut record = in_flight(n);
-    record.status = Status::Successful;
-    let mut reply = ProviderReply::new(Status::Successful, "00", "Balance of 0123456789");
-    reply.provider_response =
-        Some(serde_json::json!({"account": "0123456789", "phone": "2348022000008"}));
-    record.requests[0].state = RequestState::Answered(StoredAnswer {
-        http_status: 200,
-        reply: reply.clone(),
-    });
-    record.last_reply = Some(reply);
-    record
-}
-
-async fn record_settled(store: &SledStore, n: u64) {
-    let record = settled_with_customer_data(n);
-    assert_eq!(
-        store.begin_transaction(&in_flight(n)).await.unwrap(),
-        Begin::Started
-    );
-    let settled = record.clone();
-    let answer = match &record.requests[0].state {
-        RequestState::Answered(answer) => answer.clone(),
-        _ => unreachable!(),
-    };
-    store
-        .update_transaction(
-            "app",
-            &record.transaction_ref,
-            &move |r: &mut TransactionRecord| {
-                r.status = settled.status;
-                r.last_reply = settled.last_reply.clone();
-            },
-            Some((&record.requests[0].request_ref, answer)),
-        )
-        .await
-        .unwrap();
-    store.durable().await.unwrap();
 }
 
 #[tokio::test]
@@ -652,61 +458,6 @@ async fn a_sealed_store_needs_its_keys_and_reseals_under_a_new_one() {
         let (request, _) = recorded(store.request("app", &format!("r-{n}")).await.unwrap());
         assert_eq!(request, settled_with_customer_data(n).requests[0]);
     }
-}
-
-#[tokio::test]
-async fn retention_drops_customer_data_of_settled_transactions_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = reopen_with(dir.path(), &options_with(Some(data_keys(("k", 1), &[])))).unwrap();
-    record_settled(&store, 1).await;
-    assert_eq!(
-        store.begin_transaction(&in_flight(2)).await.unwrap(),
-        Begin::Started
-    );
-    let settled_at = store
-        .transaction("app", "t-1")
-        .await
-        .unwrap()
-        .unwrap()
-        .updated_at_ms;
-
-    assert_eq!(
-        store
-            .drop_customer_data(settled_at - 1, 9_999)
-            .await
-            .unwrap(),
-        0,
-        "too young"
-    );
-    assert_eq!(
-        store.drop_customer_data(u64::MAX, 9_999).await.unwrap(),
-        1,
-        "t-2 is not final"
-    );
-    assert_eq!(
-        store.drop_customer_data(u64::MAX, 10_000).await.unwrap(),
-        0,
-        "once"
-    );
-    store.durable().await.unwrap();
-    drop(store);
-
-    let store = reopen_with(dir.path(), &options_with(Some(data_keys(("k", 1), &[])))).unwrap();
-    let (request, record) = recorded(store.request("app", "r-1").await.unwrap());
-    assert_eq!(record.customer_data_dropped_at_ms, Some(9_999));
-    assert_eq!(record.status, Status::Successful);
-    assert_eq!(record.last_reply, None);
-    assert_eq!(request.fingerprint, [1; 32], "a repeat is still recognised");
-    match request.state {
-        RequestState::Answered(answer) => {
-            assert_eq!(answer.reply.provider_response, None);
-            assert_eq!(answer.reply.message, "");
-            assert_eq!(answer.reply.provider_response_code, "00");
-        }
-        other => panic!("{other:?}"),
-    }
-    let pending = store.transaction("app", "t-2").await.unwrap().unwrap();
-    assert_eq!(pending.customer_data_dropped_at_ms, None);
 }
 
 #[test]

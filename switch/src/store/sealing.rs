@@ -29,8 +29,8 @@ use manifold_crypto::DataKeys;
 
 use crate::store::StoreError;
 
-/// The key (in the store's tree) of the ids of the data keys records may be
-/// sealed under; no record key starts with 0.
+/// The name (sled: the key in the store's tree) of the ids of the data keys
+/// records may be sealed under; no record key starts with 0.
 pub(super) const KEY_IDS: &[u8] = b"\0data-key-ids";
 
 /// What seals and opens records; without keys, records are kept in clear
@@ -96,15 +96,17 @@ impl Sealing {
     /// Refuses a store that holds records sealed under a key the
     /// configuration does not give, and records the current key's id before
     /// anything is sealed under it.
-    pub(super) fn check_key_ids(&self, tree: &sled::Tree) -> Result<(), StoreError> {
-        let recorded = RecordedKeyIds::parse(tree.get(KEY_IDS)?.as_deref());
+    /// `recorded` is what the store holds under [`KEY_IDS`]; the answer is
+    /// what it must hold (written durably before anything is sealed), if
+    /// that changed.
+    pub(super) fn check_key_ids(
+        &self,
+        recorded: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let recorded = RecordedKeyIds::parse(recorded);
         match recorded.check(self.keys.as_deref()) {
-            Ok(None) => Ok(()),
-            Ok(Some(ids)) => {
-                tree.insert(KEY_IDS, ids.encode())?;
-                tree.flush()?;
-                Ok(())
-            }
+            Ok(None) => Ok(None),
+            Ok(Some(ids)) => Ok(Some(ids.encode())),
             Err(KeyIdsRefusal::NoKeyGiven { recorded }) => Err(StoreError::Sealed(format!(
                 "the store holds records sealed under the data key(s) {}, and no data key was given",
                 quoted_ids(&recorded)
@@ -119,13 +121,12 @@ impl Sealing {
         }
     }
 
-    /// After a reseal: only the current key seals anything now.
-    pub(super) fn forget_previous_key_ids(&self, tree: &sled::Tree) -> Result<(), StoreError> {
-        if let Some(keys) = &self.keys {
-            tree.insert(KEY_IDS, RecordedKeyIds::current_only(keys).encode())?;
-            tree.flush()?;
-        }
-        Ok(())
+    /// After a reseal: what [`KEY_IDS`] holds once only the current key
+    /// seals anything (`None` without a key).
+    pub(super) fn current_key_id_only(&self) -> Option<Vec<u8>> {
+        self.keys
+            .as_deref()
+            .map(|keys| RecordedKeyIds::current_only(keys).encode())
     }
 
     /// The id of the key that seals, if any.

@@ -1,0 +1,880 @@
+//! [`PgStore`]: the [`Store`](super::Store) on PostgreSQL, so several
+//! switches share their state through one database.
+//!
+//! **Correctness comes from the database**, never from locks in one
+//! process: a `request_ref` is claimed by inserting its row
+//! (`INSERT … ON CONFLICT DO NOTHING` on the primary key), so of two switches
+//! racing on one request exactly one starts it and the other sees a repeat;
+//! a transaction and its first request are inserted in one SQL transaction,
+//! and a `transaction_ref` taken by another transaction rolls both back; a
+//! change to a transaction reads its row `FOR UPDATE`, applies the change to
+//! what is stored now and writes it back in the same SQL transaction, and a
+//! trigger refuses any update that would move a final status ([`schema`]).
+//!
+//! **Claims live in the database** ([`ClaimsLiveIn::Database`]): a claim
+//! outlives the switch that made it, so another switch answers a repeat of
+//! it. A `read_only` enquiry's record is therefore written when it begins,
+//! like any transaction's: a switch that dies mid-enquiry leaves a record
+//! the others can report instead of a claim nobody can settle.
+//!
+//! **Durable when committed.** Every write is committed before the call
+//! returns (PostgreSQL's commit is its durability, and the store refuses a
+//! server that runs with `fsync` or `synchronous_commit` off), so
+//! [`Store::durable`](super::Store::durable) has nothing left to wait for.
+//!
+//! Records are the codec's encoding sealed under the host's data key, with
+//! the same context as in sled (`T app 0x1f transaction_ref`), so a record
+//! copied from a sled store is stored as it is. Metered calls are plain
+//! columns: hosts may bill from SQL as well as from `manifold invoice`.
+
+mod schema;
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use manifold_billing::Price;
+use manifold_crypto::DataKeys;
+use manifold_provider::Status;
+use tokio_postgres::{NoTls, Row};
+
+use super::codec::{self, key, TRANSACTION};
+use super::sealing::{self, Sealing};
+use super::{
+    Begin, Change, Claim, ClaimsLiveIn, Durable, Fingerprint, KnownRequest, MeteredCall, Operation,
+    RequestEntry, RequestState, Store, StoreError, StoredAnswer, TransactionRecord,
+};
+
+/// How many metered calls [`Store::each_metered`] reads at a time.
+const METERED_PAGE: i64 = 1000;
+/// How many records retention drops customer data from per SQL transaction.
+const RETENTION_BATCH: i64 = 500;
+
+/// Where the database is and how the store uses it.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// A libpq connection string or `postgres://` URL. It may hold a
+    /// password, so it is never logged and `Debug` does not print it.
+    pub url: String,
+    /// Connections the switch keeps open at most.
+    pub pool_size: usize,
+    /// How long a statement may run before the server cancels it.
+    pub statement_timeout: Duration,
+    /// How long a call waits for a connection (opening one included).
+    pub connect_timeout: Duration,
+    /// The keys transaction records are sealed under; `None` keeps them in
+    /// clear (tests only: the configuration requires a key).
+    pub data_keys: Option<Arc<DataKeys>>,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &"(redacted)")
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("data_keys", &self.data_keys)
+            .finish()
+    }
+}
+
+/// The database's error in words: tokio-postgres' own `Display` says only
+/// "db error", the server's message is its source.
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.source() {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
+}
+
+fn database(error: tokio_postgres::Error) -> StoreError {
+    StoreError::Database(describe(&error))
+}
+
+fn pool_error(error: PoolError) -> StoreError {
+    match error {
+        PoolError::Backend(error) => database(error),
+        PoolError::Timeout(_) => {
+            StoreError::Database("no connection to PostgreSQL within the connect timeout".into())
+        }
+        other => StoreError::Database(format!("the PostgreSQL pool: {other}")),
+    }
+}
+
+/// A number the database keeps as `bigint`.
+fn signed(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| {
+        StoreError::Database(format!(
+            "{what} {value} is above what PostgreSQL's bigint holds"
+        ))
+    })
+}
+
+fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+const STATUSES: [Status; 5] = [
+    Status::Successful,
+    Status::Failed,
+    Status::WaitingForOtp,
+    Status::PendingValidation,
+    Status::Pending,
+];
+const OPERATIONS: [Operation; 4] = [
+    Operation::Transact,
+    Operation::Validate,
+    Operation::Query,
+    Operation::Reverse,
+];
+
+fn status_named(name: &str) -> Result<Status, StoreError> {
+    STATUSES
+        .into_iter()
+        .find(|status| status.as_str() == name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown status `{name}`")))
+}
+
+fn operation_named(name: &str) -> Result<Operation, StoreError> {
+    OPERATIONS
+        .into_iter()
+        .find(|operation| operation.as_str() == name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown operation `{name}`")))
+}
+
+fn fingerprint_of(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("a fingerprint of {} bytes", bytes.len())))
+}
+
+/// The switch's store on PostgreSQL; cheap to share (a pool).
+pub struct PgStore {
+    pool: Pool,
+    sealing: Sealing,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects, checks that the server's commits are durable, brings the
+    /// schema up to date and checks the data keys; every failure says what
+    /// to fix.
+    pub async fn connect(options: &PostgresOptions) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(|error| {
+            StoreError::Database(format!("the PostgreSQL URL: {}", describe(&error)))
+        })?;
+        if config.get_application_name().is_none() {
+            config.application_name("manifold-switch");
+        }
+        config.connect_timeout(options.connect_timeout);
+        config.options(format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis().max(1)
+        ));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|error| StoreError::Database(format!("the PostgreSQL pool: {error}")))?;
+        let store = PgStore {
+            pool,
+            sealing: Sealing::new(options.data_keys.clone()),
+        };
+        let mut client = store.pool.get().await.map_err(|error| {
+            StoreError::Database(format!(
+                "cannot connect to PostgreSQL: {}",
+                match pool_error(error) {
+                    StoreError::Database(reason) => reason,
+                    other => other.to_string(),
+                }
+            ))
+        })?;
+        check_durable_commits(&client).await?;
+        schema::migrate(&mut client).await?;
+        store.check_key_ids(&mut client).await?;
+        Ok(store)
+    }
+
+    /// Refuses a database whose records are sealed under keys the
+    /// configuration lacks, and records the current key's id before
+    /// anything is sealed under it (as the sled store does).
+    async fn check_key_ids(
+        &self,
+        client: &mut deadpool_postgres::Client,
+    ) -> Result<(), StoreError> {
+        let transaction = client.transaction().await.map_err(database)?;
+        // The same lock as migrations: two switches starting at once record
+        // their key ids one after the other.
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&schema::MIGRATION_LOCK],
+            )
+            .await
+            .map_err(database)?;
+        let name = key_ids_name();
+        let recorded: Option<Vec<u8>> = transaction
+            .query_opt("SELECT value FROM manifold_meta WHERE name = $1", &[&name])
+            .await
+            .map_err(database)?
+            .map(|row| row.get(0));
+        if let Some(ids) = self.sealing.check_key_ids(recorded.as_deref())? {
+            transaction
+                .execute(
+                    "INSERT INTO manifold_meta (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    &[&name, &ids],
+                )
+                .await
+                .map_err(database)?;
+        }
+        transaction.commit().await.map_err(database)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    fn seal(&self, record: &TransactionRecord) -> Result<Vec<u8>, StoreError> {
+        let context = key(TRANSACTION, &record.app_id, &record.transaction_ref);
+        Ok(self
+            .sealing
+            .seal(&context, codec::encode_transaction(record)?))
+    }
+
+    fn open(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+        stored: &[u8],
+    ) -> Result<TransactionRecord, StoreError> {
+        let context = key(TRANSACTION, app_id, transaction_ref);
+        let encoded = self.sealing.open(&context, stored)?;
+        codec::decode_transaction(app_id, transaction_ref, &encoded)
+    }
+
+    /// What is known of `request_ref`: its claim, or the record listing it.
+    async fn known(
+        &self,
+        client: &impl GenericClient,
+        app_id: &str,
+        request_ref: &str,
+    ) -> Result<Option<KnownRequest>, StoreError> {
+        let row = client
+            .query_opt(
+                "SELECT r.transaction_ref, r.operation, r.fingerprint, r.started_at_ms, t.record
+                 FROM manifold_requests r
+                 LEFT JOIN manifold_transactions t
+                     ON t.app_id = r.app_id AND t.transaction_ref = r.transaction_ref
+                 WHERE r.app_id = $1 AND r.request_ref = $2",
+                &[&app_id, &request_ref],
+            )
+            .await
+            .map_err(database)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let transaction_ref: String = row.get(0);
+        let Some(stored) = row.get::<_, Option<Vec<u8>>>(4) else {
+            // A claim whose transaction is gone was abandoned meanwhile.
+            return Ok(None);
+        };
+        let transaction = self.open(app_id, &transaction_ref, &stored)?;
+        if let Some(request) = transaction.request(request_ref).cloned() {
+            return Ok(Some(KnownRequest::Recorded {
+                request,
+                transaction,
+            }));
+        }
+        Ok(Some(KnownRequest::Running {
+            operation: operation_named(row.get(1))?,
+            transaction_ref,
+            fingerprint: fingerprint_of(row.get(2))?,
+            started_at_ms: unsigned(row.get(3), "a claim's start")?,
+        }))
+    }
+
+    /// The transaction row's columns from `record`, in the order of
+    /// [`INSERT_TRANSACTION`] after its key.
+    fn transaction_columns(&self, record: &TransactionRecord) -> Result<Columns, StoreError> {
+        Ok(Columns {
+            request_type: record.request_type.clone(),
+            provider: record.provider.clone(),
+            amount: signed(record.amount, "the amount")?,
+            status: record.status.as_str(),
+            created_at_ms: signed(record.created_at_ms, "a time")?,
+            updated_at_ms: signed(record.updated_at_ms, "a time")?,
+            settled: record.is_settled(),
+            dropped: record.customer_data_dropped_at_ms.is_some(),
+            record: self.seal(record)?,
+        })
+    }
+
+    async fn insert_transaction(
+        &self,
+        client: &impl GenericClient,
+        record: &TransactionRecord,
+    ) -> Result<bool, StoreError> {
+        let c = self.transaction_columns(record)?;
+        let inserted = client
+            .execute(
+                "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
+                     amount, status, created_at_ms, updated_at_ms, settled, customer_data_dropped,
+                     record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (app_id, transaction_ref) DO NOTHING",
+                &[
+                    &record.app_id,
+                    &record.transaction_ref,
+                    &c.request_type,
+                    &c.provider,
+                    &c.amount,
+                    &c.status,
+                    &c.created_at_ms,
+                    &c.updated_at_ms,
+                    &c.settled,
+                    &c.dropped,
+                    &c.record,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        Ok(inserted == 1)
+    }
+
+    async fn store_transaction(
+        &self,
+        client: &impl GenericClient,
+        record: &TransactionRecord,
+    ) -> Result<(), StoreError> {
+        let c = self.transaction_columns(record)?;
+        client
+            .execute(
+                "UPDATE manifold_transactions SET request_type = $3, provider = $4, amount = $5,
+                     status = $6, created_at_ms = $7, updated_at_ms = $8, settled = $9,
+                     customer_data_dropped = $10, record = $11
+                 WHERE app_id = $1 AND transaction_ref = $2",
+                &[
+                    &record.app_id,
+                    &record.transaction_ref,
+                    &c.request_type,
+                    &c.provider,
+                    &c.amount,
+                    &c.status,
+                    &c.created_at_ms,
+                    &c.updated_at_ms,
+                    &c.settled,
+                    &c.dropped,
+                    &c.record,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// Inserts the claim of `request` on `transaction_ref`; false if the
+    /// `request_ref` is taken.
+    async fn insert_claim(
+        &self,
+        client: &impl GenericClient,
+        app_id: &str,
+        transaction_ref: &str,
+        request: &RequestEntry,
+    ) -> Result<bool, StoreError> {
+        let started_at_ms = match request.state {
+            RequestState::InFlight { started_at_ms } => started_at_ms,
+            RequestState::Answered(_) => 0,
+        };
+        let inserted = client
+            .execute(
+                "INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
+                     fingerprint, started_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (app_id, request_ref) DO NOTHING",
+                &[
+                    &app_id,
+                    &request.request_ref,
+                    &transaction_ref,
+                    &request.operation.as_str(),
+                    &request.fingerprint.as_slice(),
+                    &signed(started_at_ms, "a claim's start")?,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        Ok(inserted == 1)
+    }
+
+    /// The record under `(app_id, transaction_ref)`, locked until the end of
+    /// `client`'s SQL transaction.
+    async fn locked(
+        &self,
+        client: &impl GenericClient,
+        app_id: &str,
+        transaction_ref: &str,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
+        let row = client
+            .query_opt(
+                "SELECT record FROM manifold_transactions
+                 WHERE app_id = $1 AND transaction_ref = $2 FOR UPDATE",
+                &[&app_id, &transaction_ref],
+            )
+            .await
+            .map_err(database)?;
+        row.map(|row| self.open(app_id, transaction_ref, row.get(0)))
+            .transpose()
+    }
+
+    /// Starts a transaction with its first request claimed, both or
+    /// neither.
+    async fn begin(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
+        let first = transaction
+            .first_request()
+            .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
+        let mut client = self.client().await?;
+        // A claim seen taken can be abandoned before it is read; a few tries
+        // settle that race one way or the other.
+        for _ in 0..3 {
+            let sql = client.transaction().await.map_err(database)?;
+            if !self
+                .insert_claim(
+                    &sql,
+                    &transaction.app_id,
+                    &transaction.transaction_ref,
+                    first,
+                )
+                .await?
+            {
+                drop(sql);
+                match self
+                    .known(&client, &transaction.app_id, &first.request_ref)
+                    .await?
+                {
+                    Some(known) => return Ok(Begin::Repeat(Box::new(known))),
+                    None => continue,
+                }
+            }
+            if !self.insert_transaction(&sql, transaction).await? {
+                return Ok(Begin::TransactionRefTaken);
+            }
+            sql.commit().await.map_err(database)?;
+            return Ok(Begin::Started);
+        }
+        Err(StoreError::Database(format!(
+            "request_ref `{}` was claimed and abandoned three times while this call began it",
+            first.request_ref
+        )))
+    }
+
+    fn metered_call(row: &Row) -> Result<MeteredCall, StoreError> {
+        let price = match row.get::<_, Option<String>>(13) {
+            Some(currency) => {
+                let minor_units: i32 = row.get(14);
+                Some(Price {
+                    currency,
+                    minor_units: u32::try_from(minor_units).map_err(|_| {
+                        StoreError::Corrupt(format!("a price's minor units {minor_units}"))
+                    })?,
+                    billed: row.get(15),
+                    call_fee: unsigned(row.get(16), "a call fee")?,
+                    value_fee: unsigned(row.get(17), "a value fee")?,
+                })
+            }
+            None => None,
+        };
+        let http_status: i16 = row.get(6);
+        Ok(MeteredCall {
+            at_ms: unsigned(row.get(0), "a metered call's time")?,
+            app_id: row.get(1),
+            operation: operation_named(row.get(2))?,
+            request_type: row.get(3),
+            provider: row.get(4),
+            status: status_named(row.get(5))?,
+            http_status: u16::try_from(http_status)
+                .map_err(|_| StoreError::Corrupt(format!("an HTTP status {http_status}")))?,
+            error: row.get(7),
+            inspect: row.get(8),
+            transaction_ref: row.get(9),
+            amount: row
+                .get::<_, Option<i64>>(10)
+                .map(|amount| unsigned(amount, "an amount"))
+                .transpose()?,
+            repeat: row.get(11),
+            completed: row.get(12),
+            price,
+        })
+    }
+}
+
+/// The columns of a transaction row beside its key.
+struct Columns {
+    request_type: String,
+    provider: String,
+    amount: i64,
+    status: &'static str,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    settled: bool,
+    dropped: bool,
+    record: Vec<u8>,
+}
+
+fn key_ids_name() -> String {
+    String::from_utf8_lossy(sealing::KEY_IDS)
+        .trim_start_matches('\0')
+        .to_owned()
+}
+
+/// Refuses a server that may lose a commit it acknowledged: the switch
+/// answers an app only after its commit, so the commit must be durable.
+async fn check_durable_commits(client: &impl GenericClient) -> Result<(), StoreError> {
+    for setting in ["fsync", "synchronous_commit"] {
+        let value: String = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .map_err(database)?
+            .get(0);
+        if value == "off" {
+            return Err(StoreError::NotDurable(format!(
+                "PostgreSQL runs with {setting} = off, so a commit it acknowledges can be lost in \
+                 a crash, and the switch acknowledges nothing that is not durable: set it on"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The columns [`PgStore::metered_call`] reads, in its order.
+const METERED_COLUMNS: &str = "at_ms, app_id, operation, request_type, provider, status,
+    http_status, error, inspect, transaction_ref, amount, repeat, completed, price_currency,
+    price_minor_units, price_billed, price_call_fee, price_value_fee";
+
+#[async_trait]
+impl Store for PgStore {
+    fn claims_live_in(&self) -> ClaimsLiveIn {
+        ClaimsLiveIn::Database
+    }
+
+    async fn begin_transaction(
+        &self,
+        transaction: &TransactionRecord,
+    ) -> Result<Begin, StoreError> {
+        self.begin(transaction).await
+    }
+
+    async fn begin_enquiry(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
+        // Claims live here, so the record is written at once (module docs).
+        self.begin(transaction).await
+    }
+
+    async fn claim_request(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+        request: &RequestEntry,
+    ) -> Result<Claim, StoreError> {
+        let client = self.client().await?;
+        for _ in 0..3 {
+            if self
+                .insert_claim(&client, app_id, transaction_ref, request)
+                .await?
+            {
+                return Ok(Claim::Started);
+            }
+            if let Some(known) = self.known(&client, app_id, &request.request_ref).await? {
+                return Ok(Claim::Repeat(Box::new(known)));
+            }
+        }
+        Err(StoreError::Database(format!(
+            "request_ref `{}` was claimed and abandoned three times while this call claimed it",
+            request.request_ref
+        )))
+    }
+
+    async fn request(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+    ) -> Result<Option<KnownRequest>, StoreError> {
+        let client = self.client().await?;
+        self.known(&client, app_id, request_ref).await
+    }
+
+    async fn abandon(
+        &self,
+        app_id: &str,
+        request_ref: &str,
+        transaction_ref: &str,
+        began_transaction: bool,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let sql = client.transaction().await.map_err(database)?;
+        let record = self.locked(&sql, app_id, transaction_ref).await?;
+        let began_here = record.as_ref().is_some_and(|record| {
+            record.first_request().map(|r| r.request_ref.as_str()) == Some(request_ref)
+        });
+        // A claim its record lists was answered: it stays.
+        let answered = record
+            .as_ref()
+            .is_some_and(|record| record.request(request_ref).is_some());
+        if began_transaction && began_here {
+            sql.execute(
+                "DELETE FROM manifold_transactions WHERE app_id = $1 AND transaction_ref = $2",
+                &[&app_id, &transaction_ref],
+            )
+            .await
+            .map_err(database)?;
+        }
+        if (began_transaction && began_here) || (!began_transaction && !answered) {
+            sql.execute(
+                "DELETE FROM manifold_requests
+                 WHERE app_id = $1 AND request_ref = $2 AND transaction_ref = $3",
+                &[&app_id, &request_ref, &transaction_ref],
+            )
+            .await
+            .map_err(database)?;
+        }
+        sql.commit().await.map_err(database)
+    }
+
+    async fn transaction(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM manifold_transactions
+                 WHERE app_id = $1 AND transaction_ref = $2",
+                &[&app_id, &transaction_ref],
+            )
+            .await
+            .map_err(database)?;
+        row.map(|row| self.open(app_id, transaction_ref, row.get(0)))
+            .transpose()
+    }
+
+    async fn update_transaction(
+        &self,
+        app_id: &str,
+        transaction_ref: &str,
+        change: Change<'_>,
+        answer: Option<(&str, StoredAnswer)>,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let sql = client.transaction().await.map_err(database)?;
+        let Some(mut record) = self.locked(&sql, app_id, transaction_ref).await? else {
+            return Ok(None);
+        };
+        if let Some((request_ref, stored)) = answer {
+            match record
+                .requests
+                .iter_mut()
+                .find(|r| r.request_ref == request_ref)
+            {
+                Some(entry) => entry.state = RequestState::Answered(stored),
+                None => {
+                    let claim = sql
+                        .query_opt(
+                            "SELECT operation, fingerprint FROM manifold_requests
+                             WHERE app_id = $1 AND request_ref = $2 AND transaction_ref = $3",
+                            &[&app_id, &request_ref, &transaction_ref],
+                        )
+                        .await
+                        .map_err(database)?;
+                    // Not claimed for this transaction: nothing to answer.
+                    if let Some(claim) = claim {
+                        record.requests.push(RequestEntry {
+                            request_ref: request_ref.to_owned(),
+                            operation: operation_named(claim.get(0))?,
+                            fingerprint: fingerprint_of(claim.get(1))?,
+                            state: RequestState::Answered(stored),
+                        });
+                    }
+                }
+            }
+        }
+        change(&mut record);
+        self.store_transaction(&sql, &record).await?;
+        sql.commit().await.map_err(database)?;
+        Ok(Some(record))
+    }
+
+    async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let price = call.price.as_ref();
+        let minor_units = price
+            .map(|p| i32::try_from(p.minor_units))
+            .transpose()
+            .map_err(|_| StoreError::Database("a price's minor units are out of range".into()))?;
+        let fee = |fee: Option<u64>| fee.map(|fee| signed(fee, "a fee")).transpose();
+        client
+            .execute(
+                "INSERT INTO manifold_metered_calls (at_ms, app_id, operation, request_type,
+                     provider, status, http_status, error, inspect, transaction_ref, amount,
+                     repeat, completed, price_currency, price_minor_units, price_billed,
+                     price_call_fee, price_value_fee)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18)",
+                &[
+                    &signed(call.at_ms, "a time")?,
+                    &call.app_id,
+                    &call.operation.as_str(),
+                    &call.request_type,
+                    &call.provider,
+                    &call.status.as_str(),
+                    &i16::try_from(call.http_status).unwrap_or(i16::MAX),
+                    &call.error,
+                    &call.inspect,
+                    &call.transaction_ref,
+                    &call.amount.map(|a| signed(a, "the amount")).transpose()?,
+                    &call.repeat,
+                    &call.completed,
+                    &price.map(|p| p.currency.as_str()),
+                    &minor_units,
+                    &price.map(|p| p.billed),
+                    &fee(price.map(|p| p.call_fee))?,
+                    &fee(price.map(|p| p.value_fee))?,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    async fn metered_calls(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<MeteredCall>, StoreError> {
+        let mut calls = Vec::new();
+        self.each_metered(app_id, from_ms, until_ms, &mut |call| {
+            calls.push(call.clone())
+        })
+        .await?;
+        Ok(calls)
+    }
+
+    async fn each_metered(
+        &self,
+        app_id: &str,
+        from_ms: u64,
+        until_ms: u64,
+        each: &mut (dyn for<'c> FnMut(&'c MeteredCall) + Send),
+    ) -> Result<(), StoreError> {
+        // Times beyond bigint's range hold no calls.
+        let from = i64::try_from(from_ms).unwrap_or(i64::MAX);
+        let until = i64::try_from(until_ms).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let page = client
+            .prepare_cached(&format!(
+                "SELECT {METERED_COLUMNS}, id FROM manifold_metered_calls
+                 WHERE app_id = $1 AND at_ms < $3 AND (at_ms, id) > ($2, $4)
+                 ORDER BY at_ms, id LIMIT $5"
+            ))
+            .await
+            .map_err(database)?;
+        // Keyset pages: never the whole period in memory, and no page is
+        // skipped or read twice as calls are added.
+        // Ids start at 1, so `(at_ms, id) > (from, -1)` is `at_ms >= from`.
+        let (mut after_ms, mut after_id) = (from, -1_i64);
+        loop {
+            let rows = client
+                .query(
+                    &page,
+                    &[&app_id, &after_ms, &until, &after_id, &METERED_PAGE],
+                )
+                .await
+                .map_err(database)?;
+            for row in &rows {
+                each(&Self::metered_call(row)?);
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == METERED_PAGE => {
+                    after_ms = last.get(0);
+                    after_id = last.get(18);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn drop_customer_data(
+        &self,
+        settled_before_ms: u64,
+        now_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let before = i64::try_from(settled_before_ms).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let mut dropped = 0;
+        loop {
+            let sql = client.transaction().await.map_err(database)?;
+            // SKIP LOCKED: another switch's retention (or a call) holding a
+            // row is not waited for; the next run takes it.
+            let rows = sql
+                .query(
+                    "SELECT app_id, transaction_ref, record FROM manifold_transactions
+                     WHERE settled AND NOT customer_data_dropped AND updated_at_ms <= $1
+                     ORDER BY updated_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    &[&before, &RETENTION_BATCH],
+                )
+                .await
+                .map_err(database)?;
+            for row in &rows {
+                let mut record = self.open(row.get(0), row.get(1), row.get(2))?;
+                // The columns are derived from the record; the record decides.
+                if record.is_settled() && record.updated_at_ms <= settled_before_ms {
+                    record.drop_customer_data(now_ms);
+                    dropped += 1;
+                }
+                self.store_transaction(&sql, &record).await?;
+            }
+            sql.commit().await.map_err(database)?;
+            if (rows.len() as i64) < RETENTION_BATCH {
+                return Ok(dropped);
+            }
+        }
+    }
+
+    async fn transaction_count(&self) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM manifold_transactions", &[])
+            .await
+            .map_err(database)?
+            .get(0);
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    async fn durable(&self) -> Result<Durable, StoreError> {
+        // Every write above committed before it returned.
+        Ok(Durable::after_flush())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! The PostgreSQL store's tables, created and upgraded by numbered
+//! migrations when a switch connects.
+//!
+//! Every migration runs once, in order, inside one transaction that holds an
+//! advisory lock, so switches started together never race each other through
+//! it; `manifold_schema_migrations` records which ran. A database whose
+//! highest version is above what this build knows was upgraded by a newer
+//! Manifold and is refused rather than misread. Migrations are append-only:
+//! a released one is never edited, a change is a new one.
+//!
+//! What each table holds, and which constraint makes which promise:
+//! - `manifold_transactions`, one row per transaction, primary key
+//!   `(app_id, transaction_ref)`: a `transaction_ref` is unique per app. The
+//!   record itself (requests, their answers, history) is the codec's
+//!   encoding, sealed under the host's data key (`record`); the columns
+//!   beside it are what queries filter on. A trigger refuses any update
+//!   that would move a `Successful` or `Failed` transaction to another
+//!   status.
+//! - `manifold_requests`, one row per `request_ref`, primary key
+//!   `(app_id, request_ref)`: a `request_ref` is claimed once, by whichever
+//!   switch inserts it first (`INSERT … ON CONFLICT DO NOTHING`); it points
+//!   at its transaction.
+//! - `manifold_metered_calls`: one row per billable call, indexed by app
+//!   and time so an invoice reads its period only.
+//! - `manifold_meta`: the ids of the data keys records are sealed under.
+
+use deadpool_postgres::Client;
+
+use crate::store::StoreError;
+
+/// One step of the schema.
+pub(super) struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "transactions, requests, metered calls",
+    sql: r#"
+CREATE TABLE manifold_meta (
+    name  text PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+CREATE TABLE manifold_transactions (
+    app_id                text    NOT NULL,
+    transaction_ref       text    NOT NULL,
+    request_type          text    NOT NULL,
+    provider              text    NOT NULL,
+    amount                bigint  NOT NULL CHECK (amount >= 0),
+    status                text    NOT NULL CHECK (status IN
+        ('Successful', 'Failed', 'WaitingForOTP', 'PendingValidation', 'Pending')),
+    created_at_ms         bigint  NOT NULL,
+    updated_at_ms         bigint  NOT NULL,
+    settled               boolean NOT NULL,
+    customer_data_dropped boolean NOT NULL,
+    record                bytea   NOT NULL,
+    PRIMARY KEY (app_id, transaction_ref)
+);
+
+-- Retention looks for settled records with their customer data still in.
+CREATE INDEX manifold_transactions_to_drop ON manifold_transactions (updated_at_ms)
+    WHERE settled AND NOT customer_data_dropped;
+
+CREATE FUNCTION manifold_final_status_stays() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.status IN ('Successful', 'Failed') AND NEW.status <> OLD.status THEN
+        RAISE EXCEPTION 'transaction % of app % is %: a final status never changes (to %)',
+            OLD.transaction_ref, OLD.app_id, OLD.status, NEW.status
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER manifold_final_status_stays
+    BEFORE UPDATE OF status ON manifold_transactions
+    FOR EACH ROW EXECUTE FUNCTION manifold_final_status_stays();
+
+CREATE TABLE manifold_requests (
+    app_id          text     NOT NULL,
+    request_ref     text     NOT NULL,
+    transaction_ref text     NOT NULL,
+    operation       text     NOT NULL CHECK (operation IN ('transact', 'validate', 'query', 'reverse')),
+    fingerprint     bytea    NOT NULL CHECK (length(fingerprint) = 32),
+    started_at_ms   bigint   NOT NULL,
+    PRIMARY KEY (app_id, request_ref)
+);
+
+CREATE TABLE manifold_metered_calls (
+    id                bigserial PRIMARY KEY,
+    app_id            text     NOT NULL,
+    at_ms             bigint   NOT NULL,
+    operation         text     NOT NULL,
+    request_type      text,
+    provider          text,
+    status            text     NOT NULL,
+    http_status       smallint NOT NULL,
+    error             text,
+    inspect           boolean  NOT NULL,
+    transaction_ref   text,
+    amount            bigint,
+    repeat            boolean  NOT NULL,
+    completed         boolean  NOT NULL,
+    price_currency    text,
+    price_minor_units integer,
+    price_billed      boolean,
+    price_call_fee    bigint,
+    price_value_fee   bigint
+);
+
+CREATE INDEX manifold_metered_calls_period ON manifold_metered_calls (app_id, at_ms, id);
+"#,
+}];
+
+/// The advisory lock every migrating switch takes (an arbitrary constant:
+/// "manifold" in ASCII).
+pub(super) const MIGRATION_LOCK: i64 = 0x6d61_6e69_666f_6c64;
+
+/// The highest schema version this build knows.
+pub(super) fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings the database's schema to [`latest`], or refuses one a newer
+/// build upgraded; returns the version it was at before.
+pub(super) async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
+    let transaction = client.transaction().await.map_err(super::database)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(super::database)?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS manifold_schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(super::database)?;
+    let found: i32 = transaction
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM manifold_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(super::database)?
+        .get(0);
+    if found > latest() {
+        return Err(StoreError::UnsupportedFormat(format!(
+            "the database's Manifold schema is at version {found}, and this build knows versions up \
+             to {}: it was upgraded by a newer Manifold, which is what must run on it",
+            latest()
+        )));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+        transaction
+            .batch_execute(migration.sql)
+            .await
+            .map_err(|error| {
+                StoreError::Database(format!(
+                    "schema migration {} ({}) failed: {}",
+                    migration.version,
+                    migration.name,
+                    super::database(error)
+                ))
+            })?;
+        transaction
+            .execute(
+                "INSERT INTO manifold_schema_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(super::database)?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied a schema migration"
+        );
+    }
+    transaction.commit().await.map_err(super::database)?;
+    Ok(found)
+}

@@ -1,0 +1,178 @@
+//! Test helper: a fresh PostgreSQL database per test, on the server the
+//! suite was given.
+//!
+//! The suite never starts PostgreSQL behind the tester's back and never
+//! mocks it: `MANIFOLD_TEST_POSTGRES` names a real server (`.ci/run` starts
+//! a throwaway one with `tests/postgres/start`). Without it, every
+//! PostgreSQL test returns early and this crate says so on the terminal,
+//! past the test harness' output capture, so a green run that skipped them
+//! cannot pass for one that ran them.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+
+/// The environment variable naming the server (a `postgres://` URL of a
+/// role that may create databases).
+pub const SERVER_VARIABLE: &str = "MANIFOLD_TEST_POSTGRES";
+
+/// The server's URL, if the suite was given one.
+pub fn server_url() -> Option<String> {
+    std::env::var(SERVER_VARIABLE)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// Says, once per test binary, that the PostgreSQL tests are skipped, on
+/// the process's stderr (which `cargo test` shows, unlike a test's own
+/// prints).
+fn say_skipped() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let rule = "*".repeat(72);
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{rule}\n\
+             SKIPPED: the PostgreSQL tests of this binary ran nothing.\n\
+             Set {SERVER_VARIABLE} to a server's URL to run them, for example:\n\
+             \x20 eval \"$(tests/postgres/start)\"; cargo test --workspace\n\
+             {rule}"
+        );
+    });
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let Some(scheme_end) = base.find("://") else {
+        // A key=value connection string: a later key wins.
+        return format!("{url} dbname={database}");
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |at| authority_start + at);
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Connects to `url`, driving the connection on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("connecting to the test server: {error}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A database made for one test, dropped (with its connections) when this
+/// is.
+#[derive(Debug)]
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// A new, empty database named after `test`; `None`, said loudly, when
+    /// the suite was given no server.
+    pub async fn create(test: &str) -> Option<TestDatabase> {
+        let Some(server) = server_url() else {
+            say_skipped();
+            return None;
+        };
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let label: String = test
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(30)
+            .collect();
+        let name = format!(
+            "mt_{label}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(&server).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|error| panic!("creating the test database {name}: {error:?}"));
+        let url = with_database(&server, &name);
+        Some(TestDatabase { server, name, url })
+    }
+
+    /// The URL of this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connection to this database, for a test to look at what the code
+    /// under test wrote.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop may run inside a runtime, which cannot block on another: a
+        // thread of its own does it, best effort (the server is throwaway).
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_of_a_url_is_replaced_and_its_parameters_kept() {
+        assert_eq!(
+            with_database("postgres://u@127.0.0.1:5432/postgres", "t1"),
+            "postgres://u@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:5432", "t1"),
+            "postgres://u:p@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgresql://u@h/db?sslmode=disable", "t1"),
+            "postgresql://u@h/t1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("host=127.0.0.1 user=u", "t1"),
+            "host=127.0.0.1 user=u dbname=t1"
+        );
+    }
+}
