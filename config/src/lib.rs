@@ -141,7 +141,11 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// The sled directory; relative paths are relative to the working directory.
+    /// Where transactions and metering live (`backend`).
+    pub backend: StorageBackend,
+    /// The data directory; relative paths are relative to the working
+    /// directory. The sled store lives here; with PostgreSQL, what stays
+    /// local does (in-process providers' state, the outbox).
     pub path: PathBuf,
     /// The store's page cache in bytes (`cache_capacity_mb`): what bounds
     /// the switch's memory as the store grows.
@@ -151,6 +155,46 @@ pub struct StorageConfig {
     /// `storage_full`) before anything is written. 0 turns the guard off.
     pub min_free_bytes: u64,
 }
+
+/// `[storage] backend`: where the switch keeps its state.
+#[derive(Debug, Clone)]
+pub enum StorageBackend {
+    /// sled in `[storage] path`: one switch process (the default).
+    Sled,
+    /// `[storage.postgres]`: one database shared by several switches.
+    Postgres(PostgresConfig),
+}
+
+/// `[storage.postgres]`.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// The connection URL (`url`, `url_env` or `url_file`); it may hold a
+    /// password, so it is a secret: never printed.
+    pub url: SecretString,
+    /// Connections each switch keeps open at most.
+    pub pool_size: usize,
+    /// How long one statement may run before the server cancels it.
+    pub statement_timeout: Duration,
+    /// How long a call waits for a connection, opening one included.
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.url)
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// `[storage.postgres] pool_size` when the host gives none.
+pub const DEFAULT_POSTGRES_POOL_SIZE: usize = 16;
+/// `[storage.postgres] statement_timeout_ms` and `connect_timeout_ms` when
+/// the host gives none.
+pub const DEFAULT_POSTGRES_TIMEOUT_MS: u64 = 5_000;
 
 /// `[data_at_rest]`: customer data (stored answers, providers' pending
 /// data, account and phone numbers) is sealed under `keys` in the store, and

@@ -16,11 +16,11 @@ use crate::billing::RawBilling;
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
     duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, DataAtRestConfig,
-    MessageTemplate, NotificationsConfig, OtpMessages, Problems, ProviderConfig, ProviderEndpoint,
-    ProviderSettings, RemoteEndpoint, ServerConfig, ServiceGrant, SmsCredentials, SmsGatewayConfig,
-    SmtpConfig, SmtpCredentials, SmtpTls, StorageConfig, SwitchConfig, TlsFiles,
-    MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN,
-    MIN_SECRET_LEN,
+    MessageTemplate, NotificationsConfig, OtpMessages, PostgresConfig, Problems, ProviderConfig,
+    ProviderEndpoint, ProviderSettings, RemoteEndpoint, ServerConfig, ServiceGrant, SmsCredentials,
+    SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls, StorageBackend, StorageConfig,
+    SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN,
+    MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
 };
 use manifold_billing::FeeSchedule;
 
@@ -144,9 +144,23 @@ struct RawTlsFiles {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
+    backend: Option<String>,
     path: PathBuf,
     cache_capacity_mb: Option<u64>,
     min_free_mb: Option<u64>,
+    postgres: Option<RawPostgres>,
+}
+
+/// `[storage.postgres]`: the shared database, when `backend = "postgres"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    url: Option<SecretString>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    pool_size: Option<usize>,
+    statement_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
 }
 
 /// `[data_at_rest]`: the key customer data is sealed under, the keys it was
@@ -389,6 +403,11 @@ impl RawConfig {
                 ),
             );
         }
+        let backend = validate_backend(
+            self.storage.backend.as_deref(),
+            self.storage.postgres.take(),
+            &mut problems,
+        );
         let data_at_rest = match self.data_at_rest {
             Some(raw) => raw.validate(&mut problems),
             None => {
@@ -496,6 +515,7 @@ impl RawConfig {
                 listen,
                 server,
                 storage: StorageConfig {
+                    backend,
                     path: self.storage.path,
                     cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
                     min_free_bytes: min_free_mb.min(crate::MAX_MIN_FREE_MB) * 1024 * 1024,
@@ -549,6 +569,14 @@ impl RawConfig {
             app.secret_given = source.is_given();
             app.secret = secrets.resolve(&format!("apps[{i}].secret"), source, problems);
         }
+        if let Some(postgres) = &mut self.storage.postgres {
+            let source = take(
+                &mut postgres.url,
+                &mut postgres.url_env,
+                &mut postgres.url_file,
+            );
+            postgres.url = secrets.resolve("storage.postgres.url", source, problems);
+        }
         if let Some(data) = &mut self.data_at_rest {
             let source = take(&mut data.key, &mut data.key_env, &mut data.key_file);
             data.key = secrets.resolve("data_at_rest.key", source, problems);
@@ -585,6 +613,105 @@ impl RawConfig {
                 email.password = secrets.resolve("notifications.email.password", source, problems);
             }
         }
+    }
+}
+
+/// `[storage] backend` and `[storage.postgres]`, checked together: the
+/// table is required by `postgres` and refused by `sled` (a host who wrote
+/// one meant to use it).
+fn validate_backend(
+    backend: Option<&str>,
+    postgres: Option<RawPostgres>,
+    problems: &mut Problems,
+) -> StorageBackend {
+    match (backend.unwrap_or("sled"), postgres) {
+        ("sled", None) => StorageBackend::Sled,
+        ("sled", Some(_)) => {
+            problems.add(
+                "storage.postgres",
+                "is only read with `backend = \"postgres\"` (the backend is sled)",
+            );
+            StorageBackend::Sled
+        }
+        ("postgres", Some(raw)) => match raw.validate(problems) {
+            Some(postgres) => StorageBackend::Postgres(postgres),
+            None => StorageBackend::Sled,
+        },
+        ("postgres", None) => {
+            problems.add(
+                "storage.postgres",
+                "is required with `backend = \"postgres\"`: give at least `url` (or url_env, or url_file)",
+            );
+            StorageBackend::Sled
+        }
+        (other, _) => {
+            problems.add(
+                "storage.backend",
+                format!("`{other}` is not a backend: `sled` (the default) or `postgres`"),
+            );
+            StorageBackend::Sled
+        }
+    }
+}
+
+impl RawPostgres {
+    fn validate(self, problems: &mut Problems) -> Option<PostgresConfig> {
+        let url = match self.url {
+            Some(url) => {
+                let text = url.expose();
+                let url_like = ["postgres://", "postgresql://"]
+                    .iter()
+                    .any(|scheme| text.starts_with(scheme));
+                // libpq's other form: `host=… user=… dbname=…`.
+                if !url_like && !text.contains('=') {
+                    problems.add(
+                        "storage.postgres.url",
+                        "is not a PostgreSQL URL (postgres://user@host:port/database) or a \
+                         key=value connection string",
+                    );
+                }
+                Some(url)
+            }
+            None => {
+                if !problems.mentions("storage.postgres.url") {
+                    problems.add(
+                        "storage.postgres.url",
+                        "is required (or url_env, or url_file)",
+                    );
+                }
+                None
+            }
+        };
+        let pool_size = self.pool_size.unwrap_or(crate::DEFAULT_POSTGRES_POOL_SIZE);
+        if !(1..=1000).contains(&pool_size) {
+            problems.add("storage.postgres.pool_size", "must be between 1 and 1000");
+        }
+        let mut millis = |key: &str, value: Option<u64>, default: u64| {
+            let value = value.unwrap_or(default);
+            if !(1..=600_000).contains(&value) {
+                problems.add(
+                    format!("storage.postgres.{key}"),
+                    "must be between 1 and 600000 (ms)",
+                );
+            }
+            Duration::from_millis(value)
+        };
+        let statement_timeout = millis(
+            "statement_timeout_ms",
+            self.statement_timeout_ms,
+            crate::DEFAULT_POSTGRES_TIMEOUT_MS,
+        );
+        let connect_timeout = millis(
+            "connect_timeout_ms",
+            self.connect_timeout_ms,
+            crate::DEFAULT_POSTGRES_TIMEOUT_MS,
+        );
+        Some(PostgresConfig {
+            url: url?,
+            pool_size,
+            statement_timeout,
+            connect_timeout,
+        })
     }
 }
 

@@ -1501,3 +1501,82 @@ fn data_keys_come_from_the_environment_or_a_file_and_rotate() {
     let printed = format!("{config:?}");
     assert!(!printed.contains(KEY_A) && !printed.contains(KEY_B));
 }
+
+#[test]
+fn the_storage_backend_is_sled_unless_postgres_is_configured_in_full() {
+    let base = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n";
+    assert!(matches!(
+        load(base).unwrap().storage.backend,
+        StorageBackend::Sled
+    ));
+    let postgres = format!(
+        "{base}backend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://manifold:pw-1234@127.0.0.1:5432/manifold\"\n"
+    );
+    let config = load(&postgres).unwrap();
+    let StorageBackend::Postgres(pg) = &config.storage.backend else {
+        panic!("{:?}", config.storage.backend);
+    };
+    assert_eq!(
+        pg.url.expose(),
+        "postgres://manifold:pw-1234@127.0.0.1:5432/manifold"
+    );
+    assert_eq!(pg.pool_size, crate::DEFAULT_POSTGRES_POOL_SIZE);
+    assert_eq!(
+        pg.statement_timeout,
+        Duration::from_millis(crate::DEFAULT_POSTGRES_TIMEOUT_MS)
+    );
+    // The URL may hold a password: it never prints.
+    assert!(!format!("{config:?}").contains("pw-1234"));
+    let tuned = load(&format!(
+        "{postgres}pool_size = 4\nstatement_timeout_ms = 250\nconnect_timeout_ms = 900\n"
+    ))
+    .unwrap();
+    let StorageBackend::Postgres(pg) = tuned.storage.backend else {
+        unreachable!()
+    };
+    assert_eq!(
+        (pg.pool_size, pg.statement_timeout, pg.connect_timeout),
+        (4, Duration::from_millis(250), Duration::from_millis(900))
+    );
+
+    check_rejected(
+        &format!("{base}backend = \"postgres\"\n"),
+        "storage.postgres",
+        "is required",
+    );
+    check_rejected(
+        &format!("{base}backend = \"mysql\"\n"),
+        "storage.backend",
+        "`sled` (the default) or `postgres`",
+    );
+    check_rejected(
+        &format!("{base}[storage.postgres]\nurl = \"postgres://h/db\"\n"),
+        "storage.postgres",
+        "only read with `backend = \"postgres\"`",
+    );
+    check_rejected(
+        &format!("{base}backend = \"postgres\"\n[storage.postgres]\npool_size = 2\n"),
+        "storage.postgres.url",
+        "is required",
+    );
+    check_rejected(
+        &format!("{base}backend = \"postgres\"\n[storage.postgres]\nurl = \"db.example\"\n"),
+        "storage.postgres.url",
+        "is not a PostgreSQL URL",
+    );
+    check_rejected(
+        &format!("{postgres}pool_size = 0\n"),
+        "storage.postgres.pool_size",
+        "between 1 and 1000",
+    );
+    check_rejected(
+        &format!("{postgres}statement_timeout_ms = 0\n"),
+        "storage.postgres.statement_timeout_ms",
+        "between 1 and 600000",
+    );
+    check_rejected(
+        &format!("{base}backend = \"postgres\"\n[storage.postgres]\nurl_env = \"MANIFOLD_TEST_UNSET_PG_URL\"\n"),
+        "storage.postgres.url_env",
+        "is not set",
+    );
+}

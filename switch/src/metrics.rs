@@ -230,7 +230,11 @@ impl Collector for StoreCollector {
         let Some(generation) = self.storage.current() else {
             return Vec::new();
         };
-        let store = generation.store();
+        // The journal's commits and the directory's size are sled's; a
+        // PostgreSQL server has its own exporters.
+        let Some(store) = generation.backend().sled() else {
+            return Vec::new();
+        };
         let stats = store.commit_stats();
         let mut families = stats.batch_size.collect();
         families.extend(stats.seconds.collect());

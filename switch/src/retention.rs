@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 use crate::error::SwitchError;
 use crate::storage::Storage;
-use crate::store::Store;
 
 /// How often the pass runs while the switch serves, and how long after
 /// start-up it first runs.

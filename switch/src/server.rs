@@ -11,7 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use manifold_config::{ConfigError, ProviderConfig, ProviderEndpoint, SwitchConfig};
+use manifold_config::{
+    ConfigError, ProviderConfig, ProviderEndpoint, StorageBackend, SwitchConfig,
+};
 use manifold_edge::signature::SignatureCheck;
 use manifold_edge::{serve, AuthFailureLimiter, AuthFailureLimits, EdgeOptions};
 use manifold_notify::Dispatcher;
@@ -29,7 +31,7 @@ use crate::retention::Retention;
 use crate::routing::ProviderLimits;
 use crate::signed::SpentSignatures;
 use crate::storage::{OpenError, Opener, RouteProvider, Storage};
-use crate::store::{FreeSpace, SledStore, StoreOptions};
+use crate::store::{FreeSpace, PgStore, PostgresOptions, SledStore, Store, StoreOptions};
 use tokio_util::task::TaskTracker;
 
 /// The name the `manifold` binary gives the demo bank in `implementation = "..."`.
@@ -70,6 +72,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("the store at {path} could not be opened: {reason}")]
     Store { path: String, reason: String },
+    #[error("[storage.postgres]: {0}")]
+    Postgres(String),
     #[error("provider `{provider}` could not be set up: {reason}")]
     Provider { provider: String, reason: String },
     #[error("[server.tls]: {0}")]
@@ -82,7 +86,9 @@ pub struct Switch {
     state: Arc<SwitchState>,
     /// The store as opened, for [`Switch::store`]; dropped when serving
     /// starts, so that only the storage generation holds it.
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
+    /// The same, when it is the sled store.
+    sled: Option<Arc<SledStore>>,
     /// `[server]`: the edge's limits, timeouts and TLS.
     edge: EdgeOptions,
     /// `[data_at_rest] retention_days`.
@@ -171,7 +177,7 @@ impl Switch {
     /// ones, the compiled-in ones of `registry`, and `implementations`
     /// (further in-process providers, for tests and embedders), which
     /// `implementation = "<name>"` may refer to.
-    pub fn open_with_registry(
+    pub async fn open_with_registry(
         config: &SwitchConfig,
         registry: &Registry,
         mut implementations: HashMap<String, Arc<dyn Provider>>,
@@ -273,9 +279,24 @@ impl Switch {
                 ProviderLimits::new(provider_config),
             ));
         }
+        let postgres = match &config.storage.backend {
+            StorageBackend::Sled => None,
+            StorageBackend::Postgres(postgres) => Some(Arc::new(
+                PgStore::connect(&PostgresOptions {
+                    url: postgres.url.expose().to_owned(),
+                    pool_size: postgres.pool_size,
+                    statement_timeout: postgres.statement_timeout,
+                    connect_timeout: postgres.connect_timeout,
+                    data_keys: Some(config.data_at_rest.keys.clone()),
+                })
+                .await
+                .map_err(|error| StartError::Postgres(error.to_string()))?,
+            )),
+        };
         let opener = Opener {
             path: config.storage.path.clone(),
             options,
+            postgres,
             notifier: notifier.clone(),
             routes,
         };
@@ -284,6 +305,7 @@ impl Switch {
             OpenError::Provider { provider, reason } => StartError::Provider { provider, reason },
         })?;
         let store = first.store().clone();
+        let sled = first.backend().sled().cloned();
         let space = FreeSpace::new(&config.storage.path, config.storage.min_free_bytes);
         let storage = Storage::new(opener, first, space);
 
@@ -317,6 +339,7 @@ impl Switch {
         Ok(Switch {
             state,
             store,
+            sled,
             edge,
             retention: config.data_at_rest.retention,
             providers: config.providers.clone(),
@@ -338,8 +361,14 @@ impl Switch {
     /// The store as opened. Serving drops the switch's own handle; a caller
     /// that keeps this one keeps that database open, so the switch cannot
     /// reopen it after a write error (see [`crate::storage`]).
-    pub fn store(&self) -> &Arc<SledStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The store as opened, when its backend is sled (what only sled has:
+    /// a bulk import, sizes on disk).
+    pub fn sled_store(&self) -> Option<&Arc<SledStore>> {
+        self.sled.as_ref()
     }
 
     /// Seals every value of the store and of the in-process providers that
@@ -379,10 +408,11 @@ impl Switch {
         let Switch {
             state: served,
             store,
+            sled,
             retention,
             ..
         } = self;
-        drop(store);
+        drop((store, sled));
         let retention = Retention::new(served.storage.clone(), retention).start();
         served.storage.start_sweeping();
         let state = served.clone();
@@ -417,7 +447,8 @@ pub async fn run_with_registry(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    Switch::open_with_registry(config, registry, HashMap::new())?
+    Switch::open_with_registry(config, registry, HashMap::new())
+        .await?
         .serve(listener, shutdown)
         .await;
     Ok(())

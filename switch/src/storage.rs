@@ -47,7 +47,9 @@ use manifold_provider_sdk::{StateDurability, Sweeper};
 use crate::engine::Engine;
 use crate::error::SwitchError;
 use crate::routing::{ProviderLimits, Route, Router};
-use crate::store::{Durable, FreeSpace, MeteredCall, SledStore, Store, StoreError, StoreOptions};
+use crate::store::{
+    Durable, FreeSpace, MeteredCall, PgStore, SledStore, Store, StoreError, StoreOptions,
+};
 
 /// Where a reopened database is written to first, to prove it takes writes.
 const PROBE_KEY: &[u8] = b"manifold/reopened_at_ms";
@@ -56,6 +58,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(1);
 /// Free space a reopen waits for even when the guard is off.
 const REOPEN_FLOOR_BYTES: u64 = 1024 * 1024;
+/// How often a failing shared database is logged at most.
+const DATABASE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Metered calls kept in memory while no generation is open.
 const MAX_UNMETERED: usize = 100_000;
 
@@ -86,10 +90,42 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+/// The switch's own store in one generation, by backend.
+#[derive(Clone)]
+pub enum SwitchStore {
+    /// On the generation's sled database: retired and reopened after a
+    /// write error (module docs).
+    Sled(Arc<SledStore>),
+    /// The shared PostgreSQL database: one pool for the process's life,
+    /// which replaces broken connections by itself, so a database error
+    /// fails the call it met (503) and retires nothing.
+    Postgres(Arc<PgStore>),
+}
+
+impl SwitchStore {
+    fn as_store(&self) -> Arc<dyn Store> {
+        match self {
+            SwitchStore::Sled(store) => store.clone(),
+            SwitchStore::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// The sled store, when that is the backend.
+    pub fn sled(&self) -> Option<&Arc<SledStore>> {
+        match self {
+            SwitchStore::Sled(store) => Some(store),
+            SwitchStore::Postgres(_) => None,
+        }
+    }
+}
+
 /// Opens generations: the store's directory and options, and the routes.
 pub(crate) struct Opener {
     pub path: PathBuf,
     pub options: StoreOptions,
+    /// The PostgreSQL store, connected at start-up, when that is the
+    /// backend; every generation shares it.
+    pub postgres: Option<Arc<PgStore>>,
     pub notifier: Arc<dyn Notifier>,
     pub routes: Vec<(ProviderConfig, RouteProvider, Arc<ProviderLimits>)>,
 }
@@ -107,24 +143,51 @@ impl Opener {
         if let Some(loose) = loose.filter(|_| number == 1) {
             tracing::warn!("the store's directory {loose}");
         }
-        let db = SledStore::open_db(&self.path, &self.options).map_err(|e| store_error(&e))?;
+        // With PostgreSQL, a local database is opened only for in-process
+        // providers' state (their own, per process: see ARCHITECTURE).
+        let providers_here = self
+            .routes
+            .iter()
+            .any(|(_, provider, _)| matches!(provider, RouteProvider::Compiled(_)));
+        let db = match self.postgres.is_none() || providers_here {
+            true => {
+                Some(SledStore::open_db(&self.path, &self.options).map_err(|e| store_error(&e))?)
+            }
+            false => None,
+        };
         secure_data_dir(&self.path).map_err(|e| store_error(&e))?;
-        let commit = GroupCommit::start(db.clone()).map_err(|e| store_error(&e))?;
-        let store = Arc::new(
-            SledStore::open(&self.path, &db, commit.clone(), &self.options)
-                .map_err(|e| store_error(&e))?,
-        );
+        let commit = db
+            .as_ref()
+            .map(|db| GroupCommit::start(db.clone()))
+            .transpose()
+            .map_err(|e| store_error(&e))?;
+        let store = match (&self.postgres, &db, &commit) {
+            (Some(postgres), _, _) => SwitchStore::Postgres(postgres.clone()),
+            (None, Some(db), Some(commit)) => SwitchStore::Sled(Arc::new(
+                SledStore::open(&self.path, db, commit.clone(), &self.options)
+                    .map_err(|e| store_error(&e))?,
+            )),
+            (None, _, _) => unreachable!("sled is opened when it is the backend"),
+        };
         let mut hosted = Vec::new();
         let mut routes = Vec::new();
         for (config, provider, limits) in &self.routes {
             let provider: Arc<dyn Provider> = match provider {
                 RouteProvider::Fixed(provider) => provider.clone(),
                 RouteProvider::Compiled(configured) => {
-                    let host = Host {
-                        db: &db,
+                    let (Some(db), Some(commit)) = (&db, &commit) else {
+                        unreachable!("a database is opened for in-process providers");
+                    };
+                    let durability = match &store {
                         // Its state goes through the store's journal:
                         // durable in the switch's own commits.
-                        durability: StateDurability::SwitchLog(store.provider_log()),
+                        SwitchStore::Sled(sled) => StateDurability::SwitchLog(sled.provider_log()),
+                        // Its own sled database, flushed by its own commits.
+                        SwitchStore::Postgres(_) => StateDurability::GroupCommit(commit.clone()),
+                    };
+                    let host = Host {
+                        db,
+                        durability,
                         data_dir: &self.path,
                         notifier: self.notifier.clone(),
                     };
@@ -151,10 +214,12 @@ impl Opener {
                 })?;
             routes.push(route);
         }
+        let dyn_store = store.as_store();
         Ok(Generation {
             number,
-            engine: Engine::new(store.clone() as Arc<dyn Store>, Router::new(routes)),
+            engine: Engine::new(dyn_store.clone(), Router::new(routes)),
             store,
+            dyn_store,
             db,
             hosted,
             sweepers: Mutex::new(Vec::new()),
@@ -165,22 +230,27 @@ impl Opener {
     /// flushes (a disk still full fails here, not on an app's call).
     fn reopen(&self, number: u64) -> Result<Generation, OpenError> {
         let generation = self.open(number)?;
-        generation
-            .db
-            .insert(PROBE_KEY, &crate::engine::now_ms().to_be_bytes())
-            .and_then(|_| generation.db.flush())
-            .map_err(|e| OpenError::Store(format!("the reopened store does not write: {e}")))?;
+        if let Some(db) = &generation.db {
+            db.insert(PROBE_KEY, &crate::engine::now_ms().to_be_bytes())
+                .and_then(|_| db.flush())
+                .map_err(|e| OpenError::Store(format!("the reopened store does not write: {e}")))?;
+        }
         Ok(generation)
     }
 }
 
-/// Everything open on one sled database.
+/// Everything open on one sled database (and, with PostgreSQL, the shared
+/// store beside it).
 pub struct Generation {
     /// Counts opens, from 1 at start-up.
     number: u64,
     engine: Engine,
-    store: Arc<SledStore>,
-    db: sled::Db,
+    store: SwitchStore,
+    /// `store` as the engine sees it.
+    dyn_store: Arc<dyn Store>,
+    /// The sled database: the switch's store's, or only the in-process
+    /// providers' (none with PostgreSQL and no in-process provider).
+    db: Option<sled::Db>,
     /// The in-process providers opened on its database.
     hosted: Vec<Arc<dyn HostedProvider>>,
     /// The in-process providers' expiry sweeps, while the switch serves.
@@ -196,7 +266,12 @@ impl Generation {
         &self.engine
     }
 
-    pub fn store(&self) -> &Arc<SledStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.dyn_store
+    }
+
+    /// The switch's store by backend, for what only one backend has.
+    pub fn backend(&self) -> &SwitchStore {
         &self.store
     }
 
@@ -204,7 +279,10 @@ impl Generation {
     /// under the current data key: the switch's records and the in-process
     /// providers' state. Returns how many values it rewrote.
     pub async fn reseal(&self) -> Result<usize, SwitchError> {
-        let mut resealed = self.store.reseal().await?;
+        let mut resealed = match &self.store {
+            SwitchStore::Sled(store) => store.reseal().await?,
+            SwitchStore::Postgres(store) => store.reseal().await?,
+        };
         for provider in &self.hosted {
             resealed += provider.reseal().await.map_err(|error| {
                 SwitchError::Internal(format!("an in-process provider's state: {error}"))
@@ -241,6 +319,10 @@ pub struct Storage {
     /// Calls metered while no generation is open.
     unmetered: Mutex<Vec<MeteredCall>>,
     unmetered_dropped: AtomicU64,
+    /// Calls failed by the shared database since its failure was last
+    /// logged, and when that was.
+    database_failures: AtomicU64,
+    database_logged_ms: AtomicU64,
     this: Weak<Storage>,
 }
 
@@ -256,6 +338,8 @@ impl Storage {
             short: AtomicBool::new(false),
             unmetered: Mutex::new(Vec::new()),
             unmetered_dropped: AtomicU64::new(0),
+            database_failures: AtomicU64::new(0),
+            database_logged_ms: AtomicU64::new(0),
             this: this.clone(),
         })
     }
@@ -307,7 +391,10 @@ impl Storage {
             Err(SwitchError::Store(
                 error @ (StoreError::Database(_) | StoreError::NotDurable(_)),
             )) => {
-                self.retire(generation, &error);
+                match generation.store {
+                    SwitchStore::Sled(_) => self.retire(generation, &error),
+                    SwitchStore::Postgres(_) => self.database_failed(&error),
+                }
                 Err(SwitchError::StorageUnavailable)
             }
             other => other,
@@ -328,7 +415,7 @@ impl Storage {
                 }
             }
         };
-        generation.store.meter(call).await
+        generation.dyn_store.meter(call).await
     }
 
     /// Makes everything written so far durable; for shutdown (so a failure
@@ -371,6 +458,29 @@ impl Storage {
         }
     }
 
+    /// Logs a failure of the shared database, at most once per
+    /// [`DATABASE_LOG_INTERVAL`] with how many calls failed meanwhile: while
+    /// it is away every call fails, and the log should say so, not drown.
+    fn database_failed(&self, error: &StoreError) {
+        let failed = self.database_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::engine::now_ms();
+        let last = self.database_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < DATABASE_LOG_INTERVAL.as_millis() as u64
+            || self
+                .database_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.database_failures.store(0, Ordering::Relaxed);
+        tracing::error!(
+            %error,
+            failed_calls = failed,
+            "the database failed; calls are answered 503 storage_unavailable until it answers again"
+        );
+    }
+
     /// Takes `generation` out of service, once, and starts reopening.
     fn retire(&self, generation: &Arc<Generation>, error: &StoreError) {
         let retired = {
@@ -391,7 +501,9 @@ impl Storage {
         );
         retired.stop_sweeping();
         // What was metered and not yet written goes to the next generation.
-        self.keep_unmetered(retired.store.take_metered());
+        if let Some(store) = retired.store.sled() {
+            self.keep_unmetered(store.take_metered());
+        }
         let retired_number = retired.number;
         // Calls still running hold it; the last of them closes the database.
         drop(retired);
@@ -415,7 +527,7 @@ impl Storage {
             std::mem::take(&mut *self.unmetered.lock().unwrap_or_else(|e| e.into_inner()))
         };
         for call in &unmetered {
-            if let Err(error) = generation.store.meter(call).await {
+            if let Err(error) = generation.dyn_store.meter(call).await {
                 tracing::error!(%error, "a metered call kept over the reopen could not be metered");
             }
         }

@@ -110,6 +110,7 @@ async fn serve(
     implementations: HashMap<String, Arc<dyn Provider>>,
 ) -> Served {
     let switch = Switch::open_with_registry(config, &demo_registry(), implementations)
+        .await
         .expect("switch opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

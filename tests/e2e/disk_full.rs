@@ -148,6 +148,7 @@ impl Running {
             &manifold_cli::compiled_providers(),
             implementations,
         )
+        .await
         .expect("switch opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -18,6 +18,7 @@ mod joompay;
 mod limits;
 mod openapi;
 mod otp_destinations;
+mod postgres;
 mod rejections;
 mod resilience;
 mod rig;

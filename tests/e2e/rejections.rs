@@ -3,7 +3,6 @@
 
 use manifold_crypto::{secure, AppKey, SecretString, SecureKind};
 use manifold_e2e::*;
-use manifold_switch::store::Store;
 use serde_json::{json, Value};
 
 use crate::rig::{Mode, Rig};
@@ -409,6 +408,7 @@ async fn a_read_only_list_naming_a_service_that_moves_money_stops_start_up() {
         &manifold_cli::compiled_providers(),
         Default::default(),
     )
+    .await
     .err()
     .expect("the switch refuses to start")
     .to_string();

@@ -12,7 +12,6 @@ use manifold_provider::{
     GroupCommit, Provider, ProviderError, ProviderReply, QueryRequest, ReverseRequest,
     TransactRequest, ValidateRequest,
 };
-use manifold_switch::store::Store;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

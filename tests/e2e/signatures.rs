@@ -9,7 +9,6 @@
 use manifold_crypto::message_signature::{sign_request, SignatureParams, SigningKey};
 use manifold_crypto::SecretString;
 use manifold_e2e::*;
-use manifold_switch::store::Store;
 use serde_json::{json, Value};
 
 use crate::rig::{Mode, Rig};

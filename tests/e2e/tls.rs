@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use manifold_e2e::pki::TestCa;
 use manifold_e2e::*;
 use manifold_edge::{json_response, read_request_body, Body, EdgeOptions, Peer};
-use manifold_switch::store::Store;
 use serde_json::Value;
 
 /// An SMS gateway stand-in speaking HTTPS (wiremock has no TLS): it keeps

@@ -20,7 +20,7 @@ use manifold_crypto::message_signature::{sign_request, SignatureParams, SigningK
 use manifold_crypto::{secure, AppKey, SecretString, SecureKind};
 use manifold_provider::notify::OutboxNotifier;
 use manifold_provider::Provider;
-use manifold_switch::store::SledStore;
+use manifold_switch::store::Store;
 use manifold_switch::Switch;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -193,7 +193,7 @@ pub fn parse_config(text: &str) -> SwitchConfig {
 /// A switch running on a tokio task of the test's runtime.
 pub struct InProcessSwitch {
     pub addr: SocketAddr,
-    pub store: Arc<SledStore>,
+    pub store: Arc<dyn Store>,
     retention: manifold_switch::retention::Retention,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -220,6 +220,7 @@ impl InProcessSwitch {
             &manifold_cli::compiled_providers(),
             implementations,
         )
+        .await
         .expect("switch opens");
         let store = switch.store().clone();
         let retention = switch.retention();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::admin::AdminTarget;
-use super::store::open_stopped;
+use super::store::open_store;
 use super::Failure;
 use anyhow::Context;
 use manifold_billing::Period;
@@ -67,19 +67,24 @@ pub fn run(args: InvoiceArgs) -> Result<ExitCode, Failure> {
         )?,
         None => {
             let config = SwitchConfig::load(&args.config)?;
-            let store = open_stopped(&config, args.data.as_deref())?;
             let mut progress = Progress::new(period);
             let invoice = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the runtime")?
-                .block_on(manifold_switch::invoice::invoice_with_progress(
-                    &store,
-                    &config.billing,
-                    &args.app,
-                    period,
-                    &mut |at_ms| progress.reached(at_ms),
-                ))?;
+                .block_on(async {
+                    let store = open_store(&config, args.data.as_deref()).await?;
+                    Ok::<_, Failure>(
+                        manifold_switch::invoice::invoice_with_progress(
+                            store.as_ref(),
+                            &config.billing,
+                            &args.app,
+                            period,
+                            &mut |at_ms| progress.reached(at_ms),
+                        )
+                        .await?,
+                    )
+                })?;
             progress.finish();
             match args.format {
                 Format::Csv => invoice.to_csv()?,

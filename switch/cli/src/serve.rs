@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use manifold_config::SwitchConfig;
+use manifold_config::{StorageBackend, SwitchConfig};
 use manifold_switch::admin::Admin;
+use manifold_switch::store::PgStore;
 use manifold_switch::{ReloadError, Reloader, Switch};
 
 use super::Failure;
@@ -74,7 +75,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         // Opened whole (not served), so the in-process providers' state on
         // the same database is resealed too.
         let resealed =
-            Switch::open_with_registry(&config, &super::compiled_providers(), HashMap::new())?
+            Switch::open_with_registry(&config, &super::compiled_providers(), HashMap::new())
+                .await?
                 .reseal()
                 .await
                 .with_context(|| {
@@ -87,18 +89,30 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         return Ok(());
     }
     if args.dump {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let dumped = manifold_switch::store::SledStore::dump_directory(
-            &config.storage.path,
-            &options,
-            &mut out,
-        )
-        .with_context(|| format!("dumping the store in {}", config.storage.path.display()))?;
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        let dumped = match &config.storage.backend {
+            StorageBackend::Sled => manifold_switch::store::SledStore::dump_directory(
+                &config.storage.path,
+                &options,
+                &mut out,
+            )
+            .with_context(|| format!("dumping the store in {}", config.storage.path.display()))?,
+            StorageBackend::Postgres(postgres) => {
+                let store = PgStore::connect(&super::store::postgres_options(&config, postgres))
+                    .await
+                    .context("opening the PostgreSQL store")?;
+                store
+                    .dump(&mut out)
+                    .await
+                    .context("dumping the PostgreSQL store")?
+            }
+        };
         std::io::Write::flush(&mut out)?;
         eprintln!("{dumped} transactions");
         return Ok(());
     }
-    let switch = Switch::open_with_registry(&config, &super::compiled_providers(), HashMap::new())?;
+    let switch =
+        Switch::open_with_registry(&config, &super::compiled_providers(), HashMap::new()).await?;
     reload_on_sighup(switch.reloader(), args.config.clone())?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = match &config.admin {

@@ -11,7 +11,7 @@ use manifold_config::SwitchConfig;
 use manifold_switch::admin::{list_transactions, parse_limit, show_transaction, DEFAULT_LISTED};
 
 use super::admin::AdminTarget;
-use super::store::open_stopped;
+use super::store::open_store;
 use super::Failure;
 
 #[derive(clap::Subcommand)]
@@ -73,10 +73,14 @@ impl TxCommand {
                     &[("app", &app), ("transaction_ref", &transaction_ref)],
                 )?,
                 None => {
-                    let store =
-                        open_stopped(&SwitchConfig::load(&source.config)?, source.data.as_deref())?;
+                    let config = SwitchConfig::load(&source.config)?;
                     let shown = runtime()?
-                        .block_on(show_transaction(&store, &app, &transaction_ref))?
+                        .block_on(async {
+                            let store = open_store(&config, source.data.as_deref()).await?;
+                            Ok::<_, Failure>(
+                                show_transaction(store.as_ref(), &app, &transaction_ref).await?,
+                            )
+                        })?
                         .with_context(|| {
                             format!("app `{app}` has no transaction `{transaction_ref}`")
                         })?;
@@ -108,17 +112,20 @@ impl TxCommand {
                     }
                     None => {
                         let period = Period::parse(&from, &to)?;
-                        let store = open_stopped(
-                            &SwitchConfig::load(&source.config)?,
-                            source.data.as_deref(),
-                        )?;
-                        let listed = runtime()?.block_on(list_transactions(
-                            &store,
-                            &app,
-                            period,
-                            status.as_deref(),
-                            limit,
-                        ))?;
+                        let config = SwitchConfig::load(&source.config)?;
+                        let listed = runtime()?.block_on(async {
+                            let store = open_store(&config, source.data.as_deref()).await?;
+                            Ok::<_, Failure>(
+                                list_transactions(
+                                    store.as_ref(),
+                                    &app,
+                                    period,
+                                    status.as_deref(),
+                                    limit,
+                                )
+                                .await?,
+                            )
+                        })?;
                         serde_json::to_string_pretty(&listed)?
                     }
                 }

@@ -314,7 +314,7 @@ fn store_failure(error: impl std::fmt::Display) -> Failure {
     )
 }
 
-fn current_store(admin: &Admin) -> Result<Arc<crate::store::SledStore>, Failure> {
+fn current_store(admin: &Admin) -> Result<Arc<dyn crate::store::Store>, Failure> {
     admin
         .state
         .storage

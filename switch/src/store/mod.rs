@@ -16,6 +16,7 @@
 //! an answer that reports a new state without one.
 
 mod codec;
+mod dump;
 mod postgres;
 mod sealing;
 mod sled_store;
@@ -27,10 +28,11 @@ use async_trait::async_trait;
 use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
+pub use dump::transaction_json;
 pub use postgres::{PgStore, PostgresOptions};
 pub use sled_store::{
-    transaction_json, CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH,
-    COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,
+    CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH, COMMIT_BATCH_HELP,
+    COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,
 };
 pub use space::{FreeSpace, SpaceShort};
 

@@ -149,6 +149,7 @@ pub struct RunningSwitch {
 impl RunningSwitch {
     pub async fn start(config: &SwitchConfig) -> RunningSwitch {
         let switch = Switch::open_with_registry(config, &demo_registry(), HashMap::new())
+            .await
             .expect("switch opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

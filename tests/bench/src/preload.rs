@@ -173,8 +173,12 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
         &config,
         &manifold_cli::compiled_providers(),
         Default::default(),
-    )?;
-    let store: Arc<SledStore> = switch.store().clone();
+    )
+    .await?;
+    let store: Arc<SledStore> = switch
+        .sled_store()
+        .cloned()
+        .ok_or_else(|| ServeError::Store("the preload needs the sled backend".into()))?;
     let template = template(switch).await?;
     store.durable().await.map_err(store_error)?;
     let bytes_before = disk_usage(&config.storage.path);

@@ -791,7 +791,7 @@ queue it causes; tokio's timer fires up to about 1 ms late, and that lateness is
 - **Latency**: an HDR histogram (1 µs to 60 s, 3 significant digits) per worker, merged; every \
 HTTP request is one sample (an OTP flow gives two).\n\
 - **Servers** each run in their own process, started by the benchmark: `manifold-bench \
-serve-switch` opens the switch from a TOML file with `Switch::open_with_registry(&config, &compiled_providers(), …)?.serve(listener, \
+serve-switch` opens the switch from a TOML file with `Switch::open_with_registry(&config, &compiled_providers(), …).await?.serve(listener, \
 shutdown)` exactly as the `manifold` binary does; the remote provider is the `demo-provider` \
 binary. **Peak RSS** is `VmHWM` from `/proc/<pid>/status` of those processes over their whole \
 life (setup and warm-up included). **CPU** is `utime + stime` from `/proc/<pid>/stat` over the \

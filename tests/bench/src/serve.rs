@@ -2,7 +2,7 @@
 //! serve-…` child processes.
 //!
 //! - [`switch`]: the real switch, opened from a TOML file with
-//!   `Switch::open_with_registry(&config, &compiled_providers(), …)?.serve_with(listener, options, shutdown)`, as the
+//!   `Switch::open_with_registry(&config, &compiled_providers(), …).await?.serve_with(listener, options, shutdown)`, as the
 //!   `manifold` binary does (with no per-address cap: see
 //!   `bench_edge_options`).
 //! - [`json`]: baseline (a), a bare hyper server on the same accept loop
@@ -105,7 +105,8 @@ pub async fn switch(config_path: &Path) -> Result<(), ServeError> {
         &config,
         &manifold_cli::compiled_providers(),
         Default::default(),
-    )?;
+    )
+    .await?;
     let listener = bind("switch").await?;
     switch
         .serve_with(listener, bench_edge_options(), stop_requested())

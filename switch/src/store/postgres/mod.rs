@@ -50,7 +50,7 @@ use super::{
 
 /// How many metered calls [`Store::each_metered`] reads at a time.
 const METERED_PAGE: i64 = 1000;
-/// How many records retention drops customer data from per SQL transaction.
+/// How many records retention, a reseal or a dump handles at a time.
 const RETENTION_BATCH: i64 = 500;
 
 /// Where the database is and how the store uses it.
@@ -250,6 +250,95 @@ impl PgStore {
                 .map_err(database)?;
         }
         transaction.commit().await.map_err(database)
+    }
+
+    /// Seals every record not sealed under the current data key, a batch
+    /// per SQL transaction, then records that only the current key seals
+    /// anything (previous keys may then leave the configuration). Returns
+    /// how many it rewrote. Safe while switches serve: each record is
+    /// rewritten under its row lock.
+    pub async fn reseal(&self) -> Result<usize, StoreError> {
+        if self.sealing.current_key_id().is_none() {
+            return Err(StoreError::Sealed(
+                "resealing needs a data key: the store was opened without one".into(),
+            ));
+        }
+        let mut client = self.client().await?;
+        let mut resealed = 0;
+        let (mut after_app, mut after_ref) = (String::new(), String::new());
+        loop {
+            let sql = client.transaction().await.map_err(database)?;
+            let rows = sql
+                .query(
+                    "SELECT app_id, transaction_ref, record FROM manifold_transactions
+                     WHERE (app_id, transaction_ref) > ($1, $2)
+                     ORDER BY app_id, transaction_ref LIMIT $3 FOR UPDATE",
+                    &[&after_app, &after_ref, &RETENTION_BATCH],
+                )
+                .await
+                .map_err(database)?;
+            for row in &rows {
+                let (app_id, transaction_ref): (&str, &str) = (row.get(0), row.get(1));
+                let stored: &[u8] = row.get(2);
+                if !self.sealing.needs_reseal(stored) {
+                    continue;
+                }
+                let record = self.open(app_id, transaction_ref, stored)?;
+                self.store_transaction(&sql, &record).await?;
+                resealed += 1;
+            }
+            sql.commit().await.map_err(database)?;
+            match rows.last() {
+                Some(last) if rows.len() as i64 == RETENTION_BATCH => {
+                    after_app = last.get(0);
+                    after_ref = last.get(1);
+                }
+                _ => break,
+            }
+        }
+        if let Some(ids) = self.sealing.current_key_id_only() {
+            client
+                .execute(
+                    "UPDATE manifold_meta SET value = $2 WHERE name = $1",
+                    &[&key_ids_name(), &ids],
+                )
+                .await
+                .map_err(database)?;
+        }
+        Ok(resealed)
+    }
+
+    /// Every transaction as JSON lines ([`super::transaction_json`]), in
+    /// key order, a page at a time; returns how many.
+    pub async fn dump(&self, out: &mut (dyn std::io::Write + Send)) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let mut written = 0;
+        let (mut after_app, mut after_ref) = (String::new(), String::new());
+        loop {
+            let rows = client
+                .query(
+                    "SELECT app_id, transaction_ref, record FROM manifold_transactions
+                     WHERE (app_id, transaction_ref) > ($1, $2)
+                     ORDER BY app_id, transaction_ref LIMIT $3",
+                    &[&after_app, &after_ref, &RETENTION_BATCH],
+                )
+                .await
+                .map_err(database)?;
+            for row in &rows {
+                let record = self.open(row.get(0), row.get(1), row.get(2))?;
+                serde_json::to_writer(&mut *out, &super::transaction_json(&record))
+                    .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                written += 1;
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == RETENTION_BATCH => {
+                    after_app = last.get(0);
+                    after_ref = last.get(1);
+                }
+                _ => return Ok(written),
+            }
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {

@@ -42,8 +42,6 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use manifold_provider::GroupCommit;
 
-/// A record as JSON for a person (`--dump`, the admin API).
-pub use dump::transaction as transaction_json;
 use journal::{Change as Write, Journal, ProviderLog};
 pub use journal::{
     CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP,
@@ -684,47 +682,12 @@ impl SledStore {
         for entry in self.tree.scan_prefix([TRANSACTION]) {
             let (key, bytes) = entry?;
             let record = self.decode_record(&key, &bytes)?;
-            serde_json::to_writer(&mut *out, &dump::transaction(&record))
+            serde_json::to_writer(&mut *out, &super::transaction_json(&record))
                 .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
                 .map_err(|e| StoreError::Database(e.to_string()))?;
             written += 1;
         }
         Ok(written)
-    }
-}
-
-mod dump {
-    //! Records as JSON for a human reader. Fingerprints stay hex digests.
-    use serde_json::{json, Value};
-
-    use crate::store::{RequestState, TransactionRecord};
-
-    pub fn transaction(record: &TransactionRecord) -> Value {
-        let requests: Vec<Value> = record
-            .requests
-            .iter()
-            .map(|r| {
-                json!({
-                    "request_ref": r.request_ref,
-                    "operation": r.operation,
-                    "fingerprint": hex::encode(r.fingerprint),
-                    "state": match &r.state {
-                        RequestState::InFlight { started_at_ms } => json!({"in_flight_since_ms": started_at_ms}),
-                        RequestState::Answered(answer) => json!({
-                            "http_status": answer.http_status,
-                            "reply": answer.reply,
-                        }),
-                    },
-                })
-            })
-            .collect();
-        let mut dumped = record.summary_json();
-        dumped.insert("app_id".into(), record.app_id.clone().into());
-        dumped.insert("last_reply".into(), json!(record.last_reply));
-        dumped.insert("history".into(), json!(record.history));
-        dumped.insert("reversal".into(), json!(record.reversal));
-        dumped.insert("requests".into(), requests.into());
-        Value::Object(dumped)
     }
 }
 

@@ -1,0 +1,182 @@
+//! The switch on PostgreSQL (`[storage] backend = "postgres"`), end to end:
+//! the protocol over a real database, two switches sharing it, and the
+//! start-up refusals a host meets. Each test makes its own database on the
+//! server `MANIFOLD_TEST_POSTGRES` names, and skips (loudly) without one.
+
+use std::path::Path;
+
+use manifold_e2e::*;
+use manifold_test_postgres::TestDatabase;
+
+/// `text` (from [`config_text`]) with its store on the database at `url`.
+fn on_postgres(text: &str, url: &str) -> String {
+    assert!(
+        text.contains("[storage]\n") && text.contains("[notifications]\n"),
+        "config_text changed shape"
+    );
+    text.replacen("[storage]\n", "[storage]\nbackend = \"postgres\"\n", 1)
+        .replacen(
+            "[notifications]\n",
+            &format!("[storage.postgres]\nurl = {url:?}\npool_size = 4\n[notifications]\n"),
+            1,
+        )
+}
+
+async fn count(database: &TestDatabase, sql: &str) -> i64 {
+    database
+        .client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn demo_on_postgres(dir: &Path, database: &TestDatabase) -> String {
+    on_postgres(&in_process_demo_config(dir), database.url())
+}
+
+#[tokio::test]
+async fn a_switch_on_postgres_serves_the_protocol_and_keeps_everything_in_the_database() {
+    let Some(database) = TestDatabase::create("e2e_protocol").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let switch = InProcessSwitch::start(
+        &parse_config(&demo_on_postgres(dir.path(), &database)),
+        Default::default(),
+    )
+    .await;
+    let quick = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let balance = quick.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(
+        (balance.http, balance.status()),
+        (200, "Successful"),
+        "{}",
+        balance.raw
+    );
+    // A repeat is answered byte for byte from the database.
+    let again = quick.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(again.raw, balance.raw);
+    let transfer = quick.transfer("r-2", "t-2", "0123456789", 5_000).await;
+    assert_eq!(transfer.status(), "Successful", "{}", transfer.raw);
+    let taken = quick.transfer("r-3", "t-2", "0123456789", 5_000).await;
+    assert_eq!(taken.http, 409, "{}", taken.raw);
+    assert_eq!(quick.query("q-1", "t-2").await.status(), "Successful");
+
+    // The OTP conversation: waiting, then completed by validate.
+    let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
+    let waiting = otp.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
+    let code = latest_otp(&dir.path().join("outbox.jsonl"), "2348022000008");
+    let done = otp.validate("v-1", "t-1", "get_balance", &code).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+
+    // What the database holds: two transactions of the quick app (the
+    // refused transfer made none) and one of the OTP app, every call
+    // metered.
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM manifold_transactions").await,
+        3
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM manifold_transactions WHERE status = 'Successful'"
+        )
+        .await,
+        3
+    );
+    switch.stop().await;
+    // Metering is committed with each call: the 7 calls above (5 of the
+    // quick app, the refused one included; 2 of the OTP app).
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM manifold_metered_calls").await,
+        7
+    );
+}
+
+#[tokio::test]
+async fn two_switch_processes_on_one_database_answer_for_each_other() {
+    let Some(database) = TestDatabase::create("e2e_two").await else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let switches: Vec<SwitchProcess> = dirs
+        .iter()
+        .map(|dir| {
+            let path = dir.path().join("manifold.toml");
+            std::fs::write(&path, demo_on_postgres(dir.path(), &database)).unwrap();
+            SwitchProcess::start(&path)
+        })
+        .collect();
+    let one = AppClient::new(&switches[0].url(), QUICK_APP, "demo");
+    let two = AppClient::new(&switches[1].url(), QUICK_APP, "demo");
+
+    let first = one.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(first.status(), "Successful", "{}", first.raw);
+    // The other switch answers the repeat from the shared record, and
+    // reports the transaction.
+    let repeat = two.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(repeat.raw, first.raw);
+    let query = two.query("q-1", "t-1").await;
+    assert_eq!(query.status(), "Successful", "{}", query.raw);
+    assert_eq!(query.body["data"]["transaction"]["transaction_ref"], "t-1");
+
+    // One request_ref sent to both switches at once starts one transaction.
+    for n in 0..20 {
+        let (request_ref, transaction_ref) = (format!("race-{n}"), format!("t-race-{n}"));
+        let (a, b) = tokio::join!(
+            one.get_balance(&request_ref, &transaction_ref, "0123456789"),
+            two.get_balance(&request_ref, &transaction_ref, "0123456789"),
+        );
+        // Each is the answer, or (while the other is still at it) 409
+        // request_in_progress; never a second transaction.
+        for reply in [&a, &b] {
+            assert!(
+                reply.status() == "Successful" || reply.http == 409,
+                "{}",
+                reply.raw
+            );
+        }
+        assert!(a.status() == "Successful" || b.status() == "Successful");
+    }
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM manifold_transactions").await,
+        21
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM manifold_requests WHERE request_ref LIKE 'race-%'"
+        )
+        .await,
+        20
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_start_up_error_without_its_password() {
+    // Needs no server: port 1 on loopback refuses at once.
+    let dir = tempfile::tempdir().unwrap();
+    let text = on_postgres(
+        &in_process_demo_config(dir.path()),
+        "postgres://manifold:pg-pass-5521@127.0.0.1:1/manifold",
+    );
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = run_manifold(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[storage.postgres]") && stderr.contains("cannot connect to PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pg-pass-5521"), "{stderr}");
+}
