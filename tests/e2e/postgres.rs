@@ -180,3 +180,83 @@ async fn an_unreachable_database_is_a_clear_start_up_error_without_its_password(
     );
     assert!(!stderr.contains("pg-pass-5521"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_sled_store_migrated_into_postgres_goes_on_serving_its_history() {
+    let Some(database) = TestDatabase::create("e2e_migrate").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sled_config = dir.path().join("sled.toml");
+    let postgres_config = dir.path().join("postgres.toml");
+    std::fs::write(&sled_config, in_process_demo_config(dir.path())).unwrap();
+    std::fs::write(&postgres_config, demo_on_postgres(dir.path(), &database)).unwrap();
+
+    let switch = SwitchProcess::start(&sled_config);
+    let quick = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
+    let balance = quick.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(balance.status(), "Successful", "{}", balance.raw);
+    let transfer = quick.transfer("r-2", "t-2", "0123456789", 5_000).await;
+    assert_eq!(transfer.status(), "Successful", "{}", transfer.raw);
+    let waiting = otp.get_balance("r-1", "t-1", "0123456789").await;
+    assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
+    assert!(switch
+        .terminate(std::time::Duration::from_secs(10))
+        .success());
+
+    let data = dir.path().join("switch");
+    let migrate = |config: &Path| {
+        let (data, config) = (
+            data.to_str().unwrap().to_owned(),
+            config.to_str().unwrap().to_owned(),
+        );
+        async move { run_manifold(&["store", "migrate", "--from", &data, "--config", &config]).await }
+    };
+    let output = migrate(&postgres_config).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("copied 3 transactions and 3 metered calls"),
+        "{stdout}"
+    );
+    // Into a database that holds a store already: refused, nothing added.
+    let again = migrate(&postgres_config).await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // From a configuration that is not PostgreSQL's: refused, saying why.
+    let wrong = migrate(&sled_config).await;
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("backend = \"postgres\""));
+
+    // The switch on PostgreSQL, with the same data directory for the demo
+    // bank's own state: the history answers as it did.
+    let switch = SwitchProcess::start(&postgres_config);
+    let quick = AppClient::new(&switch.url(), QUICK_APP, "demo");
+    let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
+    assert_eq!(
+        quick.get_balance("r-1", "t-1", "0123456789").await.raw,
+        balance.raw
+    );
+    assert_eq!(
+        quick.transfer("r-2", "t-2", "0123456789", 5_000).await.raw,
+        transfer.raw
+    );
+    assert_eq!(quick.query("q-1", "t-2").await.status(), "Successful");
+    // The OTP begun before the move completes after it.
+    let code = latest_otp(&dir.path().join("outbox.jsonl"), "2348022000008");
+    let done = otp.validate("v-1", "t-1", "get_balance", &code).await;
+    assert_eq!(done.status(), "Successful", "{}", done.raw);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM manifold_metered_calls").await,
+        3 + 4,
+        "the 3 calls copied, and the 4 made since"
+    );
+}

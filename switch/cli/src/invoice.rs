@@ -6,11 +6,11 @@
 //! with the fees that switch runs with); without, it opens a stopped
 //! switch's store and prices with the file's `[billing]`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::admin::AdminTarget;
+use super::progress::Progress;
 use super::store::open_store;
 use super::Failure;
 use anyhow::Context;
@@ -67,7 +67,8 @@ pub fn run(args: InvoiceArgs) -> Result<ExitCode, Failure> {
         )?,
         None => {
             let config = SwitchConfig::load(&args.config)?;
-            let mut progress = Progress::new(period);
+            let mut progress = Progress::new("invoice", "of the period read");
+            let span = period.until_ms.saturating_sub(period.from_ms);
             let invoice = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -80,12 +81,14 @@ pub fn run(args: InvoiceArgs) -> Result<ExitCode, Failure> {
                             &config.billing,
                             &args.app,
                             period,
-                            &mut |at_ms| progress.reached(at_ms),
+                            &mut |at_ms| {
+                                progress.reached(at_ms.saturating_sub(period.from_ms), span)
+                            },
                         )
                         .await?,
                     )
                 })?;
-            progress.finish();
+            progress.finish("the whole period read");
             match args.format {
                 Format::Csv => invoice.to_csv()?,
                 Format::Json => invoice.to_json(),
@@ -94,67 +97,4 @@ pub fn run(args: InvoiceArgs) -> Result<ExitCode, Failure> {
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// How far through its period an invoice has read: a progress bar on a
-/// terminal, a plain line every tenth of the period otherwise (a log, a
-/// pipe), both on stderr so stdout stays the invoice alone.
-struct Progress {
-    period: Period,
-    bar: Option<indicatif::ProgressBar>,
-    /// The last tenth reported as a plain line.
-    tenth: u64,
-}
-
-impl Progress {
-    const STEPS: u64 = 1_000;
-
-    fn new(period: Period) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(Self::STEPS);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "reading calls {bar:40} {percent:>3}% of the period, {elapsed}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Progress {
-            period,
-            bar,
-            tenth: 0,
-        }
-    }
-
-    fn step(&self, at_ms: u64) -> u64 {
-        let span = self
-            .period
-            .until_ms
-            .saturating_sub(self.period.from_ms)
-            .max(1);
-        let done = at_ms.saturating_sub(self.period.from_ms).min(span);
-        (u128::from(done) * u128::from(Self::STEPS) / u128::from(span)) as u64
-    }
-
-    fn reached(&mut self, at_ms: u64) {
-        let step = self.step(at_ms);
-        match &self.bar {
-            Some(bar) => bar.set_position(step),
-            None => {
-                let tenth = step * 10 / Self::STEPS;
-                if tenth > self.tenth {
-                    self.tenth = tenth;
-                    eprintln!("invoice: {}% of the period read", tenth * 10);
-                }
-            }
-        }
-    }
-
-    fn finish(self) {
-        match self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => eprintln!("invoice: the whole period read"),
-        }
-    }
 }

@@ -11,6 +11,7 @@ mod admin;
 mod app;
 mod config;
 mod invoice;
+mod progress;
 mod secure;
 mod serve;
 mod store;
@@ -57,6 +58,9 @@ const EXAMPLES: &str = "Examples:
   manifold tx list --app acme --from 2026-11-01 --to 2026-12-01 --admin http://127.0.0.1:9090
                                              acme's November transactions, from a running switch
   manifold tx show acme-txn-1 --app acme --admin http://127.0.0.1:9090
+  manifold store migrate --from ./data --config /etc/manifold.toml
+                                             copy a stopped switch's sled store into the
+                                             PostgreSQL database the file configures
   manifold seal --request-ref req-0001 --kind bank.account \\
       '{\"account_number\": \"0123456789\", \"bank_code\": \"058\"}'
   manifold sign --key-id demo-app --path /transact --body-file body.json";
@@ -93,6 +97,9 @@ enum Command {
     /// Look up an app's transactions.
     #[command(subcommand)]
     Tx(tx::TxCommand),
+    /// Move a switch's store between backends.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Make credentials for the admin API.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -121,6 +128,7 @@ impl Cli {
             Some(Command::App(command)) => command.run(),
             Some(Command::Invoice(args)) => invoice::run(args),
             Some(Command::Tx(command)) => command.run(),
+            Some(Command::Store(command)) => command.run(),
             Some(Command::Admin(command)) => command.run(),
             Some(Command::Seal(args)) => secure::seal(args),
             Some(Command::Open(args)) => secure::open(args),

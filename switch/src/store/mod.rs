@@ -17,6 +17,7 @@
 
 mod codec;
 mod dump;
+pub mod migrate;
 mod postgres;
 mod sealing;
 mod sled_store;
@@ -29,7 +30,7 @@ use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
 pub use dump::transaction_json;
-pub use postgres::{PgStore, PostgresOptions};
+pub use postgres::{ImportBatch, Imported, PgStore, PostgresOptions};
 pub use sled_store::{
     CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH, COMMIT_BATCH_HELP,
     COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,

@@ -341,6 +341,208 @@ impl PgStore {
         }
     }
 
+    /// Loads `batches` into an empty database as one SQL transaction: all of
+    /// it or, on any error, none (so a failed copy is simply run again).
+    /// Records are sealed under the current data key as they are written.
+    /// `progress` is told the running totals after each batch. For
+    /// `manifold store migrate` ([`crate::store::migrate`]).
+    pub async fn import(
+        &self,
+        batches: &mut tokio::sync::mpsc::Receiver<Result<ImportBatch, StoreError>>,
+        progress: &mut (dyn FnMut(Imported) + Send),
+    ) -> Result<Imported, StoreError> {
+        let mut client = self.client().await?;
+        let sql = client.transaction().await.map_err(database)?;
+        let occupied: bool = sql
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM manifold_transactions)
+                     OR EXISTS (SELECT 1 FROM manifold_requests)
+                     OR EXISTS (SELECT 1 FROM manifold_metered_calls)",
+                &[],
+            )
+            .await
+            .map_err(database)?
+            .get(0);
+        if occupied {
+            return Err(StoreError::Database(
+                "the PostgreSQL database already holds transactions or metered calls; a store is \
+                 copied into an empty one, so that nothing is there twice"
+                    .into(),
+            ));
+        }
+        let mut imported = Imported::default();
+        while let Some(batch) = batches.recv().await {
+            let batch = batch?;
+            self.insert_transactions(&sql, &batch.transactions).await?;
+            self.insert_metered(&sql, &batch.calls).await?;
+            imported.transactions += batch.transactions.len() as u64;
+            imported.metered_calls += batch.calls.len() as u64;
+            progress(imported);
+        }
+        sql.commit().await.map_err(database)?;
+        Ok(imported)
+    }
+
+    /// Inserts whole records and their requests' rows, many per statement.
+    async fn insert_transactions(
+        &self,
+        client: &impl GenericClient,
+        records: &[TransactionRecord],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut t = TransactionColumns::default();
+        let mut r = RequestColumns::default();
+        for record in records {
+            let c = self.transaction_columns(record)?;
+            t.app_id.push(record.app_id.as_str());
+            t.transaction_ref.push(record.transaction_ref.as_str());
+            t.request_type.push(c.request_type);
+            t.provider.push(c.provider);
+            t.amount.push(c.amount);
+            t.status.push(c.status);
+            t.created_at_ms.push(c.created_at_ms);
+            t.updated_at_ms.push(c.updated_at_ms);
+            t.settled.push(c.settled);
+            t.dropped.push(c.dropped);
+            t.record.push(c.record);
+            for request in &record.requests {
+                r.app_id.push(record.app_id.as_str());
+                r.request_ref.push(request.request_ref.as_str());
+                r.transaction_ref.push(record.transaction_ref.as_str());
+                r.operation.push(request.operation.as_str());
+                r.fingerprint.push(request.fingerprint.as_slice());
+                r.started_at_ms.push(match request.state {
+                    RequestState::InFlight { started_at_ms } => {
+                        signed(started_at_ms, "a claim's start")?
+                    }
+                    RequestState::Answered(_) => 0,
+                });
+            }
+        }
+        client
+            .execute(
+                "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
+                     amount, status, created_at_ms, updated_at_ms, settled, customer_data_dropped,
+                     record)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                     $5::int8[], $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::bool[],
+                     $11::bytea[])",
+                &[
+                    &t.app_id,
+                    &t.transaction_ref,
+                    &t.request_type,
+                    &t.provider,
+                    &t.amount,
+                    &t.status,
+                    &t.created_at_ms,
+                    &t.updated_at_ms,
+                    &t.settled,
+                    &t.dropped,
+                    &t.record,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        client
+            .execute(
+                "INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
+                     fingerprint, started_at_ms)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                     $5::bytea[], $6::int8[])",
+                &[
+                    &r.app_id,
+                    &r.request_ref,
+                    &r.transaction_ref,
+                    &r.operation,
+                    &r.fingerprint,
+                    &r.started_at_ms,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
+    /// Inserts metered calls, many per statement.
+    async fn insert_metered(
+        &self,
+        client: &impl GenericClient,
+        calls: &[MeteredCall],
+    ) -> Result<(), StoreError> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let mut m = MeteredColumns::default();
+        for call in calls {
+            let price = call.price.as_ref();
+            m.at_ms.push(signed(call.at_ms, "a time")?);
+            m.app_id.push(call.app_id.as_str());
+            m.operation.push(call.operation.as_str());
+            m.request_type.push(call.request_type.as_deref());
+            m.provider.push(call.provider.as_deref());
+            m.status.push(call.status.as_str());
+            m.http_status
+                .push(i16::try_from(call.http_status).unwrap_or(i16::MAX));
+            m.error.push(call.error.as_deref());
+            m.inspect.push(call.inspect);
+            m.transaction_ref.push(call.transaction_ref.as_deref());
+            m.amount
+                .push(call.amount.map(|a| signed(a, "the amount")).transpose()?);
+            m.repeat.push(call.repeat);
+            m.completed.push(call.completed);
+            m.price_currency.push(price.map(|p| p.currency.as_str()));
+            m.price_minor_units.push(
+                price
+                    .map(|p| i32::try_from(p.minor_units))
+                    .transpose()
+                    .map_err(|_| {
+                        StoreError::Database("a price's minor units are out of range".into())
+                    })?,
+            );
+            m.price_billed.push(price.map(|p| p.billed));
+            m.price_call_fee
+                .push(price.map(|p| signed(p.call_fee, "a fee")).transpose()?);
+            m.price_value_fee
+                .push(price.map(|p| signed(p.value_fee, "a fee")).transpose()?);
+        }
+        client
+            .execute(
+                "INSERT INTO manifold_metered_calls (at_ms, app_id, operation, request_type,
+                     provider, status, http_status, error, inspect, transaction_ref, amount,
+                     repeat, completed, price_currency, price_minor_units, price_billed,
+                     price_call_fee, price_value_fee)
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::int2[], $8::text[], $9::bool[], $10::text[], $11::int8[],
+                     $12::bool[], $13::bool[], $14::text[], $15::int4[], $16::bool[],
+                     $17::int8[], $18::int8[])",
+                &[
+                    &m.at_ms,
+                    &m.app_id,
+                    &m.operation,
+                    &m.request_type,
+                    &m.provider,
+                    &m.status,
+                    &m.http_status,
+                    &m.error,
+                    &m.inspect,
+                    &m.transaction_ref,
+                    &m.amount,
+                    &m.repeat,
+                    &m.completed,
+                    &m.price_currency,
+                    &m.price_minor_units,
+                    &m.price_billed,
+                    &m.price_call_fee,
+                    &m.price_value_fee,
+                ],
+            )
+            .await
+            .map_err(database)?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
@@ -617,6 +819,71 @@ impl PgStore {
     }
 }
 
+/// Records to [`PgStore::import`]: transactions (with their requests) and
+/// metered calls, in any proportion.
+#[derive(Debug, Default)]
+pub struct ImportBatch {
+    pub transactions: Vec<TransactionRecord>,
+    pub calls: Vec<MeteredCall>,
+}
+
+/// What an import has written so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    pub transactions: u64,
+    pub metered_calls: u64,
+}
+
+/// Column arrays of many transaction rows, for one `unnest` insert.
+#[derive(Default)]
+struct TransactionColumns<'a> {
+    app_id: Vec<&'a str>,
+    transaction_ref: Vec<&'a str>,
+    request_type: Vec<String>,
+    provider: Vec<String>,
+    amount: Vec<i64>,
+    status: Vec<&'static str>,
+    created_at_ms: Vec<i64>,
+    updated_at_ms: Vec<i64>,
+    settled: Vec<bool>,
+    dropped: Vec<bool>,
+    record: Vec<Vec<u8>>,
+}
+
+/// Column arrays of many request rows.
+#[derive(Default)]
+struct RequestColumns<'a> {
+    app_id: Vec<&'a str>,
+    request_ref: Vec<&'a str>,
+    transaction_ref: Vec<&'a str>,
+    operation: Vec<&'static str>,
+    fingerprint: Vec<&'a [u8]>,
+    started_at_ms: Vec<i64>,
+}
+
+/// Column arrays of many metered calls.
+#[derive(Default)]
+struct MeteredColumns<'a> {
+    at_ms: Vec<i64>,
+    app_id: Vec<&'a str>,
+    operation: Vec<&'static str>,
+    request_type: Vec<Option<&'a str>>,
+    provider: Vec<Option<&'a str>>,
+    status: Vec<&'static str>,
+    http_status: Vec<i16>,
+    error: Vec<Option<&'a str>>,
+    inspect: Vec<bool>,
+    transaction_ref: Vec<Option<&'a str>>,
+    amount: Vec<Option<i64>>,
+    repeat: Vec<bool>,
+    completed: Vec<bool>,
+    price_currency: Vec<Option<&'a str>>,
+    price_minor_units: Vec<Option<i32>>,
+    price_billed: Vec<Option<bool>>,
+    price_call_fee: Vec<Option<i64>>,
+    price_value_fee: Vec<Option<i64>>,
+}
+
 /// The columns of a transaction row beside its key.
 struct Columns {
     request_type: String,
@@ -814,44 +1081,8 @@ impl Store for PgStore {
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let price = call.price.as_ref();
-        let minor_units = price
-            .map(|p| i32::try_from(p.minor_units))
-            .transpose()
-            .map_err(|_| StoreError::Database("a price's minor units are out of range".into()))?;
-        let fee = |fee: Option<u64>| fee.map(|fee| signed(fee, "a fee")).transpose();
-        client
-            .execute(
-                "INSERT INTO manifold_metered_calls (at_ms, app_id, operation, request_type,
-                     provider, status, http_status, error, inspect, transaction_ref, amount,
-                     repeat, completed, price_currency, price_minor_units, price_billed,
-                     price_call_fee, price_value_fee)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18)",
-                &[
-                    &signed(call.at_ms, "a time")?,
-                    &call.app_id,
-                    &call.operation.as_str(),
-                    &call.request_type,
-                    &call.provider,
-                    &call.status.as_str(),
-                    &i16::try_from(call.http_status).unwrap_or(i16::MAX),
-                    &call.error,
-                    &call.inspect,
-                    &call.transaction_ref,
-                    &call.amount.map(|a| signed(a, "the amount")).transpose()?,
-                    &call.repeat,
-                    &call.completed,
-                    &price.map(|p| p.currency.as_str()),
-                    &minor_units,
-                    &price.map(|p| p.billed),
-                    &fee(price.map(|p| p.call_fee))?,
-                    &fee(price.map(|p| p.value_fee))?,
-                ],
-            )
+        self.insert_metered(&client, std::slice::from_ref(call))
             .await
-            .map_err(database)?;
-        Ok(())
     }
 
     async fn metered_calls(

@@ -55,8 +55,6 @@ use super::{
     MeteredCall, Operation, RequestEntry, RequestState, Store, StoreError, StoredAnswer,
     TransactionRecord,
 };
-#[cfg(test)]
-use codec::METERING;
 use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 
 /// What the store's tree says it holds; a store without it is refused.
@@ -544,6 +542,55 @@ impl SledStore {
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Waits until everything written is in sled's tree (the journal
+    /// applied, buffered metering written), so that [`SledStore::each_transaction`]
+    /// and [`SledStore::each_metered_call`] see all of it.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.metering.drain()?;
+        self.journal.durable().await?;
+        self.journal.in_sled().await
+    }
+
+    /// Hands `each` every transaction record, in key order (app, then
+    /// `transaction_ref`), opened; returns how many. For a copy into
+    /// another store: call [`SledStore::settle`] first, on a store that is
+    /// not serving.
+    pub fn each_transaction(
+        &self,
+        mut each: impl FnMut(TransactionRecord) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for entry in self.tree.scan_prefix([TRANSACTION]) {
+            let (key, stored) = entry?;
+            each(self.decode_record(&key, &stored)?)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Hands `each` every metered call, app by app and batch by batch (in
+    /// time order of their minutes); returns how many. As
+    /// [`SledStore::each_transaction`], after [`SledStore::settle`].
+    pub fn each_metered_call(
+        &self,
+        mut each: impl FnMut(MeteredCall) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for entry in self.tree.scan_prefix([codec::METERING]) {
+            let (key, bytes) = entry?;
+            let app_id = key
+                .get(1..)
+                .and_then(|rest| rest.iter().position(|b| *b == 0x1f).map(|at| &rest[..at]))
+                .and_then(|app| std::str::from_utf8(app).ok())
+                .ok_or_else(|| StoreError::Corrupt("a malformed metering key".into()))?;
+            for call in codec::decode_calls(app_id, &bytes)? {
+                each(call)?;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// Writes answered transactions in bulk, as one sled batch, with the same

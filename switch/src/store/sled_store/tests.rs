@@ -224,16 +224,19 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
         // app and minute, not one per call.
         store.meter(&call(7 * minute)).await.unwrap();
         store.meter(&call(7 * minute + 1)).await.unwrap();
-        let before = store.tree.scan_prefix([METERING]).count();
+        let before = store.tree.scan_prefix([codec::METERING]).count();
         let _ = store.durable().await.unwrap();
         // (The journal has it on disk; sled right after.)
         store.journal.in_sled().await.unwrap();
-        assert_eq!(store.tree.scan_prefix([METERING]).count(), before + 1);
+        assert_eq!(
+            store.tree.scan_prefix([codec::METERING]).count(),
+            before + 1
+        );
         // And without one, the metering thread writes them.
         store.meter(&call(9 * minute)).await.unwrap();
         let written = (0..250).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
-            store.tree.scan_prefix([METERING]).count() == before + 2
+            store.tree.scan_prefix([codec::METERING]).count() == before + 2
         });
         assert!(written, "the metering thread wrote the buffered call");
     }
