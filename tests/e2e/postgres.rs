@@ -260,3 +260,209 @@ async fn a_sled_store_migrated_into_postgres_goes_on_serving_its_history() {
         "the 3 calls copied, and the 4 made since"
     );
 }
+
+mod scale_out {
+    //! Issue 15's acceptance, in small: two switch processes and two
+    //! `skopa-provider` processes on one PostgreSQL database, against the
+    //! simulated Skopa, which counts what it executes.
+
+    use std::sync::Arc;
+
+    use manifold_crypto::SecureKind;
+    use manifold_e2e::*;
+    use manifold_test_postgres::TestDatabase;
+    use manifold_upstreams::skopa::{SkopaSim, User};
+    use serde_json::json;
+
+    /// Carol's transfers execute at once (no second factor); Alice's ask
+    /// for Skopa's code by SMS.
+    const CAROL: &str = "carol-skopa-refresh-token-0003";
+    const ALICE: &str = "alice-skopa-refresh-token-0001";
+
+    fn config(data: &std::path::Path, database: &TestDatabase, provider_url: &str) -> String {
+        let (id, key, secret) = QUICK_APP;
+        format!(
+            "listen = \"127.0.0.1:0\"\n{TEST_DATA_AT_REST}[storage]\nbackend = \"postgres\"\npath = {:?}\n\
+             [storage.postgres]\nurl = {:?}\npool_size = 8\n\
+             [notifications]\noutbox = {:?}\n\
+             [[apps]]\nid = \"{id}\"\napi_key = \"{key}\"\nsecret = \"{secret}\"\n\
+             [apps.limits]\nrequests_per_second = {TEST_APP_RATE}\n\
+             [apps.services.transfer_funds]\nproviders = [\"skopa\"]\notp_override = true\nmax_amount = 10000000\n\
+             [[providers]]\nname = \"skopa\"\nservices = [\"transfer_funds\"]\ntimeout_ms = 5000\nquery_interval_ms = 0\n\
+             mode = \"remote\"\nurl = \"{provider_url}\"\nsecret = \"{PROVIDER_SECRET}\"\nkey_id = \"{PROVIDER_KEY_ID}\"\n",
+            data.join("switch").display().to_string(),
+            database.url(),
+            data.join("outbox.jsonl").display().to_string(),
+        )
+    }
+
+    async fn transfer(app: &AppClient, request_ref: &str, credential: &str, amount: u64) -> Reply {
+        app.post(
+            "/transact",
+            &transfer_body(app, request_ref, credential, amount),
+        )
+        .await
+    }
+
+    fn transfer_body(
+        app: &AppClient,
+        request_ref: &str,
+        credential: &str,
+        amount: u64,
+    ) -> serde_json::Value {
+        let mut body = app.transact_body(
+            request_ref,
+            &format!("t-{request_ref}"),
+            "transfer_funds",
+            "0123456789",
+            amount,
+        );
+        body["auth"]["type"] = json!("token");
+        body["auth"]["secure"] = json!(app.seal(
+            request_ref,
+            SecureKind::Token,
+            &json!({ "token": credential })
+        ));
+        body["transaction"]["details"] = json!({"receiver_id": "u-bob"});
+        body
+    }
+
+    #[tokio::test]
+    async fn every_transfer_executes_once_and_either_switch_carries_any_conversation() {
+        let Some(database) = TestDatabase::create("e2e_scale_out").await else {
+            return;
+        };
+        let user = |id: &str, refresh: &str, methods: &[&str]| User {
+            id: id.into(),
+            refresh_token: refresh.into(),
+            balance: 100_000_000,
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            bank_accounts: vec![format!("bank-{id}")],
+        };
+        let sim = SkopaSim::start(vec![
+            user("u-alice", ALICE, &["sms"]),
+            user("u-bob", "bob-skopa-refresh-token-00002", &[]),
+            user("u-carol", CAROL, &[]),
+        ])
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (sim_url, state_url) = (sim.url(), database.url().to_owned());
+        let providers: Vec<ProviderProcess> = ["one", "two"]
+            .iter()
+            .map(|name| {
+                ProviderProcess::start_connector(
+                    "skopa-provider",
+                    &dir.path().join(format!("provider-{name}")),
+                    "127.0.0.1:0",
+                    &["--base-url", &sim_url, "--state-url", &state_url],
+                )
+            })
+            .collect();
+        let switches: Vec<SwitchProcess> = providers
+            .iter()
+            .enumerate()
+            .map(|(n, provider)| {
+                let data = dir.path().join(format!("switch-{n}"));
+                std::fs::create_dir_all(&data).unwrap();
+                let path = data.join("manifold.toml");
+                std::fs::write(&path, config(&data, &database, &provider.url())).unwrap();
+                SwitchProcess::start(&path)
+            })
+            .collect();
+        let apps: Vec<Arc<AppClient>> = switches
+            .iter()
+            .map(|switch| Arc::new(AppClient::new(&switch.url(), QUICK_APP, "skopa")))
+            .collect();
+
+        // Each request_ref sent to both switches at once: executed once.
+        for n in 0..20 {
+            let request_ref = format!("race-{n}");
+            let (a, b) = tokio::join!(
+                transfer(&apps[0], &request_ref, CAROL, 1_00),
+                transfer(&apps[1], &request_ref, CAROL, 1_00),
+            );
+            for reply in [&a, &b] {
+                assert!(
+                    reply.status() == "Successful" || reply.http == 409,
+                    "{}",
+                    reply.raw
+                );
+            }
+            assert!(a.status() == "Successful" || b.status() == "Successful");
+        }
+        assert_eq!(sim.executed().len(), 20, "one execution per request_ref");
+
+        // Skopa's second factor, begun through one switch and its provider,
+        // completed through the other switch and the other provider.
+        let waiting = transfer(&apps[0], "otp-1", ALICE, 5_00).await;
+        assert_eq!(waiting.status(), "WaitingForOTP", "{}", waiting.raw);
+        let code = sim.code_sent("u-alice", "sms").unwrap();
+        let done = apps[1]
+            .validate("v-otp-1", "t-otp-1", "transfer_funds", &code)
+            .await;
+        assert_eq!(done.status(), "Successful", "{}", done.raw);
+        assert_eq!(sim.executed().len(), 21);
+
+        // One switch SIGKILLed under load: every transfer it acknowledged is
+        // answered by the survivor, the same, and executed once.
+        let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let progress = Arc::new(tokio::sync::Notify::new());
+        let workers: Vec<_> = (0..4)
+            .map(|worker| {
+                let (app, acknowledged, progress) =
+                    (apps[0].clone(), acknowledged.clone(), progress.clone());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        let request_ref = format!("load-{worker}-{n}");
+                        let body = transfer_body(&app, &request_ref, CAROL, 1_00);
+                        // Until the switch is killed under it.
+                        let Ok(reply) = app.try_post("/transact", &body).await else {
+                            return;
+                        };
+                        if reply.status() == "Successful" {
+                            acknowledged.lock().unwrap().push((request_ref, reply));
+                            progress.notify_one();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut switches = switches.into_iter();
+        let (first, survivor) = (switches.next().unwrap(), switches.next().unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while acknowledged.lock().unwrap().len() < 10 {
+                progress.notified().await;
+            }
+        })
+        .await
+        .expect("ten transfers acknowledged within 30 s");
+        first.kill();
+        for worker in workers {
+            tokio::time::timeout(std::time::Duration::from_secs(30), worker)
+                .await
+                .expect("every worker sees the switch gone")
+                .unwrap();
+        }
+        let answered = std::mem::take(&mut *acknowledged.lock().unwrap());
+        assert!(answered.len() >= 10, "{} answered", answered.len());
+        let survivor_app = AppClient::new(&survivor.url(), QUICK_APP, "skopa");
+        for (request_ref, reply) in &answered {
+            let again = transfer(&survivor_app, request_ref, CAROL, 1_00).await;
+            assert_eq!(again.raw, reply.raw, "{request_ref}");
+        }
+        let executed = sim.executed();
+        for (request_ref, _) in &answered {
+            let reference = format!("quick:t-{request_ref}");
+            assert_eq!(
+                executed
+                    .iter()
+                    .filter(|record| record["reference"] == reference.as_str())
+                    .count(),
+                1,
+                "{request_ref}"
+            );
+        }
+        drop(providers);
+    }
+}

@@ -156,7 +156,7 @@ impl Rig {
     /// Pending-OTP entries the provider holds; stops a remote provider to read its store.
     pub async fn provider_pending(mut self) -> usize {
         if let Some(local) = &self.local {
-            return local.inner.pending_count().unwrap();
+            return local.inner.pending_count().await.unwrap();
         }
         self.remote.take().unwrap().kill();
         pending_in(&self.provider_dir)

@@ -53,6 +53,7 @@ pub mod customer;
 pub mod microservice;
 pub mod otp;
 pub mod service;
+pub mod shared;
 pub mod state;
 pub mod sweeper;
 pub mod tokens;
@@ -67,4 +68,5 @@ pub use otp::OtpPolicy;
 pub use service::{
     AnswerDurability, ProviderService, ServiceError, ServiceSettings, StateDurability,
 };
+pub use shared::{SharedState, SharedStateOptions};
 pub use sweeper::Sweeper;

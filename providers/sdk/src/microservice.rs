@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use manifold_crypto::{DataKey, DataKeys, SecretString};
 use manifold_edge::AuthFailureLimits;
+use manifold_provider::notify::Notifier;
 use manifold_provider::outbound::OutboundOptions;
 use manifold_provider::server::{serve_provider, ProviderServer};
 use manifold_provider::{GroupCommit, HopSigner, HopVerifier, Provider};
@@ -29,7 +30,8 @@ use tokio::net::TcpListener;
 use zeroize::Zeroize;
 
 use crate::connector::Connector;
-use crate::service::ProviderService;
+use crate::service::{ProviderService, ServiceError, ServiceSettings, StateDurability};
+use crate::shared::{SharedState, SharedStateOptions};
 use crate::sweeper::Sweeper;
 
 /// What a provider binary does first: the files it creates from now on are
@@ -52,6 +54,80 @@ pub fn open_state_db(dir: &Path) -> std::io::Result<sled::Db> {
     Ok(db)
 }
 
+/// Where a provider microservice keeps its state: sled in its own data
+/// directory, or the PostgreSQL database every instance of it shares
+/// (`--state-url`).
+pub enum StateHome {
+    Own { db: sled::Db, commit: GroupCommit },
+    Shared(SharedState),
+}
+
+impl StateHome {
+    /// The shared state when `args` name one (`--state-url`), the sled
+    /// database in `dir` otherwise.
+    pub async fn open(args: &ServeArgs, dir: &Path) -> Result<StateHome, ServeArgsError> {
+        match &args.state_url {
+            Some(url) => {
+                let options = SharedStateOptions {
+                    url: url.0.expose().to_owned(),
+                    pool_size: args.state_pool_size,
+                    timeout: Duration::from_millis(args.state_timeout_ms.max(1)),
+                };
+                SharedState::connect(&options)
+                    .await
+                    .map(StateHome::Shared)
+                    .map_err(|error| ServeArgsError::Invalid {
+                        what: "--state-url",
+                        reason: error.to_string(),
+                    })
+            }
+            None => {
+                let io = |error: std::io::Error| ServeArgsError::Invalid {
+                    what: "--data",
+                    reason: format!("opening {}: {error}", dir.display()),
+                };
+                let db = open_state_db(dir).map_err(io)?;
+                let commit = GroupCommit::start(db.clone()).map_err(io)?;
+                Ok(StateHome::Own { db, commit })
+            }
+        }
+    }
+
+    /// The provider `connector` makes, its state here.
+    pub async fn provider<C: Connector>(
+        &self,
+        notifier: Arc<dyn Notifier>,
+        connector: C,
+        settings: ServiceSettings,
+    ) -> Result<ProviderService<C>, ServiceError> {
+        match self {
+            StateHome::Own { db, commit } => {
+                ProviderService::open(db, commit.clone(), notifier, connector, settings)
+            }
+            StateHome::Shared(state) => {
+                ProviderService::open_shared(state.clone(), notifier, connector, settings).await
+            }
+        }
+    }
+
+    /// The sled database, when the state is there (for what a connector
+    /// keeps of its own beside the SDK's trees).
+    pub fn sled_db(&self) -> Option<&sled::Db> {
+        match self {
+            StateHome::Own { db, .. } => Some(db),
+            StateHome::Shared(_) => None,
+        }
+    }
+
+    /// What makes the state durable, for [`run`]'s final flush.
+    pub fn durability(&self) -> StateDurability {
+        match self {
+            StateHome::Own { commit, .. } => StateDurability::GroupCommit(commit.clone()),
+            StateHome::Shared(_) => StateDurability::Shared,
+        }
+    }
+}
+
 /// What every provider binary ends with: binds `listen`, prints
 /// `<name> listening on <address>` on stdout (scripts and tests read that
 /// line to learn the port), and [`run`]s until SIGINT or SIGTERM.
@@ -59,7 +135,7 @@ pub async fn listen_and_run<C: Connector>(
     name: &str,
     listen: &str,
     service: Arc<ProviderService<C>>,
-    commit: GroupCommit,
+    commit: impl Into<StateDurability>,
     server: ProviderServer,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen)
@@ -82,10 +158,11 @@ pub async fn listen_and_run<C: Connector>(
 pub async fn run<C: Connector>(
     listener: TcpListener,
     service: Arc<ProviderService<C>>,
-    commit: GroupCommit,
+    commit: impl Into<StateDurability>,
     server: ProviderServer,
     shutdown: impl Future<Output = ()>,
 ) {
+    let commit = commit.into();
     let sweeper = Sweeper::start(service.clone());
     serve_provider(listener, service as Arc<dyn Provider>, server, shutdown).await;
     drop(sweeper);
@@ -164,6 +241,39 @@ pub struct ServeArgs {
     /// how many, and exit (on a stopped provider); then previous keys can go.
     #[cfg_attr(feature = "cli", arg(long))]
     pub reseal: bool,
+    /// Keep the state (pending conversations, outcomes) in this PostgreSQL
+    /// database instead of sled in the data directory, shared by every
+    /// instance of the provider: `postgres://user@host:port/database`. It
+    /// may hold a password: give it through MANIFOLD_PROVIDER_STATE_URL.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MANIFOLD_PROVIDER_STATE_URL", hide_env_values = true)
+    )]
+    pub state_url: Option<StateUrl>,
+    /// Connections to the shared state (as many again for its locks).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8))]
+    pub state_pool_size: usize,
+    /// How long one statement on the shared state may run.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 5_000))]
+    pub state_timeout_ms: u64,
+}
+
+/// `--state-url`: a secret (it may hold a password), never printed.
+#[derive(Clone)]
+pub struct StateUrl(SecretString);
+
+impl std::str::FromStr for StateUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(StateUrl(SecretString::new(text.to_owned())))
+    }
+}
+
+impl std::fmt::Debug for StateUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(redacted)")
+    }
 }
 
 /// Why a provider cannot start serving.
@@ -187,6 +297,8 @@ pub enum ServeArgsError {
     BadDataKey { flag: String, problem: String },
     #[error("--retention-days must be between 1 and 36500")]
     BadRetention,
+    #[error("{what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
     #[error(transparent)]
     Tls(#[from] manifold_edge::TlsError),
 }

@@ -21,6 +21,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::state::Tree;
 use crate::ServiceError;
 
 const HASH_KEY_NAME: &str = "otp-hash-key";
@@ -66,20 +67,60 @@ pub struct OtpKeeper {
     hash_key: Zeroizing<[u8; 32]>,
     digits: u32,
     /// Where the key is kept, to seal it again under a new data key.
-    meta: sled::Tree,
+    meta: Tree,
     keys: Option<Arc<DataKeys>>,
 }
 
 /// The context the hash key is sealed for: its tree and name.
-fn hash_key_context(meta: &sled::Tree) -> Vec<u8> {
+fn hash_key_context(meta: &Tree) -> Vec<u8> {
     [&meta.name()[..], b"\0", HASH_KEY_NAME.as_bytes()].concat()
 }
 
+/// A fresh hash key, and how it is stored (sealed with `keys`).
+fn fresh_hash_key(context: &[u8], keys: Option<&Arc<DataKeys>>) -> (Zeroizing<[u8; 32]>, Vec<u8>) {
+    let mut fresh = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(fresh.as_mut());
+    let stored = match keys {
+        Some(keys) => keys.seal(context, &fresh[..]),
+        None => fresh.to_vec(),
+    };
+    (fresh, stored)
+}
+
+/// The hash key a store holds (`stored`), opened.
+fn stored_hash_key(
+    stored: &[u8],
+    context: &[u8],
+    keys: Option<&Arc<DataKeys>>,
+) -> Result<Zeroizing<[u8; 32]>, ServiceError> {
+    let opened = match (stored.len(), keys) {
+        // In clear: written before the key (a sealed one is longer).
+        (32, _) => Zeroizing::new(stored.to_vec()),
+        (_, Some(keys)) => Zeroizing::new(
+            keys.open(context, stored)
+                .map_err(|error| ServiceError::Sealed(format!("the OTP hash key: {error}")))?,
+        ),
+        (_, None) => {
+            return Err(ServiceError::Sealed(
+                "the OTP hash key is sealed, and no data key was given".into(),
+            ))
+        }
+    };
+    let mut hash_key = Zeroizing::new([0u8; 32]);
+    if opened.len() != 32 {
+        return Err(ServiceError::Corrupt(
+            "the OTP hash key has the wrong length".into(),
+        ));
+    }
+    hash_key.copy_from_slice(&opened);
+    Ok(hash_key)
+}
+
 impl OtpKeeper {
-    /// Loads the hash key from `<namespace>/meta`, creating it on first use.
-    /// With `keys`, the hash key is a secret at rest like the codes' data:
-    /// it is stored sealed (a key stored before in clear, exactly 32 bytes,
-    /// is read and sealed in place).
+    /// Loads the hash key from `<namespace>/meta` in sled, creating it on
+    /// first use. With `keys`, the hash key is a secret at rest like the
+    /// codes' data: it is stored sealed (a key stored before in clear,
+    /// exactly 32 bytes, is read and sealed in place).
     pub fn open(
         db: &sled::Db,
         namespace: &str,
@@ -87,14 +128,10 @@ impl OtpKeeper {
         keys: Option<&Arc<DataKeys>>,
     ) -> Result<Self, ServiceError> {
         let meta = db.open_tree(format!("{namespace}/meta"))?;
-        let context = hash_key_context(&meta);
-        let mut fresh = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(fresh.as_mut());
-        let stored_fresh = match keys {
-            Some(keys) => keys.seal(&context, &fresh[..]),
-            None => fresh.to_vec(),
-        };
-        let stored = match meta.compare_and_swap(
+        let tree = Tree::Sled(meta.clone());
+        let context = hash_key_context(&tree);
+        let (fresh, stored_fresh) = fresh_hash_key(&context, keys);
+        let hash_key = match meta.compare_and_swap(
             HASH_KEY_NAME,
             None as Option<&[u8]>,
             Some(stored_fresh),
@@ -103,53 +140,74 @@ impl OtpKeeper {
                 // On disk before any code is hashed under it: written
                 // directly, not through a log a later commit would flush.
                 meta.flush()?;
-                fresh.to_vec()
+                fresh
             }
-            Err(conflict) => {
-                let current = conflict.current.map(|v| v.to_vec()).unwrap_or_default();
-                match (current.len(), keys) {
-                    // In clear: written before the key (a sealed one is longer).
-                    (32, _) => current,
-                    (_, Some(keys)) => keys.open(&context, &current).map_err(|error| {
-                        ServiceError::Sealed(format!("the OTP hash key: {error}"))
-                    })?,
-                    (_, None) => {
-                        return Err(ServiceError::Sealed(
-                            "the OTP hash key is sealed, and no data key was given".into(),
-                        ))
-                    }
-                }
-            }
+            Err(conflict) => stored_hash_key(
+                conflict.current.as_deref().unwrap_or_default(),
+                &context,
+                keys,
+            )?,
         };
-        let mut hash_key = Zeroizing::new([0u8; 32]);
-        if stored.len() != 32 {
-            return Err(ServiceError::Corrupt(
-                "the OTP hash key has the wrong length".into(),
-            ));
-        }
-        hash_key.copy_from_slice(&stored);
         let keeper = OtpKeeper {
             hash_key,
             digits: digits.clamp(4, 10),
-            meta,
+            meta: tree,
             keys: keys.cloned(),
         };
-        keeper.reseal()?;
+        let current = meta.get(HASH_KEY_NAME)?.unwrap_or_default();
+        if let Some(sealed) = keeper.resealed(&current) {
+            meta.insert(HASH_KEY_NAME, sealed)?;
+            meta.flush()?;
+        }
         Ok(keeper)
+    }
+
+    /// As [`OtpKeeper::open`], in a meta tree of the shared state: every
+    /// instance of the provider takes the key the first one stored.
+    pub(crate) async fn open_shared(
+        meta: &Tree,
+        digits: u32,
+        keys: Option<&Arc<DataKeys>>,
+    ) -> Result<Self, ServiceError> {
+        let context = hash_key_context(meta);
+        let (fresh, stored_fresh) = fresh_hash_key(&context, keys);
+        let (stored, ours) = meta
+            .insert_if_absent(HASH_KEY_NAME.as_bytes(), stored_fresh)
+            .await?;
+        let hash_key = match ours {
+            true => fresh,
+            false => stored_hash_key(&stored, &context, keys)?,
+        };
+        let keeper = OtpKeeper {
+            hash_key,
+            digits: digits.clamp(4, 10),
+            meta: meta.clone(),
+            keys: keys.cloned(),
+        };
+        keeper.reseal().await?;
+        Ok(keeper)
+    }
+
+    /// The hash key sealed under the current data key, if `current` (what
+    /// the store holds) is not.
+    fn resealed(&self, current: &[u8]) -> Option<Vec<u8>> {
+        let keys = self.keys.as_ref()?;
+        keys.needs_reseal(current)
+            .then(|| keys.seal(&hash_key_context(&self.meta), &self.hash_key[..]))
     }
 
     /// Stores the hash key sealed under the current data key if it is not
     /// already, durably; returns 1 if it wrote it.
-    pub fn reseal(&self) -> Result<usize, ServiceError> {
-        let Some(keys) = &self.keys else {
+    pub async fn reseal(&self) -> Result<usize, ServiceError> {
+        let current = self
+            .meta
+            .get(HASH_KEY_NAME.as_bytes())
+            .await?
+            .unwrap_or_default();
+        let Some(sealed) = self.resealed(&current) else {
             return Ok(0);
         };
-        let current = self.meta.get(HASH_KEY_NAME)?.unwrap_or_default();
-        if !keys.needs_reseal(&current) {
-            return Ok(0);
-        }
-        let sealed = keys.seal(&hash_key_context(&self.meta), &self.hash_key[..]);
-        self.meta.insert(HASH_KEY_NAME, sealed)?;
+        self.meta.insert(HASH_KEY_NAME.as_bytes(), sealed).await?;
         self.meta.flush()?;
         Ok(1)
     }

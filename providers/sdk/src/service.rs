@@ -35,6 +35,7 @@ use crate::connector::{
     Confirmation, Connector, ConnectorError, OtpRecipient, Outcome, Step, TransactionContext,
 };
 use crate::otp::{OtpKeeper, OtpPolicy, SendLimits};
+use crate::shared::{SharedLock, SharedState};
 use crate::state::{
     transaction_key, Awaiting, Contact, FinalRecord, PendingEntry, ReversalRecord, StateStore,
     ToReseal,
@@ -56,6 +57,8 @@ const LOCK_STRIPES: usize = 1024;
 pub enum ServiceError {
     #[error("the provider's store failed: {0}")]
     Store(#[from] sled::Error),
+    #[error("the provider's shared state failed: {0}")]
+    Database(String),
     #[error("a stored record could not be read: {0}")]
     Corrupt(String),
     /// A value is sealed under a data key the service was not given.
@@ -153,6 +156,9 @@ pub enum StateDurability {
     /// the switch's write-ahead log, so they reach disk in the switch's own
     /// commits, and sled is not flushed on an answer's path.
     SwitchLog(Arc<dyn SharedLog>),
+    /// On the shared PostgreSQL state ([`crate::shared`]): every write is
+    /// committed, so durable, before it returns.
+    Shared,
 }
 
 impl From<GroupCommit> for StateDurability {
@@ -163,10 +169,11 @@ impl From<GroupCommit> for StateDurability {
 
 impl StateDurability {
     /// Resolves once every state write made before the call is on disk.
-    async fn durable(&self) -> Result<(), DurabilityError> {
+    pub(crate) async fn durable(&self) -> Result<(), DurabilityError> {
         match self {
             StateDurability::GroupCommit(commit) => commit.durable().await,
             StateDurability::SwitchLog(log) => log.durable().await,
+            StateDurability::Shared => Ok(()),
         }
     }
 
@@ -176,12 +183,13 @@ impl StateDurability {
             StateDurability::GroupCommit(commit) => commit.leave_flush_to_caller(),
             // One log: the switch's next commit carries them, in order.
             StateDurability::SwitchLog(_) => {}
+            StateDurability::Shared => {}
         }
     }
 
     fn log(&self) -> Option<&Arc<dyn SharedLog>> {
         match self {
-            StateDurability::GroupCommit(_) => None,
+            StateDurability::GroupCommit(_) | StateDurability::Shared => None,
             StateDurability::SwitchLog(log) => Some(log),
         }
     }
@@ -198,6 +206,15 @@ pub struct ProviderService<C> {
     clock: Arc<dyn Clock>,
     settings: ServiceSettings,
     locks: Vec<Mutex<()>>,
+    /// With the shared state, the locks every instance honours.
+    shared: Option<SharedState>,
+}
+
+/// A transaction held for one call: against the other calls of this
+/// process, and with the shared state against every other instance.
+struct Held<'a> {
+    _here: MutexGuard<'a, ()>,
+    _everywhere: Option<SharedLock>,
 }
 
 impl<C: Connector> ProviderService<C> {
@@ -235,6 +252,39 @@ impl<C: Connector> ProviderService<C> {
             clock: Arc::new(SystemClock),
             settings,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            shared: None,
+        })
+    }
+
+    /// Opens the provider's state in the shared PostgreSQL `state`, so
+    /// every instance of it serves every transaction: a code issued by one
+    /// is checked by another, and a transaction is worked on by one
+    /// instance at a time.
+    pub async fn open_shared(
+        state: SharedState,
+        notifier: Arc<dyn Notifier>,
+        connector: C,
+        settings: ServiceSettings,
+    ) -> Result<Self, ServiceError> {
+        let store =
+            StateStore::open_shared(&state, &settings.namespace, settings.data_keys.clone())
+                .await?;
+        Ok(ProviderService {
+            otps: OtpKeeper::open_shared(
+                store.meta(),
+                settings.otp.digits,
+                settings.data_keys.as_ref(),
+            )
+            .await?,
+            send_limits: SendLimits::new(&settings.otp),
+            state: store,
+            connector,
+            commit: StateDurability::Shared,
+            notifier,
+            clock: Arc::new(SystemClock),
+            settings,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            shared: Some(state),
         })
     }
 
@@ -256,16 +306,31 @@ impl<C: Connector> ProviderService<C> {
     /// pending data is erased once a transaction is final, so this returns
     /// to zero when every conversation has ended (after a crash, at the
     /// next sweep: see `StateStore::finish`).
-    pub fn pending_count(&self) -> Result<usize, ServiceError> {
-        self.state.pending_len()
+    pub async fn pending_count(&self) -> Result<usize, ServiceError> {
+        self.state.pending_len().await
     }
 
-    async fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+    /// Holds the transaction under `key` for one call. With the shared
+    /// state, failing to take the lock means nothing was done.
+    async fn lock(&self, key: &[u8]) -> Result<Held<'_>, ServiceError> {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
-        self.locks[(hasher.finish() as usize) % LOCK_STRIPES]
+        let here = self.locks[(hasher.finish() as usize) % LOCK_STRIPES]
             .lock()
-            .await
+            .await;
+        let everywhere = match &self.shared {
+            Some(shared) => Some(
+                shared
+                    .lock(&self.settings.namespace, key)
+                    .await
+                    .map_err(Self::nothing_done)?,
+            ),
+            None => None,
+        };
+        Ok(Held {
+            _here: here,
+            _everywhere: everywhere,
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -299,23 +364,25 @@ impl<C: Connector> ProviderService<C> {
         outcome: Outcome,
     ) -> Result<ProviderReply, ServiceError> {
         let reply = final_reply(&outcome);
-        self.state.finish(
-            key,
-            &FinalRecord {
-                request_type: request_type.to_owned(),
-                outcome,
-                reversal: None,
-                finished_at_ms: Some(self.now_ms()),
-                dropped_at_ms: None,
-            },
-        )?;
+        self.state
+            .finish(
+                key,
+                &FinalRecord {
+                    request_type: request_type.to_owned(),
+                    outcome,
+                    reversal: None,
+                    finished_at_ms: Some(self.now_ms()),
+                    dropped_at_ms: None,
+                },
+            )
+            .await?;
         self.durable_answer().await?;
         Ok(reply)
     }
 
     /// Stores a waiting state that is about to be answered.
     async fn park(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
-        self.state.put_pending(key, entry)?;
+        self.state.put_pending(key, entry).await?;
         self.durable_answer().await
     }
 
@@ -326,7 +393,7 @@ impl<C: Connector> ProviderService<C> {
         key: &[u8],
         entry: &PendingEntry,
     ) -> Result<(), ServiceError> {
-        self.state.put_pending(key, entry)?;
+        self.state.put_pending(key, entry).await?;
         self.commit.durable().await?;
         Ok(())
     }
@@ -647,7 +714,7 @@ impl<C: Connector> ProviderService<C> {
                 if marked {
                     // Durably, so a crash now cannot leave a marker that would
                     // keep the transaction Pending for a call that never happened.
-                    self.state.remove_pending(key)?;
+                    self.state.remove_pending(key).await?;
                     self.commit.durable().await?;
                 }
                 Err(error.into())
@@ -669,7 +736,7 @@ impl<C: Connector> ProviderService<C> {
             Ok(step) => Ok(Some(self.advance(key, entry, step, Kept::Something).await?)),
             Err(ConnectorError::NotFound) => {
                 tracing::info!(transaction_ref = %entry.transaction_ref, "the upstream has no record of a pending transaction");
-                self.state.remove_pending(key)?;
+                self.state.remove_pending(key).await?;
                 self.commit.durable().await?;
                 Ok(None)
             }
@@ -889,15 +956,15 @@ impl<C: Connector> ProviderService<C> {
     pub async fn sweep_expired(&self) -> Result<usize, ServiceError> {
         let now = self.now_ms();
         let mut swept = 0;
-        for key in self.state.expired(now)? {
-            let _guard = self.lock(&key).await;
-            if self.state.final_record(&key)?.is_some() {
+        for key in self.state.expired(now).await? {
+            let _guard = self.lock(&key).await?;
+            if self.state.final_record(&key).await?.is_some() {
                 // A crash's leftover beside a final record (see `StateStore::finish`).
-                self.state.remove_pending(&key)?;
+                self.state.remove_pending(&key).await?;
                 continue;
             }
             // Re-read under the lock: a validate may have finished it meanwhile.
-            if let Some(entry) = self.state.pending(&key)? {
+            if let Some(entry) = self.state.pending(&key).await? {
                 if entry.is_expired(self.now_ms()) {
                     self.expire(&key, &entry).await?;
                     swept += 1;
@@ -922,9 +989,9 @@ impl<C: Connector> ProviderService<C> {
         let cutoff = now_ms.saturating_sub(retention.as_millis() as u64);
         let mut dropped = 0;
         let mut written = false;
-        for key in self.state.finals_to_age(cutoff)? {
-            let _guard = self.lock(&key).await;
-            let Some(mut record) = self.state.final_record(&key)? else {
+        for key in self.state.finals_to_age(cutoff).await? {
+            let _guard = self.lock(&key).await?;
+            let Some(mut record) = self.state.final_record(&key).await? else {
                 continue;
             };
             match record.finished_at_ms {
@@ -936,7 +1003,7 @@ impl<C: Connector> ProviderService<C> {
                 }
                 Some(_) => continue,
             }
-            self.state.store_final(&key, &record)?;
+            self.state.store_final(&key, &record).await?;
             written = true;
         }
         if written {
@@ -954,25 +1021,25 @@ impl<C: Connector> ProviderService<C> {
                 "resealing needs a data key; none was given".into(),
             ));
         }
-        let ToReseal { pending, finals } = self.state.keys_to_reseal()?;
+        let ToReseal { pending, finals } = self.state.keys_to_reseal().await?;
         let mut resealed = 0;
         for key in pending {
-            let _guard = self.lock(&key).await;
-            if let Some(entry) = self.state.pending(&key)? {
-                self.state.put_pending(&key, &entry)?;
+            let _guard = self.lock(&key).await?;
+            if let Some(entry) = self.state.pending(&key).await? {
+                self.state.put_pending(&key, &entry).await?;
                 resealed += 1;
             }
         }
         for key in finals {
-            let _guard = self.lock(&key).await;
-            if let Some(record) = self.state.final_record(&key)? {
-                self.state.store_final(&key, &record)?;
+            let _guard = self.lock(&key).await?;
+            if let Some(record) = self.state.final_record(&key).await? {
+                self.state.store_final(&key, &record).await?;
                 resealed += 1;
             }
         }
-        resealed += self.otps.reseal()?;
+        resealed += self.otps.reseal().await?;
         self.commit.durable().await?;
-        self.state.forget_previous_key_ids()?;
+        self.state.forget_previous_key_ids().await?;
         Ok(resealed)
     }
 
@@ -981,8 +1048,8 @@ impl<C: Connector> ProviderService<C> {
         key: &[u8],
         request: &ReverseRequest,
     ) -> Result<ProviderReply, ProviderError> {
-        let Some(mut record) = self.state.final_record(key)? else {
-            return match self.state.pending(key)? {
+        let Some(mut record) = self.state.final_record(key).await? else {
+            return match self.state.pending(key).await? {
                 Some(_) => Ok(ProviderReply::new(
                     Status::Failed,
                     codes::NOT_REVERSIBLE,
@@ -1036,7 +1103,7 @@ impl<C: Connector> ProviderService<C> {
                 request_ref: request.request_ref.clone(),
                 reply: reply.clone(),
             });
-            self.state.store_final(key, &record)?;
+            self.state.store_final(key, &record).await?;
             self.durable_answer().await?;
         }
         Ok(reply)
@@ -1056,16 +1123,16 @@ impl<C: Connector> Provider for ProviderService<C> {
             )));
         }
         let key = transaction_key(&request.app_id, &request.transaction_ref);
-        let _guard = self.lock(&key).await;
+        let _guard = self.lock(&key).await?;
         // Idempotent per transaction: a repeat never calls the upstream or
         // sends a second code.
-        if let Some(record) = self.state.final_record(&key)? {
+        if let Some(record) = self.state.final_record(&key).await? {
             if record.request_type != request.request_type {
                 return Ok(reused_reference(&record.request_type));
             }
             return Ok(final_reply(&record.outcome));
         }
-        if let Some(entry) = self.state.pending(&key)? {
+        if let Some(entry) = self.state.pending(&key).await? {
             if entry.request_type != request.request_type {
                 return Ok(reused_reference(&entry.request_type));
             }
@@ -1099,11 +1166,11 @@ impl<C: Connector> Provider for ProviderService<C> {
 
     async fn validate(&self, request: ValidateRequest) -> Result<ProviderReply, ProviderError> {
         let key = transaction_key(&request.app_id, &request.transaction_ref);
-        let _guard = self.lock(&key).await;
-        if let Some(record) = self.state.final_record(&key)? {
+        let _guard = self.lock(&key).await?;
+        if let Some(record) = self.state.final_record(&key).await? {
             return Ok(final_reply(&record.outcome));
         }
-        let Some(entry) = self.state.pending(&key)? else {
+        let Some(entry) = self.state.pending(&key).await? else {
             return Err(ProviderError::UnknownTransaction);
         };
         if entry.is_expired(self.now_ms()) {
@@ -1152,11 +1219,11 @@ impl<C: Connector> Provider for ProviderService<C> {
 
     async fn query(&self, request: QueryRequest) -> Result<ProviderReply, ProviderError> {
         let key = transaction_key(&request.app_id, &request.transaction_ref);
-        let _guard = self.lock(&key).await;
-        if let Some(record) = self.state.final_record(&key)? {
+        let _guard = self.lock(&key).await?;
+        if let Some(record) = self.state.final_record(&key).await? {
             return Ok(final_reply(&record.outcome));
         }
-        let Some(entry) = self.state.pending(&key)? else {
+        let Some(entry) = self.state.pending(&key).await? else {
             return Err(ProviderError::UnknownTransaction);
         };
         Ok(match entry.awaiting {
@@ -1171,7 +1238,7 @@ impl<C: Connector> Provider for ProviderService<C> {
 
     async fn reverse(&self, request: ReverseRequest) -> Result<ProviderReply, ProviderError> {
         let key = transaction_key(&request.app_id, &request.transaction_ref);
-        let _guard = self.lock(&key).await;
+        let _guard = self.lock(&key).await?;
         let reply = self.reverse_transaction(&key, &request).await?;
         tracing::info!(
             app_id = %request.app_id,

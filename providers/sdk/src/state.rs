@@ -40,6 +40,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::connector::Outcome;
+use crate::shared::{self, SharedState};
 use crate::ServiceError;
 
 /// The sled key of one transaction.
@@ -257,16 +258,24 @@ pub struct ToReseal {
 }
 
 /// One of the provider's trees: in sled directly (a microservice's own
-/// database), or behind the switch's write-ahead log (in-process: see
-/// [`crate::StateDurability`]). Both are the same sled tree on disk.
+/// database), behind the switch's write-ahead log (in-process: see
+/// [`crate::StateDurability`]), or rows of the shared PostgreSQL table
+/// ([`crate::shared`]).
 #[derive(Clone)]
-enum Tree {
+pub(crate) enum Tree {
     Sled(sled::Tree),
     Logged {
         log: Arc<dyn SharedLog>,
         name: String,
     },
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        name: String,
+    },
 }
+
+/// Rows [`Tree::for_each`] reads from PostgreSQL at a time.
+const PAGE: i64 = 500;
 
 impl Tree {
     fn open(
@@ -283,32 +292,140 @@ impl Tree {
         })
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ServiceError> {
+    /// The tree's name: part of every sealed value's context.
+    pub(crate) fn name(&self) -> Vec<u8> {
+        match self {
+            Tree::Sled(tree) => tree.name().to_vec(),
+            Tree::Logged { name, .. } | Tree::Postgres { name, .. } => name.as_bytes().to_vec(),
+        }
+    }
+
+    async fn client(
+        pool: &deadpool_postgres::Pool,
+    ) -> Result<deadpool_postgres::Client, ServiceError> {
+        pool.get().await.map_err(crate::shared::pool_error)
+    }
+
+    pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ServiceError> {
         Ok(match self {
             Tree::Sled(tree) => tree.get(key)?.map(|value| value.to_vec()),
             Tree::Logged { log, name } => log.get(name, key)?,
+            Tree::Postgres { pool, name } => Self::client(pool)
+                .await?
+                .query_opt(
+                    "SELECT value FROM manifold_provider_state WHERE tree = $1 AND key = $2",
+                    &[name, &key],
+                )
+                .await
+                .map_err(shared::database)?
+                .map(|row| row.get(0)),
         })
     }
 
-    fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), ServiceError> {
+    pub(crate) async fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), ServiceError> {
         match self {
             Tree::Sled(tree) => drop(tree.insert(key, value)?),
             Tree::Logged { log, name } => log.insert(name, key, value)?,
+            Tree::Postgres { pool, name } => drop(
+                Self::client(pool)
+                    .await?
+                    .execute(
+                        "INSERT INTO manifold_provider_state (tree, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value",
+                        &[name, &key, &value],
+                    )
+                    .await
+                    .map_err(shared::database)?,
+            ),
         }
         Ok(())
     }
 
-    fn remove(&self, key: &[u8]) -> Result<(), ServiceError> {
+    /// Writes `value` unless the key holds one; returns what it holds
+    /// afterwards and whether that is `value`. Durable when it returns.
+    pub(crate) async fn insert_if_absent(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(Vec<u8>, bool), ServiceError> {
+        match self {
+            Tree::Sled(tree) => {
+                match tree.compare_and_swap(key, None as Option<&[u8]>, Some(value.clone()))? {
+                    Ok(()) => {
+                        tree.flush()?;
+                        Ok((value, true))
+                    }
+                    Err(conflict) => Ok((
+                        conflict.current.map(|v| v.to_vec()).unwrap_or_default(),
+                        false,
+                    )),
+                }
+            }
+            Tree::Logged { .. } => Err(ServiceError::Corrupt(
+                "the provider's meta tree is written directly, never through the switch's log"
+                    .into(),
+            )),
+            Tree::Postgres { pool, name } => {
+                let client = Self::client(pool).await?;
+                let inserted = client
+                    .execute(
+                        "INSERT INTO manifold_provider_state (tree, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT (tree, key) DO NOTHING",
+                        &[name, &key, &value],
+                    )
+                    .await
+                    .map_err(shared::database)?;
+                if inserted == 1 {
+                    return Ok((value, true));
+                }
+                let current: Vec<u8> = client
+                    .query_one(
+                        "SELECT value FROM manifold_provider_state WHERE tree = $1 AND key = $2",
+                        &[name, &key],
+                    )
+                    .await
+                    .map_err(shared::database)?
+                    .get(0);
+                Ok((current, false))
+            }
+        }
+    }
+
+    pub(crate) async fn remove(&self, key: &[u8]) -> Result<(), ServiceError> {
         match self {
             Tree::Sled(tree) => drop(tree.remove(key)?),
             Tree::Logged { log, name } => log.remove(name, key)?,
+            Tree::Postgres { pool, name } => drop(
+                Self::client(pool)
+                    .await?
+                    .execute(
+                        "DELETE FROM manifold_provider_state WHERE tree = $1 AND key = $2",
+                        &[name, &key],
+                    )
+                    .await
+                    .map_err(shared::database)?,
+            ),
         }
+        Ok(())
+    }
+
+    /// Makes what was written to this tree durable, for the few values
+    /// written outside the service's commits (the meta tree's).
+    pub(crate) fn flush(&self) -> Result<(), ServiceError> {
+        if let Tree::Sled(tree) = self {
+            tree.flush()?;
+        }
+        // The log's entries are durable at its commits, PostgreSQL's at
+        // each statement's.
         Ok(())
     }
 
     /// Visits every entry once, in no particular order, without copying
     /// the tree; for the sweeps (expiry, retention, reseal).
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), ServiceError> {
+    async fn for_each(
+        &self,
+        visit: &mut (dyn FnMut(&[u8], &[u8]) + Send),
+    ) -> Result<(), ServiceError> {
         match self {
             Tree::Sled(tree) => {
                 for item in tree.iter() {
@@ -317,28 +434,69 @@ impl Tree {
                 }
             }
             Tree::Logged { log, name } => log.for_each(name, visit)?,
+            Tree::Postgres { pool, name } => {
+                let client = Self::client(pool).await?;
+                let mut after: Vec<u8> = Vec::new();
+                let mut first = true;
+                loop {
+                    let rows = client
+                        .query(
+                            "SELECT key, value FROM manifold_provider_state
+                             WHERE tree = $1 AND ($2 OR key > $3) ORDER BY key LIMIT $4",
+                            &[name, &first, &after, &PAGE],
+                        )
+                        .await
+                        .map_err(shared::database)?;
+                    for row in &rows {
+                        visit(row.get(0), row.get(1));
+                    }
+                    match rows.last() {
+                        Some(last) if rows.len() as i64 == PAGE => {
+                            after = last.get(0);
+                            first = false;
+                        }
+                        _ => break,
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     /// The keys of the entries `keep` accepts.
-    fn keys_where(&self, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Vec<u8>>, ServiceError> {
+    async fn keys_where(
+        &self,
+        keep: impl Fn(&[u8]) -> bool + Send + Sync,
+    ) -> Result<Vec<Vec<u8>>, ServiceError> {
         let mut keys = Vec::new();
         self.for_each(&mut |key, value| {
             if keep(value) {
                 keys.push(key.to_vec());
             }
-        })?;
+        })
+        .await?;
         Ok(keys)
     }
 
     /// How many entries; for tests and diagnostics (it visits them all).
-    fn len(&self) -> Result<usize, ServiceError> {
+    async fn len(&self) -> Result<usize, ServiceError> {
         match self {
             Tree::Sled(tree) => Ok(tree.len()),
+            Tree::Postgres { pool, name } => {
+                let count: i64 = Self::client(pool)
+                    .await?
+                    .query_one(
+                        "SELECT count(*) FROM manifold_provider_state WHERE tree = $1",
+                        &[name],
+                    )
+                    .await
+                    .map_err(shared::database)?
+                    .get(0);
+                Ok(usize::try_from(count).unwrap_or(usize::MAX))
+            }
             Tree::Logged { .. } => {
                 let mut entries = 0;
-                self.for_each(&mut |_, _| entries += 1)?;
+                self.for_each(&mut |_, _| entries += 1).await?;
                 Ok(entries)
             }
         }
@@ -359,7 +517,7 @@ pub struct StateStore {
     outcomes_sealer: Sealer,
     /// `<namespace>/meta`, written directly and flushed (it changes only
     /// at start and after a reseal).
-    meta: sled::Tree,
+    meta: Tree,
     keys: Option<Arc<DataKeys>>,
 }
 
@@ -380,25 +538,60 @@ impl StateStore {
             outcomes_sealer: Sealer::new(keys.clone(), &outcomes),
             pending: Tree::open(db, pending, log)?,
             outcomes: Tree::open(db, outcomes, log)?,
-            meta: db.open_tree(format!("{namespace}/meta"))?,
+            meta: Tree::Sled(db.open_tree(format!("{namespace}/meta"))?),
             keys,
         };
-        store.check_key_ids()?;
+        let meta = db.open_tree(format!("{namespace}/meta"))?;
+        if let Some(ids) = store.check_key_ids(meta.get(KEY_IDS)?.as_deref())? {
+            meta.insert(KEY_IDS, ids)?;
+            meta.flush()?;
+        }
         Ok(store)
     }
 
-    /// Refuses to open a state that holds values sealed under a data key
-    /// not given — at start, naming it, rather than call by call — and
-    /// records the current key's id before anything is sealed under it.
-    fn check_key_ids(&self) -> Result<(), ServiceError> {
-        let recorded = RecordedKeyIds::parse(self.meta.get(KEY_IDS)?.as_deref());
+    /// The trees of `namespace` in the shared PostgreSQL state, sealed as
+    /// in sled.
+    pub async fn open_shared(
+        state: &SharedState,
+        namespace: &str,
+        keys: Option<Arc<DataKeys>>,
+    ) -> Result<Self, ServiceError> {
+        let tree = |name: String| Tree::Postgres {
+            pool: state.data.clone(),
+            name,
+        };
+        let pending = format!("{namespace}/pending");
+        let outcomes = format!("{namespace}/outcomes");
+        let store = StateStore {
+            pending_sealer: Sealer::new(keys.clone(), &pending),
+            outcomes_sealer: Sealer::new(keys.clone(), &outcomes),
+            pending: tree(pending),
+            outcomes: tree(outcomes),
+            meta: tree(format!("{namespace}/meta")),
+            keys,
+        };
+        // Instances starting together may both record ids: the last write
+        // holds the ids of the keys either seals under, which they share.
+        if let Some(ids) = store.check_key_ids(store.meta.get(KEY_IDS).await?.as_deref())? {
+            store.meta.insert(KEY_IDS, ids).await?;
+        }
+        Ok(store)
+    }
+
+    /// The meta tree, where the OTP hash key lives too.
+    pub(crate) fn meta(&self) -> &Tree {
+        &self.meta
+    }
+
+    /// Refuses a state that holds values sealed under a data key not
+    /// given — at start, naming it, rather than call by call. `recorded` is
+    /// what the meta tree holds; the answer is what it must hold before
+    /// anything is sealed under the current key, if that changed.
+    fn check_key_ids(&self, recorded: Option<&[u8]>) -> Result<Option<Vec<u8>>, ServiceError> {
+        let recorded = RecordedKeyIds::parse(recorded);
         match recorded.check(self.keys.as_deref()) {
-            Ok(None) => Ok(()),
-            Ok(Some(ids)) => {
-                self.meta.insert(KEY_IDS, ids.encode())?;
-                self.meta.flush()?;
-                Ok(())
-            }
+            Ok(None) => Ok(None),
+            Ok(Some(ids)) => Ok(Some(ids.encode())),
             Err(KeyIdsRefusal::NoKeyGiven { recorded }) => Err(ServiceError::Sealed(format!(
                 "the provider's state holds values sealed under the data key(s) {}, and no data \
                  key was given",
@@ -417,32 +610,34 @@ impl StateStore {
 
     /// After a reseal, only the current key seals anything: the others'
     /// ids are dropped, so a start without them is no longer refused.
-    pub fn forget_previous_key_ids(&self) -> Result<(), ServiceError> {
+    pub async fn forget_previous_key_ids(&self) -> Result<(), ServiceError> {
         if let Some(keys) = &self.keys {
             self.meta
-                .insert(KEY_IDS, RecordedKeyIds::current_only(keys).encode())?;
+                .insert(KEY_IDS, RecordedKeyIds::current_only(keys).encode())
+                .await?;
             self.meta.flush()?;
         }
         Ok(())
     }
 
-    pub fn pending(&self, key: &[u8]) -> Result<Option<PendingEntry>, ServiceError> {
-        match self.pending.get(key)? {
+    pub async fn pending(&self, key: &[u8]) -> Result<Option<PendingEntry>, ServiceError> {
+        match self.pending.get(key).await? {
             Some(raw) => Ok(Some(self.pending_sealer.decode(key, &raw)?)),
             None => Ok(None),
         }
     }
 
-    pub fn final_record(&self, key: &[u8]) -> Result<Option<FinalRecord>, ServiceError> {
-        match self.outcomes.get(key)? {
+    pub async fn final_record(&self, key: &[u8]) -> Result<Option<FinalRecord>, ServiceError> {
+        match self.outcomes.get(key).await? {
             Some(raw) => Ok(Some(self.outcomes_sealer.decode(key, &raw)?)),
             None => Ok(None),
         }
     }
 
-    pub fn put_pending(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
+    pub async fn put_pending(&self, key: &[u8], entry: &PendingEntry) -> Result<(), ServiceError> {
         self.pending
             .insert(key, self.pending_sealer.encode(key, entry)?)
+            .await
     }
 
     /// The keys of final records the retention pass must write: those
@@ -450,37 +645,40 @@ impl StateStore {
     /// before `cutoff_ms` or do not say when (so they age from now). Only
     /// those are copied, not every key of the tree; an unreadable record is
     /// logged and passed over.
-    pub fn finals_to_age(&self, cutoff_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
+    pub async fn finals_to_age(&self, cutoff_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
         let mut keys = Vec::new();
-        self.outcomes.for_each(&mut |key, raw| match self
-            .outcomes_sealer
-            .decode::<FinalRecord>(key, raw)
-        {
-            Ok(record) if record.dropped_at_ms.is_some() => {}
-            Ok(record) if record.finished_at_ms.is_none_or(|at| at <= cutoff_ms) => {
-                keys.push(key.to_vec())
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "skipping an unreadable final record"),
-        })?;
+        self.outcomes
+            .for_each(
+                &mut |key, raw| match self.outcomes_sealer.decode::<FinalRecord>(key, raw) {
+                    Ok(record) if record.dropped_at_ms.is_some() => {}
+                    Ok(record) if record.finished_at_ms.is_none_or(|at| at <= cutoff_ms) => {
+                        keys.push(key.to_vec())
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "skipping an unreadable final record"),
+                },
+            )
+            .await?;
         Ok(keys)
     }
 
     /// The keys of pending entries and final records not sealed under the
     /// current data key.
-    pub fn keys_to_reseal(&self) -> Result<ToReseal, ServiceError> {
+    pub async fn keys_to_reseal(&self) -> Result<ToReseal, ServiceError> {
         Ok(ToReseal {
             pending: self
                 .pending
-                .keys_where(|raw| self.pending_sealer.needs_reseal(raw))?,
+                .keys_where(|raw| self.pending_sealer.needs_reseal(raw))
+                .await?,
             finals: self
                 .outcomes
-                .keys_where(|raw| self.outcomes_sealer.needs_reseal(raw))?,
+                .keys_where(|raw| self.outcomes_sealer.needs_reseal(raw))
+                .await?,
         })
     }
 
-    pub fn remove_pending(&self, key: &[u8]) -> Result<(), ServiceError> {
-        self.pending.remove(key)
+    pub async fn remove_pending(&self, key: &[u8]) -> Result<(), ServiceError> {
+        self.pending.remove(key).await
     }
 
     /// Writes the final record, then erases the pending entry. Two single-key
@@ -488,30 +686,32 @@ impl StateStore {
     /// log writes): a crash between them leaves both, and every read looks
     /// at the final record first, so the leftover pending entry is inert
     /// until [`StateStore::expired`] hands it to the sweep to erase.
-    pub fn finish(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
-        self.store_final(key, record)?;
-        self.pending.remove(key)
+    pub async fn finish(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
+        self.store_final(key, record).await?;
+        self.pending.remove(key).await
     }
 
-    pub fn store_final(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
+    pub async fn store_final(&self, key: &[u8], record: &FinalRecord) -> Result<(), ServiceError> {
         self.outcomes
             .insert(key, self.outcomes_sealer.encode(key, record)?)
+            .await
     }
 
     /// The keys of pending entries whose customer deadline is at or before
     /// `now_ms`, and of entries a crash left beside a final record.
-    pub fn expired(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
+    pub async fn expired(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, ServiceError> {
         // Pending entries are few (conversations in progress): copied, so
         // that the final records can be read for each.
         let mut entries = Vec::new();
         self.pending
-            .for_each(&mut |key, raw| entries.push((key.to_vec(), raw.to_vec())))?;
+            .for_each(&mut |key, raw| entries.push((key.to_vec(), raw.to_vec())))
+            .await?;
         let mut expired = Vec::new();
         for (key, raw) in entries {
             // One unreadable entry must not stop the others from expiring.
             match self.pending_sealer.decode::<PendingEntry>(&key, &raw) {
                 Ok(entry) if entry.is_expired(now_ms) => expired.push(key),
-                Ok(_) if self.outcomes.get(&key)?.is_some() => expired.push(key),
+                Ok(_) if self.outcomes.get(&key).await?.is_some() => expired.push(key),
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "skipping an unreadable pending entry"),
             }
@@ -519,8 +719,8 @@ impl StateStore {
         Ok(expired)
     }
 
-    pub fn pending_len(&self) -> Result<usize, ServiceError> {
-        self.pending.len()
+    pub async fn pending_len(&self) -> Result<usize, ServiceError> {
+        self.pending.len().await
     }
 }
 

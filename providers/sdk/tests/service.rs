@@ -131,7 +131,7 @@ async fn otp_override_decides_per_call_whether_an_otp_is_sent() {
         assert_eq!(rig.connector.calls(), case.calls, "{}", case.name);
         assert_eq!(rig.notifier.attempts(), case.notifications, "{}", case.name);
         assert_eq!(
-            rig.service.pending_count().unwrap(),
+            rig.service.pending_count().await.unwrap(),
             case.pending,
             "{}",
             case.name
@@ -242,7 +242,12 @@ async fn the_otp_goes_where_the_source_says_and_the_reply_shows_it_masked() {
                 case.name
             );
             assert_eq!(rig.notifier.attempts(), 0, "{}", case.name);
-            assert_eq!(rig.service.pending_count().unwrap(), 0, "{}", case.name);
+            assert_eq!(
+                rig.service.pending_count().await.unwrap(),
+                0,
+                "{}",
+                case.name
+            );
             continue;
         };
         assert_eq!(
@@ -268,7 +273,12 @@ async fn the_otp_goes_where_the_source_says_and_the_reply_shows_it_masked() {
         let code = code_in(&sent[0], 6);
         assert!(code.bytes().all(|b| b.is_ascii_digit()), "{}", case.name);
         assert!(!shows_code(&reply.message, &code), "{}", case.name);
-        assert_eq!(rig.service.pending_count().unwrap(), 1, "{}", case.name);
+        assert_eq!(
+            rig.service.pending_count().await.unwrap(),
+            1,
+            "{}",
+            case.name
+        );
         assert_eq!(
             rig.connector.calls(),
             Calls {
@@ -287,7 +297,7 @@ async fn the_right_code_completes_from_the_stored_answer_and_erases_it() {
     let rig = otp_rig(deferred.clone());
     let waiting = rig.transact(transfer("tx-1")).await;
     assert_eq!(waiting.status, Status::WaitingForOtp);
-    assert_eq!(rig.service.pending_count().unwrap(), 1);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 1);
     let code = rig.last_code();
 
     let reply = rig.validate("tx-1", otp(&code)).await;
@@ -297,7 +307,7 @@ async fn the_right_code_completes_from_the_stored_answer_and_erases_it() {
         rig.connector.completions(),
         vec![(Seen::OtpVerified, deferred)]
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     assert!(rig.pending_raw().is_empty());
 
     // Repeats answer the final outcome from the store, never the upstream.
@@ -384,7 +394,7 @@ async fn wrong_codes_spend_attempts_until_the_transaction_fails() {
             assert!(!shows_code(&reply.message, &code), "{name}, step {i}");
         }
         assert_eq!(rig.connector.calls().complete, completes, "{name}");
-        assert_eq!(rig.service.pending_count().unwrap(), 0, "{name}");
+        assert_eq!(rig.service.pending_count().await.unwrap(), 0, "{name}");
         assert_eq!(rig.notifier.attempts(), 1, "{name}");
     }
 }
@@ -499,7 +509,7 @@ async fn lifetimes_are_configurable_and_bound_prompts_and_upstream_codes_too() {
         assert_eq!(rig.service.sweep_expired().await.unwrap(), 0, "{name}");
         rig.advance(MS);
         assert_eq!(rig.service.sweep_expired().await.unwrap(), 1, "{name}");
-        assert_eq!(rig.service.pending_count().unwrap(), 0, "{name}");
+        assert_eq!(rig.service.pending_count().await.unwrap(), 0, "{name}");
         let reply = rig.query("tx-1").await;
         assert_eq!(status_and_code(&reply), (Status::Failed, expired), "{name}");
         assert_eq!(rig.connector.calls().complete, 0, "{name}");
@@ -538,16 +548,16 @@ async fn the_background_sweeper_ends_conversations_nobody_finishes() {
 
     // Sweeps before the deadline leave the conversation alone.
     tokio::time::sleep(every * 3).await;
-    assert_eq!(rig.service.pending_count().unwrap(), 1);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 1);
 
     rig.advance(TTL);
     let mut ticks = 0;
-    while rig.service.pending_count().unwrap() > 0 && ticks < 100 {
+    while rig.service.pending_count().await.unwrap() > 0 && ticks < 100 {
         tokio::time::sleep(every).await;
         ticks += 1;
     }
     assert_eq!(
-        rig.service.pending_count().unwrap(),
+        rig.service.pending_count().await.unwrap(),
         0,
         "the sweeper erased the expired entry"
     );
@@ -611,7 +621,7 @@ async fn a_resend_is_rate_limited_and_replaces_the_code() {
     let new = rig.validate("tx-1", otp(&second)).await;
     assert_eq!(status_and_code(&new), (Status::Successful, "00"));
     assert_eq!(rig.connector.calls().complete, 1);
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -656,7 +666,7 @@ async fn a_failed_delivery_fails_the_transaction_and_leaves_nothing_pending() {
     assert!(reply.message.contains(MOBILE_SHOWN), "{}", reply.message);
     assert!(!reply.message.contains(MOBILE), "{}", reply.message);
     assert_eq!(rig.notifier.attempts(), 1);
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 
     // Final: a repeat answers it without trying again.
     rig.notifier.fail(false);
@@ -683,7 +693,7 @@ async fn a_failed_resend_fails_the_transaction() {
         status_and_code(&reply),
         (Status::Failed, codes::UNDELIVERABLE)
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     assert_eq!(rig.validate("tx-1", otp(&code)).await, reply);
     assert_eq!(rig.connector.calls().complete, 0);
 }
@@ -774,7 +784,7 @@ async fn a_prompt_is_answered_through_validate() {
             let done = rig.validate("tx-1", otp(&rig.last_code())).await;
             assert_eq!(done.status, Status::Successful, "{name}");
         }
-        assert_eq!(rig.service.pending_count().unwrap(), 0, "{name}");
+        assert_eq!(rig.service.pending_count().await.unwrap(), 0, "{name}");
     }
 }
 
@@ -794,7 +804,7 @@ async fn answers_that_are_not_accepted_run_out() {
             Status::Failed
         ]
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     let after = rig.validate("tx-1", answer(ACCOUNT)).await;
     assert_eq!(
         status_and_code(&after),
@@ -858,7 +868,7 @@ async fn a_code_the_upstream_sent_is_checked_by_the_upstream() {
             Seen::UpstreamCode("246810".into())
         ]
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -878,7 +888,7 @@ async fn wrong_upstream_codes_run_out() {
             (Status::Failed, codes::OTP_ATTEMPTS_EXHAUSTED.to_owned()),
         ]
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     let after = rig.validate("tx-1", otp("246810")).await;
     assert_eq!(after.status, Status::Failed);
     assert_eq!(rig.connector.calls().complete, 3);
@@ -896,7 +906,7 @@ async fn upstream_processing_is_pending_until_a_query_finds_the_outcome() {
     );
     let reply = rig.transact(transfer("tx-1")).await;
     assert_eq!(status_and_code(&reply), (Status::Pending, ""));
-    assert_eq!(rig.service.pending_count().unwrap(), 1);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 1);
 
     // A validate cannot hurry the upstream, and nobody waits on the customer:
     // a day later nothing has expired.
@@ -910,7 +920,7 @@ async fn upstream_processing_is_pending_until_a_query_finds_the_outcome() {
     assert_eq!(status_and_code(&finished), (Status::Successful, "00"));
     assert_eq!(finished.provider_response, Some(settled));
     assert_eq!(rig.connector.polled_with(), vec![job.clone(), job]);
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 
     assert_eq!(rig.query("tx-1").await, finished);
     assert_eq!(rig.transact(transfer("tx-1")).await, finished);
@@ -946,7 +956,7 @@ async fn an_unknown_outcome_at_start_is_pending_and_settled_by_polling() {
 
         // An upstream that cannot be asked does not change anything.
         assert_eq!(rig.query("tx-1").await.status, Status::Pending);
-        assert_eq!(rig.service.pending_count().unwrap(), 1);
+        assert_eq!(rig.service.pending_count().await.unwrap(), 1);
         let settled = rig.query("tx-1").await;
         assert_eq!(
             settled.status,
@@ -955,7 +965,7 @@ async fn an_unknown_outcome_at_start_is_pending_and_settled_by_polling() {
         );
         assert_eq!(rig.connector.polled_with(), vec![Value::Null, Value::Null]);
         assert_eq!(rig.connector.calls().start, 1, "idempotent {idempotent}");
-        assert_eq!(rig.service.pending_count().unwrap(), 0);
+        assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     }
 }
 
@@ -972,7 +982,7 @@ async fn a_pending_transaction_the_upstream_never_got_is_forgotten_or_started_af
         rig.try_query("tx-1").await,
         Err(ProviderError::UnknownTransaction)
     ));
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 
     // A repeated transact learns the same, and may then start it again.
     let rig = Rig::new(
@@ -986,7 +996,7 @@ async fn a_pending_transaction_the_upstream_never_got_is_forgotten_or_started_af
     assert_eq!(repeat.status, Status::Successful);
     assert_eq!(rig.connector.calls().start, 2);
     assert_eq!(rig.connector.calls().poll, 1);
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1063,7 +1073,7 @@ async fn a_start_cut_off_by_a_crash_is_polled_not_repeated_unless_the_upstream_d
             assert_eq!(connector.polled_with(), vec![Value::Null]);
         }
         assert_eq!(
-            rig.service.pending_count().unwrap(),
+            rig.service.pending_count().await.unwrap(),
             0,
             "idempotent {idempotent}"
         );
@@ -1188,14 +1198,14 @@ async fn two_apps_may_use_the_same_transaction_ref() {
     rig.service.transact(other).await.expect("transact answers");
     let theirs = rig.last_code();
     assert_eq!(rig.connector.calls().start, 2);
-    assert_eq!(rig.service.pending_count().unwrap(), 2);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 2);
 
     // A code is bound to its own transaction.
     let crossed = rig.validate("tx-shared", otp(&theirs)).await;
     assert_eq!(crossed.provider_response_code, codes::WRONG_OTP);
     let reply = rig.validate("tx-shared", otp(&mine)).await;
     assert_eq!(reply.provider_response, Some(json!({ "app": 1 })));
-    assert_eq!(rig.service.pending_count().unwrap(), 1);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1276,7 +1286,7 @@ async fn an_unknown_outcome_after_the_code_is_pending_and_polled() {
             ..Calls::default()
         }
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1291,7 +1301,7 @@ async fn a_request_type_the_connector_does_not_serve_fails_without_calling_it() 
     );
     assert_eq!(rig.transact(request).await, reply);
     assert_eq!(rig.connector.calls(), Calls::default());
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1435,7 +1445,7 @@ async fn a_completion_cut_off_by_a_crash_is_finished_by_poll_with_what_complete_
         assert_eq!(reply.status, Status::Successful, "override {otp_override}");
         assert_eq!(connector.polled_with(), vec![json!({"posting": "p-1"})]);
         assert_eq!(connector.calls().start, 1);
-        assert_eq!(rig.service.pending_count().unwrap(), 0);
+        assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     }
 }
 
@@ -1452,22 +1462,26 @@ async fn a_pending_entry_a_crash_left_beside_a_final_record_is_inert_and_swept()
     let state =
         manifold_provider_sdk::state::StateStore::open(&rig.db, NAMESPACE, None, None).unwrap();
     let key = manifold_provider_sdk::state::transaction_key(APP, "tx-1");
-    let leftover = state.pending(&key).unwrap().expect("the OTP is pending");
+    let leftover = state
+        .pending(&key)
+        .await
+        .unwrap()
+        .expect("the OTP is pending");
     let code = rig.last_code();
     let done = rig.validate("tx-1", otp(&code)).await;
     assert_eq!(done.status, Status::Successful);
     // What the crash would have left: the pending entry written back.
-    state.put_pending(&key, &leftover).unwrap();
+    state.put_pending(&key, &leftover).await.unwrap();
     drop(state);
     let rig = rig.restart();
-    assert_eq!(rig.service.pending_count().unwrap(), 1);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 1);
 
     assert_eq!(rig.transact(transfer("tx-1")).await, done);
     assert_eq!(rig.validate("tx-1", otp(&code)).await, done);
     assert_eq!(rig.query("tx-1").await, done);
     // Not expired yet: only its final record marks it for the sweep.
     assert_eq!(rig.service.sweep_expired().await.unwrap(), 0);
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
     assert_eq!(rig.connector.calls().complete, 1);
     assert_eq!(rig.notifier.attempts(), 1);
 }
@@ -1623,7 +1637,7 @@ async fn a_read_only_answer_given_at_once_is_not_kept() {
             Status::Successful
         );
         assert_eq!(rig.flushes(), before, "{case}");
-        assert_eq!(rig.service.pending_count().unwrap(), 0);
+        assert_eq!(rig.service.pending_count().await.unwrap(), 0);
         assert!(
             !rig.everything_stored()
                 .iter()
@@ -1752,7 +1766,7 @@ async fn codes_stop_at_the_hourly_limits_of_a_destination_and_of_an_app() {
     );
     assert_eq!(rig.notifier.attempts(), 2);
     assert_eq!(
-        rig.service.pending_count().unwrap(),
+        rig.service.pending_count().await.unwrap(),
         2,
         "the refused one is final"
     );
@@ -1827,5 +1841,5 @@ async fn a_limit_of_the_switch_keeps_the_current_code_on_a_resend() {
         status_and_code(&first),
         (Status::Failed, codes::OTP_SEND_LIMIT)
     );
-    assert_eq!(rig.service.pending_count().unwrap(), 0);
+    assert_eq!(rig.service.pending_count().await.unwrap(), 0);
 }

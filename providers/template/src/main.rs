@@ -1,7 +1,8 @@
 //! `template-provider`: the template connector as its own provider microservice.
 //!
-//! Thin on purpose: flags → [`UpstreamConfig`] → sled, group commit and the
-//! development outbox → [`manifold_provider_template::open`] →
+//! Thin on purpose: flags → [`UpstreamConfig`] → its state
+//! ([`microservice::StateHome`]: sled in `--data`, or PostgreSQL shared by every
+//! instance) and the development outbox → the SDK's service →
 //! [`microservice::run`], the code the tests drive.
 
 use std::path::PathBuf;
@@ -12,7 +13,6 @@ use anyhow::Context;
 use clap::Parser;
 use manifold_crypto::SecretString;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::GroupCommit;
 use manifold_provider_sdk::microservice::{self, ServeArgs};
 use manifold_provider_template::{TemplateConnector, UpstreamConfig};
 
@@ -99,22 +99,21 @@ async fn main() -> anyhow::Result<()> {
     upstream.timeout = Duration::from_millis(args.upstream_timeout_ms);
     let connector = TemplateConnector::new(upstream).context("upstream configuration")?;
 
-    let db = microservice::open_state_db(&args.data)
-        .with_context(|| format!("opening {}", args.data.display()))?;
-    let commit = GroupCommit::start(db.clone())?;
+    // sled in --data, or the PostgreSQL state every instance shares.
+    let state = microservice::StateHome::open(&args.serve, &args.data).await?;
     let mut settings = args
         .serve
         .apply_to(manifold_provider_template::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
     settings.otp.attempts = args.code_attempts.max(1);
     settings.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
-    let provider = manifold_provider_template::open(
-        &db,
-        commit.clone(),
-        Arc::new(OutboxNotifier::new(args.outbox)),
-        connector,
-        settings,
-    )?;
+    let provider = state
+        .provider(
+            Arc::new(OutboxNotifier::new(args.outbox)),
+            connector,
+            settings,
+        )
+        .await?;
     if args.serve.reseal {
         let resealed = provider.reseal().await?;
         eprintln!(
@@ -127,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
         "template-provider",
         &args.listen,
         Arc::new(provider),
-        commit,
+        state.durability(),
         server,
     )
     .await?;

@@ -261,7 +261,7 @@ async fn the_banks_code_confirms_the_transfer() {
     );
     // A repeat answers from the store: the bank is not asked twice.
     assert_eq!(rig.provider.transact(transfer(TXN)).await.unwrap(), waiting);
-    assert_eq!(rig.provider.pending_count().unwrap(), 1);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 1);
 
     let done = rig.provider.validate(validate(CODE)).await.unwrap();
     assert_reply(&done, Status::Successful, codes::APPROVED);
@@ -272,7 +272,7 @@ async fn the_banks_code_confirms_the_transfer() {
     // Final: answered from the store, and the pending data is erased (seed 003).
     assert_eq!(rig.provider.query(query()).await.unwrap(), done);
     assert_eq!(rig.provider.transact(transfer(TXN)).await.unwrap(), done);
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -330,7 +330,7 @@ async fn three_wrong_codes_cancel_the_transfer() {
     }
     let failed = rig.provider.validate(validate("000000")).await.unwrap();
     assert_reply(&failed, Status::Failed, codes::OTP_ATTEMPTS_EXHAUSTED);
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
     // Final: a late right code changes nothing and reaches no one.
     let late = rig.provider.validate(validate(CODE)).await.unwrap();
     assert_eq!(late, failed);
@@ -381,7 +381,7 @@ async fn a_code_nobody_types_expires_without_sleeping() {
     assert_eq!(rig.provider.sweep_expired().await.unwrap(), 1);
     let expired = rig.provider.query(query()).await.unwrap();
     assert_reply(&expired, Status::Failed, codes::OTP_EXPIRED);
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
 }
 
 // ---------------------------------------------------------------- statuses
@@ -424,7 +424,7 @@ async fn processing_is_pending_until_the_bank_settles_it() {
     let done = rig.provider.query(query()).await.unwrap();
     assert_reply(&done, Status::Successful, codes::APPROVED);
     assert_eq!(rig.provider.query(query()).await.unwrap(), done);
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -467,7 +467,7 @@ async fn a_decline_is_failed_at_once() {
     let failed = rig.provider.transact(transfer(TXN)).await.unwrap();
     assert_reply(&failed, Status::Failed, codes::INSUFFICIENT_FUNDS);
     assert_eq!(rig.provider.transact(transfer(TXN)).await.unwrap(), failed);
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -810,7 +810,7 @@ async fn a_refused_confirmation_answers_where_the_transfer_stands() {
     rig.provider.transact(transfer(TXN)).await.unwrap();
     let failed = rig.provider.validate(validate(CODE)).await.unwrap();
     assert_reply(&failed, Status::Failed, codes::OTP_EXPIRED);
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -831,7 +831,7 @@ async fn an_unreachable_bank_is_unavailable() {
 
     let error = rig.provider.transact(transfer(TXN)).await.unwrap_err();
     assert!(matches!(error, ProviderError::Unreachable(_)), "{error:?}");
-    assert_eq!(rig.provider.pending_count().unwrap(), 0);
+    assert_eq!(rig.provider.pending_count().await.unwrap(), 0);
 }
 
 // ---------------------------------------------------------------- reversal

@@ -1,7 +1,8 @@
 //! `joompay-provider`: the Joompay connector as its own provider
 //! microservice, with the customer's consent pages beside it. Thin on
-//! purpose: flags → [`JoompayConfig`] → sled and group commit →
-//! [`manifold_connector_joompay::open`] → [`microservice::run`], and the
+//! purpose: flags → [`JoompayConfig`] → its state
+//! ([`microservice::StateHome`]: sled in `--data`, or PostgreSQL shared by every
+//! instance) → the SDK's service → [`microservice::run`], and the
 //! consent pages on their own listener.
 
 use std::path::PathBuf;
@@ -15,7 +16,6 @@ use manifold_connector_joompay::config::{
 };
 use manifold_connector_joompay::JoompayConfig;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::GroupCommit;
 use manifold_provider_sdk::microservice::{self, ServeArgs};
 use reqwest::Url;
 
@@ -113,10 +113,16 @@ async fn main() -> anyhow::Result<()> {
     };
     config.check().context("upstream configuration")?;
 
-    let db = microservice::open_state_db(&args.data)
-        .with_context(|| format!("opening {}", args.data.display()))?;
-    let commit = GroupCommit::start(db.clone())?;
+    // sled in --data, or the PostgreSQL state every instance shares.
+    let state = microservice::StateHome::open(&args.serve, &args.data).await?;
     let keys = args.serve.data_keys()?;
+    // The customers' links are the connector's own: in sled in --data
+    // either way (with a shared state, each instance keeps its own).
+    let db = match state.sled_db() {
+        Some(db) => db.clone(),
+        None => microservice::open_state_db(&args.data)
+            .with_context(|| format!("opening {}", args.data.display()))?,
+    };
     let connector = manifold_connector_joompay::connector(config, &db, keys)
         .map_err(anyhow::Error::msg)
         .context("upstream configuration")?;
@@ -126,13 +132,13 @@ async fn main() -> anyhow::Result<()> {
         .serve
         .apply_to(manifold_connector_joompay::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
-    let provider = manifold_connector_joompay::open(
-        &db,
-        commit.clone(),
-        Arc::new(OutboxNotifier::new(args.outbox)),
-        connector,
-        settings,
-    )?;
+    let provider = state
+        .provider(
+            Arc::new(OutboxNotifier::new(args.outbox)),
+            connector,
+            settings,
+        )
+        .await?;
     if args.serve.reseal {
         let resealed = provider.reseal().await? + links.reseal().await?;
         eprintln!(
@@ -147,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
         "joompay-provider",
         &args.listen,
         Arc::new(provider),
-        commit,
+        state.durability(),
         server,
     )
     .await;

@@ -1,6 +1,7 @@
 //! `sdk-finance-provider`: the SDK.finance connector as its own provider
-//! microservice. Thin on purpose: flags → [`SdkFinanceConfig`] → sled and
-//! group commit → [`manifold_connector_sdk_finance::open`] → [`microservice::run`].
+//! microservice. Thin on purpose: flags → [`SdkFinanceConfig`] → its state
+//! ([`microservice::StateHome`]: sled in `--data`, or PostgreSQL shared by every
+//! instance) → the SDK's service → [`microservice::run`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use clap::Parser;
 use manifold_connector_sdk_finance::{SdkFinanceConfig, SdkFinanceConnector};
 use manifold_crypto::SecretString;
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::GroupCommit;
 use manifold_provider_sdk::microservice::{self, ServeArgs};
 
 /// The environment variable the service user's password is read from when
@@ -89,19 +89,18 @@ async fn main() -> anyhow::Result<()> {
     config.timeout = Duration::from_millis(args.upstream_timeout_ms);
     let connector = SdkFinanceConnector::new(config).context("upstream configuration")?;
 
-    let db = microservice::open_state_db(&args.data)
-        .with_context(|| format!("opening {}", args.data.display()))?;
-    let commit = GroupCommit::start(db.clone())?;
+    // sled in --data, or the PostgreSQL state every instance shares.
+    let state = microservice::StateHome::open(&args.serve, &args.data).await?;
     let settings = args
         .serve
         .apply_to(manifold_connector_sdk_finance::service_settings())?;
-    let provider = manifold_connector_sdk_finance::open(
-        &db,
-        commit.clone(),
-        Arc::new(OutboxNotifier::new(args.outbox)),
-        connector,
-        settings,
-    )?;
+    let provider = state
+        .provider(
+            Arc::new(OutboxNotifier::new(args.outbox)),
+            connector,
+            settings,
+        )
+        .await?;
     if args.serve.reseal {
         let resealed = provider.reseal().await?;
         eprintln!(
@@ -114,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         "sdk-finance-provider",
         &args.listen,
         Arc::new(provider),
-        commit,
+        state.durability(),
         server,
     )
     .await?;

@@ -1,6 +1,7 @@
 //! `skopa-provider`: the Skopa connector as its own provider microservice.
-//! Thin on purpose: flags → [`SkopaConfig`] → sled and group commit →
-//! [`manifold_connector_skopa::open`] → [`microservice::run`].
+//! Thin on purpose: flags → [`SkopaConfig`] → its state
+//! ([`microservice::StateHome`]: sled in `--data`, or PostgreSQL shared by every
+//! instance) → the SDK's service → [`microservice::run`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use anyhow::Context;
 use clap::Parser;
 use manifold_connector_skopa::{SkopaConfig, SkopaConnector};
 use manifold_provider::notify::OutboxNotifier;
-use manifold_provider::GroupCommit;
 use manifold_provider_sdk::microservice::{self, ServeArgs};
 
 #[derive(Parser)]
@@ -56,20 +56,19 @@ async fn main() -> anyhow::Result<()> {
     config.timeout = Duration::from_millis(args.upstream_timeout_ms);
     let connector = SkopaConnector::new(config).context("upstream configuration")?;
 
-    let db = microservice::open_state_db(&args.data)
-        .with_context(|| format!("opening {}", args.data.display()))?;
-    let commit = GroupCommit::start(db.clone())?;
+    // sled in --data, or the PostgreSQL state every instance shares.
+    let state = microservice::StateHome::open(&args.serve, &args.data).await?;
     let mut settings = args
         .serve
         .apply_to(manifold_connector_skopa::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
-    let provider = manifold_connector_skopa::open(
-        &db,
-        commit.clone(),
-        Arc::new(OutboxNotifier::new(args.outbox)),
-        connector,
-        settings,
-    )?;
+    let provider = state
+        .provider(
+            Arc::new(OutboxNotifier::new(args.outbox)),
+            connector,
+            settings,
+        )
+        .await?;
     if args.serve.reseal {
         let resealed = provider.reseal().await?;
         eprintln!(
@@ -82,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
         "skopa-provider",
         &args.listen,
         Arc::new(provider),
-        commit,
+        state.durability(),
         server,
     )
     .await?;
