@@ -466,3 +466,116 @@ mod scale_out {
         drop(providers);
     }
 }
+
+#[tokio::test]
+async fn a_database_stopped_under_load_loses_nothing_acknowledged_and_service_resumes_by_itself() {
+    let Some(server) = manifold_test_postgres::TestServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = on_postgres(&in_process_demo_config(dir.path()), server.url()).replace(
+        "pool_size = 4\n",
+        "pool_size = 4\nstatement_timeout_ms = 2000\nconnect_timeout_ms = 1000\n",
+    );
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, text).unwrap();
+    let switch = SwitchProcess::start(&path);
+    let app = std::sync::Arc::new(AppClient::new(&switch.url(), QUICK_APP, "demo"));
+
+    #[derive(Default)]
+    struct Seen {
+        acknowledged: Vec<(String, Reply)>,
+        unavailable: usize,
+        other: Vec<String>,
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let progress = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let (app, seen, progress, stop) =
+                (app.clone(), seen.clone(), progress.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let request_ref = format!("w{worker}-{n}");
+                    let reply = app
+                        .transfer(
+                            &request_ref,
+                            &format!("t-{request_ref}"),
+                            "0123456789",
+                            1_00,
+                        )
+                        .await;
+                    {
+                        let mut seen = seen.lock().unwrap();
+                        match (reply.http, reply.status()) {
+                            (200, "Successful") => seen.acknowledged.push((request_ref, reply)),
+                            (503, _) if reply.error() == "storage_unavailable" => {
+                                seen.unavailable += 1
+                            }
+                            _ => seen.other.push(reply.raw.clone()),
+                        }
+                    }
+                    progress.notify_one();
+                }
+            })
+        })
+        .collect();
+    let wait_for = |what: &'static str, done: Box<dyn Fn(&Seen) -> bool + Send>| {
+        let (seen, progress) = (seen.clone(), progress.clone());
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                while !done(&seen.lock().unwrap()) {
+                    progress.notified().await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("within 60 s: {what}"));
+        }
+    };
+
+    wait_for(
+        "20 transfers acknowledged",
+        Box::new(|s| s.acknowledged.len() >= 20),
+    )
+    .await;
+    server.stop();
+    wait_for(
+        "calls answered 503 storage_unavailable while the database is away",
+        Box::new(|s| s.unavailable >= 8),
+    )
+    .await;
+    let before_restart = seen.lock().unwrap().acknowledged.len();
+    server.start_again();
+    wait_for(
+        "transfers acknowledged again once the database is back",
+        Box::new(move |s| s.acknowledged.len() >= before_restart + 20),
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    // Between acknowledged and unavailable, a call may have been answered
+    // otherwise only in words that say so: Pending (its record written, its
+    // answer not) or 409 while another is in flight.
+    for raw in &seen.other {
+        assert!(
+            raw.contains("Pending") || raw.contains("request_in_progress"),
+            "{raw}"
+        );
+    }
+    // Everything acknowledged, before the stop and after, is there: a
+    // repeat is answered byte for byte.
+    for (request_ref, reply) in &seen.acknowledged {
+        let again = app
+            .transfer(request_ref, &format!("t-{request_ref}"), "0123456789", 1_00)
+            .await;
+        assert_eq!(again.raw, reply.raw, "{request_ref}");
+    }
+    drop(switch);
+}

@@ -152,6 +152,86 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A PostgreSQL server of one test's own (`tests/postgres/start`), which
+/// the test may stop and start again; stopped and removed when dropped.
+/// Started only when the suite was given a server (so PostgreSQL's
+/// binaries are known to be there); `None`, said loudly, otherwise.
+#[derive(Debug)]
+pub struct TestServer {
+    dir: String,
+    url: String,
+}
+
+fn script(name: &str) -> String {
+    format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl TestServer {
+    pub fn start() -> Option<TestServer> {
+        if server_url().is_none() {
+            say_skipped();
+            return None;
+        }
+        let output = std::process::Command::new(script("start"))
+            .output()
+            .expect("tests/postgres/start runs");
+        assert!(
+            output.status.success(),
+            "tests/postgres/start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("tests/postgres/start printed no {name}: {text}"))
+                .trim_matches('\'')
+                .to_owned()
+        };
+        Some(TestServer {
+            url: value("MANIFOLD_TEST_POSTGRES"),
+            dir: value("MANIFOLD_TEST_POSTGRES_DIR"),
+        })
+    }
+
+    /// The server's URL (its `postgres` database, superuser).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn ctl(&self, action: &str) {
+        let status = std::process::Command::new(script("ctl"))
+            .args([action, &self.dir])
+            .status()
+            .expect("tests/postgres/ctl runs");
+        assert!(status.success(), "tests/postgres/ctl {action} failed");
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl -m immediate`).
+    pub fn stop(&self) {
+        self.ctl("stop");
+    }
+
+    /// Starts it again, on the same port and files.
+    pub fn start_again(&self) {
+        self.ctl("start");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script("stop"))
+            .env("MANIFOLD_TEST_POSTGRES_DIR", &self.dir)
+            .env(
+                "MANIFOLD_TEST_POSTGRES_BIN",
+                std::fs::read_to_string(format!("{}/bindir", self.dir))
+                    .unwrap_or_default()
+                    .trim(),
+            )
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
