@@ -177,6 +177,11 @@ pub struct PostgresConfig {
     pub statement_timeout: Duration,
     /// How long a call waits for a connection, opening one included.
     pub connect_timeout: Duration,
+    /// `ca_file`: PEM certificates the server's must chain to over TLS
+    /// (`sslmode=require` in the URL), instead of the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// `insecure_plaintext`: allows a URL to another machine without TLS.
+    pub insecure_plaintext: bool,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -186,6 +191,8 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .finish()
     }
 }

@@ -161,6 +161,8 @@ struct RawPostgres {
     pool_size: Option<usize>,
     statement_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
+    ca_file: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
 }
 
 /// `[data_at_rest]`: the key customer data is sealed under, the keys it was
@@ -706,11 +708,21 @@ impl RawPostgres {
             self.connect_timeout_ms,
             crate::DEFAULT_POSTGRES_TIMEOUT_MS,
         );
+        if let Some(path) = &self.ca_file {
+            if !path.is_file() {
+                problems.add(
+                    "storage.postgres.ca_file",
+                    format!("{} is not a file", path.display()),
+                );
+            }
+        }
         Some(PostgresConfig {
             url: url?,
             pool_size,
             statement_timeout,
             connect_timeout,
+            ca_file: self.ca_file,
+            insecure_plaintext: self.insecure_plaintext.unwrap_or(false),
         })
     }
 }

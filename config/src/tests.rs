@@ -1564,6 +1564,20 @@ fn the_storage_backend_is_sled_unless_postgres_is_configured_in_full() {
         "storage.postgres.url",
         "is not a PostgreSQL URL",
     );
+    let waived = load(&format!(
+        "{postgres}insecure_plaintext = true\nca_file = \"Cargo.toml\"\n"
+    ))
+    .unwrap();
+    let StorageBackend::Postgres(pg) = waived.storage.backend else {
+        unreachable!()
+    };
+    assert!(pg.insecure_plaintext);
+    assert_eq!(pg.ca_file.as_deref(), Some(Path::new("Cargo.toml")));
+    check_rejected(
+        &format!("{postgres}ca_file = \"/nonexistent/ca.pem\"\n"),
+        "storage.postgres.ca_file",
+        "is not a file",
+    );
     check_rejected(
         &format!("{postgres}pool_size = 0\n"),
         "storage.postgres.pool_size",

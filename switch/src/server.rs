@@ -287,6 +287,8 @@ impl Switch {
                     pool_size: postgres.pool_size,
                     statement_timeout: postgres.statement_timeout,
                     connect_timeout: postgres.connect_timeout,
+                    ca_file: postgres.ca_file.clone(),
+                    insecure_plaintext: postgres.insecure_plaintext,
                     data_keys: Some(config.data_at_rest.keys.clone()),
                 })
                 .await

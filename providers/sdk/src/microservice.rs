@@ -72,6 +72,8 @@ impl StateHome {
                     url: url.0.expose().to_owned(),
                     pool_size: args.state_pool_size,
                     timeout: Duration::from_millis(args.state_timeout_ms.max(1)),
+                    ca_file: args.state_ca_file.clone(),
+                    insecure_plaintext: args.state_insecure_plaintext,
                 };
                 SharedState::connect(&options)
                     .await
@@ -256,6 +258,14 @@ pub struct ServeArgs {
     /// How long one statement on the shared state may run.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 5_000))]
     pub state_timeout_ms: u64,
+    /// PEM certificates the shared state's server must present a chain to
+    /// (TLS: `sslmode=require` in the URL), instead of the public roots.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub state_ca_file: Option<PathBuf>,
+    /// Allow a `--state-url` to another machine without TLS (the password
+    /// and the state then cross the network in clear).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub state_insecure_plaintext: bool,
 }
 
 /// `--state-url`: a secret (it may hold a password), never printed.

@@ -21,30 +21,32 @@
 //! **Durable when committed**: every write commits before it returns, and a
 //! server that runs with `fsync` or `synchronous_commit` off is refused.
 
-use std::error::Error as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{Object, Pool, PoolError};
+use manifold_postgres::{Migration, PgError, Schema};
 use sha2::{Digest, Sha256};
-use tokio_postgres::NoTls;
 
 use crate::ServiceError;
 
-/// Every migration of the provider state's schema, in order.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE manifold_provider_state (
-         tree  text  NOT NULL,
-         key   bytea NOT NULL,
-         value bytea NOT NULL,
-         PRIMARY KEY (tree, key)
-     )",
-)];
-
-/// The advisory lock migrations take ("mfldprov").
-const MIGRATION_LOCK: i64 = 0x6d66_6c64_7072_6f76;
+/// The provider state's schema.
+const SCHEMA: Schema = Schema {
+    what: "provider state",
+    table: "manifold_provider_schema",
+    // "mfldprov".
+    lock: 0x6d66_6c64_7072_6f76,
+    migrations: &[Migration {
+        version: 1,
+        name: "the provider state",
+        sql: "CREATE TABLE manifold_provider_state (
+                  tree  text  NOT NULL,
+                  key   bytea NOT NULL,
+                  value bytea NOT NULL,
+                  PRIMARY KEY (tree, key)
+              )",
+    }],
+};
 
 /// How long a call waits for another instance to let go of a transaction
 /// (the holder is calling the upstream, which its own timeout bounds).
@@ -59,6 +61,11 @@ pub struct SharedStateOptions {
     pub pool_size: usize,
     /// How long one statement may run, and a call wait for a connection.
     pub timeout: Duration,
+    /// PEM certificates the server's must chain to over TLS
+    /// (`sslmode=require`), instead of the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Allows a URL to another machine without TLS.
+    pub insecure_plaintext: bool,
 }
 
 impl std::fmt::Debug for SharedStateOptions {
@@ -67,6 +74,8 @@ impl std::fmt::Debug for SharedStateOptions {
             .field("url", &"(redacted)")
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .finish()
     }
 }
@@ -87,104 +96,48 @@ impl std::fmt::Debug for SharedState {
     }
 }
 
-/// The database's error in words (tokio-postgres' `Display` says only "db
-/// error"; the server's message is its source).
 pub(crate) fn database(error: tokio_postgres::Error) -> ServiceError {
-    ServiceError::Database(match error.source() {
-        Some(source) => format!("{error}: {source}"),
-        None => error.to_string(),
-    })
+    ServiceError::Database(manifold_postgres::describe(&error))
 }
 
 pub(crate) fn pool_error(error: PoolError) -> ServiceError {
-    match error {
-        PoolError::Backend(error) => database(error),
-        PoolError::Timeout(_) => {
-            ServiceError::Database("no connection to PostgreSQL within the timeout".into())
-        }
-        other => ServiceError::Database(format!("the PostgreSQL pool: {other}")),
-    }
+    ServiceError::Database(PgError::from(error).to_string())
 }
 
-fn pool(
-    mut config: tokio_postgres::Config,
-    size: usize,
-    timeout: Duration,
-    statement_timeout: Option<Duration>,
-) -> Result<Pool, ServiceError> {
-    config.connect_timeout(timeout);
-    if config.get_application_name().is_none() {
-        config.application_name("manifold-provider");
-    }
-    config.options(match statement_timeout {
-        Some(limit) => format!("-c statement_timeout={}", limit.as_millis().max(1)),
-        None => format!(
-            "-c statement_timeout=0 -c lock_timeout={}",
-            LOCK_WAIT.as_millis()
-        ),
-    });
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size.max(1))
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(timeout.max(LOCK_WAIT)))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .build()
-        .map_err(|error| ServiceError::Database(format!("the PostgreSQL pool: {error}")))
+fn pg(error: PgError) -> ServiceError {
+    ServiceError::Database(error.to_string())
 }
 
 impl SharedState {
     /// Connects, refuses a server that may lose commits, and brings the
     /// schema up to date.
     pub async fn connect(options: &SharedStateOptions) -> Result<SharedState, ServiceError> {
-        let config: tokio_postgres::Config = options.url.parse().map_err(|error| {
-            ServiceError::Database(format!(
-                "the PostgreSQL URL: {}",
-                match database(error) {
-                    ServiceError::Database(reason) => reason,
-                    other => other.to_string(),
-                }
-            ))
-        })?;
-        let state = SharedState {
-            data: pool(
-                config.clone(),
-                options.pool_size,
-                options.timeout,
-                Some(options.timeout),
-            )?,
-            locks: pool(config, options.pool_size, options.timeout, None)?,
+        let pool = |statement_timeout, lock_timeout| {
+            manifold_postgres::pool(&manifold_postgres::Options {
+                url: options.url.clone(),
+                pool_size: options.pool_size,
+                statement_timeout,
+                lock_timeout,
+                connect_timeout: options.timeout,
+                ca_file: options.ca_file.clone(),
+                insecure_plaintext: options.insecure_plaintext,
+                application_name: "manifold-provider",
+            })
+            .map_err(pg)
         };
-        let mut client = state.data.get().await.map_err(|error| {
-            ServiceError::Database(format!(
-                "cannot connect to PostgreSQL: {}",
-                match pool_error(error) {
-                    ServiceError::Database(reason) => reason,
-                    other => other.to_string(),
-                }
-            ))
-        })?;
-        for setting in ["fsync", "synchronous_commit"] {
-            let value: String = client
-                .query_one(&format!("SHOW {setting}"), &[])
-                .await
-                .map_err(database)?
-                .get(0);
-            if value == "off" {
-                return Err(ServiceError::Database(format!(
-                    "PostgreSQL runs with {setting} = off, so a commit it acknowledges can be lost \
-                     in a crash, and a provider answers nothing that is not durable: set it on"
-                )));
-            }
-        }
-        migrate(&mut client).await?;
+        let state = SharedState {
+            data: pool(Some(options.timeout), None)?,
+            // A lock is waited for as long as another instance's upstream
+            // call may hold it.
+            locks: pool(None, Some(LOCK_WAIT))?,
+        };
+        let mut client = manifold_postgres::connect(&state.data).await.map_err(pg)?;
+        manifold_postgres::check_durable_commits(&client)
+            .await
+            .map_err(pg)?;
+        manifold_postgres::migrate(&mut client, &SCHEMA)
+            .await
+            .map_err(pg)?;
         Ok(state)
     }
 
@@ -206,49 +159,6 @@ impl SharedState {
             id,
         })
     }
-}
-
-async fn migrate(client: &mut Object) -> Result<(), ServiceError> {
-    let transaction = client.transaction().await.map_err(database)?;
-    transaction
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(database)?;
-    transaction
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS manifold_provider_schema (
-                 version    integer     PRIMARY KEY,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await
-        .map_err(database)?;
-    let found: i32 = transaction
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM manifold_provider_schema",
-            &[],
-        )
-        .await
-        .map_err(database)?
-        .get(0);
-    let latest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
-    if found > latest {
-        return Err(ServiceError::Database(format!(
-            "the provider state's schema is at version {found}, and this build knows versions up \
-             to {latest}: a newer Manifold upgraded it, which is what must run on it"
-        )));
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
-        transaction.batch_execute(sql).await.map_err(database)?;
-        transaction
-            .execute(
-                "INSERT INTO manifold_provider_schema (version) VALUES ($1)",
-                &[version],
-            )
-            .await
-            .map_err(database)?;
-    }
-    transaction.commit().await.map_err(database)
 }
 
 /// The advisory lock's id of `key` in `namespace`: the same in every

@@ -28,6 +28,8 @@ async fn instance(
         url: database.url().to_owned(),
         pool_size: 4,
         timeout: Duration::from_secs(10),
+        ca_file: None,
+        insecure_plaintext: false,
     })
     .await
     .unwrap_or_else(|error| panic!("connecting the shared state: {error}"));

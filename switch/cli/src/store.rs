@@ -132,6 +132,8 @@ pub fn postgres_options(
         pool_size: postgres.pool_size,
         statement_timeout: postgres.statement_timeout,
         connect_timeout: postgres.connect_timeout,
+        ca_file: postgres.ca_file.clone(),
+        insecure_plaintext: postgres.insecure_plaintext,
         data_keys: Some(config.data_at_rest.keys.clone()),
     }
 }

@@ -179,6 +179,8 @@ pub(super) fn postgres_options(database: &TestDatabase) -> PostgresOptions {
         pool_size: 8,
         statement_timeout: std::time::Duration::from_secs(10),
         connect_timeout: std::time::Duration::from_secs(10),
+        ca_file: None,
+        insecure_plaintext: false,
         data_keys: Some(data_keys(("k", 1), &[])),
     }
 }

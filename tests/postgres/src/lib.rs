@@ -168,11 +168,25 @@ fn script(name: &str) -> String {
 
 impl TestServer {
     pub fn start() -> Option<TestServer> {
+        TestServer::start_with(&[])
+    }
+
+    /// As [`TestServer::start`], serving TLS with the certificate chain and
+    /// key in these PEM files too.
+    pub fn start_with_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<TestServer> {
+        TestServer::start_with(&[
+            ("MANIFOLD_TEST_POSTGRES_TLS_CERT", cert),
+            ("MANIFOLD_TEST_POSTGRES_TLS_KEY", key),
+        ])
+    }
+
+    fn start_with(env: &[(&str, &std::path::Path)]) -> Option<TestServer> {
         if server_url().is_none() {
             say_skipped();
             return None;
         }
         let output = std::process::Command::new(script("start"))
+            .envs(env.iter().copied())
             .output()
             .expect("tests/postgres/start runs");
         assert!(

@@ -29,17 +29,18 @@
 
 mod schema;
 
-use std::error::Error as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Pool, PoolError};
 use manifold_billing::Price;
 use manifold_crypto::DataKeys;
+use manifold_postgres::PgError;
 use manifold_provider::Status;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::codec::{self, key, TRANSACTION};
 use super::sealing::{self, Sealing};
@@ -65,6 +66,11 @@ pub struct PostgresOptions {
     pub statement_timeout: Duration,
     /// How long a call waits for a connection (opening one included).
     pub connect_timeout: Duration,
+    /// PEM certificates the server's must chain to (TLS, `sslmode=require`),
+    /// instead of the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Allows a URL to another machine without TLS.
+    pub insecure_plaintext: bool,
     /// The keys transaction records are sealed under; `None` keeps them in
     /// clear (tests only: the configuration requires a key).
     pub data_keys: Option<Arc<DataKeys>>,
@@ -77,31 +83,27 @@ impl std::fmt::Debug for PostgresOptions {
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .field("data_keys", &self.data_keys)
             .finish()
     }
 }
 
-/// The database's error in words: tokio-postgres' own `Display` says only
-/// "db error", the server's message is its source.
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.source() {
-        Some(source) => format!("{error}: {source}"),
-        None => error.to_string(),
-    }
-}
-
 fn database(error: tokio_postgres::Error) -> StoreError {
-    StoreError::Database(describe(&error))
+    StoreError::Database(manifold_postgres::describe(&error))
 }
 
 fn pool_error(error: PoolError) -> StoreError {
+    pg(PgError::from(error))
+}
+
+/// The connection layer's error as the store's.
+fn pg(error: PgError) -> StoreError {
     match error {
-        PoolError::Backend(error) => database(error),
-        PoolError::Timeout(_) => {
-            StoreError::Database("no connection to PostgreSQL within the connect timeout".into())
-        }
-        other => StoreError::Database(format!("the PostgreSQL pool: {other}")),
+        PgError::NotDurable(_) => StoreError::NotDurable(error.to_string()),
+        PgError::NewerSchema { .. } => StoreError::UnsupportedFormat(error.to_string()),
+        other => StoreError::Database(other.to_string()),
     }
 }
 
@@ -171,47 +173,28 @@ impl PgStore {
     /// schema up to date and checks the data keys; every failure says what
     /// to fix.
     pub async fn connect(options: &PostgresOptions) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = options.url.parse().map_err(|error| {
-            StoreError::Database(format!("the PostgreSQL URL: {}", describe(&error)))
-        })?;
-        if config.get_application_name().is_none() {
-            config.application_name("manifold-switch");
-        }
-        config.connect_timeout(options.connect_timeout);
-        config.options(format!(
-            "-c statement_timeout={}",
-            options.statement_timeout.as_millis().max(1)
-        ));
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|error| StoreError::Database(format!("the PostgreSQL pool: {error}")))?;
+        let pool = manifold_postgres::pool(&manifold_postgres::Options {
+            url: options.url.clone(),
+            pool_size: options.pool_size,
+            statement_timeout: Some(options.statement_timeout),
+            lock_timeout: None,
+            connect_timeout: options.connect_timeout,
+            ca_file: options.ca_file.clone(),
+            insecure_plaintext: options.insecure_plaintext,
+            application_name: "manifold-switch",
+        })
+        .map_err(pg)?;
         let store = PgStore {
             pool,
             sealing: Sealing::new(options.data_keys.clone()),
         };
-        let mut client = store.pool.get().await.map_err(|error| {
-            StoreError::Database(format!(
-                "cannot connect to PostgreSQL: {}",
-                match pool_error(error) {
-                    StoreError::Database(reason) => reason,
-                    other => other.to_string(),
-                }
-            ))
-        })?;
-        check_durable_commits(&client).await?;
-        schema::migrate(&mut client).await?;
+        let mut client = manifold_postgres::connect(&store.pool).await.map_err(pg)?;
+        manifold_postgres::check_durable_commits(&client)
+            .await
+            .map_err(pg)?;
+        manifold_postgres::migrate(&mut client, &schema::SCHEMA)
+            .await
+            .map_err(pg)?;
         store.check_key_ids(&mut client).await?;
         Ok(store)
     }
@@ -901,25 +884,6 @@ fn key_ids_name() -> String {
     String::from_utf8_lossy(sealing::KEY_IDS)
         .trim_start_matches('\0')
         .to_owned()
-}
-
-/// Refuses a server that may lose a commit it acknowledged: the switch
-/// answers an app only after its commit, so the commit must be durable.
-async fn check_durable_commits(client: &impl GenericClient) -> Result<(), StoreError> {
-    for setting in ["fsync", "synchronous_commit"] {
-        let value: String = client
-            .query_one(&format!("SHOW {setting}"), &[])
-            .await
-            .map_err(database)?
-            .get(0);
-        if value == "off" {
-            return Err(StoreError::NotDurable(format!(
-                "PostgreSQL runs with {setting} = off, so a commit it acknowledges can be lost in \
-                 a crash, and the switch acknowledges nothing that is not durable: set it on"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The columns [`PgStore::metered_call`] reads, in its order.

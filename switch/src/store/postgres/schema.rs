@@ -24,19 +24,17 @@
 //!   and time so an invoice reads its period only.
 //! - `manifold_meta`: the ids of the data keys records are sealed under.
 
-use deadpool_postgres::Client;
+use manifold_postgres::{Migration, Schema};
 
-use crate::store::StoreError;
+/// The switch's schema: every migration, in order.
+pub(super) const SCHEMA: Schema = Schema {
+    what: "Manifold",
+    table: "manifold_schema_migrations",
+    lock: MIGRATION_LOCK,
+    migrations: MIGRATIONS,
+};
 
-/// One step of the schema.
-pub(super) struct Migration {
-    pub version: i32,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
-/// Every migration, in order.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "transactions, requests, metered calls",
     sql: r#"
@@ -120,70 +118,3 @@ CREATE INDEX manifold_metered_calls_period ON manifold_metered_calls (app_id, at
 /// The advisory lock every migrating switch takes (an arbitrary constant:
 /// "manifold" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x6d61_6e69_666f_6c64;
-
-/// The highest schema version this build knows.
-pub(super) fn latest() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
-}
-
-/// Brings the database's schema to [`latest`], or refuses one a newer
-/// build upgraded; returns the version it was at before.
-pub(super) async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
-    let transaction = client.transaction().await.map_err(super::database)?;
-    transaction
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(super::database)?;
-    transaction
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS manifold_schema_migrations (
-                 version    integer     PRIMARY KEY,
-                 name       text        NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await
-        .map_err(super::database)?;
-    let found: i32 = transaction
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM manifold_schema_migrations",
-            &[],
-        )
-        .await
-        .map_err(super::database)?
-        .get(0);
-    if found > latest() {
-        return Err(StoreError::UnsupportedFormat(format!(
-            "the database's Manifold schema is at version {found}, and this build knows versions up \
-             to {}: it was upgraded by a newer Manifold, which is what must run on it",
-            latest()
-        )));
-    }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
-        transaction
-            .batch_execute(migration.sql)
-            .await
-            .map_err(|error| {
-                StoreError::Database(format!(
-                    "schema migration {} ({}) failed: {}",
-                    migration.version,
-                    migration.name,
-                    super::database(error)
-                ))
-            })?;
-        transaction
-            .execute(
-                "INSERT INTO manifold_schema_migrations (version, name) VALUES ($1, $2)",
-                &[&migration.version, &migration.name],
-            )
-            .await
-            .map_err(super::database)?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied a schema migration"
-        );
-    }
-    transaction.commit().await.map_err(super::database)?;
-    Ok(found)
-}

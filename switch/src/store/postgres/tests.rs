@@ -117,7 +117,7 @@ async fn switches_starting_together_migrate_once_and_a_newer_schema_is_refused()
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![schema::latest()]);
+    assert_eq!(versions, vec![schema::SCHEMA.latest()]);
 
     client
         .execute(
@@ -227,6 +227,8 @@ async fn a_bad_url_and_an_unreachable_server_are_clear_errors_without_the_passwo
         pool_size: 2,
         statement_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
+        ca_file: None,
+        insecure_plaintext: false,
         data_keys: None,
     };
     let error =
