@@ -40,6 +40,7 @@ use manifold_billing::Price;
 use manifold_crypto::DataKeys;
 use manifold_postgres::PgError;
 use manifold_provider::Status;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::codec::{self, key, TRANSACTION};
@@ -589,8 +590,8 @@ impl PgStore {
         }))
     }
 
-    /// The transaction row's columns from `record`, in the order of
-    /// [`INSERT_TRANSACTION`] after its key.
+    /// The transaction row's columns beside its key, from `record` (its
+    /// sealed encoding included).
     fn transaction_columns(&self, record: &TransactionRecord) -> Result<Columns, StoreError> {
         Ok(Columns {
             request_type: record.request_type.clone(),
@@ -618,19 +619,7 @@ impl PgStore {
                      record)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (app_id, transaction_ref) DO NOTHING",
-                &[
-                    &record.app_id,
-                    &record.transaction_ref,
-                    &c.request_type,
-                    &c.provider,
-                    &c.amount,
-                    &c.status,
-                    &c.created_at_ms,
-                    &c.updated_at_ms,
-                    &c.settled,
-                    &c.dropped,
-                    &c.record,
-                ],
+                &c.params(record),
             )
             .await
             .map_err(database)?;
@@ -649,19 +638,7 @@ impl PgStore {
                      status = $6, created_at_ms = $7, updated_at_ms = $8, settled = $9,
                      customer_data_dropped = $10, record = $11
                  WHERE app_id = $1 AND transaction_ref = $2",
-                &[
-                    &record.app_id,
-                    &record.transaction_ref,
-                    &c.request_type,
-                    &c.provider,
-                    &c.amount,
-                    &c.status,
-                    &c.created_at_ms,
-                    &c.updated_at_ms,
-                    &c.settled,
-                    &c.dropped,
-                    &c.record,
-                ],
+                &c.params(record),
             )
             .await
             .map_err(database)?;
@@ -878,6 +855,26 @@ struct Columns {
     settled: bool,
     dropped: bool,
     record: Vec<u8>,
+}
+
+impl Columns {
+    /// A row's parameters, its key first: `$1` to `$11` of the statements
+    /// that write one.
+    fn params<'a>(&'a self, record: &'a TransactionRecord) -> [&'a (dyn ToSql + Sync); 11] {
+        [
+            &record.app_id,
+            &record.transaction_ref,
+            &self.request_type,
+            &self.provider,
+            &self.amount,
+            &self.status,
+            &self.created_at_ms,
+            &self.updated_at_ms,
+            &self.settled,
+            &self.dropped,
+            &self.record,
+        ]
+    }
 }
 
 fn key_ids_name() -> String {
