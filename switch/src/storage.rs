@@ -316,7 +316,8 @@ pub struct Storage {
     opened: AtomicU64,
     /// Whether the guard was refusing at its last look, to log changes once.
     short: AtomicBool,
-    /// Calls metered while no generation is open.
+    /// Calls metered while no generation is open, or while the shared
+    /// database does not answer.
     unmetered: Mutex<Vec<MeteredCall>>,
     unmetered_dropped: AtomicU64,
     /// Calls failed by the shared database since its failure was last
@@ -402,7 +403,8 @@ impl Storage {
     }
 
     /// Counts a call for billing in the current generation, or keeps it
-    /// for the next one while none is open.
+    /// for the next one while none is open (or, on PostgreSQL, while the
+    /// database does not answer).
     pub async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
         let generation = {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
@@ -415,7 +417,28 @@ impl Storage {
                 }
             }
         };
-        generation.dyn_store.meter(call).await
+        match &generation.store {
+            SwitchStore::Sled(store) => store.meter(call).await,
+            // The database may be away for a moment: a call it was answered
+            // (and will be billed) is kept and written with the next one
+            // that succeeds, rather than lost.
+            SwitchStore::Postgres(store) => {
+                if let Err(error) = store.meter(call).await {
+                    self.keep_unmetered(std::iter::once(call.clone()));
+                    self.database_failed(&error);
+                    return Ok(());
+                }
+                let kept =
+                    std::mem::take(&mut *self.unmetered.lock().unwrap_or_else(|e| e.into_inner()));
+                for (written, kept_call) in kept.iter().enumerate() {
+                    if store.meter(kept_call).await.is_err() {
+                        self.keep_unmetered(kept[written..].iter().cloned());
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Makes everything written so far durable; for shutdown (so a failure

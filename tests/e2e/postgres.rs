@@ -577,5 +577,19 @@ async fn a_database_stopped_under_load_loses_nothing_acknowledged_and_service_re
             .await;
         assert_eq!(again.raw, reply.raw, "{request_ref}");
     }
+    // Every answered call is metered, those whose metering met the
+    // database away included (kept, and written once it answered): each
+    // acknowledged transfer and its repeat.
+    let metered: i64 = manifold_test_postgres::connect(server.url())
+        .await
+        .query_one(
+            "SELECT count(*) FROM manifold_metered_calls
+             WHERE http_status = 200 AND status = 'Successful'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(metered as usize, 2 * seen.acknowledged.len());
     drop(switch);
 }

@@ -24,6 +24,9 @@ pub enum ProviderMode {
 /// read. The switch's default.
 pub const STORE_CACHE_MB: u64 = manifold_config::DEFAULT_CACHE_CAPACITY_MB;
 
+/// The switch's PostgreSQL pool in the benchmark, and baseline (p)'s: the
+/// configuration's default.
+pub const POSTGRES_POOL: usize = manifold_config::DEFAULT_POSTGRES_POOL_SIZE;
 /// The secret the switch and the remote demo provider sign their calls with.
 pub const HOP_SECRET: &str = "bench-provider-hop-secret-0123456789-abcdef";
 
@@ -87,6 +90,18 @@ fn app_section(app: &BenchApp) -> String {
 /// The configuration text for a switch keeping its store in `store` and
 /// writing OTPs of an in-process provider to `outbox`.
 pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) -> String {
+    switch_config_on(store, outbox, provider, None)
+}
+
+/// [`switch_config_text`] with the store in the PostgreSQL database at
+/// `postgres` when given (the in-process provider's own state stays in
+/// `store`).
+pub fn switch_config_on(
+    store: &Path,
+    outbox: &Path,
+    provider: &ProviderMode,
+    postgres: Option<&str>,
+) -> String {
     let endpoint = match provider {
         ProviderMode::InProcess => "mode = \"in_process\"\nimplementation = \"demo\"".to_owned(),
         ProviderMode::Remote(url) => {
@@ -94,12 +109,19 @@ pub fn switch_config_text(store: &Path, outbox: &Path, provider: &ProviderMode) 
         }
     };
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"{BENCH_DATA_KEY}\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n[notifications]\noutbox = {outbox}\n\
+        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"{BENCH_DATA_KEY}\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n{backend}[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
          timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n{settings}",
         settings = match provider {
             ProviderMode::InProcess => format!("[providers.settings]\n{UNLIMITED_SENDS}"),
             ProviderMode::Remote(_) => String::new(),
+        },
+        backend = match postgres {
+            Some(url) => format!(
+                "backend = \"postgres\"\n[storage.postgres]\nurl = {}\npool_size = {POSTGRES_POOL}\n",
+                quoted(Path::new(url))
+            ),
+            None => String::new(),
         },
         store = quoted(store),
         outbox = quoted(outbox),

@@ -145,20 +145,21 @@ struct Window {
     start: Instant,
 }
 
-/// Drives `workload` against `addr` as `plan` says. `watched` are the server
+/// Drives `workload` against `addrs` (connections spread over them in turn:
+/// several switches sharing one database) as `plan` says. `watched` are the server
 /// processes whose CPU time is charged to the run. Iterations take their
 /// numbers from `sequence`: runs of one workload that share it never repeat
 /// a number, and so never a `request_ref`.
 pub async fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     workload: Arc<Workload>,
     plan: LoadPlan,
     watched: &[u32],
     sequence: Arc<AtomicU64>,
 ) -> Result<LoadResult, LoadError> {
     let mut connections = Vec::with_capacity(plan.connections);
-    for _ in 0..plan.connections {
-        connections.push(Connection::open(addr).await?);
+    for index in 0..plan.connections {
+        connections.push(Connection::open(addrs[index % addrs.len()]).await?);
     }
     let start = Instant::now() + Duration::from_millis(5);
     let window = Arc::new(Window {

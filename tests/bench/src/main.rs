@@ -92,6 +92,14 @@ enum Command {
         transaction: bool,
     },
     /// Baseline (b): a pass-through proxy to `upstream`.
+    /// Baseline (p): (a) plus one INSERT per request through a PostgreSQL pool.
+    #[command(hide = true)]
+    ServePostgres {
+        #[arg(long)]
+        answer: PathBuf,
+        #[arg(long)]
+        url: String,
+    },
     #[command(hide = true)]
     ServeProxy {
         #[arg(long)]
@@ -158,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::ServeSwitch { config }) => serve::switch(&config).await?,
         Some(Command::ServeJson { answer }) => serve::json(&answer).await?,
+        Some(Command::ServePostgres { answer, url }) => serve::postgres(&answer, &url).await?,
         Some(Command::ServeDurable {
             answer,
             data,

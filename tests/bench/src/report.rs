@@ -162,6 +162,8 @@ fn label_of(id: &str) -> &'static str {
         "a-durable" => "(a′)",
         "a-durable-tx" => "(a″)",
         "b" => "(b)",
+        "p" => "(p)",
+        "balance-in" => "sled",
         _ => "?",
     }
 }
@@ -171,6 +173,7 @@ fn case_name(case: &CaseResult) -> String {
         Placement::Baseline => case.description.to_owned(),
         Placement::InProcess => format!("{} — in-process", case.description),
         Placement::Remote => format!("{} — remote", case.description),
+        Placement::Postgres => format!("{} — on PostgreSQL", case.description),
     }
 }
 
@@ -438,10 +441,16 @@ fn ratio_cell(report: &BenchReport, case: &CaseResult) -> String {
         Some(baseline) => {
             let main = ratio(report, case.id, baseline)
                 .map(|r| format!("{:.2} × {}", r, label_of(baseline)));
-            let bare = (case.placement == Placement::InProcess)
-                .then(|| ratio(report, case.id, "a"))
-                .flatten()
-                .map(|r| format!("{r:.2} × (a)"));
+            // In-process cases also against (a); PostgreSQL ones against the
+            // same call on sled in this run.
+            let second = match case.placement {
+                Placement::InProcess => Some("a"),
+                Placement::Postgres => Some("balance-in"),
+                _ => None,
+            };
+            let bare = second
+                .and_then(|other| ratio(report, case.id, other).map(|r| (r, other)))
+                .map(|(r, other)| format!("{r:.2} × {}", label_of(other)));
             match (main, bare) {
                 (Some(main), Some(bare)) => format!("{main}; {bare}"),
                 (Some(main), None) => main,

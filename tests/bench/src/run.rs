@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{switch_config_text, ProviderMode};
+use crate::config::{switch_config_on, switch_config_text, ProviderMode};
 use crate::connection::Connection;
 use crate::load::{self, LoadError, LoadPlan, LoadResult, Pace};
 use crate::machine::{self, Machine};
@@ -77,6 +77,8 @@ pub enum Placement {
     Baseline,
     InProcess,
     Remote,
+    /// The switch (with the demo provider in-process) on PostgreSQL.
+    Postgres,
 }
 
 /// The measured cases, in report order: `(id, description, placement)`.
@@ -117,7 +119,27 @@ pub const CASES: &[(&str, &str, Placement)] = &[
     ),
     ("query-remote", "query", Placement::Remote),
     ("repeat-remote", "idempotent repeat", Placement::Remote),
+    (
+        "p",
+        "(p) bare hyper + one INSERT through a PostgreSQL pool",
+        Placement::Baseline,
+    ),
+    (
+        "balance-pg",
+        "get_balance, otp_override = true, one switch",
+        Placement::Postgres,
+    ),
+    (
+        "balance-pg2",
+        "get_balance, otp_override = true, two switches",
+        Placement::Postgres,
+    ),
 ];
+
+/// Whether a case needs the PostgreSQL server.
+fn on_postgres(id: &str) -> bool {
+    id == "p" || id.starts_with("balance-pg")
+}
 
 /// The id of a case's baseline: (a′) for in-process scenarios, whose
 /// acknowledgements are durable; (b) for remote ones.
@@ -126,6 +148,7 @@ pub fn baseline_of(placement: Placement) -> Option<&'static str> {
         Placement::Baseline => None,
         Placement::InProcess => Some("a-durable"),
         Placement::Remote => Some("b"),
+        Placement::Postgres => Some("p"),
     }
 }
 
@@ -201,6 +224,83 @@ struct Context {
     bench: PathBuf,
     root: PathBuf,
     tag: String,
+    /// The PostgreSQL server of the PostgreSQL cases, when one started.
+    postgres: Option<PostgresServer>,
+}
+
+/// A throwaway PostgreSQL server (`tests/postgres/start`), stopped and
+/// removed when dropped.
+struct PostgresServer {
+    /// Its superuser's URL, database `postgres`.
+    url: String,
+    dir: String,
+    bin: String,
+}
+
+impl PostgresServer {
+    fn script(name: &str) -> String {
+        format!("{}/../postgres/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn start() -> Result<PostgresServer, BenchError> {
+        let output = Command::new(Self::script("start"))
+            .output()
+            .map_err(io_error("running tests/postgres/start"))?;
+        if !output.status.success() {
+            return Err(BenchError::Setup(format!(
+                "tests/postgres/start: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .map(|v| v.trim_matches('\'').to_owned())
+                .ok_or_else(|| BenchError::Setup(format!("tests/postgres/start printed no {name}")))
+        };
+        Ok(PostgresServer {
+            url: value("MANIFOLD_TEST_POSTGRES")?,
+            dir: value("MANIFOLD_TEST_POSTGRES_DIR")?,
+            bin: value("MANIFOLD_TEST_POSTGRES_BIN")?,
+        })
+    }
+
+    /// A new, empty database for one case; its URL.
+    async fn database(&self, name: &str) -> Result<String, BenchError> {
+        let setup = |what: &str, reason: String| BenchError::Setup(format!("{what}: {reason}"));
+        let pool = manifold_postgres::pool(&manifold_postgres::Options {
+            url: self.url.clone(),
+            pool_size: 1,
+            statement_timeout: None,
+            lock_timeout: None,
+            connect_timeout: Duration::from_secs(10),
+            ca_file: None,
+            insecure_plaintext: false,
+            application_name: "manifold-bench",
+        })
+        .map_err(|e| setup("the PostgreSQL pool", e.to_string()))?;
+        manifold_postgres::connect(&pool)
+            .await
+            .map_err(|e| setup("PostgreSQL", e.to_string()))?
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .map_err(|e| setup("creating a database", manifold_postgres::describe(&e)))?;
+        let base = self
+            .url
+            .rsplit_once('/')
+            .map_or(self.url.as_str(), |(base, _)| base);
+        Ok(format!("{base}/{name}"))
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script("stop"))
+            .env("MANIFOLD_TEST_POSTGRES_DIR", &self.dir)
+            .env("MANIFOLD_TEST_POSTGRES_BIN", &self.bin)
+            .status();
+    }
 }
 
 impl Context {
@@ -230,8 +330,25 @@ impl Context {
     }
 
     fn switch(&self, dir: &Path, provider: &ProviderMode) -> Result<ServerProcess, BenchError> {
+        self.switch_on(dir, provider, None)
+    }
+
+    /// The switch, its store in the PostgreSQL database at `postgres`
+    /// when given.
+    fn switch_on(
+        &self,
+        dir: &Path,
+        provider: &ProviderMode,
+        postgres: Option<&str>,
+    ) -> Result<ServerProcess, BenchError> {
+        std::fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
         let config = dir.join("switch.toml");
-        let text = switch_config_text(&dir.join("switch"), &dir.join("outbox.jsonl"), provider);
+        let text = switch_config_on(
+            &dir.join("switch"),
+            &dir.join("outbox.jsonl"),
+            provider,
+            postgres,
+        );
         std::fs::write(&config, text).map_err(io_error(format!("writing {}", config.display())))?;
         self.bench_server(
             "switch",
@@ -259,6 +376,12 @@ impl Context {
         )
     }
 
+    fn postgres(&self) -> Result<&PostgresServer, BenchError> {
+        self.postgres
+            .as_ref()
+            .ok_or_else(|| BenchError::Setup("no PostgreSQL server was started".into()))
+    }
+
     fn plan(&self, pace: Pace, duration: Duration) -> LoadPlan {
         LoadPlan {
             connections: self.options.clients,
@@ -271,7 +394,7 @@ impl Context {
     /// Saturation, then half of it at a fixed rate.
     async fn measure(
         &self,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         workload: Arc<Workload>,
         watched: &[u32],
     ) -> Result<(LoadResult, LoadResult), BenchError> {
@@ -279,7 +402,7 @@ impl Context {
         // transactions, not repeats of the saturation run's.
         let sequence = Arc::new(AtomicU64::new(0));
         let saturation = load::run(
-            addr,
+            addrs,
             workload.clone(),
             self.plan(Pace::Closed, self.options.duration),
             watched,
@@ -289,7 +412,7 @@ impl Context {
         let half = saturation.iterations_per_second() / 2.0;
         let fixed = if half > 0.0 {
             load::run(
-                addr,
+                addrs,
                 workload,
                 self.plan(Pace::Open { per_second: half }, self.options.fixed_duration),
                 watched,
@@ -397,10 +520,63 @@ async fn run_case(
                 prefix: format!("{id}-{tag}"),
             });
             let (saturation, fixed) = context
-                .measure(server.addr, workload, &[server.pid])
+                .measure(&[server.addr], workload, &[server.pid])
                 .await?;
             let rss = rss_of(&[&server]);
             server.stop(STOP_GRACE);
+            (saturation, fixed, rss)
+        }
+        "p" => {
+            let url = context
+                .postgres()?
+                .database(&format!("bench_p_{tag}"))
+                .await?;
+            let server = context.bench_server(
+                "baseline-postgres",
+                &[
+                    "serve-postgres".to_owned(),
+                    "--answer".to_owned(),
+                    answer.display().to_string(),
+                    "--url".to_owned(),
+                    url,
+                ],
+            )?;
+            let workload = Arc::new(Workload::Balance {
+                caller: quick(),
+                prefix: format!("{id}-{tag}"),
+            });
+            let (saturation, fixed) = context
+                .measure(&[server.addr], workload, &[server.pid])
+                .await?;
+            let rss = rss_of(&[&server]);
+            server.stop(STOP_GRACE);
+            (saturation, fixed, rss)
+        }
+        "balance-pg" | "balance-pg2" => {
+            let url = context
+                .postgres()?
+                .database(&format!("bench_{}_{tag}", id.replace('-', "_")))
+                .await?;
+            let count = if id == "balance-pg2" { 2 } else { 1 };
+            let mut switches = Vec::with_capacity(count);
+            for n in 0..count {
+                switches.push(context.switch_on(
+                    &dir.join(format!("switch-{n}")),
+                    &ProviderMode::InProcess,
+                    Some(&url),
+                )?);
+            }
+            let addrs: Vec<SocketAddr> = switches.iter().map(|s| s.addr).collect();
+            let pids: Vec<u32> = switches.iter().map(|s| s.pid).collect();
+            let workload = Arc::new(Workload::Balance {
+                caller: quick(),
+                prefix: format!("{id}-{tag}"),
+            });
+            let (saturation, fixed) = context.measure(&addrs, workload, &pids).await?;
+            let rss = rss_of(&switches.iter().collect::<Vec<_>>());
+            for switch in switches {
+                switch.stop(STOP_GRACE);
+            }
             (saturation, fixed, rss)
         }
         "b" => {
@@ -417,7 +593,7 @@ async fn run_case(
                 prefix: format!("b-{tag}"),
             });
             let (saturation, fixed) = context
-                .measure(proxy.addr, workload, &[proxy.pid, provider.pid])
+                .measure(&[proxy.addr], workload, &[proxy.pid, provider.pid])
                 .await?;
             let rss = rss_of(&[&proxy, &provider]);
             proxy.stop(STOP_GRACE);
@@ -483,7 +659,7 @@ async fn run_case(
                 other => return Err(BenchError::UnknownCase(other.to_owned(), case_ids())),
             };
             let (saturation, fixed) = context
-                .measure(switch.addr, Arc::new(workload), &watched)
+                .measure(&[switch.addr], Arc::new(workload), &watched)
                 .await?;
             let mut servers = vec![&switch];
             servers.extend(provider.as_ref());
@@ -567,7 +743,7 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
         let dir = context.case_dir("growth-empty")?;
         let switch = context.switch(&dir, &ProviderMode::InProcess)?;
         let empty = load::run(
-            switch.addr,
+            &[switch.addr],
             workload(format!("grow-empty-{round}")),
             closed,
             &[switch.pid],
@@ -586,7 +762,7 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
         let switch = context.switch(&loaded_dir, &ProviderMode::InProcess)?;
         let open_seconds = opening.elapsed().as_secs_f64();
         let loaded = load::run(
-            switch.addr,
+            &[switch.addr],
             workload(format!("grow-loaded-{round}")),
             closed,
             &[switch.pid],
@@ -629,11 +805,28 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    // The PostgreSQL cases need a server of their own; without
+    // PostgreSQL's binaries they are left out, and the run says so.
+    let postgres = if CASES
+        .iter()
+        .any(|(id, _, _)| on_postgres(id) && selected(id))
+    {
+        match PostgresServer::start() {
+            Ok(server) => Some(server),
+            Err(error) => {
+                progress(format!("leaving out the PostgreSQL cases: {error}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let context = Context {
         options: options.clone(),
         bench,
         root: root.clone(),
         tag: format!("{:08x}", mix(nanos) as u32),
+        postgres,
     };
 
     let result = async {
@@ -642,7 +835,7 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
             .map_err(io_error(format!("writing {}", answer.display())))?;
         let mut cases = Vec::new();
         for (index, (id, description, placement)) in CASES.iter().enumerate() {
-            if !selected(id) {
+            if !selected(id) || (on_postgres(id) && context.postgres.is_none()) {
                 continue;
             }
             progress(format!(

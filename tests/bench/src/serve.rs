@@ -322,6 +322,69 @@ pub async fn durable(
     Ok(())
 }
 
+/// Baseline (p): checks each request's signature, INSERTs its body into
+/// PostgreSQL at `url` through the same pool as the switch's (size and
+/// settings), and answers `answer` once the commit returned: the cost of a
+/// durable acknowledgement on PostgreSQL, beside which the switch's own work
+/// on it shows.
+pub async fn postgres(answer_path: &Path, url: &str) -> Result<(), ServeError> {
+    let answer = Bytes::from(
+        std::fs::read(answer_path)
+            .map_err(io_error(format!("reading {}", answer_path.display())))?,
+    );
+    let store_error = |e: manifold_postgres::PgError| ServeError::Store(e.to_string());
+    let pool = manifold_postgres::pool(&manifold_postgres::Options {
+        url: url.to_owned(),
+        pool_size: crate::config::POSTGRES_POOL,
+        statement_timeout: Some(Duration::from_millis(
+            manifold_config::DEFAULT_POSTGRES_TIMEOUT_MS,
+        )),
+        lock_timeout: None,
+        connect_timeout: Duration::from_millis(manifold_config::DEFAULT_POSTGRES_TIMEOUT_MS),
+        ca_file: None,
+        insecure_plaintext: false,
+        application_name: "manifold-bench baseline",
+    })
+    .map_err(store_error)?;
+    manifold_postgres::connect(&pool)
+        .await
+        .map_err(store_error)?
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS bench_requests (id bigserial PRIMARY KEY, body bytea NOT NULL)",
+        )
+        .await
+        .map_err(|e| ServeError::Store(manifold_postgres::describe(&e)))?;
+    let listener = bind("baseline-postgres").await?;
+    let verifier = Arc::new(AppSignature::new());
+    let handler = move |request: Request<Incoming>, _peer: Peer| {
+        let answer = answer.clone();
+        let pool = pool.clone();
+        let verifier = verifier.clone();
+        async move {
+            let body = match verifier.read_verified(request).await {
+                Ok(body) => body,
+                Err(refusal) => return refusal,
+            };
+            let Ok(client) = pool.get().await else {
+                return failure(StatusCode::SERVICE_UNAVAILABLE, "no connection");
+            };
+            let statement = match client
+                .prepare_cached("INSERT INTO bench_requests (body) VALUES ($1)")
+                .await
+            {
+                Ok(statement) => statement,
+                Err(_) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "prepare failed"),
+            };
+            match client.execute(&statement, &[&body.as_ref()]).await {
+                Ok(_) => canned(&answer),
+                Err(_) => failure(StatusCode::INTERNAL_SERVER_ERROR, "insert failed"),
+            }
+        }
+    };
+    serve_until_stopped(listener, handler, stop_requested()).await;
+    Ok(())
+}
+
 /// Baseline (b): forwards every request (method, path, content type, body)
 /// to `upstream` over pooled keep-alive connections and relays the answer.
 pub async fn proxy(upstream: &str) -> Result<(), ServeError> {

@@ -95,6 +95,38 @@ fn database(error: tokio_postgres::Error) -> StoreError {
     StoreError::Database(manifold_postgres::describe(&error))
 }
 
+/// Runs `sql` as a statement prepared once per connection (the pool keeps
+/// them), so each costs one round trip instead of two: measured, it was
+/// most of the switch's time on PostgreSQL.
+async fn exec<C: GenericClient + ?Sized>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(database)?;
+    client.execute(&statement, params).await.map_err(database)
+}
+
+/// As [`exec`], for at most one row.
+async fn row<C: GenericClient + ?Sized>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(database)?;
+    client.query_opt(&statement, params).await.map_err(database)
+}
+
+/// As [`exec`], for rows.
+async fn rows<C: GenericClient + ?Sized>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(database)?;
+    client.query(&statement, params).await.map_err(database)
+}
+
 fn pool_error(error: PoolError) -> StoreError {
     pg(PgError::from(error))
 }
@@ -210,28 +242,28 @@ impl PgStore {
         let transaction = client.transaction().await.map_err(database)?;
         // The same lock as migrations: two switches starting at once record
         // their key ids one after the other.
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&schema::MIGRATION_LOCK],
-            )
-            .await
-            .map_err(database)?;
+        exec(
+            &transaction,
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&schema::MIGRATION_LOCK],
+        )
+        .await?;
         let name = key_ids_name();
-        let recorded: Option<Vec<u8>> = transaction
-            .query_opt("SELECT value FROM manifold_meta WHERE name = $1", &[&name])
-            .await
-            .map_err(database)?
-            .map(|row| row.get(0));
+        let recorded: Option<Vec<u8>> = row(
+            &transaction,
+            "SELECT value FROM manifold_meta WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .map(|row| row.get(0));
         if let Some(ids) = self.sealing.check_key_ids(recorded.as_deref())? {
-            transaction
-                .execute(
-                    "INSERT INTO manifold_meta (name, value) VALUES ($1, $2)
+            exec(
+                &transaction,
+                "INSERT INTO manifold_meta (name, value) VALUES ($1, $2)
                      ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                    &[&name, &ids],
-                )
-                .await
-                .map_err(database)?;
+                &[&name, &ids],
+            )
+            .await?;
         }
         transaction.commit().await.map_err(database)
     }
@@ -252,15 +284,14 @@ impl PgStore {
         let (mut after_app, mut after_ref) = (String::new(), String::new());
         loop {
             let sql = client.transaction().await.map_err(database)?;
-            let rows = sql
-                .query(
-                    "SELECT app_id, transaction_ref, record FROM manifold_transactions
+            let rows = rows(
+                &sql,
+                "SELECT app_id, transaction_ref, record FROM manifold_transactions
                      WHERE (app_id, transaction_ref) > ($1, $2)
                      ORDER BY app_id, transaction_ref LIMIT $3 FOR UPDATE",
-                    &[&after_app, &after_ref, &RETENTION_BATCH],
-                )
-                .await
-                .map_err(database)?;
+                &[&after_app, &after_ref, &RETENTION_BATCH],
+            )
+            .await?;
             for row in &rows {
                 let (app_id, transaction_ref): (&str, &str) = (row.get(0), row.get(1));
                 let stored: &[u8] = row.get(2);
@@ -281,13 +312,12 @@ impl PgStore {
             }
         }
         if let Some(ids) = self.sealing.current_key_id_only() {
-            client
-                .execute(
-                    "UPDATE manifold_meta SET value = $2 WHERE name = $1",
-                    &[&key_ids_name(), &ids],
-                )
-                .await
-                .map_err(database)?;
+            exec(
+                &client,
+                "UPDATE manifold_meta SET value = $2 WHERE name = $1",
+                &[&key_ids_name(), &ids],
+            )
+            .await?;
         }
         Ok(resealed)
     }
@@ -299,15 +329,14 @@ impl PgStore {
         let mut written = 0;
         let (mut after_app, mut after_ref) = (String::new(), String::new());
         loop {
-            let rows = client
-                .query(
-                    "SELECT app_id, transaction_ref, record FROM manifold_transactions
+            let rows = rows(
+                &client,
+                "SELECT app_id, transaction_ref, record FROM manifold_transactions
                      WHERE (app_id, transaction_ref) > ($1, $2)
                      ORDER BY app_id, transaction_ref LIMIT $3",
-                    &[&after_app, &after_ref, &RETENTION_BATCH],
-                )
-                .await
-                .map_err(database)?;
+                &[&after_app, &after_ref, &RETENTION_BATCH],
+            )
+            .await?;
             for row in &rows {
                 let record = self.open(row.get(0), row.get(1), row.get(2))?;
                 serde_json::to_writer(&mut *out, &super::transaction_json(&record))
@@ -405,47 +434,45 @@ impl PgStore {
                 });
             }
         }
-        client
-            .execute(
-                "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
+        exec(
+            client,
+            "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
                      amount, status, created_at_ms, updated_at_ms, settled, customer_data_dropped,
                      record)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
                      $5::int8[], $6::text[], $7::int8[], $8::int8[], $9::bool[], $10::bool[],
                      $11::bytea[])",
-                &[
-                    &t.app_id,
-                    &t.transaction_ref,
-                    &t.request_type,
-                    &t.provider,
-                    &t.amount,
-                    &t.status,
-                    &t.created_at_ms,
-                    &t.updated_at_ms,
-                    &t.settled,
-                    &t.dropped,
-                    &t.record,
-                ],
-            )
-            .await
-            .map_err(database)?;
-        client
-            .execute(
-                "INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
+            &[
+                &t.app_id,
+                &t.transaction_ref,
+                &t.request_type,
+                &t.provider,
+                &t.amount,
+                &t.status,
+                &t.created_at_ms,
+                &t.updated_at_ms,
+                &t.settled,
+                &t.dropped,
+                &t.record,
+            ],
+        )
+        .await?;
+        exec(
+            client,
+            "INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
                      fingerprint, started_at_ms)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
                      $5::bytea[], $6::int8[])",
-                &[
-                    &r.app_id,
-                    &r.request_ref,
-                    &r.transaction_ref,
-                    &r.operation,
-                    &r.fingerprint,
-                    &r.started_at_ms,
-                ],
-            )
-            .await
-            .map_err(database)?;
+            &[
+                &r.app_id,
+                &r.request_ref,
+                &r.transaction_ref,
+                &r.operation,
+                &r.fingerprint,
+                &r.started_at_ms,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -491,9 +518,9 @@ impl PgStore {
             m.price_value_fee
                 .push(price.map(|p| signed(p.value_fee, "a fee")).transpose()?);
         }
-        client
-            .execute(
-                "INSERT INTO manifold_metered_calls (at_ms, app_id, operation, request_type,
+        exec(
+            client,
+            "INSERT INTO manifold_metered_calls (at_ms, app_id, operation, request_type,
                      provider, status, http_status, error, inspect, transaction_ref, amount,
                      repeat, completed, price_currency, price_minor_units, price_billed,
                      price_call_fee, price_value_fee)
@@ -501,29 +528,28 @@ impl PgStore {
                      $6::text[], $7::int2[], $8::text[], $9::bool[], $10::text[], $11::int8[],
                      $12::bool[], $13::bool[], $14::text[], $15::int4[], $16::bool[],
                      $17::int8[], $18::int8[])",
-                &[
-                    &m.at_ms,
-                    &m.app_id,
-                    &m.operation,
-                    &m.request_type,
-                    &m.provider,
-                    &m.status,
-                    &m.http_status,
-                    &m.error,
-                    &m.inspect,
-                    &m.transaction_ref,
-                    &m.amount,
-                    &m.repeat,
-                    &m.completed,
-                    &m.price_currency,
-                    &m.price_minor_units,
-                    &m.price_billed,
-                    &m.price_call_fee,
-                    &m.price_value_fee,
-                ],
-            )
-            .await
-            .map_err(database)?;
+            &[
+                &m.at_ms,
+                &m.app_id,
+                &m.operation,
+                &m.request_type,
+                &m.provider,
+                &m.status,
+                &m.http_status,
+                &m.error,
+                &m.inspect,
+                &m.transaction_ref,
+                &m.amount,
+                &m.repeat,
+                &m.completed,
+                &m.price_currency,
+                &m.price_minor_units,
+                &m.price_billed,
+                &m.price_call_fee,
+                &m.price_value_fee,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -556,17 +582,16 @@ impl PgStore {
         app_id: &str,
         request_ref: &str,
     ) -> Result<Option<KnownRequest>, StoreError> {
-        let row = client
-            .query_opt(
-                "SELECT r.transaction_ref, r.operation, r.fingerprint, r.started_at_ms, t.record
+        let row = row(
+            client,
+            "SELECT r.transaction_ref, r.operation, r.fingerprint, r.started_at_ms, t.record
                  FROM manifold_requests r
                  LEFT JOIN manifold_transactions t
                      ON t.app_id = r.app_id AND t.transaction_ref = r.transaction_ref
                  WHERE r.app_id = $1 AND r.request_ref = $2",
-                &[&app_id, &request_ref],
-            )
-            .await
-            .map_err(database)?;
+            &[&app_id, &request_ref],
+        )
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -612,17 +637,16 @@ impl PgStore {
         record: &TransactionRecord,
     ) -> Result<bool, StoreError> {
         let c = self.transaction_columns(record)?;
-        let inserted = client
-            .execute(
-                "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
+        let inserted = exec(
+            client,
+            "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
                      amount, status, created_at_ms, updated_at_ms, settled, customer_data_dropped,
                      record)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (app_id, transaction_ref) DO NOTHING",
-                &c.params(record),
-            )
-            .await
-            .map_err(database)?;
+            &c.params(record),
+        )
+        .await?;
         Ok(inserted == 1)
     }
 
@@ -632,16 +656,15 @@ impl PgStore {
         record: &TransactionRecord,
     ) -> Result<(), StoreError> {
         let c = self.transaction_columns(record)?;
-        client
-            .execute(
-                "UPDATE manifold_transactions SET request_type = $3, provider = $4, amount = $5,
+        exec(
+            client,
+            "UPDATE manifold_transactions SET request_type = $3, provider = $4, amount = $5,
                      status = $6, created_at_ms = $7, updated_at_ms = $8, settled = $9,
                      customer_data_dropped = $10, record = $11
                  WHERE app_id = $1 AND transaction_ref = $2",
-                &c.params(record),
-            )
-            .await
-            .map_err(database)?;
+            &c.params(record),
+        )
+        .await?;
         Ok(())
     }
 
@@ -658,23 +681,22 @@ impl PgStore {
             RequestState::InFlight { started_at_ms } => started_at_ms,
             RequestState::Answered(_) => 0,
         };
-        let inserted = client
-            .execute(
-                "INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
+        let inserted = exec(
+            client,
+            "INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
                      fingerprint, started_at_ms)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (app_id, request_ref) DO NOTHING",
-                &[
-                    &app_id,
-                    &request.request_ref,
-                    &transaction_ref,
-                    &request.operation.as_str(),
-                    &request.fingerprint.as_slice(),
-                    &signed(started_at_ms, "a claim's start")?,
-                ],
-            )
-            .await
-            .map_err(database)?;
+            &[
+                &app_id,
+                &request.request_ref,
+                &transaction_ref,
+                &request.operation.as_str(),
+                &request.fingerprint.as_slice(),
+                &signed(started_at_ms, "a claim's start")?,
+            ],
+        )
+        .await?;
         Ok(inserted == 1)
     }
 
@@ -686,14 +708,13 @@ impl PgStore {
         app_id: &str,
         transaction_ref: &str,
     ) -> Result<Option<TransactionRecord>, StoreError> {
-        let row = client
-            .query_opt(
-                "SELECT record FROM manifold_transactions
+        let row = row(
+            client,
+            "SELECT record FROM manifold_transactions
                  WHERE app_id = $1 AND transaction_ref = $2 FOR UPDATE",
-                &[&app_id, &transaction_ref],
-            )
-            .await
-            .map_err(database)?;
+            &[&app_id, &transaction_ref],
+        )
+        .await?;
         row.map(|row| self.open(app_id, transaction_ref, row.get(0)))
             .transpose()
     }
@@ -957,21 +978,21 @@ impl Store for PgStore {
             .as_ref()
             .is_some_and(|record| record.request(request_ref).is_some());
         if began_transaction && began_here {
-            sql.execute(
+            exec(
+                &sql,
                 "DELETE FROM manifold_transactions WHERE app_id = $1 AND transaction_ref = $2",
                 &[&app_id, &transaction_ref],
             )
-            .await
-            .map_err(database)?;
+            .await?;
         }
         if (began_transaction && began_here) || (!began_transaction && !answered) {
-            sql.execute(
+            exec(
+                &sql,
                 "DELETE FROM manifold_requests
                  WHERE app_id = $1 AND request_ref = $2 AND transaction_ref = $3",
                 &[&app_id, &request_ref, &transaction_ref],
             )
-            .await
-            .map_err(database)?;
+            .await?;
         }
         sql.commit().await.map_err(database)
     }
@@ -982,14 +1003,13 @@ impl Store for PgStore {
         transaction_ref: &str,
     ) -> Result<Option<TransactionRecord>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT record FROM manifold_transactions
+        let row = row(
+            &client,
+            "SELECT record FROM manifold_transactions
                  WHERE app_id = $1 AND transaction_ref = $2",
-                &[&app_id, &transaction_ref],
-            )
-            .await
-            .map_err(database)?;
+            &[&app_id, &transaction_ref],
+        )
+        .await?;
         row.map(|row| self.open(app_id, transaction_ref, row.get(0)))
             .transpose()
     }
@@ -1014,14 +1034,13 @@ impl Store for PgStore {
             {
                 Some(entry) => entry.state = RequestState::Answered(stored),
                 None => {
-                    let claim = sql
-                        .query_opt(
-                            "SELECT operation, fingerprint FROM manifold_requests
+                    let claim = row(
+                        &sql,
+                        "SELECT operation, fingerprint FROM manifold_requests
                              WHERE app_id = $1 AND request_ref = $2 AND transaction_ref = $3",
-                            &[&app_id, &request_ref, &transaction_ref],
-                        )
-                        .await
-                        .map_err(database)?;
+                        &[&app_id, &request_ref, &transaction_ref],
+                    )
+                    .await?;
                     // Not claimed for this transaction: nothing to answer.
                     if let Some(claim) = claim {
                         record.requests.push(RequestEntry {
@@ -1116,15 +1135,14 @@ impl Store for PgStore {
             let sql = client.transaction().await.map_err(database)?;
             // SKIP LOCKED: another switch's retention (or a call) holding a
             // row is not waited for; the next run takes it.
-            let rows = sql
-                .query(
-                    "SELECT app_id, transaction_ref, record FROM manifold_transactions
+            let rows = rows(
+                &sql,
+                "SELECT app_id, transaction_ref, record FROM manifold_transactions
                      WHERE settled AND NOT customer_data_dropped AND updated_at_ms <= $1
                      ORDER BY updated_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    &[&before, &RETENTION_BATCH],
-                )
-                .await
-                .map_err(database)?;
+                &[&before, &RETENTION_BATCH],
+            )
+            .await?;
             for row in &rows {
                 let mut record = self.open(row.get(0), row.get(1), row.get(2))?;
                 // The columns are derived from the record; the record decides.
