@@ -282,17 +282,9 @@ impl Switch {
         let postgres = match &config.storage.backend {
             StorageBackend::Sled => None,
             StorageBackend::Postgres(postgres) => Some(Arc::new(
-                PgStore::connect(&PostgresOptions {
-                    url: postgres.url.expose().to_owned(),
-                    pool_size: postgres.pool_size,
-                    statement_timeout: postgres.statement_timeout,
-                    connect_timeout: postgres.connect_timeout,
-                    ca_file: postgres.ca_file.clone(),
-                    insecure_plaintext: postgres.insecure_plaintext,
-                    data_keys: Some(config.data_at_rest.keys.clone()),
-                })
-                .await
-                .map_err(|error| StartError::Postgres(error.to_string()))?,
+                PgStore::connect(&PostgresOptions::from_config(config, postgres))
+                    .await
+                    .map_err(|error| StartError::Postgres(error.to_string()))?,
             )),
         };
         let opener = Opener {

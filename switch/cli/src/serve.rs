@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use manifold_config::{StorageBackend, SwitchConfig};
 use manifold_switch::admin::Admin;
-use manifold_switch::store::PgStore;
+use manifold_switch::store::{PgStore, PostgresOptions};
 use manifold_switch::{ReloadError, Reloader, Switch};
 
 use super::Failure;
@@ -98,7 +98,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             )
             .with_context(|| format!("dumping the store in {}", config.storage.path.display()))?,
             StorageBackend::Postgres(postgres) => {
-                let store = PgStore::connect(&super::store::postgres_options(&config, postgres))
+                let store = PgStore::connect(&PostgresOptions::from_config(&config, postgres))
                     .await
                     .context("opening the PostgreSQL store")?;
                 store

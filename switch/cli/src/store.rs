@@ -61,7 +61,7 @@ fn copy_to_postgres(from: &Path, config_path: &Path) -> Result<ExitCode, Failure
         .build()
         .context("starting the runtime")?;
     let migrated = runtime.block_on(async {
-        let target = PgStore::connect(&postgres_options(&config, postgres))
+        let target = PgStore::connect(&PostgresOptions::from_config(&config, postgres))
             .await
             .context("opening the PostgreSQL store")?;
         let mut progress = Progress::new("migrate", "of the transactions copied");
@@ -112,29 +112,13 @@ pub async fn open_store(
                     "--data names a sled store; this configuration's store is PostgreSQL"
                 );
             }
-            let store = PgStore::connect(&postgres_options(config, postgres))
+            let store = PgStore::connect(&PostgresOptions::from_config(config, postgres))
                 .await
                 .map_err(|error| {
                     anyhow::Error::new(error).context("opening the PostgreSQL store")
                 })?;
             Ok(Arc::new(store))
         }
-    }
-}
-
-/// The PostgreSQL store's options from `[storage.postgres]`.
-pub fn postgres_options(
-    config: &SwitchConfig,
-    postgres: &manifold_config::PostgresConfig,
-) -> PostgresOptions {
-    PostgresOptions {
-        url: postgres.url.expose().to_owned(),
-        pool_size: postgres.pool_size,
-        statement_timeout: postgres.statement_timeout,
-        connect_timeout: postgres.connect_timeout,
-        ca_file: postgres.ca_file.clone(),
-        insecure_plaintext: postgres.insecure_plaintext,
-        data_keys: Some(config.data_at_rest.keys.clone()),
     }
 }
 

@@ -77,6 +77,25 @@ pub struct PostgresOptions {
     pub data_keys: Option<Arc<DataKeys>>,
 }
 
+impl PostgresOptions {
+    /// The options a host configured: `[storage.postgres]`, and the data
+    /// keys of `[data_at_rest]`.
+    pub fn from_config(
+        config: &manifold_config::SwitchConfig,
+        postgres: &manifold_config::PostgresConfig,
+    ) -> PostgresOptions {
+        PostgresOptions {
+            url: postgres.url.expose().to_owned(),
+            pool_size: postgres.pool_size,
+            statement_timeout: postgres.statement_timeout,
+            connect_timeout: postgres.connect_timeout,
+            ca_file: postgres.ca_file.clone(),
+            insecure_plaintext: postgres.insecure_plaintext,
+            data_keys: Some(config.data_at_rest.keys.clone()),
+        }
+    }
+}
+
 impl std::fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresOptions")
