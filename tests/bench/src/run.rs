@@ -21,6 +21,7 @@ use crate::outbox::{OutboxError, OutboxTail, TailCost};
 use crate::preload::{mix, PreloadReport};
 use crate::process::{ProcessError, ServerProcess};
 use crate::workload::{Caller, Workload, OTP_APP, QUICK_APP};
+use manifold_test_postgres::TestServer;
 
 /// How long a server may take to start listening. The switch on a store of a
 /// million transactions opens a large sled database first.
@@ -225,82 +226,7 @@ struct Context {
     root: PathBuf,
     tag: String,
     /// The PostgreSQL server of the PostgreSQL cases, when one started.
-    postgres: Option<PostgresServer>,
-}
-
-/// A throwaway PostgreSQL server (`tests/postgres/start`), stopped and
-/// removed when dropped.
-struct PostgresServer {
-    /// Its superuser's URL, database `postgres`.
-    url: String,
-    dir: String,
-    bin: String,
-}
-
-impl PostgresServer {
-    fn script(name: &str) -> String {
-        format!("{}/../postgres/{name}", env!("CARGO_MANIFEST_DIR"))
-    }
-
-    fn start() -> Result<PostgresServer, BenchError> {
-        let output = Command::new(Self::script("start"))
-            .output()
-            .map_err(io_error("running tests/postgres/start"))?;
-        if !output.status.success() {
-            return Err(BenchError::Setup(format!(
-                "tests/postgres/start: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
-                .map(|v| v.trim_matches('\'').to_owned())
-                .ok_or_else(|| BenchError::Setup(format!("tests/postgres/start printed no {name}")))
-        };
-        Ok(PostgresServer {
-            url: value("MANIFOLD_TEST_POSTGRES")?,
-            dir: value("MANIFOLD_TEST_POSTGRES_DIR")?,
-            bin: value("MANIFOLD_TEST_POSTGRES_BIN")?,
-        })
-    }
-
-    /// A new, empty database for one case; its URL.
-    async fn database(&self, name: &str) -> Result<String, BenchError> {
-        let setup = |what: &str, reason: String| BenchError::Setup(format!("{what}: {reason}"));
-        let pool = manifold_postgres::pool(&manifold_postgres::Options {
-            url: self.url.clone(),
-            pool_size: 1,
-            statement_timeout: None,
-            lock_timeout: None,
-            connect_timeout: Duration::from_secs(10),
-            ca_file: None,
-            insecure_plaintext: false,
-            application_name: "manifold-bench",
-        })
-        .map_err(|e| setup("the PostgreSQL pool", e.to_string()))?;
-        manifold_postgres::connect(&pool)
-            .await
-            .map_err(|e| setup("PostgreSQL", e.to_string()))?
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .map_err(|e| setup("creating a database", manifold_postgres::describe(&e)))?;
-        let base = self
-            .url
-            .rsplit_once('/')
-            .map_or(self.url.as_str(), |(base, _)| base);
-        Ok(format!("{base}/{name}"))
-    }
-}
-
-impl Drop for PostgresServer {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script("stop"))
-            .env("MANIFOLD_TEST_POSTGRES_DIR", &self.dir)
-            .env("MANIFOLD_TEST_POSTGRES_BIN", &self.bin)
-            .status();
-    }
+    postgres: Option<TestServer>,
 }
 
 impl Context {
@@ -376,10 +302,12 @@ impl Context {
         )
     }
 
-    fn postgres(&self) -> Result<&PostgresServer, BenchError> {
-        self.postgres
-            .as_ref()
-            .ok_or_else(|| BenchError::Setup("no PostgreSQL server was started".into()))
+    /// A new database for one case on the run's PostgreSQL server; its URL.
+    async fn postgres_database(&self, name: &str) -> Result<String, BenchError> {
+        match &self.postgres {
+            Some(server) => Ok(server.create_database(name).await),
+            None => Err(BenchError::Setup("no PostgreSQL server was started".into())),
+        }
     }
 
     fn plan(&self, pace: Pace, duration: Duration) -> LoadPlan {
@@ -527,10 +455,7 @@ async fn run_case(
             (saturation, fixed, rss)
         }
         "p" => {
-            let url = context
-                .postgres()?
-                .database(&format!("bench_p_{tag}"))
-                .await?;
+            let url = context.postgres_database(&format!("bench_p_{tag}")).await?;
             let server = context.bench_server(
                 "baseline-postgres",
                 &[
@@ -554,8 +479,7 @@ async fn run_case(
         }
         "balance-pg" | "balance-pg2" => {
             let url = context
-                .postgres()?
-                .database(&format!("bench_{}_{tag}", id.replace('-', "_")))
+                .postgres_database(&format!("bench_{}_{tag}", id.replace('-', "_")))
                 .await?;
             let count = if id == "balance-pg2" { 2 } else { 1 };
             let mut switches = Vec::with_capacity(count);
@@ -811,7 +735,7 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
         .iter()
         .any(|(id, _, _)| on_postgres(id) && selected(id))
     {
-        match PostgresServer::start() {
+        match TestServer::launch(&[]) {
             Ok(server) => Some(server),
             Err(error) => {
                 progress(format!("leaving out the PostgreSQL cases: {error}"));

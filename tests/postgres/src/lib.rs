@@ -185,27 +185,44 @@ impl TestServer {
             say_skipped();
             return None;
         }
+        Some(TestServer::launch(env).unwrap_or_else(|error| panic!("{error}")))
+    }
+
+    /// Starts a server whether or not the suite was given one (the
+    /// benchmark's), with `env` for `tests/postgres/start`; why not, in
+    /// words, when PostgreSQL's binaries are missing or it fails.
+    pub fn launch(env: &[(&str, &std::path::Path)]) -> Result<TestServer, String> {
         let output = std::process::Command::new(script("start"))
             .envs(env.iter().copied())
             .output()
-            .expect("tests/postgres/start runs");
-        assert!(
-            output.status.success(),
-            "tests/postgres/start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .map_err(|error| format!("tests/postgres/start did not run: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "tests/postgres/start failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let value = |name: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(&format!("export {name}=")))
-                .unwrap_or_else(|| panic!("tests/postgres/start printed no {name}: {text}"))
-                .trim_matches('\'')
-                .to_owned()
+                .map(|value| value.trim_matches('\'').to_owned())
+                .ok_or_else(|| format!("tests/postgres/start printed no {name}: {text}"))
         };
-        Some(TestServer {
-            url: value("MANIFOLD_TEST_POSTGRES"),
-            dir: value("MANIFOLD_TEST_POSTGRES_DIR"),
+        Ok(TestServer {
+            url: value("MANIFOLD_TEST_POSTGRES")?,
+            dir: value("MANIFOLD_TEST_POSTGRES_DIR")?,
         })
+    }
+
+    /// A new, empty database on this server; its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        connect(&self.url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|error| panic!("creating the database {name}: {error:?}"));
+        with_database(&self.url, name)
     }
 
     /// The server's URL (its `postgres` database, superuser).
