@@ -63,6 +63,16 @@ pub(super) fn in_flight(n: u64) -> TransactionRecord {
     transaction(n, RequestState::InFlight { started_at_ms: 1 })
 }
 
+/// A `/transact/validate` claimed as `request_ref`, in flight.
+pub(super) fn validation(request_ref: &str) -> RequestEntry {
+    RequestEntry {
+        request_ref: request_ref.into(),
+        operation: Operation::Validate,
+        fingerprint: [9; 32],
+        state: RequestState::InFlight { started_at_ms: 2 },
+    }
+}
+
 pub(super) fn call(at_ms: u64) -> MeteredCall {
     MeteredCall {
         at_ms,
@@ -337,21 +347,13 @@ async fn concurrent_begins_of_one_transaction_ref_start_it_once(store: Arc<dyn S
 
 async fn a_validation_is_recorded_in_its_transaction_when_answered(store: Arc<dyn Store>) {
     store.begin_transaction(&in_flight(1)).await.unwrap();
-    let validation = RequestEntry {
-        request_ref: "v-1".into(),
-        operation: Operation::Validate,
-        fingerprint: [9; 32],
-        state: RequestState::InFlight { started_at_ms: 2 },
-    };
+    let claimed = validation("v-1");
     assert_eq!(
-        store
-            .claim_request("app", "t-1", &validation)
-            .await
-            .unwrap(),
+        store.claim_request("app", "t-1", &claimed).await.unwrap(),
         Claim::Started
     );
     assert!(matches!(
-        store.claim_request("app", "t-1", &validation).await.unwrap(),
+        store.claim_request("app", "t-1", &claimed).await.unwrap(),
         Claim::Repeat(known) if matches!(*known, KnownRequest::Running { operation: Operation::Validate, .. })
     ));
     let unchanged = |_: &mut TransactionRecord| {};
@@ -366,15 +368,12 @@ async fn a_validation_is_recorded_in_its_transaction_when_answered(store: Arc<dy
     assert_eq!(transaction.requests.len(), 2);
     // A repeat of an answered claim is a repeat, not a new claim.
     assert!(matches!(
-        store.claim_request("app", "t-1", &validation).await.unwrap(),
+        store.claim_request("app", "t-1", &claimed).await.unwrap(),
         Claim::Repeat(known) if matches!(*known, KnownRequest::Recorded { .. })
     ));
 
     // Abandoned before an answer, a validation leaves no trace.
-    let again = RequestEntry {
-        request_ref: "v-2".into(),
-        ..validation.clone()
-    };
+    let again = validation("v-2");
     store.claim_request("app", "t-1", &again).await.unwrap();
     store.abandon("app", "v-2", "t-1", false).await.unwrap();
     assert_eq!(store.request("app", "v-2").await.unwrap(), None);
@@ -452,16 +451,8 @@ async fn an_enquiry_is_claimed_and_recorded_with_its_answer(store: Arc<dyn Store
 async fn an_answer_is_recorded_only_for_a_claim_of_its_transaction(store: Arc<dyn Store>) {
     store.begin_transaction(&in_flight(1)).await.unwrap();
     store.begin_transaction(&in_flight(2)).await.unwrap();
-    let validation = RequestEntry {
-        request_ref: "v-2".into(),
-        operation: Operation::Validate,
-        fingerprint: [9; 32],
-        state: RequestState::InFlight { started_at_ms: 2 },
-    };
-    store
-        .claim_request("app", "t-2", &validation)
-        .await
-        .unwrap();
+    let claimed = validation("v-2");
+    store.claim_request("app", "t-2", &claimed).await.unwrap();
     let unchanged = |_: &mut TransactionRecord| {};
     // t-2's claim, and a request_ref nobody claimed, answered on t-1.
     for request_ref in ["v-2", "never-claimed"] {

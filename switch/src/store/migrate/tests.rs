@@ -4,10 +4,8 @@ use manifold_provider::Status;
 use manifold_test_postgres::TestDatabase;
 
 use super::*;
-use crate::store::suite::{answer, call, in_flight, postgres_options, transaction};
-use crate::store::{
-    Begin, Claim, ImportedTransaction, Operation, RequestEntry, RequestState, StoreOptions,
-};
+use crate::store::suite::{answer, call, in_flight, postgres_options, transaction, validation};
+use crate::store::{Begin, Claim, ImportedTransaction, RequestState, StoreOptions};
 
 fn imported(n: u64) -> ImportedTransaction {
     let mut record = transaction(n, RequestState::Answered(answer(n)));
@@ -50,14 +48,9 @@ async fn a_store_of_100_000_transactions_is_copied_whole_and_checked() {
         sled.begin_transaction(&in_flight(n)).await.unwrap(),
         Begin::Started
     );
-    let validation = RequestEntry {
-        request_ref: "v-1".into(),
-        operation: Operation::Validate,
-        fingerprint: [9; 32],
-        state: RequestState::InFlight { started_at_ms: 2 },
-    };
+    let claimed = validation("v-1");
     assert_eq!(
-        sled.claim_request("app", &format!("t-{n}"), &validation)
+        sled.claim_request("app", &format!("t-{n}"), &claimed)
             .await
             .unwrap(),
         Claim::Started

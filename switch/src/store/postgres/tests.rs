@@ -10,6 +10,7 @@ use manifold_test_postgres::TestDatabase;
 use super::*;
 use crate::store::suite::{
     data_keys, in_flight, postgres_options, record_settled, recorded, settled_with_customer_data,
+    validation,
 };
 
 async fn database(test: &str) -> Option<TestDatabase> {
@@ -191,18 +192,13 @@ async fn two_switches_on_one_database_share_claims_and_answers() {
         Begin::Repeat(_)
     ));
     // A validation claimed through one switch is answered through the other.
-    let validation = RequestEntry {
-        request_ref: "v-1".into(),
-        operation: Operation::Validate,
-        fingerprint: [9; 32],
-        state: RequestState::InFlight { started_at_ms: 2 },
-    };
+    let claimed = validation("v-1");
     assert_eq!(
-        one.claim_request("app", "t-1", &validation).await.unwrap(),
+        one.claim_request("app", "t-1", &claimed).await.unwrap(),
         Claim::Started
     );
     assert!(matches!(
-        two.claim_request("app", "t-1", &validation).await.unwrap(),
+        two.claim_request("app", "t-1", &claimed).await.unwrap(),
         Claim::Repeat(_)
     ));
     let succeed = |record: &mut TransactionRecord| record.status = Status::Successful;
