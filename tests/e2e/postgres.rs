@@ -8,6 +8,20 @@ use std::path::Path;
 use manifold_e2e::*;
 use manifold_test_postgres::TestDatabase;
 
+/// One request_ref sent to two switches at once: each reply is the answer
+/// or, while the other switch is still at it, 409 `request_in_progress`;
+/// at least one is the answer, and never a second transaction.
+fn assert_one_answered(a: &Reply, b: &Reply) {
+    for reply in [a, b] {
+        assert!(
+            reply.status() == "Successful" || reply.http == 409,
+            "{}",
+            reply.raw
+        );
+    }
+    assert!(a.status() == "Successful" || b.status() == "Successful");
+}
+
 /// `text` (from [`config_text`]) with its store on the database at `url`.
 fn on_postgres(text: &str, url: &str) -> String {
     assert!(
@@ -130,16 +144,7 @@ async fn two_switch_processes_on_one_database_answer_for_each_other() {
             one.get_balance(&request_ref, &transaction_ref, "0123456789"),
             two.get_balance(&request_ref, &transaction_ref, "0123456789"),
         );
-        // Each is the answer, or (while the other is still at it) 409
-        // request_in_progress; never a second transaction.
-        for reply in [&a, &b] {
-            assert!(
-                reply.status() == "Successful" || reply.http == 409,
-                "{}",
-                reply.raw
-            );
-        }
-        assert!(a.status() == "Successful" || b.status() == "Successful");
+        assert_one_answered(&a, &b);
     }
     assert_eq!(
         count(&database, "SELECT count(*) FROM manifold_transactions").await,
@@ -268,7 +273,6 @@ mod scale_out {
 
     use std::sync::Arc;
 
-    use manifold_crypto::SecureKind;
     use manifold_e2e::*;
     use manifold_test_postgres::TestDatabase;
     use manifold_upstreams::skopa::{SkopaSim, User};
@@ -310,21 +314,14 @@ mod scale_out {
         credential: &str,
         amount: u64,
     ) -> serde_json::Value {
-        let mut body = app.transact_body(
-            request_ref,
-            &format!("t-{request_ref}"),
+        crate::skopa::body(
+            app,
             "transfer_funds",
-            "0123456789",
-            amount,
-        );
-        body["auth"]["type"] = json!("token");
-        body["auth"]["secure"] = json!(app.seal(
             request_ref,
-            SecureKind::Token,
-            &json!({ "token": credential })
-        ));
-        body["transaction"]["details"] = json!({"receiver_id": "u-bob"});
-        body
+            credential,
+            amount,
+            json!({"receiver_id": "u-bob"}),
+        )
     }
 
     #[tokio::test]
@@ -382,14 +379,7 @@ mod scale_out {
                 transfer(&apps[0], &request_ref, CAROL, 1_00),
                 transfer(&apps[1], &request_ref, CAROL, 1_00),
             );
-            for reply in [&a, &b] {
-                assert!(
-                    reply.status() == "Successful" || reply.http == 409,
-                    "{}",
-                    reply.raw
-                );
-            }
-            assert!(a.status() == "Successful" || b.status() == "Successful");
+            super::assert_one_answered(&a, &b);
         }
         assert_eq!(sim.executed().len(), 20, "one execution per request_ref");
 

@@ -63,6 +63,23 @@ async fn call(
     amount: u64,
     details: Value,
 ) -> Reply {
+    app.post(
+        "/transact",
+        &body(app, request_type, request_ref, credential, amount, details),
+    )
+    .await
+}
+
+/// A `/transact` for Skopa: the customer's credential sealed as a token,
+/// `details` as Skopa's, `transaction_ref` `t-<request_ref>`.
+pub(crate) fn body(
+    app: &AppClient,
+    request_type: &str,
+    request_ref: &str,
+    credential: &str,
+    amount: u64,
+    details: Value,
+) -> Value {
     let mut body = app.transact_body(
         request_ref,
         &format!("t-{request_ref}"),
@@ -77,7 +94,7 @@ async fn call(
         &json!({ "token": credential })
     ));
     body["transaction"]["details"] = details;
-    app.post("/transact", &body).await
+    body
 }
 
 /// Skopa's 2FA through the switch: `WaitingForOTP` with Skopa's prompt, a
