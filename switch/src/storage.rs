@@ -62,6 +62,9 @@ const REOPEN_FLOOR_BYTES: u64 = 1024 * 1024;
 const DATABASE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Metered calls kept in memory while no generation is open.
 const MAX_UNMETERED: usize = 100_000;
+/// How long shutdown waits for the metered calls still queued for
+/// PostgreSQL to be written.
+const METERED_FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// How one route's provider is had in each generation.
 pub(crate) enum RouteProvider {
@@ -403,8 +406,7 @@ impl Storage {
     }
 
     /// Counts a call for billing in the current generation, or keeps it
-    /// for the next one while none is open (or, on PostgreSQL, while the
-    /// database does not answer).
+    /// for the next one while none is open.
     pub async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
         let generation = {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
@@ -417,34 +419,19 @@ impl Storage {
                 }
             }
         };
-        match &generation.store {
-            SwitchStore::Sled(store) => store.meter(call).await,
-            // The database may be away for a moment: a call it was answered
-            // (and will be billed) is kept and written with the next one
-            // that succeeds, rather than lost.
-            SwitchStore::Postgres(store) => {
-                if let Err(error) = store.meter(call).await {
-                    self.keep_unmetered(std::iter::once(call.clone()));
-                    self.database_failed(&error);
-                    return Ok(());
-                }
-                let kept =
-                    std::mem::take(&mut *self.unmetered.lock().unwrap_or_else(|e| e.into_inner()));
-                for (written, kept_call) in kept.iter().enumerate() {
-                    if store.meter(kept_call).await.is_err() {
-                        self.keep_unmetered(kept[written..].iter().cloned());
-                        break;
-                    }
-                }
-                Ok(())
-            }
-        }
+        // PostgreSQL's store queues it and writes it once the database
+        // answers (`store::postgres::metered`), so the database's absence
+        // for a moment loses no call that was answered and will be billed.
+        generation.dyn_store.meter(call).await
     }
 
     /// Makes everything written so far durable; for shutdown (so a failure
     /// is reported, and starts no reopen).
     pub async fn flush(&self) -> Result<Durable, SwitchError> {
         let generation = self.current().ok_or(SwitchError::StorageUnavailable)?;
+        if let SwitchStore::Postgres(store) = &generation.store {
+            store.flush_metered(METERED_FLUSH_WAIT).await?;
+        }
         generation.engine.flush().await
     }
 

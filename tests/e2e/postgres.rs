@@ -4,6 +4,7 @@
 //! server `MANIFOLD_TEST_POSTGRES` names, and skips (loudly) without one.
 
 use std::path::Path;
+use std::time::Duration;
 
 use manifold_e2e::*;
 use manifold_test_postgres::TestDatabase;
@@ -44,6 +45,21 @@ async fn count(database: &TestDatabase, sql: &str) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+/// Metered calls reach the database in batches a moment after their
+/// answers: the count in `sql` once it is `expected`, or as it stands after
+/// 10 s.
+async fn metered_count(url: &str, sql: &str, expected: i64) -> i64 {
+    let client = manifold_test_postgres::connect(url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
+        if count == expected || tokio::time::Instant::now() >= deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn demo_on_postgres(dir: &Path, database: &TestDatabase) -> String {
@@ -102,8 +118,8 @@ async fn a_switch_on_postgres_serves_the_protocol_and_keeps_everything_in_the_da
         3
     );
     switch.stop().await;
-    // Metering is committed with each call: the 7 calls above (5 of the
-    // quick app, the refused one included; 2 of the OTP app).
+    // Stopping writes what is still queued for metering: the 7 calls above
+    // (5 of the quick app, the refused one included; 2 of the OTP app).
     assert_eq!(
         count(&database, "SELECT count(*) FROM manifold_metered_calls").await,
         7
@@ -260,7 +276,12 @@ async fn a_sled_store_migrated_into_postgres_goes_on_serving_its_history() {
     let done = otp.validate("v-1", "t-1", "get_balance", &code).await;
     assert_eq!(done.status(), "Successful", "{}", done.raw);
     assert_eq!(
-        count(&database, "SELECT count(*) FROM manifold_metered_calls").await,
+        metered_count(
+            database.url(),
+            "SELECT count(*) FROM manifold_metered_calls",
+            3 + 4
+        )
+        .await,
         3 + 4,
         "the 3 calls copied, and the 4 made since"
     );
@@ -570,16 +591,14 @@ async fn a_database_stopped_under_load_loses_nothing_acknowledged_and_service_re
     // Every answered call is metered, those whose metering met the
     // database away included (kept, and written once it answered): each
     // acknowledged transfer and its repeat.
-    let metered: i64 = manifold_test_postgres::connect(server.url())
-        .await
-        .query_one(
-            "SELECT count(*) FROM manifold_metered_calls
+    let acknowledged = 2 * seen.acknowledged.len() as i64;
+    let metered = metered_count(
+        server.url(),
+        "SELECT count(*) FROM manifold_metered_calls
              WHERE http_status = 200 AND status = 'Successful'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(metered as usize, 2 * seen.acknowledged.len());
+        acknowledged,
+    )
+    .await;
+    assert_eq!(metered, acknowledged);
     drop(switch);
 }

@@ -3,8 +3,8 @@
 //! Everything that must outlive one HTTP call lives here: transactions with
 //! their status history and the answer to every `request_ref` that acted on
 //! them (idempotency), and the metered calls hosts bill from. The switch
-//! holds no other state, so several switches can share one store (a
-//! PostgreSQL implementation is planned beside [`SledStore`]).
+//! holds no other state, so several switches can share one store
+//! ([`PgStore`], beside the embedded [`SledStore`]).
 //!
 //! One record per transaction: it carries the requests made of it, each with
 //! its fingerprint and, once answered, the provider's reply the answer was
@@ -403,7 +403,9 @@ pub trait Store: Send + Sync + 'static {
         answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError>;
     /// Counts a call for billing. It reaches disk with the next flush, and
-    /// within a fraction of a second even when no flush is asked for.
+    /// within a fraction of a second even when no flush is asked for (on a
+    /// shared database, with the next batch its writer sends; while the
+    /// database is away, as soon as it answers again).
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError>;
     /// The calls of `app_id` metered in `[from_ms, until_ms)`, oldest first.
     async fn metered_calls(

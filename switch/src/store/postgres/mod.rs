@@ -5,11 +5,15 @@
 //! process: a `request_ref` is claimed by inserting its row
 //! (`INSERT … ON CONFLICT DO NOTHING` on the primary key), so of two switches
 //! racing on one request exactly one starts it and the other sees a repeat;
-//! a transaction and its first request are inserted in one SQL transaction,
-//! and a `transaction_ref` taken by another transaction rolls both back; a
-//! change to a transaction reads its row `FOR UPDATE`, applies the change to
-//! what is stored now and writes it back in the same SQL transaction, and a
+//! a transaction and its first request are inserted by one statement
+//! (`manifold_begin`), and a `transaction_ref` taken by another transaction
+//! leaves neither; a change to a transaction is applied to its row as read
+//! and written back only if the row still holds the sealed bytes read (a
+//! compare-and-set: every write seals under a fresh nonce), else read again,
+//! and after a few lost races under the row's lock (`FOR UPDATE`); a
 //! trigger refuses any update that would move a final status ([`schema`]).
+//! Each of these is one round trip and at most one commit, as the server's
+//! CPU, not its disk, is what a switch on PostgreSQL waits for.
 //!
 //! **Claims live in the database** ([`ClaimsLiveIn::Database`]): a claim
 //! outlives the switch that made it, so another switch answers a repeat of
@@ -26,7 +30,10 @@
 //! the same context as in sled (`T app 0x1f transaction_ref`), so a record
 //! copied from a sled store is stored as it is. Metered calls are plain
 //! columns: hosts may bill from SQL as well as from `manifold invoice`.
+//! They are written in batches by one task ([`metered`]), not by the call
+//! that made them.
 
+mod metered;
 mod schema;
 
 use std::path::PathBuf;
@@ -54,6 +61,10 @@ use super::{
 const METERED_PAGE: i64 = 1000;
 /// How many records retention, a reseal or a dump handles at a time.
 const RETENTION_BATCH: i64 = 500;
+/// How long a read of metered calls waits for this switch's queued ones.
+const METERED_READ_WAIT: Duration = Duration::from_secs(10);
+/// Optimistic tries of a change before it waits for the row's lock.
+const OPTIMISTIC_TRIES: usize = 3;
 
 /// Where the database is and how the store uses it.
 #[derive(Clone)]
@@ -210,6 +221,13 @@ fn fingerprint_of(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
 pub struct PgStore {
     pool: Pool,
     sealing: Sealing,
+    metered: Arc<metered::MeterQueue>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.metered.close();
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -239,6 +257,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             sealing: Sealing::new(options.data_keys.clone()),
+            metered: Arc::default(),
         };
         let mut client = manifold_postgres::connect(&store.pool).await.map_err(pg)?;
         manifold_postgres::check_durable_commits(&client)
@@ -248,6 +267,7 @@ impl PgStore {
             .await
             .map_err(pg)?;
         store.check_key_ids(&mut client).await?;
+        metered::spawn_writer(store.metered.clone(), store.pool.clone());
         Ok(store)
     }
 
@@ -318,7 +338,7 @@ impl PgStore {
                     continue;
                 }
                 let record = self.open(app_id, transaction_ref, stored)?;
-                self.store_transaction(&sql, &record).await?;
+                self.store_transaction(&sql, &record, None).await?;
                 resealed += 1;
             }
             sql.commit().await.map_err(database)?;
@@ -406,7 +426,7 @@ impl PgStore {
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
             self.insert_transactions(&sql, &batch.transactions).await?;
-            self.insert_metered(&sql, &batch.calls).await?;
+            metered::insert(&sql, &batch.calls).await?;
             imported.transactions += batch.transactions.len() as u64;
             imported.metered_calls += batch.calls.len() as u64;
             progress(imported);
@@ -495,81 +515,15 @@ impl PgStore {
         Ok(())
     }
 
-    /// Inserts metered calls, many per statement.
-    async fn insert_metered(
-        &self,
-        client: &impl GenericClient,
-        calls: &[MeteredCall],
-    ) -> Result<(), StoreError> {
-        if calls.is_empty() {
-            return Ok(());
-        }
-        let mut m = MeteredColumns::default();
-        for call in calls {
-            let price = call.price.as_ref();
-            m.at_ms.push(signed(call.at_ms, "a time")?);
-            m.app_id.push(call.app_id.as_str());
-            m.operation.push(call.operation.as_str());
-            m.request_type.push(call.request_type.as_deref());
-            m.provider.push(call.provider.as_deref());
-            m.status.push(call.status.as_str());
-            m.http_status
-                .push(i16::try_from(call.http_status).unwrap_or(i16::MAX));
-            m.error.push(call.error.as_deref());
-            m.inspect.push(call.inspect);
-            m.transaction_ref.push(call.transaction_ref.as_deref());
-            m.amount
-                .push(call.amount.map(|a| signed(a, "the amount")).transpose()?);
-            m.repeat.push(call.repeat);
-            m.completed.push(call.completed);
-            m.price_currency.push(price.map(|p| p.currency.as_str()));
-            m.price_minor_units.push(
-                price
-                    .map(|p| i32::try_from(p.minor_units))
-                    .transpose()
-                    .map_err(|_| {
-                        StoreError::Database("a price's minor units are out of range".into())
-                    })?,
-            );
-            m.price_billed.push(price.map(|p| p.billed));
-            m.price_call_fee
-                .push(price.map(|p| signed(p.call_fee, "a fee")).transpose()?);
-            m.price_value_fee
-                .push(price.map(|p| signed(p.value_fee, "a fee")).transpose()?);
-        }
-        exec(
-            client,
-            "INSERT INTO manifold_metered_calls (at_ms, app_id, operation, request_type,
-                     provider, status, http_status, error, inspect, transaction_ref, amount,
-                     repeat, completed, price_currency, price_minor_units, price_billed,
-                     price_call_fee, price_value_fee)
-                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::text[], $7::int2[], $8::text[], $9::bool[], $10::text[], $11::int8[],
-                     $12::bool[], $13::bool[], $14::text[], $15::int4[], $16::bool[],
-                     $17::int8[], $18::int8[])",
-            &[
-                &m.at_ms,
-                &m.app_id,
-                &m.operation,
-                &m.request_type,
-                &m.provider,
-                &m.status,
-                &m.http_status,
-                &m.error,
-                &m.inspect,
-                &m.transaction_ref,
-                &m.amount,
-                &m.repeat,
-                &m.completed,
-                &m.price_currency,
-                &m.price_minor_units,
-                &m.price_billed,
-                &m.price_call_fee,
-                &m.price_value_fee,
-            ],
-        )
-        .await?;
-        Ok(())
+    /// Waits until every call metered so far is written, at most
+    /// `within`; for shutdown.
+    pub async fn flush_metered(&self, within: Duration) -> Result<(), StoreError> {
+        self.metered.drained(within).await
+    }
+
+    /// Metered calls not yet written to the database.
+    pub fn metered_waiting(&self) -> usize {
+        self.metered.waiting()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -650,41 +604,43 @@ impl PgStore {
         })
     }
 
-    async fn insert_transaction(
-        &self,
-        client: &impl GenericClient,
-        record: &TransactionRecord,
-    ) -> Result<bool, StoreError> {
-        let c = self.transaction_columns(record)?;
-        let inserted = exec(
-            client,
-            "INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
-                     amount, status, created_at_ms, updated_at_ms, settled, customer_data_dropped,
-                     record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (app_id, transaction_ref) DO NOTHING",
-            &c.params(record),
-        )
-        .await?;
-        Ok(inserted == 1)
-    }
-
+    /// Writes `record` over its row; with `expected`, only if the row still
+    /// holds those sealed bytes. Whether it was written.
     async fn store_transaction(
         &self,
         client: &impl GenericClient,
         record: &TransactionRecord,
-    ) -> Result<(), StoreError> {
+        expected: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
         let c = self.transaction_columns(record)?;
-        exec(
-            client,
-            "UPDATE manifold_transactions SET request_type = $3, provider = $4, amount = $5,
-                     status = $6, created_at_ms = $7, updated_at_ms = $8, settled = $9,
-                     customer_data_dropped = $10, record = $11
-                 WHERE app_id = $1 AND transaction_ref = $2",
-            &c.params(record),
-        )
-        .await?;
-        Ok(())
+        let mut params = Vec::with_capacity(12);
+        params.extend_from_slice(&c.params(record));
+        let written = match &expected {
+            Some(expected) => {
+                params.push(expected);
+                exec(
+                    client,
+                    "UPDATE manifold_transactions SET request_type = $3, provider = $4,
+                             amount = $5, status = $6, created_at_ms = $7, updated_at_ms = $8,
+                             settled = $9, customer_data_dropped = $10, record = $11
+                         WHERE app_id = $1 AND transaction_ref = $2 AND record = $12",
+                    &params,
+                )
+                .await?
+            }
+            None => {
+                exec(
+                    client,
+                    "UPDATE manifold_transactions SET request_type = $3, provider = $4,
+                             amount = $5, status = $6, created_at_ms = $7, updated_at_ms = $8,
+                             settled = $9, customer_data_dropped = $10, record = $11
+                         WHERE app_id = $1 AND transaction_ref = $2",
+                    &params,
+                )
+                .await?
+            }
+        };
+        Ok(written == 1)
     }
 
     /// Inserts the claim of `request` on `transaction_ref`; false if the
@@ -738,40 +694,94 @@ impl PgStore {
             .transpose()
     }
 
+    /// The record under `(app_id, transaction_ref)` as stored, with the
+    /// claim of `request_ref` on it if there is one; `lock` is empty or
+    /// `FOR UPDATE OF t`.
+    async fn for_update(
+        &self,
+        client: &impl GenericClient,
+        app_id: &str,
+        transaction_ref: &str,
+        request_ref: Option<&str>,
+        lock: &str,
+    ) -> Result<Option<ReadForUpdate>, StoreError> {
+        let sql = format!(
+            "SELECT t.record, r.operation, r.fingerprint FROM manifold_transactions t
+                 LEFT JOIN manifold_requests r ON r.app_id = t.app_id
+                     AND r.request_ref = $3 AND r.transaction_ref = t.transaction_ref
+                 WHERE t.app_id = $1 AND t.transaction_ref = $2 {lock}"
+        );
+        let Some(row) = row(client, &sql, &[&app_id, &transaction_ref, &request_ref]).await? else {
+            return Ok(None);
+        };
+        let stored: Vec<u8> = row.get(0);
+        let claim = match (
+            row.get::<_, Option<&str>>(1),
+            row.get::<_, Option<&[u8]>>(2),
+        ) {
+            (Some(operation), Some(fingerprint)) => {
+                Some((operation_named(operation)?, fingerprint_of(fingerprint)?))
+            }
+            _ => None,
+        };
+        Ok(Some(ReadForUpdate {
+            record: self.open(app_id, transaction_ref, &stored)?,
+            stored,
+            claim,
+        }))
+    }
+
     /// Starts a transaction with its first request claimed, both or
-    /// neither.
+    /// neither, in one statement (`manifold_begin`, [`schema`]).
     async fn begin(&self, transaction: &TransactionRecord) -> Result<Begin, StoreError> {
         let first = transaction
             .first_request()
             .ok_or_else(|| StoreError::Corrupt("a transaction begins with its /transact".into()))?;
-        let mut client = self.client().await?;
+        let started_at_ms = match first.state {
+            RequestState::InFlight { started_at_ms } => started_at_ms,
+            RequestState::Answered(_) => 0,
+        };
+        let started_at_ms = signed(started_at_ms, "a claim's start")?;
+        let columns = self.transaction_columns(transaction)?;
+        let claim: [&(dyn ToSql + Sync); 4] = [
+            &first.request_ref,
+            &first.operation.as_str(),
+            &first.fingerprint.as_slice(),
+            &started_at_ms,
+        ];
+        let mut params = Vec::with_capacity(15);
+        params.extend_from_slice(&columns.params(transaction));
+        params.extend_from_slice(&claim);
+        let client = self.client().await?;
         // A claim seen taken can be abandoned before it is read; a few tries
         // settle that race one way or the other.
         for _ in 0..3 {
-            let sql = client.transaction().await.map_err(database)?;
-            if !self
-                .insert_claim(
-                    &sql,
-                    &transaction.app_id,
-                    &transaction.transaction_ref,
-                    first,
-                )
-                .await?
-            {
-                drop(sql);
-                match self
-                    .known(&client, &transaction.app_id, &first.request_ref)
-                    .await?
-                {
-                    Some(known) => return Ok(Begin::Repeat(Box::new(known))),
-                    None => continue,
+            let outcome = row(
+                &client,
+                "SELECT manifold_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                     $14, $15)",
+                &params,
+            )
+            .await?
+            .map(|row| row.get::<_, String>(0));
+            match outcome.as_deref() {
+                Some("started") => return Ok(Begin::Started),
+                Some("taken") => return Ok(Begin::TransactionRefTaken),
+                Some("repeat") => {
+                    match self
+                        .known(&client, &transaction.app_id, &first.request_ref)
+                        .await?
+                    {
+                        Some(known) => return Ok(Begin::Repeat(Box::new(known))),
+                        None => continue,
+                    }
+                }
+                other => {
+                    return Err(StoreError::Database(format!(
+                        "manifold_begin answered {other:?}"
+                    )))
                 }
             }
-            if !self.insert_transaction(&sql, transaction).await? {
-                return Ok(Begin::TransactionRefTaken);
-            }
-            sql.commit().await.map_err(database)?;
-            return Ok(Begin::Started);
         }
         Err(StoreError::Database(format!(
             "request_ref `{}` was claimed and abandoned three times while this call began it",
@@ -861,29 +871,6 @@ struct RequestColumns<'a> {
     started_at_ms: Vec<i64>,
 }
 
-/// Column arrays of many metered calls.
-#[derive(Default)]
-struct MeteredColumns<'a> {
-    at_ms: Vec<i64>,
-    app_id: Vec<&'a str>,
-    operation: Vec<&'static str>,
-    request_type: Vec<Option<&'a str>>,
-    provider: Vec<Option<&'a str>>,
-    status: Vec<&'static str>,
-    http_status: Vec<i16>,
-    error: Vec<Option<&'a str>>,
-    inspect: Vec<bool>,
-    transaction_ref: Vec<Option<&'a str>>,
-    amount: Vec<Option<i64>>,
-    repeat: Vec<bool>,
-    completed: Vec<bool>,
-    price_currency: Vec<Option<&'a str>>,
-    price_minor_units: Vec<Option<i32>>,
-    price_billed: Vec<Option<bool>>,
-    price_call_fee: Vec<Option<i64>>,
-    price_value_fee: Vec<Option<i64>>,
-}
-
 /// The columns of a transaction row beside its key.
 struct Columns {
     request_type: String,
@@ -914,6 +901,42 @@ impl Columns {
             &self.dropped,
             &self.record,
         ]
+    }
+}
+
+/// A transaction row as read for a change: the record, its sealed bytes
+/// (what an optimistic write expects to find), and the claim of the
+/// request being answered (operation, fingerprint), if it has one.
+struct ReadForUpdate {
+    record: TransactionRecord,
+    stored: Vec<u8>,
+    claim: Option<(Operation, Fingerprint)>,
+}
+
+/// Records `answer` in `record`: on the request it lists, or on the claim
+/// made for this transaction but not yet in its record. A `request_ref`
+/// claimed for no request of it is not answered.
+fn record_answer(
+    record: &mut TransactionRecord,
+    answer: Option<(&str, StoredAnswer)>,
+    claim: Option<(Operation, Fingerprint)>,
+) {
+    let Some((request_ref, stored)) = answer else {
+        return;
+    };
+    if let Some(entry) = record
+        .requests
+        .iter_mut()
+        .find(|r| r.request_ref == request_ref)
+    {
+        entry.state = RequestState::Answered(stored);
+    } else if let Some((operation, fingerprint)) = claim {
+        record.requests.push(RequestEntry {
+            request_ref: request_ref.to_owned(),
+            operation,
+            fingerprint,
+            state: RequestState::Answered(stored),
+        });
     }
 }
 
@@ -1040,48 +1063,55 @@ impl Store for PgStore {
         change: Change<'_>,
         answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError> {
+        let request_ref = answer.as_ref().map(|(request_ref, _)| *request_ref);
         let mut client = self.client().await?;
-        let sql = client.transaction().await.map_err(database)?;
-        let Some(mut record) = self.locked(&sql, app_id, transaction_ref).await? else {
-            return Ok(None);
-        };
-        if let Some((request_ref, stored)) = answer {
-            match record
-                .requests
-                .iter_mut()
-                .find(|r| r.request_ref == request_ref)
+        // Optimistic first: read, change, and write back only if the row
+        // still holds what was read. Every write seals the record under a
+        // fresh nonce, so equal bytes mean no write came between. Two round
+        // trips and one commit, where a row lock takes four.
+        for _ in 0..OPTIMISTIC_TRIES {
+            let Some(read) = self
+                .for_update(&client, app_id, transaction_ref, request_ref, "")
+                .await?
+            else {
+                return Ok(None);
+            };
+            let mut record = read.record;
+            record_answer(&mut record, answer.clone(), read.claim);
+            change(&mut record);
+            if self
+                .store_transaction(&client, &record, Some(&read.stored))
+                .await?
             {
-                Some(entry) => entry.state = RequestState::Answered(stored),
-                None => {
-                    let claim = row(
-                        &sql,
-                        "SELECT operation, fingerprint FROM manifold_requests
-                             WHERE app_id = $1 AND request_ref = $2 AND transaction_ref = $3",
-                        &[&app_id, &request_ref, &transaction_ref],
-                    )
-                    .await?;
-                    // Not claimed for this transaction: nothing to answer.
-                    if let Some(claim) = claim {
-                        record.requests.push(RequestEntry {
-                            request_ref: request_ref.to_owned(),
-                            operation: operation_named(claim.get(0))?,
-                            fingerprint: fingerprint_of(claim.get(1))?,
-                            state: RequestState::Answered(stored),
-                        });
-                    }
-                }
+                return Ok(Some(record));
             }
         }
+        // Contended: wait for the row's lock instead.
+        let sql = client.transaction().await.map_err(database)?;
+        let Some(read) = self
+            .for_update(
+                &sql,
+                app_id,
+                transaction_ref,
+                request_ref,
+                "FOR UPDATE OF t",
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut record = read.record;
+        record_answer(&mut record, answer, read.claim);
         change(&mut record);
-        self.store_transaction(&sql, &record).await?;
+        self.store_transaction(&sql, &record, None).await?;
         sql.commit().await.map_err(database)?;
         Ok(Some(record))
     }
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        self.insert_metered(&client, std::slice::from_ref(call))
-            .await
+        // Written by the queue's task, many calls per statement (`metered`).
+        self.metered.push(call.clone());
+        Ok(())
     }
 
     async fn metered_calls(
@@ -1108,6 +1138,8 @@ impl Store for PgStore {
         // Times beyond bigint's range hold no calls.
         let from = i64::try_from(from_ms).unwrap_or(i64::MAX);
         let until = i64::try_from(until_ms).unwrap_or(i64::MAX);
+        // What this switch metered before the read is in it, as on sled.
+        self.metered.drained(METERED_READ_WAIT).await?;
         let client = self.client().await?;
         let page = client
             .prepare_cached(&format!(
@@ -1169,7 +1201,7 @@ impl Store for PgStore {
                     record.drop_customer_data(now_ms);
                     dropped += 1;
                 }
-                self.store_transaction(&sql, &record).await?;
+                self.store_transaction(&sql, &record, None).await?;
             }
             sql.commit().await.map_err(database)?;
             if (rows.len() as i64) < RETENTION_BATCH {

@@ -23,6 +23,10 @@
 //! - `manifold_metered_calls`: one row per billable call, indexed by app
 //!   and time so an invoice reads its period only.
 //! - `manifold_meta`: the ids of the data keys records are sealed under.
+//! - `manifold_begin(…)` (version 2): claims a transaction's first
+//!   `request_ref` and inserts its row in one statement, answering
+//!   `started`, `repeat` (the `request_ref` is taken) or `taken` (the
+//!   `transaction_ref` is; nothing is left of the claim).
 
 use manifold_postgres::{Migration, Schema};
 
@@ -34,10 +38,11 @@ pub(super) const SCHEMA: Schema = Schema {
     migrations: MIGRATIONS,
 };
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "transactions, requests, metered calls",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "transactions, requests, metered calls",
+        sql: r#"
 CREATE TABLE manifold_meta (
     name  text PRIMARY KEY,
     value bytea NOT NULL
@@ -113,7 +118,47 @@ CREATE TABLE manifold_metered_calls (
 
 CREATE INDEX manifold_metered_calls_period ON manifold_metered_calls (app_id, at_ms, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "manifold_begin: a transaction and its first claim in one statement",
+        sql: r#"
+-- One statement, so one round trip and one commit: the claim of the first
+-- request_ref and the transaction's row, both or neither.
+CREATE FUNCTION manifold_begin(
+    p_app_id text, p_transaction_ref text, p_request_type text, p_provider text,
+    p_amount bigint, p_status text, p_created_at_ms bigint, p_updated_at_ms bigint,
+    p_settled boolean, p_customer_data_dropped boolean, p_record bytea,
+    p_request_ref text, p_operation text, p_fingerprint bytea, p_started_at_ms bigint
+) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO manifold_requests (app_id, request_ref, transaction_ref, operation,
+            fingerprint, started_at_ms)
+        VALUES (p_app_id, p_request_ref, p_transaction_ref, p_operation, p_fingerprint,
+            p_started_at_ms)
+        ON CONFLICT (app_id, request_ref) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'repeat';
+    END IF;
+    INSERT INTO manifold_transactions (app_id, transaction_ref, request_type, provider,
+            amount, status, created_at_ms, updated_at_ms, settled, customer_data_dropped,
+            record)
+        VALUES (p_app_id, p_transaction_ref, p_request_type, p_provider, p_amount, p_status,
+            p_created_at_ms, p_updated_at_ms, p_settled, p_customer_data_dropped, p_record)
+        ON CONFLICT (app_id, transaction_ref) DO NOTHING;
+    IF NOT FOUND THEN
+        -- Another transaction of the app has this transaction_ref: the
+        -- claim goes again, in the same SQL transaction, so none is seen.
+        DELETE FROM manifold_requests WHERE app_id = p_app_id AND request_ref = p_request_ref;
+        RETURN 'taken';
+    END IF;
+    RETURN 'started';
+END
+$$;
+"#,
+    },
+];
 
 /// The advisory lock every migrating switch takes (an arbitrary constant:
 /// "manifold" in ASCII).
