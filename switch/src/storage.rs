@@ -319,8 +319,8 @@ pub struct Storage {
     opened: AtomicU64,
     /// Whether the guard was refusing at its last look, to log changes once.
     short: AtomicBool,
-    /// Calls metered while no generation is open, or while the shared
-    /// database does not answer.
+    /// Calls metered while no generation is open (PostgreSQL's store keeps
+    /// its own while the database does not answer).
     unmetered: Mutex<Vec<MeteredCall>>,
     unmetered_dropped: AtomicU64,
     /// Calls failed by the shared database since its failure was last
@@ -430,7 +430,7 @@ impl Storage {
     pub async fn flush(&self) -> Result<Durable, SwitchError> {
         let generation = self.current().ok_or(SwitchError::StorageUnavailable)?;
         if let SwitchStore::Postgres(store) = &generation.store {
-            store.flush_metered(METERED_FLUSH_WAIT).await?;
+            store.close_metering(METERED_FLUSH_WAIT).await?;
         }
         generation.engine.flush().await
     }

@@ -403,9 +403,11 @@ pub trait Store: Send + Sync + 'static {
         answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError>;
     /// Counts a call for billing. It reaches disk with the next flush, and
-    /// within a fraction of a second even when no flush is asked for (on a
-    /// shared database, with the next batch its writer sends; while the
-    /// database is away, as soon as it answers again).
+    /// within a fraction of a second even when no flush is asked for. On a
+    /// shared database it is queued instead, and written by the store's own
+    /// task within a batch or two (while the database is away, once it
+    /// answers again); [`Store::durable`] does not wait for it, a read of
+    /// metered calls does. An error means the call was not kept.
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError>;
     /// The calls of `app_id` metered in `[from_ms, until_ms)`, oldest first.
     async fn metered_calls(
@@ -457,6 +459,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<usize, StoreError>;
     /// How many transactions are recorded, for all apps.
     async fn transaction_count(&self) -> Result<usize, StoreError>;
-    /// Resolves once every write made before the call is on disk.
+    /// Resolves once every write made before the call is on disk, metered
+    /// calls aside where [`Store::meter`] says so.
     async fn durable(&self) -> Result<Durable, StoreError>;
 }

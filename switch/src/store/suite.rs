@@ -343,6 +343,13 @@ async fn concurrent_begins_of_one_transaction_ref_start_it_once(store: Arc<dyn S
         }
     }
     assert_eq!(started, 1);
+    // The losers' request_refs are left free: no claim of theirs stayed.
+    let mut claimed = 0;
+    for n in 0..16 {
+        let known = store.request("app", &format!("r-{n}")).await.unwrap();
+        claimed += usize::from(known.is_some());
+    }
+    assert_eq!(claimed, 1);
 }
 
 async fn a_validation_is_recorded_in_its_transaction_when_answered(store: Arc<dyn Store>) {

@@ -8,12 +8,15 @@
 //! a transaction and its first request are inserted by one statement
 //! (`manifold_begin`), and a `transaction_ref` taken by another transaction
 //! leaves neither; a change to a transaction is applied to its row as read
-//! and written back only if the row still holds the sealed bytes read (a
-//! compare-and-set: every write seals under a fresh nonce), else read again,
-//! and after a few lost races under the row's lock (`FOR UPDATE`); a
-//! trigger refuses any update that would move a final status ([`schema`]).
-//! Each of these is one round trip and at most one commit, as the server's
-//! CPU, not its disk, is what a switch on PostgreSQL waits for.
+//! and written back only if the row still holds the bytes read (a
+//! compare-and-set: every write seals under a fresh nonce, so equal bytes
+//! mean no write came between; unsealed, in tests, they mean an equal
+//! record, which is as good for a change that is a function of the record),
+//! else read again, and after a few lost races under the row's lock
+//! (`FOR UPDATE`); a trigger refuses any update that would move a final
+//! status ([`schema`]). A begin is one round trip and one commit, a change
+//! two round trips and one commit, as the server's CPU, not its disk, is
+//! what a switch on PostgreSQL waits for.
 //!
 //! **Claims live in the database** ([`ClaimsLiveIn::Database`]): a claim
 //! outlives the switch that made it, so another switch answers a repeat of
@@ -21,10 +24,13 @@
 //! like any transaction's: a switch that dies mid-enquiry leaves a record
 //! the others can report instead of a claim nobody can settle.
 //!
-//! **Durable when committed.** Every write is committed before the call
-//! returns (PostgreSQL's commit is its durability, and the store refuses a
-//! server that runs with `fsync` or `synchronous_commit` off), so
-//! [`Store::durable`](super::Store::durable) has nothing left to wait for.
+//! **Durable when committed.** Every change of a transaction or claim is
+//! committed before the call returns (PostgreSQL's commit is its
+//! durability, and the store refuses a server that runs with `fsync` or
+//! `synchronous_commit` off), so [`Store::durable`](super::Store::durable)
+//! has nothing left to wait for. Metered calls are the exception, as
+//! [`Store::meter`](super::Store::meter) allows: queued, and written by
+//! their own task a moment later ([`metered`]).
 //!
 //! Records are the codec's encoding sealed under the host's data key, with
 //! the same context as in sled (`T app 0x1f transaction_ref`), so a record
@@ -222,11 +228,13 @@ pub struct PgStore {
     pool: Pool,
     sealing: Sealing,
     metered: Arc<metered::MeterQueue>,
+    /// Compare-and-set tries of a change before it takes the row's lock.
+    optimistic_tries: usize,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.metered.close();
+        self.metered.close_now();
     }
 }
 
@@ -258,6 +266,7 @@ impl PgStore {
             pool,
             sealing: Sealing::new(options.data_keys.clone()),
             metered: Arc::default(),
+            optimistic_tries: OPTIMISTIC_TRIES,
         };
         let mut client = manifold_postgres::connect(&store.pool).await.map_err(pg)?;
         manifold_postgres::check_durable_commits(&client)
@@ -426,7 +435,10 @@ impl PgStore {
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
             self.insert_transactions(&sql, &batch.transactions).await?;
-            metered::insert(&sql, &batch.calls).await?;
+            let rows = (batch.calls.iter().cloned())
+                .map(|call| metered::MeteredRow::new(call, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            metered::insert(&sql, &rows).await?;
             imported.transactions += batch.transactions.len() as u64;
             imported.metered_calls += batch.calls.len() as u64;
             progress(imported);
@@ -516,9 +528,12 @@ impl PgStore {
     }
 
     /// Waits until every call metered so far is written, at most
-    /// `within`; for shutdown.
-    pub async fn flush_metered(&self, within: Duration) -> Result<(), StoreError> {
-        self.metered.drained(within).await
+    /// `within`, and ends the writer (calls metered later are not
+    /// written); for shutdown.
+    pub async fn close_metering(&self, within: Duration) -> Result<(), StoreError> {
+        let drained = self.metered.drained(within, false).await;
+        self.metered.close(within).await;
+        drained
     }
 
     /// Metered calls not yet written to the database.
@@ -697,7 +712,7 @@ impl PgStore {
     /// The record under `(app_id, transaction_ref)` as stored, with the
     /// claim of `request_ref` on it if there is one; `lock` is empty or
     /// `FOR UPDATE OF t`.
-    async fn for_update(
+    async fn read_for_change(
         &self,
         client: &impl GenericClient,
         app_id: &str,
@@ -1066,12 +1081,11 @@ impl Store for PgStore {
         let request_ref = answer.as_ref().map(|(request_ref, _)| *request_ref);
         let mut client = self.client().await?;
         // Optimistic first: read, change, and write back only if the row
-        // still holds what was read. Every write seals the record under a
-        // fresh nonce, so equal bytes mean no write came between. Two round
-        // trips and one commit, where a row lock takes four.
-        for _ in 0..OPTIMISTIC_TRIES {
+        // still holds what was read (module docs). Two round trips and one
+        // commit, where a row lock takes four.
+        for _ in 0..self.optimistic_tries {
             let Some(read) = self
-                .for_update(&client, app_id, transaction_ref, request_ref, "")
+                .read_for_change(&client, app_id, transaction_ref, request_ref, "")
                 .await?
             else {
                 return Ok(None);
@@ -1089,7 +1103,7 @@ impl Store for PgStore {
         // Contended: wait for the row's lock instead.
         let sql = client.transaction().await.map_err(database)?;
         let Some(read) = self
-            .for_update(
+            .read_for_change(
                 &sql,
                 app_id,
                 transaction_ref,
@@ -1110,8 +1124,7 @@ impl Store for PgStore {
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
         // Written by the queue's task, many calls per statement (`metered`).
-        self.metered.push(call.clone());
-        Ok(())
+        self.metered.push(call.clone())
     }
 
     async fn metered_calls(
@@ -1139,7 +1152,7 @@ impl Store for PgStore {
         let from = i64::try_from(from_ms).unwrap_or(i64::MAX);
         let until = i64::try_from(until_ms).unwrap_or(i64::MAX);
         // What this switch metered before the read is in it, as on sled.
-        self.metered.drained(METERED_READ_WAIT).await?;
+        self.metered.drained(METERED_READ_WAIT, true).await?;
         let client = self.client().await?;
         let page = client
             .prepare_cached(&format!(

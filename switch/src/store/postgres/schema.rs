@@ -21,7 +21,9 @@
 //!   switch inserts it first (`INSERT … ON CONFLICT DO NOTHING`); it points
 //!   at its transaction.
 //! - `manifold_metered_calls`: one row per billable call, indexed by app
-//!   and time so an invoice reads its period only.
+//!   and time so an invoice reads its period only; `call_id` (version 2,
+//!   unique) is the id its switch gave it, so a batch written twice counts
+//!   each call once.
 //! - `manifold_meta`: the ids of the data keys records are sealed under.
 //! - `manifold_begin(…)` (version 2): claims a transaction's first
 //!   `request_ref` and inserts its row in one statement, answering
@@ -121,8 +123,16 @@ CREATE INDEX manifold_metered_calls_period ON manifold_metered_calls (app_id, at
     },
     Migration {
         version: 2,
-        name: "manifold_begin: a transaction and its first claim in one statement",
+        name:
+            "manifold_begin (a transaction and its first claim in one statement); metered call ids",
         sql: r#"
+-- A switch writes its metered calls in batches; a batch written twice (the
+-- answer to its commit lost with the connection) counts each call once.
+-- Calls copied by `manifold store migrate` have none.
+ALTER TABLE manifold_metered_calls ADD COLUMN call_id bytea
+    CHECK (call_id IS NULL OR length(call_id) = 16);
+CREATE UNIQUE INDEX manifold_metered_calls_once ON manifold_metered_calls (call_id);
+
 -- One statement, so one round trip and one commit: the claim of the first
 -- request_ref and the transaction's row, both or neither.
 CREATE FUNCTION manifold_begin(

@@ -9,9 +9,10 @@ use manifold_test_postgres::TestDatabase;
 
 use super::*;
 use crate::store::suite::{
-    data_keys, in_flight, postgres_options, record_settled, recorded, settled_with_customer_data,
-    validation,
+    answer, call, data_keys, in_flight, postgres_options, record_settled, recorded,
+    settled_with_customer_data, validation,
 };
+use crate::store::HistoryEntry;
 
 async fn database(test: &str) -> Option<TestDatabase> {
     TestDatabase::create(test).await
@@ -242,4 +243,105 @@ async fn a_bad_url_and_an_unreachable_server_are_clear_errors_without_the_passwo
     assert!(!error.contains("s3cret"), "{error}");
     let printed = format!("{:?}", options("postgres://u:s3cret@127.0.0.1:1/db"));
     assert!(!printed.contains("s3cret"), "{printed}");
+}
+
+#[tokio::test]
+async fn a_change_that_keeps_losing_its_race_takes_the_rows_lock() {
+    let Some(db) = database("locked_change").await else {
+        return;
+    };
+    // No optimistic try at all: every change goes the locked way.
+    let mut store = connect(&db).await;
+    store.optimistic_tries = 0;
+    let store = Arc::new(store);
+    store.begin_transaction(&in_flight(1)).await.unwrap();
+    // An answer recorded from a claim not yet in the record.
+    store
+        .claim_request("app", "t-1", &validation("v-1"))
+        .await
+        .unwrap();
+    let unchanged = |_: &mut TransactionRecord| {};
+    let answered = answer(7);
+    store
+        .update_transaction("app", "t-1", &unchanged, Some(("v-1", answered.clone())))
+        .await
+        .unwrap();
+    let (request, _) = recorded(store.request("app", "v-1").await.unwrap());
+    assert_eq!(request.state, RequestState::Answered(answered));
+    // Concurrent changes serialise on the lock: none is lost.
+    let tasks: Vec<_> = (0..12_u64)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let add = move |record: &mut TransactionRecord| {
+                    record.updated_at_ms = record.updated_at_ms.max(5_000 + n);
+                    record.history.push(HistoryEntry {
+                        at_ms: 5_000 + n,
+                        operation: Operation::Query,
+                        request_ref: None,
+                        status: Status::Pending,
+                        provider_response_code: None,
+                        message: format!("query {n}"),
+                    });
+                };
+                store
+                    .update_transaction("app", "t-1", &add, None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().is_some());
+    }
+    let record = store.transaction("app", "t-1").await.unwrap().unwrap();
+    assert_eq!(record.history.len(), 1 + 12);
+    assert_eq!(record.updated_at_ms, 5_011);
+}
+
+#[tokio::test]
+async fn a_batch_of_metered_calls_written_twice_counts_each_once() {
+    let Some(db) = database("metered_twice").await else {
+        return;
+    };
+    let store = connect(&db).await;
+    let queue = metered::MeterQueue::default();
+    for at in 1..=3 {
+        queue.push(call(at)).unwrap();
+    }
+    let (batch, _) = queue.next_batch();
+    let client = store.client().await.unwrap();
+    // The first commit's answer lost with the connection: written again.
+    metered::insert(&client, &batch).await.unwrap();
+    metered::insert(&client, &batch).await.unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM manifold_metered_calls", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn a_clean_stop_writes_every_metered_call_and_keeps_none_after() {
+    let Some(db) = database("metered_stop").await else {
+        return;
+    };
+    let store = connect(&db).await;
+    for at in 1..=50 {
+        store.meter(&call(at)).await.unwrap();
+    }
+    store.close_metering(Duration::from_secs(10)).await.unwrap();
+    let count: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM manifold_metered_calls", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 50);
+    assert_eq!(store.metered_waiting(), 0);
+    // Metered after the stop: refused, so the caller logs it.
+    let error = store.meter(&call(51)).await.unwrap_err();
+    assert!(error.to_string().contains("store is closed"), "{error}");
 }
