@@ -6,15 +6,19 @@
 //! - `manifold_request_duration_seconds{endpoint}`: from the request's head
 //!   to its answer;
 //! - `manifold_provider_failures_total{provider, kind}`: provider calls that
-//!   gave no answer (`timeout`, `unreachable`, `refused`, `rejected`,
-//!   `unknown`);
+//!   gave no answer, by `ProviderError::kind` (`unreachable`, `timeout`,
+//!   `bad_reply`, `unknown_transaction`, `rejected`, `unauthenticated`,
+//!   `internal`);
 //! - `manifold_otps_pending{app}`: transactions whose last answer asked the
 //!   customer for an OTP or more (`WaitingForOTP`, `PendingValidation`), as
 //!   this process answered them, within the last hour (a code expires long
 //!   before; one never validated nor queried then stops counting);
 //! - `manifold_store_commit_batch_size`, `manifold_store_commit_seconds`:
 //!   the store journal's group commits;
-//! - `manifold_store_size_bytes`: sled's size on disk.
+//! - `manifold_store_size_bytes`: sled's size on disk;
+//! - `manifold_metered_calls_waiting`: on PostgreSQL, metered calls queued
+//!   and not yet written (it grows while the database is away, and a
+//!   switch killed then loses them).
 //!
 //! The request labels name apps and providers, which is why `/metrics` is on
 //! the admin listener and needs an operator's token.
@@ -30,7 +34,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::storage::Storage;
+use crate::storage::{Storage, SwitchStore};
 use crate::store::MeteredCall;
 
 pub struct Metrics {
@@ -202,12 +206,16 @@ struct StoreCollector {
 
 const STORE_SIZE: &str = "manifold_store_size_bytes";
 const STORE_SIZE_HELP: &str = "The store's size on disk (sled)";
+const METERED_WAITING: &str = "manifold_metered_calls_waiting";
+const METERED_WAITING_HELP: &str =
+    "Metered calls queued for the database and not yet written (PostgreSQL)";
 use crate::store::{COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP};
 
 impl StoreCollector {
     fn new(storage: Arc<Storage>) -> StoreCollector {
         let descs = [
             (STORE_SIZE, STORE_SIZE_HELP),
+            (METERED_WAITING, METERED_WAITING_HELP),
             (COMMIT_BATCH, COMMIT_BATCH_HELP),
             (COMMIT_SECONDS, COMMIT_SECONDS_HELP),
         ]
@@ -231,9 +239,16 @@ impl Collector for StoreCollector {
             return Vec::new();
         };
         // The journal's commits and the directory's size are sled's; a
-        // PostgreSQL server has its own exporters.
-        let Some(store) = generation.backend().sled() else {
-            return Vec::new();
+        // PostgreSQL server has its own exporters, and the switch adds what
+        // only it knows: the metered calls it has not written yet.
+        let store = match generation.backend() {
+            SwitchStore::Sled(store) => store,
+            SwitchStore::Postgres(store) => {
+                let gauge = prometheus::IntGauge::new(METERED_WAITING, METERED_WAITING_HELP)
+                    .expect("a valid, constant metric definition");
+                gauge.set(i64::try_from(store.metered_waiting()).unwrap_or(i64::MAX));
+                return gauge.collect();
+            }
         };
         let stats = store.commit_stats();
         let mut families = stats.batch_size.collect();

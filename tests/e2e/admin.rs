@@ -226,7 +226,11 @@ async fn only_operators_reach_the_admin_api_and_every_action_is_audited() {
 }
 
 /// The sample with this name and these labels, or 0.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     scrape
         .samples
         .iter()
@@ -242,7 +246,7 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         .unwrap_or(0.0)
 }
 
-async fn scrape(admin: &str) -> prometheus_parse::Scrape {
+pub(crate) async fn scrape(admin: &str) -> prometheus_parse::Scrape {
     let response = http_client()
         .get(format!("{admin}/metrics"))
         .bearer_auth(OPERATOR_TOKEN)

@@ -487,7 +487,7 @@ async fn a_database_stopped_under_load_loses_nothing_acknowledged_and_service_re
     let text = on_postgres(&in_process_demo_config(dir.path()), server.url()).replace(
         "pool_size = 4\n",
         "pool_size = 4\nstatement_timeout_ms = 2000\nconnect_timeout_ms = 1000\n",
-    );
+    ) + &crate::billing::admin_table(&dir.path().join("audit.jsonl"));
     let path = dir.path().join("manifold.toml");
     std::fs::write(&path, text).unwrap();
     let switch = SwitchProcess::start(&path);
@@ -558,6 +558,13 @@ async fn a_database_stopped_under_load_loses_nothing_acknowledged_and_service_re
         Box::new(|s| s.unavailable >= 8),
     )
     .await;
+    // The calls answered meanwhile are metered all the same: kept by the
+    // switch, which says how many wait.
+    let admin = switch.admin_url();
+    let waiting = |scrape: &prometheus_parse::Scrape| {
+        crate::admin::sample(scrape, "manifold_metered_calls_waiting", &[])
+    };
+    assert!(waiting(&crate::admin::scrape(&admin).await) > 0.0);
     let before_restart = seen.lock().unwrap().acknowledged.len();
     server.start_again();
     wait_for(
@@ -600,5 +607,6 @@ async fn a_database_stopped_under_load_loses_nothing_acknowledged_and_service_re
     )
     .await;
     assert_eq!(metered, acknowledged);
+    assert_eq!(waiting(&crate::admin::scrape(&admin).await), 0.0);
     drop(switch);
 }
