@@ -624,9 +624,15 @@ async fn retention_drops_customer_data_of_settled_transactions_only(store: Arc<d
 
 async fn an_update_applies_to_the_record_as_stored_now(store: Arc<dyn Store>) {
     store.begin_transaction(&in_flight(1)).await.unwrap();
-    // Many concurrent changes, each a function of the record it is given:
-    // none is lost to another that read the record before it.
-    let tasks: Vec<_> = (0..20)
+    concurrent_changes(store, 20).await;
+}
+
+/// Makes `count` concurrent changes of `t-1`, each a function of the
+/// record it is given, and checks that none was lost to another that read
+/// the record before it.
+pub(super) async fn concurrent_changes(store: Arc<dyn Store>, count: u64) {
+    let before = store.transaction("app", "t-1").await.unwrap().unwrap();
+    let tasks: Vec<_> = (0..count)
         .map(|n| {
             let store = store.clone();
             tokio::spawn(async move {
@@ -652,6 +658,6 @@ async fn an_update_applies_to_the_record_as_stored_now(store: Arc<dyn Store>) {
         assert!(task.await.unwrap().is_some());
     }
     let record = store.transaction("app", "t-1").await.unwrap().unwrap();
-    assert_eq!(record.history.len(), 21);
-    assert_eq!(record.updated_at_ms, 2_019);
+    assert_eq!(record.history.len(), before.history.len() + count as usize);
+    assert_eq!(record.updated_at_ms, 2_000 + count - 1);
 }

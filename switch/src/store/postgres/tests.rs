@@ -9,10 +9,9 @@ use manifold_test_postgres::TestDatabase;
 
 use super::*;
 use crate::store::suite::{
-    answer, call, data_keys, in_flight, postgres_options, record_settled, recorded,
-    settled_with_customer_data, validation,
+    answer, call, concurrent_changes, data_keys, in_flight, postgres_options, record_settled,
+    recorded, settled_with_customer_data, validation,
 };
-use crate::store::HistoryEntry;
 
 async fn database(test: &str) -> Option<TestDatabase> {
     TestDatabase::create(test).await
@@ -269,34 +268,7 @@ async fn a_change_that_keeps_losing_its_race_takes_the_rows_lock() {
     let (request, _) = recorded(store.request("app", "v-1").await.unwrap());
     assert_eq!(request.state, RequestState::Answered(answered));
     // Concurrent changes serialise on the lock: none is lost.
-    let tasks: Vec<_> = (0..12_u64)
-        .map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let add = move |record: &mut TransactionRecord| {
-                    record.updated_at_ms = record.updated_at_ms.max(5_000 + n);
-                    record.history.push(HistoryEntry {
-                        at_ms: 5_000 + n,
-                        operation: Operation::Query,
-                        request_ref: None,
-                        status: Status::Pending,
-                        provider_response_code: None,
-                        message: format!("query {n}"),
-                    });
-                };
-                store
-                    .update_transaction("app", "t-1", &add, None)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.unwrap().is_some());
-    }
-    let record = store.transaction("app", "t-1").await.unwrap().unwrap();
-    assert_eq!(record.history.len(), 1 + 12);
-    assert_eq!(record.updated_at_ms, 5_011);
+    concurrent_changes(store, 12).await;
 }
 
 #[tokio::test]
