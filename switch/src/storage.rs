@@ -426,7 +426,9 @@ impl Storage {
     }
 
     /// Makes everything written so far durable; for shutdown (so a failure
-    /// is reported, and starts no reopen).
+    /// is reported, and starts no reopen). On PostgreSQL it also writes the
+    /// metered calls still queued and ends their writer: a call metered
+    /// after it is refused (and logged), not kept.
     pub async fn flush(&self) -> Result<Durable, SwitchError> {
         let generation = self.current().ok_or(SwitchError::StorageUnavailable)?;
         if let SwitchStore::Postgres(store) = &generation.store {
