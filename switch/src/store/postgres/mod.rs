@@ -527,12 +527,15 @@ impl PgStore {
         Ok(())
     }
 
-    /// Waits until every call metered so far is written, at most
-    /// `within`, and ends the writer (calls metered later are not
-    /// written); for shutdown.
+    /// Waits until every call metered so far is written and ends the
+    /// writer (calls metered later are refused), all within `within`; for
+    /// shutdown.
     pub async fn close_metering(&self, within: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + within;
         let drained = self.metered.drained(within, false).await;
-        self.metered.close(within).await;
+        self.metered
+            .close(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         drained
     }
 
