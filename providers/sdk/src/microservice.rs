@@ -112,6 +112,34 @@ impl StateHome {
         }
     }
 
+    /// What a provider binary does once it has its connector: opens the
+    /// provider on this state, then with `--reseal` seals every value under
+    /// the current data key and says how many; otherwise serves it on
+    /// `listen` as `name` ([`listen_and_run`]) until a shutdown signal.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reseal_or_serve<C: Connector>(
+        &self,
+        name: &str,
+        args: &ServeArgs,
+        listen: &str,
+        notifier: Arc<dyn Notifier>,
+        connector: C,
+        settings: ServiceSettings,
+        server: ProviderServer,
+    ) -> Result<(), RunError> {
+        let provider = self.provider(notifier, connector, settings).await?;
+        if args.reseal {
+            let resealed = provider.reseal().await?;
+            eprintln!(
+                "{resealed} values sealed under data key `{}`",
+                args.data_key_id
+            );
+            return Ok(());
+        }
+        listen_and_run(name, listen, Arc::new(provider), self.durability(), server).await?;
+        Ok(())
+    }
+
     /// The sled database, when the state is there (for what a connector
     /// keeps of its own beside the SDK's trees).
     pub fn sled_db(&self) -> Option<&sled::Db> {
@@ -284,6 +312,16 @@ impl std::fmt::Debug for StateUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("(redacted)")
     }
+}
+
+/// Why [`StateHome::reseal_or_serve`] stopped: the provider's state, or
+/// its listener.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Why a provider cannot start serving.

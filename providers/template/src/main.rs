@@ -107,28 +107,16 @@ async fn main() -> anyhow::Result<()> {
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
     settings.otp.attempts = args.code_attempts.max(1);
     settings.sweep_interval = Duration::from_millis(args.sweep_interval_ms.max(10));
-    let provider = state
-        .provider(
+    state
+        .reseal_or_serve(
+            "template-provider",
+            &args.serve,
+            &args.listen,
             Arc::new(OutboxNotifier::new(args.outbox)),
             connector,
             settings,
+            server,
         )
         .await?;
-    if args.serve.reseal {
-        let resealed = provider.reseal().await?;
-        eprintln!(
-            "{resealed} values sealed under data key `{}`",
-            args.serve.data_key_id
-        );
-        return Ok(());
-    }
-    microservice::listen_and_run(
-        "template-provider",
-        &args.listen,
-        Arc::new(provider),
-        state.durability(),
-        server,
-    )
-    .await?;
     Ok(())
 }

@@ -69,28 +69,16 @@ async fn main() -> anyhow::Result<()> {
     let settings = args
         .serve
         .apply_to(manifold_connector_core_api::service_settings())?;
-    let provider = state
-        .provider(
+    state
+        .reseal_or_serve(
+            "core-api-provider",
+            &args.serve,
+            &args.listen,
             Arc::new(OutboxNotifier::new(args.outbox)),
             connector,
             settings,
+            server,
         )
         .await?;
-    if args.serve.reseal {
-        let resealed = provider.reseal().await?;
-        eprintln!(
-            "{resealed} values sealed under data key `{}`",
-            args.serve.data_key_id
-        );
-        return Ok(());
-    }
-    microservice::listen_and_run(
-        "core-api-provider",
-        &args.listen,
-        Arc::new(provider),
-        state.durability(),
-        server,
-    )
-    .await?;
     Ok(())
 }

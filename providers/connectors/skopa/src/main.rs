@@ -62,28 +62,16 @@ async fn main() -> anyhow::Result<()> {
         .serve
         .apply_to(manifold_connector_skopa::service_settings())?;
     settings.otp.ttl = Duration::from_secs(args.code_ttl_secs.max(1));
-    let provider = state
-        .provider(
+    state
+        .reseal_or_serve(
+            "skopa-provider",
+            &args.serve,
+            &args.listen,
             Arc::new(OutboxNotifier::new(args.outbox)),
             connector,
             settings,
+            server,
         )
         .await?;
-    if args.serve.reseal {
-        let resealed = provider.reseal().await?;
-        eprintln!(
-            "{resealed} values sealed under data key `{}`",
-            args.serve.data_key_id
-        );
-        return Ok(());
-    }
-    microservice::listen_and_run(
-        "skopa-provider",
-        &args.listen,
-        Arc::new(provider),
-        state.durability(),
-        server,
-    )
-    .await?;
     Ok(())
 }
