@@ -320,6 +320,27 @@ impl Context {
     }
 
     /// Saturation, then half of it at a fixed rate.
+    /// Starts the baseline server `name` (`args`: its subcommand and
+    /// flags), measures app `quick`'s get_balance against it, and stops it.
+    async fn measure_baseline(
+        &self,
+        name: &str,
+        args: &[String],
+        prefix: String,
+    ) -> Result<(LoadResult, LoadResult, Vec<Rss>), BenchError> {
+        let server = self.bench_server(name, args)?;
+        let workload = Arc::new(Workload::Balance {
+            caller: Caller::new(QUICK_APP),
+            prefix,
+        });
+        let (saturation, fixed) = self
+            .measure(&[server.addr], workload, &[server.pid])
+            .await?;
+        let rss = rss_of(&[&server]);
+        server.stop(STOP_GRACE);
+        Ok((saturation, fixed, rss))
+    }
+
     async fn measure(
         &self,
         addrs: &[SocketAddr],
@@ -442,40 +463,22 @@ async fn run_case(
             };
             let mut all = vec![command.to_owned()];
             all.extend(args);
-            let server = context.bench_server(name, &all)?;
-            let workload = Arc::new(Workload::Balance {
-                caller: quick(),
-                prefix: format!("{id}-{tag}"),
-            });
-            let (saturation, fixed) = context
-                .measure(&[server.addr], workload, &[server.pid])
-                .await?;
-            let rss = rss_of(&[&server]);
-            server.stop(STOP_GRACE);
-            (saturation, fixed, rss)
+            context
+                .measure_baseline(name, &all, format!("{id}-{tag}"))
+                .await?
         }
         "p" => {
             let url = context.postgres_database(&format!("bench_p_{tag}")).await?;
-            let server = context.bench_server(
-                "baseline-postgres",
-                &[
-                    "serve-postgres".to_owned(),
-                    "--answer".to_owned(),
-                    answer.display().to_string(),
-                    "--url".to_owned(),
-                    url,
-                ],
-            )?;
-            let workload = Arc::new(Workload::Balance {
-                caller: quick(),
-                prefix: format!("{id}-{tag}"),
-            });
-            let (saturation, fixed) = context
-                .measure(&[server.addr], workload, &[server.pid])
-                .await?;
-            let rss = rss_of(&[&server]);
-            server.stop(STOP_GRACE);
-            (saturation, fixed, rss)
+            let args = [
+                "serve-postgres".to_owned(),
+                "--answer".to_owned(),
+                answer.display().to_string(),
+                "--url".to_owned(),
+                url,
+            ];
+            context
+                .measure_baseline("baseline-postgres", &args, format!("{id}-{tag}"))
+                .await?
         }
         "balance-pg" | "balance-pg2" => {
             let url = context
