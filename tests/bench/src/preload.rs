@@ -38,8 +38,8 @@ pub struct PreloadReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
     /// Postcard-encoded sizes of the template's records
-    /// (`SledStore::encoded_sizes`): its request pointer(s), key and value,
-    /// one per request of the transaction;
+    /// (`SledStore::encoded_sizes`): its request pointer(s), their entries
+    /// in their buckets, one per request of the transaction;
     pub request_record_bytes: usize,
     /// the transaction record (with its answered requests), key and value;
     pub transaction_record_bytes: usize,
@@ -208,7 +208,9 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
     })
     .await
     .map_err(|e| ServeError::Store(e.to_string()))??;
-    store.durable().await.map_err(store_error)?;
+    // Durable, and in sled: the size measured is the store's, not the
+    // journal's backlog.
+    store.settle().await.map_err(store_error)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(PreloadReport {
         imported: count,

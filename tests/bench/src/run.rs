@@ -197,6 +197,9 @@ pub struct GrowthResult {
     /// Made once, before the first round; every round reopens that store.
     pub preload: PreloadReport,
     pub rounds: Vec<GrowthRound>,
+    /// Allocated bytes of the loaded store's directory after its last round
+    /// (sled cleans what rewrites left behind as it goes on writing).
+    pub bytes_after_rounds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -710,8 +713,13 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
             open_seconds,
         });
     }
+    let bytes_after_rounds = crate::process::disk_usage(&loaded_dir.join("switch"));
     let _ = std::fs::remove_dir_all(&loaded_dir);
-    Ok(GrowthResult { preload, rounds })
+    Ok(GrowthResult {
+        preload,
+        rounds,
+        bytes_after_rounds,
+    })
 }
 
 /// Runs the benchmark as `options` say.
