@@ -1,12 +1,9 @@
-//! The on-disk form of the switch's records (store formats 2 to 6).
+//! The on-disk form of the switch's records (store format 2).
 //!
 //! One sled tree, keys prefixed by kind:
 //! - `T app 0x1f transaction_ref`: the transaction, with every request that
 //!   acted on it and the replies they were answered with;
-//! - `P app 0x1f bucket`: pointers from `request_ref`s to the transactions
-//!   they acted on, a bucket of them per value (`sled_store/pointers.rs`;
-//!   formats 2 to 5 had `R app 0x1f request_ref`, a pointer each, moved into
-//!   buckets when such a store is opened);
+//! - `R app 0x1f request_ref`: a pointer to the transaction a request acted on;
 //! - `M app 0x1f minute_ms id`: a batch of metered calls of one app whose
 //!   times fall in that minute (both big-endian, so a period is one range).
 //!
@@ -484,15 +481,13 @@ pub fn decode_transaction(
     })
 }
 
-/// A pointer as formats 2 to 5 stored it (moved into buckets since).
-#[cfg(test)]
 pub fn encode_pointer(transaction_ref: &str) -> Result<Vec<u8>, StoreError> {
     to_bytes(&DiskPointer {
         transaction_ref: transaction_ref.to_owned(),
     })
 }
 
-/// The `transaction_ref` a request pointer of formats 2 to 5 names.
+/// The `transaction_ref` a request pointer names.
 pub fn decode_pointer(bytes: &[u8]) -> Result<String, StoreError> {
     let pointer: DiskPointer = from_bytes(bytes, "a request pointer")?;
     Ok(pointer.transaction_ref)

@@ -1,9 +1,8 @@
 //! [`SledStore`]: the embedded default [`Store`](super::Store), on sled 0.34.
 //!
 //! One tree, `switch/v2`, laid out as [`codec`] describes: one record per
-//! transaction carrying its requests and their answers, the pointers from
-//! `request_ref`s to transactions a dozen or so to a value ([`pointers`]),
-//! and metered calls in batches. Durability goes through the
+//! transaction carrying its requests and their answers, a small pointer per
+//! `request_ref`, and metered calls in batches. Durability goes through the
 //! store's [`journal`]; the database's [`GroupCommit`], shared with any
 //! in-process provider on it, tells the journal when such a provider left
 //! its flush to the switch.
@@ -17,13 +16,12 @@
 //! answered.
 //!
 //! **Writes go through the [`journal`]**, one entry per change (a request's
-//! pointer bucket and record together; an abandon's two), durable at the
+//! pointer and record together; an abandon's two removals), durable at the
 //! journal's next commit and applied to sled after it; reads see what the
 //! journal holds before sled does. The journal's module docs say why and how
-//! recovery works. A pointer whose record does not list its request is
+//! recovery works. A pointer whose record does not list its request is still
 //! *void* (treated as absent): stores written before the journal wrote the
-//! pointer first and the record after it, and a bucket's tag may match
-//! another request's.
+//! pointer first and the record after it.
 //!
 //! Metered calls are buffered and written as one batch per app and minute
 //! at the next commit of the journal, and at least every [`StoreOptions::metering_interval`].
@@ -32,7 +30,6 @@
 //! database (sled itself allows one process per database).
 
 mod journal;
-mod pointers;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -50,7 +47,6 @@ pub use journal::{
     CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP,
 };
 use manifold_crypto::DataKeys;
-use pointers::{Pointers, Slot};
 
 use super::codec;
 use super::sealing::{self, Sealing};
@@ -69,32 +65,21 @@ use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 /// dropped, which a format-3 version would misread as damage. Format 5 is
 /// format 4 with in-process providers' state journaled too (entries naming
 /// another tree), which a format-4 version would read as a torn tail.
-/// Format 6 keeps request pointers in buckets ([`pointers`]) instead of a
-/// key each, which a format-5 version would not find: it would take every
-/// repeat for a new request.
-pub const FORMAT: &str = "manifold-switch-store/6";
-/// The marker while an earlier store's pointers are moved into buckets: no
-/// earlier version reads it, and this one finishes the move.
-const CONVERTING: &str = "manifold-switch-store/6-converting";
-/// Formats 2 to 5 are taken over: their records are format 6 records in
-/// clear (sealed as they are written again, or by `reseal`), their journals
-/// hold no entry format 6 would read otherwise, and their request pointers
-/// (a key each) are moved into buckets when the store is opened.
-const TAKEN_OVER: [&str; 4] = [
+pub const FORMAT: &str = "manifold-switch-store/5";
+/// Formats 2 to 4 are taken over as they are: their records are format 5
+/// records in clear (sealed as they are written again, or by `reseal`), and
+/// their journals hold no entry format 5 would read otherwise.
+const TAKEN_OVER: [&str; 3] = [
     "manifold-switch-store/2",
     "manifold-switch-store/3",
     "manifold-switch-store/4",
-    "manifold-switch-store/5",
 ];
-/// Imported transactions per journal entry (a few MB).
-const IMPORT_ENTRY: usize = 4_096;
-/// Old request pointers moved into buckets per sled batch, about (a few
-/// in tests, so that they move in several ranges).
-const CONVERSION_BATCH: u64 = if cfg!(test) { 16 } else { 200_000 };
 const TREE: &str = "switch/v2";
 /// The trees of the first store format, which this version does not read.
 const FORMAT_1_TREES: [&str; 3] = ["switch/transactions", "switch/requests", "switch/metering"];
 const LOCK_STRIPES: usize = 1024;
+/// Imported transactions per journal entry (a few MB).
+const IMPORT_ENTRY: usize = 4_096;
 const MINUTE_MS: u64 = 60_000;
 
 /// How the store uses memory and time, and the key it seals records under.
@@ -124,7 +109,7 @@ impl Default for StoreOptions {
 /// overhead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodedSizes {
-    /// The pointers of its requests (their entries in buckets).
+    /// The pointers of its requests.
     pub pointer: usize,
     pub transaction: usize,
     /// One metered call, as it sits in a batch.
@@ -153,7 +138,6 @@ pub struct SledStore {
     enquiries: DashMap<Vec<u8>, TransactionRecord>,
     metering: Arc<Metering>,
     sealing: Sealing,
-    pointers: Pointers,
 }
 
 /// Striped locks over keys. Every write holds the stripes of the keys it
@@ -308,18 +292,8 @@ fn begin_keys(
     ))
 }
 
-/// Whether an opened store's request pointers are still a key each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pointing {
-    InBuckets,
-    /// Written by format 2 to 5: to be moved into buckets once the journal
-    /// is replayed (the marker says [`CONVERTING`] while they move).
-    KeyEach,
-}
-
-/// Refuses a database another store format wrote, marks a new one, and
-/// says whether its pointers must be moved into buckets.
-fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<Pointing, StoreError> {
+/// Refuses a database another store format wrote, and marks a new one.
+fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     for name in FORMAT_1_TREES {
         let present = db
             .tree_names()
@@ -339,13 +313,15 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<Pointing, StoreError
         db.drop_tree(name)?;
     }
     match tree.get(codec::FORMAT_KEY)? {
-        Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(Pointing::InBuckets),
-        Some(found) if found.as_ref() == CONVERTING.as_bytes() => Ok(Pointing::KeyEach),
-        // Re-marked only when the move begins: until then nothing written
-        // (a pointer key, the journal replayed) is lost on the code that
-        // wrote the store, should this start fail.
+        Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(()),
         Some(found) if TAKEN_OVER.iter().any(|f| found.as_ref() == f.as_bytes()) => {
-            Ok(Pointing::KeyEach)
+            tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
+            db.flush()?;
+            tracing::info!(
+                "the store is now format 5 (a journal that carries in-process providers' state \
+                 too, and records sealed as they are written; `manifold --reseal` seals the rest)"
+            );
+            Ok(())
         }
         Some(found) => Err(StoreError::UnsupportedFormat(format!(
             "the store says it is `{}`; this version reads `{FORMAT}`",
@@ -354,93 +330,12 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<Pointing, StoreError
         None if tree.is_empty() => {
             tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
             db.flush()?;
-            Ok(Pointing::InBuckets)
+            Ok(())
         }
         None => Err(StoreError::UnsupportedFormat(format!(
             "tree `{TREE}` holds records but no format marker; this version reads `{FORMAT}`"
         ))),
     }
-}
-
-/// The store's pointer hash key, made (and flushed) with a store that has
-/// none yet.
-fn pointer_key(db: &sled::Db, tree: &sled::Tree) -> Result<Pointers, StoreError> {
-    if let Some(key) = tree.get(pointers::POINTER_KEY)? {
-        return Pointers::new(&key);
-    }
-    if tree.scan_prefix([pointers::BUCKET]).next().is_some() {
-        return Err(StoreError::Corrupt(
-            "the store has request pointer buckets but not the key that places them".into(),
-        ));
-    }
-    let key = Pointers::new_key();
-    tree.insert(pointers::POINTER_KEY, &key[..])?;
-    db.flush()?;
-    Pointers::new(&key)
-}
-
-/// Moves the pointers a store of format 2 to 5 wrote, a key each, into
-/// buckets; then marks the store format 6. The buckets are taken in ranges,
-/// a sled batch per range with about [`CONVERSION_BATCH`] pointers, so that
-/// each bucket is written once however large the store. Each batch removes
-/// the keys it moved, so a crash part-way leaves every pointer in exactly
-/// one place, and the next open goes on. Runs after the journal is replayed
-/// and before anything is served.
-fn move_pointers_into_buckets(
-    db: &sled::Db,
-    tree: &sled::Tree,
-    pointers: &Pointers,
-) -> Result<u64, StoreError> {
-    // From here on, the code that wrote this store refuses it instead of
-    // missing the buckets.
-    tree.insert(codec::FORMAT_KEY, CONVERTING.as_bytes())?;
-    db.flush()?;
-    let mut remaining = 0u64;
-    for entry in tree.scan_prefix([REQUEST]) {
-        entry?;
-        remaining += 1;
-    }
-    let ranges = remaining
-        .div_ceil(CONVERSION_BATCH)
-        .clamp(1, u64::from(pointers::BUCKETS));
-    let mut moved = 0u64;
-    for range in 0..ranges {
-        let mut old = Vec::new();
-        for entry in tree.scan_prefix([REQUEST]) {
-            let (request_key, pointer) = entry?;
-            let (app_id, request_ref) = split_key(&request_key)?;
-            let slot = pointers.slot(&app_id, &request_ref);
-            if u64::from(slot.bucket()) * ranges / u64::from(pointers::BUCKETS) != range {
-                continue;
-            }
-            old.push((request_key, slot, codec::decode_pointer(&pointer)?));
-        }
-        let mut buckets: BTreeMap<&[u8], Vec<(&Slot, &str)>> = BTreeMap::new();
-        for (_, slot, transaction_ref) in &old {
-            buckets
-                .entry(&slot.bucket_key)
-                .or_default()
-                .push((slot, transaction_ref));
-        }
-        let mut batch = sled::Batch::default();
-        for (bucket_key, added) in buckets {
-            let bucket = tree.get(bucket_key)?;
-            batch.insert(bucket_key, pointers::merged(bucket.as_deref(), added)?);
-        }
-        for (request_key, _, _) in &old {
-            batch.remove(request_key.clone());
-        }
-        tree.apply_batch(batch)?;
-        moved += old.len() as u64;
-        tracing::info!(
-            moved,
-            of = remaining,
-            "moving request pointers into buckets"
-        );
-    }
-    tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
-    db.flush()?;
-    Ok(moved)
 }
 
 /// Whether sled could not open its database because another process holds
@@ -508,8 +403,7 @@ impl SledStore {
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
         let tree = db.open_tree(TREE)?;
-        let pointing = check_format(db, &tree)?;
-        let pointers = pointer_key(db, &tree)?;
+        check_format(db, &tree)?;
         let sealing = Sealing::new(options.data_keys.clone());
         if let Some(ids) = sealing.check_key_ids(tree.get(sealing::KEY_IDS)?.as_deref())? {
             tree.insert(sealing::KEY_IDS, ids)?;
@@ -521,16 +415,6 @@ impl SledStore {
                 segments = replayed.segments,
                 entries = replayed.entries,
                 "replayed the store's journal"
-            );
-        }
-        if pointing == Pointing::KeyEach {
-            // The journal is replayed and its segments gone: every old
-            // pointer is in sled, and no entry will write one again.
-            let moved = move_pointers_into_buckets(db, &tree, &pointers)?;
-            tracing::info!(
-                moved,
-                "the store is now format 6: request pointers moved into buckets \
-                 (records are sealed as they are written; `manifold --reseal` seals the rest)"
             );
         }
         let journal = Arc::new(journal);
@@ -550,7 +434,6 @@ impl SledStore {
             enquiries: DashMap::new(),
             metering,
             sealing,
-            pointers,
         })
     }
 
@@ -597,35 +480,23 @@ impl SledStore {
                 started_at_ms: running.started_at_ms,
             }));
         }
-        let (app_id, request_ref) = split_key(request_key)?;
-        let slot = self.pointers.slot(&app_id, &request_ref);
-        let Some(bucket) = self.journal.get(&slot.bucket_key)? else {
+        let Some(pointer) = self.journal.get(request_key)? else {
             return Ok(None);
         };
-        for transaction_ref in pointers::candidates(&bucket, &slot)? {
-            let Some(transaction) =
-                self.stored_transaction(&key(TRANSACTION, &app_id, &transaction_ref))?
-            else {
-                continue;
-            };
-            if let Some(request) = transaction.request(&request_ref).cloned() {
-                return Ok(Some(KnownRequest::Recorded {
-                    request,
-                    transaction,
-                }));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The bucket under `slot` with `transaction_ref` added, to be written
-    /// by a caller holding the bucket's stripe.
-    fn bucket_with(&self, slot: &Slot, transaction_ref: &str) -> Result<Write, StoreError> {
-        let bucket = self.journal.get(&slot.bucket_key)?;
-        Ok(Write::Insert(
-            slot.bucket_key.clone(),
-            pointers::with_added(bucket.as_deref(), slot, transaction_ref)?,
-        ))
+        let (app_id, request_ref) = split_key(request_key)?;
+        let transaction_ref = codec::decode_pointer(&pointer)?;
+        let Some(transaction) =
+            self.stored_transaction(&key(TRANSACTION, &app_id, &transaction_ref))?
+        else {
+            return Ok(None);
+        };
+        Ok(transaction
+            .request(&request_ref)
+            .cloned()
+            .map(|request| KnownRequest::Recorded {
+                request,
+                transaction,
+            }))
     }
 
     /// Checks that the first request of `transaction` and its ref are free;
@@ -725,69 +596,53 @@ impl SledStore {
     }
 
     /// Writes answered transactions in bulk, with the same keys and encoding
-    /// the request path uses, through the journal (an entry per
-    /// [`IMPORT_ENTRY`] transactions): they are durable after the next
-    /// [`Store::durable`]. For loading data (benchmarks, tests), not for
-    /// serving: it does not check whether a ref is taken. Several importers
-    /// may run at once.
+    /// the request path uses, through the journal as the request path does
+    /// (an entry per [`IMPORT_ENTRY`] transactions): they are durable after
+    /// the next [`Store::durable`]. For loading data (benchmarks, tests), not
+    /// for serving: it does not check whether a ref is taken.
+    ///
+    /// Not one large sled batch, as it was: a store loaded that way held 1,662
+    /// bytes per transaction on disk, against 1,196 written through the
+    /// journal like a served one (`tests/bench/PROFILING.md`, eighth round),
+    /// and a value written around the journal can be overwritten when the
+    /// journal's segment is replayed at the next open.
     pub fn import(&self, transactions: &[ImportedTransaction]) -> Result<(), StoreError> {
-        transactions
-            .chunks(IMPORT_ENTRY)
-            .try_for_each(|chunk| self.import_entry(chunk))
-    }
-
-    fn import_entry(&self, transactions: &[ImportedTransaction]) -> Result<(), StoreError> {
-        let mut writes = Vec::with_capacity(transactions.len() * 2);
-        let mut slots = Vec::new();
-        for imported in transactions {
-            let record = &imported.transaction;
-            for request in &record.requests {
-                slots.push((
-                    self.pointers.slot(&record.app_id, &request.request_ref),
-                    record.transaction_ref.as_str(),
+        for chunk in transactions.chunks(IMPORT_ENTRY) {
+            let mut writes = Vec::with_capacity(chunk.len() * 3);
+            for imported in chunk {
+                let record = &imported.transaction;
+                for request in &record.requests {
+                    writes.push(Write::Insert(
+                        key(REQUEST, &record.app_id, &request.request_ref),
+                        codec::encode_pointer(&record.transaction_ref)?,
+                    ));
+                }
+                let transaction_key = key(TRANSACTION, &record.app_id, &record.transaction_ref);
+                let encoded = self.encode_record(&transaction_key, record)?;
+                writes.push(Write::Insert(transaction_key, encoded));
+            }
+            for ((app_id, minute), batched) in by_app_and_minute(chunk.iter().map(|t| &t.call)) {
+                writes.push(Write::Insert(
+                    metering_key(app_id, minute, self.db.generate_id()?),
+                    codec::encode_calls(batched.into_iter())?,
                 ));
             }
-            let transaction_key = key(TRANSACTION, &record.app_id, &record.transaction_ref);
-            let encoded = self.encode_record(&transaction_key, record)?;
-            writes.push(Write::Insert(transaction_key, encoded));
+            self.journal.write(writes)?;
         }
-        for ((app_id, minute), batched) in by_app_and_minute(transactions.iter().map(|t| &t.call)) {
-            writes.push(Write::Insert(
-                metering_key(app_id, minute, self.db.generate_id()?),
-                codec::encode_calls(batched.into_iter())?,
-            ));
-        }
-        let mut buckets: BTreeMap<&[u8], Vec<(&Slot, &str)>> = BTreeMap::new();
-        for (slot, transaction_ref) in &slots {
-            buckets
-                .entry(&slot.bucket_key)
-                .or_default()
-                .push((slot, transaction_ref));
-        }
-        // Buckets are read, grown and written under their stripes, as on
-        // the request path, so that nothing written beside an import is lost.
-        let bucket_keys: Vec<&[u8]> = buckets.keys().copied().collect();
-        let _held = self.locks.hold(&bucket_keys);
-        for (bucket_key, added) in buckets {
-            let bucket = self.journal.get(bucket_key)?;
-            writes.push(Write::Insert(
-                bucket_key.to_vec(),
-                pointers::merged(bucket.as_deref(), added)?,
-            ));
-        }
-        self.journal.write(writes)
+        Ok(())
     }
 
     /// What one imported transaction takes in the tree, keys included.
     pub fn encoded_sizes(imported: &ImportedTransaction) -> Result<EncodedSizes, StoreError> {
         let record = &imported.transaction;
-        // A pointer's entry in its bucket; the bucket's key and version
-        // byte are shared by a dozen or so.
         let pointers = record
             .requests
             .iter()
-            .map(|_| pointers::ENTRY_HEAD + record.transaction_ref.len())
-            .sum();
+            .map(|request| {
+                Ok(key(REQUEST, &record.app_id, &request.request_ref).len()
+                    + codec::encode_pointer(&record.transaction_ref)?.len())
+            })
+            .sum::<Result<usize, StoreError>>()?;
         // A batch's own overhead (its key, version byte and length) is
         // shared by every call in it.
         let one_call = codec::encode_calls(std::iter::once(&imported.call))?.len() - 2;
@@ -902,17 +757,15 @@ impl Store for SledStore {
         &self,
         transaction: &TransactionRecord,
     ) -> Result<Begin, StoreError> {
-        let (first, request_key, transaction_key) = begin_keys(transaction)?;
-        let slot = self.pointers.slot(&transaction.app_id, &first.request_ref);
+        let (_, request_key, transaction_key) = begin_keys(transaction)?;
+        let pointer = codec::encode_pointer(&transaction.transaction_ref)?;
         let record = self.encode_record(&transaction_key, transaction)?;
-        let _held = self
-            .locks
-            .hold(&[&request_key, &transaction_key, &slot.bucket_key]);
+        let _held = self.locks.hold(&[&request_key, &transaction_key]);
         if let Some(found) = self.check_free(&request_key, &transaction_key)? {
             return Ok(found);
         }
         self.journal.write(vec![
-            self.bucket_with(&slot, &transaction.transaction_ref)?,
+            Write::Insert(request_key, pointer),
             Write::Insert(transaction_key, record),
         ])?;
         Ok(Begin::Started)
@@ -987,10 +840,7 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         let request_key = key(REQUEST, app_id, request_ref);
         let transaction_key = key(TRANSACTION, app_id, transaction_ref);
-        let slot = self.pointers.slot(app_id, request_ref);
-        let _held = self
-            .locks
-            .hold(&[&request_key, &transaction_key, &slot.bucket_key]);
+        let _held = self.locks.hold(&[&request_key, &transaction_key]);
         if self.running.remove(&request_key).is_some() {
             if began_transaction {
                 self.enquiries.remove(&transaction_key);
@@ -1004,14 +854,10 @@ impl Store for SledStore {
                     record.first_request().map(|r| r.request_ref.as_str()) == Some(request_ref)
                 });
             if begun_here {
-                let mut writes = vec![Write::Remove(transaction_key)];
-                if let Some(bucket) = self.journal.get(&slot.bucket_key)? {
-                    writes.push(match pointers::without(&bucket, &slot, transaction_ref)? {
-                        Some(rest) => Write::Insert(slot.bucket_key.clone(), rest),
-                        None => Write::Remove(slot.bucket_key.clone()),
-                    });
-                }
-                self.journal.write(writes)?;
+                self.journal.write(vec![
+                    Write::Remove(transaction_key),
+                    Write::Remove(request_key),
+                ])?;
             }
         }
         Ok(())
@@ -1041,12 +887,8 @@ impl Store for SledStore {
         let answer_key = answer
             .as_ref()
             .map(|(request_ref, _)| key(REQUEST, app_id, request_ref));
-        let answer_slot = answer
-            .as_ref()
-            .map(|(request_ref, _)| self.pointers.slot(app_id, request_ref));
         let mut keys: Vec<&[u8]> = vec![&transaction_key];
         keys.extend(answer_key.as_deref());
-        keys.extend(answer_slot.as_ref().map(|slot| slot.bucket_key.as_slice()));
         let _held = self.locks.hold(&keys);
         let (mut record, first_write) = match self.stored_transaction(&transaction_key)? {
             Some(record) => (record, false),
@@ -1093,8 +935,11 @@ impl Store for SledStore {
         change(&mut record);
         let bytes = self.encode_record(&transaction_key, &record)?;
         let mut writes = Vec::with_capacity(2);
-        if let (true, Some(slot)) = (answer_is_new, &answer_slot) {
-            writes.push(self.bucket_with(slot, transaction_ref)?);
+        if let (true, Some(answer_key)) = (answer_is_new, &answer_key) {
+            writes.push(Write::Insert(
+                answer_key.clone(),
+                codec::encode_pointer(transaction_ref)?,
+            ));
         }
         writes.push(Write::Insert(transaction_key.clone(), bytes));
         self.journal.write(writes)?;

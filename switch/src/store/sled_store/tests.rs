@@ -68,51 +68,18 @@ async fn imported_transactions_read_back_as_if_served_and_survive_reopen() {
     );
 }
 
-/// Adds a pointer from `request_ref` to `transaction_ref` in sled's tree,
-/// behind the journal's back.
-fn add_pointer(store: &SledStore, request_ref: &str, transaction_ref: &str) {
-    let slot = store.pointers.slot("app", request_ref);
-    let bucket = store.tree.get(&slot.bucket_key).unwrap();
-    store
-        .tree
-        .insert(
-            &slot.bucket_key,
-            pointers::with_added(bucket.as_deref(), &slot, transaction_ref).unwrap(),
-        )
-        .unwrap();
-}
-
-#[tokio::test]
-async fn an_import_into_a_bucket_the_journal_wrote_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let sharing = {
-        let store = open_store(dir.path());
-        store.begin_transaction(&in_flight(0)).await.unwrap();
-        store.settle().await.unwrap();
-        // The journal's segment outlives the store and is replayed when it
-        // opens: an import written around it would lose this bucket.
-        let bucket = store.pointers.slot("app", "r-0").bucket_key;
-        let sharing = (1..)
-            .find(|n| store.pointers.slot("app", &format!("r-{n}")).bucket_key == bucket)
-            .unwrap();
-        store.import(&[imported(sharing)]).unwrap();
-        store.durable().await.unwrap();
-        sharing
-    };
-    let store = reopen(dir.path());
-    let (request, _) = recorded(store.request("app", "r-0").await.unwrap());
-    assert!(matches!(request.state, RequestState::InFlight { .. }));
-    let (request, _) = recorded(store.request("app", &format!("r-{sharing}")).await.unwrap());
-    assert_eq!(request.state, RequestState::Answered(answer(sharing)));
-}
-
 #[tokio::test]
 async fn a_pointer_a_crash_left_without_its_record_is_void() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    // begin_transaction's first write alone (as code before the journal
-    // wrote it): the pointer, no record.
-    add_pointer(&store, "r-1", "t-1");
+    // begin_transaction's first write alone: the pointer, no record.
+    store
+        .tree
+        .insert(
+            key(REQUEST, "app", "r-1"),
+            codec::encode_pointer("t-1").unwrap(),
+        )
+        .unwrap();
     assert_eq!(store.request("app", "r-1").await.unwrap(), None);
     assert_eq!(
         store.begin_transaction(&in_flight(1)).await.unwrap(),
@@ -131,7 +98,13 @@ async fn a_pointer_a_crash_left_without_its_record_is_void() {
     // left it: the journal must hold nothing newer for these keys.
     store.journal.in_sled().await.unwrap();
     // A void pointer to a transaction_ref another request took since.
-    add_pointer(&store, "r-stale", "t-1");
+    store
+        .tree
+        .insert(
+            key(REQUEST, "app", "r-stale"),
+            codec::encode_pointer("t-1").unwrap(),
+        )
+        .unwrap();
     assert_eq!(
         store.request("app", "r-stale").await.unwrap(),
         None,
@@ -168,8 +141,8 @@ async fn an_enquiry_is_claimed_in_memory_and_written_once_with_its_answer() {
         );
         assert_eq!(
             store.tree.len(),
-            2,
-            "nothing but the format marker and the pointer key is written"
+            1,
+            "nothing but the format marker is written"
         );
 
         let succeed = |record: &mut TransactionRecord| record.status = Status::Successful;
@@ -312,135 +285,47 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
 
     let tree = db.open_tree(TREE).unwrap();
     db.drop_tree("switch/transactions").unwrap();
-    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/7")
+    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/6")
         .unwrap();
     let error = open_on(dir.path(), &db)
         .err()
         .expect("a later format is refused");
     assert!(
-        error.to_string().contains("manifold-switch-store/7"),
+        error.to_string().contains("manifold-switch-store/6"),
         "{error}"
     );
 }
 
-/// A store as format `format` (2 to 5) left it: records as today, and a
-/// pointer key per request; `in_buckets` of them already moved, as a
-/// conversion cut short by a crash leaves them.
-async fn earlier_store(dir: &Path, format: &str, count: u64, in_buckets: u64) {
-    let store = open_store(dir);
-    for n in 0..count {
-        let mut record = transaction(n, RequestState::Answered(answer(n)));
-        record.status = Status::Successful;
-        let transaction_key = key(TRANSACTION, "app", &record.transaction_ref);
-        let bytes = store.encode_record(&transaction_key, &record).unwrap();
-        store.tree.insert(transaction_key, bytes).unwrap();
-        let request_ref = &record.requests[0].request_ref;
-        if n < in_buckets {
-            add_pointer(&store, request_ref, &record.transaction_ref);
-        } else {
+#[tokio::test]
+async fn earlier_formats_are_taken_over_as_the_current_one_which_their_code_refuses() {
+    for earlier in 2..=4 {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path());
+            store.begin_transaction(&in_flight(1)).await.unwrap();
+            store.durable().await.unwrap();
+            store.journal.in_sled().await.unwrap();
+            // As the previous version left it: the same records, marked so.
             store
                 .tree
                 .insert(
-                    key(REQUEST, "app", request_ref),
-                    codec::encode_pointer(&record.transaction_ref).unwrap(),
+                    codec::FORMAT_KEY,
+                    format!("manifold-switch-store/{earlier}").as_bytes(),
                 )
                 .unwrap();
+            store.db.flush().unwrap();
         }
-    }
-    store.tree.insert(codec::FORMAT_KEY, format).unwrap();
-    store.db.flush().unwrap();
-}
-
-/// Every request of an [`earlier_store`] is found, and is a repeat.
-async fn all_found(store: &SledStore, count: u64) {
-    for n in 0..count {
-        let (request, _) = recorded(store.request("app", &format!("r-{n}")).await.unwrap());
-        assert_eq!(request.state, RequestState::Answered(answer(n)));
-        assert!(matches!(
-            store.begin_transaction(&in_flight(n)).await.unwrap(),
-            Begin::Repeat(_)
-        ));
-    }
-}
-
-#[tokio::test]
-async fn earlier_formats_are_taken_over_and_their_pointers_moved_into_buckets() {
-    for earlier in 2..=5 {
-        let dir = tempfile::tempdir().unwrap();
-        earlier_store(
-            dir.path(),
-            &format!("manifold-switch-store/{earlier}"),
-            40,
-            0,
-        )
-        .await;
         let store = reopen(dir.path());
-        all_found(&store, 40).await;
+        let (request, _) = recorded(store.request("app", "r-1").await.unwrap());
+        assert_eq!(request.state, RequestState::InFlight { started_at_ms: 1 });
         assert_eq!(
             store.tree.get(codec::FORMAT_KEY).unwrap().as_deref(),
             Some(FORMAT.as_bytes()),
             "format {earlier} is re-marked, so that its code refuses the store \
-             rather than miss its pointers"
+             rather than misread its journal"
         );
-        assert_eq!(
-            store.tree.scan_prefix([REQUEST]).count(),
-            0,
-            "no pointer is left a key of its own"
-        );
-        assert!(store.tree.scan_prefix([pointers::BUCKET]).count() > 0);
     }
-    assert_eq!(FORMAT, "manifold-switch-store/6");
-}
-
-#[tokio::test]
-async fn a_move_into_buckets_cut_short_goes_on_and_is_refused_by_earlier_code() {
-    let dir = tempfile::tempdir().unwrap();
-    // As a crash part-way through the move leaves the store: some pointers
-    // in buckets, the rest a key each, and the marker no earlier version
-    // reads (tested: `check_format` refuses any marker it does not know).
-    earlier_store(dir.path(), CONVERTING, 30, 12).await;
-    let store = reopen(dir.path());
-    all_found(&store, 30).await;
-    assert_eq!(store.tree.scan_prefix([REQUEST]).count(), 0);
-    assert_eq!(
-        store.tree.get(codec::FORMAT_KEY).unwrap().as_deref(),
-        Some(FORMAT.as_bytes())
-    );
-    // Each pointer once: every one of the 30 entries, no more.
-    let entries: usize = store
-        .tree
-        .scan_prefix([pointers::BUCKET])
-        .map(|entry| {
-            let (key, bucket) = entry.unwrap();
-            (0..30)
-                .map(|n| store.pointers.slot("app", &format!("r-{n}")))
-                .filter(|slot| slot.bucket_key == key.as_ref())
-                .map(|slot| pointers::candidates(&bucket, &slot).unwrap().len())
-                .sum::<usize>()
-        })
-        .sum();
-    assert_eq!(entries, 30);
-}
-
-#[tokio::test]
-async fn a_store_without_its_pointer_key_is_refused_not_misread() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open_store(dir.path());
-        store.begin_transaction(&in_flight(1)).await.unwrap();
-        store.settle().await.unwrap();
-        store.tree.remove(pointers::POINTER_KEY).unwrap();
-        store.db.flush().unwrap();
-    }
-    let db = (0..250)
-        .find_map(|_| {
-            SledStore::open_db(dir.path(), &StoreOptions::default())
-                .map_err(|_| std::thread::sleep(Duration::from_millis(20)))
-                .ok()
-        })
-        .expect("the database reopens within 5 s");
-    let error = open_on(dir.path(), &db).err().expect("refused");
-    assert!(error.to_string().contains("pointer"), "{error}");
+    assert_eq!(FORMAT, "manifold-switch-store/5");
 }
 
 #[tokio::test]
