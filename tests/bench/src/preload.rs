@@ -212,6 +212,7 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
     // journal's backlog.
     store.settle().await.map_err(store_error)?;
     let seconds = started.elapsed().as_secs_f64();
+    checkpointed(&config.storage.path.join("journal")).await;
     Ok(PreloadReport {
         imported: count,
         seconds,
@@ -221,6 +222,24 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
         transaction_record_bytes: report_sizes.transaction,
         metered_call_bytes: report_sizes.metered_call,
     })
+}
+
+/// Waits (two minutes at most) until the journal in `dir` is down to its
+/// open segment: the closed ones are deleted once sled holds them durably,
+/// so until then the store's directory counts its records twice.
+async fn checkpointed(dir: &Path) {
+    let segments = || {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().ends_with(".journal"))
+                .count()
+        })
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while segments() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Imports copies `from..to` of `template`, oldest first: copy `n` is

@@ -601,8 +601,8 @@ impl SledStore {
     /// the next [`Store::durable`]. For loading data (benchmarks, tests), not
     /// for serving: it does not check whether a ref is taken.
     ///
-    /// Not one large sled batch, as it was: a store loaded that way held 1,662
-    /// bytes per transaction on disk, against 1,196 written through the
+    /// Not one large sled batch, as it was: a store loaded that way held about
+    /// 1,660 bytes per transaction on disk, against 1,200 written through the
     /// journal like a served one (`tests/bench/PROFILING.md`, eighth round),
     /// and a value written around the journal can be overwritten when the
     /// journal's segment is replayed at the next open.
