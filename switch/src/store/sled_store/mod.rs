@@ -597,7 +597,7 @@ impl SledStore {
 
     /// Writes answered transactions in bulk, with the same keys and encoding
     /// the request path uses, through the journal as the request path does
-    /// (an entry per [`IMPORT_ENTRY`] transactions): they are durable after
+    /// (an entry per `IMPORT_ENTRY` transactions): they are durable after
     /// the next [`Store::durable`]. For loading data (benchmarks, tests), not
     /// for serving: it does not check whether a ref is taken.
     ///
