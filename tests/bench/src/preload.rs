@@ -212,7 +212,7 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
     // journal's backlog.
     store.settle().await.map_err(store_error)?;
     let seconds = started.elapsed().as_secs_f64();
-    checkpointed(&config.storage.path.join("journal")).await;
+    checkpointed(&store).await;
     Ok(PreloadReport {
         imported: count,
         seconds,
@@ -224,25 +224,17 @@ pub async fn preload(config_path: &Path, count: u64) -> Result<PreloadReport, Se
     })
 }
 
-/// Waits (two minutes at most) until the journal in `dir` is down to its
-/// open segment: the closed ones are deleted once sled holds them durably,
-/// so until then the store's directory counts its records twice.
-async fn checkpointed(dir: &Path) {
-    let segments = || {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| entry.file_name().to_string_lossy().ends_with(".journal"))
-                .count()
-        })
-    };
+/// Waits (two minutes at most) until `store`'s journal has no closed
+/// segment left to checkpoint: until then the store's directory counts its
+/// records twice (in the segment and in sled).
+async fn checkpointed(store: &SledStore) {
     let deadline = Instant::now() + std::time::Duration::from_secs(120);
-    while segments() > 1 {
+    while store.checkpoints_pending() > 0 {
         if Instant::now() >= deadline {
             eprintln!(
-                "manifold-bench: the journal still holds {} segments after 2 minutes; the size \
-                 measured counts them",
-                segments()
+                "manifold-bench: {} journal segments are still not checkpointed after 2 \
+                 minutes; the size measured counts them",
+                store.checkpoints_pending()
             );
             return;
         }

@@ -672,8 +672,8 @@ fn growth_section(report: &BenchReport, out: &mut String) {
     let _ = writeln!(
         out,
         "- Store size on disk: {} MiB before the preload, {} MiB after: **{} bytes per transaction** \
-         (allocated blocks of the store's directory once its journal is checkpointed; the postcard-encoded records of one transaction \
-         come to {} bytes: the request pointer(s) {} (key and value) + the transaction record {} (key \
+         (allocated blocks of the store's directory once its journal is checkpointed; the \
+         postcard-encoded records of one transaction come to {} bytes: the request pointer(s) {} (key and value) + the transaction record {} (key \
          and value) + one metered call inside a batch {}).",
         mib(preload.bytes_before),
         mib(preload.bytes_after),
@@ -852,9 +852,10 @@ provider.\n\
 - **Growth**: `manifold-bench preload` serves one real `get_balance`, reads back what it left in \
 the store (the transaction record with its answered request, the request's pointer, its metered \
 call) and imports {preload} re-keyed copies (ascending refs) through `SledStore::import` in \
-batches of 20,000, once, written through the store's journal as served calls are. Then {rounds} rounds each run the in-process `get_balance` at \
-saturation on a fresh empty store and on the preloaded one (reopened by a new switch process), \
-alternating; the target is on the median of the rounds' ratios.\n",
+batches of 20,000, once, written through the store's journal as served calls are. Then {rounds} \
+rounds each run the in-process `get_balance` at saturation on a fresh empty store and on the \
+preloaded one (reopened by a new switch process), alternating; the target is on the median of \
+the rounds' ratios.\n",
         clients = options.clients,
         duration = options.duration.as_secs_f64(),
         warmup = options.warmup.as_secs_f64(),

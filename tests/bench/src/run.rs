@@ -322,7 +322,6 @@ impl Context {
         }
     }
 
-    /// Saturation, then half of it at a fixed rate.
     /// Starts the baseline server `name` (`args`: its subcommand and
     /// flags), measures app `quick`'s get_balance against it, and stops it.
     async fn measure_baseline(
@@ -344,6 +343,7 @@ impl Context {
         Ok((saturation, fixed, rss))
     }
 
+    /// Saturation, then half of it at a fixed rate.
     async fn measure(
         &self,
         addrs: &[SocketAddr],

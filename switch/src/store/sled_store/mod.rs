@@ -529,7 +529,6 @@ impl SledStore {
         )
     }
 
-    /// Bytes the database occupies on disk.
     /// The store's journal, lent to a provider running in-process on this
     /// database, which writes its state through it
     /// (`StateDurability::SwitchLog` of the provider SDK).
@@ -542,6 +541,14 @@ impl SledStore {
         self.journal.stats()
     }
 
+    /// Closed journal segments not yet checkpointed (see the journal's
+    /// docs): after [`SledStore::settle`], zero once the store's directory
+    /// holds each change once.
+    pub fn checkpoints_pending(&self) -> u64 {
+        self.journal.checkpoints_pending()
+    }
+
+    /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
