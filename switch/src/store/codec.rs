@@ -7,7 +7,10 @@
 //! - `M app 0x1f minute_ms id`: a batch of metered calls of one app whose
 //!   times fall in that minute (both big-endian, so a period is one range).
 //!
-//! Values are postcard-encoded structs behind a version byte (1; metering
+//! Values are postcard-encoded structs behind a version byte (1; transaction
+//! records 2, since the JSON of their answers is packed (`packed_json.rs`)
+//! and their times are offsets from their creation, and version 1 records
+//! are still read; metering
 //! batches 2, since they carry what billing needs, and version 1 batches are
 //! still read); the app id and
 //! the reference are in the key, not again in the value. Statuses and
@@ -19,6 +22,7 @@
 use manifold_provider::{ProviderReply, Status};
 use serde::{Deserialize, Serialize};
 
+use crate::store::packed_json;
 use crate::store::{
     HistoryEntry, MeteredCall, Operation, RequestEntry, RequestState, Reversal, StoreError,
     StoredAnswer, TransactionRecord, DROPPED_MESSAGE, RECEIVED,
@@ -31,8 +35,14 @@ pub const METERING: u8 = b'M';
 pub const FORMAT_KEY: &[u8] = b"\0format";
 
 /// The version byte in front of every value written by this code, except
-/// metering batches.
+/// transaction records and metering batches.
 const VERSION: u8 = 1;
+/// The version byte of transaction records since the `provider_response` of
+/// their answers is packed JSON (`packed_json.rs`), not JSON text (about
+/// 180 bytes less for a balance enquiry), and their times after
+/// `created_at_ms` are written as offsets from it ([`Times`]). Version 1
+/// records are still read.
+const TRANSACTION_VERSION: u8 = 2;
 /// The version byte of metering batches since they carry what billing needs
 /// (transaction, amount, repeat, completion, price); version 1 batches are
 /// still read.
@@ -109,32 +119,37 @@ struct DiskReply {
     status: u8,
     message: String,
     code: String,
-    /// JSON text: postcard cannot decode a self-describing JSON value.
-    response: Option<String>,
+    /// The JSON value in the record version's form: packed (version 2) or
+    /// JSON text (version 1; postcard cannot decode a self-describing value).
+    /// postcard writes these bytes as it wrote version 1's `String` (a
+    /// varint length, then the bytes), so both versions share this struct.
+    response: Option<Vec<u8>>,
 }
 
 impl DiskReply {
-    fn new(reply: &ProviderReply) -> Self {
+    fn new(reply: &ProviderReply, version: u8) -> Self {
         DiskReply {
             status: status_code(reply.status),
             message: reply.message.clone(),
             code: reply.provider_response_code.clone(),
-            response: reply
-                .provider_response
-                .as_ref()
-                .map(|value| value.to_string()),
+            response: reply.provider_response.as_ref().map(|value| match version {
+                TRANSACTION_VERSION => packed_json::pack(value),
+                _ => value.to_string().into_bytes(),
+            }),
         }
     }
 
-    fn open(self) -> Result<ProviderReply, StoreError> {
+    fn open(self, version: u8) -> Result<ProviderReply, StoreError> {
+        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("an answer: {e}"));
         Ok(ProviderReply {
             status: status_from(self.status)?,
             message: self.message,
             provider_response_code: self.code,
             provider_response: match self.response {
-                Some(text) => Some(
-                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                ),
+                Some(bytes) if version == TRANSACTION_VERSION => {
+                    Some(packed_json::unpack(&bytes).map_err(|e| corrupt(&e))?)
+                }
+                Some(text) => Some(serde_json::from_slice(&text).map_err(|e| corrupt(&e))?),
                 None => None,
             },
         })
@@ -288,6 +303,41 @@ fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, 
     }
 }
 
+/// How a record's times other than `created_at_ms` are written: since
+/// version 2, as the milliseconds since it (a varint of a byte or two,
+/// against six for a time since 1970). Wrapping, so a clock that stepped
+/// back between two times still reads back exactly (as a long varint).
+#[derive(Clone, Copy)]
+struct Times {
+    created_at_ms: u64,
+    relative: bool,
+}
+
+impl Times {
+    fn of(version: u8, created_at_ms: u64) -> Times {
+        Times {
+            created_at_ms,
+            relative: version >= TRANSACTION_VERSION,
+        }
+    }
+
+    fn write(self, at_ms: u64) -> u64 {
+        if self.relative {
+            at_ms.wrapping_sub(self.created_at_ms)
+        } else {
+            at_ms
+        }
+    }
+
+    fn read(self, stored: u64) -> u64 {
+        if self.relative {
+            stored.wrapping_add(self.created_at_ms)
+        } else {
+            stored
+        }
+    }
+}
+
 fn answer_of(requests: &[RequestEntry], position: usize) -> Option<&ProviderReply> {
     match &requests.get(position)?.state {
         RequestState::Answered(answer) => Some(&answer.reply),
@@ -296,7 +346,14 @@ fn answer_of(requests: &[RequestEntry], position: usize) -> Option<&ProviderRepl
 }
 
 pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreError> {
+    encode_transaction_as(TRANSACTION_VERSION, record)
+}
+
+/// `record` in the form of record `version` (1 only for tests of reading
+/// what earlier builds wrote).
+fn encode_transaction_as(version: u8, record: &TransactionRecord) -> Result<Vec<u8>, StoreError> {
     let requests = &record.requests;
+    let since_created = Times::of(version, record.created_at_ms);
     let position = |request_ref: &str| {
         requests
             .iter()
@@ -309,7 +366,7 @@ pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreEr
         (Some(reply), None) => {
             match (0..requests.len()).find(|&p| answer_of(requests, p) == Some(reply)) {
                 Some(p) => DiskLastReply::AnswerOf(p as u32),
-                None => DiskLastReply::Own(DiskReply::new(reply)),
+                None => DiskLastReply::Own(DiskReply::new(reply, version)),
             }
         }
     };
@@ -333,7 +390,7 @@ pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreEr
                 }
             };
             DiskHistory {
-                at_ms: entry.at_ms,
+                at_ms: since_created.write(entry.at_ms),
                 operation: operation_code(entry.operation),
                 request_ref: match (&entry.request_ref, request) {
                     (None, _) => DiskRef::None,
@@ -346,39 +403,42 @@ pub fn encode_transaction(record: &TransactionRecord) -> Result<Vec<u8>, StoreEr
             }
         })
         .collect();
-    to_bytes(&DiskTransaction {
-        request_type: record.request_type.clone(),
-        provider: record.provider.clone(),
-        amount: record.amount,
-        status: status_code(record.status),
-        created_at_ms: record.created_at_ms,
-        updated_at_ms: record.updated_at_ms,
-        last_reply,
-        history,
-        reversal: record.reversal.as_ref().map(|r| DiskReversal {
-            request_ref: r.request_ref.clone(),
-            status: status_code(r.status),
-            at_ms: r.at_ms,
-            reply: r.reply.as_ref().map(DiskReply::new),
-        }),
-        requests: requests
-            .iter()
-            .map(|r| DiskRequest {
+    to_bytes_as(
+        version,
+        &DiskTransaction {
+            request_type: record.request_type.clone(),
+            provider: record.provider.clone(),
+            amount: record.amount,
+            status: status_code(record.status),
+            created_at_ms: record.created_at_ms,
+            updated_at_ms: since_created.write(record.updated_at_ms),
+            last_reply,
+            history,
+            reversal: record.reversal.as_ref().map(|r| DiskReversal {
                 request_ref: r.request_ref.clone(),
-                operation: operation_code(r.operation),
-                fingerprint: r.fingerprint,
-                state: match &r.state {
-                    RequestState::InFlight { started_at_ms } => DiskRequestState::InFlight {
-                        started_at_ms: *started_at_ms,
+                status: status_code(r.status),
+                at_ms: since_created.write(r.at_ms),
+                reply: r.reply.as_ref().map(|reply| DiskReply::new(reply, version)),
+            }),
+            requests: requests
+                .iter()
+                .map(|r| DiskRequest {
+                    request_ref: r.request_ref.clone(),
+                    operation: operation_code(r.operation),
+                    fingerprint: r.fingerprint,
+                    state: match &r.state {
+                        RequestState::InFlight { started_at_ms } => DiskRequestState::InFlight {
+                            started_at_ms: since_created.write(*started_at_ms),
+                        },
+                        RequestState::Answered(answer) => DiskRequestState::Answered {
+                            http_status: answer.http_status,
+                            reply: DiskReply::new(&answer.reply, version),
+                        },
                     },
-                    RequestState::Answered(answer) => DiskRequestState::Answered {
-                        http_status: answer.http_status,
-                        reply: DiskReply::new(&answer.reply),
-                    },
-                },
-            })
-            .collect(),
-    })
+                })
+                .collect(),
+        },
+    )
 }
 
 pub fn decode_transaction(
@@ -386,7 +446,22 @@ pub fn decode_transaction(
     transaction_ref: &str,
     bytes: &[u8],
 ) -> Result<TransactionRecord, StoreError> {
-    let disk: DiskTransaction = from_bytes(bytes, "a transaction record")?;
+    const WHAT: &str = "a transaction record";
+    let (version, disk): (u8, DiskTransaction) = match bytes.split_first() {
+        Some((&TRANSACTION_VERSION, body)) => (
+            TRANSACTION_VERSION,
+            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(format!("{WHAT}: {e}")))?,
+        ),
+        Some((&VERSION, _)) => (VERSION, from_bytes(bytes, WHAT)?),
+        Some((version, _)) => {
+            return Err(StoreError::Corrupt(format!(
+                "{WHAT} has record version {version}; this build reads versions \
+                 {VERSION} and {TRANSACTION_VERSION}"
+            )))
+        }
+        None => return Err(StoreError::Corrupt(format!("{WHAT} is empty"))),
+    };
+    let since_created = Times::of(version, disk.created_at_ms);
     let requests = disk
         .requests
         .into_iter()
@@ -396,13 +471,13 @@ pub fn decode_transaction(
                 operation: operation_from(r.operation)?,
                 fingerprint: r.fingerprint,
                 state: match r.state {
-                    DiskRequestState::InFlight { started_at_ms } => {
-                        RequestState::InFlight { started_at_ms }
-                    }
+                    DiskRequestState::InFlight { started_at_ms } => RequestState::InFlight {
+                        started_at_ms: since_created.read(started_at_ms),
+                    },
                     DiskRequestState::Answered { http_status, reply } => {
                         RequestState::Answered(StoredAnswer {
                             http_status,
-                            reply: reply.open()?,
+                            reply: reply.open(version)?,
                         })
                     }
                 },
@@ -415,7 +490,7 @@ pub fn decode_transaction(
         .into_iter()
         .map(|entry| {
             Ok(HistoryEntry {
-                at_ms: entry.at_ms,
+                at_ms: since_created.read(entry.at_ms),
                 operation: operation_from(entry.operation)?,
                 request_ref: match entry.request_ref {
                     DiskRef::None => None,
@@ -454,7 +529,7 @@ pub fn decode_transaction(
                 .ok_or_else(|| dangling(p))?
                 .clone(),
         ),
-        DiskLastReply::Own(reply) => Some(reply.open()?),
+        DiskLastReply::Own(reply) => Some(reply.open(version)?),
     };
     Ok(TransactionRecord {
         app_id: app_id.to_owned(),
@@ -464,15 +539,15 @@ pub fn decode_transaction(
         amount: disk.amount,
         status: status_from(disk.status)?,
         created_at_ms: disk.created_at_ms,
-        updated_at_ms: disk.updated_at_ms,
+        updated_at_ms: since_created.read(disk.updated_at_ms),
         last_reply,
         history,
         reversal: match disk.reversal {
             Some(r) => Some(Reversal {
                 request_ref: r.request_ref,
                 status: status_from(r.status)?,
-                at_ms: r.at_ms,
-                reply: r.reply.map(DiskReply::open).transpose()?,
+                at_ms: since_created.read(r.at_ms),
+                reply: r.reply.map(|reply| reply.open(version)).transpose()?,
             }),
             None => None,
         },
@@ -584,7 +659,7 @@ mod tests {
 
     fn reply(status: Status, message: &str) -> ProviderReply {
         ProviderReply::new(status, "00", message)
-            .with_response(json!({"balance": 1.5, "b": [1, "x"]}))
+            .with_response(json!({"balance": 1.5, "b": [1, "x"], "memo": "sample-memo"}))
     }
 
     pub fn sample() -> TransactionRecord {
@@ -697,7 +772,7 @@ mod tests {
         let contains =
             |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         for text in [
-            &b"balance"[..],
+            &b"sample-memo"[..],
             b"Approved",
             b"Enter the code",
             b"still waiting",
@@ -715,12 +790,54 @@ mod tests {
         let count = |needle: &[u8]| bytes.windows(needle.len()).filter(|w| *w == needle).count();
         assert_eq!(count(b"Approved"), 1, "the validate answer's message");
         assert_eq!(
-            count(b"balance"),
+            count(b"sample-memo"),
             2,
             "one per answered request, none for last_reply"
         );
         assert_eq!(count(RECEIVED.as_bytes()), 0);
         assert_eq!(count(b"r-1"), 1);
+    }
+
+    /// Version 1 kept answers as JSON text; such records, written by earlier
+    /// builds, still read back whole.
+    #[test]
+    fn a_version_1_record_with_json_text_is_still_read() {
+        let mut record = sample();
+        let written = encode_transaction_as(1, &record).unwrap();
+        assert_eq!(written[0], 1);
+        let text = br#"{"b":[1,"x"],"balance":1.5,"memo":"sample-memo"}"#;
+        assert!(written.windows(text.len()).any(|w| w == text));
+        assert_eq!(decode_transaction("app", "t-1", &written).unwrap(), record);
+        record.last_reply = Some(reply(Status::Pending, "from a query"));
+        let written = encode_transaction_as(1, &record).unwrap();
+        assert_eq!(decode_transaction("app", "t-1", &written).unwrap(), record);
+    }
+
+    #[test]
+    fn times_before_the_creation_read_back_exactly() {
+        let mut record = sample();
+        // A wall clock stepped back between the creation and these.
+        record.updated_at_ms = record.created_at_ms - 7;
+        record.history[1].at_ms = 0;
+        record.reversal.as_mut().unwrap().at_ms = u64::MAX;
+        let bytes = encode_transaction(&record).unwrap();
+        assert_eq!(decode_transaction("app", "t-1", &bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn answers_are_written_packed_and_smaller_than_their_json_text() {
+        let record = sample();
+        let packed = encode_transaction(&record).unwrap();
+        assert_eq!(packed[0], TRANSACTION_VERSION);
+        let text = encode_transaction_as(1, &record).unwrap();
+        // "balance" is a known key: one byte, not its name.
+        assert!(!packed.windows(7).any(|w| w == b"balance"));
+        assert!(
+            packed.len() < text.len(),
+            "{} >= {}",
+            packed.len(),
+            text.len()
+        );
     }
 
     #[test]
@@ -729,6 +846,7 @@ mod tests {
         bytes[0] = 9;
         let error = decode_transaction("app", "t-1", &bytes).unwrap_err();
         assert!(error.to_string().contains("record version 9"), "{error}");
+        assert!(error.to_string().contains("versions 1 and 2"), "{error}");
         assert!(decode_transaction("app", "t-1", b"{\"json\":1}").is_err());
     }
 

@@ -18,6 +18,7 @@
 mod codec;
 mod dump;
 pub mod migrate;
+mod packed_json;
 mod postgres;
 mod sealing;
 mod sled_store;

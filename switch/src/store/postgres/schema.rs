@@ -29,6 +29,10 @@
 //!   `request_ref` and inserts its row in one statement, answering
 //!   `started`, `repeat` (the `request_ref` is taken) or `taken` (the
 //!   `transaction_ref` is; nothing is left of the claim).
+//! - Version 3 changes no table: it marks the database as holding records
+//!   of the codec's version 2 (answers as packed JSON), so that a switch
+//!   of an earlier build, which would refuse those records call by call,
+//!   refuses the database when it connects.
 
 use manifold_postgres::{Migration, Schema};
 
@@ -166,6 +170,14 @@ BEGIN
     RETURN 'started';
 END
 $$;
+"#,
+    },
+    Migration {
+        version: 3,
+        name: "transaction records of codec version 2 (answers as packed JSON)",
+        sql: r#"
+COMMENT ON COLUMN manifold_transactions.record IS
+    'sealed codec record, version 1 (answers as JSON text) or 2 (answers as packed JSON)';
 "#,
     },
 ];

@@ -65,14 +65,19 @@ use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 /// dropped, which a format-3 version would misread as damage. Format 5 is
 /// format 4 with in-process providers' state journaled too (entries naming
 /// another tree), which a format-4 version would read as a torn tail.
-pub const FORMAT: &str = "manifold-switch-store/5";
-/// Formats 2 to 4 are taken over as they are: their records are format 5
-/// records in clear (sealed as they are written again, or by `reseal`), and
-/// their journals hold no entry format 5 would read otherwise.
-const TAKEN_OVER: [&str; 3] = [
+/// Format 6 is format 5 with transaction records of version 2 (answers as
+/// packed JSON, `packed_json.rs`), which a format-5 version would refuse
+/// record by record, call by call, instead of at start-up.
+pub const FORMAT: &str = "manifold-switch-store/6";
+/// Formats 2 to 5 are taken over as they are: their records are format 6
+/// records (version 1 records, still read; those in clear are sealed as they
+/// are written again, or by `reseal`), and their journals hold no entry
+/// format 6 would read otherwise.
+const TAKEN_OVER: [&str; 4] = [
     "manifold-switch-store/2",
     "manifold-switch-store/3",
     "manifold-switch-store/4",
+    "manifold-switch-store/5",
 ];
 const TREE: &str = "switch/v2";
 /// The trees of the first store format, which this version does not read.
@@ -318,8 +323,9 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
             tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
             db.flush()?;
             tracing::info!(
-                "the store is now format 5 (a journal that carries in-process providers' state \
-                 too, and records sealed as they are written; `manifold --reseal` seals the rest)"
+                "the store is now format 6 (a journal that carries in-process providers' state \
+                 too, records sealed as they are written — `manifold --reseal` seals the rest — \
+                 and answers packed as they are written)"
             );
             Ok(())
         }

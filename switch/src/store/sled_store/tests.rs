@@ -285,20 +285,20 @@ async fn a_store_of_another_format_is_refused_with_a_clear_message() {
 
     let tree = db.open_tree(TREE).unwrap();
     db.drop_tree("switch/transactions").unwrap();
-    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/6")
+    tree.insert(codec::FORMAT_KEY, "manifold-switch-store/7")
         .unwrap();
     let error = open_on(dir.path(), &db)
         .err()
         .expect("a later format is refused");
     assert!(
-        error.to_string().contains("manifold-switch-store/6"),
+        error.to_string().contains("manifold-switch-store/7"),
         "{error}"
     );
 }
 
 #[tokio::test]
 async fn earlier_formats_are_taken_over_as_the_current_one_which_their_code_refuses() {
-    for earlier in 2..=4 {
+    for earlier in 2..=5 {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open_store(dir.path());
@@ -325,7 +325,7 @@ async fn earlier_formats_are_taken_over_as_the_current_one_which_their_code_refu
              rather than misread its journal"
         );
     }
-    assert_eq!(FORMAT, "manifold-switch-store/5");
+    assert_eq!(FORMAT, "manifold-switch-store/6");
 }
 
 #[tokio::test]
