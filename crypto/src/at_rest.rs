@@ -20,7 +20,7 @@
 //!
 //! | bytes | content |
 //! |---|---|
-//! | 1 | `0xE5`, which no clear value of ours starts with (JSON starts with `{`, the switch's records with their version byte `0x01`) |
+//! | 1 | `0xE5`, which no clear value of ours starts with (JSON starts with `{`, the switch's records with their version byte, `0x01` or `0x02`) |
 //! | 1 | layout version, `0x01` |
 //! | 1 | length *n* of the key id (1–64) |
 //! | *n* | the key id, ASCII |

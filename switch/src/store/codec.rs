@@ -1,4 +1,5 @@
-//! The on-disk form of the switch's records (store format 2).
+//! The on-disk form of the switch's records (store formats 2 to 7: the same
+//! keys; what changed is in the values' version bytes and the journal).
 //!
 //! One sled tree, keys prefixed by kind:
 //! - `T app 0x1f transaction_ref`: the transaction, with every request that
@@ -9,8 +10,8 @@
 //!
 //! Values are postcard-encoded structs behind a version byte (1; transaction
 //! records 2, since the JSON of their answers is packed (`packed_json.rs`)
-//! and their times are offsets from their creation, and version 1 records
-//! are still read; metering
+//! and their times but the creation and a drop of customer data are
+//! offsets from the creation, and version 1 records are still read; metering
 //! batches 2, since they carry what billing needs, and version 1 batches are
 //! still read); the app id and
 //! the reference are in the key, not again in the value. Statuses and
@@ -40,8 +41,9 @@ const VERSION: u8 = 1;
 /// The version byte of transaction records since the `provider_response` of
 /// their answers is packed JSON (`packed_json.rs`), not JSON text (about
 /// 180 bytes less for a balance enquiry), and their times after
-/// `created_at_ms` are written as offsets from it ([`Times`]). Version 1
-/// records are still read.
+/// `created_at_ms` are written as offsets from it ([`Times`]; not the time
+/// customer data was dropped, which stays absolute). Version 1 records are
+/// still read.
 const TRANSACTION_VERSION: u8 = 2;
 /// The version byte of metering batches since they carry what billing needs
 /// (transaction, amount, repeat, completion, price); version 1 batches are
@@ -303,8 +305,8 @@ fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, 
     }
 }
 
-/// How a record's times other than `created_at_ms` are written: since
-/// version 2, as the milliseconds since it (a varint of a byte or two,
+/// How a record's times other than `created_at_ms` (and `DroppedAt`, kept
+/// absolute) are written: since version 2, as the milliseconds since it (a varint of a byte or two,
 /// against six for a time since 1970). Wrapping, so a clock that stepped
 /// back between two times still reads back exactly (as a long varint).
 #[derive(Clone, Copy)]
@@ -822,6 +824,35 @@ mod tests {
         record.reversal.as_mut().unwrap().at_ms = u64::MAX;
         let bytes = encode_transaction(&record).unwrap();
         assert_eq!(decode_transaction("app", "t-1", &bytes).unwrap(), record);
+    }
+
+    /// Version 1 wrote `DiskReply::response` as a `String`; postcard writes
+    /// the `Vec<u8>` that replaced it as the same bytes, both ways.
+    #[test]
+    fn a_reply_written_with_a_string_reads_as_its_bytes() {
+        #[derive(Serialize, Deserialize)]
+        struct DiskReplyV1 {
+            status: u8,
+            message: String,
+            code: String,
+            response: Option<String>,
+        }
+        let text = r#"{"balance":1.5,"memo":"sample-memo"}"#;
+        for response in [Some(text.to_owned()), None] {
+            let v1 = DiskReplyV1 {
+                status: 0,
+                message: "Approved".into(),
+                code: "00".into(),
+                response: response.clone(),
+            };
+            let written = to_bytes_as(1, &v1).unwrap();
+            let read: DiskReply = from_bytes(&written, "a reply").unwrap();
+            assert_eq!(
+                read.response.as_deref(),
+                response.as_deref().map(str::as_bytes)
+            );
+            assert_eq!(to_bytes_as(1, &read).unwrap(), written);
+        }
     }
 
     #[test]

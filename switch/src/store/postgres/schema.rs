@@ -32,7 +32,9 @@
 //! - Version 3 changes no table: it marks the database as holding records
 //!   of the codec's version 2 (answers as packed JSON), so that a switch
 //!   of an earlier build, which would refuse those records call by call,
-//!   refuses the database when it connects.
+//!   refuses the database when it connects. (One already connected when
+//!   another applies it does refuse them call by call: README's "upgrade
+//!   every switch together" is what avoids that.)
 
 use manifold_postgres::{Migration, Schema};
 
@@ -177,7 +179,7 @@ $$;
         name: "transaction records of codec version 2 (answers as packed JSON)",
         sql: r#"
 COMMENT ON COLUMN manifold_transactions.record IS
-    'sealed codec record, version 1 (answers as JSON text) or 2 (answers as packed JSON)';
+    'codec record (sealed under the data key if the host set one): version 1 (answers as JSON text) or 2 (answers as packed JSON)';
 "#,
     },
 ];

@@ -65,19 +65,28 @@ use codec::{key, metering_key, split_key, REQUEST, TRANSACTION};
 /// dropped, which a format-3 version would misread as damage. Format 5 is
 /// format 4 with in-process providers' state journaled too (entries naming
 /// another tree), which a format-4 version would read as a torn tail.
-/// Format 6 is format 5 with transaction records of version 2 (answers as
+/// Format 7 is format 5 with transaction records of version 2 (answers as
 /// packed JSON, `packed_json.rs`), which a format-5 version would refuse
-/// record by record, call by call, instead of at start-up.
-pub const FORMAT: &str = "manifold-switch-store/6";
-/// Formats 2 to 5 are taken over as they are: their records are format 6
+/// record by record, call by call, instead of at start-up. (Format 6 was
+/// request pointers in buckets, built and reverted on its figures; a store
+/// a development build marked so is refused by name.)
+pub const FORMAT: &str = "manifold-switch-store/7";
+/// Formats 2 to 5 are taken over as they are: their records are format 7
 /// records (version 1 records, still read; those in clear are sealed as they
 /// are written again, or by `reseal`), and their journals hold no entry
-/// format 6 would read otherwise.
+/// format 7 would read otherwise.
 const TAKEN_OVER: [&str; 4] = [
     "manifold-switch-store/2",
     "manifold-switch-store/3",
     "manifold-switch-store/4",
     "manifold-switch-store/5",
+];
+/// The markers of format 6 (request pointers in buckets, `P` keys instead of
+/// `R`): taken over, its pointers would not be found and a repeated
+/// `request_ref` would be served as new, so it is refused by name.
+const BUCKETED: [&str; 2] = [
+    "manifold-switch-store/6",
+    "manifold-switch-store/6-converting",
 ];
 const TREE: &str = "switch/v2";
 /// The trees of the first store format, which this version does not read.
@@ -319,11 +328,20 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
     }
     match tree.get(codec::FORMAT_KEY)? {
         Some(found) if found.as_ref() == FORMAT.as_bytes() => Ok(()),
+        Some(found) if BUCKETED.iter().any(|f| found.as_ref() == f.as_bytes()) => {
+            Err(StoreError::UnsupportedFormat(format!(
+                "the store says it is `{}`: request pointers in buckets, a format of a \
+                 development build that was withdrawn; this version reads `{FORMAT}` and does \
+                 not convert it. Serve the data with the build that wrote it, or start this one \
+                 on an empty data directory",
+                String::from_utf8_lossy(&found)
+            )))
+        }
         Some(found) if TAKEN_OVER.iter().any(|f| found.as_ref() == f.as_bytes()) => {
             tree.insert(codec::FORMAT_KEY, FORMAT.as_bytes())?;
             db.flush()?;
             tracing::info!(
-                "the store is now format 6 (a journal that carries in-process providers' state \
+                "the store is now format 7 (a journal that carries in-process providers' state \
                  too, records sealed as they are written — `manifold --reseal` seals the rest — \
                  and answers packed as they are written)"
             );
@@ -903,34 +921,41 @@ impl Store for SledStore {
         let mut keys: Vec<&[u8]> = vec![&transaction_key];
         keys.extend(answer_key.as_deref());
         let _held = self.locks.hold(&keys);
-        let (mut record, first_write) = match self.stored_transaction(&transaction_key)? {
-            Some(record) => (record, false),
-            None => match self.enquiries.get(&transaction_key) {
-                Some(begun) => (begun.clone(), true),
+        // An enquiry claimed in memory has no stored record (it is claimed
+        // only where none is, and leaves `enquiries` when its record is
+        // written, both under this stripe): no need to look in sled first.
+        let claimed_enquiry = self
+            .enquiries
+            .get(&transaction_key)
+            .map(|begun| begun.clone());
+        let (mut record, first_write) = match claimed_enquiry {
+            Some(begun) => (begun, true),
+            None => match self.stored_transaction(&transaction_key)? {
+                Some(record) => (record, false),
                 None => return Ok(None),
             },
         };
-        let answer_is_new = match (&answer_key, &answer) {
+        let answer_is_new = match (&answer_key, answer) {
             (Some(answer_key), Some((request_ref, stored))) => {
                 let listed = record
                     .requests
                     .iter_mut()
-                    .find(|r| r.request_ref == *request_ref);
+                    .find(|r| r.request_ref == request_ref);
                 let claimed = self
                     .running
                     .get(answer_key.as_slice())
                     .filter(|running| running.transaction_ref == transaction_ref);
                 match (listed, claimed) {
                     (Some(entry), _) => {
-                        entry.state = RequestState::Answered(stored.clone());
+                        entry.state = RequestState::Answered(stored);
                         first_write
                     }
                     (None, Some(running)) => {
                         record.requests.push(RequestEntry {
-                            request_ref: (*request_ref).to_owned(),
+                            request_ref: request_ref.to_owned(),
                             operation: running.operation,
                             fingerprint: running.fingerprint,
-                            state: RequestState::Answered(stored.clone()),
+                            state: RequestState::Answered(stored),
                         });
                         true
                     }
