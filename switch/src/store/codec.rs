@@ -293,11 +293,14 @@ fn to_bytes_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, StoreErr
     Ok(out)
 }
 
+/// `body`, a value's bytes after its version byte, decoded.
+fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, StoreError> {
+    postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
 fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&VERSION, body)) => {
-            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-        }
+        Some((&VERSION, body)) => from_body(body, what),
         Some((version, _)) => Err(StoreError::Corrupt(format!(
             "{what} has record version {version}; this build reads version {VERSION}"
         ))),
@@ -319,7 +322,7 @@ impl Times {
     fn of(version: u8, created_at_ms: u64) -> Times {
         Times {
             created_at_ms,
-            relative: version >= TRANSACTION_VERSION,
+            relative: version == TRANSACTION_VERSION,
         }
     }
 
@@ -450,10 +453,7 @@ pub fn decode_transaction(
 ) -> Result<TransactionRecord, StoreError> {
     const WHAT: &str = "a transaction record";
     let (version, disk): (u8, DiskTransaction) = match bytes.split_first() {
-        Some((&TRANSACTION_VERSION, body)) => (
-            TRANSACTION_VERSION,
-            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(format!("{WHAT}: {e}")))?,
-        ),
+        Some((&TRANSACTION_VERSION, body)) => (TRANSACTION_VERSION, from_body(body, WHAT)?),
         Some((&VERSION, _)) => (VERSION, from_bytes(bytes, WHAT)?),
         Some((version, _)) => {
             return Err(StoreError::Corrupt(format!(
@@ -604,8 +604,7 @@ pub fn encode_calls<'a>(
 pub fn decode_calls(app_id: &str, bytes: &[u8]) -> Result<Vec<MeteredCall>, StoreError> {
     const WHAT: &str = "a metering batch";
     let calls: Vec<DiskCall> = match bytes.first() {
-        Some(&CALLS_VERSION) => postcard::from_bytes(&bytes[1..])
-            .map_err(|e| StoreError::Corrupt(format!("{WHAT}: {e}")))?,
+        Some(&CALLS_VERSION) => from_body(&bytes[1..], WHAT)?,
         // Written before billing: no transaction, no amount, never a repeat
         // or a completion known.
         _ => from_bytes::<Vec<DiskCallV1>>(bytes, WHAT)?

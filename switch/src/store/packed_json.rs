@@ -106,7 +106,7 @@ const OBJECT: u8 = 8;
 pub struct Malformed(&'static str);
 
 /// Appends the packed form of `value` to `out`.
-pub fn pack_into(value: &Value, out: &mut Vec<u8>) {
+fn pack_into(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.push(NULL),
         Value::Bool(false) => out.push(FALSE),
