@@ -154,6 +154,10 @@ pub struct StorageConfig {
     /// (`min_free_mb`, in bytes): below it, calls are refused (503
     /// `storage_full`) before anything is written. 0 turns the guard off.
     pub min_free_bytes: u64,
+    /// How long the store's group commit waits for more callers before it
+    /// writes a small batch (`commit_window_us`), when the batch before it
+    /// showed callers arriving together; zero writes every batch at once.
+    pub commit_window: std::time::Duration,
 }
 
 /// `[storage] backend`: where the switch keeps its state.
@@ -222,6 +226,12 @@ pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
 /// `[storage] cache_capacity_mb` when the host gives none.
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 32;
+/// `[storage] commit_window_us` when the host gives none: under
+/// concurrent load, fewer and larger commits save more CPU than the wait
+/// costs (tests/bench/PROFILING.md, tenth round).
+pub const DEFAULT_COMMIT_WINDOW_US: u64 = 200;
+/// The longest `[storage] commit_window_us` accepted (10 ms).
+pub const MAX_COMMIT_WINDOW_US: u64 = 10_000;
 /// `[storage] min_free_mb` when the host gives none.
 pub const DEFAULT_MIN_FREE_MB: u64 = 64;
 /// The largest `[storage] min_free_mb` accepted (1 TiB).

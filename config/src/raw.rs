@@ -148,6 +148,7 @@ struct RawStorage {
     path: PathBuf,
     cache_capacity_mb: Option<u64>,
     min_free_mb: Option<u64>,
+    commit_window_us: Option<u64>,
     postgres: Option<RawPostgres>,
 }
 
@@ -392,6 +393,16 @@ impl RawConfig {
                 "must be between 1 and 65536 (MiB)",
             );
         }
+        let commit_window_us = self
+            .storage
+            .commit_window_us
+            .unwrap_or(crate::DEFAULT_COMMIT_WINDOW_US);
+        if commit_window_us > crate::MAX_COMMIT_WINDOW_US {
+            problems.add(
+                "storage.commit_window_us",
+                "must be between 0 and 10000 (microseconds)",
+            );
+        }
         let min_free_mb = self
             .storage
             .min_free_mb
@@ -521,6 +532,7 @@ impl RawConfig {
                     path: self.storage.path,
                     cache_capacity_bytes: cache_capacity_mb * 1024 * 1024,
                     min_free_bytes: min_free_mb.min(crate::MAX_MIN_FREE_MB) * 1024 * 1024,
+                    commit_window: std::time::Duration::from_micros(commit_window_us),
                 },
                 data_at_rest,
                 notifications,

@@ -1021,6 +1021,34 @@ fn the_store_cache_has_a_bounded_default_and_bounds() {
     }
 }
 
+#[test]
+fn the_commit_window_has_a_short_default_and_bounds() {
+    let base = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n";
+    assert_eq!(
+        load(base).unwrap().storage.commit_window,
+        std::time::Duration::from_micros(crate::DEFAULT_COMMIT_WINDOW_US)
+    );
+    for (given, micros) in [("0", 0), ("10000", 10_000)] {
+        assert_eq!(
+            load(&format!("{base}commit_window_us = {given}\n"))
+                .unwrap()
+                .storage
+                .commit_window,
+            std::time::Duration::from_micros(micros)
+        );
+    }
+    check_rejected(
+        &format!("{base}commit_window_us = 10001\n"),
+        "storage.commit_window_us",
+        "must be between 0 and 10000",
+    );
+    check_rejected(
+        &format!("{base}commit_window_us = -1\n"),
+        "storage",
+        "expected u64 (line 7)",
+    );
+}
+
 /// The sample's first app, with its two credentials replaced by `keys`.
 fn sample_with_first_app_keys(keys: &str) -> String {
     SAMPLE.replacen(

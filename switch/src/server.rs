@@ -189,6 +189,7 @@ impl Switch {
         };
         let options = StoreOptions {
             cache_capacity_bytes: config.storage.cache_capacity_bytes,
+            commit_window: config.storage.commit_window,
             data_keys: Some(config.data_at_rest.keys.clone()),
             ..StoreOptions::default()
         };

@@ -24,6 +24,10 @@ pub enum ProviderMode {
 /// read. The switch's default.
 pub const STORE_CACHE_MB: u64 = manifold_config::DEFAULT_CACHE_CAPACITY_MB;
 
+/// `[storage] commit_window_us` of every benchmark switch, written out for
+/// the same reason. The switch's default.
+pub const COMMIT_WINDOW_US: u64 = manifold_config::DEFAULT_COMMIT_WINDOW_US;
+
 /// The switch's PostgreSQL pool in the benchmark, and baseline (p)'s: the
 /// configuration's default.
 pub const POSTGRES_POOL: usize = manifold_config::DEFAULT_POSTGRES_POOL_SIZE;
@@ -109,7 +113,7 @@ pub fn switch_config_on(
         }
     };
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"{BENCH_DATA_KEY}\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\n{backend}[notifications]\noutbox = {outbox}\n\
+        "listen = \"127.0.0.1:0\"\n[data_at_rest]\nkey_id = \"test\"\nkey = \"{BENCH_DATA_KEY}\"\n[storage]\npath = {store}\ncache_capacity_mb = {STORE_CACHE_MB}\ncommit_window_us = {COMMIT_WINDOW_US}\n{backend}[notifications]\noutbox = {outbox}\n\
          [[providers]]\nname = \"{PROVIDER}\"\n{endpoint}\nservices = [\"get_balance\"]\nread_only = [\"get_balance\"]\n\
          timeout_ms = {PROVIDER_TIMEOUT_MS}\nmax_concurrent_calls = {MAX_CALLS}\n{settings}",
         settings = match provider {
@@ -151,6 +155,10 @@ mod tests {
         ));
         assert_eq!(config.storage.path, dir.join("switch"));
         assert_eq!(config.storage.cache_capacity_bytes, STORE_CACHE_MB << 20);
+        assert_eq!(
+            config.storage.commit_window,
+            std::time::Duration::from_micros(COMMIT_WINDOW_US)
+        );
         assert!(matches!(
             &config.providers[0].endpoint,
             ProviderEndpoint::InProcess { implementation, .. } if implementation == "demo"

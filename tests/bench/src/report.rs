@@ -707,9 +707,11 @@ fn growth_section(report: &BenchReport, out: &mut String) {
     let _ = writeln!(
         out,
         "- The switch measured here is `manifold-bench serve-switch`, whose global allocator is \
-         `{}`; its store's page cache is `[storage] cache_capacity_mb = {}` (MiB). Peak RSS is over \
-         the switch process's whole life: opening the store, warm-up and window.",
-        report.allocator, report.store_cache_mb
+         `{}`; its store's page cache is `[storage] cache_capacity_mb = {}` (MiB), and its group \
+         commit's window `[storage] commit_window_us = {}` (µs; baseline (a′)'s group commit has \
+         none). Peak RSS is over the switch process's whole life: opening the store, warm-up and \
+         window.",
+        report.allocator, report.store_cache_mb, report.commit_window_us
     );
     let opens = growth
         .rounds
@@ -1045,6 +1047,7 @@ mod tests {
             },
             allocator: "mimalloc::MiMalloc",
             store_cache_mb: 32,
+            commit_window_us: 200,
             cases: vec![
                 case("a", Placement::Baseline, 40_000, 1_000, 0),
                 case("a-durable", Placement::Baseline, 20_000, 2_000, 5_000),

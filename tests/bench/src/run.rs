@@ -211,6 +211,8 @@ pub struct BenchReport {
     pub allocator: &'static str,
     /// Its store's page cache, `[storage] cache_capacity_mb`.
     pub store_cache_mb: u64,
+    /// Its store's commit window, `[storage] commit_window_us`.
+    pub commit_window_us: u64,
     pub cases: Vec<CaseResult>,
     pub growth: Option<GrowthResult>,
     pub wall_seconds: f64,
@@ -804,6 +806,7 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
         options,
         allocator: crate::allocator_name(),
         store_cache_mb: crate::config::STORE_CACHE_MB,
+        commit_window_us: crate::config::COMMIT_WINDOW_US,
         cases,
         growth,
         wall_seconds: started.elapsed().as_secs_f64(),

@@ -47,6 +47,17 @@
 //! *before* it writes the journal entries that follow those writes, so the
 //! switch never records on disk an outcome whose provider state is not.
 //!
+//! **Group commit.** One committer thread writes and syncs everything
+//! appended since its last sync, for every caller waiting. A sync's cost is
+//! mostly fixed (on a virtual disk, most of it is submitting the I/O), so
+//! the fewer commits per caller, the less CPU each call costs. When the last
+//! batch had more than one caller, which means callers are arriving
+//! together, the committer waits up to the *commit window* (`[storage]
+//! commit_window_us`) before writing a batch smaller than
+//! [`GATHERED_ENOUGH`], so that the callers about to arrive share the sync. A
+//! lone caller never waits: its batch of one turns the window off for the
+//! next. Measured in tests/bench/PROFILING.md (tenth round).
+//!
 //! **Backpressure.** At most [`APPLY_QUEUE_COMMITS`] commits wait to be
 //! applied; past that the committer, and with it every `durable()`, waits
 //! for sled, so the overlay stays bounded by what callers have in flight.
@@ -71,6 +82,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
 
+/// A batch of this many callers is written at once, without the commit
+/// window's wait.
+pub const GATHERED_ENOUGH: usize = 16;
 /// A segment past this size is closed and checkpointed.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Commits written but not yet applied to sled, at most; past it the
@@ -281,6 +295,7 @@ impl Journal {
         db: &sled::Db,
         tree: &sled::Tree,
         commit: GroupCommit,
+        window: std::time::Duration,
     ) -> Result<(Journal, Replayed), StoreError> {
         // Customer data: this user's alone, whatever the process's umask.
         manifold_edge::private_files::secure_data_dir(dir)
@@ -350,6 +365,7 @@ impl Journal {
             dir: dir.to_owned(),
             segment,
             applier,
+            window,
         };
         thread::Builder::new()
             .name("journal-commit".into())
@@ -559,6 +575,34 @@ struct ToApply {
 }
 
 /// The thread that writes and syncs, and answers [`Journal::durable`].
+/// When the committer waits for more callers before writing a batch (the
+/// module docs' *Group commit*).
+struct Gathering {
+    window: std::time::Duration,
+    /// The last batch had more than one caller.
+    callers_arrive_together: bool,
+}
+
+impl Gathering {
+    fn new(window: std::time::Duration) -> Self {
+        Gathering {
+            window,
+            callers_arrive_together: false,
+        }
+    }
+
+    /// How long to wait before writing a batch of `callers`, if at all.
+    fn wait_before(&self, callers: usize) -> Option<std::time::Duration> {
+        (self.callers_arrive_together && !self.window.is_zero() && callers < GATHERED_ENOUGH)
+            .then_some(self.window)
+    }
+
+    /// A batch of `callers` is being written.
+    fn written(&mut self, callers: usize) {
+        self.callers_arrive_together = callers > 1;
+    }
+}
+
 struct Committer {
     shared: Arc<Shared>,
     db: sled::Db,
@@ -566,11 +610,14 @@ struct Committer {
     dir: PathBuf,
     segment: Segment,
     applier: std::sync::mpsc::SyncSender<ToApply>,
+    /// How long to gather more callers for a small batch (module docs).
+    window: std::time::Duration,
 }
 
 impl Committer {
     fn run(mut self, mut queue: mpsc::UnboundedReceiver<Waiter>) {
         let mut batch = Vec::new();
+        let mut gathering = Gathering::new(self.window);
         loop {
             let open = match queue.blocking_recv() {
                 Some(first) => {
@@ -578,6 +625,15 @@ impl Committer {
                     while let Ok(next) = queue.try_recv() {
                         batch.push(next);
                     }
+                    // A sleep, not a timed receive: callers appending
+                    // meanwhile wake nobody.
+                    if let Some(wait) = gathering.wait_before(batch.len()) {
+                        thread::sleep(wait);
+                        while let Ok(next) = queue.try_recv() {
+                            batch.push(next);
+                        }
+                    }
+                    gathering.written(batch.len());
                     true
                 }
                 // The store is gone: write what it appended, then stop.
@@ -984,6 +1040,10 @@ fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// The default commit window.
+    const WINDOW: Duration = Duration::from_micros(manifold_config::DEFAULT_COMMIT_WINDOW_US);
 
     /// A database in `dir/db` with tree `t`, and its group commit.
     fn database(dir: &Path) -> (sled::Db, sled::Tree, GroupCommit) {
@@ -995,7 +1055,8 @@ mod tests {
 
     fn open(dir: &Path) -> (sled::Db, sled::Tree, Journal, Replayed) {
         let (db, tree, commit) = database(dir);
-        let (journal, replayed) = Journal::open(&dir.join("journal"), &db, &tree, commit).unwrap();
+        let (journal, replayed) =
+            Journal::open(&dir.join("journal"), &db, &tree, commit, WINDOW).unwrap();
         (db, tree, journal, replayed)
     }
 
@@ -1015,6 +1076,58 @@ mod tests {
 
     fn insert(key: &str, value: &str) -> Change {
         Change::Insert(key.as_bytes().to_vec(), value.as_bytes().to_vec())
+    }
+
+    /// A journal in `dir` whose commit window is `window`.
+    fn open_with_window(dir: &Path, window: Duration) -> Arc<Journal> {
+        let (db, tree, commit) = database(dir);
+        let (journal, _) = Journal::open(&dir.join("journal"), &db, &tree, commit, window).unwrap();
+        Arc::new(journal)
+    }
+
+    /// Writes `key` and waits until it is durable, within `limit`.
+    async fn write_durably(journal: &Journal, key: String, limit: Duration) {
+        journal.write(vec![insert(&key, "v")]).unwrap();
+        tokio::time::timeout(limit, journal.durable())
+            .await
+            .unwrap_or_else(|_| panic!("{key} was not durable within {limit:?}"))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_never_waits_for_the_commit_window() {
+        let dir = tempfile::tempdir().unwrap();
+        // A window no test could sit out: one caller at a time must never
+        // meet it.
+        let journal = open_with_window(dir.path(), Duration::from_secs(3600));
+        for n in 0..20 {
+            write_durably(&journal, format!("k{n}"), Duration::from_secs(30)).await;
+        }
+        assert_eq!(journal.stats().batch_size.get_sample_count(), 20);
+    }
+
+    #[test]
+    fn the_window_opens_only_for_a_small_batch_after_a_shared_one() {
+        let window = Duration::from_micros(200);
+        let mut gathering = Gathering::new(window);
+        // The first batch, and every batch after a lone caller's: at once.
+        assert_eq!(gathering.wait_before(1), None);
+        gathering.written(1);
+        assert_eq!(gathering.wait_before(1), None);
+        // Callers arrived together: a small batch waits for the others.
+        gathering.written(3);
+        assert_eq!(gathering.wait_before(1), Some(window));
+        assert_eq!(gathering.wait_before(GATHERED_ENOUGH - 1), Some(window));
+        assert_eq!(gathering.wait_before(GATHERED_ENOUGH), None);
+        gathering.written(GATHERED_ENOUGH);
+        assert_eq!(gathering.wait_before(2), Some(window));
+        // Load fell to one caller: the window closes again.
+        gathering.written(1);
+        assert_eq!(gathering.wait_before(1), None);
+        // A zero window never waits.
+        let mut off = Gathering::new(Duration::ZERO);
+        off.written(8);
+        assert_eq!(off.wait_before(1), None);
     }
 
     #[test]
@@ -1134,7 +1247,7 @@ mod tests {
         let tree = db.open_tree("t").unwrap();
         assert!(tree.is_empty());
         let commit = GroupCommit::start(db.clone()).unwrap();
-        let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit).unwrap();
+        let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit, WINDOW).unwrap();
         assert_eq!(
             replayed,
             Replayed {
@@ -1155,8 +1268,14 @@ mod tests {
     async fn a_flush_left_by_an_in_process_provider_is_made_by_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (db, tree, commit) = database(dir.path());
-        let (journal, _) =
-            Journal::open(&dir.path().join("journal"), &db, &tree, commit.clone()).unwrap();
+        let (journal, _) = Journal::open(
+            &dir.path().join("journal"),
+            &db,
+            &tree,
+            commit.clone(),
+            WINDOW,
+        )
+        .unwrap();
         // The provider's write, then the switch's record of its outcome.
         db.open_tree("provider")
             .unwrap()
@@ -1225,7 +1344,7 @@ mod tests {
         let db = reopen_database(dir.path());
         let tree = db.open_tree("t").unwrap();
         let commit = GroupCommit::start(db.clone()).unwrap();
-        let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit).unwrap();
+        let (_journal, replayed) = Journal::open(&journal_dir, &db, &tree, commit, WINDOW).unwrap();
         assert_eq!(replayed.entries, 4);
         let pending = db.open_tree("p/pending").unwrap();
         assert_eq!(pending.len(), 2);
@@ -1245,7 +1364,7 @@ mod tests {
         .unwrap();
         fs::write(journal_dir.join(format!("{:016x}{SUFFIX}", 1)), b"").unwrap();
         let (db, tree, commit) = database(dir.path());
-        let error = Journal::open(&journal_dir, &db, &tree, commit)
+        let error = Journal::open(&journal_dir, &db, &tree, commit, WINDOW)
             .err()
             .unwrap();
         assert!(matches!(error, StoreError::Corrupt(_)), "{error}");

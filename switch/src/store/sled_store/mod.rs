@@ -104,6 +104,9 @@ pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
     /// How long a metered call may wait in memory when no commit comes.
     pub metering_interval: Duration,
+    /// How long the journal's committer gathers callers before it writes a
+    /// small batch, under concurrent load (*Group commit* in `journal.rs`).
+    pub commit_window: Duration,
     /// The keys transaction records are sealed under (see `sealing.rs`);
     /// `None` keeps them in clear, for tests only.
     pub data_keys: Option<Arc<DataKeys>>,
@@ -114,6 +117,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity_bytes: 32 * 1024 * 1024,
             metering_interval: Duration::from_millis(200),
+            commit_window: Duration::from_micros(manifold_config::DEFAULT_COMMIT_WINDOW_US),
             data_keys: None,
         }
     }
@@ -433,7 +437,13 @@ impl SledStore {
             tree.insert(sealing::KEY_IDS, ids)?;
             tree.flush()?;
         }
-        let (journal, replayed) = Journal::open(&Self::journal_dir(path), db, &tree, commit)?;
+        let (journal, replayed) = Journal::open(
+            &Self::journal_dir(path),
+            db,
+            &tree,
+            commit,
+            options.commit_window,
+        )?;
         if replayed.entries > 0 {
             tracing::info!(
                 segments = replayed.segments,
