@@ -383,39 +383,30 @@ impl RawConfig {
         if self.storage.path.as_os_str().is_empty() {
             problems.add("storage.path", "must name a directory");
         }
-        let cache_capacity_mb = self
-            .storage
-            .cache_capacity_mb
-            .unwrap_or(crate::DEFAULT_CACHE_CAPACITY_MB);
-        if !(1..=65_536).contains(&cache_capacity_mb) {
-            problems.add(
-                "storage.cache_capacity_mb",
-                "must be between 1 and 65536 (MiB)",
-            );
-        }
-        let commit_window_us = self
-            .storage
-            .commit_window_us
-            .unwrap_or(crate::DEFAULT_COMMIT_WINDOW_US);
-        if commit_window_us > crate::MAX_COMMIT_WINDOW_US {
-            problems.add(
-                "storage.commit_window_us",
-                "must be between 0 and 10000 (microseconds)",
-            );
-        }
-        let min_free_mb = self
-            .storage
-            .min_free_mb
-            .unwrap_or(crate::DEFAULT_MIN_FREE_MB);
-        if min_free_mb > crate::MAX_MIN_FREE_MB {
-            problems.add(
-                "storage.min_free_mb",
-                format!(
-                    "must be between 0 (no guard) and {} (MiB)",
-                    crate::MAX_MIN_FREE_MB
-                ),
-            );
-        }
+        let cache_capacity_mb = bounded_number(
+            &mut problems,
+            "storage.cache_capacity_mb",
+            self.storage.cache_capacity_mb,
+            crate::DEFAULT_CACHE_CAPACITY_MB,
+            1..=65_536,
+            "1 and 65536 (MiB)",
+        );
+        let commit_window_us = bounded_number(
+            &mut problems,
+            "storage.commit_window_us",
+            self.storage.commit_window_us,
+            crate::DEFAULT_COMMIT_WINDOW_US,
+            0..=crate::MAX_COMMIT_WINDOW_US,
+            "0 and 10000 (microseconds)",
+        );
+        let min_free_mb = bounded_number(
+            &mut problems,
+            "storage.min_free_mb",
+            self.storage.min_free_mb,
+            crate::DEFAULT_MIN_FREE_MB,
+            0..=crate::MAX_MIN_FREE_MB,
+            &format!("0 (no guard) and {} (MiB)", crate::MAX_MIN_FREE_MB),
+        );
         let backend = validate_backend(
             self.storage.backend.as_deref(),
             self.storage.postgres.take(),
@@ -628,6 +619,23 @@ impl RawConfig {
             }
         }
     }
+}
+
+/// The host's value of a bounded number, or `default` when none is given;
+/// out of `range`, a problem on `key`: "must be between {`between`}".
+fn bounded_number(
+    problems: &mut Problems,
+    key: &str,
+    given: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    between: &str,
+) -> u64 {
+    let value = given.unwrap_or(default);
+    if !range.contains(&value) {
+        problems.add(key, format!("must be between {between}"));
+    }
+    value
 }
 
 /// `[storage] backend` and `[storage.postgres]`, checked together: the
