@@ -187,12 +187,7 @@ impl Switch {
             path: path.clone(),
             reason,
         };
-        let options = StoreOptions {
-            cache_capacity_bytes: config.storage.cache_capacity_bytes,
-            commit_window: config.storage.commit_window,
-            data_keys: Some(config.data_at_rest.keys.clone()),
-            ..StoreOptions::default()
-        };
+        let options = StoreOptions::configured(config);
         // SMS and e-mail as the host configured them (the outbox otherwise),
         // for in-process providers and for `/notify/*` alike.
         let notifier =

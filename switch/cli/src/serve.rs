@@ -66,11 +66,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(data) = args.data {
         config.storage.path = data;
     }
-    let options = manifold_switch::store::StoreOptions {
-        cache_capacity_bytes: config.storage.cache_capacity_bytes,
-        data_keys: Some(config.data_at_rest.keys.clone()),
-        ..Default::default()
-    };
+    let options = manifold_switch::store::StoreOptions::configured(&config);
     if args.reseal {
         // Opened whole (not served), so the in-process providers' state on
         // the same database is resealed too.

@@ -126,11 +126,7 @@ pub async fn open_store(
 /// in `data`).
 pub fn open_stopped(config: &SwitchConfig, data: Option<&Path>) -> Result<SledStore, Failure> {
     let path = data.map_or_else(|| config.storage.path.clone(), Path::to_owned);
-    let options = StoreOptions {
-        cache_capacity_bytes: config.storage.cache_capacity_bytes,
-        data_keys: Some(config.data_at_rest.keys.clone()),
-        ..Default::default()
-    };
+    let options = StoreOptions::configured(config);
     SledStore::open_existing(&path, &options).map_err(|error| match error {
         StoreError::InUse(_) => anyhow::anyhow!(
             "{error}; while it runs, ask its admin API instead (--admin http://127.0.0.1:9090)"

@@ -112,6 +112,19 @@ pub struct StoreOptions {
     pub data_keys: Option<Arc<DataKeys>>,
 }
 
+impl StoreOptions {
+    /// The options a host's configuration sets (`[storage]`, and the data
+    /// key of `[data_at_rest]`); the rest as [`StoreOptions::default`].
+    pub fn configured(config: &manifold_config::SwitchConfig) -> Self {
+        StoreOptions {
+            cache_capacity_bytes: config.storage.cache_capacity_bytes,
+            commit_window: config.storage.commit_window,
+            data_keys: Some(config.data_at_rest.keys.clone()),
+            ..StoreOptions::default()
+        }
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
