@@ -15,12 +15,12 @@ use crate::admin::RawAdmin;
 use crate::billing::RawBilling;
 use crate::secrets::{Environment, SecretResolver, SecretSource};
 use crate::{
-    duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, DataAtRestConfig,
-    MessageTemplate, NotificationsConfig, OtpMessages, PostgresConfig, Problems, ProviderConfig,
-    ProviderEndpoint, ProviderSettings, RemoteEndpoint, ServerConfig, ServiceGrant, SmsCredentials,
-    SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls, StorageBackend, StorageConfig,
-    SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT, MIN_API_KEY_LEN,
-    MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
+    duplicates, is_identifier, ApiKeyDigest, AppConfig, AppLimits, ConfigError, ConfigProblem,
+    DataAtRestConfig, MessageTemplate, NotificationsConfig, OtpMessages, PostgresConfig, Problems,
+    ProviderConfig, ProviderEndpoint, ProviderSettings, RemoteEndpoint, ServerConfig, ServiceGrant,
+    SmsCredentials, SmsGatewayConfig, SmtpConfig, SmtpCredentials, SmtpTls, StorageBackend,
+    StorageConfig, SwitchConfig, TlsFiles, MAX_NOTIFY_TIMEOUT, MAX_PROVIDER_TIMEOUT,
+    MIN_API_KEY_LEN, MIN_PROVIDER_SECRET_LEN, MIN_SECRET_LEN,
 };
 use manifold_billing::FeeSchedule;
 
@@ -512,6 +512,16 @@ impl RawConfig {
         let Some(data_at_rest) = data_at_rest else {
             return Err(problems.into_error(file));
         };
+        let mut warnings = secrets.warnings;
+        if self.storage.commit_window_us.is_some() && matches!(backend, StorageBackend::Postgres(_))
+        {
+            warnings.push(ConfigProblem {
+                key: "storage.commit_window_us".into(),
+                problem: "has no effect with `backend = \"postgres\"`: it times the sled \
+                          store's journal, and each PostgreSQL transaction commits on its own"
+                    .into(),
+            });
+        }
         problems.into_result(
             file,
             SwitchConfig {
@@ -531,7 +541,7 @@ impl RawConfig {
                 admin,
                 providers,
                 apps,
-                warnings: secrets.warnings,
+                warnings,
             },
         )
     }

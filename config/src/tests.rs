@@ -1555,6 +1555,26 @@ fn the_storage_backend_is_sled_unless_postgres_is_configured_in_full() {
     );
     // The URL may hold a password: it never prints.
     assert!(!format!("{config:?}").contains("pw-1234"));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // The commit window times the sled journal: set with PostgreSQL, the
+    // host is told it does nothing; with sled, nothing is said.
+    let windowed = load(&format!("{postgres}[storage]\n")).err();
+    assert!(
+        windowed.is_some(),
+        "a second [storage] table is a TOML error"
+    );
+    let with_window = load(&postgres.replace(
+        "backend = \"postgres\"\n",
+        "backend = \"postgres\"\ncommit_window_us = 100\n",
+    ))
+    .unwrap();
+    assert_eq!(with_window.warnings.len(), 1, "{:?}", with_window.warnings);
+    assert_eq!(with_window.warnings[0].key, "storage.commit_window_us");
+    assert!(with_window.warnings[0].problem.contains("no effect"));
+    assert!(load(&format!("{base}commit_window_us = 100\n"))
+        .unwrap()
+        .warnings
+        .is_empty());
     let tuned = load(&format!(
         "{postgres}pool_size = 4\nstatement_timeout_ms = 250\nconnect_timeout_ms = 900\n"
     ))
