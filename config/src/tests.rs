@@ -1558,11 +1558,6 @@ fn the_storage_backend_is_sled_unless_postgres_is_configured_in_full() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     // The commit window times the sled journal: set with PostgreSQL, the
     // host is told it does nothing; with sled, nothing is said.
-    let windowed = load(&format!("{postgres}[storage]\n")).err();
-    assert!(
-        windowed.is_some(),
-        "a second [storage] table is a TOML error"
-    );
     let with_window = load(&postgres.replace(
         "backend = \"postgres\"\n",
         "backend = \"postgres\"\ncommit_window_us = 100\n",
