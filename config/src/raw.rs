@@ -389,7 +389,8 @@ impl RawConfig {
             self.storage.cache_capacity_mb,
             crate::DEFAULT_CACHE_CAPACITY_MB,
             1..=65_536,
-            "1 and 65536 (MiB)",
+            "MiB",
+            "",
         );
         let commit_window_us = bounded_number(
             &mut problems,
@@ -397,7 +398,8 @@ impl RawConfig {
             self.storage.commit_window_us,
             crate::DEFAULT_COMMIT_WINDOW_US,
             0..=crate::MAX_COMMIT_WINDOW_US,
-            "0 and 10000 (microseconds)",
+            "microseconds",
+            "",
         );
         let min_free_mb = bounded_number(
             &mut problems,
@@ -405,7 +407,8 @@ impl RawConfig {
             self.storage.min_free_mb,
             crate::DEFAULT_MIN_FREE_MB,
             0..=crate::MAX_MIN_FREE_MB,
-            &format!("0 (no guard) and {} (MiB)", crate::MAX_MIN_FREE_MB),
+            "MiB",
+            " (no guard)",
         );
         let backend = validate_backend(
             self.storage.backend.as_deref(),
@@ -632,18 +635,27 @@ impl RawConfig {
 }
 
 /// The host's value of a bounded number, or `default` when none is given;
-/// out of `range`, a problem on `key`: "must be between {`between`}".
+/// out of `range`, a problem on `key` naming the range from its own bounds
+/// (in `unit`; `low_means` says what the lowest value does, if it is special).
 fn bounded_number(
     problems: &mut Problems,
     key: &str,
     given: Option<u64>,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
-    between: &str,
+    unit: &str,
+    low_means: &str,
 ) -> u64 {
     let value = given.unwrap_or(default);
     if !range.contains(&value) {
-        problems.add(key, format!("must be between {between}"));
+        problems.add(
+            key,
+            format!(
+                "must be between {}{low_means} and {} ({unit})",
+                range.start(),
+                range.end()
+            ),
+        );
     }
     value
 }
