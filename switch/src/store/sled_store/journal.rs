@@ -368,7 +368,7 @@ impl Journal {
             dir: dir.to_owned(),
             segment,
             applier,
-            window,
+            gathering: Gathering::new(window),
         };
         thread::Builder::new()
             .name("journal-commit".into())
@@ -613,14 +613,13 @@ struct Committer {
     dir: PathBuf,
     segment: Segment,
     applier: std::sync::mpsc::SyncSender<ToApply>,
-    /// How long to gather more callers for a small batch (module docs).
-    window: std::time::Duration,
+    /// Whether to gather more callers for a small batch (module docs).
+    gathering: Gathering,
 }
 
 impl Committer {
     fn run(mut self, mut queue: mpsc::UnboundedReceiver<Waiter>) {
         let mut batch = Vec::new();
-        let mut gathering = Gathering::new(self.window);
         loop {
             let open = match queue.blocking_recv() {
                 Some(first) => {
@@ -632,7 +631,7 @@ impl Committer {
                     // meanwhile wake nobody.
                     let wait = match self.shared.failure() {
                         Some(_) => None,
-                        None => gathering.wait_before(batch.len()),
+                        None => self.gathering.wait_before(batch.len()),
                     };
                     if let Some(wait) = wait {
                         thread::sleep(wait);
@@ -640,7 +639,7 @@ impl Committer {
                             batch.push(next);
                         }
                     }
-                    gathering.written(batch.len());
+                    self.gathering.written(batch.len());
                     true
                 }
                 // The store is gone: write what it appended, then stop.
@@ -1061,9 +1060,14 @@ mod tests {
     }
 
     fn open(dir: &Path) -> (sled::Db, sled::Tree, Journal, Replayed) {
+        open_windowed(dir, WINDOW)
+    }
+
+    /// [`open`] with a commit window of `window`.
+    fn open_windowed(dir: &Path, window: Duration) -> (sled::Db, sled::Tree, Journal, Replayed) {
         let (db, tree, commit) = database(dir);
         let (journal, replayed) =
-            Journal::open(&dir.join("journal"), &db, &tree, commit, WINDOW).unwrap();
+            Journal::open(&dir.join("journal"), &db, &tree, commit, window).unwrap();
         (db, tree, journal, replayed)
     }
 
@@ -1085,10 +1089,9 @@ mod tests {
         Change::Insert(key.as_bytes().to_vec(), value.as_bytes().to_vec())
     }
 
-    /// A journal in `dir` whose commit window is `window`.
+    /// A journal in `dir` whose commit window is `window`, to share.
     fn open_with_window(dir: &Path, window: Duration) -> Arc<Journal> {
-        let (db, tree, commit) = database(dir);
-        let (journal, _) = Journal::open(&dir.join("journal"), &db, &tree, commit, window).unwrap();
+        let (_, _, journal, _) = open_windowed(dir, window);
         Arc::new(journal)
     }
 
