@@ -128,7 +128,7 @@ impl StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_capacity_bytes: 32 * 1024 * 1024,
+            cache_capacity_bytes: manifold_config::DEFAULT_CACHE_CAPACITY_MB * 1024 * 1024,
             metering_interval: Duration::from_millis(200),
             commit_window: Duration::from_micros(manifold_config::DEFAULT_COMMIT_WINDOW_US),
             data_keys: None,
