@@ -425,7 +425,9 @@ pub async fn handle(
         status: None,
     };
     let span = tracing::info_span!("request", id = %log.id);
-    let routed = route(state, request, peer, &mut log.app);
+    // Boxed so that hyper, which keeps and moves this future, moves a
+    // pointer rather than the route's whole state.
+    let routed = Box::pin(route(state, request, peer, &mut log.app));
     let mut response = manifold_provider::request_id::scope(log.id.to_string(), routed)
         .instrument(span)
         .await;
@@ -534,7 +536,11 @@ async fn route(
                 .engine_tasks
                 .spawn(manifold_provider::request_id::scope(
                     request_id,
-                    async move {
+                    // Boxed before it is wrapped and spawned: the call's
+                    // future is about 10 KB, and each wrapper and the spawn
+                    // would otherwise copy it whole (PROFILING.md, eleventh
+                    // round).
+                    Box::pin(async move {
                         // The call runs on one storage generation from start to end;
                         // none is taken while the disk is (nearly) full.
                         let storage = &task_state.storage;
@@ -584,7 +590,7 @@ async fn route(
                             }
                         }
                         answer
-                    }
+                    })
                     .instrument(span),
                 ));
             match work.await {

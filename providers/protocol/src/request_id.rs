@@ -18,8 +18,12 @@ tokio::task_local! {
 }
 
 /// Runs `work` with `id` as the current request id.
-pub async fn scope<F: Future>(id: String, work: F) -> F::Output {
-    REQUEST_ID.scope(id, work).await
+///
+/// A plain function, not an `async fn`: an `async fn` would keep `work` in
+/// its own state beside the task-local future that holds it too, doubling
+/// the size of every call's future and copying it once more per call.
+pub fn scope<F: Future>(id: String, work: F) -> impl Future<Output = F::Output> {
+    REQUEST_ID.scope(id, work)
 }
 
 /// The request id of the work running now, if it runs inside [`scope`].
