@@ -224,7 +224,11 @@ impl DataKeys {
     /// `plaintext` sealed under the current key, bound to `context`.
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        // rand's thread-local CSPRNG (ChaCha, seeded and reseeded from the
+        // OS): every stored record is sealed on the request path, and asking
+        // the kernel each time was a system call per record. Keys still come
+        // from the OS directly.
+        rand::thread_rng().fill_bytes(&mut nonce);
         self.seal_with_nonce(context, plaintext, &nonce)
     }
 

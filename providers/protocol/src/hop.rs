@@ -69,7 +69,9 @@ impl HopSigner {
         body: &[u8],
     ) -> Result<SignedHeaders, SignatureError> {
         let mut nonce = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        // A nonce only has to be unpredictable and never repeat: rand's
+        // thread-local CSPRNG, without a system call per provider call.
+        rand::thread_rng().fill_bytes(&mut nonce);
         let nonce = hex::encode(nonce);
         sign_request(
             &self.key,
