@@ -46,6 +46,10 @@ struct RunArgs {
     /// Transactions made for the query and repeat cases to work on.
     #[arg(long)]
     pool: Option<u64>,
+    /// Rounds of the throughput targets' cases, the main run's included
+    /// (default 3); the targets are on the median of their ratios.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// A short run: 2 s windows, 100,000 preloaded transactions.
     #[arg(long)]
     quick: bool,
@@ -137,6 +141,7 @@ fn options(args: &RunArgs) -> anyhow::Result<run::Options> {
     };
     let duration = args.duration.unwrap_or(duration);
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(args.rounds != Some(0), "--rounds must be at least 1");
     Ok(run::Options {
         clients: args.clients,
         warmup: seconds(args.warmup.unwrap_or(warmup))?,
@@ -145,6 +150,7 @@ fn options(args: &RunArgs) -> anyhow::Result<run::Options> {
         preload: args.preload.unwrap_or(preload),
         pool: args.pool.unwrap_or(pool).max(1),
         only: args.only.clone(),
+        rounds: args.rounds.unwrap_or(run::THROUGHPUT_ROUNDS),
         work_dir: args.work_dir.clone(),
         server_wrapper: args
             .server_wrapper

@@ -8,7 +8,7 @@ use crate::latency::millis;
 use crate::load::LoadResult;
 use crate::run::{
     baseline_of, BenchReport, CaseResult, GrowthResult, GrowthRound, Placement, CASES,
-    GROWTH_ROUNDS,
+    GROWTH_ROUNDS, THROUGHPUT_CASES,
 };
 
 /// What `BENCHMARKS.md` says about profiling; written by hand after a
@@ -156,6 +156,31 @@ pub fn ratio(report: &BenchReport, case: &str, baseline: &str) -> Option<f64> {
         .then(|| case.saturation.requests_per_second() / base)
 }
 
+/// `case`'s throughput relative to `baseline`'s in every round of the
+/// throughput targets, the main run's first; `None` for a round in which
+/// either had failed requests (or was not measured).
+pub fn round_ratios(report: &BenchReport, case: &str, baseline: &str) -> Vec<Option<f64>> {
+    let again = report.throughput_rounds.iter().map(|round| {
+        let (case, baseline) = (round.case(case)?, round.case(baseline)?);
+        let base = baseline.requests_per_second();
+        (case.errors == 0 && baseline.errors == 0 && base > 0.0)
+            .then(|| case.requests_per_second() / base)
+    });
+    std::iter::once(ratio(report, case, baseline))
+        .chain(again)
+        .collect()
+}
+
+/// The median of [`round_ratios`] (the lower middle one of an even
+/// count): only when every round has a ratio, as for growth.
+pub fn median_ratio(report: &BenchReport, case: &str, baseline: &str) -> Option<f64> {
+    let mut ratios = round_ratios(report, case, baseline)
+        .into_iter()
+        .collect::<Option<Vec<f64>>>()?;
+    ratios.sort_by(f64::total_cmp);
+    Some(ratios[(ratios.len() - 1) / 2])
+}
+
 fn label_of(id: &str) -> &'static str {
     match id {
         "a" => "(a)",
@@ -276,18 +301,33 @@ fn throughput_target(
     target: f64,
     aim: Option<f64>,
 ) -> Target {
-    let measured = ratio(report, case, baseline);
+    let measured = median_ratio(report, case, baseline);
+    let rounds = round_ratios(report, case, baseline);
+    let each = rounds
+        .iter()
+        .map(|r| r.map_or("—".into(), |r| format!("{r:.2}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut notes = Vec::new();
+    if rounds.len() > 1 {
+        notes.push(format!("median of {each}"));
+    }
+    if let Some(aim) = aim.filter(|aim| measured.is_some_and(|r| r >= target && r < *aim)) {
+        notes.push(format!("aim {aim} not reached"));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
     Target {
         id,
         goal,
         measured: match measured {
-            Some(r) => {
-                let mut cell = format!("{r:.2} × {}", label_of(baseline));
-                if let Some(aim) = aim.filter(|aim| r >= target && r < *aim) {
-                    let _ = write!(cell, " (aim {aim} not reached)");
-                }
-                cell
-            }
+            Some(r) => format!("{r:.2} × {}{notes}", label_of(baseline)),
+            // A round without a ratio: none for the target either, but
+            // the rounds that had one are still shown.
+            None if rounds.iter().any(Option::is_some) => format!("— (rounds: {each})"),
             None => "—".into(),
         },
         verdict: Verdict::from_check(measured.map(|r| r >= target)),
@@ -598,6 +638,56 @@ fn targets_table(report: &BenchReport) -> Table {
     table
 }
 
+/// The throughput targets' cases round by round: the main run's
+/// saturation first, then each further round's.
+fn rounds_section(report: &BenchReport, out: &mut String) {
+    let mut table = Table::new(&[
+        "round",
+        "case",
+        "req/s",
+        "ratio to baseline",
+        "server CPU µs/req",
+        "other CPU",
+        "errors",
+    ]);
+    let main = THROUGHPUT_CASES
+        .iter()
+        .filter_map(|id| Some((*id, &report.case(id)?.saturation)))
+        .collect::<Vec<_>>();
+    let again = report.throughput_rounds.iter().map(|round| {
+        round
+            .saturation
+            .iter()
+            .map(|(id, result)| (*id, result))
+            .collect::<Vec<_>>()
+    });
+    let mut rows = 0;
+    for (index, round) in std::iter::once(main).chain(again).enumerate() {
+        for (id, result) in round {
+            let baseline = report.case(id).and_then(|case| baseline_of(case.placement));
+            let ratio = baseline.and_then(|baseline| round_ratios(report, id, baseline)[index]);
+            table.row(vec![
+                (index + 1).to_string(),
+                id.to_owned(),
+                grouped(result.requests_per_second()),
+                match (ratio, baseline) {
+                    (Some(r), Some(baseline)) => format!("{r:.2} × {}", label_of(baseline)),
+                    _ => "—".into(),
+                },
+                format!("{:.0}", result.server_cpu_per_request()),
+                cpu_share(result, result.other_cpu()),
+                errors_cell(result),
+            ]);
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        out.push_str("Not run (excluded by `--only`).\n");
+        return;
+    }
+    out.push_str(&table.render());
+}
+
 fn growth_section(report: &BenchReport, out: &mut String) {
     let Some(growth) = &report.growth else {
         out.push_str("Not run (`--preload 0` or excluded by `--only`).\n");
@@ -857,7 +947,13 @@ call) and imports {preload} re-keyed copies (ascending refs) through `SledStore:
 batches of 20,000, once, written through the store's journal as served calls are. Then {rounds} \
 rounds each run the in-process `get_balance` at saturation on a fresh empty store and on the \
 preloaded one (reopened by a new switch process), alternating; the target is on the median of \
-the rounds' ratios.\n",
+the rounds' ratios.\n\
+- **Throughput rounds**: after the main run, the throughput targets' cases and their baselines \
+are measured {more} more time(s) at saturation only (`--rounds`, {total} in all), each case just \
+after its baseline, on fresh servers; each target is on the median of its rounds' ratios, and a \
+round with failed requests voids it.\n",
+        more = options.rounds.saturating_sub(1),
+        total = options.rounds,
         clients = options.clients,
         duration = options.duration.as_secs_f64(),
         warmup = options.warmup.as_secs_f64(),
@@ -897,7 +993,8 @@ pub fn render(report: &BenchReport, command: &str) -> String {
 
     out.push_str(
         "\n## Targets\n\nIssue 11 (\"Store v2\"). Every ratio is to a baseline measured in this run; \
-         a case or baseline with failed requests has no ratio, and its target is not measured.\n\n",
+         a case or baseline with failed requests has no ratio, and its target is not measured. \
+         The throughput targets are on the median of their rounds' ratios (*Throughput rounds*).\n\n",
     );
     out.push_str(&targets_table(report).render());
 
@@ -919,6 +1016,17 @@ pub fn render(report: &BenchReport, command: &str) -> String {
         options.fixed_duration.as_secs_f64()
     );
     out.push_str(&fixed_table(report).render());
+
+    let _ = writeln!(
+        out,
+        "\n## Throughput rounds\n\nThe throughput targets' cases and their baselines, {} rounds: \
+         the first is the main run's (above); each further one measures them again at saturation \
+         only, with the same warm-up and window, each case just after its baseline, on fresh \
+         servers. The targets are on the median of the rounds' ratios: on this shared machine one \
+         window moves a ratio by about a tenth.\n",
+        report.throughput_rounds.len() + 1
+    );
+    rounds_section(report, &mut out);
 
     let _ = writeln!(
         out,
@@ -959,7 +1067,7 @@ mod tests {
     use crate::latency::LatencySummary;
     use crate::machine::Machine;
     use crate::preload::PreloadReport;
-    use crate::run::{GrowthResult, GrowthRound, Options, Rss};
+    use crate::run::{GrowthResult, GrowthRound, Options, Rss, ThroughputRound};
     use std::time::Duration;
 
     const MIB: u64 = 1 << 20;
@@ -1042,6 +1150,7 @@ mod tests {
                 preload: 1_000_000,
                 pool: 100,
                 only: vec![],
+                rounds: 1,
                 work_dir: None,
                 server_wrapper: vec![],
             },
@@ -1056,6 +1165,7 @@ mod tests {
                 case("otp-in", Placement::InProcess, 8_000, 9_000, 30_000),
                 case("balance-remote", Placement::Remote, 6_000, 6_000, 20_000),
             ],
+            throughput_rounds: vec![],
             growth: Some(GrowthResult {
                 preload: PreloadReport {
                     imported: 1_000_000,
@@ -1219,6 +1329,85 @@ mod tests {
         assert_eq!(target(&report, "growth").measured, "— (rounds: 0.95, 0.90)");
     }
 
+    /// Two more rounds of the throughput cases, at `rps` each: the
+    /// baselines as in [`report`], each case at its own rate.
+    fn with_rounds(report: &mut BenchReport, rounds: [[u64; 3]; 2]) {
+        report.throughput_rounds = rounds
+            .iter()
+            .map(|[balance, otp, remote]| ThroughputRound {
+                saturation: vec![
+                    ("a-durable", result(20_000, 2_000)),
+                    ("balance-in", result(*balance, 3_000)),
+                    ("otp-in", result(*otp, 9_000)),
+                    ("b", result(10_000, 3_000)),
+                    ("balance-remote", result(*remote, 6_000)),
+                ],
+            })
+            .collect();
+    }
+
+    #[test]
+    fn throughput_targets_are_the_median_of_their_rounds() {
+        // The main run at 0.60 / 0.40 / 0.60; one round far below and one
+        // above: the median is the main run's, and the target is met.
+        let mut report = report();
+        with_rounds(&mut report, [[4_000, 2_000, 1_000], [16_000, 9_000, 7_000]]);
+        assert_eq!(median_ratio(&report, "balance-in", "a-durable"), Some(0.6));
+        for id in ["balance-in", "otp-in", "balance-remote"] {
+            assert_eq!(verdict(&report, id), Verdict::Met, "{id}");
+        }
+        assert_eq!(
+            target(&report, "balance-in").measured,
+            "0.60 × (a′) (median of 0.60, 0.20, 0.80; aim 0.8 not reached)"
+        );
+        assert_eq!(
+            target(&report, "balance-remote").measured,
+            "0.60 × (b) (median of 0.60, 0.10, 0.70)"
+        );
+        // Two rounds of three below the line: the median is too, whatever
+        // the main run measured.
+        let mut report = self::report();
+        with_rounds(
+            &mut report,
+            [[11_000, 7_000, 5_000], [11_999, 7_999, 5_999]],
+        );
+        for id in ["balance-in", "otp-in", "balance-remote"] {
+            assert_eq!(verdict(&report, id), Verdict::NotMet, "{id}");
+        }
+        assert_eq!(
+            target(&report, "otp-in").measured,
+            "0.40 × (a′) (median of 0.40, 0.35, 0.40)"
+        );
+        // A round with failed requests has no ratio, and the target none.
+        let mut report = self::report();
+        with_rounds(
+            &mut report,
+            [[12_000, 8_000, 6_000], [12_000, 8_000, 6_000]],
+        );
+        report.throughput_rounds[1].saturation[1].1.errors = 1;
+        assert_eq!(verdict(&report, "balance-in"), Verdict::NotMeasured);
+        assert_eq!(
+            target(&report, "balance-in").measured,
+            "— (rounds: 0.60, 0.60, —)"
+        );
+        assert_eq!(verdict(&report, "otp-in"), Verdict::Met);
+        // The rounds are in the report, each case's ratio in its round.
+        let mut report = self::report();
+        with_rounds(&mut report, [[4_000, 2_000, 1_000], [16_000, 9_000, 7_000]]);
+        let rendered = render(&report, "manifold-bench");
+        let rounds = rendered
+            .split("## Throughput rounds")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        assert!(rounds.contains("3 rounds"), "{rounds}");
+        for row in ["| 2     | balance-in", "| 3     | balance-remote"] {
+            assert!(rounds.contains(row), "{row} in {rounds}");
+        }
+        assert!(rounds.contains("0.20 × (a′)"), "{rounds}");
+        assert!(rounds.contains("0.70 × (b)"), "{rounds}");
+    }
+
     #[test]
     fn failed_requests_void_a_ratio() {
         let voided = |change: Change, ids: &[&str]| {
@@ -1338,6 +1527,7 @@ mod tests {
             "## Targets",
             "## At saturation",
             "## At a fixed offered load",
+            "## Throughput rounds",
             "## Growth",
             "## Is the load generator the bottleneck?",
             "## How this was measured",

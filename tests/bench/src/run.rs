@@ -41,6 +41,9 @@ pub struct Options {
     pub pool: u64,
     /// Case ids to run (all when empty); see [`CASES`].
     pub only: Vec<String>,
+    /// Rounds the throughput targets are measured over (see
+    /// [`THROUGHPUT_CASES`]); 1 is the main run's only.
+    pub rounds: usize,
     pub work_dir: Option<PathBuf>,
     /// A command that each `manifold-bench serve-…` process runs under
     /// (e.g. `perf record -g --`), for profiling.
@@ -172,6 +175,41 @@ pub struct CaseResult {
     pub outbox: Option<TailCost>,
 }
 
+/// The cases the throughput targets compare, with their baselines, in the
+/// order a round measures them. The main run is their first round; each
+/// further round measures them again at saturation only, each case just
+/// after its baseline, and the targets are on the median of the rounds'
+/// ratios: on a shared machine one window moves a ratio by a tenth.
+pub const THROUGHPUT_CASES: [&str; 5] =
+    ["a-durable", "balance-in", "otp-in", "b", "balance-remote"];
+
+/// The default number of rounds of [`THROUGHPUT_CASES`], the main run's
+/// included.
+pub const THROUGHPUT_ROUNDS: usize = 3;
+
+/// A further round of [`THROUGHPUT_CASES`]: each case's saturation.
+#[derive(Debug, Clone, Default)]
+pub struct ThroughputRound {
+    pub saturation: Vec<(&'static str, LoadResult)>,
+}
+
+impl ThroughputRound {
+    pub fn case(&self, id: &str) -> Option<&LoadResult> {
+        self.saturation
+            .iter()
+            .find(|(case, _)| *case == id)
+            .map(|(_, result)| result)
+    }
+}
+
+/// Whether a case's measurement includes the fixed-load run after
+/// saturation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phases {
+    Both,
+    SaturationOnly,
+}
+
 /// How many times the growth comparison measures the empty store and the
 /// loaded one, alternating: the target is on the median of the rounds'
 /// ratios, which one disturbed window does not move.
@@ -214,6 +252,8 @@ pub struct BenchReport {
     /// Its store's commit window, `[storage] commit_window_us`.
     pub commit_window_us: u64,
     pub cases: Vec<CaseResult>,
+    /// The throughput cases' rounds after the main run's (the first).
+    pub throughput_rounds: Vec<ThroughputRound>,
     pub growth: Option<GrowthResult>,
     pub wall_seconds: f64,
 }
@@ -331,6 +371,7 @@ impl Context {
         name: &str,
         args: &[String],
         prefix: String,
+        phases: Phases,
     ) -> Result<(LoadResult, LoadResult, Vec<Rss>), BenchError> {
         let server = self.bench_server(name, args)?;
         let workload = Arc::new(Workload::Balance {
@@ -338,19 +379,20 @@ impl Context {
             prefix,
         });
         let (saturation, fixed) = self
-            .measure(&[server.addr], workload, &[server.pid])
+            .measure(&[server.addr], workload, &[server.pid], phases)
             .await?;
         let rss = rss_of(&[&server]);
         server.stop(STOP_GRACE);
         Ok((saturation, fixed, rss))
     }
 
-    /// Saturation, then half of it at a fixed rate.
+    /// Saturation, then (with [`Phases::Both`]) half of it at a fixed rate.
     async fn measure(
         &self,
         addrs: &[SocketAddr],
         workload: Arc<Workload>,
         watched: &[u32],
+        phases: Phases,
     ) -> Result<(LoadResult, LoadResult), BenchError> {
         // One numbering for both runs: the fixed-load run must send new
         // transactions, not repeats of the saturation run's.
@@ -364,7 +406,7 @@ impl Context {
         )
         .await?;
         let half = saturation.iterations_per_second() / 2.0;
-        let fixed = if half > 0.0 {
+        let fixed = if half > 0.0 && phases == Phases::Both {
             load::run(
                 addrs,
                 workload,
@@ -449,6 +491,7 @@ async fn run_case(
     description: &'static str,
     placement: Placement,
     answer: &Path,
+    phases: Phases,
 ) -> Result<CaseResult, BenchError> {
     let dir = context.case_dir(id)?;
     let tag = &context.tag;
@@ -469,7 +512,7 @@ async fn run_case(
             let mut all = vec![command.to_owned()];
             all.extend(args);
             context
-                .measure_baseline(name, &all, format!("{id}-{tag}"))
+                .measure_baseline(name, &all, format!("{id}-{tag}"), phases)
                 .await?
         }
         "p" => {
@@ -482,7 +525,7 @@ async fn run_case(
                 url,
             ];
             context
-                .measure_baseline("baseline-postgres", &args, format!("{id}-{tag}"))
+                .measure_baseline("baseline-postgres", &args, format!("{id}-{tag}"), phases)
                 .await?
         }
         "balance-pg" | "balance-pg2" => {
@@ -504,7 +547,7 @@ async fn run_case(
                 caller: quick(),
                 prefix: format!("{id}-{tag}"),
             });
-            let (saturation, fixed) = context.measure(&addrs, workload, &pids).await?;
+            let (saturation, fixed) = context.measure(&addrs, workload, &pids, phases).await?;
             let rss = rss_of(&switches.iter().collect::<Vec<_>>());
             for switch in switches {
                 switch.stop(STOP_GRACE);
@@ -525,7 +568,7 @@ async fn run_case(
                 prefix: format!("b-{tag}"),
             });
             let (saturation, fixed) = context
-                .measure(&[proxy.addr], workload, &[proxy.pid, provider.pid])
+                .measure(&[proxy.addr], workload, &[proxy.pid, provider.pid], phases)
                 .await?;
             let rss = rss_of(&[&proxy, &provider]);
             proxy.stop(STOP_GRACE);
@@ -591,7 +634,7 @@ async fn run_case(
                 other => return Err(BenchError::UnknownCase(other.to_owned(), case_ids())),
             };
             let (saturation, fixed) = context
-                .measure(&[switch.addr], Arc::new(workload), &watched)
+                .measure(&[switch.addr], Arc::new(workload), &watched, phases)
                 .await?;
             let mut servers = vec![&switch];
             servers.extend(provider.as_ref());
@@ -780,7 +823,8 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
                 index + 1,
                 CASES.len()
             ));
-            let case = run_case(&context, id, description, *placement, &answer).await?;
+            let case =
+                run_case(&context, id, description, *placement, &answer, Phases::Both).await?;
             progress(format!(
                 "    saturation {}; at {:.0} req/s: p99 {:.2} ms",
                 summary_line(&case.saturation),
@@ -789,18 +833,45 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
             ));
             cases.push(case);
         }
+        // In THROUGHPUT_CASES' order, so each case follows its baseline.
+        let measured_again: Vec<_> = THROUGHPUT_CASES
+            .iter()
+            .filter(|id| selected(id))
+            .filter_map(|id| CASES.iter().find(|(case, _, _)| case == id))
+            .collect();
+        let mut throughput_rounds = Vec::new();
+        for round in 2..=options.rounds {
+            let mut measured = ThroughputRound::default();
+            for (id, description, placement) in &measured_again {
+                progress(format!("throughput round {round}/{}: {id}", options.rounds));
+                let case = run_case(
+                    &context,
+                    id,
+                    description,
+                    *placement,
+                    &answer,
+                    Phases::SaturationOnly,
+                )
+                .await?;
+                progress(format!("    saturation {}", summary_line(&case.saturation)));
+                measured.saturation.push((*id, case.saturation));
+            }
+            if !measured.saturation.is_empty() {
+                throughput_rounds.push(measured);
+            }
+        }
         let growth = if selected("growth") && options.preload > 0 {
             Some(growth(&context).await?)
         } else {
             None
         };
-        Ok::<_, BenchError>((cases, growth))
+        Ok::<_, BenchError>((cases, throughput_rounds, growth))
     }
     .await;
     if options.work_dir.is_none() {
         let _ = std::fs::remove_dir_all(&root);
     }
-    let (cases, growth) = result?;
+    let (cases, throughput_rounds, growth) = result?;
     Ok(BenchReport {
         machine: machine::describe(),
         options,
@@ -808,6 +879,7 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
         store_cache_mb: crate::config::STORE_CACHE_MB,
         commit_window_us: crate::config::COMMIT_WINDOW_US,
         cases,
+        throughput_rounds,
         growth,
         wall_seconds: started.elapsed().as_secs_f64(),
     })

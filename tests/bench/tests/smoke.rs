@@ -22,6 +22,8 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
             "20",
             "--preload",
             "0",
+            "--rounds",
+            "2",
             "--no-write",
             "--work-dir",
         ])
@@ -58,6 +60,27 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
             let requests_per_second: f64 = cells[1].replace(',', "").parse().unwrap();
             assert!(requests_per_second > 0.0, "{row}");
         }
+    }
+    // The second round of the throughput targets' cases that were selected
+    // ((a′) was not), at saturation only, none with a failed request.
+    let rounds = stdout
+        .split("## Throughput rounds")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| panic!("no rounds table in:\n{stdout}"));
+    let second: Vec<Vec<&str>> = rounds
+        .lines()
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .filter(|cells: &Vec<&str>| cells.first() == Some(&"2"))
+        .collect();
+    let cases: Vec<&str> = second.iter().map(|cells| cells[1]).collect();
+    assert_eq!(
+        cases,
+        ["balance-in", "otp-in", "b", "balance-remote"],
+        "{rounds}"
+    );
+    for cells in &second {
+        assert_eq!(cells.last(), Some(&"0"), "failed requests in: {cells:?}");
     }
     assert!(stdout.contains("## What profiling found"));
 }
