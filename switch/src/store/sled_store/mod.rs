@@ -24,7 +24,11 @@
 //! pointer first and the record after it.
 //!
 //! Metered calls are buffered and written as one batch per app and minute
-//! at the next commit of the journal, and at least every [`StoreOptions::metering_interval`].
+//! with the first commit of the journal after [`METERING_BATCH_CALLS`] have
+//! gathered or the oldest has waited [`METERING_BATCH_AGE`], and at least
+//! every [`StoreOptions::metering_interval`] when no commit comes. Written at
+//! every commit, as they were, a loaded switch wrote a batch of one or two
+//! calls per request: a journal entry and a sled key each.
 //!
 //! The locks and claims live in the [`SledStore`], so open at most one per
 //! database (sled itself allows one process per database).
@@ -36,7 +40,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -95,6 +99,12 @@ const LOCK_STRIPES: usize = 1024;
 /// Imported transactions per journal entry (a few MB).
 const IMPORT_ENTRY: usize = 4_096;
 const MINUTE_MS: u64 = 60_000;
+/// Buffered metered calls go with the next commit once this many have
+/// gathered...
+pub const METERING_BATCH_CALLS: usize = 256;
+/// ...or once the oldest has waited this long: what a crash of a loaded
+/// switch can lose of its billing.
+pub const METERING_BATCH_AGE: Duration = Duration::from_millis(10);
 
 /// How the store uses memory and time, and the key it seals records under.
 #[derive(Debug, Clone)]
@@ -226,20 +236,65 @@ fn by_app_and_minute<'a>(
 struct Metering {
     db: sled::Db,
     journal: Arc<Journal>,
-    pending: Mutex<Vec<MeteredCall>>,
+    pending: Mutex<Buffered>,
+}
+
+/// The metered calls waiting to be written, and since when the oldest has.
+#[derive(Default)]
+struct Buffered {
+    calls: Vec<MeteredCall>,
+    since: Option<Instant>,
+}
+
+impl Buffered {
+    fn push(&mut self, call: MeteredCall) {
+        self.since.get_or_insert_with(Instant::now);
+        self.calls.push(call);
+    }
+
+    fn take(&mut self) -> Vec<MeteredCall> {
+        self.since = None;
+        std::mem::take(&mut self.calls)
+    }
+
+    /// Whether a commit should carry them (see [`METERING_BATCH_CALLS`]).
+    fn due(&self) -> bool {
+        self.calls.len() >= METERING_BATCH_CALLS
+            || self
+                .since
+                .is_some_and(|since| since.elapsed() >= METERING_BATCH_AGE)
+    }
 }
 
 impl Metering {
+    fn buffered(&self) -> MutexGuard<'_, Buffered> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Writes what is buffered: one batch per app and minute. Says whether
     /// there was anything.
     fn drain(&self) -> Result<bool, StoreError> {
+        let calls = self.buffered().take();
+        self.write(calls)
+    }
+
+    /// [`Metering::drain`], if the buffered calls are due
+    /// ([`Buffered::due`]): what each commit asks.
+    fn drain_due(&self) -> Result<bool, StoreError> {
         let calls = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.is_empty() {
+            let mut buffered = self.buffered();
+            if !buffered.due() {
                 return Ok(false);
             }
-            std::mem::take(&mut *pending)
+            buffered.take()
         };
+        self.write(calls)
+    }
+
+    fn write(&self, calls: Vec<MeteredCall>) -> Result<bool, StoreError> {
+        if calls.is_empty() {
+            return Ok(false);
+        }
         let mut batches = by_app_and_minute(&calls).into_iter();
         while let Some(((app_id, minute), batch)) = batches.next() {
             let written = self
@@ -258,10 +313,11 @@ impl Metering {
                     .into_iter()
                     .chain(batches.flat_map(|(_, rest)| rest))
                     .cloned();
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let newer = std::mem::take(&mut *pending);
-                pending.extend(unwritten);
-                pending.extend(newer);
+                let mut buffered = self.buffered();
+                let newer = buffered.take();
+                for call in unwritten.chain(newer) {
+                    buffered.push(call);
+                }
                 return Err(error);
             }
         }
@@ -468,7 +524,7 @@ impl SledStore {
         let metering = Arc::new(Metering {
             db: db.clone(),
             journal: journal.clone(),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Buffered::default()),
         });
         Metering::start_drain(&metering, options.metering_interval)
             .map_err(|e| StoreError::Database(e.to_string()))?;
@@ -567,13 +623,7 @@ impl SledStore {
     /// Takes the metered calls not yet written, for another store to write
     /// (the switch's next storage generation, when this one failed).
     pub fn take_metered(&self) -> Vec<MeteredCall> {
-        std::mem::take(
-            &mut *self
-                .metering
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
+        self.metering.buffered().take()
     }
 
     /// The store's journal, lent to a provider running in-process on this
@@ -1015,11 +1065,7 @@ impl Store for SledStore {
     }
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
-        self.metering
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(call.clone());
+        self.metering.buffered().push(call.clone());
         Ok(())
     }
 
@@ -1085,7 +1131,7 @@ impl Store for SledStore {
     }
 
     async fn durable(&self) -> Result<Durable, StoreError> {
-        self.metering.drain()?;
+        self.metering.drain_due()?;
         self.journal.durable().await?;
         Ok(Durable::after_flush())
     }

@@ -220,11 +220,12 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
             vec![minute + 1, 2 * minute + 5, 2 * minute + 5]
         );
         assert_eq!(period(3 * minute, 4 * minute).await, Vec::<u64>::new());
-        // Buffered calls reach the tree at the next flush: one write per
+        // Buffered calls, once due, go with the next flush: one write per
         // app and minute, not one per call.
         store.meter(&call(7 * minute)).await.unwrap();
         store.meter(&call(7 * minute + 1)).await.unwrap();
         let before = store.tree.scan_prefix([codec::METERING]).count();
+        std::thread::sleep(METERING_BATCH_AGE);
         let _ = store.durable().await.unwrap();
         // (The journal has it on disk; sled right after.)
         store.journal.in_sled().await.unwrap();
@@ -253,6 +254,45 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
             .len(),
         1
     );
+}
+
+/// A flush carries the buffered metered calls only once they are due: a
+/// batch of [`METERING_BATCH_CALLS`], or the oldest [`METERING_BATCH_AGE`]
+/// old. Written at every flush, a loaded switch wrote a batch (a journal
+/// entry and a sled key) per request.
+#[tokio::test]
+async fn a_flush_writes_metered_calls_once_they_are_due() {
+    let dir = tempfile::tempdir().unwrap();
+    // No metering thread to race with: it would write them after an hour.
+    let options = StoreOptions {
+        metering_interval: Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    let store = reopen_with(dir.path(), &options).unwrap();
+    let batches = |store: &SledStore| store.tree.scan_prefix([codec::METERING]).count();
+    // Young and few: they wait.
+    store.meter(&call(1)).await.unwrap();
+    store.meter(&call(2)).await.unwrap();
+    let _ = store.durable().await.unwrap();
+    store.journal.in_sled().await.unwrap();
+    assert_eq!(batches(&store), 0);
+    // Old enough: the next flush writes them, in one batch.
+    std::thread::sleep(METERING_BATCH_AGE);
+    let _ = store.durable().await.unwrap();
+    store.journal.in_sled().await.unwrap();
+    assert_eq!(batches(&store), 1);
+    // Enough of them: at once, however young.
+    for at in 0..METERING_BATCH_CALLS as u64 {
+        store.meter(&call(10 + at)).await.unwrap();
+    }
+    let _ = store.durable().await.unwrap();
+    store.journal.in_sled().await.unwrap();
+    assert_eq!(batches(&store), 2);
+    // A read of metered calls sees what waits, and writes it.
+    store.meter(&call(5_000)).await.unwrap();
+    let read = store.metered_calls("app", 0, u64::MAX).await.unwrap();
+    assert_eq!(read.len(), 2 + METERING_BATCH_CALLS + 1);
+    assert_eq!(batches(&store), 3);
 }
 
 #[tokio::test]
