@@ -537,9 +537,9 @@ async fn route(
                 .spawn(manifold_provider::request_id::scope(
                     request_id,
                     // Boxed before it is wrapped and spawned: the call's
-                    // future is about 10 KB, and each wrapper and the spawn
-                    // would otherwise copy it whole (PROFILING.md, eleventh
-                    // round).
+                    // future is kilobytes long, and each wrapper and the
+                    // spawn would otherwise copy it whole (PROFILING.md,
+                    // eleventh round).
                     Box::pin(async move {
                         // The call runs on one storage generation from start to end;
                         // none is taken while the disk is (nearly) full.
