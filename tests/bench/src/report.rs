@@ -149,23 +149,43 @@ pub struct Target {
 /// A case's saturation throughput relative to another case's. A case with
 /// failed requests has no valid ratio.
 pub fn ratio(report: &BenchReport, case: &str, baseline: &str) -> Option<f64> {
-    let case = report.case(case)?;
-    let baseline = report.case(baseline)?;
-    let base = baseline.saturation.requests_per_second();
-    (case.saturation.errors == 0 && baseline.saturation.errors == 0 && base > 0.0)
-        .then(|| case.saturation.requests_per_second() / base)
+    throughput_ratio(
+        &report.case(case)?.saturation,
+        &report.case(baseline)?.saturation,
+    )
+}
+
+/// `case`'s throughput relative to `baseline`'s, measured in the same
+/// round; none when either had failed requests.
+fn throughput_ratio(case: &LoadResult, baseline: &LoadResult) -> Option<f64> {
+    let base = baseline.requests_per_second();
+    (case.errors == 0 && baseline.errors == 0 && base > 0.0)
+        .then(|| case.requests_per_second() / base)
+}
+
+/// The middle one of `ratios` (the lower middle one of an even count).
+fn median(mut ratios: Vec<f64>) -> Option<f64> {
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len().checked_sub(1)? / 2).copied()
+}
+
+/// Ratios as a report lists them, `—` for a round without one.
+fn listed(ratios: impl IntoIterator<Item = Option<f64>>) -> String {
+    ratios
+        .into_iter()
+        .map(|r| r.map_or("—".into(), |r| format!("{r:.2}")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `case`'s throughput relative to `baseline`'s in every round of the
 /// throughput targets, the main run's first; `None` for a round in which
 /// either had failed requests (or was not measured).
 pub fn round_ratios(report: &BenchReport, case: &str, baseline: &str) -> Vec<Option<f64>> {
-    let again = report.throughput_rounds.iter().map(|round| {
-        let (case, baseline) = (round.case(case)?, round.case(baseline)?);
-        let base = baseline.requests_per_second();
-        (case.errors == 0 && baseline.errors == 0 && base > 0.0)
-            .then(|| case.requests_per_second() / base)
-    });
+    let again = report
+        .throughput_rounds
+        .iter()
+        .map(|round| throughput_ratio(round.case(case)?, round.case(baseline)?));
     std::iter::once(ratio(report, case, baseline))
         .chain(again)
         .collect()
@@ -174,11 +194,11 @@ pub fn round_ratios(report: &BenchReport, case: &str, baseline: &str) -> Vec<Opt
 /// The median of [`round_ratios`] (the lower middle one of an even
 /// count): only when every round has a ratio, as for growth.
 pub fn median_ratio(report: &BenchReport, case: &str, baseline: &str) -> Option<f64> {
-    let mut ratios = round_ratios(report, case, baseline)
-        .into_iter()
-        .collect::<Option<Vec<f64>>>()?;
-    ratios.sort_by(f64::total_cmp);
-    Some(ratios[(ratios.len() - 1) / 2])
+    median(
+        round_ratios(report, case, baseline)
+            .into_iter()
+            .collect::<Option<Vec<f64>>>()?,
+    )
 }
 
 fn label_of(id: &str) -> &'static str {
@@ -214,7 +234,7 @@ pub fn round_ratio(round: &GrowthRound) -> Option<f64> {
 /// [`GROWTH_ROUNDS`] rounds ran and none had failed requests.
 pub fn growth_ratio(report: &BenchReport) -> Option<f64> {
     let growth = report.growth.as_ref()?;
-    let mut ratios = growth
+    let ratios = growth
         .rounds
         .iter()
         .map(round_ratio)
@@ -222,8 +242,7 @@ pub fn growth_ratio(report: &BenchReport) -> Option<f64> {
     if ratios.len() != GROWTH_ROUNDS {
         return None;
     }
-    ratios.sort_by(f64::total_cmp);
-    Some(ratios[ratios.len() / 2])
+    median(ratios)
 }
 
 /// Bytes on disk per transaction the preload stored.
@@ -303,11 +322,7 @@ fn throughput_target(
 ) -> Target {
     let measured = median_ratio(report, case, baseline);
     let rounds = round_ratios(report, case, baseline);
-    let each = rounds
-        .iter()
-        .map(|r| r.map_or("—".into(), |r| format!("{r:.2}")))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let each = listed(rounds.iter().copied());
     let mut notes = Vec::new();
     if rounds.len() > 1 {
         notes.push(format!("median of {each}"));
@@ -453,12 +468,7 @@ pub fn targets(report: &BenchReport) -> Vec<Target> {
         None => (Verdict::NotMeasured, String::new()),
     };
     let rounds = growth.map_or(String::new(), |growth| {
-        growth
-            .rounds
-            .iter()
-            .map(|round| round_ratio(round).map_or("—".into(), |r| format!("{r:.2}")))
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(growth.rounds.iter().map(round_ratio))
     });
     targets.push(Target {
         id: "growth",
@@ -663,9 +673,13 @@ fn rounds_section(report: &BenchReport, out: &mut String) {
     });
     let mut rows = 0;
     for (index, round) in std::iter::once(main).chain(again).enumerate() {
-        for (id, result) in round {
+        for &(id, result) in &round {
             let baseline = report.case(id).and_then(|case| baseline_of(case.placement));
-            let ratio = baseline.and_then(|baseline| round_ratios(report, id, baseline)[index]);
+            // Against the baseline measured in the same round.
+            let ratio = baseline.and_then(|baseline| {
+                let (_, base) = round.iter().find(|(other, _)| *other == baseline)?;
+                throughput_ratio(result, base)
+            });
             table.row(vec![
                 (index + 1).to_string(),
                 id.to_owned(),
@@ -729,14 +743,8 @@ fn growth_section(report: &BenchReport, out: &mut String) {
     }
     out.push_str(&table.render());
     let preload = &growth.preload;
-    let per_round = |value: &dyn Fn(&GrowthRound) -> Option<f64>| {
-        growth
-            .rounds
-            .iter()
-            .map(|round| value(round).map_or("—".into(), |r| format!("{r:.2}")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let per_round =
+        |value: &dyn Fn(&GrowthRound) -> Option<f64>| listed(growth.rounds.iter().map(value));
     let _ = writeln!(
         out,
         "\n- Throughput ratio, loaded / empty, per round: {}; **median {}** (target ≥ {}, on the \
