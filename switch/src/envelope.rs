@@ -483,6 +483,40 @@ impl ResponseEnvelope {
     }
 }
 
+/// [`ResponseEnvelope::from_reply`] as text, rendered from the reply where
+/// it lies: the envelope of every recorded answer, so a `provider_response`
+/// is serialised once and never copied. It writes the same bytes as
+/// rendering `from_reply`'s envelope (a test holds the two together).
+pub fn render_relayed(provider: &str, reply: &ProviderReply) -> String {
+    #[derive(Serialize)]
+    struct Relayed<'a> {
+        status: Status,
+        message: &'a str,
+        data: RelayedData<'a>,
+    }
+    #[derive(Serialize)]
+    struct RelayedData<'a> {
+        provider_response_code: Option<&'a str>,
+        provider: &'a str,
+        errors: Option<()>,
+        error: Option<()>,
+        provider_response: Option<&'a Value>,
+    }
+    let relayed = Relayed {
+        status: reply.status,
+        message: &reply.message,
+        data: RelayedData {
+            provider_response_code: Some(reply.provider_response_code.as_str())
+                .filter(|code| !code.is_empty()),
+            provider,
+            errors: None,
+            error: None,
+            provider_response: reply.provider_response.as_ref(),
+        },
+    };
+    serde_json::to_string(&relayed).unwrap_or_else(|_| String::from("{}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -426,7 +426,7 @@ impl<C: Connector> ProviderService<C> {
                     if kept == Kept::Nothing
                         && self.connector.is_read_only(&entry.request_type) =>
                 {
-                    return Ok(final_reply(&outcome));
+                    return Ok(into_final_reply(outcome));
                 }
                 Step::Done(outcome) => {
                     return self.finish(key, &entry.request_type, outcome).await;
@@ -1317,6 +1317,18 @@ fn final_reply(outcome: &Outcome) -> ProviderReply {
     match &outcome.response {
         Some(response) => reply.with_response(response.clone()),
         None => reply,
+    }
+}
+
+/// [`final_reply`] of an outcome nothing keeps: its response is moved, not
+/// copied (a balance snapshot is most of a read-only answer).
+fn into_final_reply(outcome: Outcome) -> ProviderReply {
+    let status = outcome.status();
+    ProviderReply {
+        status,
+        message: outcome.message,
+        provider_response_code: outcome.code,
+        provider_response: outcome.response,
     }
 }
 

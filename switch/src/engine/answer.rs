@@ -10,7 +10,7 @@
 use manifold_provider::ProviderReply;
 use manifold_provider::Status;
 
-use crate::envelope::ResponseEnvelope;
+use crate::envelope::{render_relayed, ResponseEnvelope};
 use crate::store::{Durable, StoredAnswer, TransactionRecord};
 
 /// An answer ready to send, with what metering needs to know about it.
@@ -79,10 +79,53 @@ pub fn http_status_for(status: Status) -> u16 {
     }
 }
 
-/// The envelope relaying `reply`, as text. The one rendering of a provider's
-/// reply: a repeat renders the stored reply the same way, byte for byte.
 fn render(envelope: &ResponseEnvelope) -> String {
     serde_json::to_string(envelope).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// A relayed answer rendered before its reply is handed to the store (so the
+/// reply is moved there, not copied), sendable only once the store proves
+/// the reply durable ([`RenderedRelay::once_durable`]).
+pub(super) struct RenderedRelay {
+    http_status: u16,
+    body: String,
+    status: Status,
+    request_type: String,
+    provider: String,
+    billing: BillingFacts,
+}
+
+impl RenderedRelay {
+    /// The answer recorded for a request, as text. The one rendering of a
+    /// provider's reply: a repeat renders the stored reply the same way,
+    /// byte for byte.
+    pub(super) fn render(record: &TransactionRecord, stored: &StoredAnswer) -> RenderedRelay {
+        RenderedRelay {
+            http_status: stored.http_status,
+            body: render_relayed(&record.provider, &stored.reply),
+            status: stored.reply.status,
+            request_type: record.request_type.clone(),
+            provider: record.provider.clone(),
+            billing: BillingFacts::of(record),
+        }
+    }
+
+    pub(super) fn once_durable(self, durable: Durable) -> Answer {
+        Answer {
+            http_status: self.http_status,
+            body: self.body,
+            status: self.status,
+            request_type: Some(self.request_type),
+            provider: Some(self.provider),
+            inspect: false,
+            error: None,
+            error_id: None,
+            retry_after_secs: None,
+            billing: self.billing,
+            provider_failure: None,
+            basis: Basis::Durable(durable),
+        }
+    }
 }
 
 impl Answer {
@@ -93,21 +136,7 @@ impl Answer {
         stored: &StoredAnswer,
         durable: Durable,
     ) -> Answer {
-        let envelope = ResponseEnvelope::from_reply(&record.provider, &stored.reply);
-        Answer {
-            http_status: stored.http_status,
-            body: render(&envelope),
-            status: stored.reply.status,
-            request_type: Some(record.request_type.clone()),
-            provider: Some(record.provider.clone()),
-            inspect: false,
-            error: None,
-            error_id: None,
-            retry_after_secs: None,
-            billing: BillingFacts::of(record),
-            provider_failure: None,
-            basis: Basis::Durable(durable),
-        }
+        RenderedRelay::render(record, stored).once_durable(durable)
     }
 
     /// An envelope describing a durable record (`/transact/query`).
@@ -180,8 +209,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The relayed rendering, checked against the envelope it stands for:
+    /// `render_relayed` borrows the reply instead of building
+    /// [`ResponseEnvelope::from_reply`], and must write the same bytes.
     fn relayed_body(provider: &str, reply: &ProviderReply) -> String {
-        render(&ResponseEnvelope::from_reply(provider, reply))
+        let relayed = render_relayed(provider, reply);
+        assert_eq!(
+            relayed,
+            render(&ResponseEnvelope::from_reply(provider, reply)),
+            "the borrowed rendering drifted from the envelope's"
+        );
+        relayed
     }
 
     /// Repeats are rendered from the stored reply, so the rendering must not
@@ -198,6 +236,12 @@ mod tests {
         assert_eq!(
             relayed_body("bank", &pending),
             r#"{"status":"Pending","message":"later","data":{"provider_response_code":null,"provider":"bank","errors":null,"error":null,"provider_response":null}}"#
+        );
+        let quoted = ProviderReply::new(Status::Failed, "51", "say \"no\" \u{1F4B8}")
+            .with_response(json!("a \\ string, not an object"));
+        assert_eq!(
+            relayed_body("b\u{e9}nk", &quoted),
+            r#"{"status":"Failed","message":"say \"no\" 💸","data":{"provider_response_code":"51","provider":"bénk","errors":null,"error":null,"provider_response":"a \\ string, not an object"}}"#
         );
     }
 }

@@ -45,6 +45,7 @@ use crate::store::{
     Store, StoredAnswer, TransactionRecord,
 };
 
+use answer::RenderedRelay;
 pub use answer::{http_status_for, Answer, BillingFacts};
 
 pub fn now_ms() -> u64 {
@@ -385,11 +386,14 @@ impl Engine {
             http_status: http_status_for(status),
             reply,
         };
-        let heard_reply = heard.then_some(&stored.reply);
+        // Rendered now, so that the reply is moved into the store rather than
+        // copied; sent only once the store says it is durable.
+        let rendered = RenderedRelay::render(record, &stored);
+        let heard_reply = heard.then(|| stored.reply.clone());
         let completion = Completion::default();
         let change = |record: &mut TransactionRecord| {
             completion.watch(record, |record| {
-                apply(record, status, heard_reply);
+                apply(record, status, heard_reply.as_ref());
                 record.updated_at_ms = entry.at_ms;
                 record.history.push(entry.clone());
             });
@@ -399,11 +403,11 @@ impl Engine {
                 app.id(),
                 &record.transaction_ref,
                 &change,
-                Some((request_ref, stored.clone())),
+                Some((request_ref, stored)),
             )
             .await?;
         let durable = self.store.durable().await?;
-        let mut answer = Answer::relaying(record, &stored, durable);
+        let mut answer = rendered.once_durable(durable);
         answer.billing.completed = completion.happened();
         answer.provider_failure = failure;
         Ok(answer)
