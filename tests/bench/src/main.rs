@@ -95,7 +95,6 @@ enum Command {
         #[arg(long)]
         transaction: bool,
     },
-    /// Baseline (b): a pass-through proxy to `upstream`.
     /// Baseline (p): (a) plus one INSERT per request through a PostgreSQL pool.
     #[command(hide = true)]
     ServePostgres {
@@ -104,10 +103,16 @@ enum Command {
         #[arg(long)]
         url: String,
     },
+    /// Baseline (b): a proxy to `upstream` that checks the app's signature
+    /// and signs the hop.
     #[command(hide = true)]
     ServeProxy {
         #[arg(long)]
         upstream: String,
+        /// Record each answer in sled at this path, acknowledged after the
+        /// group commit: diagnostic (b′).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// The demo provider microservice, as `demo-provider` runs it by default.
     #[command(hide = true)]
@@ -185,7 +190,9 @@ async fn main() -> anyhow::Result<()> {
             };
             serve::durable(&answer, &data, write).await?
         }
-        Some(Command::ServeProxy { upstream }) => serve::proxy(&upstream).await?,
+        Some(Command::ServeProxy { upstream, record }) => {
+            serve::proxy(&upstream, record.as_deref()).await?
+        }
         Some(Command::ServeProvider { data, outbox }) => serve::provider(&data, &outbox).await?,
         Some(Command::Preload { config, count }) => {
             let report = preload::preload(&config, count).await?;

@@ -207,6 +207,7 @@ fn label_of(id: &str) -> &'static str {
         "a-durable" => "(a′)",
         "a-durable-tx" => "(a″)",
         "b" => "(b)",
+        "b-durable" => "(b′)",
         "p" => "(p)",
         "balance-in" => "sled",
         _ => "?",
@@ -491,10 +492,12 @@ fn ratio_cell(report: &BenchReport, case: &CaseResult) -> String {
         Some(baseline) => {
             let main = ratio(report, case.id, baseline)
                 .map(|r| format!("{:.2} × {}", r, label_of(baseline)));
-            // In-process cases also against (a); PostgreSQL ones against the
-            // same call on sled in this run.
+            // In-process cases also against (a); remote ones against (b′),
+            // the proxy that records; PostgreSQL ones against the same call
+            // on sled in this run.
             let second = match case.placement {
                 Placement::InProcess => Some("a"),
+                Placement::Remote => Some("b-durable"),
                 Placement::Postgres => Some("balance-in"),
                 _ => None,
             };
@@ -930,15 +933,18 @@ measured window, for the server processes and for the generator itself.\n\
 (`manifold_edge::serve`) that reads the same request bytes as the in-process \
 `get_balance` and answers the switch's real `get_balance` answer, byte for byte; (a′) the same, \
 but it writes each request body into sled and answers only after the group commit \
-(`GroupCommit`, the switch's) has flushed it; (b) a bare hyper pass-through proxy in front of the \
+(`GroupCommit`, the switch's) has flushed it; (b) a bare hyper proxy in front of the \
 same `demo-provider` binary, sent the provider-protocol `get_balance` the switch would send, \
-which it signs (RFC 9421, the hop's key) as the switch does. Every app call is signed (RFC 9421, \
-made by the load generator when it sends), and the switch, (a) and (a′) check that signature \
-against the body before anything else: the baselines do what any server must do for the same \
-request. \
-In-process scenarios are compared with (a′) (and (a)), remote ones with (b). (a″) is a \
-diagnostic, not a baseline: (a′) writing the same bytes into two trees in one sled transaction, \
-as the switch's store does, to show what such a transaction costs.\n\
+which it forwards signed (RFC 9421, the hop's key) as the switch does. Every call is signed \
+(RFC 9421 with the app's key, made by the load generator when it sends), and the switch and \
+every baseline check that signature against the body before anything else: the baselines do \
+what any server must do for the same request. \
+In-process scenarios are compared with (a′) (and (a)), remote ones with (b) (and (b′)). (a″) \
+and (b′) are diagnostics, not baselines: (a″) is (a′) writing the same bytes into two trees in \
+one sled transaction, as the switch's store does, to show what such a transaction costs; (b′) \
+is (b) recording each answer it relays as (a′) records a request (one sled insert, relayed \
+after the group commit), to show how far a remote call's gap to (b) is the durable \
+acknowledgement (b) does not give.\n\
 - **Other CPU** is the machine's busy time (`/proc/stat`) during the window minus the \
 generator's and the servers': load from outside the benchmark, which on two cores lowers every \
 figure of its row.\n\
@@ -1169,6 +1175,7 @@ mod tests {
                 case("a", Placement::Baseline, 40_000, 1_000, 0),
                 case("a-durable", Placement::Baseline, 20_000, 2_000, 5_000),
                 case("b", Placement::Baseline, 10_000, 3_000, 0),
+                case("b-durable", Placement::Baseline, 8_000, 3_000, 4_000),
                 case("balance-in", Placement::InProcess, 12_000, 3_000, 10_000),
                 case("otp-in", Placement::InProcess, 8_000, 9_000, 30_000),
                 case("balance-remote", Placement::Remote, 6_000, 6_000, 20_000),
@@ -1543,6 +1550,8 @@ mod tests {
             "test CPU",
             "12,000",
             "0.60 × (a′); 0.30 × (a)",
+            "0.60 × (b); 0.75 × (b′)",
+            "and (b′) are diagnostics",
             "| 1.50 × (a′)",
             "1,024 bytes per transaction",
             "postcard-encoded records of one transaction come to 700 bytes",

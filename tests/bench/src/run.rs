@@ -100,6 +100,11 @@ pub const CASES: &[(&str, &str, Placement)] = &[
     ),
     ("b", "(b) bare hyper proxy → provider", Placement::Baseline),
     (
+        "b-durable",
+        "(b′) diagnostic: (b) recording each answer with (a′)'s group commit",
+        Placement::Baseline,
+    ),
+    (
         "balance-in",
         "get_balance, otp_override = true",
         Placement::InProcess,
@@ -554,18 +559,23 @@ async fn run_case(
             }
             (saturation, fixed, rss)
         }
-        "b" => {
+        "b" | "b-durable" => {
             let provider = context.demo_provider(&dir)?;
-            let proxy = context.bench_server(
-                "baseline-proxy",
-                &[
-                    "serve-proxy".to_owned(),
-                    "--upstream".to_owned(),
-                    provider.url(),
-                ],
-            )?;
+            let mut args = vec![
+                "serve-proxy".to_owned(),
+                "--upstream".to_owned(),
+                provider.url(),
+            ];
+            if id == "b-durable" {
+                args.extend([
+                    "--record".to_owned(),
+                    dir.join("sled").display().to_string(),
+                ]);
+            }
+            let proxy = context.bench_server("baseline-proxy", &args)?;
             let workload = Arc::new(Workload::ProviderBalance {
-                prefix: format!("b-{tag}"),
+                caller: quick(),
+                prefix: format!("{id}-{tag}"),
             });
             let (saturation, fixed) = context
                 .measure(&[proxy.addr], workload, &[proxy.pid, provider.pid], phases)

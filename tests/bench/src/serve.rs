@@ -11,8 +11,10 @@
 //! - [`durable`]: baseline (a′), the same, but each request body is written
 //!   to sled and acknowledged only after a group-commit flush
 //!   ([`GroupCommit`], the switch's own): the limit of a durable acknowledgement.
-//! - [`proxy`]: baseline (b), a bare hyper pass-through proxy to the provider
-//!   microservice: the cost of one hop.
+//! - [`proxy`]: baseline (b), a bare hyper proxy to the provider
+//!   microservice that checks the app's signature and signs the hop: the
+//!   cost of one hop. With `--record`, diagnostic (b′): it also records each
+//!   answer with (a′)'s group commit before relaying it.
 //! - [`provider`]: that provider microservice, the demo bank.
 //!
 //! Each prints `<name> listening on <addr> pid <pid>` once it accepts, and
@@ -385,9 +387,14 @@ pub async fn postgres(answer_path: &Path, url: &str) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Baseline (b): forwards every request (method, path, content type, body)
-/// to `upstream` over pooled keep-alive connections and relays the answer.
-pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
+/// Baseline (b): checks each request's signature (the app's, as every
+/// server must), forwards it (method, path, content type, body) to
+/// `upstream` over pooled keep-alive connections, signed with the hop's key
+/// as the switch signs it, and relays the answer. With `record`, diagnostic
+/// (b′): it also writes each answer into sled at that path and relays it only
+/// after the group commit that covers it ((a′)'s write): the limit of a
+/// proxy that records what it acknowledges, as the switch does.
+pub async fn proxy(upstream: &str, record: Option<&Path>) -> Result<(), ServeError> {
     let upstream: Arc<str> = Arc::from(upstream.trim_end_matches('/'));
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -397,24 +404,38 @@ pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
     // It signs what it forwards, as the switch does: a provider answers
     // nothing unsigned, and (b) must do the hop's work to be its baseline.
     let signer = HopSigner::new(&SecretString::from(HOP_SECRET), PROVIDER);
+    let recorder = match record {
+        Some(path) => {
+            let store_error = |e: sled::Error| ServeError::Store(e.to_string());
+            let db = sled::open(path).map_err(store_error)?;
+            let commit =
+                GroupCommit::start(db.clone()).map_err(io_error("starting the group commit"))?;
+            Some((db, commit, Arc::new(AtomicU64::new(0))))
+        }
+        None => None,
+    };
+    let verifier = Arc::new(AppSignature::new());
     let listener = bind("baseline-proxy").await?;
     let handler = move |request: Request<Incoming>, _peer: Peer| {
         let client = client.clone();
         let upstream = upstream.clone();
         let signer = signer.clone();
+        let recorder = recorder.clone();
+        let verifier = verifier.clone();
         async move {
-            let limits = BodyLimits::of(&request);
-            let (parts, body) = request.into_parts();
-            let Ok(body) = read_body(body, limits).await else {
-                return failure(StatusCode::BAD_REQUEST, "unreadable body");
+            let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+            let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+            let body = match verifier.read_verified(request).await {
+                Ok(body) => body,
+                Err(refusal) => return refusal,
             };
             let mut forward = Request::builder()
-                .method(parts.method.clone())
-                .uri(format!("{upstream}{}", parts.uri.path()));
-            if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+                .method(method.clone())
+                .uri(format!("{upstream}{path}"));
+            if let Some(content_type) = content_type {
                 forward = forward.header(header::CONTENT_TYPE, content_type);
             }
-            let Ok(signed) = signer.sign(parts.method.as_str(), parts.uri.path(), &body) else {
+            let Ok(signed) = signer.sign(method.as_str(), &path, &body) else {
                 return failure(StatusCode::BAD_GATEWAY, "cannot sign the upstream request");
             };
             let Ok(mut forward) = forward.body(Full::new(body)) else {
@@ -428,7 +449,17 @@ pub async fn proxy(upstream: &str) -> Result<(), ServeError> {
             let Ok(body) = body.collect().await else {
                 return failure(StatusCode::BAD_GATEWAY, "upstream answer cut off");
             };
-            let mut response = Response::new(Full::new(body.to_bytes()));
+            let body = body.to_bytes();
+            if let Some((db, commit, next_key)) = &recorder {
+                let key = next_key.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+                if db.insert(key, body.as_ref()).is_err() {
+                    return failure(StatusCode::INTERNAL_SERVER_ERROR, "write failed");
+                }
+                if commit.durable().await.is_err() {
+                    return failure(StatusCode::INTERNAL_SERVER_ERROR, "flush failed");
+                }
+            }
+            let mut response = Response::new(Full::new(body));
             *response.status_mut() = parts.status;
             if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
                 response

@@ -343,9 +343,10 @@ pub enum Workload {
         pool_prefix: String,
         pool: u64,
     },
-    /// The provider protocol's `/transact` for a fresh `get_balance`: baseline
-    /// (b), through a pass-through proxy to the provider microservice.
-    ProviderBalance { prefix: String },
+    /// The provider protocol's `/transact` for a fresh `get_balance`, signed
+    /// by `caller` as an app signs its calls: baseline (b), through a proxy
+    /// that checks the signature, as any server must, and signs the hop.
+    ProviderBalance { caller: Caller, prefix: String },
 }
 
 const SUCCESSFUL: &str = r#""status":"Successful""#;
@@ -530,7 +531,7 @@ impl Workload {
                 )
                 .await
             }
-            Workload::ProviderBalance { prefix } => {
+            Workload::ProviderBalance { caller, prefix } => {
                 let body = provider_transact_body(
                     &request_ref(prefix, seq),
                     &transaction_ref(prefix, seq),
@@ -541,7 +542,7 @@ impl Workload {
                     recorder,
                     Exchange {
                         path: "/transact",
-                        caller: None,
+                        caller: Some(caller),
                         body: Bytes::from(body),
                         expected: SUCCESSFUL,
                         scheduled,
