@@ -113,6 +113,28 @@ impl LoadResult {
     pub fn mean_response_bytes(&self) -> u64 {
         self.response_bytes.checked_div(self.requests).unwrap_or(0)
     }
+
+    /// Adds `slice`, a later window of the same scenario, to this one: its
+    /// time, requests, errors, bytes and CPU. The latency summaries are
+    /// not merged (they are not additive) and stay empty: a sliced result
+    /// reports throughput and cost, not latency.
+    pub fn absorb(&mut self, slice: &LoadResult) {
+        self.elapsed += slice.elapsed;
+        self.requests += slice.requests;
+        self.iterations += slice.iterations;
+        self.errors += slice.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&slice.first_error);
+        }
+        self.latency = LatencySummary::default();
+        self.service = LatencySummary::default();
+        self.request_bytes += slice.request_bytes;
+        self.response_bytes += slice.response_bytes;
+        self.client_cpu += slice.client_cpu;
+        self.server_cpu += slice.server_cpu;
+        self.server_disk_bytes += slice.server_disk_bytes;
+        self.machine_cpu += slice.machine_cpu;
+    }
 }
 
 fn per_second(count: u64, elapsed: Duration) -> f64 {
@@ -361,5 +383,41 @@ mod tests {
         assert_eq!(result.client_cpu_per_request(), 50.0);
         assert_eq!(result.server_cpu_per_request(), 300.0);
         assert_eq!(result.mean_request_bytes(), 700);
+    }
+
+    #[test]
+    fn slices_add_up_to_one_window() {
+        let slice = |requests, errors, first_error: Option<&str>| LoadResult {
+            elapsed: Duration::from_millis(500),
+            requests,
+            iterations: requests / 2,
+            errors,
+            first_error: first_error.map(str::to_owned),
+            latency: LatencySummary {
+                p99_us: 900,
+                ..LatencySummary::default()
+            },
+            request_bytes: requests * 600,
+            server_cpu: Duration::from_millis(400),
+            client_cpu: Duration::from_millis(100),
+            machine_cpu: Duration::from_millis(900),
+            server_disk_bytes: requests * 4_000,
+            ..LoadResult::default()
+        };
+        let mut total = LoadResult::default();
+        total.absorb(&slice(6_000, 0, None));
+        total.absorb(&slice(4_000, 1, Some("first")));
+        total.absorb(&slice(5_000, 2, Some("second")));
+        assert_eq!(total.elapsed, Duration::from_millis(1_500));
+        assert_eq!(total.requests_per_second(), 10_000.0);
+        assert_eq!(total.iterations, 7_500);
+        assert_eq!(total.errors, 3);
+        assert_eq!(total.first_error.as_deref(), Some("first"));
+        assert_eq!(total.server_cpu_per_request(), 80.0);
+        assert_eq!(total.disk_bytes_per_request(), 4_000);
+        assert_eq!(total.other_cpu(), Duration::from_millis(1_200));
+        assert_eq!(total.mean_request_bytes(), 600);
+        // Percentiles do not add up: a sliced result has none.
+        assert_eq!(total.latency, LatencySummary::default());
     }
 }

@@ -8,7 +8,7 @@ use crate::latency::millis;
 use crate::load::LoadResult;
 use crate::run::{
     baseline_of, BenchReport, CaseResult, GrowthResult, GrowthRound, Placement, CASES,
-    GROWTH_ROUNDS, THROUGHPUT_CASES,
+    GROWTH_ROUNDS,
 };
 
 /// What `BENCHMARKS.md` says about profiling; written by hand after a
@@ -178,16 +178,14 @@ fn listed(ratios: impl IntoIterator<Item = Option<f64>>) -> String {
         .join(", ")
 }
 
-/// `case`'s throughput relative to `baseline`'s in every round of the
-/// throughput targets, the main run's first; `None` for a round in which
-/// either had failed requests (or was not measured).
+/// `case`'s throughput relative to `baseline`'s in every interleaved round
+/// of the throughput targets; `None` for a round in which either had failed
+/// requests (or was not measured).
 pub fn round_ratios(report: &BenchReport, case: &str, baseline: &str) -> Vec<Option<f64>> {
-    let again = report
+    report
         .throughput_rounds
         .iter()
-        .map(|round| throughput_ratio(round.case(case)?, round.case(baseline)?));
-    std::iter::once(ratio(report, case, baseline))
-        .chain(again)
+        .map(|round| throughput_ratio(round.case(case)?, round.case(baseline)?))
         .collect()
 }
 
@@ -651,8 +649,7 @@ fn targets_table(report: &BenchReport) -> Table {
     table
 }
 
-/// The throughput targets' cases round by round: the main run's
-/// saturation first, then each further round's.
+/// The throughput targets' cases, interleaved round by interleaved round.
 fn rounds_section(report: &BenchReport, out: &mut String) {
     let mut table = Table::new(&[
         "round",
@@ -663,29 +660,19 @@ fn rounds_section(report: &BenchReport, out: &mut String) {
         "other CPU",
         "errors",
     ]);
-    let main = THROUGHPUT_CASES
-        .iter()
-        .filter_map(|id| Some((*id, &report.case(id)?.saturation)))
-        .collect::<Vec<_>>();
-    let again = report.throughput_rounds.iter().map(|round| {
-        round
-            .saturation
-            .iter()
-            .map(|(id, result)| (*id, result))
-            .collect::<Vec<_>>()
-    });
     let mut rows = 0;
-    for (index, round) in std::iter::once(main).chain(again).enumerate() {
-        for &(id, result) in &round {
-            let baseline = report.case(id).and_then(|case| baseline_of(case.placement));
+    for (index, round) in report.throughput_rounds.iter().enumerate() {
+        for (id, result) in &round.saturation {
+            let baseline = CASES
+                .iter()
+                .find(|(case, _, _)| case == id)
+                .and_then(|(_, _, placement)| baseline_of(*placement));
             // Against the baseline measured in the same round.
-            let ratio = baseline.and_then(|baseline| {
-                let (_, base) = round.iter().find(|(other, _)| *other == baseline)?;
-                throughput_ratio(result, base)
-            });
+            let ratio =
+                baseline.and_then(|baseline| throughput_ratio(result, round.case(baseline)?));
             table.row(vec![
                 (index + 1).to_string(),
-                id.to_owned(),
+                id.to_string(),
                 grouped(result.requests_per_second()),
                 match (ratio, baseline) {
                     (Some(r), Some(baseline)) => format!("{r:.2} × {}", label_of(baseline)),
@@ -963,11 +950,18 @@ rounds each run the in-process `get_balance` at saturation on a fresh empty stor
 preloaded one (reopened by a new switch process), alternating; the target is on the median of \
 the rounds' ratios.\n\
 - **Throughput rounds**: after the main run, the throughput targets' cases and their baselines \
-are measured {more} more time(s) at saturation only (`--rounds`, {total} in all), each case just \
-after its baseline, on fresh servers; each target is on the median of its rounds' ratios, and a \
-round with failed requests voids it.\n",
-        more = options.rounds.saturating_sub(1),
+are measured {total} more time(s) (`--rounds`), each round on fresh servers and *interleaved*: \
+a baseline and the cases compared with it all start, then each is driven at saturation in turn \
+for {slices} slices of {slice:.2} s (the first after the usual {warmup:.1} s warm-up, the others \
+after {slice_warmup:.1} s), so that each case's window adds up to the main run's {duration:.1} s \
+and load from outside the benchmark, which comes and goes over seconds, falls on a baseline and \
+its cases alike. (A server idle during another's slice may still finish deferred work then, the \
+switch's journal or sled's flushes; that shows as the slice's *other CPU*.) Each target is on the \
+median of its rounds' ratios, and a round with failed requests voids it.\n",
         total = options.rounds,
+        slices = crate::run::ROUND_SLICES,
+        slice = options.duration.as_secs_f64() / crate::run::ROUND_SLICES as f64,
+        slice_warmup = crate::run::SLICE_WARMUP.min(options.warmup).as_secs_f64(),
         clients = options.clients,
         duration = options.duration.as_secs_f64(),
         warmup = options.warmup.as_secs_f64(),
@@ -1033,12 +1027,13 @@ pub fn render(report: &BenchReport, command: &str) -> String {
 
     let _ = writeln!(
         out,
-        "\n## Throughput rounds\n\nThe throughput targets' cases and their baselines, {} rounds: \
-         the first is the main run's (above); each further one measures them again at saturation \
-         only, with the same warm-up and window, each case just after its baseline, on fresh \
-         servers. The targets are on the median of the rounds' ratios: on this shared machine one \
-         window moves a ratio by about a tenth.\n",
-        report.throughput_rounds.len() + 1
+        "\n## Throughput rounds\n\nThe throughput targets' cases and their baselines, {} rounds \
+         after the main run, each on fresh servers with a baseline and its cases interleaved in \
+         {} slices at saturation (see *How this was measured*). The targets are on the median of \
+         the rounds' ratios: on this shared machine the main run's one window, measured seconds \
+         after its baseline's, moves a ratio by about a tenth.\n",
+        report.throughput_rounds.len(),
+        crate::run::ROUND_SLICES
     );
     rounds_section(report, &mut out);
 
@@ -1180,7 +1175,16 @@ mod tests {
                 case("otp-in", Placement::InProcess, 8_000, 9_000, 30_000),
                 case("balance-remote", Placement::Remote, 6_000, 6_000, 20_000),
             ],
-            throughput_rounds: vec![],
+            // One interleaved round, each ratio on its line.
+            throughput_rounds: vec![ThroughputRound {
+                saturation: vec![
+                    ("a-durable", result(20_000, 2_000)),
+                    ("balance-in", result(12_000, 3_000)),
+                    ("otp-in", result(8_000, 9_000)),
+                    ("b", result(10_000, 3_000)),
+                    ("balance-remote", result(6_000, 6_000)),
+                ],
+            }],
             growth: Some(GrowthResult {
                 preload: PreloadReport {
                     imported: 1_000_000,
@@ -1204,6 +1208,16 @@ mod tests {
 
     fn case_mut<'r>(report: &'r mut BenchReport, id: &str) -> &'r mut CaseResult {
         report.cases.iter_mut().find(|case| case.id == id).unwrap()
+    }
+
+    /// Case `id` in the first interleaved round.
+    fn round_mut<'r>(report: &'r mut BenchReport, id: &str) -> &'r mut LoadResult {
+        report.throughput_rounds[0]
+            .saturation
+            .iter_mut()
+            .find(|(case, _)| *case == id)
+            .map(|(_, result)| result)
+            .unwrap()
     }
 
     fn growth_mut(report: &mut BenchReport) -> &mut GrowthResult {
@@ -1265,13 +1279,11 @@ mod tests {
     fn just_past_each_line_is_not_met() {
         let past: [(&str, Change); 8] = [
             ("balance-in", |r| {
-                case_mut(r, "balance-in").saturation.requests = 11_999
+                round_mut(r, "balance-in").requests = 11_999
             }),
-            ("otp-in", |r| {
-                case_mut(r, "otp-in").saturation.requests = 7_999
-            }),
+            ("otp-in", |r| round_mut(r, "otp-in").requests = 7_999),
             ("balance-remote", |r| {
-                case_mut(r, "balance-remote").saturation.requests = 5_999
+                round_mut(r, "balance-remote").requests = 5_999
             }),
             ("service-p99", |r| {
                 case_mut(r, "balance-in").fixed.service.p99_us = 3_001
@@ -1308,10 +1320,13 @@ mod tests {
         }
         // The ratio as the issue writes it.
         let mut report = report();
-        case_mut(&mut report, "balance-in").saturation.requests = 8_200;
+        round_mut(&mut report, "balance-in").requests = 8_200;
         assert_eq!(target(&report, "balance-in").measured, "0.41 × (a′)");
-        case_mut(&mut report, "balance-in").saturation.requests = 16_000;
+        round_mut(&mut report, "balance-in").requests = 16_000;
         assert_eq!(target(&report, "balance-in").measured, "0.80 × (a′)");
+        // The main run's window is in its table, not in the target.
+        case_mut(&mut report, "balance-in").saturation.requests = 1_000;
+        assert_eq!(verdict(&report, "balance-in"), Verdict::Met);
     }
 
     #[test]
@@ -1344,12 +1359,13 @@ mod tests {
         assert_eq!(target(&report, "growth").measured, "— (rounds: 0.95, 0.90)");
     }
 
-    /// Two more rounds of the throughput cases, at `rps` each: the
-    /// baselines as in [`report`], each case at its own rate.
+    /// Two more rounds of the throughput cases after [`report`]'s one, at
+    /// `rps` each: the baselines as in [`report`], each case at its own
+    /// rate.
     fn with_rounds(report: &mut BenchReport, rounds: [[u64; 3]; 2]) {
-        report.throughput_rounds = rounds
-            .iter()
-            .map(|[balance, otp, remote]| ThroughputRound {
+        report
+            .throughput_rounds
+            .extend(rounds.iter().map(|[balance, otp, remote]| ThroughputRound {
                 saturation: vec![
                     ("a-durable", result(20_000, 2_000)),
                     ("balance-in", result(*balance, 3_000)),
@@ -1357,14 +1373,13 @@ mod tests {
                     ("b", result(10_000, 3_000)),
                     ("balance-remote", result(*remote, 6_000)),
                 ],
-            })
-            .collect();
+            }));
     }
 
     #[test]
     fn throughput_targets_are_the_median_of_their_rounds() {
-        // The main run at 0.60 / 0.40 / 0.60; one round far below and one
-        // above: the median is the main run's, and the target is met.
+        // A first round at 0.60 / 0.40 / 0.60; one round far below and one
+        // above: the median is the first round's, and the target is met.
         let mut report = report();
         with_rounds(&mut report, [[4_000, 2_000, 1_000], [16_000, 9_000, 7_000]]);
         assert_eq!(median_ratio(&report, "balance-in", "a-durable"), Some(0.6));
@@ -1380,7 +1395,7 @@ mod tests {
             "0.60 × (b) (median of 0.60, 0.10, 0.70)"
         );
         // Two rounds of three below the line: the median is too, whatever
-        // the main run measured.
+        // the first measured.
         let mut report = self::report();
         with_rounds(
             &mut report,
@@ -1399,7 +1414,7 @@ mod tests {
             &mut report,
             [[12_000, 8_000, 6_000], [12_000, 8_000, 6_000]],
         );
-        report.throughput_rounds[1].saturation[1].1.errors = 1;
+        report.throughput_rounds[2].saturation[1].1.errors = 1;
         assert_eq!(verdict(&report, "balance-in"), Verdict::NotMeasured);
         assert_eq!(
             target(&report, "balance-in").measured,
@@ -1438,22 +1453,26 @@ mod tests {
             }
             report
         };
+        // The main run's window carries the disk written per request; the
+        // interleaved rounds carry the throughput targets.
         let report = voided(
             |r| case_mut(r, "balance-in").saturation.errors = 1,
-            &["balance-in", "disk-per-request"],
+            &["disk-per-request"],
         );
         assert_eq!(ratio(&report, "balance-in", "a-durable"), None);
+        voided(
+            |r| case_mut(r, "a-durable").saturation.errors = 1,
+            &["disk-per-request"],
+        );
+        let report = voided(|r| round_mut(r, "balance-in").errors = 1, &["balance-in"]);
         assert_eq!(target(&report, "balance-in").measured, "—");
         // A baseline with failed requests voids every ratio to it.
         voided(
-            |r| case_mut(r, "a-durable").saturation.errors = 1,
-            &["balance-in", "otp-in", "disk-per-request"],
+            |r| round_mut(r, "a-durable").errors = 1,
+            &["balance-in", "otp-in"],
         );
-        voided(
-            |r| case_mut(r, "b").saturation.errors = 1,
-            &["balance-remote"],
-        );
-        voided(|r| case_mut(r, "otp-in").saturation.errors = 1, &["otp-in"]);
+        voided(|r| round_mut(r, "b").errors = 1, &["balance-remote"]);
+        voided(|r| round_mut(r, "otp-in").errors = 1, &["otp-in"]);
         // The fixed-load runs carry the service latency.
         voided(
             |r| case_mut(r, "balance-in").fixed.errors = 1,
@@ -1486,6 +1505,9 @@ mod tests {
         report
             .cases
             .retain(|case| !matches!(case.id, "otp-in" | "b"));
+        report.throughput_rounds[0]
+            .saturation
+            .retain(|(id, _)| !matches!(*id, "otp-in" | "b"));
         report.growth = None;
         for id in IDS {
             let expected = if matches!(id, "balance-in" | "service-p99" | "disk-per-request") {

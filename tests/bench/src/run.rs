@@ -41,8 +41,8 @@ pub struct Options {
     pub pool: u64,
     /// Case ids to run (all when empty); see [`CASES`].
     pub only: Vec<String>,
-    /// Rounds the throughput targets are measured over (see
-    /// [`THROUGHPUT_CASES`]); 1 is the main run's only.
+    /// Interleaved rounds the throughput targets are measured over (see
+    /// [`THROUGHPUT_CASES`]); 0 leaves them unmeasured.
     pub rounds: usize,
     pub work_dir: Option<PathBuf>,
     /// A command that each `manifold-bench serve-…` process runs under
@@ -180,19 +180,21 @@ pub struct CaseResult {
     pub outbox: Option<TailCost>,
 }
 
-/// The cases the throughput targets compare, with their baselines, in the
-/// order a round measures them. The main run is their first round; each
-/// further round measures them again at saturation only, each case just
-/// after its baseline, and the targets are on the median of the rounds'
-/// ratios: on a shared machine one window moves a ratio by a tenth.
+/// The cases the throughput targets compare, with their baselines. After
+/// the main run, each round measures them again at saturation, a baseline
+/// and its cases interleaved in short slices on fresh servers
+/// (`interleaved_round`), and the targets are on the median of the rounds'
+/// ratios: on a shared machine one window moves a ratio by a tenth, and a
+/// burst of outside load in the seconds between a baseline's window and
+/// its case's moved it further still.
 pub const THROUGHPUT_CASES: [&str; 5] =
     ["a-durable", "balance-in", "otp-in", "b", "balance-remote"];
 
-/// The default number of rounds of [`THROUGHPUT_CASES`], the main run's
-/// included.
+/// The default number of interleaved rounds of [`THROUGHPUT_CASES`].
 pub const THROUGHPUT_ROUNDS: usize = 3;
 
-/// A further round of [`THROUGHPUT_CASES`]: each case's saturation.
+/// A round of [`THROUGHPUT_CASES`]: each case's saturation over its slices
+/// (throughput and cost; no latency).
 #[derive(Debug, Clone, Default)]
 pub struct ThroughputRound {
     pub saturation: Vec<(&'static str, LoadResult)>,
@@ -205,14 +207,6 @@ impl ThroughputRound {
             .find(|(case, _)| *case == id)
             .map(|(_, result)| result)
     }
-}
-
-/// Whether a case's measurement includes the fixed-load run after
-/// saturation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phases {
-    Both,
-    SaturationOnly,
 }
 
 /// How many times the growth comparison measures the empty store and the
@@ -257,7 +251,7 @@ pub struct BenchReport {
     /// Its store's commit window, `[storage] commit_window_us`.
     pub commit_window_us: u64,
     pub cases: Vec<CaseResult>,
-    /// The throughput cases' rounds after the main run's (the first).
+    /// The throughput cases' interleaved rounds.
     pub throughput_rounds: Vec<ThroughputRound>,
     pub growth: Option<GrowthResult>,
     pub wall_seconds: f64,
@@ -369,35 +363,12 @@ impl Context {
         }
     }
 
-    /// Starts the baseline server `name` (`args`: its subcommand and
-    /// flags), measures app `quick`'s get_balance against it, and stops it.
-    async fn measure_baseline(
-        &self,
-        name: &str,
-        args: &[String],
-        prefix: String,
-        phases: Phases,
-    ) -> Result<(LoadResult, LoadResult, Vec<Rss>), BenchError> {
-        let server = self.bench_server(name, args)?;
-        let workload = Arc::new(Workload::Balance {
-            caller: Caller::new(QUICK_APP),
-            prefix,
-        });
-        let (saturation, fixed) = self
-            .measure(&[server.addr], workload, &[server.pid], phases)
-            .await?;
-        let rss = rss_of(&[&server]);
-        server.stop(STOP_GRACE);
-        Ok((saturation, fixed, rss))
-    }
-
-    /// Saturation, then (with [`Phases::Both`]) half of it at a fixed rate.
+    /// Saturation, then half of it at a fixed rate.
     async fn measure(
         &self,
         addrs: &[SocketAddr],
         workload: Arc<Workload>,
         watched: &[u32],
-        phases: Phases,
     ) -> Result<(LoadResult, LoadResult), BenchError> {
         // One numbering for both runs: the fixed-load run must send new
         // transactions, not repeats of the saturation run's.
@@ -411,7 +382,7 @@ impl Context {
         )
         .await?;
         let half = saturation.iterations_per_second() / 2.0;
-        let fixed = if half > 0.0 && phases == Phases::Both {
+        let fixed = if half > 0.0 {
             load::run(
                 addrs,
                 workload,
@@ -496,29 +467,96 @@ async fn run_case(
     description: &'static str,
     placement: Placement,
     answer: &Path,
-    phases: Phases,
 ) -> Result<CaseResult, BenchError> {
     let dir = context.case_dir(id)?;
+    let started = start_case(context, id, placement, answer, &dir).await?;
+    let (saturation, fixed) = context
+        .measure(&started.addrs, started.workload.clone(), &started.watched())
+        .await?;
+    let rss = started.rss();
+    let outbox = started.outbox.clone();
+    started.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(CaseResult {
+        id,
+        description,
+        placement,
+        saturation,
+        fixed,
+        rss,
+        outbox: outbox.map(|tail| tail.cost()),
+    })
+}
+
+/// A case's servers, started in `dir` and ready to be driven.
+struct Started {
+    /// Where the generator sends (several switches share the connections).
+    addrs: Vec<SocketAddr>,
+    workload: Arc<Workload>,
+    /// Every process the case is charged for, in the order they stop.
+    servers: Vec<ServerProcess>,
+    /// The outbox the OTP flow reads its codes from.
+    outbox: Option<Arc<OutboxTail>>,
+}
+
+impl Started {
+    fn watched(&self) -> Vec<u32> {
+        self.servers.iter().map(|server| server.pid).collect()
+    }
+
+    fn rss(&self) -> Vec<Rss> {
+        rss_of(&self.servers.iter().collect::<Vec<_>>())
+    }
+
+    fn stop(self) {
+        for server in self.servers {
+            server.stop(STOP_GRACE);
+        }
+    }
+}
+
+/// Starts case `id`'s servers in `dir` (a query or repeat case also gets
+/// the pool of transactions it reads).
+async fn start_case(
+    context: &Context,
+    id: &'static str,
+    placement: Placement,
+    answer: &Path,
+    dir: &Path,
+) -> Result<Started, BenchError> {
     let tag = &context.tag;
     let quick = || Caller::new(QUICK_APP);
-    let mut outbox = None;
-    let (saturation, fixed, rss) = match id {
+    let balance = |prefix: String| {
+        Arc::new(Workload::Balance {
+            caller: quick(),
+            prefix,
+        })
+    };
+    let started = match id {
         "a" | "a-durable" | "a-durable-tx" => {
-            let mut args = vec!["--answer".to_owned(), answer.display().to_string()];
             let (command, name) = if id == "a" {
                 ("serve-json", "baseline-json")
             } else {
-                args.extend(["--data".to_owned(), dir.join("sled").display().to_string()]);
-                if id == "a-durable-tx" {
-                    args.push("--transaction".to_owned());
-                }
                 ("serve-durable", "baseline-durable")
             };
-            let mut all = vec![command.to_owned()];
-            all.extend(args);
-            context
-                .measure_baseline(name, &all, format!("{id}-{tag}"), phases)
-                .await?
+            let mut args = vec![
+                command.to_owned(),
+                "--answer".to_owned(),
+                answer.display().to_string(),
+            ];
+            if id != "a" {
+                args.extend(["--data".to_owned(), dir.join("sled").display().to_string()]);
+            }
+            if id == "a-durable-tx" {
+                args.push("--transaction".to_owned());
+            }
+            let server = context.bench_server(name, &args)?;
+            Started {
+                addrs: vec![server.addr],
+                workload: balance(format!("{id}-{tag}")),
+                servers: vec![server],
+                outbox: None,
+            }
         }
         "p" => {
             let url = context.postgres_database(&format!("bench_p_{tag}")).await?;
@@ -529,9 +567,13 @@ async fn run_case(
                 "--url".to_owned(),
                 url,
             ];
-            context
-                .measure_baseline("baseline-postgres", &args, format!("{id}-{tag}"), phases)
-                .await?
+            let server = context.bench_server("baseline-postgres", &args)?;
+            Started {
+                addrs: vec![server.addr],
+                workload: balance(format!("{id}-{tag}")),
+                servers: vec![server],
+                outbox: None,
+            }
         }
         "balance-pg" | "balance-pg2" => {
             let url = context
@@ -546,21 +588,15 @@ async fn run_case(
                     Some(&url),
                 )?);
             }
-            let addrs: Vec<SocketAddr> = switches.iter().map(|s| s.addr).collect();
-            let pids: Vec<u32> = switches.iter().map(|s| s.pid).collect();
-            let workload = Arc::new(Workload::Balance {
-                caller: quick(),
-                prefix: format!("{id}-{tag}"),
-            });
-            let (saturation, fixed) = context.measure(&addrs, workload, &pids, phases).await?;
-            let rss = rss_of(&switches.iter().collect::<Vec<_>>());
-            for switch in switches {
-                switch.stop(STOP_GRACE);
+            Started {
+                addrs: switches.iter().map(|s| s.addr).collect(),
+                workload: balance(format!("{id}-{tag}")),
+                servers: switches,
+                outbox: None,
             }
-            (saturation, fixed, rss)
         }
         "b" | "b-durable" => {
-            let provider = context.demo_provider(&dir)?;
+            let provider = context.demo_provider(dir)?;
             let mut args = vec![
                 "serve-proxy".to_owned(),
                 "--upstream".to_owned(),
@@ -573,45 +609,38 @@ async fn run_case(
                 ]);
             }
             let proxy = context.bench_server("baseline-proxy", &args)?;
-            let workload = Arc::new(Workload::ProviderBalance {
-                caller: quick(),
-                prefix: format!("{id}-{tag}"),
-            });
-            let (saturation, fixed) = context
-                .measure(&[proxy.addr], workload, &[proxy.pid, provider.pid], phases)
-                .await?;
-            let rss = rss_of(&[&proxy, &provider]);
-            proxy.stop(STOP_GRACE);
-            provider.stop(STOP_GRACE);
-            (saturation, fixed, rss)
+            Started {
+                addrs: vec![proxy.addr],
+                workload: Arc::new(Workload::ProviderBalance {
+                    caller: quick(),
+                    prefix: format!("{id}-{tag}"),
+                }),
+                servers: vec![proxy, provider],
+                outbox: None,
+            }
         }
         _ => {
             let provider = match placement {
-                Placement::Remote => Some(context.demo_provider(&dir)?),
+                Placement::Remote => Some(context.demo_provider(dir)?),
                 _ => None,
             };
             let mode = match &provider {
                 Some(provider) => ProviderMode::Remote(provider.url()),
                 None => ProviderMode::InProcess,
             };
-            let switch = context.switch(&dir, &mode)?;
-            let mut watched = vec![switch.pid];
-            watched.extend(provider.as_ref().map(|p| p.pid));
+            let switch = context.switch(dir, &mode)?;
             let pool_prefix = format!("pool-{id}-{tag}");
             let kind = id.split('-').next().unwrap_or(id);
             if kind == "query" || kind == "repeat" {
-                let setup = Arc::new(Workload::Balance {
-                    caller: quick(),
-                    prefix: pool_prefix.clone(),
-                });
                 load::prepare(
                     switch.addr,
-                    setup,
+                    balance(pool_prefix.clone()),
                     context.options.clients,
                     context.options.pool,
                 )
                 .await?;
             }
+            let mut outbox = None;
             let workload = match kind {
                 "balance" => Workload::Balance {
                     caller: quick(),
@@ -643,29 +672,97 @@ async fn run_case(
                 },
                 other => return Err(BenchError::UnknownCase(other.to_owned(), case_ids())),
             };
-            let (saturation, fixed) = context
-                .measure(&[switch.addr], Arc::new(workload), &watched, phases)
-                .await?;
-            let mut servers = vec![&switch];
-            servers.extend(provider.as_ref());
-            let rss = rss_of(&servers);
-            switch.stop(STOP_GRACE);
-            if let Some(provider) = provider {
-                provider.stop(STOP_GRACE);
+            let mut servers = vec![switch];
+            servers.extend(provider);
+            Started {
+                addrs: vec![servers[0].addr],
+                workload: Arc::new(workload),
+                servers,
+                outbox,
             }
-            (saturation, fixed, rss)
         }
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(CaseResult {
-        id,
-        description,
-        placement,
-        saturation,
-        fixed,
-        rss,
-        outbox: outbox.map(|tail| tail.cost()),
-    })
+    Ok(started)
+}
+
+/// How many slices each case of an interleaved round is measured in; the
+/// case's window is split evenly among them.
+pub const ROUND_SLICES: u32 = 6;
+
+/// The warm-up of every slice after a case's first (whose warm-up is the
+/// run's): the slice's fresh connections, and the server's caches after
+/// the other cases' slices.
+pub const SLICE_WARMUP: Duration = Duration::from_millis(100);
+
+/// One round of the throughput targets for `group` (a baseline and the
+/// cases compared with it): every server started fresh, then the cases
+/// measured at saturation in turn, in [`ROUND_SLICES`] slices each, so that
+/// load from outside the benchmark, which comes and goes over seconds on a
+/// shared machine, falls on the baseline and on its cases alike instead of
+/// on whichever happened to run then.
+async fn interleaved_round(
+    context: &Context,
+    group: &[(&'static str, Placement)],
+    answer: &Path,
+) -> Result<Vec<(&'static str, LoadResult)>, BenchError> {
+    let mut running = Vec::with_capacity(group.len());
+    for &(id, placement) in group {
+        let dir = context.case_dir(id)?;
+        let started = start_case(context, id, placement, answer, &dir).await?;
+        running.push((id, started, dir, Arc::new(AtomicU64::new(0))));
+    }
+    let options = &context.options;
+    let slice = options.duration / ROUND_SLICES;
+    let mut totals = vec![LoadResult::default(); running.len()];
+    for index in 0..ROUND_SLICES {
+        for ((_, started, _, sequence), total) in running.iter().zip(&mut totals) {
+            let warmup = if index == 0 {
+                options.warmup
+            } else {
+                SLICE_WARMUP.min(options.warmup)
+            };
+            let plan = LoadPlan {
+                connections: options.clients,
+                warmup,
+                duration: slice,
+                pace: Pace::Closed,
+            };
+            let result = load::run(
+                &started.addrs,
+                started.workload.clone(),
+                plan,
+                &started.watched(),
+                sequence.clone(),
+            )
+            .await?;
+            total.absorb(&result);
+        }
+    }
+    let mut measured = Vec::with_capacity(running.len());
+    for ((id, started, dir, _), total) in running.into_iter().zip(totals) {
+        started.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        measured.push((id, total));
+    }
+    Ok(measured)
+}
+
+/// The selected [`THROUGHPUT_CASES`] grouped by baseline, in that order
+/// (each baseline before its cases): what one interleaved round measures
+/// together.
+fn round_groups(selected: &impl Fn(&str) -> bool) -> Vec<Vec<(&'static str, Placement)>> {
+    let mut groups: Vec<(&'static str, Vec<(&'static str, Placement)>)> = Vec::new();
+    for id in THROUGHPUT_CASES.into_iter().filter(|id| selected(id)) {
+        let Some(&(id, _, placement)) = CASES.iter().find(|(case, _, _)| *case == id) else {
+            continue;
+        };
+        let baseline = baseline_of(placement).unwrap_or(id);
+        match groups.iter_mut().find(|(of, _)| *of == baseline) {
+            Some((_, group)) => group.push((id, placement)),
+            None => groups.push((baseline, vec![(id, placement)])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
 }
 
 fn case_ids() -> String {
@@ -833,8 +930,7 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
                 index + 1,
                 CASES.len()
             ));
-            let case =
-                run_case(&context, id, description, *placement, &answer, Phases::Both).await?;
+            let case = run_case(&context, id, description, *placement, &answer).await?;
             progress(format!(
                 "    saturation {}; at {:.0} req/s: p99 {:.2} ms",
                 summary_line(&case.saturation),
@@ -843,28 +939,21 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
             ));
             cases.push(case);
         }
-        // In THROUGHPUT_CASES' order, so each case follows its baseline.
-        let measured_again: Vec<_> = THROUGHPUT_CASES
-            .iter()
-            .filter(|id| selected(id))
-            .filter_map(|id| CASES.iter().find(|(case, _, _)| case == id))
-            .collect();
+        let groups = round_groups(&selected);
         let mut throughput_rounds = Vec::new();
-        for round in 2..=options.rounds {
+        for round in 1..=options.rounds {
             let mut measured = ThroughputRound::default();
-            for (id, description, placement) in &measured_again {
-                progress(format!("throughput round {round}/{}: {id}", options.rounds));
-                let case = run_case(
-                    &context,
-                    id,
-                    description,
-                    *placement,
-                    &answer,
-                    Phases::SaturationOnly,
-                )
-                .await?;
-                progress(format!("    saturation {}", summary_line(&case.saturation)));
-                measured.saturation.push((*id, case.saturation));
+            for group in &groups {
+                let ids: Vec<&str> = group.iter().map(|(id, _)| *id).collect();
+                progress(format!(
+                    "throughput round {round}/{}: {}, interleaved",
+                    options.rounds,
+                    ids.join(", ")
+                ));
+                for (id, result) in interleaved_round(&context, group, &answer).await? {
+                    progress(format!("    {id}: {}", summary_line(&result)));
+                    measured.saturation.push((id, result));
+                }
             }
             if !measured.saturation.is_empty() {
                 throughput_rounds.push(measured);
@@ -893,4 +982,33 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
         growth,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(groups: &[Vec<(&'static str, Placement)>]) -> Vec<Vec<&'static str>> {
+        groups
+            .iter()
+            .map(|group| group.iter().map(|(id, _)| *id).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_round_interleaves_each_baseline_with_its_cases() {
+        let all = round_groups(&|_: &str| true);
+        assert_eq!(
+            ids(&all),
+            [
+                vec!["a-durable", "balance-in", "otp-in"],
+                vec!["b", "balance-remote"],
+            ]
+        );
+        // Without their baseline, cases still share a round.
+        let some =
+            round_groups(&|id: &str| matches!(id, "b" | "balance-in" | "otp-in" | "query-in"));
+        assert_eq!(ids(&some), [vec!["balance-in", "otp-in"], vec!["b"]]);
+        assert!(round_groups(&|id: &str| id == "growth").is_empty());
+    }
 }

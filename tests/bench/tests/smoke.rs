@@ -61,8 +61,8 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
             assert!(requests_per_second > 0.0, "{row}");
         }
     }
-    // The second round of the throughput targets' cases that were selected
-    // ((a′) was not), at saturation only, none with a failed request.
+    // The second interleaved round of the throughput targets' cases that
+    // were selected ((a′) was not), none with a failed request.
     let rounds = stdout
         .split("## Throughput rounds")
         .nth(1)
