@@ -4,7 +4,7 @@
 //! itself on 127.0.0.1 — the switch with the demo provider in-process and as
 //! a remote microservice, and three baseline servers — drives them with a
 //! closed- and an open-loop load generator, measures a store of a million
-//! transactions against an empty one (three rounds, alternating), prints the
+//! transactions against an empty one (three rounds, interleaved), prints the
 //! tables and writes them to
 //! `BENCHMARKS.md` with the machine's description and the targets.
 //!

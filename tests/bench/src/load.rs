@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep_until;
 
 use crate::connection::{Connection, ConnectionError};
-use crate::latency::LatencySummary;
+use crate::latency::{Latencies, LatencySummary};
 use crate::process::{cpu_time, disk_written, machine_cpu_time, own_cpu_time};
 use crate::workload::{Recorder, Workload};
 
@@ -62,6 +62,10 @@ pub struct LoadResult {
     pub first_error: Option<String>,
     pub latency: LatencySummary,
     pub service: LatencySummary,
+    /// The distributions `latency` and `service` summarise, so that slices
+    /// of one scenario add up ([`LoadResult::absorb`]).
+    pub latencies: Latencies,
+    pub service_latencies: Latencies,
     pub request_bytes: u64,
     pub response_bytes: u64,
     /// Offered requests per second, for an open-loop run.
@@ -115,9 +119,7 @@ impl LoadResult {
     }
 
     /// Adds `slice`, a later window of the same scenario, to this one: its
-    /// time, requests, errors, bytes and CPU. The latency summaries are
-    /// not merged (they are not additive) and stay empty: a sliced result
-    /// reports throughput and cost, not latency.
+    /// time, requests, errors, bytes, CPU and latency samples.
     pub fn absorb(&mut self, slice: &LoadResult) {
         self.elapsed += slice.elapsed;
         self.requests += slice.requests;
@@ -126,8 +128,10 @@ impl LoadResult {
         if self.first_error.is_none() {
             self.first_error.clone_from(&slice.first_error);
         }
-        self.latency = LatencySummary::default();
-        self.service = LatencySummary::default();
+        self.latencies.merge(&slice.latencies);
+        self.service_latencies.merge(&slice.service_latencies);
+        self.latency = self.latencies.summary();
+        self.service = self.service_latencies.summary();
         self.request_bytes += slice.request_bytes;
         self.response_bytes += slice.response_bytes;
         self.client_cpu += slice.client_cpu;
@@ -229,6 +233,8 @@ pub async fn run(
         first_error: total.first_error,
         latency: total.latencies.summary(),
         service: total.service.summary(),
+        latencies: total.latencies,
+        service_latencies: total.service,
         request_bytes: total.request_bytes,
         response_bytes: total.response_bytes,
         offered: match plan.pace {
@@ -387,27 +393,31 @@ mod tests {
 
     #[test]
     fn slices_add_up_to_one_window() {
-        let slice = |requests, errors, first_error: Option<&str>| LoadResult {
-            elapsed: Duration::from_millis(500),
-            requests,
-            iterations: requests / 2,
-            errors,
-            first_error: first_error.map(str::to_owned),
-            latency: LatencySummary {
-                p99_us: 900,
-                ..LatencySummary::default()
-            },
-            request_bytes: requests * 600,
-            server_cpu: Duration::from_millis(400),
-            client_cpu: Duration::from_millis(100),
-            machine_cpu: Duration::from_millis(900),
-            server_disk_bytes: requests * 4_000,
-            ..LoadResult::default()
+        let slice = |requests, errors, first_error: Option<&str>, latency_us| {
+            let mut latencies = Latencies::new();
+            for _ in 0..100 {
+                latencies.record(Duration::from_micros(latency_us));
+            }
+            LoadResult {
+                elapsed: Duration::from_millis(500),
+                requests,
+                iterations: requests / 2,
+                errors,
+                first_error: first_error.map(str::to_owned),
+                latency: latencies.summary(),
+                latencies,
+                request_bytes: requests * 600,
+                server_cpu: Duration::from_millis(400),
+                client_cpu: Duration::from_millis(100),
+                machine_cpu: Duration::from_millis(900),
+                server_disk_bytes: requests * 4_000,
+                ..LoadResult::default()
+            }
         };
         let mut total = LoadResult::default();
-        total.absorb(&slice(6_000, 0, None));
-        total.absorb(&slice(4_000, 1, Some("first")));
-        total.absorb(&slice(5_000, 2, Some("second")));
+        total.absorb(&slice(6_000, 0, None, 1_000));
+        total.absorb(&slice(4_000, 1, Some("first"), 2_000));
+        total.absorb(&slice(5_000, 2, Some("second"), 9_000));
         assert_eq!(total.elapsed, Duration::from_millis(1_500));
         assert_eq!(total.requests_per_second(), 10_000.0);
         assert_eq!(total.iterations, 7_500);
@@ -417,7 +427,14 @@ mod tests {
         assert_eq!(total.disk_bytes_per_request(), 4_000);
         assert_eq!(total.other_cpu(), Duration::from_millis(1_200));
         assert_eq!(total.mean_request_bytes(), 600);
-        // Percentiles do not add up: a sliced result has none.
-        assert_eq!(total.latency, LatencySummary::default());
+        // Percentiles of all the slices' samples, not of their summaries.
+        assert_eq!(total.latency.samples, 300);
+        assert_eq!(total.latency.p50_us, 2_000);
+        assert!(
+            (9_000..9_010).contains(&total.latency.p99_us),
+            "{:?}",
+            total.latency
+        );
+        assert_eq!(total.service.samples, 0);
     }
 }

@@ -946,9 +946,9 @@ provider.\n\
 the store (the transaction record with its answered request, the request's pointer, its metered \
 call) and imports {preload} re-keyed copies (ascending refs) through `SledStore::import` in \
 batches of 20,000, once, written through the store's journal as served calls are. Then {rounds} \
-rounds each run the in-process `get_balance` at saturation on a fresh empty store and on the \
-preloaded one (reopened by a new switch process), alternating; the target is on the median of \
-the rounds' ratios.\n\
+rounds each start a switch on a fresh empty store and one on the preloaded store (reopened by a \
+new switch process) and drive the in-process `get_balance` at saturation on them interleaved, \
+as the throughput rounds below are; the target is on the median of the rounds' ratios.\n\
 - **Throughput rounds**: after the main run, the throughput targets' cases and their baselines \
 are measured {total} more time(s) (`--rounds`), each round on fresh servers and *interleaved*: \
 a baseline and the cases compared with it all start, then each is driven at saturation in turn \
@@ -1040,8 +1040,10 @@ pub fn render(report: &BenchReport, command: &str) -> String {
     let _ = writeln!(
         out,
         "\n## Growth\n\nIn-process `get_balance` at saturation, empty store versus a preloaded one, \
-         {GROWTH_ROUNDS} rounds alternating (empty, then loaded), each measurement with the same \
-         warm-up and window as every other case.\n"
+         {GROWTH_ROUNDS} rounds, each interleaving a fresh empty store and the preloaded one in \
+         {} slices (see *How this was measured*), with the same warm-up and window in all as every \
+         other case.\n",
+        crate::run::ROUND_SLICES
     );
     growth_section(report, &mut out);
 

@@ -210,13 +210,14 @@ impl ThroughputRound {
 }
 
 /// How many times the growth comparison measures the empty store and the
-/// loaded one, alternating: the target is on the median of the rounds'
-/// ratios, which one disturbed window does not move.
+/// loaded one, interleaved: the target is on the median of the rounds'
+/// ratios, which one disturbed round does not move.
 pub const GROWTH_ROUNDS: usize = 3;
 
 /// One round of the growth comparison: the in-process `get_balance` on a
-/// fresh empty store, then on the preloaded one, each in a switch process of
-/// its own, with the warm-up and window of every other case.
+/// fresh empty store and on the preloaded one, each in a switch process of
+/// its own, driven interleaved (`interleaved`), with the warm-up and window of every
+/// other case.
 #[derive(Debug, Clone)]
 pub struct GrowthRound {
     pub empty: LoadResult,
@@ -696,10 +697,7 @@ pub const SLICE_WARMUP: Duration = Duration::from_millis(100);
 
 /// One round of the throughput targets for `group` (a baseline and the
 /// cases compared with it): every server started fresh, then the cases
-/// measured at saturation in turn, in [`ROUND_SLICES`] slices each, so that
-/// load from outside the benchmark, which comes and goes over seconds on a
-/// shared machine, falls on the baseline and on its cases alike instead of
-/// on whichever happened to run then.
+/// driven [`interleaved`].
 async fn interleaved_round(
     context: &Context,
     group: &[(&'static str, Placement)],
@@ -709,13 +707,50 @@ async fn interleaved_round(
     for &(id, placement) in group {
         let dir = context.case_dir(id)?;
         let started = start_case(context, id, placement, answer, &dir).await?;
-        running.push((id, started, dir, Arc::new(AtomicU64::new(0))));
+        running.push((id, started, dir));
     }
+    let driven: Vec<Driven> = running
+        .iter()
+        .map(|(_, started, _)| Driven {
+            addrs: started.addrs.clone(),
+            workload: started.workload.clone(),
+            watched: started.watched(),
+        })
+        .collect();
+    let results = interleaved(context, &driven).await?;
+    let mut measured = Vec::with_capacity(running.len());
+    for ((id, started, dir), result) in running.into_iter().zip(results) {
+        started.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        measured.push((id, result));
+    }
+    Ok(measured)
+}
+
+/// What [`interleaved`] drives: a scenario on its running servers.
+struct Driven {
+    addrs: Vec<SocketAddr>,
+    workload: Arc<Workload>,
+    /// The processes charged for it.
+    watched: Vec<u32>,
+}
+
+/// Drives each of `scenarios` at saturation in turn, [`ROUND_SLICES`]
+/// times, each slice a [`ROUND_SLICES`]th of the run's window, and adds up
+/// each scenario's slices. The scenarios being compared are measured within
+/// the same seconds: load from outside the benchmark, which comes and goes
+/// over seconds on a shared machine, falls on them alike, instead of on
+/// whichever happened to run then.
+async fn interleaved(
+    context: &Context,
+    scenarios: &[Driven],
+) -> Result<Vec<LoadResult>, BenchError> {
     let options = &context.options;
     let slice = options.duration / ROUND_SLICES;
-    let mut totals = vec![LoadResult::default(); running.len()];
+    let sequences: Vec<Arc<AtomicU64>> = scenarios.iter().map(|_| Arc::default()).collect();
+    let mut totals = vec![LoadResult::default(); scenarios.len()];
     for index in 0..ROUND_SLICES {
-        for ((_, started, _, sequence), total) in running.iter().zip(&mut totals) {
+        for ((scenario, sequence), total) in scenarios.iter().zip(&sequences).zip(&mut totals) {
             let warmup = if index == 0 {
                 options.warmup
             } else {
@@ -728,23 +763,17 @@ async fn interleaved_round(
                 pace: Pace::Closed,
             };
             let result = load::run(
-                &started.addrs,
-                started.workload.clone(),
+                &scenario.addrs,
+                scenario.workload.clone(),
                 plan,
-                &started.watched(),
+                &scenario.watched,
                 sequence.clone(),
             )
             .await?;
             total.absorb(&result);
         }
     }
-    let mut measured = Vec::with_capacity(running.len());
-    for ((id, started, dir, _), total) in running.into_iter().zip(totals) {
-        started.stop();
-        let _ = std::fs::remove_dir_all(&dir);
-        measured.push((id, total));
-    }
-    Ok(measured)
+    Ok(totals)
 }
 
 /// The selected [`THROUGHPUT_CASES`] grouped by baseline, in that order
@@ -773,9 +802,8 @@ fn case_ids() -> String {
 
 /// The same in-process `get_balance`, on an empty store and on one holding
 /// `options.preload` transactions: the preload once, then
-/// [`GROWTH_ROUNDS`] rounds of empty, loaded.
+/// [`GROWTH_ROUNDS`] rounds of empty and loaded, interleaved.
 async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
-    let closed = context.plan(Pace::Closed, context.options.duration);
     // Every measurement has refs of its own: the loaded store keeps what
     // each round wrote, and a ref sent again would be an idempotent repeat.
     let workload = |prefix: String| {
@@ -823,36 +851,36 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
     let mut rounds = Vec::with_capacity(GROWTH_ROUNDS);
     for round in 1..=GROWTH_ROUNDS {
         let dir = context.case_dir("growth-empty")?;
-        let switch = context.switch(&dir, &ProviderMode::InProcess)?;
-        let empty = load::run(
-            &[switch.addr],
-            workload(format!("grow-empty-{round}")),
-            closed,
-            &[switch.pid],
-            Arc::default(),
-        )
-        .await?;
-        let empty_rss = switch.peak_rss().unwrap_or(0);
-        switch.stop(STOP_GRACE);
+        let empty_switch = context.switch(&dir, &ProviderMode::InProcess)?;
+        let opening = Instant::now();
+        let loaded_switch = context.switch(&loaded_dir, &ProviderMode::InProcess)?;
+        let open_seconds = opening.elapsed().as_secs_f64();
+        let scenarios = [
+            Driven {
+                addrs: vec![empty_switch.addr],
+                workload: workload(format!("grow-empty-{round}")),
+                watched: vec![empty_switch.pid],
+            },
+            Driven {
+                addrs: vec![loaded_switch.addr],
+                workload: workload(format!("grow-loaded-{round}")),
+                watched: vec![loaded_switch.pid],
+            },
+        ];
+        let [empty, loaded]: [LoadResult; 2] =
+            interleaved(context, &scenarios)
+                .await?
+                .try_into()
+                .map_err(|_| BenchError::Setup("interleaving lost a scenario".into()))?;
+        let empty_rss = empty_switch.peak_rss().unwrap_or(0);
+        let loaded_rss = loaded_switch.peak_rss().unwrap_or(0);
+        empty_switch.stop(STOP_GRACE);
+        loaded_switch.stop(STOP_GRACE);
         let _ = std::fs::remove_dir_all(&dir);
         progress(format!(
             "growth round {round}/{GROWTH_ROUNDS}, empty store: {}",
             summary_line(&empty)
         ));
-
-        let opening = Instant::now();
-        let switch = context.switch(&loaded_dir, &ProviderMode::InProcess)?;
-        let open_seconds = opening.elapsed().as_secs_f64();
-        let loaded = load::run(
-            &[switch.addr],
-            workload(format!("grow-loaded-{round}")),
-            closed,
-            &[switch.pid],
-            Arc::default(),
-        )
-        .await?;
-        let loaded_rss = switch.peak_rss().unwrap_or(0);
-        switch.stop(STOP_GRACE);
         progress(format!(
             "growth round {round}/{GROWTH_ROUNDS}, loaded store: {}",
             summary_line(&loaded)
