@@ -403,10 +403,9 @@ pub trait Store: Send + Sync + 'static {
         change: Change<'_>,
         answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError>;
-    /// Counts a call for billing. It reaches disk with a flush within a few
-    /// milliseconds (the sled store gathers calls into batches first:
-    /// `METERING_BATCH_AGE`), and within a fraction of a second even when no
-    /// flush is asked for. On a
+    /// Counts a call for billing. It reaches disk with the next flush (the
+    /// sled store writes the calls metered before each commit as one batch),
+    /// and within a fraction of a second even when no flush is asked for. On a
     /// shared database it is queued instead, and written by the store's own
     /// task within a batch or two (while the database is away, once it
     /// answers again); [`Store::durable`] does not wait for it, a read of

@@ -214,7 +214,13 @@ struct Shared {
     stats: CommitStats,
     /// Closed segments handed to the checkpoint thread and not yet deleted.
     checkpoints_pending: AtomicU64,
+    /// Appends what must go with every commit, once per commit, just
+    /// before it ([`Journal::before_each_commit`]).
+    before_commit: OnceLock<BeforeCommit>,
 }
+
+/// See [`Journal::before_each_commit`].
+pub type BeforeCommit = Box<dyn Fn() + Send + Sync>;
 
 pub const COMMIT_BATCH: &str = "manifold_store_commit_batch_size";
 pub const COMMIT_BATCH_HELP: &str =
@@ -326,6 +332,7 @@ impl Journal {
             failed: OnceLock::new(),
             stats: CommitStats::new(),
             checkpoints_pending: AtomicU64::new(0),
+            before_commit: OnceLock::new(),
         });
         let (checkpoints, checkpoint_queue) = std::sync::mpsc::channel::<PathBuf>();
         let checkpoint_db = db.clone();
@@ -510,6 +517,15 @@ impl Journal {
         self.shared.checkpoints_pending.load(Ordering::Relaxed)
     }
 
+    /// Has the committer run `append` once at the start of every commit,
+    /// before it takes what was written: whatever `append` writes is in that
+    /// commit. One commit answers every caller waiting then, so this runs
+    /// once for all of them (the store's metered calls: a batch per commit,
+    /// not per call). Set once; later calls are ignored.
+    pub fn before_each_commit(&self, append: BeforeCommit) {
+        let _ = self.shared.before_commit.set(append);
+    }
+
     /// Asks for a commit without waiting for it (writes made off the request
     /// path, such as metering, reach disk at the next commit anyway).
     pub fn nudge(&self) {
@@ -648,7 +664,12 @@ impl Committer {
             let started = std::time::Instant::now();
             let written = match self.shared.failure() {
                 Some(error) => Err(error),
-                None => self.write().map_err(|error| self.shared.fail(error)),
+                None => {
+                    if let Some(append) = self.shared.before_commit.get() {
+                        append();
+                    }
+                    self.write().map_err(|error| self.shared.fail(error))
+                }
             };
             self.shared
                 .stats

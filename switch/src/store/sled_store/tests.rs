@@ -220,12 +220,11 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
             vec![minute + 1, 2 * minute + 5, 2 * minute + 5]
         );
         assert_eq!(period(3 * minute, 4 * minute).await, Vec::<u64>::new());
-        // Buffered calls, once due, go with the next flush: one write per
-        // app and minute, not one per call.
+        // Buffered calls go with the next flush: one write per app and
+        // minute, not one per call.
         store.meter(&call(7 * minute)).await.unwrap();
         store.meter(&call(7 * minute + 1)).await.unwrap();
         let before = store.tree.scan_prefix([codec::METERING]).count();
-        std::thread::sleep(METERING_BATCH_AGE);
         let _ = store.durable().await.unwrap();
         // (The journal has it on disk; sled right after.)
         store.journal.in_sled().await.unwrap();
@@ -256,12 +255,14 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
     );
 }
 
-/// A flush carries the buffered metered calls only once they are due: a
-/// batch of [`METERING_BATCH_CALLS`], or the oldest [`METERING_BATCH_AGE`]
-/// old. Written at every flush, a loaded switch wrote a batch (a journal
-/// entry and a sled key) per request.
+/// Each commit carries the calls metered before it began, once for all the
+/// callers it answers: a batch per app and minute per commit. Written by
+/// every caller's flush, a loaded switch wrote a batch (a journal entry and
+/// a sled key) per request; written only once they had aged, the calls of
+/// the last few milliseconds before a crash were lost, and with them what a
+/// daily quota counts again after a restart.
 #[tokio::test]
-async fn a_flush_writes_metered_calls_once_they_are_due() {
+async fn each_commit_writes_the_calls_metered_before_it_once() {
     let dir = tempfile::tempdir().unwrap();
     // No metering thread to race with: it would write them after an hour.
     let options = StoreOptions {
@@ -270,28 +271,31 @@ async fn a_flush_writes_metered_calls_once_they_are_due() {
     };
     let store = reopen_with(dir.path(), &options).unwrap();
     let batches = |store: &SledStore| store.tree.scan_prefix([codec::METERING]).count();
-    // Young and few: they wait.
+    // However young: the next commit writes them, in one batch.
     store.meter(&call(1)).await.unwrap();
     store.meter(&call(2)).await.unwrap();
     let _ = store.durable().await.unwrap();
     store.journal.in_sled().await.unwrap();
-    assert_eq!(batches(&store), 0);
-    // Old enough: the next flush writes them, in one batch.
-    std::thread::sleep(METERING_BATCH_AGE);
+    assert_eq!(batches(&store), 1);
+    // A commit with nothing metered before it writes no batch.
     let _ = store.durable().await.unwrap();
     store.journal.in_sled().await.unwrap();
     assert_eq!(batches(&store), 1);
-    // Enough of them: at once, however young.
-    for at in 0..METERING_BATCH_CALLS as u64 {
+    // Many calls, several callers: the first commit takes them all, in
+    // one batch; the callers it did not answer find nothing left.
+    for at in 0..300 {
         store.meter(&call(10 + at)).await.unwrap();
     }
-    let _ = store.durable().await.unwrap();
+    let (first, second, third) = tokio::join!(store.durable(), store.durable(), store.durable());
+    for flushed in [first, second, third] {
+        flushed.unwrap();
+    }
     store.journal.in_sled().await.unwrap();
     assert_eq!(batches(&store), 2);
     // A read of metered calls sees what waits, and writes it.
     store.meter(&call(5_000)).await.unwrap();
     let read = store.metered_calls("app", 0, u64::MAX).await.unwrap();
-    assert_eq!(read.len(), 2 + METERING_BATCH_CALLS + 1);
+    assert_eq!(read.len(), 2 + 300 + 1);
     assert_eq!(batches(&store), 3);
 }
 
