@@ -744,7 +744,14 @@ async fn meter(
     // Priced now, by the fees in force now: a later change of fees never
     // reprices a call already made.
     call.price = Some(state.fees().price(&crate::invoice::billed(&call)));
-    if let Err(error) = storage.meter(&call).await {
+    // A call a daily quota will count again after a restart goes to disk
+    // with the next commit, so a crash cannot make the quota forget it.
+    let promptly = operation == Operation::Transact
+        && call
+            .request_type
+            .as_deref()
+            .is_some_and(|request_type| app.limits.has_daily_quota(request_type));
+    if let Err(error) = storage.meter(&call, promptly).await {
         tracing::error!(%error, app = app.id(), "metering failed");
     }
     call

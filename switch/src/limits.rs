@@ -101,6 +101,13 @@ impl AppLimits {
         })
     }
 
+    /// Whether the app has a daily quota of new `request_type` transactions:
+    /// its calls of that type are metered promptly, since the quota counts
+    /// them again after a restart.
+    pub fn has_daily_quota(&self, request_type: &str) -> bool {
+        self.daily.contains_key(request_type)
+    }
+
     /// Reserves one of today's new transactions of `request_type`, when the
     /// app has a daily quota for it. The reservation is given back when
     /// dropped unless [`QuotaReservation::keep`] says the call began a

@@ -406,8 +406,9 @@ impl Storage {
     }
 
     /// Counts a call for billing in the current generation, or keeps it
-    /// for the next one while none is open.
-    pub async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
+    /// for the next one while none is open; `promptly` for a call a daily
+    /// quota counts again after a restart ([`Store::meter_promptly`]).
+    pub async fn meter(&self, call: &MeteredCall, promptly: bool) -> Result<(), StoreError> {
         let generation = {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             match &*current {
@@ -422,7 +423,11 @@ impl Storage {
         // PostgreSQL's store queues it and writes it once the database
         // answers (`store::postgres::metered`), so the database's absence
         // for a moment loses no call that was answered and will be billed.
-        generation.dyn_store.meter(call).await
+        if promptly {
+            generation.dyn_store.meter_promptly(call).await
+        } else {
+            generation.dyn_store.meter(call).await
+        }
     }
 
     /// Makes everything written so far durable; for shutdown (so a failure

@@ -403,14 +403,23 @@ pub trait Store: Send + Sync + 'static {
         change: Change<'_>,
         answer: Option<(&str, StoredAnswer)>,
     ) -> Result<Option<TransactionRecord>, StoreError>;
-    /// Counts a call for billing. It reaches disk with the next flush (the
-    /// sled store writes the calls metered before each commit as one batch),
-    /// and within a fraction of a second even when no flush is asked for. On a
-    /// shared database it is queued instead, and written by the store's own
-    /// task within a batch or two (while the database is away, once it
-    /// answers again); [`Store::durable`] does not wait for it, a read of
-    /// metered calls does. An error means the call was not kept.
+    /// Counts a call for billing. It reaches disk within a few milliseconds
+    /// (the sled store gathers calls into batches first:
+    /// `METERING_BATCH_AGE`), and within a fraction of a second even when no
+    /// flush is asked for. On a shared database it is queued instead, and
+    /// written by the store's own task within a batch or two (while the
+    /// database is away, once it answers again); [`Store::durable`] does not
+    /// wait for it, a read of metered calls does. An error means the call
+    /// was not kept.
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError>;
+    /// [`Store::meter`] for a call that a daily quota counts again after a
+    /// restart: the sled store writes it, and every call metered before it,
+    /// with its next commit, so a crash after later calls have committed
+    /// cannot make the quota let more through. By default (PostgreSQL's
+    /// queue) the same as [`Store::meter`].
+    async fn meter_promptly(&self, call: &MeteredCall) -> Result<(), StoreError> {
+        self.meter(call).await
+    }
     /// The calls of `app_id` metered in `[from_ms, until_ms)`, oldest first.
     async fn metered_calls(
         &self,

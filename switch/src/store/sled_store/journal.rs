@@ -520,8 +520,8 @@ impl Journal {
     /// Has the committer run `append` once at the start of every commit,
     /// before it takes what was written: whatever `append` writes is in that
     /// commit. One commit answers every caller waiting then, so this runs
-    /// once for all of them (the store's metered calls: a batch per commit,
-    /// not per call). Set once; later calls are ignored.
+    /// once for all of them (the store's metered calls, when due). Set once;
+    /// later calls are ignored.
     pub fn before_each_commit(&self, append: BeforeCommit) {
         let _ = self.shared.before_commit.set(append);
     }

@@ -24,13 +24,13 @@
 //! pointer first and the record after it.
 //!
 //! Metered calls are buffered and written as one batch per app and minute
-//! by the journal's committer at the start of its next commit (one batch per
-//! commit, however many callers it answers), and at least every
-//! [`StoreOptions::metering_interval`] when no commit comes. A call is
-//! metered once its answer is ready, so a crash loses at most the calls
-//! answered since the last commit began. Written by every caller's flush,
-//! as they once were, a loaded switch wrote a batch of one or two calls per
-//! request: a journal entry and a sled key each.
+//! by the journal's committer at the start of a commit once they are due:
+//! [`METERING_BATCH_CALLS`] of them, the oldest [`METERING_BATCH_AGE`] old,
+//! or one metered promptly ([`Store::meter_promptly`]: a call a daily quota
+//! counts again after a restart), and at least every
+//! [`StoreOptions::metering_interval`] when no commit comes. Written with
+//! every commit, a loaded switch wrote a batch of one or two calls, a
+//! journal entry and a sled key, per commit: 6–8 % of its throughput.
 //!
 //! The locks and claims live in the [`SledStore`], so open at most one per
 //! database (sled itself allows one process per database).
@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -101,6 +101,13 @@ const LOCK_STRIPES: usize = 1024;
 /// Imported transactions per journal entry (a few MB).
 const IMPORT_ENTRY: usize = 4_096;
 const MINUTE_MS: u64 = 60_000;
+/// Buffered metered calls go with the next commit once this many have
+/// gathered...
+pub const METERING_BATCH_CALLS: usize = 256;
+/// ...or once the oldest has waited this long: what a crash of a loaded
+/// switch can lose of its billing (a call metered promptly goes with the
+/// next commit whatever its age).
+pub const METERING_BATCH_AGE: Duration = Duration::from_millis(10);
 
 /// How the store uses memory and time, and the key it seals records under.
 #[derive(Debug, Clone)]
@@ -235,19 +242,34 @@ struct Metering {
     pending: Mutex<Buffered>,
 }
 
-/// The metered calls waiting to be written.
+/// The metered calls waiting to be written, since when the oldest has, and
+/// whether one of them was metered promptly.
 #[derive(Default)]
 struct Buffered {
     calls: Vec<MeteredCall>,
+    since: Option<Instant>,
+    prompt: bool,
 }
 
 impl Buffered {
     fn push(&mut self, call: MeteredCall) {
+        self.since.get_or_insert_with(Instant::now);
         self.calls.push(call);
     }
 
     fn take(&mut self) -> Vec<MeteredCall> {
+        self.since = None;
+        self.prompt = false;
         std::mem::take(&mut self.calls)
+    }
+
+    /// Whether the next commit should carry them (see [`METERING_BATCH_CALLS`]).
+    fn due(&self) -> bool {
+        self.prompt
+            || self.calls.len() >= METERING_BATCH_CALLS
+            || self
+                .since
+                .is_some_and(|since| since.elapsed() >= METERING_BATCH_AGE)
     }
 }
 
@@ -260,6 +282,19 @@ impl Metering {
     /// there was anything.
     fn drain(&self) -> Result<bool, StoreError> {
         let calls = self.buffered().take();
+        self.write(calls)
+    }
+
+    /// [`Metering::drain`], if the buffered calls are due
+    /// ([`Buffered::due`]): what each commit asks.
+    fn drain_due(&self) -> Result<bool, StoreError> {
+        let calls = {
+            let mut buffered = self.buffered();
+            if !buffered.due() {
+                return Ok(false);
+            }
+            buffered.take()
+        };
         self.write(calls)
     }
 
@@ -498,15 +533,14 @@ impl SledStore {
             journal: journal.clone(),
             pending: Mutex::new(Buffered::default()),
         });
-        // Every commit carries the calls metered before it began: a batch
-        // per commit, not per caller, and none left waiting while commits
-        // go on (a daily quota counts them again after a restart).
+        // A commit carries the calls metered before it began once they are
+        // due: checked once per commit, not per caller waiting on it.
         let committing = Arc::downgrade(&metering);
         journal.before_each_commit(Box::new(move || {
             let Some(metering) = committing.upgrade() else {
                 return;
             };
-            if let Err(error) = metering.drain() {
+            if let Err(error) = metering.drain_due() {
                 tracing::error!(%error, "metered calls could not be written; they stay buffered");
             }
         }));
@@ -1050,6 +1084,13 @@ impl Store for SledStore {
 
     async fn meter(&self, call: &MeteredCall) -> Result<(), StoreError> {
         self.metering.buffered().push(call.clone());
+        Ok(())
+    }
+
+    async fn meter_promptly(&self, call: &MeteredCall) -> Result<(), StoreError> {
+        let mut buffered = self.metering.buffered();
+        buffered.push(call.clone());
+        buffered.prompt = true;
         Ok(())
     }
 

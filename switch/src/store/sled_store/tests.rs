@@ -220,11 +220,12 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
             vec![minute + 1, 2 * minute + 5, 2 * minute + 5]
         );
         assert_eq!(period(3 * minute, 4 * minute).await, Vec::<u64>::new());
-        // Buffered calls go with the next flush: one write per app and
-        // minute, not one per call.
+        // Buffered calls, once due, go with the next flush: one write per
+        // app and minute, not one per call.
         store.meter(&call(7 * minute)).await.unwrap();
         store.meter(&call(7 * minute + 1)).await.unwrap();
         let before = store.tree.scan_prefix([codec::METERING]).count();
+        std::thread::sleep(METERING_BATCH_AGE);
         let _ = store.durable().await.unwrap();
         // (The journal has it on disk; sled right after.)
         store.journal.in_sled().await.unwrap();
@@ -255,14 +256,15 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
     );
 }
 
-/// Each commit carries the calls metered before it began, once for all the
-/// callers it answers: a batch per app and minute per commit. Written by
-/// every caller's flush, a loaded switch wrote a batch (a journal entry and
-/// a sled key) per request; written only once they had aged, the calls of
-/// the last few milliseconds before a crash were lost, and with them what a
-/// daily quota counts again after a restart.
+/// A commit carries the buffered metered calls once they are due: a batch
+/// of [`METERING_BATCH_CALLS`], the oldest [`METERING_BATCH_AGE`] old, or
+/// one metered promptly (a call a daily quota counts again after a
+/// restart), which takes every call before it along. Written with every
+/// commit, a loaded switch wrote a batch (a journal entry and a sled key)
+/// per commit; written only once aged, a crash right after a few quick
+/// calls lost what a restarted switch's quota counts.
 #[tokio::test]
-async fn each_commit_writes_the_calls_metered_before_it_once() {
+async fn a_commit_writes_metered_calls_once_they_are_due() {
     let dir = tempfile::tempdir().unwrap();
     // No metering thread to race with: it would write them after an hour.
     let options = StoreOptions {
@@ -271,32 +273,39 @@ async fn each_commit_writes_the_calls_metered_before_it_once() {
     };
     let store = reopen_with(dir.path(), &options).unwrap();
     let batches = |store: &SledStore| store.tree.scan_prefix([codec::METERING]).count();
-    // However young: the next commit writes them, in one batch.
+    let commit = || async {
+        let _ = store.durable().await.unwrap();
+        store.journal.in_sled().await.unwrap();
+    };
+    // Young and few: they wait.
     store.meter(&call(1)).await.unwrap();
     store.meter(&call(2)).await.unwrap();
-    let _ = store.durable().await.unwrap();
-    store.journal.in_sled().await.unwrap();
+    commit().await;
+    assert_eq!(batches(&store), 0);
+    // One metered promptly: the next commit writes it and those before it,
+    // in one batch, however young.
+    store.meter_promptly(&call(3)).await.unwrap();
+    commit().await;
     assert_eq!(batches(&store), 1);
-    // A commit with nothing metered before it writes no batch.
-    let _ = store.durable().await.unwrap();
-    store.journal.in_sled().await.unwrap();
+    // The prompt one gone, young calls wait again...
+    store.meter(&call(4)).await.unwrap();
+    commit().await;
     assert_eq!(batches(&store), 1);
-    // Many calls, several callers: the first commit takes them all, in
-    // one batch; the callers it did not answer find nothing left.
-    for at in 0..300 {
+    // ...until they are old enough.
+    std::thread::sleep(METERING_BATCH_AGE);
+    commit().await;
+    assert_eq!(batches(&store), 2);
+    // Enough of them: at once, however young.
+    for at in 0..METERING_BATCH_CALLS as u64 {
         store.meter(&call(10 + at)).await.unwrap();
     }
-    let (first, second, third) = tokio::join!(store.durable(), store.durable(), store.durable());
-    for flushed in [first, second, third] {
-        flushed.unwrap();
-    }
-    store.journal.in_sled().await.unwrap();
-    assert_eq!(batches(&store), 2);
+    commit().await;
+    assert_eq!(batches(&store), 3);
     // A read of metered calls sees what waits, and writes it.
     store.meter(&call(5_000)).await.unwrap();
     let read = store.metered_calls("app", 0, u64::MAX).await.unwrap();
-    assert_eq!(read.len(), 2 + 300 + 1);
-    assert_eq!(batches(&store), 3);
+    assert_eq!(read.len(), 4 + METERING_BATCH_CALLS + 1);
+    assert_eq!(batches(&store), 4);
 }
 
 #[tokio::test]
