@@ -128,6 +128,7 @@ impl LoadResult {
         if self.first_error.is_none() {
             self.first_error.clone_from(&slice.first_error);
         }
+        self.offered = self.offered.or(slice.offered);
         self.latencies.merge(&slice.latencies);
         self.service_latencies.merge(&slice.service_latencies);
         self.latency = self.latencies.summary();

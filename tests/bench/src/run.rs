@@ -193,20 +193,35 @@ pub const THROUGHPUT_CASES: [&str; 5] =
 /// The default number of interleaved rounds of [`THROUGHPUT_CASES`].
 pub const THROUGHPUT_ROUNDS: usize = 3;
 
-/// A round of [`THROUGHPUT_CASES`]: each case's saturation over its slices
-/// (throughput and cost; no latency).
+/// The cases of the latency target: after their round's saturation slices,
+/// each is driven again at half of the saturation it reached in them,
+/// interleaved as well.
+pub const LATENCY_CASES: [&str; 2] = ["a-durable", "balance-in"];
+
+/// A round of [`THROUGHPUT_CASES`]: each case's saturation over its slices,
+/// and the [`LATENCY_CASES`]' runs at half of it.
 #[derive(Debug, Clone, Default)]
 pub struct ThroughputRound {
     pub saturation: Vec<(&'static str, LoadResult)>,
+    pub fixed: Vec<(&'static str, LoadResult)>,
 }
 
 impl ThroughputRound {
     pub fn case(&self, id: &str) -> Option<&LoadResult> {
-        self.saturation
-            .iter()
-            .find(|(case, _)| *case == id)
-            .map(|(_, result)| result)
+        found(&self.saturation, id)
     }
+
+    /// `id`'s run at half of its saturation in this round.
+    pub fn fixed_case(&self, id: &str) -> Option<&LoadResult> {
+        found(&self.fixed, id)
+    }
+}
+
+fn found<'r>(results: &'r [(&'static str, LoadResult)], id: &str) -> Option<&'r LoadResult> {
+    results
+        .iter()
+        .find(|(case, _)| *case == id)
+        .map(|(_, result)| result)
 }
 
 /// How many times the growth comparison measures the empty store and the
@@ -702,7 +717,8 @@ async fn interleaved_round(
     context: &Context,
     group: &[(&'static str, Placement)],
     answer: &Path,
-) -> Result<Vec<(&'static str, LoadResult)>, BenchError> {
+    round: &mut ThroughputRound,
+) -> Result<(), BenchError> {
     let mut running = Vec::with_capacity(group.len());
     for &(id, placement) in group {
         let dir = context.case_dir(id)?;
@@ -715,28 +731,78 @@ async fn interleaved_round(
             addrs: started.addrs.clone(),
             workload: started.workload.clone(),
             watched: started.watched(),
+            sequence: Arc::default(),
+            pace: Pace::Closed,
         })
         .collect();
-    let results = interleaved(context, &driven).await?;
-    let mut measured = Vec::with_capacity(running.len());
-    for ((id, started, dir), result) in running.into_iter().zip(results) {
+    let saturation = interleaved(context, &driven, Phase::Saturation).await?;
+    // The latency cases again, at half of what each reached just now (with
+    // the same numbering: every transaction new).
+    let latency: Vec<(usize, Driven)> = running
+        .iter()
+        .zip(&driven)
+        .zip(&saturation)
+        .enumerate()
+        .filter(|(_, (((id, _, _), _), reached))| {
+            LATENCY_CASES.contains(id) && reached.iterations > 0
+        })
+        .map(|(index, ((_, scenario), reached))| {
+            (
+                index,
+                Driven {
+                    pace: Pace::Open {
+                        per_second: reached.iterations_per_second() / 2.0,
+                    },
+                    ..scenario.clone()
+                },
+            )
+        })
+        .collect();
+    let fixed = interleaved(
+        context,
+        &latency
+            .iter()
+            .map(|(_, scenario)| scenario.clone())
+            .collect::<Vec<_>>(),
+        Phase::Fixed,
+    )
+    .await?;
+    for ((index, _), result) in latency.iter().zip(fixed) {
+        round.fixed.push((running[*index].0, result));
+    }
+    for ((id, started, dir), result) in running.into_iter().zip(saturation) {
         started.stop();
         let _ = std::fs::remove_dir_all(&dir);
-        measured.push((id, result));
+        round.saturation.push((id, result));
     }
-    Ok(measured)
+    Ok(())
 }
 
 /// What [`interleaved`] drives: a scenario on its running servers.
+#[derive(Clone)]
 struct Driven {
     addrs: Vec<SocketAddr>,
     workload: Arc<Workload>,
     /// The processes charged for it.
     watched: Vec<u32>,
+    /// Where its iterations take their numbers: runs that share it never
+    /// send a `request_ref` twice.
+    sequence: Arc<AtomicU64>,
+    /// Closed loop for saturation, open at a fixed rate otherwise.
+    pace: Pace,
 }
 
-/// Drives each of `scenarios` at saturation in turn, [`ROUND_SLICES`]
-/// times, each slice a [`ROUND_SLICES`]th of the run's window, and adds up
+/// Which window of the run's options the slices of [`interleaved`] split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `duration`.
+    Saturation,
+    /// `fixed_duration`.
+    Fixed,
+}
+
+/// Drives each of `scenarios` in turn at its pace, [`ROUND_SLICES`]
+/// times, each slice a [`ROUND_SLICES`]th of `phase`'s window, and adds up
 /// each scenario's slices. The scenarios being compared are measured within
 /// the same seconds: load from outside the benchmark, which comes and goes
 /// over seconds on a shared machine, falls on them alike, instead of on
@@ -744,13 +810,17 @@ struct Driven {
 async fn interleaved(
     context: &Context,
     scenarios: &[Driven],
+    phase: Phase,
 ) -> Result<Vec<LoadResult>, BenchError> {
     let options = &context.options;
-    let slice = options.duration / ROUND_SLICES;
-    let sequences: Vec<Arc<AtomicU64>> = scenarios.iter().map(|_| Arc::default()).collect();
+    let window = match phase {
+        Phase::Saturation => options.duration,
+        Phase::Fixed => options.fixed_duration,
+    };
+    let slice = window / ROUND_SLICES;
     let mut totals = vec![LoadResult::default(); scenarios.len()];
     for index in 0..ROUND_SLICES {
-        for ((scenario, sequence), total) in scenarios.iter().zip(&sequences).zip(&mut totals) {
+        for (scenario, total) in scenarios.iter().zip(&mut totals) {
             let warmup = if index == 0 {
                 options.warmup
             } else {
@@ -760,14 +830,14 @@ async fn interleaved(
                 connections: options.clients,
                 warmup,
                 duration: slice,
-                pace: Pace::Closed,
+                pace: scenario.pace,
             };
             let result = load::run(
                 &scenario.addrs,
                 scenario.workload.clone(),
                 plan,
                 &scenario.watched,
-                sequence.clone(),
+                scenario.sequence.clone(),
             )
             .await?;
             total.absorb(&result);
@@ -860,18 +930,21 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
                 addrs: vec![empty_switch.addr],
                 workload: workload(format!("grow-empty-{round}")),
                 watched: vec![empty_switch.pid],
+                sequence: Arc::default(),
+                pace: Pace::Closed,
             },
             Driven {
                 addrs: vec![loaded_switch.addr],
                 workload: workload(format!("grow-loaded-{round}")),
                 watched: vec![loaded_switch.pid],
+                sequence: Arc::default(),
+                pace: Pace::Closed,
             },
         ];
-        let [empty, loaded]: [LoadResult; 2] =
-            interleaved(context, &scenarios)
-                .await?
-                .try_into()
-                .map_err(|_| BenchError::Setup("interleaving lost a scenario".into()))?;
+        let [empty, loaded]: [LoadResult; 2] = interleaved(context, &scenarios, Phase::Saturation)
+            .await?
+            .try_into()
+            .map_err(|_| BenchError::Setup("interleaving lost a scenario".into()))?;
         let empty_rss = empty_switch.peak_rss().unwrap_or(0);
         let loaded_rss = loaded_switch.peak_rss().unwrap_or(0);
         empty_switch.stop(STOP_GRACE);
@@ -978,9 +1051,17 @@ pub async fn run(options: Options) -> Result<BenchReport, BenchError> {
                     options.rounds,
                     ids.join(", ")
                 ));
-                for (id, result) in interleaved_round(&context, group, &answer).await? {
-                    progress(format!("    {id}: {}", summary_line(&result)));
-                    measured.saturation.push((id, result));
+                let (saturated, fixed) = (measured.saturation.len(), measured.fixed.len());
+                interleaved_round(&context, group, &answer, &mut measured).await?;
+                for (id, result) in &measured.saturation[saturated..] {
+                    progress(format!("    {id}: {}", summary_line(result)));
+                }
+                for (id, result) in &measured.fixed[fixed..] {
+                    progress(format!(
+                        "    {id} at {:.0} req/s: p99 service {:.2} ms",
+                        result.offered.unwrap_or(0.0),
+                        result.service.p99_us as f64 / 1000.0
+                    ));
                 }
             }
             if !measured.saturation.is_empty() {

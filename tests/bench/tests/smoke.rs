@@ -62,7 +62,8 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
         }
     }
     // The second interleaved round of the throughput targets' cases that
-    // were selected ((a′) was not), none with a failed request.
+    // were selected ((a′) was not), none with a failed request; the
+    // in-process get_balance also at half load, the others not.
     let rounds = stdout
         .split("## Throughput rounds")
         .nth(1)
@@ -79,8 +80,17 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
         ["balance-in", "otp-in", "b", "balance-remote"],
         "{rounds}"
     );
+    // round, case, req/s, ratio, CPU, other CPU, errors, then at half:
+    // req/s, p99 service, errors.
     for cells in &second {
-        assert_eq!(cells.last(), Some(&"0"), "failed requests in: {cells:?}");
+        assert_eq!(cells.len(), 10, "{cells:?}");
+        assert_eq!(cells[6], "0", "failed requests in: {cells:?}");
+        if cells[1] == "balance-in" {
+            assert_ne!(cells[7], "—", "no run at half load: {cells:?}");
+            assert_eq!(cells[9], "0", "failed requests at half load in: {cells:?}");
+        } else {
+            assert_eq!(cells[7..], ["—", "—", "—"], "{cells:?}");
+        }
     }
     assert!(stdout.contains("## What profiling found"));
 }
