@@ -1261,24 +1261,22 @@ mod tests {
         report.cases.iter_mut().find(|case| case.id == id).unwrap()
     }
 
-    /// Case `id` in the first interleaved round.
-    fn round_mut<'r>(report: &'r mut BenchReport, id: &str) -> &'r mut LoadResult {
-        report.throughput_rounds[0]
-            .saturation
+    fn found_mut<'r>(results: &'r mut [(&str, LoadResult)], id: &str) -> &'r mut LoadResult {
+        results
             .iter_mut()
             .find(|(case, _)| *case == id)
             .map(|(_, result)| result)
             .unwrap()
     }
 
+    /// Case `id` in the first interleaved round.
+    fn round_mut<'r>(report: &'r mut BenchReport, id: &str) -> &'r mut LoadResult {
+        found_mut(&mut report.throughput_rounds[0].saturation, id)
+    }
+
     /// Case `id`'s run at half load in the first interleaved round.
     fn round_fixed_mut<'r>(report: &'r mut BenchReport, id: &str) -> &'r mut LoadResult {
-        report.throughput_rounds[0]
-            .fixed
-            .iter_mut()
-            .find(|(case, _)| *case == id)
-            .map(|(_, result)| result)
-            .unwrap()
+        found_mut(&mut report.throughput_rounds[0].fixed, id)
     }
 
     fn growth_mut(report: &mut BenchReport) -> &mut GrowthResult {

@@ -792,6 +792,19 @@ struct Driven {
     pace: Pace,
 }
 
+impl Driven {
+    /// `workload` at saturation against `server` alone, numbered afresh.
+    fn saturating(server: &ServerProcess, workload: Arc<Workload>) -> Driven {
+        Driven {
+            addrs: vec![server.addr],
+            workload,
+            watched: vec![server.pid],
+            sequence: Arc::default(),
+            pace: Pace::Closed,
+        }
+    }
+}
+
 /// Which window of the run's options the slices of [`interleaved`] split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -926,20 +939,8 @@ async fn growth(context: &Context) -> Result<GrowthResult, BenchError> {
         let loaded_switch = context.switch(&loaded_dir, &ProviderMode::InProcess)?;
         let open_seconds = opening.elapsed().as_secs_f64();
         let scenarios = [
-            Driven {
-                addrs: vec![empty_switch.addr],
-                workload: workload(format!("grow-empty-{round}")),
-                watched: vec![empty_switch.pid],
-                sequence: Arc::default(),
-                pace: Pace::Closed,
-            },
-            Driven {
-                addrs: vec![loaded_switch.addr],
-                workload: workload(format!("grow-loaded-{round}")),
-                watched: vec![loaded_switch.pid],
-                sequence: Arc::default(),
-                pace: Pace::Closed,
-            },
+            Driven::saturating(&empty_switch, workload(format!("grow-empty-{round}"))),
+            Driven::saturating(&loaded_switch, workload(format!("grow-loaded-{round}"))),
         ];
         let [empty, loaded]: [LoadResult; 2] = interleaved(context, &scenarios, Phase::Saturation)
             .await?
