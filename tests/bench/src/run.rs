@@ -738,38 +738,26 @@ async fn interleaved_round(
     let saturation = interleaved(context, &driven, Phase::Saturation).await?;
     // The latency cases again, at half of what each reached just now (with
     // the same numbering: every transaction new).
-    let latency: Vec<(usize, Driven)> = running
+    let (latency_ids, latency): (Vec<&'static str>, Vec<Driven>) = running
         .iter()
         .zip(&driven)
         .zip(&saturation)
-        .enumerate()
-        .filter(|(_, (((id, _, _), _), reached))| {
-            LATENCY_CASES.contains(id) && reached.iterations > 0
-        })
-        .map(|(index, ((_, scenario), reached))| {
+        .filter(|(((id, _, _), _), reached)| LATENCY_CASES.contains(id) && reached.iterations > 0)
+        .map(|(((id, _, _), scenario), reached)| {
+            let pace = Pace::Open {
+                per_second: reached.iterations_per_second() / 2.0,
+            };
             (
-                index,
+                *id,
                 Driven {
-                    pace: Pace::Open {
-                        per_second: reached.iterations_per_second() / 2.0,
-                    },
+                    pace,
                     ..scenario.clone()
                 },
             )
         })
-        .collect();
-    let fixed = interleaved(
-        context,
-        &latency
-            .iter()
-            .map(|(_, scenario)| scenario.clone())
-            .collect::<Vec<_>>(),
-        Phase::Fixed,
-    )
-    .await?;
-    for ((index, _), result) in latency.iter().zip(fixed) {
-        round.fixed.push((running[*index].0, result));
-    }
+        .unzip();
+    let fixed = interleaved(context, &latency, Phase::Fixed).await?;
+    round.fixed.extend(latency_ids.into_iter().zip(fixed));
     for ((id, started, dir), result) in running.into_iter().zip(saturation) {
         started.stop();
         let _ = std::fs::remove_dir_all(&dir);

@@ -5,6 +5,15 @@
 
 use std::process::Command;
 
+/// The report's section under `heading`, up to the next one.
+fn section<'a>(report: &'a str, heading: &str) -> &'a str {
+    report
+        .split(heading)
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| panic!("no {heading} section in:\n{report}"))
+}
+
 #[test]
 fn a_short_run_serves_every_request_and_prints_the_report() {
     let work = tempfile::tempdir().unwrap();
@@ -37,12 +46,8 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
     // Both measurements of every case, the fixed-load one included: it
     // must send new transactions, not repeats of the saturation run's (an
     // OTP flow would then find no code and fail).
-    for section in ["## At saturation", "## At a fixed offered load"] {
-        let table = stdout
-            .split(section)
-            .nth(1)
-            .and_then(|rest| rest.split("\n## ").next())
-            .unwrap_or_else(|| panic!("no {section} table in:\n{stdout}"));
+    for heading in ["## At saturation", "## At a fixed offered load"] {
+        let table = section(&stdout, heading);
         let rows: Vec<&str> = table
             .lines()
             .filter(|line| {
@@ -64,11 +69,7 @@ fn a_short_run_serves_every_request_and_prints_the_report() {
     // The second interleaved round of the throughput targets' cases that
     // were selected ((a′) was not), none with a failed request; the
     // in-process get_balance also at half load, the others not.
-    let rounds = stdout
-        .split("## Throughput rounds")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap_or_else(|| panic!("no rounds table in:\n{stdout}"));
+    let rounds = section(&stdout, "## Throughput rounds");
     let second: Vec<Vec<&str>> = rounds
         .lines()
         .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
@@ -124,11 +125,7 @@ fn growth_runs_three_rounds_without_a_failed_request() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
 
-    let table = stdout
-        .split("## Growth")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap_or_else(|| panic!("no growth section in:\n{stdout}"));
+    let table = section(&stdout, "## Growth");
     let rows: Vec<Vec<&str>> = table
         .lines()
         .filter(|line| line.starts_with("| ") && !line.starts_with("| round"))
@@ -154,7 +151,7 @@ fn growth_runs_three_rounds_without_a_failed_request() {
     }
     assert!(table.contains("**median "), "{table}");
     // 200 stored is not the million the store targets are about.
-    let targets = stdout.split("## Targets").nth(1).unwrap();
+    let targets = section(&stdout, "## Targets");
     assert!(
         targets.contains("with 200 stored, not 1,000,000"),
         "{targets}"
