@@ -430,14 +430,18 @@ impl Storage {
         }
     }
 
-    /// Makes everything written so far durable; for shutdown (so a failure
-    /// is reported, and starts no reopen). On PostgreSQL it also writes the
-    /// metered calls still queued and ends their writer: a call metered
-    /// after it is refused (and logged), not kept.
+    /// Makes everything written so far durable, the metered calls still
+    /// waiting for their batch included; for shutdown (so a failure is
+    /// reported, and starts no reopen). On PostgreSQL it also ends the
+    /// metered calls' writer: a call metered after it is refused (and
+    /// logged), not kept.
     pub async fn flush(&self) -> Result<Durable, SwitchError> {
         let generation = self.current().ok_or(SwitchError::StorageUnavailable)?;
-        if let SwitchStore::Postgres(store) = &generation.store {
-            store.close_metering(METERED_FLUSH_WAIT).await?;
+        match &generation.store {
+            SwitchStore::Postgres(store) => store.close_metering(METERED_FLUSH_WAIT).await?,
+            // Not left to the batch's age: the process may end before it
+            // is due, and the calls were answered.
+            SwitchStore::Sled(store) => store.write_metered()?,
         }
         generation.engine.flush().await
     }

@@ -298,3 +298,32 @@ async fn a_bad_period_or_a_store_in_use_is_a_clear_error() {
     assert!(text.contains("--admin"), "{text}");
     drop(switch);
 }
+
+/// A call answered just before the switch is stopped is still billed: the
+/// stop writes the metered calls that were waiting for their batch.
+#[tokio::test]
+async fn calls_answered_just_before_a_stop_are_billed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = in_process_demo_config(&dir.path().join("data")) + BILLING;
+    let path = dir.path().join("manifold.toml");
+    std::fs::write(&path, &config).unwrap();
+    let path = path.to_str().unwrap();
+    let switch = SwitchProcess::start(std::path::Path::new(path));
+    let otp = AppClient::new(&switch.url(), OTP_APP, "demo");
+
+    let start = now_ms();
+    // The OTP app has no daily quota, so nothing makes its calls prompt:
+    // they wait in the metering batch until it is due, or until the stop.
+    for n in 0..5 {
+        let waiting = otp
+            .get_balance(&format!("stop-{n}"), &format!("stop-t{n}"), "0123456789")
+            .await;
+        assert_eq!(waiting.status(), "WaitingForOTP", "{waiting:?}");
+    }
+    let end = boundary().await;
+    assert!(switch.terminate(Duration::from_secs(30)).success());
+
+    let billed: Value =
+        serde_json::from_str(&invoice(path, None, OTP_APP.0, start, end, "json").await).unwrap();
+    assert_eq!(billed["totals"]["calls"], 5, "{billed}");
+}

@@ -668,6 +668,13 @@ impl SledStore {
         Ok(self.db.size_on_disk()?)
     }
 
+    /// Hands every buffered metered call to the journal now, due or not;
+    /// the next [`Store::durable`] makes them durable. For a stop: after
+    /// it, nothing waits for a batch to age.
+    pub fn write_metered(&self) -> Result<(), StoreError> {
+        self.metering.drain().map(drop)
+    }
+
     /// Waits until everything written is in sled's tree (the journal
     /// applied, buffered metering written), so that [`SledStore::each_transaction`]
     /// and [`SledStore::each_metered_call`] see all of it.

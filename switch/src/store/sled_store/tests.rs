@@ -262,7 +262,8 @@ async fn metered_calls_are_batched_and_found_by_period_exactly() {
 /// restart), which takes every call before it along. Written with every
 /// commit, a loaded switch wrote a batch (a journal entry and a sled key)
 /// per commit; written only once aged, a crash right after a few quick
-/// calls lost what a restarted switch's quota counts.
+/// calls lost what a restarted switch's quota counts. A stop writes them
+/// whether due or not.
 #[tokio::test]
 async fn a_commit_writes_metered_calls_once_they_are_due() {
     let dir = tempfile::tempdir().unwrap();
@@ -306,6 +307,12 @@ async fn a_commit_writes_metered_calls_once_they_are_due() {
     let read = store.metered_calls("app", 0, u64::MAX).await.unwrap();
     assert_eq!(read.len(), 4 + METERING_BATCH_CALLS + 1);
     assert_eq!(batches(&store), 4);
+    // A stop writes what waits, however young: the process ends before
+    // it would be due.
+    store.meter(&call(6_000)).await.unwrap();
+    store.write_metered().unwrap();
+    commit().await;
+    assert_eq!(batches(&store), 5);
 }
 
 #[tokio::test]
