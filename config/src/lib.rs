@@ -226,11 +226,13 @@ pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
 /// `[storage] cache_capacity_mb` when the host gives none.
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 32;
-/// `[storage] commit_window_us` when the host gives none: no window. On
-/// the benchmark's machine a window saved no measurable CPU at saturation
-/// and cost a quarter of a millisecond per call at low concurrency
-/// (tests/bench/PROFILING.md, tenth round).
-pub const DEFAULT_COMMIT_WINDOW_US: u64 = 0;
+/// `[storage] commit_window_us` when the host gives none. On the
+/// benchmark's machine it raised in-process `get_balance` by about 9 % and
+/// the OTP flow by about 12 % at 32 connections; the store opens it only
+/// while enough calls are in flight, because with a few it cost each a
+/// quarter of a millisecond (tests/bench/PROFILING.md, tenth and thirteenth
+/// rounds).
+pub const DEFAULT_COMMIT_WINDOW_US: u64 = 200;
 /// The longest `[storage] commit_window_us` accepted (10 ms).
 pub const MAX_COMMIT_WINDOW_US: u64 = 10_000;
 /// `[storage] min_free_mb` when the host gives none.

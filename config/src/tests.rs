@@ -1022,11 +1022,11 @@ fn the_store_cache_has_a_bounded_default_and_bounds() {
 }
 
 #[test]
-fn the_commit_window_is_off_by_default_and_bounded() {
+fn the_commit_window_has_a_default_and_is_bounded() {
     let base = "listen = \"127.0.0.1:1\"\n[data_at_rest]\nkey_id = \"t\"\nkey = \"5c582bd6a482c1304683245d9dc030ad30b3268fa79dd91cd641661d4a4cdb87\"\n[storage]\npath = \"d\"\n";
     assert_eq!(
         load(base).unwrap().storage.commit_window,
-        std::time::Duration::from_micros(crate::DEFAULT_COMMIT_WINDOW_US)
+        std::time::Duration::from_micros(200)
     );
     for (given, micros) in [("0", 0), ("10000", 10_000)] {
         assert_eq!(

@@ -31,7 +31,9 @@ use crate::retention::Retention;
 use crate::routing::ProviderLimits;
 use crate::signed::SpentSignatures;
 use crate::storage::{OpenError, Opener, RouteProvider, Storage};
-use crate::store::{FreeSpace, PgStore, PostgresOptions, SledStore, Store, StoreOptions};
+use crate::store::{
+    CallsInFlight, FreeSpace, PgStore, PostgresOptions, SledStore, Store, StoreOptions,
+};
 use tokio_util::task::TaskTracker;
 
 /// The name the `manifold` binary gives the demo bank in `implementation = "..."`.
@@ -187,7 +189,16 @@ impl Switch {
             path: path.clone(),
             reason,
         };
-        let options = StoreOptions::configured(config);
+        // Every call's engine work runs on this tracker: the store's commit
+        // window opens only while enough of them are in flight.
+        let engine_tasks = TaskTracker::new();
+        let options = StoreOptions {
+            calls_in_flight: Some(CallsInFlight::new({
+                let tasks = engine_tasks.clone();
+                move || tasks.len()
+            })),
+            ..StoreOptions::configured(config)
+        };
         // SMS and e-mail as the host configured them (the outbox otherwise),
         // for in-process providers and for `/notify/*` alike.
         let notifier =
@@ -313,7 +324,7 @@ impl Switch {
                 ..AuthFailureLimits::default()
             }),
             spent_signatures: Arc::new(SpentSignatures::new(&signatures)),
-            engine_tasks: TaskTracker::new(),
+            engine_tasks,
             metrics: Metrics::new(storage.clone()),
             fees: std::sync::RwLock::new(Arc::new(config.billing.clone())),
             signatures,

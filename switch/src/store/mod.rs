@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 pub use dump::transaction_json;
 pub use postgres::{ImportBatch, Imported, PgStore, PostgresOptions};
 pub use sled_store::{
-    CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH, COMMIT_BATCH_HELP,
-    COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,
+    CallsInFlight, CommitStats, EncodedSizes, SledStore, StoreOptions, COMMIT_BATCH,
+    COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP, FORMAT,
 };
 pub use space::{FreeSpace, SpaceShort};
 

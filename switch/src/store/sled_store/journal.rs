@@ -52,14 +52,18 @@
 //! mostly fixed (on a virtual disk, most of it is submitting the I/O), so
 //! the fewer commits per caller, the less CPU each call costs. When the last
 //! batch had more than one caller, which means callers are arriving
-//! together, the committer waits the *commit window* (`[storage]
-//! commit_window_us`; a sleep, it does not end early) before writing a batch
-//! smaller than [`GATHERED_ENOUGH`], so that the callers about to arrive
-//! share the sync. Under concurrent load, that adds up to the window to a
-//! call's wait for durability. One caller at a time waits at most once: a
-//! batch of one turns the window off for the next (the metering's own
-//! nudges count as callers too). A failed journal answers at once. Measured
-//! in tests/bench/PROFILING.md (tenth round).
+//! together, and at least [`WINDOW_FROM_CALLS_IN_FLIGHT`] calls are in
+//! flight (when the store was told how to count them,
+//! [`Journal::count_calls_in_flight`]), the committer waits the *commit
+//! window* (`[storage] commit_window_us`; a sleep, it does not end early)
+//! before writing a batch smaller than [`GATHERED_ENOUGH`], so that the
+//! callers about to arrive share the sync. Under concurrent load, that adds
+//! up to the window to a call's wait for durability. A few callers at a time
+//! never wait: they would each sit out most of the window for nobody. One
+//! caller at a time waits at most once: a batch of one turns the window off
+//! for the next (the metering's own nudges count as callers too). A failed
+//! journal answers at once. Measured in tests/bench/PROFILING.md (tenth and
+//! thirteenth rounds).
 //!
 //! **Backpressure.** At most [`APPLY_QUEUE_COMMITS`] commits wait to be
 //! applied; past that the committer, and with it every `durable()`, waits
@@ -88,6 +92,10 @@ use crate::store::StoreError;
 /// A batch of this many callers is written at once, without the commit
 /// window's wait.
 pub const GATHERED_ENOUGH: usize = 16;
+/// Fewer calls in flight than this, and a batch is written at once: with
+/// 2–4 callers a window cost each about a quarter of a millisecond and a
+/// quarter of their throughput (tests/bench/PROFILING.md, tenth round).
+pub const WINDOW_FROM_CALLS_IN_FLIGHT: usize = 8;
 /// A segment past this size is closed and checkpointed.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Commits written but not yet applied to sled, at most; past it the
@@ -217,10 +225,33 @@ struct Shared {
     /// Appends what must go with every commit, once per commit, just
     /// before it ([`Journal::before_each_commit`]).
     before_commit: OnceLock<BeforeCommit>,
+    /// How many calls are in flight ([`Journal::count_calls_in_flight`]).
+    calls_in_flight: OnceLock<CallsInFlight>,
 }
 
 /// See [`Journal::before_each_commit`].
 pub type BeforeCommit = Box<dyn Fn() + Send + Sync>;
+
+/// Counts the calls in flight in the process that uses the journal: those
+/// that may ask for a commit soon.
+#[derive(Clone)]
+pub struct CallsInFlight(Arc<dyn Fn() -> usize + Send + Sync>);
+
+impl CallsInFlight {
+    pub fn new(count: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        CallsInFlight(Arc::new(count))
+    }
+
+    fn count(&self) -> usize {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CallsInFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallsInFlight")
+    }
+}
 
 pub const COMMIT_BATCH: &str = "manifold_store_commit_batch_size";
 pub const COMMIT_BATCH_HELP: &str =
@@ -333,6 +364,7 @@ impl Journal {
             stats: CommitStats::new(),
             checkpoints_pending: AtomicU64::new(0),
             before_commit: OnceLock::new(),
+            calls_in_flight: OnceLock::new(),
         });
         let (checkpoints, checkpoint_queue) = std::sync::mpsc::channel::<PathBuf>();
         let checkpoint_db = db.clone();
@@ -526,6 +558,14 @@ impl Journal {
         let _ = self.shared.before_commit.set(append);
     }
 
+    /// Has the committer open the commit window only while `count` says
+    /// enough calls are in flight ([`WINDOW_FROM_CALLS_IN_FLIGHT`]).
+    /// Without it, the window opens whenever callers arrive together. Set
+    /// once; later calls are ignored.
+    pub fn count_calls_in_flight(&self, count: CallsInFlight) {
+        let _ = self.shared.calls_in_flight.set(count);
+    }
+
     /// Asks for a commit without waiting for it (writes made off the request
     /// path, such as metering, reach disk at the next commit anyway).
     pub fn nudge(&self) {
@@ -609,9 +649,15 @@ impl Gathering {
         }
     }
 
-    /// How long to wait before writing a batch of `callers`, if at all.
-    fn wait_before(&self, callers: usize) -> Option<std::time::Duration> {
-        (self.callers_arrive_together && !self.window.is_zero() && callers < GATHERED_ENOUGH)
+    /// How long to wait before writing a batch of `callers`, if at all,
+    /// `in_flight` calls being in flight (`None`: not counted).
+    fn wait_before(&self, callers: usize, in_flight: Option<usize>) -> Option<std::time::Duration> {
+        let others_coming =
+            in_flight.is_none_or(|calls| calls >= WINDOW_FROM_CALLS_IN_FLIGHT && calls > callers);
+        (self.callers_arrive_together
+            && others_coming
+            && !self.window.is_zero()
+            && callers < GATHERED_ENOUGH)
             .then_some(self.window)
     }
 
@@ -647,7 +693,10 @@ impl Committer {
                     // meanwhile wake nobody.
                     let wait = match self.shared.failure() {
                         Some(_) => None,
-                        None => self.gathering.wait_before(batch.len()),
+                        None => self.gathering.wait_before(
+                            batch.len(),
+                            self.shared.calls_in_flight.get().map(CallsInFlight::count),
+                        ),
                     };
                     if let Some(wait) = wait {
                         thread::sleep(wait);
@@ -1196,28 +1245,80 @@ mod tests {
         // does not wait (a_lone_caller_never_waits_for_the_commit_window).
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_few_calls_in_flight_no_caller_waits_for_the_window() {
+        const CALLERS: usize = 8;
+        let dir = tempfile::tempdir().unwrap();
+        // A window no test could sit out, opened by callers arriving
+        // together; but the switch counts fewer calls in flight than open it.
+        let journal = open_with_window(dir.path(), Duration::from_secs(3600));
+        journal.count_calls_in_flight(CallsInFlight::new(|| WINDOW_FROM_CALLS_IN_FLIGHT - 1));
+        for round in 0..5 {
+            let callers: Vec<_> = (0..CALLERS)
+                .map(|caller| {
+                    let journal = journal.clone();
+                    tokio::spawn(async move {
+                        let key = format!("r{round}c{caller}");
+                        write_durably(&journal, key, Duration::from_secs(30)).await;
+                    })
+                })
+                .collect();
+            for caller in callers {
+                caller.await.unwrap();
+            }
+        }
+        let shared = journal.stats().batch_size.get_sample_count() < 5 * CALLERS as u64;
+        assert!(
+            shared,
+            "some callers shared a commit, which opens the window"
+        );
+    }
+
     #[test]
     fn the_window_opens_only_for_a_small_batch_after_a_shared_one() {
         let window = Duration::from_micros(200);
         let mut gathering = Gathering::new(window);
+        // Calls in flight not counted: the batches alone decide.
         // The first batch, and every batch after a lone caller's: at once.
-        assert_eq!(gathering.wait_before(1), None);
+        assert_eq!(gathering.wait_before(1, None), None);
         gathering.written(1);
-        assert_eq!(gathering.wait_before(1), None);
+        assert_eq!(gathering.wait_before(1, None), None);
         // Callers arrived together: a small batch waits for the others.
         gathering.written(3);
-        assert_eq!(gathering.wait_before(1), Some(window));
-        assert_eq!(gathering.wait_before(GATHERED_ENOUGH - 1), Some(window));
-        assert_eq!(gathering.wait_before(GATHERED_ENOUGH), None);
+        assert_eq!(gathering.wait_before(1, None), Some(window));
+        assert_eq!(
+            gathering.wait_before(GATHERED_ENOUGH - 1, None),
+            Some(window)
+        );
+        assert_eq!(gathering.wait_before(GATHERED_ENOUGH, None), None);
         gathering.written(GATHERED_ENOUGH);
-        assert_eq!(gathering.wait_before(2), Some(window));
+        assert_eq!(gathering.wait_before(2, None), Some(window));
         // Load fell to one caller: the window closes again.
         gathering.written(1);
-        assert_eq!(gathering.wait_before(1), None);
+        assert_eq!(gathering.wait_before(1, None), None);
         // A zero window never waits.
         let mut off = Gathering::new(Duration::ZERO);
         off.written(8);
-        assert_eq!(off.wait_before(1), None);
+        assert_eq!(off.wait_before(1, None), None);
+    }
+
+    #[test]
+    fn the_window_opens_only_while_enough_calls_are_in_flight() {
+        let window = Duration::from_micros(200);
+        let mut gathering = Gathering::new(window);
+        gathering.written(3);
+        let many = WINDOW_FROM_CALLS_IN_FLIGHT;
+        // Callers arrive together, and others are on their way.
+        assert_eq!(gathering.wait_before(2, Some(many)), Some(window));
+        assert_eq!(gathering.wait_before(2, Some(4 * many)), Some(window));
+        // A few calls at a time: each would wait for nobody.
+        assert_eq!(gathering.wait_before(2, Some(many - 1)), None);
+        assert_eq!(gathering.wait_before(1, Some(2)), None);
+        // Every call in flight is in the batch already.
+        assert_eq!(gathering.wait_before(many, Some(many)), None);
+        // After a lone caller's batch, however many are in flight: at once.
+        gathering.written(1);
+        assert_eq!(gathering.wait_before(1, Some(4 * many)), None);
     }
 
     #[test]

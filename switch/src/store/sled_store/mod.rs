@@ -48,10 +48,11 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use manifold_provider::GroupCommit;
 
-use journal::{Change as Write, Journal, ProviderLog};
 pub use journal::{
-    CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP,
+    CallsInFlight, CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS,
+    COMMIT_SECONDS_HELP,
 };
+use journal::{Change as Write, Journal, ProviderLog};
 use manifold_crypto::DataKeys;
 
 use super::codec;
@@ -123,6 +124,10 @@ pub struct StoreOptions {
     /// The keys transaction records are sealed under (see `sealing.rs`);
     /// `None` keeps them in clear, for tests only.
     pub data_keys: Option<Arc<DataKeys>>,
+    /// The calls in flight in the switch: the commit window opens only
+    /// while there are enough of them (`journal.rs`, *Group commit*).
+    /// `None`: the batches alone decide.
+    pub calls_in_flight: Option<CallsInFlight>,
 }
 
 impl StoreOptions {
@@ -145,6 +150,7 @@ impl Default for StoreOptions {
             metering_interval: Duration::from_millis(200),
             commit_window: Duration::from_micros(manifold_config::DEFAULT_COMMIT_WINDOW_US),
             data_keys: None,
+            calls_in_flight: None,
         }
     }
 }
@@ -526,6 +532,9 @@ impl SledStore {
                 entries = replayed.entries,
                 "replayed the store's journal"
             );
+        }
+        if let Some(count) = &options.calls_in_flight {
+            journal.count_calls_in_flight(count.clone());
         }
         let journal = Arc::new(journal);
         let metering = Arc::new(Metering {
