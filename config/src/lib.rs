@@ -227,8 +227,8 @@ pub const MAX_RETENTION_DAYS: u64 = 36_500;
 /// `[storage] cache_capacity_mb` when the host gives none.
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 32;
 /// `[storage] commit_window_us` when the host gives none. On the
-/// benchmark's machine it raised in-process `get_balance` by about 9 % and
-/// the OTP flow by about 12 % at 32 connections; the store opens it only
+/// benchmark's machine it raised in-process `get_balance` by about 5–9 %
+/// and the OTP flow by about 10 % at 32 connections; the store opens it only
 /// while enough calls are in flight, because with a few it cost each a
 /// quarter of a millisecond (tests/bench/PROFILING.md, tenth and thirteenth
 /// rounds).

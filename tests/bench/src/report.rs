@@ -835,8 +835,9 @@ fn growth_section(report: &BenchReport, out: &mut String) {
         out,
         "- The switch measured here is `manifold-bench serve-switch`, whose global allocator is \
          `{}`; its store's page cache is `[storage] cache_capacity_mb = {}` (MiB), and its group \
-         commit's window `[storage] commit_window_us = {}` (µs; baseline (a′)'s group commit has \
-         none). Peak RSS is over the switch process's whole life: opening the store, warm-up and \
+         commit's window `[storage] commit_window_us = {}` (µs; the group commits of (a′) and (b′) \
+         wait the same window by the same rule, so the ratios do not credit the switch with a \
+         better group commit). Peak RSS is over the switch process's whole life: opening the store, warm-up and \
          window.",
         report.allocator, report.store_cache_mb, report.commit_window_us
     );

@@ -50,20 +50,17 @@
 //! **Group commit.** One committer thread writes and syncs everything
 //! appended since its last sync, for every caller waiting. A sync's cost is
 //! mostly fixed (on a virtual disk, most of it is submitting the I/O), so
-//! the fewer commits per caller, the less CPU each call costs. When the last
-//! batch had more than one caller, which means callers are arriving
-//! together, and at least [`WINDOW_FROM_CALLS_IN_FLIGHT`] calls are in
-//! flight (when the store was told how to count them,
-//! [`Journal::count_calls_in_flight`]), the committer waits the *commit
-//! window* (`[storage] commit_window_us`; a sleep, it does not end early)
-//! before writing a batch smaller than [`GATHERED_ENOUGH`], so that the
-//! callers about to arrive share the sync. Under concurrent load, that adds
-//! up to the window to a call's wait for durability. A few callers at a time
-//! never wait: they would each sit out most of the window for nobody. One
-//! caller at a time waits at most once: a batch of one turns the window off
-//! for the next (the metering's own nudges count as callers too). A failed
-//! journal answers at once. Measured in tests/bench/PROFILING.md (tenth and
-//! thirteenth rounds).
+//! the fewer commits per caller, the less CPU each call costs. Under
+//! concurrent load the committer waits the *commit window* (`[storage]
+//! commit_window_us`; a sleep, it does not end early) before a small batch,
+//! so that the callers about to arrive share the sync, by the rule of
+//! [`Gathering`]: callers arriving together, and enough calls in flight when
+//! the store was told how to count them ([`Journal::count_calls_in_flight`]).
+//! That adds up to the window to a call's wait for durability; a few callers
+//! at a time never wait, and one at a time waits at most once (the
+//! metering's own nudges count as callers too). A failed journal answers at
+//! once. Measured in tests/bench/PROFILING.md (tenth and thirteenth
+//! rounds).
 //!
 //! **Backpressure.** At most [`APPLY_QUEUE_COMMITS`] commits wait to be
 //! applied; past that the committer, and with it every `durable()`, waits
@@ -83,19 +80,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 
 use dashmap::DashMap;
-use manifold_provider::durable::DurabilityError;
+use manifold_provider::durable::{CallsInFlight, DurabilityError, Gathering};
 use manifold_provider::{GroupCommit, SharedLog};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
 
-/// A batch of this many callers is written at once, without the commit
-/// window's wait.
-pub const GATHERED_ENOUGH: usize = 16;
-/// Fewer calls in flight than this, and a batch is written at once: with
-/// 2–4 callers a window cost each about a quarter of a millisecond and a
-/// quarter of their throughput (tests/bench/PROFILING.md, tenth round).
-pub const WINDOW_FROM_CALLS_IN_FLIGHT: usize = 8;
 /// A segment past this size is closed and checkpointed.
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Commits written but not yet applied to sled, at most; past it the
@@ -231,27 +221,6 @@ struct Shared {
 
 /// See [`Journal::before_each_commit`].
 pub type BeforeCommit = Box<dyn Fn() + Send + Sync>;
-
-/// Counts the calls in flight in the process that uses the journal: those
-/// that may ask for a commit soon.
-#[derive(Clone)]
-pub struct CallsInFlight(Arc<dyn Fn() -> usize + Send + Sync>);
-
-impl CallsInFlight {
-    pub fn new(count: impl Fn() -> usize + Send + Sync + 'static) -> Self {
-        CallsInFlight(Arc::new(count))
-    }
-
-    fn count(&self) -> usize {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for CallsInFlight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallsInFlight")
-    }
-}
 
 pub const COMMIT_BATCH: &str = "manifold_store_commit_batch_size";
 pub const COMMIT_BATCH_HELP: &str =
@@ -559,7 +528,8 @@ impl Journal {
     }
 
     /// Has the committer open the commit window only while `count` says
-    /// enough calls are in flight ([`WINDOW_FROM_CALLS_IN_FLIGHT`]).
+    /// enough calls are in flight
+    /// ([`WINDOW_FROM_CALLS_IN_FLIGHT`](manifold_provider::durable::WINDOW_FROM_CALLS_IN_FLIGHT)).
     /// Without it, the window opens whenever callers arrive together. Set
     /// once; later calls are ignored.
     pub fn count_calls_in_flight(&self, count: CallsInFlight) {
@@ -633,40 +603,6 @@ struct ToApply {
     closes: Option<PathBuf>,
 }
 
-/// When the committer waits for more callers before writing a batch (the
-/// module docs' *Group commit*).
-struct Gathering {
-    window: std::time::Duration,
-    /// The last batch had more than one caller.
-    callers_arrive_together: bool,
-}
-
-impl Gathering {
-    fn new(window: std::time::Duration) -> Self {
-        Gathering {
-            window,
-            callers_arrive_together: false,
-        }
-    }
-
-    /// How long to wait before writing a batch of `callers`, if at all,
-    /// `in_flight` calls being in flight (`None`: not counted).
-    fn wait_before(&self, callers: usize, in_flight: Option<usize>) -> Option<std::time::Duration> {
-        let others_coming =
-            in_flight.is_none_or(|calls| calls >= WINDOW_FROM_CALLS_IN_FLIGHT && calls > callers);
-        (self.callers_arrive_together
-            && others_coming
-            && !self.window.is_zero()
-            && callers < GATHERED_ENOUGH)
-            .then_some(self.window)
-    }
-
-    /// A batch of `callers` is being written.
-    fn written(&mut self, callers: usize) {
-        self.callers_arrive_together = callers > 1;
-    }
-}
-
 /// The thread that writes and syncs, and answers [`Journal::durable`].
 struct Committer {
     shared: Arc<Shared>,
@@ -686,25 +622,11 @@ impl Committer {
             let open = match queue.blocking_recv() {
                 Some(first) => {
                     batch.push(first);
-                    while let Ok(next) = queue.try_recv() {
-                        batch.push(next);
-                    }
-                    // A sleep, not a timed receive: callers appending
-                    // meanwhile wake nobody.
-                    let wait = match self.shared.failure() {
-                        Some(_) => None,
-                        None => self.gathering.wait_before(
-                            batch.len(),
-                            self.shared.calls_in_flight.get().map(CallsInFlight::count),
-                        ),
-                    };
-                    if let Some(wait) = wait {
-                        thread::sleep(wait);
-                        while let Ok(next) = queue.try_recv() {
-                            batch.push(next);
-                        }
-                    }
-                    self.gathering.written(batch.len());
+                    // A failed journal answers at once.
+                    let may_wait = self.shared.failure().is_none();
+                    let in_flight = self.shared.calls_in_flight.get().map(CallsInFlight::count);
+                    self.gathering
+                        .gather(&mut queue, &mut batch, in_flight, may_wait);
                     true
                 }
                 // The store is gone: write what it appended, then stop.
@@ -1116,6 +1038,7 @@ fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use manifold_provider::durable::WINDOW_FROM_CALLS_IN_FLIGHT;
     use std::time::Duration;
 
     /// The default commit window.
@@ -1272,53 +1195,6 @@ mod tests {
             shared,
             "some callers shared a commit, which opens the window"
         );
-    }
-
-    #[test]
-    fn the_window_opens_only_for_a_small_batch_after_a_shared_one() {
-        let window = Duration::from_micros(200);
-        let mut gathering = Gathering::new(window);
-        // Calls in flight not counted: the batches alone decide.
-        // The first batch, and every batch after a lone caller's: at once.
-        assert_eq!(gathering.wait_before(1, None), None);
-        gathering.written(1);
-        assert_eq!(gathering.wait_before(1, None), None);
-        // Callers arrived together: a small batch waits for the others.
-        gathering.written(3);
-        assert_eq!(gathering.wait_before(1, None), Some(window));
-        assert_eq!(
-            gathering.wait_before(GATHERED_ENOUGH - 1, None),
-            Some(window)
-        );
-        assert_eq!(gathering.wait_before(GATHERED_ENOUGH, None), None);
-        gathering.written(GATHERED_ENOUGH);
-        assert_eq!(gathering.wait_before(2, None), Some(window));
-        // Load fell to one caller: the window closes again.
-        gathering.written(1);
-        assert_eq!(gathering.wait_before(1, None), None);
-        // A zero window never waits.
-        let mut off = Gathering::new(Duration::ZERO);
-        off.written(8);
-        assert_eq!(off.wait_before(1, None), None);
-    }
-
-    #[test]
-    fn the_window_opens_only_while_enough_calls_are_in_flight() {
-        let window = Duration::from_micros(200);
-        let mut gathering = Gathering::new(window);
-        gathering.written(3);
-        let many = WINDOW_FROM_CALLS_IN_FLIGHT;
-        // Callers arrive together, and others are on their way.
-        assert_eq!(gathering.wait_before(2, Some(many)), Some(window));
-        assert_eq!(gathering.wait_before(2, Some(4 * many)), Some(window));
-        // A few calls at a time: each would wait for nobody.
-        assert_eq!(gathering.wait_before(2, Some(many - 1)), None);
-        assert_eq!(gathering.wait_before(1, Some(2)), None);
-        // Every call in flight is in the batch already.
-        assert_eq!(gathering.wait_before(many, Some(many)), None);
-        // After a lone caller's batch, however many are in flight: at once.
-        gathering.written(1);
-        assert_eq!(gathering.wait_before(1, Some(4 * many)), None);
     }
 
     #[test]

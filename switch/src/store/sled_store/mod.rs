@@ -48,12 +48,12 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use manifold_provider::GroupCommit;
 
-pub use journal::{
-    CallsInFlight, CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS,
-    COMMIT_SECONDS_HELP,
-};
 use journal::{Change as Write, Journal, ProviderLog};
+pub use journal::{
+    CommitStats, COMMIT_BATCH, COMMIT_BATCH_HELP, COMMIT_SECONDS, COMMIT_SECONDS_HELP,
+};
 use manifold_crypto::DataKeys;
+pub use manifold_provider::durable::CallsInFlight;
 
 use super::codec;
 use super::sealing::{self, Sealing};
