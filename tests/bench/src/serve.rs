@@ -11,7 +11,7 @@
 //! - [`durable`]: baseline (a′), the same, but each request body is written
 //!   to sled and acknowledged only after a group-commit flush
 //!   ([`GroupCommit`], with the switch's commit window and its rule for
-//!   opening it, [`baseline_commit`]): the limit of a durable acknowledgement.
+//!   opening it, `baseline_commit`): the limit of a durable acknowledgement.
 //! - [`proxy`]: baseline (b), a bare hyper proxy to the provider
 //!   microservice that checks the app's signature and signs the hop: the
 //!   cost of one hop. With `--record`, diagnostic (b′): it also records each
