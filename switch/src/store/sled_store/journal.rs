@@ -1097,6 +1097,23 @@ mod tests {
             .unwrap();
     }
 
+    /// `callers` callers of round `round`, started together, each writing
+    /// a key and waiting until it is durable; returns once all are.
+    async fn round_of_callers(journal: &Arc<Journal>, round: usize, callers: usize) {
+        let callers: Vec<_> = (0..callers)
+            .map(|caller| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let key = format!("r{round}c{caller}");
+                    write_durably(&journal, key, Duration::from_secs(30)).await;
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn a_lone_caller_never_waits_for_the_commit_window() {
         let dir = tempfile::tempdir().unwrap();
@@ -1121,18 +1138,7 @@ mod tests {
         let mut opened = false;
         for round in 0..20 {
             let before = commits(&journal);
-            let callers: Vec<_> = (0..CALLERS)
-                .map(|caller| {
-                    let journal = journal.clone();
-                    tokio::spawn(async move {
-                        let key = format!("r{round}c{caller}");
-                        write_durably(&journal, key, Duration::from_secs(30)).await;
-                    })
-                })
-                .collect();
-            for caller in callers {
-                caller.await.unwrap();
-            }
+            round_of_callers(&journal, round, CALLERS).await;
             if commits(&journal) == before + 1 {
                 opened = true;
                 break;
@@ -1177,18 +1183,7 @@ mod tests {
         let journal = open_with_window(dir.path(), Duration::from_secs(3600));
         journal.count_calls_in_flight(CallsInFlight::new(|| WINDOW_FROM_CALLS_IN_FLIGHT - 1));
         for round in 0..5 {
-            let callers: Vec<_> = (0..CALLERS)
-                .map(|caller| {
-                    let journal = journal.clone();
-                    tokio::spawn(async move {
-                        let key = format!("r{round}c{caller}");
-                        write_durably(&journal, key, Duration::from_secs(30)).await;
-                    })
-                })
-                .collect();
-            for caller in callers {
-                caller.await.unwrap();
-            }
+            round_of_callers(&journal, round, CALLERS).await;
         }
         let shared = journal.stats().batch_size.get_sample_count() < 5 * CALLERS as u64;
         assert!(
