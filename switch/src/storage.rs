@@ -547,8 +547,13 @@ impl Storage {
             *current = Some(generation.clone());
             std::mem::take(&mut *self.unmetered.lock().unwrap_or_else(|e| e.into_inner()))
         };
+        // Promptly: they have waited through the reopen already, and some
+        // may have been metered promptly in the retired generation (a mark
+        // the hand-over does not carry), so the next commit writes them all
+        // rather than leaving them to age into a batch a crash could lose
+        // after later calls were acknowledged.
         for call in &unmetered {
-            if let Err(error) = generation.dyn_store.meter(call).await {
+            if let Err(error) = generation.dyn_store.meter_promptly(call).await {
                 tracing::error!(%error, "a metered call kept over the reopen could not be metered");
             }
         }
@@ -619,5 +624,92 @@ async fn recover(storage: Weak<Storage>, retired: u64) {
             }
             Err(error) => tracing::error!(%error, "reopening the store panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Operation;
+    use manifold_provider::notify::OutboxNotifier;
+    use manifold_provider::Status;
+
+    fn call(at_ms: u64) -> MeteredCall {
+        MeteredCall {
+            at_ms,
+            app_id: "app".into(),
+            operation: Operation::Transact,
+            request_type: Some("get_balance".into()),
+            provider: None,
+            status: Status::Successful,
+            http_status: 200,
+            error: None,
+            inspect: false,
+            transaction_ref: None,
+            amount: None,
+            repeat: false,
+            completed: false,
+            price: None,
+        }
+    }
+
+    /// Calls metered in a generation that fails before writing them are
+    /// metered in the next one so that its next commit writes them, however
+    /// young: a crash after a later call was acknowledged must not lose
+    /// them (a daily quota counts them again after a restart). Handed over
+    /// as plain calls, they waited for their batch to age, and a call
+    /// metered promptly before the failure lost its mark.
+    #[tokio::test]
+    async fn calls_metered_before_a_store_failure_go_with_the_next_generations_first_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let opener = Opener {
+            path: dir.path().join("store"),
+            // No metering thread to write them meanwhile.
+            options: StoreOptions {
+                metering_interval: Duration::from_secs(3600),
+                ..StoreOptions::default()
+            },
+            postgres: None,
+            notifier: Arc::new(OutboxNotifier::new(dir.path().join("outbox.jsonl"))),
+            routes: Vec::new(),
+        };
+        let first = opener.open(1).unwrap();
+        let storage = Storage::new(opener, first, FreeSpace::new(dir.path(), 0));
+        let failed = storage.current().unwrap();
+        for at in 0..3 {
+            storage.meter(&call(at), at == 2).await.unwrap();
+        }
+        let error = StoreError::Database("a write failed".into());
+        let settled: Result<(), _> = storage.settle(&failed, Err(SwitchError::Store(error)));
+        assert!(matches!(settled, Err(SwitchError::StorageUnavailable)));
+        // The last handle on the failed generation closes its database.
+        drop(failed);
+        let reopened = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(generation) = storage.current() {
+                    return generation;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the store reopens within 30 s");
+        assert_eq!(reopened.number(), 2);
+        let store = reopened.backend().sled().unwrap().clone();
+        // `install` meters them after the generation is current.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while store.metered_calls_waiting() < 3 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the kept calls are metered in the new generation");
+        // One commit, well within the age that would make them due anyway.
+        let _ = reopened.store().durable().await.unwrap();
+        assert_eq!(store.metered_calls_waiting(), 0);
+        assert_eq!(
+            store.metered_calls("app", 0, u64::MAX).await.unwrap().len(),
+            3
+        );
     }
 }

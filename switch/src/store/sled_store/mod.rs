@@ -321,7 +321,8 @@ impl Metering {
                 });
             if let Err(error) = written {
                 // What was not written stays buffered for the next drain (or
-                // for the store that replaces this one).
+                // for the store that replaces this one, which meters them
+                // promptly: `Storage::install`).
                 let unwritten = batch
                     .into_iter()
                     .chain(batches.flat_map(|(_, rest)| rest))
@@ -651,6 +652,12 @@ impl SledStore {
     /// (the switch's next storage generation, when this one failed).
     pub fn take_metered(&self) -> Vec<MeteredCall> {
         self.metering.buffered().take()
+    }
+
+    /// How many metered calls wait in memory for their batch: none after a
+    /// commit once they are due.
+    pub fn metered_calls_waiting(&self) -> usize {
+        self.metering.buffered().calls.len()
     }
 
     /// The store's journal, lent to a provider running in-process on this
