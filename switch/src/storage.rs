@@ -630,28 +630,8 @@ async fn recover(storage: Weak<Storage>, retired: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Operation;
+    use crate::store::suite::call;
     use manifold_provider::notify::OutboxNotifier;
-    use manifold_provider::Status;
-
-    fn call(at_ms: u64) -> MeteredCall {
-        MeteredCall {
-            at_ms,
-            app_id: "app".into(),
-            operation: Operation::Transact,
-            request_type: Some("get_balance".into()),
-            provider: None,
-            status: Status::Successful,
-            http_status: 200,
-            error: None,
-            inspect: false,
-            transaction_ref: None,
-            amount: None,
-            repeat: false,
-            completed: false,
-            price: None,
-        }
-    }
 
     /// Calls metered in a generation that fails before writing them are
     /// metered in the next one so that its next commit writes them, however

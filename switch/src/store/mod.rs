@@ -24,7 +24,7 @@ mod sealing;
 mod sled_store;
 pub mod space;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use async_trait::async_trait;
 use manifold_provider::{ProviderReply, Status};

@@ -73,7 +73,7 @@ pub(super) fn validation(request_ref: &str) -> RequestEntry {
     }
 }
 
-pub(super) fn call(at_ms: u64) -> MeteredCall {
+pub(crate) fn call(at_ms: u64) -> MeteredCall {
     MeteredCall {
         at_ms,
         app_id: "app".into(),
